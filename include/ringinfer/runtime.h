@@ -1,0 +1,50 @@
+#pragma once
+// Process runtime: MPI start-up and shut-down, who am I (world and node-local rank),
+// which GPU this rank drives, and how a rank leaves on error.
+#include <mpi.h>
+
+#include <functional>
+#include <string>
+
+namespace ringinfer {
+
+struct RankInfo {
+  int world_rank = 0;  // rank in MPI_COMM_WORLD
+  int world_size = 1;
+  int local_rank = 0;  // rank among the ranks of this node (MPI_Comm_split_type SHARED)
+  int local_size = 1;
+  std::string host;    // processor name, for messages
+};
+
+// Owns MPI for the life of the program: MPI_Init_thread (MPI_THREAD_FUNNELED or better),
+// MPI_ERRORS_RETURN on MPI_COMM_WORLD so MPI_CHECK reports failures, and
+// MPI_Finalize in the destructor.
+class MpiRuntime {
+ public:
+  MpiRuntime(int* argc, char*** argv);
+  ~MpiRuntime();
+  MpiRuntime(const MpiRuntime&) = delete;
+  MpiRuntime& operator=(const MpiRuntime&) = delete;
+
+  const RankInfo& info() const { return info_; }
+
+ private:
+  RankInfo info_;
+  bool finalize_ = false;
+};
+
+// Number of GPUs visible to this process (respects CUDA_VISIBLE_DEVICES); 0 in builds
+// without CUDA or when the driver finds none.
+int visible_gpu_count();
+
+// Binds this rank to GPU (local_rank mod visible GPUs) and returns its index. Throws
+// Error when there are fewer visible GPUs than ranks on this node.
+int bind_gpu(const RankInfo& info);
+
+// Runs body; on ringinfer::Error (or any exception) prints "[rank r] error: ..." and
+// returns exit_code. Every rank is expected to reach the same error for collective
+// problems (bad input files); when only some ranks fail, they call MPI_Abort so the
+// others cannot hang in a collective.
+int run_guarded(const std::function<int()>& body, int exit_code_on_error = 2);
+
+}  // namespace ringinfer

@@ -1,0 +1,25 @@
+#include "ringinfer/log.h"
+
+#include <cstdio>
+
+#include "ringinfer/error.h"
+
+namespace ringinfer::log {
+namespace {
+bool g_quiet = false;
+
+void emit(const char* level, const std::string& message) {
+  // One fprintf per line so lines from different ranks do not interleave mid-line.
+  std::fprintf(stderr, "[rank %d] %s%s\n", this_rank() < 0 ? 0 : this_rank(), level, message.c_str());
+  std::fflush(stderr);
+}
+}  // namespace
+
+void set_quiet(bool quiet) { g_quiet = quiet; }
+void info(const std::string& message) {
+  if (!g_quiet && this_rank() <= 0) emit("", message);
+}
+void warn(const std::string& message) { emit("warning: ", message); }
+void error(const std::string& message) { emit("error: ", message); }
+
+}  // namespace ringinfer::log

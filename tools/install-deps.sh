@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Usage: tools/install-deps.sh
+# Installs every system and Python package that the build, the tests and the demo need
+# (Debian/Ubuntu names). Idempotent: packages already present are left alone.
+# The CUDA toolkit (nvcc, cuBLAS, NCCL) is not installed here: it is detected when present.
+set -euo pipefail
+
+packages=(
+  build-essential cmake ninja-build pkg-config git
+  libopenmpi-dev openmpi-bin
+  libhdf5-dev hdf5-tools
+  libboost-program-options-dev
+  libopenblas-dev
+  libpcre2-dev
+  nlohmann-json3-dev
+  libgtest-dev
+  python3 python3-pip
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  sudo=""; [[ $(id -u) -ne 0 ]] && sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+# Python packages for test fixtures and the demo model (tools/requirements.txt).
+req="$(dirname "$0")/requirements.txt"
+if [[ -f "$req" ]]; then
+  python3 -m pip install -q --disable-pip-version-check -r "$req"
+fi
