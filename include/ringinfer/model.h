@@ -1,0 +1,70 @@
+#pragma once
+// The model contract: configuration and weights, shared by the loaders (safetensors,
+// GGUF), the engine and the backends. Weights are held in Hugging Face's layout
+// (row-major [out_features, in_features]) whatever the file format, so one forward pass
+// serves every loader. Loaders fill these structs; backends convert them to their own
+// storage (fp32 on the CPU, bf16 on the GPU).
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace ringinfer {
+
+enum class RopeScalingType { none, linear, llama3 };
+
+struct RopeConfig {
+  double theta = 10000.0;                // rope_theta
+  RopeScalingType scaling = RopeScalingType::none;
+  double factor = 1.0;                   // linear and llama3
+  double low_freq_factor = 1.0;          // llama3
+  double high_freq_factor = 4.0;         // llama3
+  int64_t original_max_position = 8192;  // llama3: original_max_position_embeddings
+};
+
+struct ModelConfig {
+  std::string architecture;          // LlamaForCausalLM | MistralForCausalLM | Qwen2ForCausalLM
+  int64_t hidden_size = 0;           // d_model
+  int64_t n_layers = 0;
+  int64_t n_heads = 0;               // query heads
+  int64_t n_kv_heads = 0;            // key/value heads (GQA: n_heads % n_kv_heads == 0)
+  int64_t head_dim = 0;              // explicit head_dim, else hidden_size / n_heads
+  int64_t intermediate_size = 0;     // SwiGLU inner width
+  int64_t vocab_size = 0;
+  double rms_norm_eps = 1e-5;
+  RopeConfig rope;
+  bool qkv_bias = false;             // Qwen2: q/k/v projections carry a bias
+  bool tie_word_embeddings = false;  // LM head shares the embedding matrix
+  int64_t bos_token_id = -1;         // -1 when absent
+  std::vector<int64_t> eos_token_ids;
+  int64_t max_position_embeddings = 0;
+};
+
+// A dense fp32 host tensor, row-major.
+struct HostTensor {
+  std::vector<int64_t> shape;
+  std::vector<float> data;
+  int64_t numel() const { return static_cast<int64_t>(data.size()); }
+  bool empty() const { return data.empty(); }
+};
+
+struct LayerWeights {
+  HostTensor attn_norm;  // (hidden)                      input_layernorm.weight
+  HostTensor wq;         // (n_heads * head_dim, hidden)   self_attn.q_proj.weight
+  HostTensor wk;         // (n_kv_heads * head_dim, hidden)
+  HostTensor wv;         // (n_kv_heads * head_dim, hidden)
+  HostTensor bq, bk, bv; // (out) when qkv_bias, else empty
+  HostTensor wo;         // (hidden, n_heads * head_dim)   self_attn.o_proj.weight
+  HostTensor ffn_norm;   // (hidden)                      post_attention_layernorm.weight
+  HostTensor w_gate;     // (intermediate, hidden)         mlp.gate_proj.weight
+  HostTensor w_up;       // (intermediate, hidden)         mlp.up_proj.weight
+  HostTensor w_down;     // (hidden, intermediate)         mlp.down_proj.weight
+};
+
+struct ModelWeights {
+  HostTensor embed;                 // (vocab, hidden)  model.embed_tokens.weight
+  std::vector<LayerWeights> layers; // n_layers
+  HostTensor final_norm;            // (hidden)         model.norm.weight
+  HostTensor lm_head;               // (vocab, hidden)  lm_head.weight; empty when tied to embed
+};
+
+}  // namespace ringinfer
