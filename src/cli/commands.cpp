@@ -1,20 +1,55 @@
 #include "cli/commands.h"
 
-#include <cstdio>
+#include <cstdlib>
 #include <cstring>
+#include <iostream>
 #include <string>
+#include <vector>
 
+#include "cli/options.h"
+#include "ringinfer/error.h"
+#include "ringinfer/log.h"
 #include "ringinfer/version.h"
 
 namespace ringinfer::cli {
 
-int main(int argc, char** argv) {
-  if (argc >= 2 && (std::strcmp(argv[1], "--version") == 0)) {
-    std::printf("ringinfer %s\n", RINGINFER_VERSION);
-    return 0;
+int launcher_rank() {
+  for (const char* var : {"OMPI_COMM_WORLD_RANK", "PMIX_RANK", "PMI_RANK", "SLURM_PROCID"}) {
+    if (const char* v = std::getenv(var)) return std::atoi(v);
   }
-  std::fprintf(stderr, "usage: ringinfer {run|score|prep|dump|plan} [options]\n");
-  return 2;
+  return 0;
+}
+
+int main(int argc, char** argv) {
+  if (argc < 2 || std::strcmp(argv[1], "--help") == 0 || std::strcmp(argv[1], "-h") == 0) {
+    (argc < 2 ? std::cerr : std::cout) << usage();
+    return argc < 2 ? kExitUsage : kExitOk;
+  }
+  if (std::strcmp(argv[1], "--version") == 0) {
+    std::cout << "ringinfer " << RINGINFER_VERSION << "\n";
+    return kExitOk;
+  }
+  const std::string command = argv[1];
+  std::optional<RunConfig> config;
+  try {
+    config = parse_options(command, std::vector<std::string>(argv + 2, argv + argc), std::cout);
+  } catch (const Error& e) {
+    // Every rank parses the same flags and fails the same way: print once, exit everywhere.
+    if (launcher_rank() == 0) std::cerr << "error: " << e.what() << "\n";
+    return kExitUsage;
+  }
+  if (!config) return kExitOk;  // --help or --print-config
+  log::set_quiet(config->quiet);
+  if (command == "run" || command == "score") return run_command(*config);
+  try {
+    if (command == "prep") return prep_command(*config);
+    if (command == "dump") return dump_command(*config);
+    if (command == "plan") return plan_command(*config);
+  } catch (const Error& e) {
+    std::cerr << "error: " << e.what() << "\n";
+    return kExitUsage;
+  }
+  return kExitInternal;
 }
 
 }  // namespace ringinfer::cli

@@ -1,0 +1,35 @@
+#pragma once
+// RunConfig: everything a subcommand was asked to do, after the command line and any
+// --config file have been merged and checked. Printed by --print-config (as INI, so it
+// can be fed back with --config) and stored in output attributes.
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace ringinfer {
+
+enum class DeviceKind { auto_detect, cpu, cuda };
+
+struct RunConfig {
+  std::string command;               // run | score | prep | dump | plan
+  std::string model;                 // HF folder or .gguf file
+  std::vector<std::string> inputs;   // input shards (run, score) or text/JSONL files (prep)
+  std::string output;                // output HDF5 (run, score, prep)
+  DeviceKind device = DeviceKind::auto_detect;
+  int cp = 0;                        // context-parallel group size; 0 = world size
+  int64_t max_new_tokens = 256;      // run
+  double temperature = 0.0;          // run: 0 = greedy
+  double top_p = 1.0;                // run
+  uint64_t seed = 0;                 // run: sampling RNG key
+  bool dry_run = false;              // run: read every stripe, write empty generations
+  std::string prompt_template;       // prep: file with a {document} placeholder
+  bool jsonl = false;                // dump
+  int64_t context = 0;               // plan: tokens
+  int ranks = 0;                     // plan
+  std::string kv_dtype = "bf16";     // plan
+  bool quiet = false;
+};
+
+const char* to_string(DeviceKind d);
+
+}  // namespace ringinfer
