@@ -1,0 +1,44 @@
+#pragma once
+// Memory and transfer plan of one document on one rank (DESIGN §3 "Memory per rank", §5):
+// what `ringinfer plan` prints and what the memory check before work compares with the
+// device. Every figure is in bytes and counts only what scales with the model or the
+// context; the formulas are spelled out in memory_plan.cpp.
+#include <cstdint>
+
+#include "ringinfer/model.h"
+
+namespace ringinfer {
+
+struct PlanInput {
+  int64_t context = 0;          // S: tokens of the document (prompt + generated)
+  int ranks = 1;                // ranks in the job
+  int tp = 1;                   // tensor-parallel size T (CP size N = ranks / T)
+  int weight_bytes = 2;         // bytes per weight element (bf16 = 2, fp32 = 4)
+  int kv_bytes = 2;             // bytes per KV element (bf16 = 2, fp8 = 1)
+  int act_bytes = 2;            // bytes per activation element of Q and the ring buffers
+  int64_t token_chunk = 4096;   // tokens per chunk of the projections, MLP and LM head (bounds scratch)
+};
+
+struct MemoryPlan {
+  int cp = 1;                        // N = ranks / T
+  int64_t params_total = 0;          // parameters of the whole model
+  int64_t weights_per_rank = 0;      // bytes: params_total x weight_bytes / T (norms, embeddings: see .cpp)
+  int64_t kv_bytes_per_token = 0;    // bytes of K and V of one token over all layers, whole model
+  int64_t kv_total = 0;              // bytes of the whole document's KV cache (all ranks)
+  int64_t local_tokens = 0;          // ceil(S / N): tokens held by the fullest rank
+  int64_t kv_per_rank = 0;           // 2 L max(1, Hkv/T) D ceil(S/N) kv_bytes
+  int64_t activation_bytes_per_local_token = 0;
+  int64_t activations_per_rank = 0;  // residual stream, Q and O of one layer, two ring KV buffers
+  int64_t scratch_per_rank = 0;      // one token chunk of MLP, norm and fp32 LM-head logits
+  int64_t total_per_rank = 0;        // weights + KV + activations + scratch
+  int64_t ring_step_bytes = 0;       // bytes one rank sends per ring step of one layer (its local K and V)
+  double ring_step_flops = 0;        // FLOPs of one ring step of one layer on one rank (QK^T and PV)
+};
+
+MemoryPlan plan_memory(const ModelConfig& config, const PlanInput& in);
+
+// Smallest rank count (a multiple of in.tp) whose per-rank total fits in `capacity` bytes,
+// or -1 when even a very large count does not (the weights alone do not fit).
+int smallest_fitting_ranks(const ModelConfig& config, PlanInput in, int64_t capacity);
+
+}  // namespace ringinfer
