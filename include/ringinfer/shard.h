@@ -1,0 +1,129 @@
+#pragma once
+// Input shards: HDF5 files of tokenized documents (DESIGN §6 "Input shard").
+//
+//   /tokens       int32 [T], chunked (1 Mi elements); documents concatenated
+//   /doc_offsets  int64 [D+1]; document d is tokens[doc_offsets[d] : doc_offsets[d+1]]
+//   /doc_ids      variable-length UTF-8 strings [D], unique across all shards of a job
+//   attributes    format = "ringinfer.tokens", version = 1, vocab_size (int), tokenizer (string)
+//
+// Writing: ShardWriter (streaming, used by `ringinfer prep`) or write_shard (all at once).
+// Reading: open_documents validates every shard up front and lists the documents in
+// input order; read_stripe / read_stripes / read_document fetch one document's tokens.
+// Every problem a user can cause is a one-line ringinfer::Error naming the file.
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <unordered_set>
+#include <vector>
+
+namespace ringinfer {
+
+inline constexpr const char* kShardFormat = "ringinfer.tokens";
+inline constexpr int64_t kShardVersion = 1;
+inline constexpr int64_t kTokenChunkElements = int64_t(1) << 20;  // /tokens chunk: 1 Mi int32 = 4 MiB
+
+// ---------------------------------------------------------------- writing
+
+// Writes a shard document by document. The file is built as "<path>.tmp" and renamed
+// to path by finish(), so an interrupted prep never leaves a half-written shard.
+// Tokens are checked against [0, vocab_size); ids must be non-empty and unique.
+class ShardWriter {
+ public:
+  // chunk_elements: /tokens chunk size (tests pass small values to keep tiny files tiny).
+  ShardWriter(const std::string& path, int64_t vocab_size, const std::string& tokenizer,
+              int64_t chunk_elements = kTokenChunkElements);
+  ~ShardWriter();  // without finish(): closes and deletes the temporary file
+  ShardWriter(const ShardWriter&) = delete;
+  ShardWriter& operator=(const ShardWriter&) = delete;
+
+  void add(const std::string& id, const std::vector<int32_t>& tokens);
+  void finish();  // writes /doc_offsets, /doc_ids and the attributes, then renames
+
+  int64_t documents() const { return static_cast<int64_t>(ids_.size()); }
+  int64_t tokens() const { return offsets_.back(); }
+
+ private:
+  void flush_tokens(bool all);
+
+  std::string path_;
+  std::string tmp_path_;
+  int64_t vocab_size_;
+  std::string tokenizer_;
+  int64_t chunk_;
+  struct Handles;
+  std::unique_ptr<Handles> h_;     // open file and /tokens dataset
+  std::vector<int32_t> pending_;   // tokens not yet written (flushed in whole chunks)
+  int64_t written_ = 0;            // tokens already in /tokens
+  std::vector<int64_t> offsets_{0};  // [D+1]
+  std::vector<std::string> ids_;     // [D]
+  std::unordered_set<std::string> seen_;
+  bool finished_ = false;
+};
+
+// Writes a whole shard at once: docs[d] is document d's token ids, ids[d] its id.
+void write_shard(const std::string& path, const std::vector<std::vector<int32_t>>& docs,
+                 const std::vector<std::string>& ids, int64_t vocab_size, const std::string& tokenizer);
+
+// ---------------------------------------------------------------- reading
+
+// One shard as found on disk.
+struct ShardInfo {
+  std::string path;
+  int64_t vocab_size = 0;   // the vocab_size attribute
+  std::string tokenizer;    // the tokenizer attribute
+  int64_t n_tokens = 0;     // length of /tokens
+  int64_t n_documents = 0;  // D
+};
+
+// One document of the job.
+struct DocInfo {
+  int64_t index = 0;   // global index in input order (shard order, then order in shard)
+  std::string id;      // its /doc_ids entry
+  int shard = 0;       // index into DocumentSet::shards()
+  int64_t offset = 0;  // first token's index in the shard's /tokens
+  int64_t length = 0;  // number of tokens (0 allowed)
+};
+
+// The validated documents of one or many shards. Files are opened read-only with HDF5
+// file locking off; the last shard read stays open. Not thread-safe (one per rank).
+class DocumentSet {
+ public:
+  DocumentSet();
+  ~DocumentSet();
+  DocumentSet(DocumentSet&&) noexcept;
+  DocumentSet& operator=(DocumentSet&&) noexcept;
+
+  const std::vector<DocInfo>& documents() const { return docs_; }
+  const std::vector<ShardInfo>& shards() const { return shards_; }
+  size_t size() const { return docs_.size(); }
+  const DocInfo& operator[](size_t i) const { return docs_[i]; }
+  // The vocabulary tokens are checked against: the one given to open_documents, or the
+  // shards' vocab_size attribute when none was given.
+  int64_t vocab_size() const { return vocab_size_; }
+
+  // Tokens t of the document with t ≡ rank (mod n_ranks), in order
+  // (ceil((length - rank) / n_ranks) of them).
+  std::vector<int32_t> read_stripe(const DocInfo& doc, int rank, int n_ranks) const;
+  // Several stripes in one pass over the document, e.g. {r, (r+1) % N} for score targets;
+  // result[k] is the stripe of ranks[k].
+  std::vector<std::vector<int32_t>> read_stripes(const DocInfo& doc, const std::vector<int>& ranks,
+                                                 int n_ranks) const;
+  // All tokens of the document.
+  std::vector<int32_t> read_document(const DocInfo& doc) const;
+
+ private:
+  friend DocumentSet open_documents(const std::vector<std::string>& paths, int64_t vocab_size);
+  struct Reader;
+
+  std::vector<ShardInfo> shards_;
+  std::vector<DocInfo> docs_;
+  int64_t vocab_size_ = -1;
+  std::unique_ptr<Reader> reader_;  // the open shard and the block buffer
+};
+
+// Opens and validates every shard (see the file comment) and lists its documents.
+// vocab_size: the model's vocabulary, or -1 when unknown; when given, each shard's
+// vocab_size attribute must equal it. Token ids are range-checked while reading.
+DocumentSet open_documents(const std::vector<std::string>& paths, int64_t vocab_size = -1);
+
+}  // namespace ringinfer

@@ -1,0 +1,123 @@
+// `ringinfer dump`: print a run or score output as readable text or JSONL.
+#include <cmath>
+#include <cstdio>
+#include <nlohmann/json.hpp>
+#include <ostream>
+
+#include "io/h5_util.h"
+#include "ringinfer/error.h"
+#include "ringinfer/output.h"
+#include "ringinfer/shard.h"
+
+namespace ringinfer {
+
+namespace {
+
+using ojson = nlohmann::ordered_json;
+
+// Output text is model-generated: never let a broken UTF-8 sequence abort the dump.
+std::string json_line(const ojson& j) { return j.dump(-1, ' ', false, ojson::error_handler_t::replace); }
+
+std::string fixed(double v, int digits) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%.*f", digits, v);
+  return buf;
+}
+
+void print_attributes(const OutputAttributes& attrs, size_t n_docs, const char* kind, std::ostream& out) {
+  out << "# " << kind << " output, " << n_docs << " documents\n";
+  for (const auto& [k, v] : attrs) {
+    // Multi-line values (the run configuration) stay inside the comment block.
+    std::string value = v;
+    while (!value.empty() && value.back() == '\n') value.pop_back();
+    out << "# " << k << ":";
+    size_t start = 0;
+    const bool multi = value.find('\n') != std::string::npos;
+    while (start <= value.size()) {
+      size_t nl = value.find('\n', start);
+      std::string line = value.substr(start, nl == std::string::npos ? std::string::npos : nl - start);
+      out << (multi ? "\n#   " : " ") << line;
+      if (nl == std::string::npos) break;
+      start = nl + 1;
+    }
+    out << "\n";
+  }
+}
+
+void dump_run(const std::string& path, std::ostream& out, bool jsonl) {
+  RunOutput o = read_run_output(path);
+  if (!jsonl) print_attributes(o.attributes, o.results.size(), "run", out);
+  for (size_t d = 0; d < o.results.size(); ++d) {
+    const RunResult& r = o.results[d];
+    if (jsonl) {
+      ojson j;
+      j["id"] = r.id;
+      j["summary"] = r.text;
+      j["prompt_tokens"] = r.prompt_tokens;
+      j["generated_tokens"] = r.generated.size();
+      j["token_ids"] = r.generated;
+      j["finish_reason"] = r.finish_reason;
+      j["prefill_seconds"] = r.prefill_seconds;
+      j["decode_tokens_per_second"] = r.decode_tokens_per_second;
+      out << json_line(j) << "\n";
+      continue;
+    }
+    out << "\n=== [" << d << "] " << r.id << "\n"
+        << "prompt " << r.prompt_tokens << " tokens, generated " << r.generated.size() << " (" << r.finish_reason
+        << "), prefill " << fixed(r.prefill_seconds, 3) << " s, decode " << fixed(r.decode_tokens_per_second, 1)
+        << " tokens/s\n";
+    if (!r.text.empty()) {
+      out << r.text << "\n";
+    } else if (r.generated.empty()) {
+      out << "(nothing generated)\n";
+    } else {
+      out << "token ids:";
+      for (int32_t t : r.generated) out << " " << t;
+      out << "\n";
+    }
+  }
+}
+
+void dump_score(const std::string& path, std::ostream& out, bool jsonl) {
+  ScoreOutput o = read_score_output(path);
+  if (!jsonl) print_attributes(o.attributes, o.results.size(), "score", out);
+  for (size_t d = 0; d < o.results.size(); ++d) {
+    const ScoreResult& r = o.results[d];
+    double sum = 0;
+    for (float v : r.token_logprobs) sum += v;
+    const size_t n = r.token_logprobs.size();
+    if (jsonl) {
+      ojson j;
+      j["id"] = r.id;
+      j["tokens"] = n;
+      j["perplexity"] = r.perplexity;  // NaN/inf print as null
+      if (n > 0) {
+        j["mean_logprob"] = sum / static_cast<double>(n);
+      } else {
+        j["mean_logprob"] = nullptr;
+      }
+      out << json_line(j) << "\n";
+      continue;
+    }
+    out << "[" << d << "] " << r.id << "  scored tokens " << n << "  perplexity " << fixed(r.perplexity, 4)
+        << "  mean logprob " << (n > 0 ? fixed(sum / static_cast<double>(n), 6) : std::string("n/a")) << "\n";
+  }
+}
+
+}  // namespace
+
+void dump_output(const std::string& path, std::ostream& out, bool jsonl) {
+  std::string format;
+  {
+    h5::Handle f = h5::open_readonly(path);
+    format = h5::read_string_attr(f.get(), path, "format");
+  }
+  if (format == kRunFormat) return dump_run(path, out, jsonl);
+  if (format == kScoreFormat) return dump_score(path, out, jsonl);
+  if (format == kShardFormat)
+    throw Error(path + ": is an input shard (" + format + "), not a run or score output");
+  throw Error(path + ": format attribute is \"" + format + "\", expected \"" + kRunFormat + "\" or \"" +
+              kScoreFormat + "\"");
+}
+
+}  // namespace ringinfer

@@ -1,0 +1,393 @@
+#include "io/h5_util.h"
+
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <mutex>
+
+#include "ringinfer/error.h"
+
+// H5Pset_file_locking appeared in 1.10.7 and 1.12.1; older libraries only read the
+// HDF5_USE_FILE_LOCKING environment variable.
+#if H5_VERSION_GE(1, 12, 1) || (H5_VERS_MAJOR == 1 && H5_VERS_MINOR == 10 && H5_VERS_RELEASE >= 7)
+#define RI_H5_HAVE_FILE_LOCKING 1
+#else
+#define RI_H5_HAVE_FILE_LOCKING 0
+#endif
+
+namespace ringinfer::h5 {
+
+namespace fs = std::filesystem;
+
+Handle file(hid_t id) { return Handle(id, H5Fclose); }
+Handle dataset(hid_t id) { return Handle(id, H5Dclose); }
+Handle dataspace(hid_t id) { return Handle(id, H5Sclose); }
+Handle datatype(hid_t id) { return Handle(id, H5Tclose); }
+Handle attribute(hid_t id) { return Handle(id, H5Aclose); }
+Handle group(hid_t id) { return Handle(id, H5Gclose); }
+Handle plist(hid_t id) { return Handle(id, H5Pclose); }
+
+void init() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+#if !RI_H5_HAVE_FILE_LOCKING
+    // Must be set before the library opens its first file; keeps a user's explicit choice.
+    setenv("HDF5_USE_FILE_LOCKING", "FALSE", 0);
+#endif
+    H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
+  });
+}
+
+namespace {
+
+herr_t innermost(unsigned, const H5E_error2_t* e, void* out) {
+  auto* s = static_cast<std::string*>(out);
+  if (e && e->desc && s->empty()) *s = e->desc;
+  return 0;
+}
+
+// The innermost message of the current HDF5 error stack (then cleared).
+std::string stack_message() {
+  std::string desc;
+  H5Ewalk2(H5E_DEFAULT, H5E_WALK_DOWNWARD, innermost, &desc);
+  H5Eclear2(H5E_DEFAULT);
+  return desc;
+}
+
+std::string describe_type(hid_t type) {
+  H5T_class_t cls = H5Tget_class(type);
+  size_t bits = H5Tget_size(type) * 8;
+  switch (cls) {
+    case H5T_INTEGER:
+      return std::to_string(bits) + "-bit " + (H5Tget_sign(type) == H5T_SGN_NONE ? "unsigned " : "") + "integer";
+    case H5T_FLOAT: return std::to_string(bits) + "-bit float";
+    case H5T_STRING: return H5Tis_variable_str(type) > 0 ? "variable-length string" : "fixed-length string";
+    case H5T_COMPOUND: return "compound";
+    case H5T_ARRAY: return "array";
+    case H5T_VLEN: return "variable-length sequence";
+    case H5T_ENUM: return "enum";
+    case H5T_OPAQUE: return "opaque";
+    case H5T_REFERENCE: return "reference";
+    default: return "unknown type";
+  }
+}
+
+bool kind_matches(hid_t type, Kind kind) {
+  H5T_class_t cls = H5Tget_class(type);
+  size_t size = H5Tget_size(type);
+  bool is_signed = cls == H5T_INTEGER && H5Tget_sign(type) == H5T_SGN_2;
+  switch (kind) {
+    case Kind::Int32: return is_signed && size == 4;
+    case Kind::Int64: return is_signed && size == 8;
+    case Kind::AnyInt: return cls == H5T_INTEGER;
+    case Kind::Float32: return cls == H5T_FLOAT && size == 4;
+    case Kind::Float64: return cls == H5T_FLOAT && size == 8;
+    case Kind::VlenString: return cls == H5T_STRING && H5Tis_variable_str(type) > 0;
+    case Kind::String: return cls == H5T_STRING;
+  }
+  return false;
+}
+
+// A variable-length string memory type with the character set of `like`.
+Handle vlen_string_type(H5T_cset_t cset) {
+  Handle t = datatype(H5_CHECK(H5Tcopy(H5T_C_S1)));
+  H5_CHECK(H5Tset_size(t.get(), H5T_VARIABLE));
+  H5_CHECK(H5Tset_cset(t.get(), cset));
+  return t;
+}
+
+}  // namespace
+
+const char* kind_name(Kind k) {
+  switch (k) {
+    case Kind::Int32: return "a 32-bit signed integer";
+    case Kind::Int64: return "a 64-bit signed integer";
+    case Kind::AnyInt: return "an integer";
+    case Kind::Float32: return "a 32-bit float";
+    case Kind::Float64: return "a 64-bit float";
+    case Kind::VlenString: return "a variable-length string";
+    case Kind::String: return "a string";
+  }
+  return "?";
+}
+
+// ---------------------------------------------------------------- files
+
+Handle open_readonly(const std::string& path) {
+  init();
+  std::error_code ec;
+  fs::file_status st = fs::status(path, ec);
+  if (!fs::exists(st)) throw Error(path + ": no such file");
+  if (fs::is_directory(st)) throw Error(path + ": is a directory, not an HDF5 file");
+  if (access(path.c_str(), R_OK) != 0) throw Error(path + ": cannot read (" + std::strerror(errno) + ")");
+  if (fs::is_regular_file(st) && fs::file_size(path, ec) == 0 && !ec) throw Error(path + ": empty file");
+  htri_t is_h5 = H5Fis_hdf5(path.c_str());
+  if (is_h5 <= 0) {
+    H5Eclear2(H5E_DEFAULT);
+    throw Error(path + ": not an HDF5 file");
+  }
+  Handle fapl = plist(H5_CHECK(H5Pcreate(H5P_FILE_ACCESS)));
+#if RI_H5_HAVE_FILE_LOCKING
+  H5_CHECK(H5Pset_file_locking(fapl.get(), false, true));
+#endif
+  hid_t f = H5Fopen(path.c_str(), H5F_ACC_RDONLY, fapl.get());
+  if (f < 0) {
+    std::string why = stack_message();
+    throw Error(path + ": cannot open HDF5 file" + (why.empty() ? "" : " (" + why + ")"));
+  }
+  return file(f);
+}
+
+Handle create(const std::string& path) {
+  init();
+  Handle fcpl = plist(H5_CHECK(H5Pcreate(H5P_FILE_CREATE)));
+  // Lets readers list the root attributes in the order they were written.
+  H5_CHECK(H5Pset_attr_creation_order(fcpl.get(), H5P_CRT_ORDER_TRACKED | H5P_CRT_ORDER_INDEXED));
+  Handle fapl = plist(H5_CHECK(H5Pcreate(H5P_FILE_ACCESS)));
+#if RI_H5_HAVE_FILE_LOCKING
+  H5_CHECK(H5Pset_file_locking(fapl.get(), true, true));
+#endif
+  hid_t f = H5Fcreate(path.c_str(), H5F_ACC_TRUNC, fcpl.get(), fapl.get());
+  if (f < 0) {
+    std::string why = stack_message();
+    fs::path parent = fs::path(path).parent_path();
+    std::error_code ec;
+    if (!parent.empty() && !fs::is_directory(parent, ec)) why = "no such directory " + parent.string();
+    throw Error(path + ": cannot create file" + (why.empty() ? "" : " (" + why + ")"));
+  }
+  return file(f);
+}
+
+TempFile::TempFile(std::string path) : path_(std::move(path)), tmp_(path_ + ".tmp") {}
+
+TempFile::~TempFile() {
+  if (!committed_) std::remove(tmp_.c_str());
+}
+
+void TempFile::commit() {
+  if (std::rename(tmp_.c_str(), path_.c_str()) != 0)
+    throw Error(path_ + ": cannot rename " + tmp_ + " to it (" + std::strerror(errno) + ")");
+  committed_ = true;
+}
+
+// ---------------------------------------------------------------- reading
+
+bool exists(hid_t loc, const std::string& name) {
+  std::string prefix = name[0] == '/' ? "/" : "";
+  size_t start = prefix.size();
+  while (start < name.size()) {
+    size_t slash = name.find('/', start);
+    std::string part = name.substr(start, slash == std::string::npos ? std::string::npos : slash - start);
+    prefix += part;
+    htri_t e = H5Lexists(loc, prefix.c_str(), H5P_DEFAULT);
+    if (e <= 0) {
+      H5Eclear2(H5E_DEFAULT);
+      return false;
+    }
+    if (slash == std::string::npos) break;
+    prefix += "/";
+    start = slash + 1;
+  }
+  return true;
+}
+
+Handle open_dataset_1d(hid_t file_id, const std::string& path, const std::string& name, Kind kind,
+                       int64_t* n) {
+  if (!exists(file_id, name)) throw Error(path + ": missing dataset " + name);
+  hid_t obj = H5Oopen(file_id, name.c_str(), H5P_DEFAULT);
+  if (obj < 0) {
+    std::string why = stack_message();
+    throw Error(path + ": cannot open " + name + (why.empty() ? "" : " (" + why + ")"));
+  }
+  if (H5Iget_type(obj) != H5I_DATASET) {
+    H5Oclose(obj);
+    throw Error(path + ": " + name + " is not a dataset");
+  }
+  Handle d = dataset(obj);
+  Handle space = dataspace(H5_CHECK(H5Dget_space(d.get())));
+  int rank = H5_CHECK(H5Sget_simple_extent_ndims(space.get()));
+  if (rank != 1)
+    throw Error(path + ": " + name + " has rank " + std::to_string(rank) + ", expected 1");
+  hsize_t dims[1] = {0};
+  H5_CHECK(H5Sget_simple_extent_dims(space.get(), dims, nullptr));
+  Handle type = datatype(H5_CHECK(H5Dget_type(d.get())));
+  if (!kind_matches(type.get(), kind))
+    throw Error(path + ": " + name + " is not " + kind_name(kind) + " dataset (found " +
+                describe_type(type.get()) + ")");
+  if (n) *n = static_cast<int64_t>(dims[0]);
+  return d;
+}
+
+namespace {
+template <typename T>
+std::vector<T> read_numbers(hid_t dset, int64_t n, hid_t memtype) {
+  std::vector<T> v(static_cast<size_t>(n));
+  if (n > 0) H5_CHECK(H5Dread(dset, memtype, H5S_ALL, H5S_ALL, H5P_DEFAULT, v.data()));
+  return v;
+}
+}  // namespace
+
+std::vector<int64_t> read_int64(hid_t d, int64_t n) { return read_numbers<int64_t>(d, n, H5T_NATIVE_INT64); }
+std::vector<int32_t> read_int32(hid_t d, int64_t n) { return read_numbers<int32_t>(d, n, H5T_NATIVE_INT32); }
+std::vector<float> read_float32(hid_t d, int64_t n) { return read_numbers<float>(d, n, H5T_NATIVE_FLOAT); }
+std::vector<double> read_float64(hid_t d, int64_t n) { return read_numbers<double>(d, n, H5T_NATIVE_DOUBLE); }
+
+std::vector<std::string> read_strings(hid_t dset, int64_t n) {
+  std::vector<std::string> out(static_cast<size_t>(n));
+  if (n == 0) return out;
+  Handle ftype = datatype(H5_CHECK(H5Dget_type(dset)));
+  Handle mtype = vlen_string_type(H5Tget_cset(ftype.get()));
+  std::vector<char*> raw(static_cast<size_t>(n), nullptr);
+  H5_CHECK(H5Dread(dset, mtype.get(), H5S_ALL, H5S_ALL, H5P_DEFAULT, raw.data()));
+  for (size_t i = 0; i < raw.size(); ++i) out[i] = raw[i] ? raw[i] : "";
+  Handle space = dataspace(H5_CHECK(H5Dget_space(dset)));
+  H5_CHECK(H5Dvlen_reclaim(mtype.get(), space.get(), H5P_DEFAULT, raw.data()));
+  return out;
+}
+
+namespace {
+// Opens attribute `name` of obj, checks it holds one value of `kind`.
+Handle open_attr(hid_t obj, const std::string& path, const std::string& name, Kind kind) {
+  htri_t e = H5Aexists(obj, name.c_str());
+  if (e <= 0) {
+    H5Eclear2(H5E_DEFAULT);
+    throw Error(path + ": missing attribute " + name);
+  }
+  Handle a = attribute(H5_CHECK(H5Aopen(obj, name.c_str(), H5P_DEFAULT)));
+  Handle space = dataspace(H5_CHECK(H5Aget_space(a.get())));
+  if (H5_CHECK(H5Sget_simple_extent_npoints(space.get())) != 1)
+    throw Error(path + ": attribute " + name + " is not a single value");
+  Handle type = datatype(H5_CHECK(H5Aget_type(a.get())));
+  if (!kind_matches(type.get(), kind))
+    throw Error(path + ": attribute " + name + " is not " + kind_name(kind) + " (found " +
+                describe_type(type.get()) + ")");
+  return a;
+}
+
+std::string read_string_value(hid_t a) {
+  Handle ftype = datatype(H5_CHECK(H5Aget_type(a)));
+  if (H5Tis_variable_str(ftype.get()) > 0) {
+    Handle mtype = vlen_string_type(H5Tget_cset(ftype.get()));
+    char* raw = nullptr;
+    H5_CHECK(H5Aread(a, mtype.get(), &raw));
+    std::string s = raw ? raw : "";
+    Handle space = dataspace(H5_CHECK(H5Aget_space(a)));
+    H5_CHECK(H5Dvlen_reclaim(mtype.get(), space.get(), H5P_DEFAULT, &raw));
+    return s;
+  }
+  size_t size = H5Tget_size(ftype.get());
+  std::string s(size, '\0');
+  H5_CHECK(H5Aread(a, ftype.get(), s.data()));
+  s.resize(std::strlen(s.c_str()));
+  if (H5Tget_strpad(ftype.get()) == H5T_STR_SPACEPAD)
+    while (!s.empty() && s.back() == ' ') s.pop_back();
+  return s;
+}
+}  // namespace
+
+std::string read_string_attr(hid_t obj, const std::string& path, const std::string& name) {
+  Handle a = open_attr(obj, path, name, Kind::String);
+  return read_string_value(a.get());
+}
+
+int64_t read_int_attr(hid_t obj, const std::string& path, const std::string& name) {
+  Handle a = open_attr(obj, path, name, Kind::AnyInt);
+  int64_t v = 0;
+  H5_CHECK(H5Aread(a.get(), H5T_NATIVE_INT64, &v));
+  return v;
+}
+
+std::vector<std::pair<std::string, std::string>> read_all_string_attrs(hid_t obj) {
+  struct Ctx {
+    std::vector<std::pair<std::string, std::string>> out;
+  } ctx;
+  auto visit = [](hid_t loc, const char* name, const H5A_info_t*, void* data) -> herr_t {
+    auto* c = static_cast<Ctx*>(data);
+    try {  // no exception may cross HDF5's C frames
+      hid_t a = H5Aopen(loc, name, H5P_DEFAULT);
+      if (a < 0) return -1;
+      Handle ah = attribute(a);
+      Handle type = datatype(H5Aget_type(a));
+      Handle space = dataspace(H5Aget_space(a));
+      if (type.valid() && space.valid() && H5Tget_class(type.get()) == H5T_STRING &&
+          H5Sget_simple_extent_npoints(space.get()) == 1)
+        c->out.emplace_back(name, read_string_value(a));
+      return 0;
+    } catch (...) {
+      return -1;
+    }
+  };
+  hsize_t idx = 0;
+  if (H5Aiterate2(obj, H5_INDEX_CRT_ORDER, H5_ITER_INC, &idx, visit, &ctx) < 0) {
+    // Files written without creation-order tracking: fall back to name order.
+    H5Eclear2(H5E_DEFAULT);
+    ctx.out.clear();
+    idx = 0;
+    H5_CHECK(H5Aiterate2(obj, H5_INDEX_NAME, H5_ITER_INC, &idx, visit, &ctx));
+  }
+  return ctx.out;
+}
+
+void check_offsets(const std::string& path, const std::string& name, const std::vector<int64_t>& offsets,
+                   int64_t total, const std::string& total_name) {
+  if (offsets.empty()) throw Error(path + ": " + name + " is empty");
+  if (offsets[0] != 0)
+    throw Error(path + ": " + name + "[0] is " + std::to_string(offsets[0]) + ", expected 0");
+  for (size_t i = 1; i < offsets.size(); ++i)
+    if (offsets[i] < offsets[i - 1])
+      throw Error(path + ": " + name + " decreases at index " + std::to_string(i) + " (" +
+                  std::to_string(offsets[i]) + " after " + std::to_string(offsets[i - 1]) + ")");
+  if (offsets.back() != total)
+    throw Error(path + ": " + name + " ends at " + std::to_string(offsets.back()) + ", but " + total_name +
+                " has " + std::to_string(total) + " entries");
+}
+
+// ---------------------------------------------------------------- writing
+
+void write_string_attr(hid_t obj, const std::string& name, const std::string& value) {
+  Handle type = vlen_string_type(H5T_CSET_UTF8);
+  Handle space = dataspace(H5_CHECK(H5Screate(H5S_SCALAR)));
+  Handle a = attribute(H5_CHECK(H5Acreate2(obj, name.c_str(), type.get(), space.get(), H5P_DEFAULT, H5P_DEFAULT)));
+  const char* p = value.c_str();
+  H5_CHECK(H5Awrite(a.get(), type.get(), &p));
+}
+
+void write_int_attr(hid_t obj, const std::string& name, int64_t value) {
+  Handle space = dataspace(H5_CHECK(H5Screate(H5S_SCALAR)));
+  Handle a = attribute(H5_CHECK(H5Acreate2(obj, name.c_str(), H5T_STD_I64LE, space.get(), H5P_DEFAULT, H5P_DEFAULT)));
+  H5_CHECK(H5Awrite(a.get(), H5T_NATIVE_INT64, &value));
+}
+
+namespace {
+void write_1d(hid_t loc, const std::string& name, hid_t file_type, hid_t mem_type, size_t n, const void* data) {
+  hsize_t dims[1] = {n};
+  Handle space = dataspace(H5_CHECK(H5Screate_simple(1, dims, nullptr)));
+  Handle d = dataset(H5_CHECK(H5Dcreate2(loc, name.c_str(), file_type, space.get(), H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT)));
+  if (n > 0) H5_CHECK(H5Dwrite(d.get(), mem_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, data));
+}
+}  // namespace
+
+void write_int64(hid_t loc, const std::string& name, const std::vector<int64_t>& v) {
+  write_1d(loc, name, H5T_STD_I64LE, H5T_NATIVE_INT64, v.size(), v.data());
+}
+void write_int32(hid_t loc, const std::string& name, const std::vector<int32_t>& v) {
+  write_1d(loc, name, H5T_STD_I32LE, H5T_NATIVE_INT32, v.size(), v.data());
+}
+void write_float32(hid_t loc, const std::string& name, const std::vector<float>& v) {
+  write_1d(loc, name, H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, v.size(), v.data());
+}
+void write_float64(hid_t loc, const std::string& name, const std::vector<double>& v) {
+  write_1d(loc, name, H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, v.size(), v.data());
+}
+void write_strings(hid_t loc, const std::string& name, const std::vector<std::string>& v) {
+  Handle type = vlen_string_type(H5T_CSET_UTF8);
+  std::vector<const char*> ptrs(v.size());
+  for (size_t i = 0; i < v.size(); ++i) ptrs[i] = v[i].c_str();
+  write_1d(loc, name, type.get(), type.get(), v.size(), ptrs.data());
+}
+
+}  // namespace ringinfer::h5
