@@ -1,0 +1,158 @@
+#pragma once
+// Communication between the ranks of one group: the ring exchange that ring attention
+// runs on (DESIGN §3), and the few collectives the engine needs (decode's all-gather of
+// (O, LSE), the sampled token's broadcast, the stop flag's reduction).
+//
+// One interface, two implementations, so the engine never branches on the device:
+//   MpiComm  (mpi_comm.cpp)        host buffers, over an MPI communicator
+//   NcclComm (cuda/nccl_comm.cpp)  device buffers, over an ncclComm_t (CUDA builds)
+// Every call takes a Stream. NCCL enqueues on it and returns at once; MPI ignores it and
+// completes before returning (collectives) or when the pending handle completes (ring).
+//
+// Collective rule (DESIGN §3): every rank of the group makes the same calls in the same
+// order with the same counts, types and roots, or the job deadlocks.
+#include <mpi.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+
+namespace ringinfer {
+
+// An ordering handle for device work: a cudaStream_t held as void*, so this header
+// needs no CUDA include. nullptr is CUDA's default stream; the CPU ignores it.
+struct Stream {
+  void* native = nullptr;  // cudaStream_t
+};
+
+// Element types the communicators move. Any type can be sent, gathered or broadcast;
+// only float32, float64, int32 and int64 can be reduced (MPI has no bfloat16).
+enum class CommDtype { uint8, bfloat16, float32, float64, int32, int64 };
+
+enum class ReduceOp { sum, max };
+
+// Bytes per element.
+inline size_t dtype_size(CommDtype dtype) {
+  switch (dtype) {
+    case CommDtype::uint8: return 1;
+    case CommDtype::bfloat16: return 2;
+    case CommDtype::float32: return 4;
+    case CommDtype::int32: return 4;
+    case CommDtype::float64: return 8;
+    case CommDtype::int64: return 8;
+  }
+  return 0;
+}
+
+// "float32", ... for messages.
+inline const char* dtype_name(CommDtype dtype) {
+  switch (dtype) {
+    case CommDtype::uint8: return "uint8";
+    case CommDtype::bfloat16: return "bfloat16";
+    case CommDtype::float32: return "float32";
+    case CommDtype::int32: return "int32";
+    case CommDtype::float64: return "float64";
+    case CommDtype::int64: return "int64";
+  }
+  return "?";
+}
+
+// A posted point-to-point exchange (send and receive together). Double-buffered ring
+// attention posts the exchange of the next block, computes on the block in hand, then
+// waits. Destroying a pending handle that has not completed waits for it (the buffers
+// must outlive the transfer), except while an exception unwinds.
+class PendingComm {
+ public:
+  virtual ~PendingComm() = default;
+  // True when both the send and the receive have completed. Never blocks. On MPI it
+  // also drives the transfer: large MPI_Isends progress only inside MPI calls, so the
+  // CPU engine calls test() between blocks of work.
+  virtual bool test() = 0;
+  // After wait, work ordered on `consumer` sees the received data and may overwrite the
+  // send buffer. MPI: blocks the host until done. NCCL: makes `consumer` wait for the
+  // transfer (cudaStreamWaitEvent), without blocking the host.
+  virtual void wait(Stream consumer) = 0;
+};
+
+class Comm {
+ public:
+  virtual ~Comm() = default;
+
+  virtual int rank() const = 0;
+  virtual int size() const = 0;
+  virtual const char* name() const = 0;  // "mpi" | "nccl", for messages
+
+  // Posts: send `count` elements of send_buf to rank `dest` and receive `count` elements
+  // from rank `source` into recv_buf, as one unit. send_buf and recv_buf must not
+  // overlap, and both must stay untouched until the handle completes. A rank that sends
+  // to and receives from itself gets a copy. Device code: ordered after earlier work on
+  // `stream` (make `stream` wait for whatever produced send_buf).
+  virtual std::unique_ptr<PendingComm> send_recv(const void* send_buf, int dest, void* recv_buf, int source,
+                                                 size_t count, CommDtype dtype, Stream stream) = 0;
+
+  // The ring step: send to rank+1, receive from rank-1 (mod size).
+  std::unique_ptr<PendingComm> ring_exchange(const void* send_buf, void* recv_buf, size_t count,
+                                             CommDtype dtype, Stream stream) {
+    return send_recv(send_buf, (rank() + 1) % size(), recv_buf, (rank() + size() - 1) % size(), count, dtype,
+                     stream);
+  }
+
+  // recv_buf[r * count .. (r+1) * count) = send_buf of rank r. In place when
+  // send_buf == recv_buf + rank() * count * dtype_size.
+  virtual void all_gather(const void* send_buf, void* recv_buf, size_t count, CommDtype dtype, Stream stream) = 0;
+
+  // Elementwise reduction over ranks; every rank receives the result. In place when
+  // send_buf == recv_buf. Sums of floating-point values depend on the library's order.
+  virtual void all_reduce(const void* send_buf, void* recv_buf, size_t count, CommDtype dtype, ReduceOp op,
+                          Stream stream) = 0;
+
+  // buf on every rank = buf on `root`.
+  virtual void broadcast(void* buf, size_t count, CommDtype dtype, int root, Stream stream) = 0;
+
+  // Returns when every rank has reached the barrier and all communication this rank
+  // issued before it (NCCL: on `stream`) has completed.
+  virtual void barrier(Stream stream) = 0;
+};
+
+// Host-buffer communicator over MPI. Duplicates `comm` (collective over its ranks), so
+// its messages never match anyone else's; the caller keeps and frees its own `comm`.
+// Messages larger than max_message_bytes are split into several MPI calls: MPI counts
+// are ints, so without it transfers above 2^31 elements fail. Tests lower it to run the
+// split path on small buffers.
+class MpiComm final : public Comm {
+ public:
+  static constexpr size_t kDefaultMaxMessageBytes = size_t(1) << 30;
+
+  explicit MpiComm(MPI_Comm comm, size_t max_message_bytes = kDefaultMaxMessageBytes);
+  ~MpiComm() override;
+  MpiComm(const MpiComm&) = delete;
+  MpiComm& operator=(const MpiComm&) = delete;
+
+  int rank() const override { return rank_; }
+  int size() const override { return size_; }
+  const char* name() const override { return "mpi"; }
+  MPI_Comm mpi_comm() const { return comm_; }  // the private duplicate
+  size_t max_message_bytes() const { return max_message_bytes_; }
+
+  std::unique_ptr<PendingComm> send_recv(const void* send_buf, int dest, void* recv_buf, int source, size_t count,
+                                         CommDtype dtype, Stream stream) override;
+  void all_gather(const void* send_buf, void* recv_buf, size_t count, CommDtype dtype, Stream stream) override;
+  void all_reduce(const void* send_buf, void* recv_buf, size_t count, CommDtype dtype, ReduceOp op,
+                  Stream stream) override;
+  void broadcast(void* buf, size_t count, CommDtype dtype, int root, Stream stream) override;
+  void barrier(Stream stream) override;
+
+ private:
+  MPI_Comm comm_ = MPI_COMM_NULL;
+  int rank_ = 0;
+  int size_ = 1;
+  size_t max_message_bytes_;
+};
+
+// Device-buffer communicator over NCCL for the ranks of `comm`, bootstrapped over MPI:
+// rank 0 of `comm` makes the unique id and broadcasts it, every rank joins with
+// ncclCommInitRank. Collective over `comm`; each rank must already be bound to its GPU
+// (bind_gpu in runtime.h). Throws Error("... built without CUDA ...") in CPU-only builds.
+std::unique_ptr<Comm> make_nccl_comm(MPI_Comm comm);
+
+}  // namespace ringinfer

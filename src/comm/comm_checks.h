@@ -1,0 +1,60 @@
+#pragma once
+// Argument checks shared by MpiComm and NcclComm, so both reject the same calls with
+// the same message, and MpiComm's message tag and chunking rule (exposed for its test).
+#include <climits>
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+#include "ringinfer/comm.h"
+#include "ringinfer/error.h"
+
+namespace ringinfer::comm_detail {
+
+inline void check_rank(const Comm& comm, const char* call, const char* role, int r) {
+  RI_CHECK(r >= 0 && r < comm.size(), std::string(comm.name()) + " " + call + ": " + role + " " +
+                                          std::to_string(r) + " is not a rank of this group of " +
+                                          std::to_string(comm.size()));
+}
+
+inline void check_buffer(const Comm& comm, const char* call, const void* buf, size_t count) {
+  RI_CHECK(buf != nullptr || count == 0,
+           std::string(comm.name()) + " " + call + ": null buffer for " + std::to_string(count) + " elements");
+}
+
+inline void check_reducible(const Comm& comm, CommDtype dtype) {
+  RI_CHECK(dtype == CommDtype::float32 || dtype == CommDtype::float64 || dtype == CommDtype::int32 ||
+               dtype == CommDtype::int64,
+           std::string(comm.name()) + " all_reduce: " + dtype_name(dtype) +
+               " cannot be reduced (float32, float64, int32 and int64 can)");
+}
+
+// [a, a + a_bytes) and [b, b + b_bytes) must not overlap.
+inline void check_disjoint(const Comm& comm, const char* call, const void* a, size_t a_bytes, const void* b,
+                           size_t b_bytes) {
+  const auto pa = reinterpret_cast<uintptr_t>(a), pb = reinterpret_cast<uintptr_t>(b);
+  RI_CHECK(a_bytes == 0 || b_bytes == 0 || pa + a_bytes <= pb || pb + b_bytes <= pa,
+           std::string(comm.name()) + " " + call + ": the send and receive buffers overlap");
+}
+
+// The tag of MpiComm's point-to-point messages. Its duplicate communicator carries only
+// its own messages, so one tag is enough; MPI keeps messages between two ranks in order,
+// which keeps the chunks of a transfer in order.
+constexpr int kMpiTag = 0x52;
+
+// Elements per MPI call: as many as fit in max_message_bytes, at least one, and never
+// more than an MPI count (int) can say.
+inline size_t chunk_elements(size_t elem_size, size_t max_message_bytes) {
+  size_t n = max_message_bytes / elem_size;
+  if (n < 1) n = 1;
+  if (n > size_t(INT_MAX)) n = size_t(INT_MAX);
+  return n;
+}
+
+// Number of MPI calls a transfer of `count` elements takes.
+inline size_t chunk_count(size_t count, size_t elem_size, size_t max_message_bytes) {
+  const size_t per = chunk_elements(elem_size, max_message_bytes);
+  return (count + per - 1) / per;
+}
+
+}  // namespace ringinfer::comm_detail

@@ -1,0 +1,211 @@
+// MpiComm: the Comm interface over MPI on host buffers (see comm.h).
+#include <algorithm>
+#include <cstring>
+#include <exception>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "comm/comm_checks.h"
+#include "ringinfer/comm.h"
+#include "ringinfer/error.h"
+
+namespace ringinfer {
+namespace {
+
+using comm_detail::chunk_elements;
+using comm_detail::kMpiTag;
+
+MPI_Datatype mpi_type(CommDtype dtype) {
+  switch (dtype) {
+    case CommDtype::float32: return MPI_FLOAT;
+    case CommDtype::float64: return MPI_DOUBLE;
+    case CommDtype::int32: return MPI_INT32_T;
+    case CommDtype::int64: return MPI_INT64_T;
+    case CommDtype::uint8: return MPI_UINT8_T;
+    case CommDtype::bfloat16: break;
+  }
+  return MPI_DATATYPE_NULL;  // unreachable after check_reducible
+}
+
+// Frees a derived datatype on every path out of the scope that made it.
+struct TypeGuard {
+  MPI_Datatype type = MPI_DATATYPE_NULL;
+  ~TypeGuard() {
+    if (type != MPI_DATATYPE_NULL) MPI_Type_free(&type);
+  }
+};
+
+// The requests of one send_recv. Receives are checked for their full size on
+// completion: a peer that sent less would otherwise leave stale bytes unnoticed.
+class MpiPending final : public PendingComm {
+ public:
+  MpiPending() = default;
+  MpiPending(std::vector<MPI_Request> requests, std::vector<int> expected_bytes)
+      : requests_(std::move(requests)), statuses_(requests_.size()), expected_bytes_(std::move(expected_bytes)) {
+    done_ = requests_.empty();
+  }
+
+  ~MpiPending() override {
+    // While an exception unwinds the peer may be gone: waiting could hang, and the
+    // error path aborts the job anyway (run_guarded).
+    if (done_ || std::uncaught_exceptions() > 0) return;
+    int finalized = 0;
+    MPI_Finalized(&finalized);
+    if (!finalized) MPI_Waitall(int(requests_.size()), requests_.data(), MPI_STATUSES_IGNORE);
+  }
+
+  bool test() override {
+    if (done_) return true;
+    int flag = 0;
+    MPI_CHECK(MPI_Testall(int(requests_.size()), requests_.data(), &flag, statuses_.data()));
+    if (flag) finish();
+    return done_;
+  }
+
+  void wait(Stream) override {
+    if (done_) return;
+    MPI_CHECK(MPI_Waitall(int(requests_.size()), requests_.data(), statuses_.data()));
+    finish();
+  }
+
+ private:
+  // Receives come first in requests_ (one per entry of expected_bytes_).
+  void finish() {
+    done_ = true;
+    for (size_t i = 0; i < expected_bytes_.size(); ++i) {
+      int got = 0;
+      MPI_CHECK(MPI_Get_count(&statuses_[i], MPI_BYTE, &got));
+      RI_CHECK(got == expected_bytes_[i], "mpi send_recv: received " + std::to_string(got) + " bytes of chunk " +
+                                              std::to_string(i) + " where " + std::to_string(expected_bytes_[i]) +
+                                              " were expected (ranks disagree on the count)");
+    }
+  }
+
+  std::vector<MPI_Request> requests_;
+  std::vector<MPI_Status> statuses_;  // one per request, filled on completion
+  std::vector<int> expected_bytes_;
+  bool done_ = true;
+};
+
+}  // namespace
+
+MpiComm::MpiComm(MPI_Comm comm, size_t max_message_bytes) : max_message_bytes_(max_message_bytes) {
+  RI_CHECK(comm != MPI_COMM_NULL, "MpiComm: MPI_COMM_NULL given (this rank is not in the group)");
+  RI_CHECK(max_message_bytes >= 8, "MpiComm: max_message_bytes must be at least 8 (got " +
+                                       std::to_string(max_message_bytes) + ")");
+  MPI_CHECK(MPI_Comm_dup(comm, &comm_));
+  MPI_CHECK(MPI_Comm_set_errhandler(comm_, MPI_ERRORS_RETURN));
+  MPI_CHECK(MPI_Comm_rank(comm_, &rank_));
+  MPI_CHECK(MPI_Comm_size(comm_, &size_));
+}
+
+MpiComm::~MpiComm() {
+  int finalized = 0;
+  MPI_Finalized(&finalized);
+  if (!finalized && comm_ != MPI_COMM_NULL) MPI_Comm_free(&comm_);
+}
+
+std::unique_ptr<PendingComm> MpiComm::send_recv(const void* send_buf, int dest, void* recv_buf, int source,
+                                                size_t count, CommDtype dtype, Stream) {
+  comm_detail::check_rank(*this, "send_recv", "dest", dest);
+  comm_detail::check_rank(*this, "send_recv", "source", source);
+  comm_detail::check_buffer(*this, "send_recv", send_buf, count);
+  comm_detail::check_buffer(*this, "send_recv", recv_buf, count);
+  const size_t bytes = count * dtype_size(dtype);
+  comm_detail::check_disjoint(*this, "send_recv", send_buf, bytes, recv_buf, bytes);
+
+  if (dest == rank_ && source == rank_) {
+    if (bytes) std::memcpy(recv_buf, send_buf, bytes);
+    return std::make_unique<MpiPending>();
+  }
+  const size_t per = chunk_elements(1, max_message_bytes_);
+  const size_t chunks = (bytes + per - 1) / per;
+  std::vector<MPI_Request> requests(2 * chunks, MPI_REQUEST_NULL);
+  std::vector<int> expected(chunks);
+  // Receives first, so a peer's send finds its receive posted (no unexpected-message copy).
+  auto* in = static_cast<char*>(recv_buf);
+  auto* out = static_cast<const char*>(send_buf);
+  try {
+    for (size_t c = 0; c < chunks; ++c) {
+      const size_t off = c * per;
+      expected[c] = int(std::min(per, bytes - off));
+      MPI_CHECK(MPI_Irecv(in + off, expected[c], MPI_BYTE, source, kMpiTag, comm_, &requests[c]));
+    }
+    for (size_t c = 0; c < chunks; ++c) {
+      const size_t off = c * per;
+      MPI_CHECK(MPI_Isend(out + off, expected[c], MPI_BYTE, dest, kMpiTag, comm_, &requests[chunks + c]));
+    }
+  } catch (...) {
+    for (auto& r : requests)
+      if (r != MPI_REQUEST_NULL) MPI_Request_free(&r);
+    throw;
+  }
+  return std::make_unique<MpiPending>(std::move(requests), std::move(expected));
+}
+
+void MpiComm::all_gather(const void* send_buf, void* recv_buf, size_t count, CommDtype dtype, Stream) {
+  comm_detail::check_buffer(*this, "all_gather", send_buf, count);
+  comm_detail::check_buffer(*this, "all_gather", recv_buf, count);
+  const size_t bytes = count * dtype_size(dtype);
+  auto* recv = static_cast<char*>(recv_buf);
+  const bool in_place = send_buf == recv + rank_ * bytes;
+  if (!in_place) comm_detail::check_disjoint(*this, "all_gather", send_buf, bytes, recv_buf, bytes * size_);
+
+  const size_t per = chunk_elements(1, max_message_bytes_);
+  for (size_t off = 0; off < bytes; off += per) {
+    const int n = int(std::min(per, bytes - off));
+    const void* send = in_place ? MPI_IN_PLACE : static_cast<const char*>(send_buf) + off;
+    if (size_t(n) == bytes) {
+      MPI_CHECK(MPI_Allgather(send, n, MPI_BYTE, recv, n, MPI_BYTE, comm_));
+      continue;
+    }
+    // One piece of every rank's block: n bytes, the blocks `bytes` apart in recv_buf.
+    TypeGuard piece, strided;
+    MPI_CHECK(MPI_Type_contiguous(n, MPI_BYTE, &piece.type));
+    MPI_CHECK(MPI_Type_create_resized(piece.type, 0, MPI_Aint(bytes), &strided.type));
+    MPI_CHECK(MPI_Type_commit(&strided.type));
+    MPI_CHECK(MPI_Allgather(send, n, MPI_BYTE, recv + off, 1, strided.type, comm_));
+  }
+}
+
+void MpiComm::all_reduce(const void* send_buf, void* recv_buf, size_t count, CommDtype dtype, ReduceOp op,
+                         Stream) {
+  comm_detail::check_reducible(*this, dtype);
+  comm_detail::check_buffer(*this, "all_reduce", send_buf, count);
+  comm_detail::check_buffer(*this, "all_reduce", recv_buf, count);
+  const size_t es = dtype_size(dtype);
+  const bool in_place = send_buf == recv_buf;
+  if (!in_place) comm_detail::check_disjoint(*this, "all_reduce", send_buf, count * es, recv_buf, count * es);
+
+  const size_t per = chunk_elements(es, max_message_bytes_);
+  const MPI_Op mop = op == ReduceOp::sum ? MPI_SUM : MPI_MAX;
+  for (size_t off = 0; off < count; off += per) {
+    const int n = int(std::min(per, count - off));
+    const void* send = in_place ? MPI_IN_PLACE : static_cast<const char*>(send_buf) + off * es;
+    MPI_CHECK(MPI_Allreduce(send, static_cast<char*>(recv_buf) + off * es, n, mpi_type(dtype), mop, comm_));
+  }
+}
+
+void MpiComm::broadcast(void* buf, size_t count, CommDtype dtype, int root, Stream) {
+  comm_detail::check_rank(*this, "broadcast", "root", root);
+  comm_detail::check_buffer(*this, "broadcast", buf, count);
+  const size_t bytes = count * dtype_size(dtype);
+  const size_t per = chunk_elements(1, max_message_bytes_);
+  for (size_t off = 0; off < bytes; off += per) {
+    const int n = int(std::min(per, bytes - off));
+    MPI_CHECK(MPI_Bcast(static_cast<char*>(buf) + off, n, MPI_BYTE, root, comm_));
+  }
+}
+
+void MpiComm::barrier(Stream) { MPI_CHECK(MPI_Barrier(comm_)); }
+
+// ---------------------------------------------------------------- NCCL stub
+// The real factory is in cuda/nccl_comm.cpp, which compiles only in CUDA builds.
+#ifndef RINGINFER_HAVE_CUDA
+std::unique_ptr<Comm> make_nccl_comm(MPI_Comm) {
+  throw Error("NCCL communicator requested but this ringinfer was built without CUDA; use --device cpu");
+}
+#endif
+
+}  // namespace ringinfer

@@ -1,0 +1,315 @@
+// NcclComm under mpirun -np 2, one GPU per rank: the exactness checks of
+// tests/mpi/mpi_comm.cpp on device buffers. The ring runs on its own stream and the
+// "compute" stream waits on the pending handle, as the engine does. Exits 77 (skipped)
+// when this node has fewer GPUs than ranks.
+#include <cuda_runtime.h>
+#include <gtest/gtest.h>
+#include <mpi.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <memory>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "ringinfer/comm.h"
+#include "ringinfer/cuda_check.h"
+#include "ringinfer/error.h"
+#include "ringinfer/runtime.h"
+
+namespace ringinfer {
+namespace {
+
+// ---------------------------------------------------------------- set-up
+
+struct Shared {
+  std::unique_ptr<Comm> comm;
+  cudaStream_t comm_stream = nullptr;     // where transfers are issued
+  cudaStream_t compute_stream = nullptr;  // where results are consumed
+  uint64_t seed = 0;
+};
+Shared g;
+
+RankInfo rank_info() {
+  RankInfo info;
+  MPI_Comm_rank(MPI_COMM_WORLD, &info.world_rank);
+  MPI_Comm_size(MPI_COMM_WORLD, &info.world_size);
+  MPI_Comm node;
+  MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, info.world_rank, MPI_INFO_NULL, &node);
+  MPI_Comm_rank(node, &info.local_rank);
+  MPI_Comm_size(node, &info.local_size);
+  MPI_Comm_free(&node);
+  char host[256] = {};
+  gethostname(host, sizeof(host) - 1);
+  info.host = host;
+  return info;
+}
+
+class NcclEnvironment : public ::testing::Environment {
+ public:
+  void SetUp() override {
+    const RankInfo info = rank_info();
+    int gpus = 0;
+    if (cudaGetDeviceCount(&gpus) != cudaSuccess) {
+      cudaGetLastError();
+      gpus = 0;
+    }
+    // Every rank must take the same exit, or the others hang in the next collective.
+    int enough = gpus >= info.local_size ? 1 : 0;
+    MPI_Allreduce(MPI_IN_PLACE, &enough, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
+    if (!enough) {
+      if (info.world_rank == 0)
+        std::fprintf(stderr, "skipped: %d ranks on a node with %d visible GPUs\n", info.local_size, gpus);
+      MPI_Finalize();
+      std::exit(77);
+    }
+    bind_gpu(info);
+    g.comm = make_nccl_comm(MPI_COMM_WORLD);
+    CUDA_CHECK(cudaStreamCreateWithFlags(&g.comm_stream, cudaStreamNonBlocking));
+    CUDA_CHECK(cudaStreamCreateWithFlags(&g.compute_stream, cudaStreamNonBlocking));
+    if (info.world_rank == 0) g.seed = (uint64_t(std::random_device{}()) << 32) ^ std::random_device{}();
+    MPI_Bcast(&g.seed, 1, MPI_UINT64_T, 0, MPI_COMM_WORLD);
+  }
+  void TearDown() override {
+    g.comm.reset();
+    if (g.comm_stream) cudaStreamDestroy(g.comm_stream);
+    if (g.compute_stream) cudaStreamDestroy(g.compute_stream);
+  }
+};
+const auto* const kEnvironment = ::testing::AddGlobalTestEnvironment(new NcclEnvironment);
+
+Stream comm_stream() { return Stream{g.comm_stream}; }
+Stream compute_stream() { return Stream{g.compute_stream}; }
+
+// A device buffer of `bytes`, filled with a recognizable non-zero pattern.
+struct DeviceBuffer {
+  void* ptr = nullptr;
+  size_t bytes = 0;
+  explicit DeviceBuffer(size_t n) : bytes(n) {
+    CUDA_CHECK(cudaMalloc(&ptr, std::max<size_t>(n, 1)));
+    CUDA_CHECK(cudaMemset(ptr, 0xA5, std::max<size_t>(n, 1)));
+    // The test streams do not wait for the legacy default stream, where memset and
+    // pageable copies run: finish them before any transfer reads this buffer.
+    CUDA_CHECK(cudaDeviceSynchronize());
+  }
+  ~DeviceBuffer() { cudaFree(ptr); }
+  char* at(size_t offset) const { return static_cast<char*>(ptr) + offset; }
+  template <typename T>
+  void upload(const std::vector<T>& v, size_t offset = 0) {
+    CUDA_CHECK(cudaMemcpy(at(offset), v.data(), v.size() * sizeof(T), cudaMemcpyHostToDevice));
+    CUDA_CHECK(cudaDeviceSynchronize());
+  }
+  // Read on the compute stream: what the engine's next kernel would see.
+  template <typename T>
+  std::vector<T> download(size_t count, size_t offset = 0) const {
+    std::vector<T> v(count);
+    CUDA_CHECK(cudaMemcpyAsync(v.data(), at(offset), count * sizeof(T), cudaMemcpyDeviceToHost, g.compute_stream));
+    CUDA_CHECK(cudaStreamSynchronize(g.compute_stream));
+    return v;
+  }
+};
+
+// Collectives were issued on the comm stream: make the compute stream wait for them.
+void comm_to_compute() {
+  cudaEvent_t e;
+  CUDA_CHECK(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
+  CUDA_CHECK(cudaEventRecord(e, g.comm_stream));
+  CUDA_CHECK(cudaStreamWaitEvent(g.compute_stream, e, 0));
+  CUDA_CHECK(cudaEventDestroy(e));
+}
+
+std::vector<uint8_t> payload(int origin, size_t bytes, uint64_t salt) {
+  std::mt19937_64 gen(g.seed ^ (uint64_t(origin + 1) * 0x9E3779B97F4A7C15ull) ^ (salt * 0xD1B54A32D192ED03ull));
+  std::vector<uint8_t> out(bytes);
+  for (auto& b : out) b = uint8_t(gen() >> 56);
+  return out;
+}
+
+// Exact reduction inputs: integers, and for floats numerator / 64 (sums stay exact).
+int64_t numerator(CommDtype dtype, int origin, size_t i) {
+  // splitmix64 of (seed, dtype, origin, i): cheap enough to call per element.
+  uint64_t z = g.seed ^ (uint64_t(dtype) << 56) ^ (uint64_t(origin) << 40) ^ uint64_t(i);
+  z += 0x9E3779B97F4A7C15ull;
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  z ^= z >> 31;
+  int64_t range = int64_t(1) << 60;
+  if (dtype == CommDtype::float32) range = int64_t(1) << 20;
+  if (dtype == CommDtype::float64) range = int64_t(1) << 45;
+  if (dtype == CommDtype::int32) range = int64_t(1) << 28;
+  const int64_t v = int64_t(z % uint64_t(2 * range)) - range;
+  return v == 0 ? 1 : v;
+}
+
+template <typename T>
+T value_of(CommDtype dtype, int64_t num) {
+  if (dtype == CommDtype::float32 || dtype == CommDtype::float64) return T(double(num) / 64.0);
+  return T(num);
+}
+
+template <typename T>
+void check_all_reduce(CommDtype dtype, ReduceOp op, size_t count, bool in_place) {
+  Comm& comm = *g.comm;
+  std::vector<T> mine(count);
+  for (size_t i = 0; i < count; ++i) mine[i] = value_of<T>(dtype, numerator(dtype, comm.rank(), i));
+  DeviceBuffer send(count * sizeof(T)), recv(count * sizeof(T));
+  send.upload(mine);
+  recv.upload(mine);
+  comm.all_reduce(in_place ? recv.ptr : send.ptr, recv.ptr, count, dtype, op, comm_stream());
+  comm_to_compute();
+  const std::vector<T> got = recv.template download<T>(count);
+  for (size_t i = 0; i < count; ++i) {
+    int64_t expect = op == ReduceOp::sum ? 0 : INT64_MIN;
+    for (int r = 0; r < comm.size(); ++r) {
+      const int64_t v = numerator(dtype, r, i);
+      expect = op == ReduceOp::sum ? expect + v : std::max(expect, v);
+    }
+    ASSERT_EQ(got[i], value_of<T>(dtype, expect))
+        << dtype_name(dtype) << (op == ReduceOp::sum ? " sum" : " max") << " element " << i << " seed " << g.seed;
+  }
+}
+
+// ---------------------------------------------------------------- tests
+
+TEST(NcclComm, RankAndSize) {
+  int rank = 0, size = 0;
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  MPI_Comm_size(MPI_COMM_WORLD, &size);
+  EXPECT_EQ(g.comm->rank(), rank);
+  EXPECT_EQ(g.comm->size(), size);
+  EXPECT_STREQ(g.comm->name(), "nccl");
+}
+
+TEST(NcclComm, RingExchangeDeliversThePreviousRanksBuffer) {
+  Comm& comm = *g.comm;
+  const int n = comm.size(), r = comm.rank();
+  for (size_t bytes : {size_t(1), size_t(4099), size_t(64) << 20}) {
+    DeviceBuffer send(bytes), recv(bytes);
+    send.upload(payload(r, bytes, bytes));
+    auto pending = comm.ring_exchange(send.ptr, recv.ptr, bytes, CommDtype::uint8, comm_stream());
+    pending->wait(compute_stream());
+    EXPECT_EQ(recv.download<uint8_t>(bytes), payload((r + n - 1) % n, bytes, bytes)) << bytes << " bytes";
+    EXPECT_TRUE(pending->test());
+    EXPECT_EQ(send.download<uint8_t>(bytes), payload(r, bytes, bytes)) << "the send buffer changed";
+  }
+}
+
+// The engine's pattern with double buffers: post, work on the block in hand, wait.
+TEST(NcclComm, RingRoundsWithDoubleBuffers) {
+  Comm& comm = *g.comm;
+  const int n = comm.size(), r = comm.rank();
+  const size_t count = (size_t(3) << 20) + 17, bytes = count * sizeof(float);
+  for (bool poll : {false, true})
+    for (uint64_t round = 0; round < 3; ++round) {
+      DeviceBuffer a(bytes), b(bytes);
+      DeviceBuffer* buf[2] = {&a, &b};
+      a.upload(payload(r, bytes, 100 + round));
+      std::vector<int> seen(n, 0);
+      int cur = 0;
+      for (int step = 0; step < n; ++step) {
+        std::unique_ptr<PendingComm> pending;
+        if (step + 1 < n)
+          pending = comm.ring_exchange(buf[cur]->ptr, buf[1 - cur]->ptr, count, CommDtype::float32, comm_stream());
+        const int origin = (r - step + n) % n;
+        ASSERT_EQ(buf[cur]->download<uint8_t>(bytes), payload(origin, bytes, 100 + round))
+            << "step " << step << " round " << round << " seed " << g.seed;
+        ++seen[origin];
+        if (pending) {
+          if (poll)
+            while (!pending->test()) {
+            }
+          pending->wait(compute_stream());
+        }
+        cur = 1 - cur;
+      }
+      for (int s = 0; s < n; ++s) EXPECT_EQ(seen[s], 1) << "block of rank " << s;
+    }
+}
+
+TEST(NcclComm, DroppedHandleStillCompletes) {
+  Comm& comm = *g.comm;
+  const int n = comm.size(), r = comm.rank();
+  const size_t bytes = size_t(8) << 20;
+  DeviceBuffer send(bytes), recv(bytes);
+  send.upload(payload(r, bytes, 60));
+  { auto pending = comm.ring_exchange(send.ptr, recv.ptr, bytes, CommDtype::uint8, comm_stream()); }
+  EXPECT_EQ(recv.download<uint8_t>(bytes), payload((r + n - 1) % n, bytes, 60));
+}
+
+TEST(NcclComm, AllGather) {
+  Comm& comm = *g.comm;
+  const int n = comm.size(), r = comm.rank();
+  for (size_t bytes : {size_t(1), size_t(333), size_t(1) << 22})
+    for (bool in_place : {false, true}) {
+      DeviceBuffer mine(bytes), all(bytes * n);
+      mine.upload(payload(r, bytes, 7));
+      all.upload(payload(r, bytes, 7), r * bytes);
+      comm.all_gather(in_place ? all.at(r * bytes) : mine.ptr, all.ptr, bytes, CommDtype::uint8, comm_stream());
+      comm_to_compute();
+      for (int s = 0; s < n; ++s)
+        EXPECT_EQ(all.download<uint8_t>(bytes, s * bytes), payload(s, bytes, 7))
+            << "block of rank " << s << ", " << bytes << " bytes, in place " << in_place;
+    }
+}
+
+TEST(NcclComm, AllReduceEveryDtypeSumAndMax) {
+  for (size_t count : {size_t(1), size_t(100003)})
+    for (ReduceOp op : {ReduceOp::sum, ReduceOp::max})
+      for (bool in_place : {false, true}) {
+        check_all_reduce<float>(CommDtype::float32, op, count, in_place);
+        check_all_reduce<double>(CommDtype::float64, op, count, in_place);
+        check_all_reduce<int32_t>(CommDtype::int32, op, count, in_place);
+        check_all_reduce<int64_t>(CommDtype::int64, op, count, in_place);
+      }
+}
+
+TEST(NcclComm, BroadcastFromEveryRoot) {
+  Comm& comm = *g.comm;
+  for (size_t count : {size_t(1), size_t(50001)})
+    for (int root = 0; root < comm.size(); ++root) {
+      const size_t bytes = count * sizeof(int64_t);
+      DeviceBuffer buf(bytes);
+      if (comm.rank() == root) buf.upload(payload(root, bytes, 9));
+      comm.broadcast(buf.ptr, count, CommDtype::int64, root, comm_stream());
+      comm_to_compute();
+      EXPECT_EQ(buf.download<uint8_t>(bytes), payload(root, bytes, 9)) << "root " << root;
+    }
+}
+
+TEST(NcclComm, BarrierReturns) {
+  g.comm->barrier(comm_stream());
+  g.comm->barrier(Stream{});
+}
+
+TEST(NcclComm, RejectsBadCalls) {
+  Comm& comm = *g.comm;
+  const int n = comm.size();
+  DeviceBuffer a(64), b(64);
+  try {
+    comm.all_reduce(a.ptr, b.ptr, 8, CommDtype::bfloat16, ReduceOp::sum, comm_stream());
+    ADD_FAILURE() << "bfloat16 all_reduce accepted";
+  } catch (const Error& e) {
+    EXPECT_STREQ(e.what(), "nccl all_reduce: bfloat16 cannot be reduced (float32, float64, int32 and int64 can)");
+  }
+  try {
+    comm.broadcast(a.ptr, 4, CommDtype::float32, n, comm_stream());
+    ADD_FAILURE() << "root out of range accepted";
+  } catch (const Error& e) {
+    EXPECT_EQ(std::string(e.what()),
+              "nccl broadcast: root " + std::to_string(n) + " is not a rank of this group of " + std::to_string(n));
+  }
+  try {
+    comm.ring_exchange(a.ptr, a.at(8), 4, CommDtype::float32, comm_stream());
+    ADD_FAILURE() << "overlapping buffers accepted";
+  } catch (const Error& e) {
+    EXPECT_STREQ(e.what(), "nccl send_recv: the send and receive buffers overlap");
+  }
+  comm.barrier(comm_stream());
+}
+
+}  // namespace
+}  // namespace ringinfer

@@ -1,0 +1,322 @@
+// MpiComm under mpirun -np 1..4: every transfer is checked byte for byte against what
+// the sending rank's generator made, and every reduction against a result computed
+// here independently (exactly: the float inputs are dyadic, so any summation order
+// gives the same bits).
+#include <gtest/gtest.h>
+#include <mpi.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "comm/comm_checks.h"
+#include "ringinfer/comm.h"
+#include "ringinfer/error.h"
+
+namespace ringinfer {
+namespace {
+
+// A fresh seed per run, the same on every rank (printed with every failure).
+uint64_t shared_seed() {
+  static uint64_t seed = [] {
+    uint64_t s = 0;
+    int rank = 0;
+    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+    if (rank == 0) s = (uint64_t(std::random_device{}()) << 32) ^ std::random_device{}();
+    MPI_Bcast(&s, 1, MPI_UINT64_T, 0, MPI_COMM_WORLD);
+    return s;
+  }();
+  return seed;
+}
+
+// The bytes rank `origin` sends in test `salt`: any rank can regenerate them.
+std::vector<uint8_t> payload(int origin, size_t bytes, uint64_t salt = 0) {
+  std::mt19937_64 gen(shared_seed() ^ (uint64_t(origin + 1) * 0x9E3779B97F4A7C15ull) ^ (salt * 0xD1B54A32D192ED03ull));
+  std::vector<uint8_t> out(bytes);
+  for (auto& b : out) b = uint8_t(gen() >> 56);
+  return out;
+}
+
+// Element i of rank `origin`'s reduction input, as an exact integer numerator:
+// floats are numerator / 64, small enough that sums over 4 ranks stay exact.
+int64_t numerator(CommDtype dtype, int origin, size_t i) {
+  // splitmix64 of (seed, dtype, origin, i): cheap enough to call per element.
+  uint64_t z = shared_seed() ^ (uint64_t(dtype) << 56) ^ (uint64_t(origin) << 40) ^ uint64_t(i);
+  z += 0x9E3779B97F4A7C15ull;
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  z ^= z >> 31;
+  int64_t range = 0;
+  switch (dtype) {
+    case CommDtype::float32: range = int64_t(1) << 20; break;  // |x| < 2^14, 6 fraction bits: 21-bit mantissa
+    case CommDtype::float64: range = int64_t(1) << 45; break;
+    case CommDtype::int32: range = int64_t(1) << 28; break;
+    default: range = int64_t(1) << 60; break;  // int64: beyond 32 bits, sum of 4 fits
+  }
+  const int64_t v = int64_t(z % uint64_t(2 * range)) - range;
+  return v == 0 ? 1 : v;
+}
+
+template <typename T>
+T value_of(CommDtype dtype, int64_t num) {
+  if (dtype == CommDtype::float32 || dtype == CommDtype::float64) return T(double(num) / 64.0);
+  return T(num);
+}
+
+template <typename T>
+void check_all_reduce(Comm& comm, CommDtype dtype, ReduceOp op, size_t count, bool in_place) {
+  std::vector<T> send(count), recv(count);
+  for (size_t i = 0; i < count; ++i) send[i] = value_of<T>(dtype, numerator(dtype, comm.rank(), i));
+  if (in_place) {
+    recv = send;
+    comm.all_reduce(recv.data(), recv.data(), count, dtype, op, Stream{});
+  } else {
+    comm.all_reduce(send.data(), recv.data(), count, dtype, op, Stream{});
+  }
+  for (size_t i = 0; i < count; ++i) {
+    int64_t expect = op == ReduceOp::sum ? 0 : INT64_MIN;
+    for (int r = 0; r < comm.size(); ++r) {
+      const int64_t v = numerator(dtype, r, i);
+      expect = op == ReduceOp::sum ? expect + v : std::max(expect, v);
+    }
+    ASSERT_EQ(recv[i], value_of<T>(dtype, expect))
+        << dtype_name(dtype) << (op == ReduceOp::sum ? " sum" : " max") << " element " << i << " seed "
+        << shared_seed();
+  }
+}
+
+void check_all_reduce_every_dtype(Comm& comm, size_t count) {
+  for (ReduceOp op : {ReduceOp::sum, ReduceOp::max})
+    for (bool in_place : {false, true}) {
+      check_all_reduce<float>(comm, CommDtype::float32, op, count, in_place);
+      check_all_reduce<double>(comm, CommDtype::float64, op, count, in_place);
+      check_all_reduce<int32_t>(comm, CommDtype::int32, op, count, in_place);
+      check_all_reduce<int64_t>(comm, CommDtype::int64, op, count, in_place);
+    }
+}
+
+void check_ring_once(Comm& comm, size_t bytes, uint64_t salt) {
+  const int n = comm.size(), r = comm.rank();
+  std::vector<uint8_t> send = payload(r, bytes, salt), recv(bytes, 0xA5);
+  auto pending = comm.ring_exchange(send.data(), recv.data(), bytes, CommDtype::uint8, Stream{});
+  pending->wait(Stream{});
+  EXPECT_TRUE(pending->test());
+  EXPECT_EQ(recv, payload((r + n - 1) % n, bytes, salt)) << bytes << " bytes, seed " << shared_seed();
+  EXPECT_EQ(send, payload(r, bytes, salt)) << "the send buffer changed";
+}
+
+// The engine's pattern: post the next block's exchange, work on the block in hand,
+// wait, swap. After size-1 steps each rank has held every rank's block exactly once.
+void check_ring_rounds(Comm& comm, size_t count, bool poll) {
+  const int n = comm.size(), r = comm.rank();
+  const size_t bytes = count * sizeof(float);
+  for (uint64_t round = 0; round < 3; ++round) {
+    std::vector<uint8_t> buf[2] = {payload(r, bytes, 100 + round), std::vector<uint8_t>(bytes)};
+    std::vector<int> seen(n, 0);
+    int cur = 0;
+    for (int step = 0; step < n; ++step) {
+      std::unique_ptr<PendingComm> pending;
+      if (step + 1 < n)
+        pending = comm.ring_exchange(buf[cur].data(), buf[1 - cur].data(), count, CommDtype::float32, Stream{});
+      // "Compute" on the block in hand: whose is it?
+      const int origin = (r - step + n) % n;
+      ASSERT_EQ(buf[cur], payload(origin, bytes, 100 + round))
+          << "step " << step << " round " << round << " seed " << shared_seed();
+      ++seen[origin];
+      if (pending) {
+        if (poll)
+          while (!pending->test()) {
+          }
+        else
+          pending->wait(Stream{});
+      }
+      cur = 1 - cur;
+    }
+    for (int s = 0; s < n; ++s) EXPECT_EQ(seen[s], 1) << "block of rank " << s;
+  }
+}
+
+void check_all_gather(Comm& comm, size_t bytes, bool in_place) {
+  const int n = comm.size(), r = comm.rank();
+  std::vector<uint8_t> mine = payload(r, bytes, 7), all(bytes * n, 0x5A);
+  if (in_place) {
+    std::copy(mine.begin(), mine.end(), all.begin() + r * bytes);
+    comm.all_gather(all.data() + r * bytes, all.data(), bytes, CommDtype::uint8, Stream{});
+  } else {
+    comm.all_gather(mine.data(), all.data(), bytes, CommDtype::uint8, Stream{});
+  }
+  for (int s = 0; s < n; ++s) {
+    const auto expect = payload(s, bytes, 7);
+    EXPECT_TRUE(std::equal(expect.begin(), expect.end(), all.begin() + s * bytes))
+        << "block of rank " << s << ", " << bytes << " bytes, seed " << shared_seed();
+  }
+}
+
+void check_broadcast_every_root(Comm& comm, size_t count) {
+  for (int root = 0; root < comm.size(); ++root) {
+    const size_t bytes = count * sizeof(int64_t);
+    std::vector<uint8_t> buf = comm.rank() == root ? payload(root, bytes, 9) : std::vector<uint8_t>(bytes, 0x3C);
+    comm.broadcast(buf.data(), count, CommDtype::int64, root, Stream{});
+    EXPECT_EQ(buf, payload(root, bytes, 9)) << "root " << root << " seed " << shared_seed();
+  }
+}
+
+template <typename F>
+void expect_error(F&& f, const std::string& message) {
+  try {
+    f();
+    ADD_FAILURE() << "no error; expected: " << message;
+  } catch (const Error& e) {
+    EXPECT_EQ(std::string(e.what()), message);
+  }
+}
+
+// ---------------------------------------------------------------- tests
+
+TEST(MpiComm, RankAndSize) {
+  MpiComm comm(MPI_COMM_WORLD);
+  int rank = 0, size = 0;
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  MPI_Comm_size(MPI_COMM_WORLD, &size);
+  EXPECT_EQ(comm.rank(), rank);
+  EXPECT_EQ(comm.size(), size);
+  EXPECT_NE(comm.mpi_comm(), MPI_COMM_WORLD);  // a private duplicate
+}
+
+TEST(MpiComm, RingExchangeDeliversThePreviousRanksBuffer) {
+  MpiComm comm(MPI_COMM_WORLD);
+  for (size_t bytes : {size_t(1), size_t(7), size_t(4099), size_t(1) << 20}) check_ring_once(comm, bytes, bytes);
+}
+
+TEST(MpiComm, RingRoundsWithDoubleBuffersWait) {
+  MpiComm comm(MPI_COMM_WORLD);
+  check_ring_rounds(comm, 1531, /*poll=*/false);
+}
+
+TEST(MpiComm, RingRoundsWithDoubleBuffersPolling) {
+  MpiComm comm(MPI_COMM_WORLD);
+  check_ring_rounds(comm, 300000, /*poll=*/true);  // 1.2 MB: beyond MPI's eager limit
+}
+
+TEST(MpiComm, SendRecvToAnyPeer) {
+  MpiComm comm(MPI_COMM_WORLD);
+  const int n = comm.size(), r = comm.rank();
+  for (int shift = 0; shift < n; ++shift) {
+    std::vector<uint8_t> send = payload(r, 999, 50 + shift), recv(999);
+    comm.send_recv(send.data(), (r + shift) % n, recv.data(), (r - shift + n) % n, 999, CommDtype::uint8, Stream{})
+        ->wait(Stream{});
+    EXPECT_EQ(recv, payload((r - shift + n) % n, 999, 50 + shift)) << "shift " << shift;
+  }
+}
+
+TEST(MpiComm, DroppedHandleStillCompletes) {
+  MpiComm comm(MPI_COMM_WORLD);
+  const int n = comm.size(), r = comm.rank();
+  std::vector<uint8_t> send = payload(r, 100000, 60), recv(100000);
+  { auto pending = comm.ring_exchange(send.data(), recv.data(), 100000, CommDtype::uint8, Stream{}); }
+  EXPECT_EQ(recv, payload((r + n - 1) % n, 100000, 60));
+}
+
+TEST(MpiComm, AllGather) {
+  MpiComm comm(MPI_COMM_WORLD);
+  for (size_t bytes : {size_t(1), size_t(333), size_t(65537)})
+    for (bool in_place : {false, true}) check_all_gather(comm, bytes, in_place);
+}
+
+TEST(MpiComm, AllReduceEveryDtypeSumAndMax) {
+  MpiComm comm(MPI_COMM_WORLD);
+  check_all_reduce_every_dtype(comm, 1);
+  check_all_reduce_every_dtype(comm, 1003);
+}
+
+TEST(MpiComm, BroadcastFromEveryRoot) {
+  MpiComm comm(MPI_COMM_WORLD);
+  check_broadcast_every_root(comm, 1);
+  check_broadcast_every_root(comm, 5001);
+}
+
+TEST(MpiComm, BarrierReturns) {
+  MpiComm comm(MPI_COMM_WORLD);
+  comm.barrier(Stream{});
+  comm.barrier(Stream{});
+}
+
+// The split path large messages take (MPI counts are ints), run on small buffers by
+// lowering the split size to a few hundred bytes.
+TEST(MpiComm, ChunkRule) {
+  using comm_detail::chunk_count;
+  using comm_detail::chunk_elements;
+  EXPECT_EQ(chunk_elements(8, 1000), 125u);
+  EXPECT_EQ(chunk_elements(8, 4), 1u);
+  EXPECT_EQ(chunk_elements(1, size_t(1) << 40), size_t(INT_MAX));
+  EXPECT_EQ(chunk_count(3 * size_t(INT_MAX) + 1, 1, size_t(1) << 40), 4u);
+  EXPECT_EQ(chunk_count(size_t(5) << 31, 4, MpiComm::kDefaultMaxMessageBytes), 40u);
+  EXPECT_EQ(chunk_count(1000, 8, 1000), 8u);
+  EXPECT_EQ(chunk_count(0, 8, 1000), 0u);
+}
+
+TEST(MpiComm, LargeMessagesSplitIntoChunks) {
+  constexpr size_t kMax = 1000;
+  MpiComm comm(MPI_COMM_WORLD, kMax);
+  EXPECT_EQ(comm.max_message_bytes(), kMax);
+  ASSERT_GT(comm_detail::chunk_count(100003, 1, kMax), 100u);
+  check_ring_once(comm, 100003, 70);
+  check_ring_rounds(comm, 2501, false);
+  check_all_gather(comm, 100003, false);
+  check_all_gather(comm, 100003, true);
+  ASSERT_GT(comm_detail::chunk_count(12503, 8, kMax), 100u);
+  check_all_reduce_every_dtype(comm, 12503);
+  check_broadcast_every_root(comm, 12503);
+}
+
+TEST(MpiComm, RejectsBadCalls) {
+  MpiComm comm(MPI_COMM_WORLD);
+  const int n = comm.size();
+  std::vector<float> a(16, 1.0f), b(16);
+  expect_error([&] { comm.all_reduce(a.data(), b.data(), 8, CommDtype::bfloat16, ReduceOp::sum, Stream{}); },
+               "mpi all_reduce: bfloat16 cannot be reduced (float32, float64, int32 and int64 can)");
+  expect_error([&] { comm.send_recv(a.data(), n, b.data(), 0, 4, CommDtype::float32, Stream{}); },
+               "mpi send_recv: dest " + std::to_string(n) + " is not a rank of this group of " + std::to_string(n));
+  expect_error([&] { comm.send_recv(a.data(), 0, b.data(), -1, 4, CommDtype::float32, Stream{}); },
+               "mpi send_recv: source -1 is not a rank of this group of " + std::to_string(n));
+  expect_error([&] { comm.ring_exchange(a.data(), a.data() + 2, 4, CommDtype::float32, Stream{}); },
+               "mpi send_recv: the send and receive buffers overlap");
+  expect_error([&] { comm.broadcast(a.data(), 4, CommDtype::float32, n, Stream{}); },
+               "mpi broadcast: root " + std::to_string(n) + " is not a rank of this group of " + std::to_string(n));
+  expect_error([&] { comm.all_gather(nullptr, b.data(), 4, CommDtype::float32, Stream{}); },
+               "mpi all_gather: null buffer for 4 elements");
+  comm.barrier(Stream{});  // every rank threw before communicating: still in step
+}
+
+// A peer that sends fewer bytes than this rank expects must not pass silently. (More
+// bytes than expected is MPI's own truncation error.)
+TEST(MpiComm, ShortReceiveIsAnError) {
+  MpiComm comm(MPI_COMM_WORLD);
+  if (comm.size() < 2) GTEST_SKIP() << "needs 2 ranks";
+  const int r = comm.rank();
+  if (r == 1) {
+    std::vector<uint8_t> send(20, 1), recv(20);
+    expect_error([&] { comm.send_recv(send.data(), 0, recv.data(), 0, 20, CommDtype::uint8, Stream{})->wait(Stream{}); },
+                 "mpi send_recv: received 10 bytes of chunk 0 where 20 were expected (ranks disagree on the count)");
+  } else if (r == 0) {
+    // Rank 0 plays a peer that sends only 10 bytes (and takes rank 1's 20).
+    std::vector<uint8_t> send(10, 2), recv(20);
+    MPI_Sendrecv(send.data(), 10, MPI_BYTE, 1, comm_detail::kMpiTag, recv.data(), 20, MPI_BYTE, 1,
+                 comm_detail::kMpiTag, comm.mpi_comm(), MPI_STATUS_IGNORE);
+    EXPECT_EQ(recv, std::vector<uint8_t>(20, 1));
+  }
+  comm.barrier(Stream{});
+}
+
+#ifndef RINGINFER_HAVE_CUDA
+TEST(MpiComm, NcclFactoryNeedsCuda) {
+  expect_error([] { make_nccl_comm(MPI_COMM_WORLD); },
+               "NCCL communicator requested but this ringinfer was built without CUDA; use --device cpu");
+}
+#endif
+
+}  // namespace
+}  // namespace ringinfer
