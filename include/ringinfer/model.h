@@ -33,10 +33,12 @@ struct ModelConfig {
   double rms_norm_eps = 1e-5;
   RopeConfig rope;
   bool qkv_bias = false;             // Qwen2: q/k/v projections carry a bias
+  bool o_bias = false;               // Llama attention_bias=true: o_proj carries a bias too
   bool tie_word_embeddings = false;  // LM head shares the embedding matrix
   int64_t bos_token_id = -1;         // -1 when absent
   std::vector<int64_t> eos_token_ids;
   int64_t max_position_embeddings = 0;
+  int64_t sliding_window = 0;        // Mistral/Qwen2 sliding-window attention span; 0 = full
 };
 
 // A dense fp32 host tensor, row-major.
@@ -54,6 +56,7 @@ struct LayerWeights {
   HostTensor wv;         // (n_kv_heads * head_dim, hidden)
   HostTensor bq, bk, bv; // (out) when qkv_bias, else empty
   HostTensor wo;         // (hidden, n_heads * head_dim)   self_attn.o_proj.weight
+  HostTensor bo;         // (hidden) when o_bias, else empty
   HostTensor ffn_norm;   // (hidden)                      post_attention_layernorm.weight
   HostTensor w_gate;     // (intermediate, hidden)         mlp.gate_proj.weight
   HostTensor w_up;       // (intermediate, hidden)         mlp.up_proj.weight

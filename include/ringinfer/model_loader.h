@@ -1,0 +1,77 @@
+#pragma once
+// Opening a model: a Hugging Face folder (config.json + *.safetensors [+ tokenizer.json])
+// or a .gguf file. Tensors are addressed by their Hugging Face names whatever the format
+// ("model.layers.3.self_attn.q_proj.weight"), in HF layout ([out, in] row-major), fp32.
+// A tensor-parallel rank reads only the rows (column-parallel projections: q/k/v,
+// gate/up) or columns (row-parallel: o, down) it owns: see read_tensor(name, RowRange).
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "ringinfer/gguf.h"
+#include "ringinfer/model.h"
+
+namespace ringinfer {
+
+struct RowRange {  // rows [begin, end) of the first dimension (elements of a 1-D tensor)
+  int64_t begin = 0, end = 0;
+};
+struct ColRange {  // columns [begin, end) of a 2-D tensor
+  int64_t begin = 0, end = 0;
+};
+
+// A model's tensors by HF name. Implementations: safetensors checkpoint, GGUF file
+// (which maps names, dequantizes and undoes llama.cpp's Q/K row permutation).
+class TensorSource {
+ public:
+  virtual ~TensorSource() = default;
+  virtual const std::string& path() const = 0;
+  virtual bool has(const std::string& name) const = 0;
+  virtual std::vector<int64_t> shape(const std::string& name) const = 0;  // HF layout; throws when missing
+  virtual HostTensor read(const std::string& name) const = 0;
+  virtual HostTensor read_rows(const std::string& name, int64_t begin, int64_t end) const = 0;
+  virtual HostTensor read_cols(const std::string& name, int64_t begin, int64_t end) const = 0;
+};
+
+HostTensor read_tensor(const TensorSource& src, const std::string& name);
+HostTensor read_tensor(const TensorSource& src, const std::string& name, RowRange rows);
+HostTensor read_tensor(const TensorSource& src, const std::string& name, ColRange cols);
+
+enum class ModelFormat { safetensors, gguf };
+
+// An opened model whose weights have not been read yet.
+struct ModelSource {
+  std::string path;                                   // the folder or .gguf file given
+  ModelFormat format = ModelFormat::safetensors;
+  ModelConfig config;
+  std::unique_ptr<TensorSource> tensors;
+  std::string tokenizer_json;                         // folder/tokenizer.json, "" when absent or GGUF
+  std::shared_ptr<const GgufMetadata> gguf_metadata;  // GGUF only (tokenizer.ggml.* lives here)
+};
+
+// Opens path: a .gguf file, or a folder with config.json. Validates the config and every
+// tensor header; reads no weights. Throws Error("<path>: ...").
+ModelSource open_model(const std::string& path);
+
+// HF tensor names of layer l ("model.layers.<l>.<suffix>").
+std::string layer_tensor_name(int64_t layer, const std::string& suffix);
+
+// Reads every weight the config calls for, checking each tensor's shape against the
+// config ("<path>: tensor 'x' has shape [a, b] but the config implies [c, d]") and that
+// none is missing. lm_head stays empty when embeddings are tied.
+ModelWeights read_weights(const ModelSource& model);
+
+struct LoadedModel {
+  std::string path;
+  ModelFormat format = ModelFormat::safetensors;
+  ModelConfig config;
+  ModelWeights weights;
+  std::string tokenizer_json;                         // as in ModelSource
+  std::shared_ptr<const GgufMetadata> gguf_metadata;  // as in ModelSource
+};
+
+// open_model + read_weights.
+LoadedModel load_model(const std::string& path);
+
+}  // namespace ringinfer

@@ -1,0 +1,53 @@
+#pragma once
+// Element conversions shared by the safetensors and GGUF loaders: fp16/bf16 -> fp32 and
+// dequantization of ggml's block formats. Block layouts follow ggml (ggml-common.h):
+//   Q8_0: fp16 d, int8 q[32]              x = q * d
+//   Q4_0: fp16 d, uint8 qs[16]            x = (nibble - 8) * d
+//   Q4_1: fp16 d, fp16 m, uint8 qs[16]    x = nibble * d + m
+// In Q4_x, byte j holds element j in its low nibble and element j + 16 in its high nibble.
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+namespace ringinfer::dtype {
+
+constexpr int64_t kQBlock = 32;          // elements per Q8_0 / Q4_0 / Q4_1 block
+constexpr int64_t kQ8_0Bytes = 34;       // bytes per Q8_0 block
+constexpr int64_t kQ4_0Bytes = 18;
+constexpr int64_t kQ4_1Bytes = 20;
+
+float fp16_to_fp32(uint16_t h);
+float bf16_to_fp32(uint16_t b);
+
+// Little-endian loads from unaligned bytes (file data need not be aligned for us).
+uint16_t load_u16(const unsigned char* p);
+
+// Converts n elements starting at src (raw little-endian bytes) to fp32.
+void f32_to_f32(const unsigned char* src, int64_t n, float* dst);
+void f16_to_f32(const unsigned char* src, int64_t n, float* dst);
+void bf16_to_f32(const unsigned char* src, int64_t n, float* dst);
+void f64_to_f32(const unsigned char* src, int64_t n, float* dst);
+
+// Dequantizes n_blocks consecutive blocks (n_blocks * 32 values) into dst.
+void dequant_q8_0(const unsigned char* src, int64_t n_blocks, float* dst);
+void dequant_q4_0(const unsigned char* src, int64_t n_blocks, float* dst);
+void dequant_q4_1(const unsigned char* src, int64_t n_blocks, float* dst);
+
+// A whole file mapped read-only (weights are read in place, never copied whole).
+class MappedFile {
+ public:
+  explicit MappedFile(const std::string& path);  // throws Error("<path>: cannot open ...")
+  ~MappedFile();
+  MappedFile(const MappedFile&) = delete;
+  MappedFile& operator=(const MappedFile&) = delete;
+  const unsigned char* data() const { return data_; }
+  uint64_t size() const { return size_; }
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+  const unsigned char* data_ = nullptr;
+  uint64_t size_ = 0;
+};
+
+}  // namespace ringinfer::dtype

@@ -1,0 +1,572 @@
+#include "ringinfer/gguf.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+
+#include "model/dtype_convert.h"
+#include "ringinfer/error.h"
+#include "ringinfer/model_config.h"
+
+namespace ringinfer {
+namespace {
+
+constexpr int kMaxArrayDepth = 8;  // nesting beyond this is hostile, not a model
+constexpr uint32_t kMaxDims = 4;   // GGML_MAX_DIMS
+
+struct TypeTraits {
+  const char* name;
+  int64_t block;      // elements per block
+  int64_t type_size;  // bytes per block
+};
+
+// ggml's type table (gguf-py GGML_QUANT_SIZES); ids not listed are unknown.
+const TypeTraits* type_traits(uint32_t t) {
+  static const std::map<uint32_t, TypeTraits> k = {
+      {0, {"F32", 1, 4}},         {1, {"F16", 1, 2}},        {2, {"Q4_0", 32, 18}},      {3, {"Q4_1", 32, 20}},
+      {6, {"Q5_0", 32, 22}},      {7, {"Q5_1", 32, 24}},     {8, {"Q8_0", 32, 34}},      {9, {"Q8_1", 32, 40}},
+      {10, {"Q2_K", 256, 84}},    {11, {"Q3_K", 256, 110}},  {12, {"Q4_K", 256, 144}},   {13, {"Q5_K", 256, 176}},
+      {14, {"Q6_K", 256, 210}},   {15, {"Q8_K", 256, 292}},  {16, {"IQ2_XXS", 256, 66}}, {17, {"IQ2_XS", 256, 74}},
+      {18, {"IQ3_XXS", 256, 98}}, {19, {"IQ1_S", 256, 50}},  {20, {"IQ4_NL", 32, 18}},   {21, {"IQ3_S", 256, 110}},
+      {22, {"IQ2_S", 256, 82}},   {23, {"IQ4_XS", 256, 136}}, {24, {"I8", 1, 1}},        {25, {"I16", 1, 2}},
+      {26, {"I32", 1, 4}},        {27, {"I64", 1, 8}},       {28, {"F64", 1, 8}},        {29, {"IQ1_M", 256, 56}},
+      {30, {"BF16", 1, 2}},       {34, {"TQ1_0", 256, 54}},  {35, {"TQ2_0", 256, 66}},   {39, {"MXFP4", 32, 17}}};
+  auto it = k.find(t);
+  return it == k.end() ? nullptr : &it->second;
+}
+
+// Bounds-checked little-endian reads over the mapped file.
+struct Cursor {
+  const unsigned char* p;
+  uint64_t size;
+  uint64_t pos;
+  const std::string& path;
+
+  uint64_t left() const { return size - pos; }
+  void need(uint64_t n, const std::string& what) const {
+    if (n > left())
+      throw Error(path + ": truncated at byte " + std::to_string(pos) + " while reading " + what);
+  }
+  uint64_t le(int bytes, const std::string& what) {
+    need(bytes, what);
+    uint64_t v = 0;
+    for (int i = bytes - 1; i >= 0; --i) v = (v << 8) | p[pos + i];
+    pos += bytes;
+    return v;
+  }
+  uint32_t u32(const std::string& what) { return static_cast<uint32_t>(le(4, what)); }
+  uint64_t u64(const std::string& what) { return le(8, what); }
+  std::string str(const std::string& what) {
+    const uint64_t n = u64(what + " (string length)");
+    need(n, what + " (" + std::to_string(n) + "-byte string)");
+    std::string s(reinterpret_cast<const char*>(p + pos), n);
+    pos += n;
+    return s;
+  }
+};
+
+uint64_t min_value_size(GgufType t) {
+  switch (t) {
+    case GgufType::u8: case GgufType::i8: case GgufType::boolean: return 1;
+    case GgufType::u16: case GgufType::i16: return 2;
+    case GgufType::u32: case GgufType::i32: case GgufType::f32: return 4;
+    case GgufType::u64: case GgufType::i64: case GgufType::f64: case GgufType::string: return 8;
+    case GgufType::array: return 12;
+  }
+  return 0;
+}
+
+GgufType checked_type(uint32_t raw, const std::string& path, const std::string& key) {
+  if (raw > 12) throw Error(path + ": metadata key '" + key + "' has unknown value type " + std::to_string(raw));
+  return static_cast<GgufType>(raw);
+}
+
+GgufValue read_value(Cursor& c, GgufType type, const std::string& key, int depth) {
+  GgufValue v;
+  v.type = type;
+  const std::string what = "metadata '" + key + "'";
+  uint32_t bits32;
+  uint64_t bits64;
+  switch (type) {
+    case GgufType::u8: v.i = static_cast<uint8_t>(c.le(1, what)); break;
+    case GgufType::i8: v.i = static_cast<int8_t>(c.le(1, what)); break;
+    case GgufType::u16: v.i = static_cast<uint16_t>(c.le(2, what)); break;
+    case GgufType::i16: v.i = static_cast<int16_t>(c.le(2, what)); break;
+    case GgufType::u32: v.i = static_cast<uint32_t>(c.le(4, what)); break;
+    case GgufType::i32: v.i = static_cast<int32_t>(c.le(4, what)); break;
+    case GgufType::u64:
+      v.u = c.u64(what);
+      v.big_unsigned = v.u > static_cast<uint64_t>(std::numeric_limits<int64_t>::max());
+      v.i = static_cast<int64_t>(v.u);
+      break;
+    case GgufType::i64: v.i = static_cast<int64_t>(c.u64(what)); break;
+    case GgufType::f32: {
+      bits32 = c.u32(what);
+      float f;
+      std::memcpy(&f, &bits32, 4);
+      v.f = f;
+      break;
+    }
+    case GgufType::f64: {
+      bits64 = c.u64(what);
+      std::memcpy(&v.f, &bits64, 8);
+      break;
+    }
+    case GgufType::boolean: v.b = c.le(1, what) != 0; v.i = v.b; break;
+    case GgufType::string: v.s = c.str(what); break;
+    case GgufType::array: {
+      if (depth >= kMaxArrayDepth)
+        throw Error(c.path + ": metadata key '" + key + "' nests arrays deeper than " + std::to_string(kMaxArrayDepth));
+      v.elem_type = checked_type(c.u32(what + " (array type)"), c.path, key);
+      const uint64_t n = c.u64(what + " (array length)");
+      // Refuse a huge count before allocating: each element needs at least this many bytes.
+      if (n > c.left() / min_value_size(v.elem_type))
+        throw Error(c.path + ": metadata key '" + key + "' claims " + std::to_string(n) +
+                    " array elements, more than the file can hold");
+      v.items.reserve(n);
+      for (uint64_t i = 0; i < n; ++i) v.items.push_back(read_value(c, v.elem_type, key, depth + 1));
+      break;
+    }
+  }
+  return v;
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------- metadata
+
+const char* gguf_type_name(GgufType t) {
+  static const char* k[] = {"u8", "i8", "u16", "i16", "u32", "i32", "f32", "bool", "string", "array", "u64", "i64", "f64"};
+  const auto i = static_cast<uint32_t>(t);
+  return i <= 12 ? k[i] : "unknown";
+}
+
+bool GgufValue::is_integer() const {
+  switch (type) {
+    case GgufType::u8: case GgufType::i8: case GgufType::u16: case GgufType::i16: case GgufType::u32:
+    case GgufType::i32: case GgufType::u64: case GgufType::i64: return true;
+    default: return false;
+  }
+}
+
+const GgufValue* GgufMetadata::find(const std::string& key) const {
+  auto it = values_.find(key);
+  return it == values_.end() ? nullptr : &it->second;
+}
+
+const GgufValue& GgufMetadata::at(const std::string& key) const {
+  const GgufValue* v = find(key);
+  if (!v) throw Error(source_ + ": metadata key '" + key + "' is missing");
+  return *v;
+}
+
+void GgufMetadata::wrong_type(const std::string& key, const char* wanted) const {
+  const GgufValue& v = at(key);
+  std::string got = gguf_type_name(v.type);
+  if (v.type == GgufType::array) got += std::string(" of ") + gguf_type_name(v.elem_type);
+  throw Error(source_ + ": metadata key '" + key + "' is " + got + ", expected " + wanted);
+}
+
+int64_t GgufMetadata::get_int(const std::string& key) const {
+  const GgufValue& v = at(key);
+  if (!v.is_integer() && v.type != GgufType::boolean) wrong_type(key, "an integer");
+  if (v.big_unsigned) throw Error(source_ + ": metadata key '" + key + "' = " + std::to_string(v.u) + " is too large");
+  return v.i;
+}
+int64_t GgufMetadata::get_int_or(const std::string& key, int64_t dflt) const { return has(key) ? get_int(key) : dflt; }
+
+double GgufMetadata::get_float(const std::string& key) const {
+  const GgufValue& v = at(key);
+  if (v.type == GgufType::f32 || v.type == GgufType::f64) return v.f;
+  if (v.is_integer()) return v.big_unsigned ? static_cast<double>(v.u) : static_cast<double>(v.i);
+  wrong_type(key, "a number");
+}
+double GgufMetadata::get_float_or(const std::string& key, double dflt) const { return has(key) ? get_float(key) : dflt; }
+
+bool GgufMetadata::get_bool(const std::string& key) const {
+  const GgufValue& v = at(key);
+  if (v.type != GgufType::boolean) wrong_type(key, "a bool");
+  return v.b;
+}
+
+std::string GgufMetadata::get_string(const std::string& key) const {
+  const GgufValue& v = at(key);
+  if (v.type != GgufType::string) wrong_type(key, "a string");
+  return v.s;
+}
+std::string GgufMetadata::get_string_or(const std::string& key, const std::string& dflt) const {
+  return has(key) ? get_string(key) : dflt;
+}
+
+std::vector<std::string> GgufMetadata::get_string_array(const std::string& key) const {
+  const GgufValue& v = at(key);
+  if (v.type != GgufType::array || v.elem_type != GgufType::string) wrong_type(key, "an array of string");
+  std::vector<std::string> r;
+  r.reserve(v.items.size());
+  for (const auto& x : v.items) r.push_back(x.s);
+  return r;
+}
+
+std::vector<int64_t> GgufMetadata::get_int_array(const std::string& key) const {
+  const GgufValue& v = at(key);
+  GgufValue probe;
+  probe.type = v.elem_type;
+  if (v.type != GgufType::array || !probe.is_integer()) wrong_type(key, "an array of integers");
+  std::vector<int64_t> r;
+  r.reserve(v.items.size());
+  for (const auto& x : v.items) {
+    if (x.big_unsigned) throw Error(source_ + ": metadata key '" + key + "' holds a value too large for int64");
+    r.push_back(x.i);
+  }
+  return r;
+}
+
+std::vector<double> GgufMetadata::get_float_array(const std::string& key) const {
+  const GgufValue& v = at(key);
+  if (v.type != GgufType::array || (v.elem_type != GgufType::f32 && v.elem_type != GgufType::f64))
+    wrong_type(key, "an array of float");
+  std::vector<double> r;
+  r.reserve(v.items.size());
+  for (const auto& x : v.items) r.push_back(x.f);
+  return r;
+}
+
+size_t GgufMetadata::array_size(const std::string& key) const {
+  const GgufValue& v = at(key);
+  if (v.type != GgufType::array) wrong_type(key, "an array");
+  return v.items.size();
+}
+
+// ---------------------------------------------------------------- tensors
+
+const char* ggml_type_name(uint32_t type) {
+  const TypeTraits* t = type_traits(type);
+  return t ? t->name : "unknown";
+}
+
+std::vector<int64_t> GgufTensorInfo::hf_shape() const { return std::vector<int64_t>(ne.rbegin(), ne.rend()); }
+
+int64_t GgufTensorInfo::numel() const {
+  int64_t n = 1;
+  for (int64_t d : ne) n *= d;
+  return n;
+}
+
+GgufFile::~GgufFile() = default;
+
+GgufFile::GgufFile(const std::string& path) : path_(path) {
+  file_ = std::make_unique<dtype::MappedFile>(path);
+  metadata_ = std::make_shared<GgufMetadata>(path);
+  const uint64_t size = file_->size();
+  Cursor c{file_->data(), size, 0, path_};
+  auto fail = [&](const std::string& what) { throw Error(path_ + ": " + what); };
+
+  c.need(4, "the magic");
+  if (std::memcmp(file_->data(), "GGUF", 4) != 0) fail("not a GGUF file (bad magic)");
+  c.pos = 4;
+  version_ = c.u32("the version");
+  if (version_ == 1) fail("GGUF version 1 is not supported (2 or 3)");
+  if (version_ != 2 && version_ != 3)
+    fail("GGUF version " + std::to_string(version_) + " is not supported (2 or 3; a big-endian file?)");
+  const uint64_t n_tensors = c.u64("the tensor count");
+  const uint64_t n_kv = c.u64("the metadata count");
+  // Smallest possible entries: a KV is key length + type + 1 byte; a tensor info is
+  // name length + n_dims + one dim + type + offset.
+  if (n_kv > c.left() / 13) fail("metadata count " + std::to_string(n_kv) + " is more than the file can hold");
+  if (n_tensors > c.left() / 32) fail("tensor count " + std::to_string(n_tensors) + " is more than the file can hold");
+
+  for (uint64_t k = 0; k < n_kv; ++k) {
+    std::string key = c.str("metadata key " + std::to_string(k));
+    GgufType type = checked_type(c.u32("metadata '" + key + "' type"), path_, key);
+    GgufValue v = read_value(c, type, key, 0);
+    if (!metadata_->values().emplace(key, std::move(v)).second) fail("metadata key '" + key + "' appears twice");
+  }
+  if (const GgufValue* a = metadata_->find("general.alignment")) {
+    if (a->type != GgufType::u32 || a->i == 0 || (a->i & (a->i - 1)) != 0)
+      fail("general.alignment must be a u32 power of two");
+    alignment_ = static_cast<uint64_t>(a->i);
+  }
+
+  if (n_tensors > c.left() / 32) fail("tensor count " + std::to_string(n_tensors) + " is more than the file can hold");
+  tensors_.reserve(n_tensors);
+  for (uint64_t k = 0; k < n_tensors; ++k) {
+    GgufTensorInfo t;
+    t.name = c.str("tensor name " + std::to_string(k));
+    const std::string tn = "tensor '" + t.name + "'";
+    const uint32_t n_dims = c.u32(tn + " dims");
+    if (n_dims < 1 || n_dims > kMaxDims) fail(tn + " has " + std::to_string(n_dims) + " dimensions (1 to 4 allowed)");
+    // Every dimension is bounded by the file size so that products cannot overflow.
+    uint64_t numel = 1;
+    for (uint32_t d = 0; d < n_dims; ++d) {
+      const uint64_t ne = c.u64(tn + " shape");
+      if (ne > (1ull << 62)) fail(tn + " dimension " + std::to_string(d) + " = " + std::to_string(ne) + " is absurd");
+      t.ne.push_back(static_cast<int64_t>(ne));
+      if (ne != 0 && numel > (size * 32) / ne + 1) numel = size * 32 + 1;  // saturate: fails the size check below
+      else numel *= ne;
+    }
+    t.type = c.u32(tn + " type");
+    const TypeTraits* tt = type_traits(t.type);
+    if (!tt) fail(tn + " has unknown ggml type " + std::to_string(t.type));
+    t.offset = c.u64(tn + " offset");
+    if (t.ne[0] % tt->block != 0)
+      fail(tn + " has " + std::to_string(t.ne[0]) + " columns, not a multiple of the " + tt->name + " block (" +
+           std::to_string(tt->block) + ")");
+    if (numel > size * 32) fail(tn + " has more elements than the file can hold");
+    t.nbytes = numel / tt->block * tt->type_size;
+    if (t.offset % alignment_ != 0)
+      fail(tn + " offset " + std::to_string(t.offset) + " is not a multiple of the alignment " + std::to_string(alignment_));
+    if (!index_.emplace(t.name, tensors_.size()).second) fail(tn + " appears twice");
+    tensors_.push_back(std::move(t));
+  }
+
+  data_start_ = (c.pos + alignment_ - 1) / alignment_ * alignment_;
+  const uint64_t data_size = data_start_ <= size ? size - data_start_ : 0;
+  if (!tensors_.empty() && data_start_ > size) fail("the data section starts past the end of the file (truncated?)");
+  std::vector<const GgufTensorInfo*> by_offset;
+  for (const auto& t : tensors_) {
+    if (t.offset > data_size || t.nbytes > data_size - t.offset)
+      fail("tensor '" + t.name + "' data [" + std::to_string(t.offset) + ", +" + std::to_string(t.nbytes) +
+           ") lies past the end of the data section (" + std::to_string(data_size) + " bytes; truncated?)");
+    if (t.nbytes > 0) by_offset.push_back(&t);
+  }
+  std::sort(by_offset.begin(), by_offset.end(), [](const auto* a, const auto* b) { return a->offset < b->offset; });
+  for (size_t i = 1; i < by_offset.size(); ++i)
+    if (by_offset[i]->offset < by_offset[i - 1]->offset + by_offset[i - 1]->nbytes)
+      fail("tensors '" + by_offset[i - 1]->name + "' and '" + by_offset[i]->name + "' overlap");
+}
+
+const GgufTensorInfo* GgufFile::find(const std::string& name) const {
+  auto it = index_.find(name);
+  return it == index_.end() ? nullptr : &tensors_[it->second];
+}
+
+const GgufTensorInfo& GgufFile::info(const std::string& name) const {
+  const auto* t = find(name);
+  if (!t) throw Error(path_ + ": tensor '" + name + "' is missing");
+  return *t;
+}
+
+void GgufFile::dequant(const GgufTensorInfo& t, int64_t first, int64_t n, float* dst) const {
+  const TypeTraits& tt = *type_traits(t.type);
+  const unsigned char* base = file_->data() + data_start_ + t.offset;
+  void (*block_fn)(const unsigned char*, int64_t, float*) = nullptr;
+  switch (t.type) {
+    case 0: dtype::f32_to_f32(base + first * 4, n, dst); return;
+    case 1: dtype::f16_to_f32(base + first * 2, n, dst); return;
+    case 30: dtype::bf16_to_f32(base + first * 2, n, dst); return;
+    case 28: dtype::f64_to_f32(base + first * 8, n, dst); return;
+    case 8: block_fn = dtype::dequant_q8_0; break;
+    case 2: block_fn = dtype::dequant_q4_0; break;
+    case 3: block_fn = dtype::dequant_q4_1; break;
+    default:
+      throw Error(path_ + ": tensor '" + t.name + "' has type " + tt.name +
+                  ", which is not supported (F32, F16, BF16, Q8_0, Q4_0, Q4_1)");
+  }
+  if (n <= 0) return;
+  const int64_t b0 = first / tt.block, b1 = (first + n + tt.block - 1) / tt.block;
+  if (first % tt.block == 0 && n % tt.block == 0) {
+    const int64_t nb = b1 - b0;
+    constexpr int64_t kChunk = 2048;  // blocks per parallel task
+    const int64_t chunks = (nb + kChunk - 1) / kChunk;
+#pragma omp parallel for schedule(static) if (chunks > 4)
+    for (int64_t ch = 0; ch < chunks; ++ch) {
+      const int64_t b = b0 + ch * kChunk, len = std::min(kChunk, b1 - b);
+      block_fn(base + b * tt.type_size, len, dst + (b - b0) * tt.block);
+    }
+    return;
+  }
+  // A range that cuts blocks (column reads): dequantize the covering blocks, copy the middle.
+  std::vector<float> tmp(static_cast<size_t>((b1 - b0) * tt.block));
+  block_fn(base + b0 * tt.type_size, b1 - b0, tmp.data());
+  std::copy_n(tmp.data() + (first - b0 * tt.block), n, dst);
+}
+
+HostTensor GgufFile::read(const std::string& name) const {
+  const auto& t = info(name);
+  HostTensor out;
+  out.shape = t.hf_shape();
+  out.data.resize(static_cast<size_t>(t.numel()));
+  dequant(t, 0, t.numel(), out.data.data());
+  return out;
+}
+
+HostTensor GgufFile::read_rows(const std::string& name, int64_t begin, int64_t end) const {
+  const auto& t = info(name);
+  const bool vec = t.ne.size() == 1;
+  const int64_t row_elems = vec ? 1 : t.ne[0];
+  const int64_t rows = vec ? t.ne[0] : (row_elems == 0 ? 0 : t.numel() / row_elems);
+  if (begin < 0 || begin > end || end > rows)
+    throw Error(path_ + ": tensor '" + name + "': rows [" + std::to_string(begin) + ", " + std::to_string(end) +
+                ") are outside its " + std::to_string(rows) + " rows");
+  HostTensor out;
+  // A >2-D tensor's rows are flattened over its outer dimensions.
+  out.shape = vec ? std::vector<int64_t>{end - begin} : std::vector<int64_t>{end - begin, row_elems};
+  out.data.resize(static_cast<size_t>((end - begin) * row_elems));
+  dequant(t, begin * row_elems, (end - begin) * row_elems, out.data.data());
+  return out;
+}
+
+HostTensor GgufFile::read_cols(const std::string& name, int64_t begin, int64_t end) const {
+  const auto& t = info(name);
+  if (t.ne.size() != 2) throw Error(path_ + ": tensor '" + name + "' is not 2-D; column reads need 2-D");
+  const int64_t cols = t.ne[0], rows = t.ne[1];
+  if (begin < 0 || begin > end || end > cols)
+    throw Error(path_ + ": tensor '" + name + "': columns [" + std::to_string(begin) + ", " + std::to_string(end) +
+                ") are outside its " + std::to_string(cols) + " columns");
+  HostTensor out;
+  out.shape = {rows, end - begin};
+  out.data.resize(static_cast<size_t>(rows * (end - begin)));
+  for (int64_t r = 0; r < rows; ++r) dequant(t, r * cols + begin, end - begin, out.data.data() + r * (end - begin));
+  return out;
+}
+
+// ---------------------------------------------------------------- names and permutation
+
+int64_t gguf_permuted_row(int64_t hf_row, int64_t head_dim) {
+  const int64_t half = head_dim / 2;
+  const int64_t h = hf_row / head_dim, i = hf_row % head_dim;
+  const int64_t s = i / half, j = i % half;
+  return h * head_dim + 2 * j + s;
+}
+
+std::string gguf_tensor_name(const std::string& hf) {
+  static const std::map<std::string, std::string> top = {
+      {"model.embed_tokens.weight", "token_embd.weight"},
+      {"model.norm.weight", "output_norm.weight"},
+      {"lm_head.weight", "output.weight"}};
+  static const std::map<std::string, std::string> layer = {
+      {"input_layernorm.weight", "attn_norm.weight"},    {"self_attn.q_proj.weight", "attn_q.weight"},
+      {"self_attn.k_proj.weight", "attn_k.weight"},      {"self_attn.v_proj.weight", "attn_v.weight"},
+      {"self_attn.q_proj.bias", "attn_q.bias"},          {"self_attn.k_proj.bias", "attn_k.bias"},
+      {"self_attn.v_proj.bias", "attn_v.bias"},          {"self_attn.o_proj.weight", "attn_output.weight"},
+      {"self_attn.o_proj.bias", "attn_output.bias"},     {"post_attention_layernorm.weight", "ffn_norm.weight"},
+      {"mlp.gate_proj.weight", "ffn_gate.weight"},       {"mlp.up_proj.weight", "ffn_up.weight"},
+      {"mlp.down_proj.weight", "ffn_down.weight"}};
+  auto it = top.find(hf);
+  if (it != top.end()) return it->second;
+  const std::string prefix = "model.layers.";
+  if (hf.compare(0, prefix.size(), prefix) != 0) return "";
+  const size_t dot = hf.find('.', prefix.size());
+  if (dot == std::string::npos) return "";
+  const std::string n = hf.substr(prefix.size(), dot - prefix.size());
+  if (n.empty() || n.find_first_not_of("0123456789") != std::string::npos) return "";
+  auto lt = layer.find(hf.substr(dot + 1));
+  return lt == layer.end() ? "" : "blk." + n + "." + lt->second;
+}
+
+// ---------------------------------------------------------------- config
+
+namespace {
+
+// llama.cpp stores llama3 rope scaling as a rope_freqs tensor of per-frequency divisors
+// (convert_hf_to_gguf.py); recover (factor, low, high, original) by matching it.
+void rope_from_freqs(const GgufFile& f, ModelConfig& c) {
+  const HostTensor rf = f.read("rope_freqs.weight");
+  const std::string src = f.path() + ": rope_freqs.weight";
+  if (rf.numel() != c.head_dim / 2)
+    throw Error(src + " has " + std::to_string(rf.numel()) + " entries, expected head_dim/2 = " +
+                std::to_string(c.head_dim / 2));
+  bool all_one = true;
+  for (float x : rf.data) all_one = all_one && x == 1.0f;
+  if (all_one) return;
+  RopeConfig r = c.rope;
+  r.scaling = RopeScalingType::llama3;
+  r.factor = rf.data.back();
+  r.low_freq_factor = 1.0;
+  r.high_freq_factor = 4.0;
+  r.original_max_position = f.metadata().get_int_or("llama.rope.scaling.original_context_length", 8192);
+  const double lo_wl = r.original_max_position / r.low_freq_factor;
+  const double hi_wl = r.original_max_position / r.high_freq_factor;
+  for (int64_t i = 0; i < c.head_dim / 2; ++i) {
+    const double freq = 1.0 / std::pow(r.theta, 2.0 * i / c.head_dim);
+    const double wl = 2 * M_PI / freq;
+    double want;
+    if (wl < hi_wl) want = 1.0;
+    else if (wl > lo_wl) want = r.factor;
+    else {
+      const double smooth = (r.original_max_position / wl - r.low_freq_factor) / (r.high_freq_factor - r.low_freq_factor);
+      want = 1.0 / ((1 - smooth) / r.factor + smooth);
+    }
+    if (std::fabs(rf.data[i] - want) > 1e-4 * want)
+      throw Error(src + " does not match llama3 rope scaling (factor " + std::to_string(r.factor) +
+                  ", low 1, high 4, original " + std::to_string(r.original_max_position) + ") at index " +
+                  std::to_string(i));
+  }
+  c.rope = r;
+}
+
+}  // namespace
+
+ModelConfig gguf_model_config(const GgufFile& f) {
+  const GgufMetadata& md = f.metadata();
+  const std::string src = f.path();
+  const std::string arch = md.get_string("general.architecture");
+  if (arch != "llama") throw Error(src + ": general.architecture '" + arch + "' is not supported (llama)");
+  auto pos = [&](const std::string& key) {
+    const int64_t v = md.get_int(key);
+    if (v <= 0) throw Error(src + ": metadata key '" + key + "' must be positive, got " + std::to_string(v));
+    return v;
+  };
+  ModelConfig c;
+  c.architecture = "LlamaForCausalLM";
+  c.hidden_size = pos("llama.embedding_length");
+  c.n_layers = pos("llama.block_count");
+  c.n_heads = pos("llama.attention.head_count");
+  c.n_kv_heads = md.has("llama.attention.head_count_kv") ? pos("llama.attention.head_count_kv") : c.n_heads;
+  c.intermediate_size = pos("llama.feed_forward_length");
+  if (md.has("llama.attention.key_length")) {
+    c.head_dim = pos("llama.attention.key_length");
+    if (md.has("llama.attention.value_length") && md.get_int("llama.attention.value_length") != c.head_dim)
+      throw Error(src + ": llama.attention.value_length differs from key_length (not supported)");
+  } else {
+    if (c.hidden_size % c.n_heads != 0)
+      throw Error(src + ": llama.embedding_length is not divisible by llama.attention.head_count");
+    c.head_dim = c.hidden_size / c.n_heads;
+  }
+  c.rms_norm_eps = md.get_float("llama.attention.layer_norm_rms_epsilon");
+  c.rope.theta = md.get_float_or("llama.rope.freq_base", 10000.0);
+  if (md.has("llama.rope.dimension_count") && md.get_int("llama.rope.dimension_count") != c.head_dim)
+    throw Error(src + ": llama.rope.dimension_count " + std::to_string(md.get_int("llama.rope.dimension_count")) +
+                " differs from head_dim " + std::to_string(c.head_dim) + " (partial rotary is not supported)");
+  c.max_position_embeddings = md.get_int_or("llama.context_length", 0);
+
+  const std::string scaling = md.get_string_or("llama.rope.scaling.type", "none");
+  if (scaling == "linear") {
+    c.rope.scaling = RopeScalingType::linear;
+    c.rope.factor = md.get_float("llama.rope.scaling.factor");
+  } else if (scaling != "none") {
+    throw Error(src + ": llama.rope.scaling.type '" + scaling + "' is not supported (none, linear)");
+  } else if (md.has("llama.rope.scale_linear")) {  // older converters
+    c.rope.scaling = RopeScalingType::linear;
+    c.rope.factor = md.get_float("llama.rope.scale_linear");
+  }
+  if (f.find("rope_freqs.weight")) {
+    if (c.rope.scaling != RopeScalingType::none)
+      throw Error(src + ": both rope_freqs.weight and llama.rope.scaling.type are set");
+    rope_from_freqs(f, c);
+  }
+
+  const GgufTensorInfo* embd = f.find("token_embd.weight");
+  if (!embd) throw Error(src + ": tensor 'token_embd.weight' is missing");
+  if (embd->ne.size() != 2) throw Error(src + ": tensor 'token_embd.weight' is not 2-D");
+  c.vocab_size = embd->ne[1];
+  if (md.has("tokenizer.ggml.tokens") && md.array_size("tokenizer.ggml.tokens") != static_cast<size_t>(c.vocab_size))
+    throw Error(src + ": tokenizer.ggml.tokens has " + std::to_string(md.array_size("tokenizer.ggml.tokens")) +
+                " entries but token_embd.weight has " + std::to_string(c.vocab_size) + " rows");
+  c.tie_word_embeddings = f.find("output.weight") == nullptr;
+  c.qkv_bias = f.find("blk.0.attn_q.bias") != nullptr;
+  c.o_bias = f.find("blk.0.attn_output.bias") != nullptr;
+  c.bos_token_id = md.get_int_or("tokenizer.ggml.bos_token_id", -1);
+  // End of generation: eos, and the chat end-of-turn tokens llama.cpp also stops at.
+  for (const char* key : {"tokenizer.ggml.eos_token_id", "tokenizer.ggml.eot_token_id", "tokenizer.ggml.eom_token_id"}) {
+    if (!md.has(key)) continue;
+    const int64_t id = md.get_int(key);
+    if (std::find(c.eos_token_ids.begin(), c.eos_token_ids.end(), id) == c.eos_token_ids.end())
+      c.eos_token_ids.push_back(id);
+  }
+  validate_model_config(c, src);
+  return c;
+}
+
+}  // namespace ringinfer

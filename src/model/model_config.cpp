@@ -1,0 +1,237 @@
+#include "ringinfer/model_config.h"
+
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "ringinfer/error.h"
+
+namespace ringinfer {
+namespace {
+
+using nlohmann::json;
+
+std::string type_name(const json& v) { return v.is_number_float() ? "float" : v.type_name(); }
+
+// Accessors: each names the file and key when the key is missing or of the wrong type.
+// A key present as null counts as absent (HF writes "head_dim": null and the like).
+struct Reader {
+  const json& j;
+  const std::string& src;
+
+  bool has(const char* key) const { return j.contains(key) && !j.at(key).is_null(); }
+
+  [[noreturn]] void fail(const std::string& key, const std::string& what) const {
+    throw Error(src + ": " + key + " " + what);
+  }
+
+  int64_t integer(const json& v, const std::string& key) const {
+    if (v.is_number_integer()) return v.get<int64_t>();
+    // Some writers emit 576.0; accept integral floats, refuse 576.5.
+    if (v.is_number_float()) {
+      double d = v.get<double>();
+      if (d == static_cast<double>(static_cast<int64_t>(d))) return static_cast<int64_t>(d);
+    }
+    fail(key, "must be an integer, got " + type_name(v) + " " + v.dump());
+  }
+  int64_t req_int(const char* key) const {
+    if (!has(key)) fail(key, "is missing");
+    return integer(j.at(key), key);
+  }
+  int64_t opt_int(const char* key, int64_t dflt) const { return has(key) ? integer(j.at(key), key) : dflt; }
+  int64_t positive(const char* key) const {
+    int64_t v = req_int(key);
+    if (v <= 0) fail(key, "must be positive, got " + std::to_string(v));
+    return v;
+  }
+  double number(const json& v, const std::string& key) const {
+    if (!v.is_number()) fail(key, "must be a number, got " + type_name(v) + " " + v.dump());
+    return v.get<double>();
+  }
+  double opt_num(const char* key, double dflt) const { return has(key) ? number(j.at(key), key) : dflt; }
+  bool opt_bool(const char* key, bool dflt) const {
+    if (!has(key)) return dflt;
+    const json& v = j.at(key);
+    if (!v.is_boolean()) fail(key, "must be true or false, got " + type_name(v) + " " + v.dump());
+    return v.get<bool>();
+  }
+  std::string opt_str(const char* key, const std::string& dflt) const {
+    if (!has(key)) return dflt;
+    const json& v = j.at(key);
+    if (!v.is_string()) fail(key, "must be a string, got " + type_name(v) + " " + v.dump());
+    return v.get<std::string>();
+  }
+};
+
+std::string architecture_of(const Reader& r) {
+  static const char* kKnown[] = {"LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM"};
+  std::string arch;
+  if (r.has("architectures")) {
+    const json& a = r.j.at("architectures");
+    if (!a.is_array() || a.empty() || !a.at(0).is_string())
+      r.fail("architectures", "must be a non-empty list of strings, got " + a.dump());
+    arch = a.at(0).get<std::string>();
+  } else {
+    // Older configs carry only model_type.
+    std::string mt = r.opt_str("model_type", "");
+    if (mt == "llama") arch = "LlamaForCausalLM";
+    else if (mt == "mistral") arch = "MistralForCausalLM";
+    else if (mt == "qwen2") arch = "Qwen2ForCausalLM";
+    else if (mt.empty()) r.fail("architectures", "is missing (and there is no model_type)");
+    else r.fail("model_type", "'" + mt + "' is not supported (llama, mistral, qwen2)");
+  }
+  for (const char* k : kKnown)
+    if (arch == k) return arch;
+  r.fail("architectures", "'" + arch +
+                              "' is not supported (LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM)");
+}
+
+RopeConfig parse_rope(const Reader& r) {
+  RopeConfig rope;
+  rope.theta = r.opt_num("rope_theta", 10000.0);
+  if (!r.has("rope_scaling")) return rope;
+  const json& s = r.j.at("rope_scaling");
+  if (!s.is_object()) r.fail("rope_scaling", "must be an object or null, got " + type_name(s));
+  Reader sr{s, r.src};
+  // transformers renamed "type" to "rope_type"; configs carry either or both.
+  std::string type = sr.opt_str("rope_type", sr.opt_str("type", ""));
+  auto need = [&](const char* key) {
+    if (!sr.has(key)) r.fail(std::string("rope_scaling.") + key, "is missing for rope type '" + type + "'");
+    return sr.number(s.at(key), std::string("rope_scaling.") + key);
+  };
+  if (type == "default") return rope;
+  if (type == "linear") {
+    rope.scaling = RopeScalingType::linear;
+    rope.factor = need("factor");
+  } else if (type == "llama3") {
+    rope.scaling = RopeScalingType::llama3;
+    rope.factor = need("factor");
+    rope.low_freq_factor = need("low_freq_factor");
+    rope.high_freq_factor = need("high_freq_factor");
+    double omp = need("original_max_position_embeddings");
+    if (omp <= 0 || omp != static_cast<double>(static_cast<int64_t>(omp)))
+      r.fail("rope_scaling.original_max_position_embeddings", "must be a positive integer");
+    rope.original_max_position = static_cast<int64_t>(omp);
+  } else if (type.empty()) {
+    r.fail("rope_scaling", "has no type or rope_type");
+  } else {
+    r.fail("rope_scaling", "type '" + type + "' is not supported (llama3, linear)");
+  }
+  return rope;
+}
+
+}  // namespace
+
+ModelConfig model_config_from_json(const json& j, const std::string& src) {
+  if (!j.is_object()) throw Error(src + ": not a JSON object");
+  Reader r{j, src};
+  ModelConfig c;
+  c.architecture = architecture_of(r);
+  const bool qwen2 = c.architecture == "Qwen2ForCausalLM";
+  const bool mistral = c.architecture == "MistralForCausalLM";
+
+  c.hidden_size = r.positive("hidden_size");
+  c.n_layers = r.positive("num_hidden_layers");
+  c.n_heads = r.positive("num_attention_heads");
+  c.n_kv_heads = r.has("num_key_value_heads") ? r.positive("num_key_value_heads") : c.n_heads;
+  if (r.has("head_dim")) {
+    c.head_dim = r.positive("head_dim");
+  } else {
+    if (c.hidden_size % c.n_heads != 0)
+      r.fail("hidden_size", std::to_string(c.hidden_size) + " is not divisible by num_attention_heads " +
+                                std::to_string(c.n_heads) + " (and there is no head_dim)");
+    c.head_dim = c.hidden_size / c.n_heads;
+  }
+  c.intermediate_size = r.positive("intermediate_size");
+  c.vocab_size = r.positive("vocab_size");
+  c.rms_norm_eps = r.opt_num("rms_norm_eps", 1e-6);  // the transformers default for all three
+  c.rope = parse_rope(r);
+
+  std::string act = r.opt_str("hidden_act", "silu");
+  if (act != "silu") r.fail("hidden_act", "'" + act + "' is not supported (silu)");
+  if (r.opt_bool("mlp_bias", false)) r.fail("mlp_bias", "true is not supported");
+  // Llama's attention_bias puts a bias on q, k, v and o; Qwen2 always has q, k, v bias only.
+  const bool attn_bias = r.opt_bool("attention_bias", false);
+  c.qkv_bias = qwen2 || attn_bias;
+  c.o_bias = !qwen2 && attn_bias;
+  c.tie_word_embeddings = r.opt_bool("tie_word_embeddings", false);
+
+  c.bos_token_id = r.opt_int("bos_token_id", -1);
+  if (r.has("eos_token_id")) {
+    const json& e = j.at("eos_token_id");
+    if (e.is_array()) {
+      for (size_t i = 0; i < e.size(); ++i) c.eos_token_ids.push_back(r.integer(e[i], "eos_token_id[" + std::to_string(i) + "]"));
+    } else {
+      c.eos_token_ids.push_back(r.integer(e, "eos_token_id"));
+    }
+  }
+  c.max_position_embeddings = r.has("max_position_embeddings") ? r.positive("max_position_embeddings") : 0;
+  if (mistral && r.has("sliding_window")) c.sliding_window = r.req_int("sliding_window");
+  if (qwen2 && r.opt_bool("use_sliding_window", false) && r.has("sliding_window"))
+    c.sliding_window = r.req_int("sliding_window");
+  if (c.sliding_window < 0) r.fail("sliding_window", "must not be negative");
+
+  validate_model_config(c, src);
+  return c;
+}
+
+ModelConfig parse_model_config(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) throw Error(path + ": cannot open");
+  json j;
+  try {
+    j = json::parse(in);
+  } catch (const json::exception& e) {
+    throw Error(path + ": not valid JSON (" + e.what() + ")");
+  }
+  return model_config_from_json(j, path);
+}
+
+void validate_model_config(const ModelConfig& c, const std::string& src) {
+  auto fail = [&](const std::string& what) { throw Error(src + ": " + what); };
+  auto positive = [&](int64_t v, const char* name) {
+    if (v <= 0) fail(std::string(name) + " must be positive, got " + std::to_string(v));
+  };
+  positive(c.hidden_size, "hidden_size");
+  positive(c.n_layers, "num_hidden_layers");
+  positive(c.n_heads, "num_attention_heads");
+  positive(c.n_kv_heads, "num_key_value_heads");
+  positive(c.head_dim, "head_dim");
+  positive(c.intermediate_size, "intermediate_size");
+  positive(c.vocab_size, "vocab_size");
+  if (c.n_heads % c.n_kv_heads != 0)
+    fail("num_attention_heads " + std::to_string(c.n_heads) + " is not divisible by num_key_value_heads " +
+         std::to_string(c.n_kv_heads));
+  if (c.head_dim % 2 != 0) fail("head_dim " + std::to_string(c.head_dim) + " must be even for RoPE");
+  if (!(c.rms_norm_eps > 0)) fail("rms_norm_eps must be positive");
+  if (!(c.rope.theta > 0)) fail("rope_theta must be positive");
+  if (c.rope.scaling != RopeScalingType::none && !(c.rope.factor > 0))
+    fail("rope_scaling.factor must be positive");
+  if (c.rope.scaling == RopeScalingType::llama3 &&
+      !(c.rope.low_freq_factor > 0 && c.rope.high_freq_factor > c.rope.low_freq_factor))
+    fail("rope_scaling needs 0 < low_freq_factor < high_freq_factor");
+  auto token = [&](int64_t id, const char* name) {
+    if (id < -1 || id >= c.vocab_size)
+      fail(std::string(name) + " " + std::to_string(id) + " is outside the vocabulary (" +
+           std::to_string(c.vocab_size) + ")");
+  };
+  token(c.bos_token_id, "bos_token_id");
+  for (int64_t e : c.eos_token_ids) {
+    if (e < 0) fail("eos_token_id " + std::to_string(e) + " is negative");
+    token(e, "eos_token_id");
+  }
+}
+
+std::string describe(const ModelConfig& c) {
+  std::ostringstream o;
+  o << c.architecture << ": " << c.n_layers << " layers, hidden " << c.hidden_size << ", heads " << c.n_heads
+    << "/" << c.n_kv_heads << " x " << c.head_dim << ", ffn " << c.intermediate_size << ", vocab "
+    << c.vocab_size << ", rope_theta " << c.rope.theta;
+  if (c.rope.scaling == RopeScalingType::linear) o << " (linear x" << c.rope.factor << ")";
+  if (c.rope.scaling == RopeScalingType::llama3) o << " (llama3 x" << c.rope.factor << ")";
+  o << ", eps " << c.rms_norm_eps << (c.qkv_bias ? ", qkv bias" : "") << (c.o_bias ? ", o bias" : "")
+    << (c.tie_word_embeddings ? ", tied embeddings" : "") << ", max positions " << c.max_position_embeddings;
+  return o.str();
+}
+
+}  // namespace ringinfer

@@ -1,0 +1,220 @@
+#include "ringinfer/model_loader.h"
+
+#include <algorithm>
+#include <filesystem>
+
+#include "ringinfer/error.h"
+#include "ringinfer/model_config.h"
+#include "ringinfer/safetensors.h"
+
+namespace ringinfer {
+namespace {
+
+namespace fs = std::filesystem;
+
+std::string shape_str(const std::vector<int64_t>& s) {
+  std::string r = "[";
+  for (size_t i = 0; i < s.size(); ++i) r += (i ? ", " : "") + std::to_string(s[i]);
+  return r + "]";
+}
+
+class SafetensorsSource : public TensorSource {
+ public:
+  explicit SafetensorsSource(const std::string& dir) : ckpt_(dir) {}
+  const std::string& path() const override { return ckpt_.dir(); }
+  bool has(const std::string& n) const override { return ckpt_.has(n); }
+  std::vector<int64_t> shape(const std::string& n) const override { return ckpt_.info(n).shape; }
+  HostTensor read(const std::string& n) const override { return ckpt_.read(n); }
+  HostTensor read_rows(const std::string& n, int64_t b, int64_t e) const override { return ckpt_.read_rows(n, b, e); }
+  HostTensor read_cols(const std::string& n, int64_t b, int64_t e) const override { return ckpt_.read_cols(n, b, e); }
+
+ private:
+  SafetensorsCheckpoint ckpt_;
+};
+
+// GGUF tensors under HF names, with llama.cpp's Q/K row permutation undone.
+class GgufSource : public TensorSource {
+ public:
+  GgufSource(std::shared_ptr<GgufFile> f, int64_t head_dim) : f_(std::move(f)), head_dim_(head_dim) {}
+  const std::string& path() const override { return f_->path(); }
+  bool has(const std::string& n) const override { return f_->find(gguf_tensor_name(n)) != nullptr; }
+  std::vector<int64_t> shape(const std::string& n) const override { return info(n).hf_shape(); }
+  HostTensor read(const std::string& n) const override {
+    const auto& t = info(n);
+    if (!permuted(n)) return f_->read(t.name);
+    return read_rows(n, 0, t.hf_shape()[0]);
+  }
+  HostTensor read_rows(const std::string& n, int64_t b, int64_t e) const override {
+    const auto& t = info(n);
+    if (!permuted(n)) return f_->read_rows(t.name, b, e);
+    const int64_t rows = t.hf_shape()[0];
+    if (rows % head_dim_ != 0)
+      throw Error(f_->path() + ": tensor '" + t.name + "' has " + std::to_string(rows) +
+                  " rows, not a multiple of head_dim " + std::to_string(head_dim_));
+    if (b < 0 || b > e || e > rows) return f_->read_rows(t.name, b, e);  // reports the bad range
+    // The permutation stays within a head: read the heads touched, then gather.
+    const int64_t hb = b / head_dim_ * head_dim_, he = (e + head_dim_ - 1) / head_dim_ * head_dim_;
+    HostTensor src = f_->read_rows(t.name, hb, he);
+    const int64_t row = src.numel() / std::max<int64_t>(he - hb, 1);
+    HostTensor out;
+    out.shape = src.shape;
+    out.shape[0] = e - b;
+    out.data.resize(static_cast<size_t>((e - b) * row));
+    for (int64_t r = b; r < e; ++r) {
+      const int64_t g = gguf_permuted_row(r, head_dim_) - hb;
+      std::copy_n(src.data.data() + g * row, row, out.data.data() + (r - b) * row);
+    }
+    return out;
+  }
+  HostTensor read_cols(const std::string& n, int64_t b, int64_t e) const override {
+    const auto& t = info(n);
+    HostTensor c = f_->read_cols(t.name, b, e);
+    if (!permuted(n)) return c;
+    const int64_t rows = c.shape[0], w = c.shape[1];
+    if (rows % head_dim_ != 0)
+      throw Error(f_->path() + ": tensor '" + t.name + "' rows are not a multiple of head_dim");
+    HostTensor out = c;
+    for (int64_t r = 0; r < rows; ++r)
+      std::copy_n(c.data.data() + gguf_permuted_row(r, head_dim_) * w, w, out.data.data() + r * w);
+    return out;
+  }
+
+ private:
+  const GgufTensorInfo& info(const std::string& n) const {
+    const std::string g = gguf_tensor_name(n);
+    const GgufTensorInfo* t = g.empty() ? nullptr : f_->find(g);
+    if (!t) throw Error(f_->path() + ": tensor '" + (g.empty() ? n : g) + "' is missing");
+    return *t;
+  }
+  static bool ends_with(const std::string& s, const std::string& x) {
+    return s.size() >= x.size() && s.compare(s.size() - x.size(), x.size(), x) == 0;
+  }
+  static bool permuted(const std::string& n) {
+    return ends_with(n, "q_proj.weight") || ends_with(n, "k_proj.weight") || ends_with(n, "q_proj.bias") ||
+           ends_with(n, "k_proj.bias");
+  }
+  std::shared_ptr<GgufFile> f_;
+  int64_t head_dim_;
+};
+
+}  // namespace
+
+HostTensor read_tensor(const TensorSource& src, const std::string& name) { return src.read(name); }
+HostTensor read_tensor(const TensorSource& src, const std::string& name, RowRange r) {
+  return src.read_rows(name, r.begin, r.end);
+}
+HostTensor read_tensor(const TensorSource& src, const std::string& name, ColRange c) {
+  return src.read_cols(name, c.begin, c.end);
+}
+
+std::string layer_tensor_name(int64_t layer, const std::string& suffix) {
+  return "model.layers." + std::to_string(layer) + "." + suffix;
+}
+
+ModelSource open_model(const std::string& path) {
+  ModelSource m;
+  m.path = path;
+  std::error_code ec;
+  if (fs::is_directory(path, ec)) {
+    const fs::path dir(path);
+    const fs::path cfg = dir / "config.json";
+    if (!fs::exists(cfg)) throw Error(path + ": no config.json (expected a Hugging Face model folder or a .gguf file)");
+    m.format = ModelFormat::safetensors;
+    m.config = parse_model_config(cfg.string());
+    m.tensors = std::make_unique<SafetensorsSource>(path);
+    if (fs::exists(dir / "tokenizer.json")) m.tokenizer_json = (dir / "tokenizer.json").string();
+    return m;
+  }
+  if (!fs::exists(path, ec)) throw Error(path + ": no such file or folder");
+  // Any other file is taken as GGUF whatever its name; the magic check refuses the rest.
+  auto f = std::make_shared<GgufFile>(path);
+  m.format = ModelFormat::gguf;
+  m.config = gguf_model_config(*f);
+  m.gguf_metadata = f->shared_metadata();
+  m.tensors = std::make_unique<GgufSource>(f, m.config.head_dim);
+  return m;
+}
+
+namespace {
+
+// Every tensor the config calls for, with its expected shape (HF layout), in load order.
+std::vector<std::pair<std::string, std::vector<int64_t>>> expected_tensors(const ModelConfig& c, int64_t layer) {
+  const int64_t h = c.hidden_size, q = c.n_heads * c.head_dim, kv = c.n_kv_heads * c.head_dim,
+                f = c.intermediate_size;
+  auto n = [&](const char* s) { return layer_tensor_name(layer, s); };
+  std::vector<std::pair<std::string, std::vector<int64_t>>> r = {
+      {n("input_layernorm.weight"), {h}},       {n("self_attn.q_proj.weight"), {q, h}},
+      {n("self_attn.k_proj.weight"), {kv, h}},  {n("self_attn.v_proj.weight"), {kv, h}}};
+  if (c.qkv_bias)
+    r.insert(r.end(), {{n("self_attn.q_proj.bias"), {q}}, {n("self_attn.k_proj.bias"), {kv}},
+                       {n("self_attn.v_proj.bias"), {kv}}});
+  r.push_back({n("self_attn.o_proj.weight"), {h, q}});
+  if (c.o_bias) r.push_back({n("self_attn.o_proj.bias"), {h}});
+  r.insert(r.end(), {{n("post_attention_layernorm.weight"), {h}}, {n("mlp.gate_proj.weight"), {f, h}},
+                     {n("mlp.up_proj.weight"), {f, h}}, {n("mlp.down_proj.weight"), {h, f}}});
+  return r;
+}
+
+void check_tensor(const TensorSource& src, const std::string& name, const std::vector<int64_t>& want) {
+  if (!src.has(name)) throw Error(src.path() + ": tensor '" + name + "' is missing");
+  const std::vector<int64_t> got = src.shape(name);
+  if (got != want)
+    throw Error(src.path() + ": tensor '" + name + "' has shape " + shape_str(got) + " but the config implies " +
+                shape_str(want));
+}
+
+}  // namespace
+
+ModelWeights read_weights(const ModelSource& m) {
+  const ModelConfig& c = m.config;
+  const TensorSource& src = *m.tensors;
+  const int64_t h = c.hidden_size;
+  // Check every name and shape before allocating anything: a corrupt layer count or size
+  // must fail with a message, not an out-of-memory.
+  std::vector<std::pair<std::string, std::vector<int64_t>>> top = {{"model.embed_tokens.weight", {c.vocab_size, h}},
+                                                                   {"model.norm.weight", {h}}};
+  if (!c.tie_word_embeddings) top.push_back({"lm_head.weight", {c.vocab_size, h}});
+  for (const auto& t : top) check_tensor(src, t.first, t.second);
+  for (int64_t l = 0; l < c.n_layers; ++l)
+    for (const auto& t : expected_tensors(c, l)) check_tensor(src, t.first, t.second);
+
+  ModelWeights w;
+  w.embed = src.read(top[0].first);
+  w.final_norm = src.read(top[1].first);
+  if (!c.tie_word_embeddings) w.lm_head = src.read(top[2].first);
+  w.layers.resize(static_cast<size_t>(c.n_layers));
+  for (int64_t l = 0; l < c.n_layers; ++l) {
+    LayerWeights& L = w.layers[static_cast<size_t>(l)];
+    auto get = [&](const char* s) { return src.read(layer_tensor_name(l, s)); };
+    L.attn_norm = get("input_layernorm.weight");
+    L.wq = get("self_attn.q_proj.weight");
+    L.wk = get("self_attn.k_proj.weight");
+    L.wv = get("self_attn.v_proj.weight");
+    if (c.qkv_bias) {
+      L.bq = get("self_attn.q_proj.bias");
+      L.bk = get("self_attn.k_proj.bias");
+      L.bv = get("self_attn.v_proj.bias");
+    }
+    L.wo = get("self_attn.o_proj.weight");
+    if (c.o_bias) L.bo = get("self_attn.o_proj.bias");
+    L.ffn_norm = get("post_attention_layernorm.weight");
+    L.w_gate = get("mlp.gate_proj.weight");
+    L.w_up = get("mlp.up_proj.weight");
+    L.w_down = get("mlp.down_proj.weight");
+  }
+  return w;
+}
+
+LoadedModel load_model(const std::string& path) {
+  ModelSource m = open_model(path);
+  LoadedModel out;
+  out.weights = read_weights(m);
+  out.path = m.path;
+  out.format = m.format;
+  out.config = m.config;
+  out.tokenizer_json = m.tokenizer_json;
+  out.gguf_metadata = m.gguf_metadata;
+  return out;
+}
+
+}  // namespace ringinfer
