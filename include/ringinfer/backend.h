@@ -1,0 +1,164 @@
+#pragma once
+// Backend: tensor buffers plus the coarse ops of one transformer forward (DESIGN §7).
+// The engine is written once against this contract; the CPU (backend/cpu/) and CUDA
+// (backend/cuda/) backends implement it.
+//
+// Contract:
+// - Buffers are owned by the backend (host memory on the CPU, device memory on CUDA).
+//   A Tensor is a 2-D row-major view (rows x cols, row stride = cols) that shares
+//   ownership of its storage; rows() takes a contiguous row range without copying.
+// - Every op is enqueued on the backend's compute stream() and may return before it has
+//   run (CUDA). Host-visible results need copy_to_host(), which waits. Communication
+//   (comm.h) takes stream() or comm_stream(); events order the two. On the CPU ops run
+//   at once and streams and events are no-ops.
+// - Activations, (O, LSE), logits and logprobs are fp32. Weights and the KV cache may be
+//   stored narrower (bf16 on CUDA); upload_weight() and alloc_kv() pick the storage.
+// - Masking follows striped.h's key_visible() alone; RoPE angles are computed in float64
+//   from global positions, cos/sin then rounded to fp32 (DESIGN §9).
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "ringinfer/comm.h"   // Stream
+#include "ringinfer/error.h"
+#include "ringinfer/model.h"  // HostTensor, RopeConfig
+
+namespace ringinfer {
+
+enum class DType { f32, bf16, i32, f64 };
+
+inline size_t dtype_bytes(DType t) {
+  switch (t) {
+    case DType::bf16: return 2;
+    case DType::f32: case DType::i32: return 4;
+    case DType::f64: return 8;
+  }
+  return 0;
+}
+
+inline const char* dtype_name(DType t) {
+  switch (t) {
+    case DType::f32: return "f32";
+    case DType::bf16: return "bf16";
+    case DType::i32: return "i32";
+    case DType::f64: return "f64";
+  }
+  return "?";
+}
+
+class Tensor {
+ public:
+  Tensor() = default;
+  Tensor(std::shared_ptr<void> storage, void* data, DType dtype, int64_t rows, int64_t cols)
+      : storage_(std::move(storage)), data_(data), dtype_(dtype), rows_(rows), cols_(cols) {}
+
+  bool empty() const { return data_ == nullptr || rows_ * cols_ == 0; }
+  void* data() const { return data_; }
+  DType dtype() const { return dtype_; }
+  int64_t rows() const { return rows_; }
+  int64_t cols() const { return cols_; }
+  int64_t numel() const { return rows_ * cols_; }
+  size_t bytes() const { return static_cast<size_t>(numel()) * dtype_bytes(dtype_); }
+  // Rows [begin, begin + count) of this tensor, sharing its storage. Throws when out of range.
+  Tensor rows(int64_t begin, int64_t count) const {
+    if (begin < 0 || count < 0 || begin + count > rows_)
+      throw Error("tensor: rows [" + std::to_string(begin) + ", " + std::to_string(begin + count) +
+                  ") outside a tensor of " + std::to_string(rows_) + " rows");
+    return Tensor(storage_, static_cast<char*>(data_) + begin * cols_ * dtype_bytes(dtype_), dtype_, count, cols_);
+  }
+  // Typed pointers (host memory on the CPU backend only).
+  float* f32() const { return static_cast<float*>(data_); }
+  int32_t* i32() const { return static_cast<int32_t*>(data_); }
+  double* f64() const { return static_cast<double*>(data_); }
+
+ private:
+  std::shared_ptr<void> storage_;  // keeps the allocation alive; null for an empty tensor
+  void* data_ = nullptr;           // first element of this view
+  DType dtype_ = DType::f32;
+  int64_t rows_ = 0, cols_ = 0;
+};
+
+// Shapes and stripe coordinates of one attention call: local queries of rank q_rank
+// against a block of keys of rank k_rank (DESIGN §2). Query row i has local index
+// q_start + i; key row j has local index j.
+struct AttentionShape {
+  int64_t n_heads = 0;     // query heads H
+  int64_t n_kv_heads = 0;  // key/value heads Hkv; query head h reads kv head h / (H / Hkv)
+  int64_t head_dim = 0;    // D
+  int64_t q_start = 0;     // local index of query row 0
+  int q_rank = 0;          // rank r that owns the queries
+  int k_rank = 0;          // rank s that owns the keys
+  int n_ranks = 1;         // N, the CP group size
+  float scale = 0.0f;      // softmax scale, 1/sqrt(D)
+};
+
+// An ordering point on a stream (cudaEvent_t on CUDA; nothing on the CPU).
+class Event {
+ public:
+  virtual ~Event() = default;
+};
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual const char* name() const = 0;  // "cpu" | "cuda"
+
+  // ---------------------------------------------------------------- streams, events
+  virtual Stream stream() = 0;       // where every op below is enqueued
+  virtual Stream comm_stream() = 0;  // high-priority stream for ring transfers
+  virtual std::unique_ptr<Event> record(Stream s) = 0;
+  virtual void wait(Stream s, const Event& e) = 0;  // later work on s waits for e
+  virtual void synchronize() = 0;                   // host waits for both streams
+
+  // ---------------------------------------------------------------- memory
+  virtual Tensor alloc(int64_t rows, int64_t cols, DType dtype) = 0;  // uninitialised
+  // A weight matrix (out, in) or vector (n): rows = shape[0], cols = the rest (1 for vectors).
+  virtual Tensor upload_weight(const HostTensor& w) = 0;
+  // KV cache storage for `rows` tokens of `cols` = Hkv * D values (fp32 CPU, bf16 CUDA).
+  virtual Tensor alloc_kv(int64_t rows, int64_t cols) = 0;
+  virtual void copy_from_host(const Tensor& dst, const void* src) = 0;  // dst.bytes() bytes
+  virtual void copy_to_host(void* dst, const Tensor& src) = 0;         // waits for stream()
+
+  // ---------------------------------------------------------------- ops
+  // dst = src, same shape; f32 -> bf16 rounds to nearest even (KV cache stores).
+  virtual void copy(const Tensor& src, const Tensor& dst) = 0;
+  // out (n, hidden) = table[tokens[i]]; tokens (n, 1) i32, each in [0, table.rows()).
+  virtual void embed(const Tensor& table, const Tensor& tokens, const Tensor& out) = 0;
+  // out = weight * x / sqrt(mean(x^2) + eps), row by row; out may be x.
+  virtual void rmsnorm(const Tensor& x, const Tensor& weight, float eps, const Tensor& out) = 0;
+  // out (n, out_f) = x (n, in_f) W^T (+ bias (out_f) when not empty) (+ out when accumulate).
+  virtual void matmul(const Tensor& x, const Tensor& w, const Tensor& bias, const Tensor& out,
+                      bool accumulate) = 0;
+  // In place on x (n, n_heads * D), Hugging Face pairing (d, d + D/2). Row i has global
+  // position pos_start + i * pos_stride; angle = position * inv_freq[d] in float64;
+  // inv_freq (1, D/2) f64 from rope_inv_freq().
+  virtual void rope(const Tensor& x, int64_t n_heads, const Tensor& inv_freq, int64_t pos_start,
+                    int64_t pos_stride) = 0;
+  // o = 0, lse = -inf: the identity of the merge.
+  virtual void attention_reset(const Tensor& o, const Tensor& lse) = 0;
+  // Attention of q (nq, H*D) against keys k, values v (nk, Hkv*D) under the striped mask,
+  // merged into the running o (nq, H*D, normalised) and lse (nq, H), fp32.
+  virtual void attention(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionShape& shape,
+                         const Tensor& o, const Tensor& lse) = 0;
+  // gate = silu(gate) * up, elementwise (n, intermediate).
+  virtual void swiglu(const Tensor& gate, const Tensor& up) = 0;
+  // out (n, 1) = log_softmax(logits (n, V))[targets[i]]; targets (n, 1) i32.
+  virtual void target_logprobs(const Tensor& logits, const Tensor& targets, const Tensor& out) = 0;
+  // token (1, 1) i32 from logits (1, V): argmax (lowest id on ties) when temperature <= 0,
+  // else top-p sampling with the uniform u in [0, 1) (sampling.h defines the rule).
+  virtual void sample(const Tensor& logits, double temperature, double top_p, double u, const Tensor& token) = 0;
+};
+
+// RoPE inverse frequencies (D/2 values) in float64, with llama3 or linear scaling.
+std::vector<double> rope_inv_freq(const RopeConfig& rope, int64_t head_dim);
+
+struct CpuBackendOptions {
+  // Test only: flips the diagonal of the causal mask (a query does not see its own key),
+  // so the suite can show it detects striping errors.
+  bool flip_mask_diagonal = false;
+};
+
+std::unique_ptr<Backend> make_cpu_backend(const CpuBackendOptions& options = {});
+
+}  // namespace ringinfer

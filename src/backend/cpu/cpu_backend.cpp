@@ -1,0 +1,198 @@
+// CPU backend: memory, GEMM and the elementwise ops (attention is in cpu_attention.cpp).
+#include "backend/cpu/cpu_backend.h"
+
+#include <cblas.h>
+
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <limits>
+
+#include "ringinfer/sampling.h"
+
+namespace ringinfer {
+
+std::unique_ptr<Backend> make_cpu_backend(const CpuBackendOptions& options) {
+  return std::make_unique<cpu::CpuBackend>(options);
+}
+
+namespace cpu {
+
+void check(bool cond, const char* op, const std::string& what) {
+  if (!cond) throw Error(std::string("cpu backend: ") + op + ": " + what);
+}
+
+namespace {
+
+std::string shape(const Tensor& t) {
+  return "(" + std::to_string(t.rows()) + ", " + std::to_string(t.cols()) + ") " + dtype_name(t.dtype());
+}
+
+void expect(const Tensor& t, int64_t rows, int64_t cols, DType dtype, const char* op, const char* what) {
+  check(t.rows() == rows && t.cols() == cols && t.dtype() == dtype, op,
+        std::string(what) + " is " + shape(t) + ", expected (" + std::to_string(rows) + ", " +
+            std::to_string(cols) + ") " + dtype_name(dtype));
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------- memory
+
+Tensor CpuBackend::alloc(int64_t rows, int64_t cols, DType dtype) {
+  check(rows >= 0 && cols >= 0, "alloc", "negative shape");
+  const size_t bytes = static_cast<size_t>(rows * cols) * dtype_bytes(dtype);
+  if (bytes == 0) return Tensor(nullptr, nullptr, dtype, rows, cols);
+  // 64-byte aligned for vector loads; aligned_alloc wants a multiple of the alignment.
+  void* p = std::aligned_alloc(64, (bytes + 63) / 64 * 64);
+  if (!p) throw Error("cpu backend: out of memory allocating " + std::to_string(bytes) + " bytes");
+  std::shared_ptr<void> storage(p, std::free);
+  return Tensor(std::move(storage), p, dtype, rows, cols);
+}
+
+Tensor CpuBackend::upload_weight(const HostTensor& w) {
+  check(!w.shape.empty(), "upload_weight", "tensor without a shape");
+  int64_t rows = w.shape[0], cols = 1;
+  for (size_t i = 1; i < w.shape.size(); ++i) cols *= w.shape[i];
+  check(rows * cols == w.numel(), "upload_weight", "shape does not match its data");
+  Tensor t = alloc(rows, cols, DType::f32);
+  if (!t.empty()) std::memcpy(t.data(), w.data.data(), t.bytes());
+  return t;
+}
+
+void CpuBackend::copy_from_host(const Tensor& dst, const void* src) {
+  if (!dst.empty()) std::memcpy(dst.data(), src, dst.bytes());
+}
+
+void CpuBackend::copy_to_host(void* dst, const Tensor& src) {
+  if (!src.empty()) std::memcpy(dst, src.data(), src.bytes());
+}
+
+// ---------------------------------------------------------------- ops
+
+void CpuBackend::copy(const Tensor& src, const Tensor& dst) {
+  expect(dst, src.rows(), src.cols(), src.dtype(), "copy", "dst");
+  if (!src.empty() && src.data() != dst.data()) std::memmove(dst.data(), src.data(), src.bytes());
+}
+
+void CpuBackend::embed(const Tensor& table, const Tensor& tokens, const Tensor& out) {
+  const int64_t n = tokens.rows(), hidden = table.cols(), vocab = table.rows();
+  expect(tokens, n, 1, DType::i32, "embed", "tokens");
+  expect(out, n, hidden, DType::f32, "embed", "out");
+  const int32_t* ids = tokens.i32();
+  for (int64_t i = 0; i < n; ++i)
+    check(ids[i] >= 0 && ids[i] < vocab, "embed",
+          "token " + std::to_string(ids[i]) + " outside the vocabulary of " + std::to_string(vocab));
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < n; ++i)
+    std::memcpy(out.f32() + i * hidden, table.f32() + ids[i] * hidden, hidden * sizeof(float));
+}
+
+void CpuBackend::rmsnorm(const Tensor& x, const Tensor& weight, float eps, const Tensor& out) {
+  const int64_t n = x.rows(), d = x.cols();
+  expect(weight, d, 1, DType::f32, "rmsnorm", "weight");
+  expect(out, n, d, DType::f32, "rmsnorm", "out");
+  const float* w = weight.f32();
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < n; ++i) {
+    const float* xi = x.f32() + i * d;
+    float* oi = out.f32() + i * d;
+    double ss = 0.0;
+    for (int64_t k = 0; k < d; ++k) ss += static_cast<double>(xi[k]) * xi[k];
+    const float inv = static_cast<float>(1.0 / std::sqrt(ss / d + eps));
+    for (int64_t k = 0; k < d; ++k) oi[k] = w[k] * (xi[k] * inv);
+  }
+}
+
+void CpuBackend::matmul(const Tensor& x, const Tensor& w, const Tensor& bias, const Tensor& out, bool accumulate) {
+  const int64_t n = x.rows(), in = x.cols(), of = w.rows();
+  check(x.dtype() == DType::f32 && w.dtype() == DType::f32, "matmul", "needs f32 inputs");
+  check(w.cols() == in, "matmul", "x is " + shape(x) + " but w is " + shape(w));
+  expect(out, n, of, DType::f32, "matmul", "out");
+  if (!bias.empty()) expect(bias, of, 1, DType::f32, "matmul", "bias");
+  if (n == 0 || of == 0) return;
+  if (in == 0) {
+    if (!accumulate) std::memset(out.data(), 0, out.bytes());
+  } else {
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(n), static_cast<int>(of),
+                static_cast<int>(in), 1.0f, x.f32(), static_cast<int>(in), w.f32(), static_cast<int>(in),
+                accumulate ? 1.0f : 0.0f, out.f32(), static_cast<int>(of));
+  }
+  if (!bias.empty()) {
+    const float* b = bias.f32();
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < n; ++i)
+      for (int64_t k = 0; k < of; ++k) out.f32()[i * of + k] += b[k];
+  }
+}
+
+void CpuBackend::rope(const Tensor& x, int64_t n_heads, const Tensor& inv_freq, int64_t pos_start,
+                      int64_t pos_stride) {
+  const int64_t n = x.rows(), half = inv_freq.cols();
+  check(x.dtype() == DType::f32 && n_heads > 0 && x.cols() == n_heads * 2 * half, "rope",
+        "x is " + shape(x) + " for " + std::to_string(n_heads) + " heads of " + std::to_string(2 * half));
+  expect(inv_freq, 1, half, DType::f64, "rope", "inv_freq");
+  const double* f = inv_freq.f64();
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < n; ++i) {
+    const double pos = static_cast<double>(pos_start + i * pos_stride);
+    float* row = x.f32() + i * x.cols();
+    for (int64_t d = 0; d < half; ++d) {
+      // Angle in float64 (positions reach millions), cos/sin then rounded to fp32.
+      const double angle = pos * f[d];
+      const float c = static_cast<float>(std::cos(angle)), s = static_cast<float>(std::sin(angle));
+      for (int64_t h = 0; h < n_heads; ++h) {
+        float* xh = row + h * 2 * half;
+        const float a = xh[d], b = xh[d + half];
+        xh[d] = a * c - b * s;
+        xh[d + half] = b * c + a * s;
+      }
+    }
+  }
+}
+
+void CpuBackend::attention_reset(const Tensor& o, const Tensor& lse) {
+  check(o.dtype() == DType::f32 && lse.dtype() == DType::f32 && o.rows() == lse.rows(), "attention_reset",
+        "o is " + shape(o) + ", lse is " + shape(lse));
+  if (!o.empty()) std::memset(o.data(), 0, o.bytes());
+  float* l = lse.f32();
+  for (int64_t i = 0; i < lse.numel(); ++i) l[i] = -std::numeric_limits<float>::infinity();
+}
+
+void CpuBackend::swiglu(const Tensor& gate, const Tensor& up) {
+  expect(up, gate.rows(), gate.cols(), DType::f32, "swiglu", "up");
+  check(gate.dtype() == DType::f32, "swiglu", "gate must be f32");
+  float* g = gate.f32();
+  const float* u = up.f32();
+  const int64_t n = gate.numel();
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < n; ++i) g[i] = g[i] / (1.0f + std::exp(-g[i])) * u[i];
+}
+
+void CpuBackend::target_logprobs(const Tensor& logits, const Tensor& targets, const Tensor& out) {
+  const int64_t n = logits.rows(), V = logits.cols();
+  check(logits.dtype() == DType::f32, "target_logprobs", "logits must be f32");
+  expect(targets, n, 1, DType::i32, "target_logprobs", "targets");
+  expect(out, n, 1, DType::f32, "target_logprobs", "out");
+  for (int64_t i = 0; i < n; ++i)
+    check(targets.i32()[i] >= 0 && targets.i32()[i] < V, "target_logprobs",
+          "target " + std::to_string(targets.i32()[i]) + " outside the vocabulary of " + std::to_string(V));
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < n; ++i) {
+    const float* l = logits.f32() + i * V;
+    float m = l[0];
+    for (int64_t k = 1; k < V; ++k) m = std::max(m, l[k]);
+    double sum = 0.0;
+    for (int64_t k = 0; k < V; ++k) sum += std::exp(static_cast<double>(l[k] - m));
+    out.f32()[i] = static_cast<float>(static_cast<double>(l[targets.i32()[i]] - m) - std::log(sum));
+  }
+}
+
+void CpuBackend::sample(const Tensor& logits, double temperature, double top_p, double u, const Tensor& token) {
+  check(logits.rows() == 1 && logits.cols() >= 1 && logits.dtype() == DType::f32, "sample",
+        "logits is " + shape(logits) + ", expected one f32 row");
+  expect(token, 1, 1, DType::i32, "sample", "token");
+  token.i32()[0] = sample_token(logits.f32(), logits.cols(), temperature, top_p, u);
+}
+
+}  // namespace cpu
+}  // namespace ringinfer

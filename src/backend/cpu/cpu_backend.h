@@ -1,0 +1,45 @@
+#pragma once
+// The CPU backend: fp32 everywhere, OpenBLAS sgemm for matmuls, OpenMP loops for the
+// rest. Ops run synchronously on the calling thread's team, so streams and events are
+// no-ops. Private to backend/cpu/.
+#include "ringinfer/backend.h"
+
+namespace ringinfer::cpu {
+
+class CpuBackend final : public Backend {
+ public:
+  explicit CpuBackend(const CpuBackendOptions& options) : options_(options) {}
+  const char* name() const override { return "cpu"; }
+
+  Stream stream() override { return Stream{}; }
+  Stream comm_stream() override { return Stream{}; }
+  std::unique_ptr<Event> record(Stream) override { return std::make_unique<Event>(); }
+  void wait(Stream, const Event&) override {}
+  void synchronize() override {}
+
+  Tensor alloc(int64_t rows, int64_t cols, DType dtype) override;
+  Tensor upload_weight(const HostTensor& w) override;
+  Tensor alloc_kv(int64_t rows, int64_t cols) override { return alloc(rows, cols, DType::f32); }
+  void copy_from_host(const Tensor& dst, const void* src) override;
+  void copy_to_host(void* dst, const Tensor& src) override;
+
+  void copy(const Tensor& src, const Tensor& dst) override;
+  void embed(const Tensor& table, const Tensor& tokens, const Tensor& out) override;
+  void rmsnorm(const Tensor& x, const Tensor& weight, float eps, const Tensor& out) override;
+  void matmul(const Tensor& x, const Tensor& w, const Tensor& bias, const Tensor& out, bool accumulate) override;
+  void rope(const Tensor& x, int64_t n_heads, const Tensor& inv_freq, int64_t pos_start, int64_t pos_stride) override;
+  void attention_reset(const Tensor& o, const Tensor& lse) override;
+  void attention(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionShape& shape, const Tensor& o,
+                 const Tensor& lse) override;
+  void swiglu(const Tensor& gate, const Tensor& up) override;
+  void target_logprobs(const Tensor& logits, const Tensor& targets, const Tensor& out) override;
+  void sample(const Tensor& logits, double temperature, double top_p, double u, const Tensor& token) override;
+
+ private:
+  CpuBackendOptions options_;
+};
+
+// Throws Error("cpu backend: <op>: <what>") unless cond holds: shape checks on op inputs.
+void check(bool cond, const char* op, const std::string& what);
+
+}  // namespace ringinfer::cpu

@@ -1,0 +1,311 @@
+// Each CPU backend op against a naive double-precision implementation on random inputs.
+// Tolerance: max |got - want| <= 1e-5 x max |want| (fp32 arithmetic), unless stated.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <limits>
+#include <random>
+#include <vector>
+
+#include "ringinfer/backend.h"
+#include "ringinfer/sampling.h"
+#include "ringinfer/striped.h"
+
+using namespace ringinfer;
+
+namespace {
+
+constexpr double kRelTol = 1e-5;
+
+struct Fixture {
+  std::unique_ptr<Backend> be = make_cpu_backend();
+  std::mt19937 gen{1234};
+
+  std::vector<float> randn(size_t n, float sd = 1.0f) {
+    std::normal_distribution<float> nd(0.0f, sd);
+    std::vector<float> v(n);
+    for (float& x : v) x = nd(gen);
+    return v;
+  }
+  Tensor put(const std::vector<float>& v, int64_t rows, int64_t cols) {
+    Tensor t = be->alloc(rows, cols, DType::f32);
+    be->copy_from_host(t, v.data());
+    return t;
+  }
+  std::vector<float> get(const Tensor& t) {
+    std::vector<float> v(t.numel());
+    be->copy_to_host(v.data(), t);
+    return v;
+  }
+};
+
+// max |got - want| / max |want|
+double rel_err(const std::vector<float>& got, const std::vector<double>& want) {
+  double num = 0, den = 0;
+  for (size_t i = 0; i < want.size(); ++i) {
+    num = std::max(num, std::fabs(double(got[i]) - want[i]));
+    den = std::max(den, std::fabs(want[i]));
+  }
+  return den > 0 ? num / den : num;
+}
+
+}  // namespace
+
+TEST(CpuBackend, EmbedGathersRows) {
+  Fixture f;
+  const int64_t V = 50, h = 12;
+  auto table = f.randn(V * h);
+  Tensor t = f.put(table, V, h), ids = f.be->alloc(4, 1, DType::i32), out = f.be->alloc(4, h, DType::f32);
+  const int32_t id[4] = {3, 49, 0, 3};
+  f.be->copy_from_host(ids, id);
+  f.be->embed(t, ids, out);
+  auto got = f.get(out);
+  for (int i = 0; i < 4; ++i)
+    for (int k = 0; k < h; ++k) EXPECT_EQ(got[i * h + k], table[id[i] * h + k]);
+  const int32_t bad = 50;
+  f.be->copy_from_host(ids.rows(0, 1), &bad);
+  EXPECT_THROW(f.be->embed(t, ids, out), Error);
+}
+
+TEST(CpuBackend, RmsNorm) {
+  Fixture f;
+  const int64_t n = 7, d = 96;
+  auto x = f.randn(n * d, 3.0f), w = f.randn(d);
+  Tensor out = f.be->alloc(n, d, DType::f32);
+  f.be->rmsnorm(f.put(x, n, d), f.put(w, d, 1), 1e-5f, out);
+  std::vector<double> want(n * d);
+  for (int64_t i = 0; i < n; ++i) {
+    double ss = 0;
+    for (int64_t k = 0; k < d; ++k) ss += double(x[i * d + k]) * x[i * d + k];
+    const double inv = 1.0 / std::sqrt(ss / d + 1e-5);
+    for (int64_t k = 0; k < d; ++k) want[i * d + k] = w[k] * x[i * d + k] * inv;
+  }
+  EXPECT_LT(rel_err(f.get(out), want), kRelTol);
+}
+
+TEST(CpuBackend, MatmulBiasAccumulate) {
+  Fixture f;
+  const int64_t n = 9, in = 70, of = 33;
+  auto x = f.randn(n * in), w = f.randn(of * in), b = f.randn(of), o0 = f.randn(n * of);
+  for (bool use_bias : {false, true})
+    for (bool acc : {false, true}) {
+      Tensor out = f.put(o0, n, of);
+      f.be->matmul(f.put(x, n, in), f.put(w, of, in), use_bias ? f.put(b, of, 1) : Tensor(), out, acc);
+      std::vector<double> want(n * of);
+      for (int64_t i = 0; i < n; ++i)
+        for (int64_t j = 0; j < of; ++j) {
+          double s = (use_bias ? b[j] : 0.0) + (acc ? o0[i * of + j] : 0.0);
+          for (int64_t k = 0; k < in; ++k) s += double(x[i * in + k]) * w[j * in + k];
+          want[i * of + j] = s;
+        }
+      EXPECT_LT(rel_err(f.get(out), want), kRelTol) << "bias " << use_bias << " accumulate " << acc;
+    }
+}
+
+TEST(CpuBackend, RopeAtLargeStridedPositions) {
+  Fixture f;
+  const int64_t n = 5, heads = 3, D = 16, start = 1000003, stride = 4;
+  RopeConfig rc;
+  rc.theta = 500000.0;
+  rc.scaling = RopeScalingType::llama3;
+  rc.factor = 8.0;
+  rc.original_max_position = 8192;
+  const std::vector<double> inv = rope_inv_freq(rc, D);
+  Tensor tf = f.be->alloc(1, D / 2, DType::f64);
+  f.be->copy_from_host(tf, inv.data());
+  auto x = f.randn(n * heads * D);
+  Tensor t = f.put(x, n, heads * D);
+  f.be->rope(t, heads, tf, start, stride);
+  std::vector<double> want(x.size());
+  for (int64_t i = 0; i < n; ++i)
+    for (int64_t h = 0; h < heads; ++h)
+      for (int64_t d = 0; d < D / 2; ++d) {
+        const double a = double(start + i * stride) * inv[d];
+        const size_t p = i * heads * D + h * D + d, q = p + D / 2;
+        want[p] = x[p] * std::cos(a) - x[q] * std::sin(a);
+        want[q] = x[q] * std::cos(a) + x[p] * std::sin(a);
+      }
+  EXPECT_LT(rel_err(f.get(t), want), kRelTol);
+}
+
+TEST(CpuBackend, RopeInvFreqScalings) {
+  RopeConfig rc;
+  rc.theta = 10000.0;
+  auto base = rope_inv_freq(rc, 8);
+  for (int i = 0; i < 4; ++i) EXPECT_DOUBLE_EQ(base[i], std::pow(10000.0, -2.0 * i / 8));
+  rc.scaling = RopeScalingType::linear;
+  rc.factor = 4.0;
+  auto lin = rope_inv_freq(rc, 8);
+  for (int i = 0; i < 4; ++i) EXPECT_DOUBLE_EQ(lin[i], base[i] / 4.0);
+  // llama3 with original 64, factors 1 / 4: wavelength < 16 kept, > 64 divided by factor,
+  // in between interpolated. theta 10000, D 8: wavelengths 6.28, 62.8, 628, 6283.
+  rc.scaling = RopeScalingType::llama3;
+  rc.factor = 8.0;
+  rc.low_freq_factor = 1.0;
+  rc.high_freq_factor = 4.0;
+  rc.original_max_position = 64;
+  auto l3 = rope_inv_freq(rc, 8);
+  EXPECT_DOUBLE_EQ(l3[0], base[0]);
+  const double wl = 2 * M_PI / base[1], sm = (64.0 / wl - 1.0) / 3.0;
+  EXPECT_NEAR(l3[1], (1 - sm) * base[1] / 8 + sm * base[1], 1e-15);
+  EXPECT_DOUBLE_EQ(l3[2], base[2] / 8);
+  EXPECT_DOUBLE_EQ(l3[3], base[3] / 8);
+}
+
+TEST(CpuBackend, SwigluAndCopy) {
+  Fixture f;
+  const int64_t n = 4, m = 37;
+  auto g = f.randn(n * m, 2.0f), u = f.randn(n * m);
+  Tensor tg = f.put(g, n, m);
+  f.be->swiglu(tg, f.put(u, n, m));
+  std::vector<double> want(n * m);
+  for (size_t i = 0; i < want.size(); ++i) want[i] = g[i] / (1.0 + std::exp(-double(g[i]))) * u[i];
+  EXPECT_LT(rel_err(f.get(tg), want), kRelTol);
+  Tensor c = f.be->alloc(n, m, DType::f32);
+  f.be->copy(tg, c);
+  EXPECT_EQ(f.get(c), f.get(tg));
+}
+
+TEST(CpuBackend, TargetLogprobsAndSample) {
+  Fixture f;
+  const int64_t n = 6, V = 301;
+  auto l = f.randn(n * V, 4.0f);
+  Tensor tl = f.put(l, n, V), tg = f.be->alloc(n, 1, DType::i32), out = f.be->alloc(n, 1, DType::f32);
+  std::vector<int32_t> tgt = {0, 300, 17, 150, 17, 2};
+  f.be->copy_from_host(tg, tgt.data());
+  f.be->target_logprobs(tl, tg, out);
+  auto got = f.get(out);
+  for (int64_t i = 0; i < n; ++i) {
+    double m = -1e300, z = 0;
+    for (int64_t k = 0; k < V; ++k) m = std::max(m, double(l[i * V + k]));
+    for (int64_t k = 0; k < V; ++k) z += std::exp(l[i * V + k] - m);
+    const double want = l[i * V + tgt[i]] - m - std::log(z);
+    EXPECT_NEAR(got[i], want, 1e-5 * std::max(1.0, std::fabs(want)));
+  }
+  Tensor tok = f.be->alloc(1, 1, DType::i32);
+  f.be->sample(tl.rows(2, 1), 0.0, 1.0, 0.5, tok);
+  int32_t id = -1;
+  f.be->copy_to_host(&id, tok);
+  EXPECT_EQ(id, argmax_token(l.data() + 2 * V, V));
+  f.be->sample(tl.rows(2, 1), 0.9, 0.8, 0.37, tok);
+  f.be->copy_to_host(&id, tok);
+  EXPECT_EQ(id, sample_token(l.data() + 2 * V, V, 0.9, 0.8, 0.37));
+}
+
+// Reference attention in double for one (query block, key block) pair under key_visible,
+// merged into a running (O, LSE) in double.
+static void reference_attention(const std::vector<float>& q, const std::vector<float>& k, const std::vector<float>& v,
+                                int64_t nq, int64_t nk, const AttentionShape& sh, std::vector<double>& o,
+                                std::vector<double>& lse) {
+  const int64_t H = sh.n_heads, Hkv = sh.n_kv_heads, D = sh.head_dim, g = H / Hkv;
+  for (int64_t i = 0; i < nq; ++i)
+    for (int64_t h = 0; h < H; ++h) {
+      std::vector<double> s;
+      std::vector<int64_t> js;
+      for (int64_t j = 0; j < nk; ++j) {
+        if (!key_visible(sh.q_start + i, sh.q_rank, j, sh.k_rank, sh.n_ranks)) continue;
+        double d = 0;
+        for (int64_t c = 0; c < D; ++c) d += double(q[(i * H + h) * D + c]) * k[(j * Hkv + h / g) * D + c];
+        s.push_back(d * sh.scale);
+        js.push_back(j);
+      }
+      if (s.empty()) continue;  // identity
+      double m = -1e300, z = 0;
+      for (double x : s) m = std::max(m, x);
+      for (double x : s) z += std::exp(x - m);
+      const double l2 = m + std::log(z), l1 = lse[i * H + h];
+      const double L = std::isinf(l1) ? l2 : std::max(l1, l2) + std::log1p(std::exp(-std::fabs(l1 - l2)));
+      for (int64_t c = 0; c < D; ++c) {
+        double acc = 0;
+        for (size_t t = 0; t < s.size(); ++t) acc += std::exp(s[t] - m) / z * v[(js[t] * Hkv + h / g) * D + c];
+        double& oc = o[(i * H + h) * D + c];
+        oc = (std::isinf(l1) ? 0.0 : oc * std::exp(l1 - L)) + acc * std::exp(l2 - L);
+      }
+      lse[i * H + h] = L;
+    }
+}
+
+TEST(CpuBackend, AttentionBlocksUnderStripedMaskGqa) {
+  Fixture f;
+  struct Case {
+    int64_t H, Hkv, D, nq, nk, q_start;
+    int r, s, N;
+    bool from_reset;
+  };
+  const Case cases[] = {
+      {4, 2, 16, 37, 150, 0, 0, 0, 1, true},   // N = 1 causal, crosses query and key tiles
+      {4, 2, 16, 40, 40, 0, 1, 2, 3, true},    // s > r: no diagonal; row 0 sees nothing
+      {6, 3, 8, 21, 21, 0, 2, 0, 3, false},    // s < r, merged into a random running result
+      {4, 1, 32, 1, 70, 69, 1, 1, 2, false},   // decode form: one query at local 69
+      {2, 2, 16, 17, 90, 40, 0, 3, 4, true},   // queries q_start.. against a longer block
+  };
+  for (const Case& c : cases) {
+    AttentionShape sh;
+    sh.n_heads = c.H, sh.n_kv_heads = c.Hkv, sh.head_dim = c.D, sh.q_start = c.q_start;
+    sh.q_rank = c.r, sh.k_rank = c.s, sh.n_ranks = c.N, sh.scale = float(1.0 / std::sqrt(double(c.D)));
+    auto q = f.randn(c.nq * c.H * c.D, 1.5f), k = f.randn(c.nk * c.Hkv * c.D, 1.5f), v = f.randn(c.nk * c.Hkv * c.D);
+    Tensor o = f.be->alloc(c.nq, c.H * c.D, DType::f32), lse = f.be->alloc(c.nq, c.H, DType::f32);
+    std::vector<double> ro(c.nq * c.H * c.D, 0.0), rl(c.nq * c.H, -std::numeric_limits<double>::infinity());
+    if (c.from_reset) {
+      f.be->attention_reset(o, lse);
+    } else {
+      auto o0 = f.randn(ro.size()), l0 = f.randn(rl.size(), 2.0f);
+      f.be->copy_from_host(o, o0.data());
+      f.be->copy_from_host(lse, l0.data());
+      for (size_t i = 0; i < ro.size(); ++i) ro[i] = o0[i];
+      for (size_t i = 0; i < rl.size(); ++i) rl[i] = l0[i];
+    }
+    f.be->attention(f.put(q, c.nq, c.H * c.D), f.put(k, c.nk, c.Hkv * c.D), f.put(v, c.nk, c.Hkv * c.D), sh, o, lse);
+    reference_attention(q, k, v, c.nq, c.nk, sh, ro, rl);
+    auto go = f.get(o), gl = f.get(lse);
+    EXPECT_LT(rel_err(go, ro), kRelTol) << "case r=" << c.r << " s=" << c.s << " N=" << c.N;
+    for (size_t i = 0; i < rl.size(); ++i) {
+      ASSERT_FALSE(std::isnan(gl[i]));
+      if (std::isinf(rl[i])) {
+        EXPECT_EQ(gl[i], -std::numeric_limits<float>::infinity());
+      } else {
+        EXPECT_NEAR(gl[i], rl[i], 1e-5 * std::max(1.0, std::fabs(rl[i])));
+      }
+    }
+    for (float x : go) ASSERT_FALSE(std::isnan(x));
+  }
+}
+
+TEST(CpuBackend, StripedBlocksMergeToFullCausalAttention) {
+  // The whole point of the layout: for N ranks, each rank's queries against every rank's
+  // key stripe, merged, equal ordinary causal attention over the sequence in global order.
+  Fixture f;
+  const int64_t S = 29, H = 2, Hkv = 1, D = 8;
+  auto q = f.randn(S * H * D, 1.5f), k = f.randn(S * Hkv * D, 1.5f), v = f.randn(S * Hkv * D);
+  AttentionShape full;
+  full.n_heads = H, full.n_kv_heads = Hkv, full.head_dim = D, full.scale = float(1 / std::sqrt(double(D)));
+  std::vector<double> ro(S * H * D, 0.0), rl(S * H, -std::numeric_limits<double>::infinity());
+  reference_attention(q, k, v, S, S, full, ro, rl);
+  for (int N : {2, 3, 4}) {
+    auto stripe = [&](const std::vector<float>& src, int r, int64_t width) {
+      std::vector<float> out;
+      for (int64_t i = 0; i < local_len(S, r, N); ++i)
+        out.insert(out.end(), src.begin() + global_pos(i, r, N) * width, src.begin() + (global_pos(i, r, N) + 1) * width);
+      return out;
+    };
+    for (int r = 0; r < N; ++r) {
+      const int64_t n = local_len(S, r, N);
+      Tensor o = f.be->alloc(n, H * D, DType::f32), lse = f.be->alloc(n, H, DType::f32);
+      f.be->attention_reset(o, lse);
+      Tensor tq = f.put(stripe(q, r, H * D), n, H * D);
+      for (int step = 0; step < N; ++step) {  // ring order
+        const int s = (r - step + N) % N;
+        const int64_t m = local_len(S, s, N);
+        AttentionShape sh = full;
+        sh.q_rank = r, sh.k_rank = s, sh.n_ranks = N;
+        f.be->attention(tq, f.put(stripe(k, s, Hkv * D), m, Hkv * D), f.put(stripe(v, s, Hkv * D), m, Hkv * D), sh, o,
+                        lse);
+      }
+      auto go = f.get(o);
+      std::vector<double> want;
+      for (int64_t i = 0; i < n; ++i)
+        want.insert(want.end(), ro.begin() + global_pos(i, r, N) * H * D, ro.begin() + (global_pos(i, r, N) + 1) * H * D);
+      EXPECT_LT(rel_err(go, want), kRelTol) << "N=" << N << " r=" << r;
+    }
+  }
+}
