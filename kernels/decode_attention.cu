@@ -1,0 +1,119 @@
+// decode_attention: validates the call, chooses the key splits, and launches the split
+// kernel and the combine kernel once per chunk of query tokens (16 rows per KV head).
+#include <math.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <string>
+
+#include "decode_attention.h"
+#include "decode_attention_kernel.cuh"
+#include "ringinfer/error.h"
+
+namespace ringinfer {
+
+namespace {
+
+void check(bool ok, const std::string& what) {
+  if (!ok) throw Error("decode_attention: " + what);
+}
+
+void validate(const DecodeAttnParams& p) {
+  check(p.head_dim == 64 || p.head_dim == 128, "head_dim " + std::to_string(p.head_dim) + " is not 64 or 128");
+  check(p.n_q >= 0 && p.n_k >= 0, "negative row count");
+  check(p.n_heads > 0 && p.n_kv_heads > 0 && p.n_heads % p.n_kv_heads == 0,
+        "n_heads " + std::to_string(p.n_heads) + " is not a multiple of n_kv_heads " + std::to_string(p.n_kv_heads));
+  check(p.n_heads / p.n_kv_heads <= cuda::kDecodeRows,
+        "more than 16 query heads per KV head (" + std::to_string(p.n_heads / p.n_kv_heads) + ")");
+  check(p.softmax_scale > 0.f && isfinite(p.softmax_scale), "softmax_scale must be positive and finite");
+  check(p.variant >= 0 && p.variant < decode_attention_variants(), "variant out of range");
+  check(p.num_splits >= 0, "negative num_splits");
+  const long stride = p.kv_row_stride ? p.kv_row_stride : long(p.n_kv_heads) * p.head_dim;
+  check(stride >= long(p.n_kv_heads) * p.head_dim && stride % 8 == 0,
+        "kv_row_stride must cover the KV heads and be a multiple of 8 elements (16-byte loads)");
+}
+
+cuda::DecodeConfig config(int head_dim, int variant) {
+  using namespace cuda;
+  if (head_dim == 64)
+    return variant == 0 ? DecodeConfig{32, 4, DecodeTile<64, 4, 32, 2>::kSmemBytes}
+                        : DecodeConfig{16, 4, DecodeTile<64, 4, 16, 3>::kSmemBytes};
+  return variant == 0 ? DecodeConfig{32, 4, DecodeTile<128, 4, 32, 2>::kSmemBytes}
+                      : DecodeConfig{16, 4, DecodeTile<128, 4, 16, 3>::kSmemBytes};
+}
+
+}  // namespace
+
+int decode_attention_variants() { return 2; }
+
+int decode_attention_splits(const DecodeAttnParams& p) {
+  validate(p);
+  const cuda::DecodeConfig c = config(p.head_dim, p.variant);
+  const int n_tiles = (p.n_k + c.block_n - 1) / c.block_n;
+  if (p.num_splits > 0) return std::max(1, std::min(p.num_splits, std::max(1, n_tiles)));
+  int device = 0, sms = 0, smem_per_sm = 0;
+  CUDA_CHECK(cudaGetDevice(&device));
+  CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
+  CUDA_CHECK(cudaDeviceGetAttribute(&smem_per_sm, cudaDevAttrMaxSharedMemoryPerMultiprocessor, device));
+  // Blocks resident per multiprocessor (1 KB of shared memory per block is reserved).
+  const int per_sm = std::max(1, int(smem_per_sm / (c.smem_bytes + 1024)));
+  // One wave of equal blocks (measured on H100 at 128K keys: 1 wave 92% of copy
+  // bandwidth, 2 waves 87%, 4 waves 78%: each wave pays a pipeline fill and drain),
+  // but at least two tiles per warp.
+  const int by_device = std::max(1, sms * per_sm / p.n_kv_heads);
+  const int by_keys = std::max(1, n_tiles / (2 * c.warps));
+  return std::min(by_device, by_keys);
+}
+
+size_t decode_attention_workspace_bytes(const DecodeAttnParams& p) {
+  const size_t rows = size_t(decode_attention_splits(p)) * p.n_kv_heads * cuda::kDecodeRows;
+  return rows * (p.head_dim + 1) * sizeof(float);
+}
+
+void decode_attention(const DecodeAttnParams& p, void* workspace, size_t workspace_bytes, cudaStream_t stream) {
+  validate(p);
+  if (p.n_q == 0) return;
+  check(p.q && p.o && p.lse && (p.n_k == 0 || (p.k && p.v)), "null pointer");
+  auto aligned = [](const void* ptr) { return reinterpret_cast<uintptr_t>(ptr) % 16 == 0; };
+  check(aligned(p.q) && aligned(p.k) && aligned(p.v) && aligned(workspace), "q, k, v and workspace must be 16-byte aligned");
+  const size_t need = decode_attention_workspace_bytes(p);
+  check(workspace != nullptr && workspace_bytes >= need,
+        "workspace of " + std::to_string(workspace_bytes) + " bytes, need " + std::to_string(need));
+  const int splits = decode_attention_splits(p);
+  const cuda::DecodeConfig c = config(p.head_dim, p.variant);
+  const int group = p.n_heads / p.n_kv_heads;
+  const int tokens_per_launch = cuda::kDecodeRows / group;
+
+  cuda::DecodeArgs a;
+  a.k = p.k;
+  a.v = p.v;
+  a.ws_lse = static_cast<float*>(workspace);
+  a.ws_o = a.ws_lse + size_t(splits) * p.n_kv_heads * cuda::kDecodeRows;
+  a.kv_stride = p.kv_row_stride ? p.kv_row_stride : long(p.n_kv_heads) * p.head_dim;
+  a.n_k = p.n_k;
+  a.n_heads = p.n_heads;
+  a.group = group;
+  a.n_splits = splits;
+  a.n_tiles = (p.n_k + c.block_n - 1) / c.block_n;
+  a.scale_log2 = p.softmax_scale * 1.4426950408889634f;
+  // Launches of one stream run in order, so every chunk of tokens reuses the workspace.
+  for (int t0 = 0; t0 < p.n_q; t0 += tokens_per_launch) {
+    const int nt = std::min(tokens_per_launch, p.n_q - t0);
+    a.q = p.q + size_t(t0) * p.n_heads * p.head_dim;
+    a.rows = nt * group;
+    float* o = p.o + size_t(t0) * p.n_heads * p.head_dim;
+    float* lse = p.lse + size_t(t0) * p.n_heads;
+    const dim3 grid(nt, p.n_heads);
+    if (p.head_dim == 64) {
+      cuda::decode_split_hdim64(a, p.n_kv_heads, p.variant, stream);
+      cuda::decode_combine_kernel<64><<<grid, 64, 0, stream>>>(a.ws_lse, a.ws_o, splits, p.n_kv_heads, group, o, lse);
+    } else {
+      cuda::decode_split_hdim128(a, p.n_kv_heads, p.variant, stream);
+      cuda::decode_combine_kernel<128><<<grid, 128, 0, stream>>>(a.ws_lse, a.ws_o, splits, p.n_kv_heads, group, o,
+                                                                  lse);
+    }
+    CUDA_CHECK_LAUNCH();
+  }
+}
+
+}  // namespace ringinfer

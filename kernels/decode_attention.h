@@ -1,0 +1,45 @@
+#pragma once
+// Split-KV decode attention ("flash-decoding"): a few query tokens against a rank's whole
+// local KV cache, every key visible. All query heads of a KV group are processed together
+// so each KV byte is read once; the keys are split across thread blocks, each writes a
+// partial (O, LSE) to a workspace, and a combine kernel merges the splits into (O, LSE)
+// per query row and head (fp32), ready to be merged across ranks by log-sum-exp.
+// Host-callable; raw device pointers; CUDA builds only.
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+#include <stddef.h>
+
+namespace ringinfer {
+
+struct DecodeAttnParams {
+  const __nv_bfloat16* q = nullptr;  // [n_q, H, D] (dense)
+  const __nv_bfloat16* k = nullptr;  // [n_k, Hkv, D] (token t at k + t * kv_row_stride)
+  const __nv_bfloat16* v = nullptr;  // [n_k, Hkv, D] (same strides as k)
+  float* o = nullptr;                // [n_q, H, D] fp32, normalized (dense)
+  float* lse = nullptr;              // [n_q, H] fp32, natural log; -inf (and O = 0) when n_k = 0
+  int n_q = 0;                       // query tokens (each sees all n_k keys)
+  int n_k = 0;                       // key rows
+  int n_heads = 0;                   // H; the H/Hkv heads of a group must be <= 16
+  int n_kv_heads = 0;                // Hkv, H % Hkv == 0
+  int head_dim = 0;                  // D: 64 or 128
+  long kv_row_stride = 0;            // elements between key tokens; 0 means Hkv * D
+  float softmax_scale = 0.f;         // usually 1/sqrt(D)
+  int num_splits = 0;                // key splits per KV head; 0 = chosen from the device
+  int variant = 0;                   // tile configuration (tools/bench compares them)
+};
+
+// Workspace bytes decode_attention needs for these parameters on the current device.
+size_t decode_attention_workspace_bytes(const DecodeAttnParams& p);
+
+// The number of key splits decode_attention will use (after choosing, when num_splits = 0).
+int decode_attention_splits(const DecodeAttnParams& p);
+
+// Launches on `stream`. workspace: device memory of at least
+// decode_attention_workspace_bytes(p) bytes (reused across calls; no clearing needed).
+// Throws ringinfer::Error for unsupported shapes or a too-small workspace.
+void decode_attention(const DecodeAttnParams& p, void* workspace, size_t workspace_bytes, cudaStream_t stream);
+
+// Number of tile configurations `variant` may select (>= 1).
+int decode_attention_variants();
+
+}  // namespace ringinfer

@@ -1,0 +1,13 @@
+// Split-KV decode attention, head_dim 64 (one instantiation file per head_dim).
+#include "decode_attention_kernel.cuh"
+
+namespace ringinfer::cuda {
+
+void decode_split_hdim64(const DecodeArgs& a, int n_kv_heads, int variant, cudaStream_t stream) {
+  if (variant == 0)
+    launch_decode_split<64, 4, 32, 2>(a, n_kv_heads, stream);
+  else
+    launch_decode_split<64, 4, 16, 3>(a, n_kv_heads, stream);
+}
+
+}  // namespace ringinfer::cuda

@@ -1,0 +1,468 @@
+// flash_attention_forward against a float64 CPU reference on fresh random inputs.
+// Tolerances (bf16 inputs, fp32 accumulation, P rounded to bf16 before P V):
+//   O:   ||out - ref|| / ||ref|| <= 1e-2 (measured ~3e-3)
+//   LSE: max |out - ref| <= 2e-3 over finite entries; -inf exactly where the reference has it.
+// Outputs are NaN-poisoned before overwrite runs, so an unwritten element fails.
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <limits>
+#include <random>
+#include <vector>
+
+#include "flash_attention.h"
+#include "ringinfer/cuda_check.h"
+
+namespace ringinfer {
+namespace {
+
+// ---------------------------------------------------------------- no GPU: exit 77 (skip)
+class GpuEnvironment : public ::testing::Environment {
+ public:
+  void SetUp() override {
+    int n = 0;
+    if (cudaGetDeviceCount(&n) != cudaSuccess || n == 0) {
+      std::printf("no CUDA device visible: skipping\n");
+      std::exit(77);
+    }
+  }
+};
+[[maybe_unused]] ::testing::Environment* const gpu_env = ::testing::AddGlobalTestEnvironment(new GpuEnvironment);
+
+constexpr double kNegInf = -std::numeric_limits<double>::infinity();
+std::mt19937_64 rng(20261124);
+
+// bf16 tensor on host (the bits the GPU sees) and its exact values as double.
+struct HostBf16 {
+  std::vector<__nv_bfloat16> bits;
+  std::vector<double> val;
+};
+HostBf16 random_bf16(size_t n, double stddev) {
+  std::normal_distribution<float> dist(0.f, float(stddev));
+  HostBf16 t;
+  t.bits.resize(n);
+  t.val.resize(n);
+  for (size_t i = 0; i < n; ++i) {
+    t.bits[i] = __float2bfloat16_rn(dist(rng));
+    t.val[i] = double(__bfloat162float(t.bits[i]));
+  }
+  return t;
+}
+
+template <class T>
+struct DeviceBuf {
+  T* ptr = nullptr;
+  size_t n = 0;
+  explicit DeviceBuf(size_t count) : n(count) { CUDA_CHECK(cudaMalloc(&ptr, std::max<size_t>(count, 1) * sizeof(T))); }
+  DeviceBuf(const std::vector<T>& h) : DeviceBuf(h.size()) { upload(h); }
+  ~DeviceBuf() { cudaFree(ptr); }
+  void upload(const std::vector<T>& h) { CUDA_CHECK(cudaMemcpy(ptr, h.data(), h.size() * sizeof(T), cudaMemcpyHostToDevice)); }
+  std::vector<T> download() const {
+    std::vector<T> h(n);
+    CUDA_CHECK(cudaMemcpy(h.data(), ptr, n * sizeof(T), cudaMemcpyDeviceToHost));
+    return h;
+  }
+};
+
+struct Shape {
+  int n_q, n_k, H, Hkv, D;
+};
+
+// Reference (O, LSE) in float64. visible(i, j): may query row i see key row j.
+// Rows that see no key get O = 0, LSE = -inf.
+template <class Visible>
+void reference(const Shape& s, const std::vector<double>& q, const std::vector<double>& k,
+               const std::vector<double>& v, double scale, Visible visible, std::vector<double>& o,
+               std::vector<double>& lse) {
+  o.assign(size_t(s.n_q) * s.H * s.D, 0.0);
+  lse.assign(size_t(s.n_q) * s.H, kNegInf);
+  const int group = s.H / s.Hkv;
+  std::vector<double> score(s.n_k);
+  for (int i = 0; i < s.n_q; ++i)
+    for (int h = 0; h < s.H; ++h) {
+      const int kvh = h / group;
+      const double* qi = &q[(size_t(i) * s.H + h) * s.D];
+      double mx = kNegInf;
+      for (int j = 0; j < s.n_k; ++j) {
+        score[j] = kNegInf;
+        if (!visible(i, j)) continue;
+        const double* kj = &k[(size_t(j) * s.Hkv + kvh) * s.D];
+        double dot = 0;
+        for (int d = 0; d < s.D; ++d) dot += qi[d] * kj[d];
+        score[j] = dot * scale;
+        mx = std::max(mx, score[j]);
+      }
+      if (mx == kNegInf) continue;
+      double sum = 0;
+      double* oi = &o[(size_t(i) * s.H + h) * s.D];
+      for (int j = 0; j < s.n_k; ++j) {
+        if (score[j] == kNegInf) continue;
+        const double p = std::exp(score[j] - mx);
+        sum += p;
+        const double* vj = &v[(size_t(j) * s.Hkv + kvh) * s.D];
+        for (int d = 0; d < s.D; ++d) oi[d] += p * vj[d];
+      }
+      for (int d = 0; d < s.D; ++d) oi[d] /= sum;
+      lse[size_t(i) * s.H + h] = mx + std::log(sum);
+    }
+}
+
+// Merges (o2, lse2) into (o1, lse1) by log-sum-exp (the identity is LSE = -inf).
+void reference_merge(int D, std::vector<double>& o1, std::vector<double>& lse1, const std::vector<double>& o2,
+                     const std::vector<double>& lse2) {
+  for (size_t r = 0; r < lse1.size(); ++r) {
+    if (lse2[r] == kNegInf) continue;
+    if (lse1[r] == kNegInf) {
+      lse1[r] = lse2[r];
+      for (int d = 0; d < D; ++d) o1[r * D + d] = o2[r * D + d];
+      continue;
+    }
+    const double m = std::max(lse1[r], lse2[r]);
+    const double l = m + std::log(std::exp(lse1[r] - m) + std::exp(lse2[r] - m));
+    const double w1 = std::exp(lse1[r] - l), w2 = std::exp(lse2[r] - l);
+    for (int d = 0; d < D; ++d) o1[r * D + d] = w1 * o1[r * D + d] + w2 * o2[r * D + d];
+    lse1[r] = l;
+  }
+}
+
+constexpr double kTolO = 1e-2, kTolLse = 2e-3;
+
+// Checks device results against the reference; returns the relative O error.
+double expect_close(const std::vector<float>& o, const std::vector<float>& lse, const std::vector<double>& ref_o,
+                    const std::vector<double>& ref_lse, const std::string& what) {
+  double num = 0, den = 0;
+  bool finite = true;
+  for (size_t i = 0; i < o.size(); ++i) {
+    finite = finite && std::isfinite(o[i]);
+    num += (o[i] - ref_o[i]) * (o[i] - ref_o[i]);
+    den += ref_o[i] * ref_o[i];
+  }
+  EXPECT_TRUE(finite) << what << ": O has NaN/inf (unwritten or broken)";
+  const double rel = den > 0 ? std::sqrt(num / den) : std::sqrt(num);
+  EXPECT_LE(rel, kTolO) << what << ": relative O error";
+  double worst = 0;
+  int bad_inf = 0;
+  for (size_t i = 0; i < lse.size(); ++i) {
+    if (ref_lse[i] == kNegInf) {
+      bad_inf += !(std::isinf(lse[i]) && lse[i] < 0);
+    } else {
+      if (!std::isfinite(lse[i])) ++bad_inf;
+      else worst = std::max(worst, std::fabs(lse[i] - ref_lse[i]));
+    }
+  }
+  EXPECT_EQ(bad_inf, 0) << what << ": LSE rows with the wrong -inf/finite state";
+  EXPECT_LE(worst, kTolLse) << what << ": max LSE error";
+  return rel;
+}
+
+// Global-position striped rule, written independently of the kernel's folded form.
+struct Striped {
+  int q_start, r, s, N;
+  bool operator()(int i, int j) const { return long(j) * N + s <= long(q_start + i) * N + r; }
+};
+
+struct Case {
+  Shape shape;
+  AttnMask mask;
+  int variant = 0;
+};
+
+// One overwrite call on poisoned outputs vs the reference.
+void run_overwrite(const Case& c) {
+  const Shape& s = c.shape;
+  const HostBf16 q = random_bf16(size_t(s.n_q) * s.H * s.D, 1.0);
+  const HostBf16 k = random_bf16(size_t(s.n_k) * s.Hkv * s.D, 1.0);
+  const HostBf16 v = random_bf16(size_t(s.n_k) * s.Hkv * s.D, 1.0);
+  DeviceBuf<__nv_bfloat16> dq(q.bits), dk(k.bits), dv(v.bits);
+  DeviceBuf<float> dO(size_t(s.n_q) * s.H * s.D), dL(size_t(s.n_q) * s.H);
+  CUDA_CHECK(cudaMemset(dO.ptr, 0xff, dO.n * sizeof(float)));  // NaN
+  CUDA_CHECK(cudaMemset(dL.ptr, 0xff, dL.n * sizeof(float)));
+  FlashAttnParams p;
+  p.q = dq.ptr;
+  p.k = dk.ptr;
+  p.v = dv.ptr;
+  p.o = dO.ptr;
+  p.lse = dL.ptr;
+  p.n_q = s.n_q;
+  p.n_k = s.n_k;
+  p.n_heads = s.H;
+  p.n_kv_heads = s.Hkv;
+  p.head_dim = s.D;
+  p.softmax_scale = float(1.0 / std::sqrt(double(s.D)));
+  p.mask = c.mask;
+  p.merge = false;
+  p.variant = c.variant;
+  flash_attention_forward(p, nullptr);
+  CUDA_CHECK(cudaDeviceSynchronize());
+  std::vector<double> ro, rl;
+  const AttnMask m = c.mask;
+  if (m.causal)
+    reference(s, q.val, k.val, v.val, p.softmax_scale, Striped{m.q_start, m.q_rank, m.k_rank, m.group_size}, ro, rl);
+  else
+    reference(s, q.val, k.val, v.val, p.softmax_scale, [](int, int) { return true; }, ro, rl);
+  char what[200];
+  std::snprintf(what, sizeof what, "n_q=%d n_k=%d H=%d Hkv=%d D=%d causal=%d q_start=%d r=%d s=%d N=%d variant=%d",
+                s.n_q, s.n_k, s.H, s.Hkv, s.D, m.causal, m.q_start, m.q_rank, m.k_rank, m.group_size, c.variant);
+  expect_close(dO.download(), dL.download(), ro, rl, what);
+}
+
+TEST(FlashAttention, CausalHeadDimsGqaRatiosAndVariants) {
+  for (int D : {64, 128})
+    for (int ratio : {1, 4, 8})
+      for (int variant = 0; variant < flash_attention_variants(D); ++variant) {
+        Case c;
+        c.shape = {203, 203, 2 * ratio, 2, D};  // not a multiple of any tile size
+        c.variant = variant;
+        run_overwrite(c);
+      }
+}
+
+TEST(FlashAttention, LongerCausalCrossesManyTiles) {
+  for (int variant = 0; variant < flash_attention_variants(128); ++variant) {
+    Case c;
+    c.shape = {1000, 1000, 4, 1, 128};
+    c.variant = variant;
+    run_overwrite(c);
+  }
+}
+
+TEST(FlashAttention, NoMaskWithKeyTail) {
+  Case c;
+  c.shape = {70, 333, 8, 2, 128};
+  c.mask.causal = false;
+  run_overwrite(c);
+  c.shape.D = 64;
+  run_overwrite(c);
+}
+
+TEST(FlashAttention, StripedMasksAllRankPairs) {
+  // s < r, s = r, s > r for N = 1..4, with q_start = 0 (row 0 sees no key when s > r)
+  // and q_start > 0 (a chunk of queries after an existing cache).
+  for (int N = 1; N <= 4; ++N)
+    for (int r = 0; r < N; ++r)
+      for (int s = 0; s < N; ++s)
+        for (int q_start : {0, 45}) {
+          Case c;
+          c.shape = {97, 150, 8, 2, (r + s) % 2 ? 64 : 128};
+          c.mask = {true, q_start, r, s, N};
+          c.variant = (N + r) % flash_attention_variants(c.shape.D);
+          run_overwrite(c);
+        }
+}
+
+TEST(FlashAttention, BlocksWithoutVisibleKeysGetIdentity) {
+  // n_k = 0, and a whole query tile whose keys all lie in its future (s > r, one key).
+  Case c;
+  c.shape = {130, 0, 4, 4, 128};
+  run_overwrite(c);
+  c.shape = {130, 1, 4, 4, 128};
+  c.mask = {true, 0, 0, 1, 2};  // row 0 sees nothing, rows >= 1 see key 0
+  run_overwrite(c);
+}
+
+TEST(FlashAttention, MergeIntoExistingState) {
+  // Prior state: random O and LSE, some rows empty (LSE = -inf, O = NaN must be ignored).
+  const Shape s{150, 90, 8, 2, 128};
+  const AttnMask mask{true, 10, 1, 2, 3};  // s > r: row i sees keys j <= q_start + i - 1
+  const HostBf16 q = random_bf16(size_t(s.n_q) * s.H * s.D, 1.0);
+  const HostBf16 k = random_bf16(size_t(s.n_k) * s.Hkv * s.D, 1.0);
+  const HostBf16 v = random_bf16(size_t(s.n_k) * s.Hkv * s.D, 1.0);
+  std::vector<float> o0(size_t(s.n_q) * s.H * s.D), l0(size_t(s.n_q) * s.H);
+  std::vector<double> ro0(o0.size()), rl0(l0.size());
+  std::normal_distribution<float> nd(0.f, 1.f);
+  for (size_t i = 0; i < o0.size(); ++i) ro0[i] = o0[i] = nd(rng);
+  for (size_t i = 0; i < l0.size(); ++i) {
+    if (i % 7 == 3) {
+      l0[i] = -INFINITY;
+      rl0[i] = kNegInf;
+      for (int d = 0; d < s.D; ++d) {
+        o0[i * s.D + d] = NAN;
+        ro0[i * s.D + d] = 0;
+      }
+    } else {
+      rl0[i] = l0[i] = 3.f + 2.f * nd(rng);
+    }
+  }
+  DeviceBuf<__nv_bfloat16> dq(q.bits), dk(k.bits), dv(v.bits);
+  DeviceBuf<float> dO(o0), dL(l0);
+  FlashAttnParams p;
+  p.q = dq.ptr;
+  p.k = dk.ptr;
+  p.v = dv.ptr;
+  p.o = dO.ptr;
+  p.lse = dL.ptr;
+  p.n_q = s.n_q;
+  p.n_k = s.n_k;
+  p.n_heads = s.H;
+  p.n_kv_heads = s.Hkv;
+  p.head_dim = s.D;
+  p.softmax_scale = 0.1f;
+  p.mask = mask;
+  p.merge = true;
+  flash_attention_forward(p, nullptr);
+  CUDA_CHECK(cudaDeviceSynchronize());
+  std::vector<double> ro, rl;
+  reference(s, q.val, k.val, v.val, p.softmax_scale, Striped{mask.q_start, mask.q_rank, mask.k_rank, mask.group_size},
+            ro, rl);
+  reference_merge(s.D, ro0, rl0, ro, rl);
+  const std::vector<float> o = dO.download(), l = dL.download();
+  // Every row sees keys here (q_start + i - 1 >= 9); the prior rows that were empty
+  // (LSE = -inf, O = NaN) must come out as this block's result alone, NaN-free.
+  expect_close(o, l, ro0, rl0, "merge");
+}
+
+TEST(FlashAttention, RowsWithoutKeysKeepStateBitwiseWhenMerging) {
+  const Shape s{40, 5, 4, 2, 64};
+  const AttnMask mask{true, 0, 0, 1, 2};  // s > r: row i sees keys j < i; row 0 sees none
+  const HostBf16 q = random_bf16(size_t(s.n_q) * s.H * s.D, 1.0);
+  const HostBf16 k = random_bf16(size_t(s.n_k) * s.Hkv * s.D, 1.0);
+  const HostBf16 v = random_bf16(size_t(s.n_k) * s.Hkv * s.D, 1.0);
+  std::vector<float> o0(size_t(s.n_q) * s.H * s.D), l0(size_t(s.n_q) * s.H);
+  std::normal_distribution<float> nd(0.f, 1.f);
+  for (auto& x : o0) x = nd(rng);
+  for (auto& x : l0) x = nd(rng);
+  DeviceBuf<__nv_bfloat16> dq(q.bits), dk(k.bits), dv(v.bits);
+  DeviceBuf<float> dO(o0), dL(l0);
+  FlashAttnParams p;
+  p.q = dq.ptr;
+  p.k = dk.ptr;
+  p.v = dv.ptr;
+  p.o = dO.ptr;
+  p.lse = dL.ptr;
+  p.n_q = s.n_q;
+  p.n_k = s.n_k;
+  p.n_heads = s.H;
+  p.n_kv_heads = s.Hkv;
+  p.head_dim = s.D;
+  p.softmax_scale = 0.125f;
+  p.mask = mask;
+  flash_attention_forward(p, nullptr);
+  CUDA_CHECK(cudaDeviceSynchronize());
+  const std::vector<float> o = dO.download(), l = dL.download();
+  for (int h = 0; h < s.H; ++h) {
+    EXPECT_EQ(l[h], l0[h]) << "row 0 head " << h;
+    for (int d = 0; d < s.D; ++d) ASSERT_EQ(o[h * s.D + d], o0[h * s.D + d]) << "row 0 head " << h;
+  }
+  for (int h = 0; h < s.H; ++h) EXPECT_NE(l[s.H + h], l0[s.H + h]) << "row 1 sees key 0 and must change";
+}
+
+// N ring steps of striped attention, merged, equal one causal attention over the whole
+// sequence at the positions rank r owns.
+TEST(FlashAttention, RingStepsMergeToFullCausalAttention) {
+  for (int N : {2, 3, 4})
+    for (int D : {64, 128}) {
+      const int S = 517, H = 8, Hkv = 2;
+      const Shape full{S, S, H, Hkv, D};
+      const HostBf16 q = random_bf16(size_t(S) * H * D, 1.0);
+      const HostBf16 k = random_bf16(size_t(S) * Hkv * D, 1.0);
+      const HostBf16 v = random_bf16(size_t(S) * Hkv * D, 1.0);
+      const float scale = float(1.0 / std::sqrt(double(D)));
+      std::vector<double> ro, rl;
+      reference(full, q.val, k.val, v.val, scale, [](int i, int j) { return j <= i; }, ro, rl);
+      auto stripe = [&](const std::vector<__nv_bfloat16>& x, int width, int rank) {
+        std::vector<__nv_bfloat16> out;
+        for (int t = rank; t < S; t += N) out.insert(out.end(), x.begin() + size_t(t) * width, x.begin() + size_t(t + 1) * width);
+        return out;
+      };
+      for (int r = 0; r < N; ++r) {
+        const std::vector<__nv_bfloat16> q_r = stripe(q.bits, H * D, r);
+        const int n_q = int(q_r.size() / (H * D));
+        DeviceBuf<__nv_bfloat16> dq(q_r);
+        DeviceBuf<float> dO(size_t(n_q) * H * D), dL(size_t(n_q) * H);
+        CUDA_CHECK(cudaMemset(dO.ptr, 0xff, dO.n * sizeof(float)));
+        CUDA_CHECK(cudaMemset(dL.ptr, 0xff, dL.n * sizeof(float)));
+        for (int step = 0; step < N; ++step) {
+          const int s = (r - step + N) % N;  // the ring delivers rank r-step's block
+          DeviceBuf<__nv_bfloat16> dk(stripe(k.bits, Hkv * D, s)), dv(stripe(v.bits, Hkv * D, s));
+          FlashAttnParams p;
+          p.q = dq.ptr;
+          p.k = dk.ptr;
+          p.v = dv.ptr;
+          p.o = dO.ptr;
+          p.lse = dL.ptr;
+          p.n_q = n_q;
+          p.n_k = int(dk.n / (Hkv * D));
+          p.n_heads = H;
+          p.n_kv_heads = Hkv;
+          p.head_dim = D;
+          p.softmax_scale = scale;
+          p.mask = {true, 0, r, s, N};
+          p.merge = step > 0;
+          p.variant = step % flash_attention_variants(D);
+          flash_attention_forward(p, nullptr);
+        }
+        CUDA_CHECK(cudaDeviceSynchronize());
+        std::vector<double> ro_r, rl_r;
+        for (int t = r; t < S; t += N) {
+          ro_r.insert(ro_r.end(), ro.begin() + size_t(t) * H * D, ro.begin() + size_t(t + 1) * H * D);
+          rl_r.insert(rl_r.end(), rl.begin() + size_t(t) * H, rl.begin() + size_t(t + 1) * H);
+        }
+        expect_close(dO.download(), dL.download(), ro_r, rl_r,
+                     "ring N=" + std::to_string(N) + " r=" + std::to_string(r) + " D=" + std::to_string(D));
+      }
+    }
+}
+
+TEST(FlashAttention, StridedRowsOfAFusedQkvBuffer) {
+  // Q, K, V as column slices of one [n, (H + 2 Hkv) * D] buffer.
+  const int n = 120, H = 4, Hkv = 2, D = 128, W = (H + 2 * Hkv) * D;
+  const HostBf16 qkv = random_bf16(size_t(n) * W, 1.0);
+  std::vector<double> q, k, v;
+  for (int t = 0; t < n; ++t) {
+    const double* row = &qkv.val[size_t(t) * W];
+    q.insert(q.end(), row, row + H * D);
+    k.insert(k.end(), row + H * D, row + (H + Hkv) * D);
+    v.insert(v.end(), row + (H + Hkv) * D, row + W);
+  }
+  DeviceBuf<__nv_bfloat16> d(qkv.bits);
+  DeviceBuf<float> dO(size_t(n) * H * D), dL(size_t(n) * H);
+  CUDA_CHECK(cudaMemset(dO.ptr, 0xff, dO.n * sizeof(float)));
+  FlashAttnParams p;
+  p.q = d.ptr;
+  p.k = d.ptr + H * D;
+  p.v = d.ptr + (H + Hkv) * D;
+  p.q_row_stride = p.kv_row_stride = W;
+  p.o = dO.ptr;
+  p.lse = dL.ptr;
+  p.n_q = p.n_k = n;
+  p.n_heads = H;
+  p.n_kv_heads = Hkv;
+  p.head_dim = D;
+  p.softmax_scale = 0.09f;
+  p.merge = false;
+  flash_attention_forward(p, nullptr);
+  CUDA_CHECK(cudaDeviceSynchronize());
+  std::vector<double> ro, rl;
+  reference({n, n, H, Hkv, D}, q, k, v, p.softmax_scale, [](int i, int j) { return j <= i; }, ro, rl);
+  expect_close(dO.download(), dL.download(), ro, rl, "strided");
+}
+
+TEST(FlashAttention, RejectsUnsupportedShapes) {
+  FlashAttnParams p;
+  p.n_q = p.n_k = 1;
+  p.n_heads = 6;
+  p.n_kv_heads = 4;
+  p.head_dim = 128;
+  p.softmax_scale = 1.f;
+  try {
+    flash_attention_forward(p, nullptr);
+    FAIL() << "accepted H % Hkv != 0";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("n_heads 6 is not a multiple of n_kv_heads 4"), std::string::npos) << e.what();
+  }
+  p.n_heads = 4;
+  p.head_dim = 96;
+  try {
+    flash_attention_forward(p, nullptr);
+    FAIL() << "accepted head_dim 96";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("head_dim 96 is not 64 or 128"), std::string::npos) << e.what();
+  }
+}
+
+}  // namespace
+}  // namespace ringinfer

@@ -1,0 +1,223 @@
+// Usage: bench_attention [--json FILE] [--quick]
+// Times our attention kernels on the current GPU (CUDA events, median of repeats, random
+// bf16 inputs) and writes one JSON object per line to FILE (default: stdout only):
+//   copy:    device-to-device cudaMemcpy of 2 GiB; GB/s counts bytes read + written
+//   prefill: causal flash attention, H=32, Hkv=8, D=128, n = 8K/32K/128K tokens, every
+//            variant; TFLOP/s counts 4 * n^2 * D * H / 2 (causal half, the PyTorch convention)
+//   decode:  1 query token, n_k = 128K and 1M keys; GB/s counts the K and V bytes read
+// tools/bench_attention_peer.py times PyTorch SDPA on the same shapes and prints the table.
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "decode_attention.h"
+#include "flash_attention.h"
+#include "ringinfer/cuda_check.h"
+
+using namespace ringinfer;
+
+namespace {
+
+__global__ void fill_random_bf16(__nv_bfloat16* x, size_t n, uint32_t seed) {
+  for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n; i += size_t(gridDim.x) * blockDim.x) {
+    uint32_t h = uint32_t(i) * 2654435761u ^ (uint32_t(i >> 32) * 40503u) ^ seed;
+    h ^= h >> 15;
+    h *= 2246822519u;
+    h ^= h >> 13;
+    h *= 3266489917u;
+    h ^= h >> 16;
+    x[i] = __float2bfloat16((h & 0xffffff) / float(0x1000000) * 2.f - 1.f);  // uniform [-1, 1)
+  }
+}
+
+__nv_bfloat16* random_device_bf16(size_t n, uint32_t seed) {
+  __nv_bfloat16* p;
+  CUDA_CHECK(cudaMalloc(&p, n * sizeof(__nv_bfloat16)));
+  fill_random_bf16<<<1024, 256>>>(p, n, seed);
+  CUDA_CHECK_LAUNCH();
+  return p;
+}
+
+// Median milliseconds of `reps` timed calls after `warmup` untimed ones.
+template <class F>
+double time_ms(F&& f, int warmup, int reps) {
+  for (int i = 0; i < warmup; ++i) f();
+  cudaEvent_t a, b;
+  CUDA_CHECK(cudaEventCreate(&a));
+  CUDA_CHECK(cudaEventCreate(&b));
+  std::vector<double> t;
+  for (int i = 0; i < reps; ++i) {
+    CUDA_CHECK(cudaEventRecord(a));
+    f();
+    CUDA_CHECK(cudaEventRecord(b));
+    CUDA_CHECK(cudaEventSynchronize(b));
+    float ms = 0;
+    CUDA_CHECK(cudaEventElapsedTime(&ms, a, b));
+    t.push_back(ms);
+  }
+  CUDA_CHECK(cudaEventDestroy(a));
+  CUDA_CHECK(cudaEventDestroy(b));
+  std::sort(t.begin(), t.end());
+  return t[t.size() / 2];
+}
+
+FILE* json = nullptr;
+void emit(const char* line) {
+  std::printf("%s\n", line);
+  if (json) std::fprintf(json, "%s\n", line), std::fflush(json);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  bool quick = false;
+  for (int i = 1; i < argc; ++i) {
+    if (!std::strcmp(argv[i], "--json") && i + 1 < argc) json = std::fopen(argv[++i], "w");
+    else if (!std::strcmp(argv[i], "--quick")) quick = true;
+    else {
+      std::fprintf(stderr, "usage: bench_attention [--json FILE] [--quick]\n");
+      return 2;
+    }
+  }
+  try {
+    cudaDeviceProp prop;
+    CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
+    char line[512];
+    std::snprintf(line, sizeof line, "{\"kind\":\"device\",\"name\":\"%s\",\"sms\":%d,\"l2_mb\":%.1f}", prop.name,
+                  prop.multiProcessorCount, prop.l2CacheSize / 1048576.0);
+    emit(line);
+
+    // ---- copy bandwidth (the memory ceiling)
+    {
+      const size_t bytes = size_t(2) << 30;
+      void *src, *dst;
+      CUDA_CHECK(cudaMalloc(&src, bytes));
+      CUDA_CHECK(cudaMalloc(&dst, bytes));
+      CUDA_CHECK(cudaMemset(src, 1, bytes));
+      const double ms = time_ms([&] { CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice)); }, 3, 20);
+      std::snprintf(line, sizeof line, "{\"kind\":\"copy\",\"bytes\":%zu,\"ms\":%.4f,\"gbps\":%.1f}", bytes, ms,
+                    2.0 * bytes / ms / 1e6);
+      emit(line);
+      CUDA_CHECK(cudaFree(src));
+      CUDA_CHECK(cudaFree(dst));
+    }
+
+    // ---- causal prefill
+    const int H = 32, Hkv = 8, D = 128;
+    std::vector<int> lens = quick ? std::vector<int>{8192} : std::vector<int>{8192, 32768, 131072};
+    for (int n : lens) {
+      __nv_bfloat16* q = random_device_bf16(size_t(n) * H * D, 1);
+      __nv_bfloat16* k = random_device_bf16(size_t(n) * Hkv * D, 2);
+      __nv_bfloat16* v = random_device_bf16(size_t(n) * Hkv * D, 3);
+      float *o, *lse;
+      CUDA_CHECK(cudaMalloc(&o, size_t(n) * H * D * sizeof(float)));
+      CUDA_CHECK(cudaMalloc(&lse, size_t(n) * H * sizeof(float)));
+      FlashAttnParams p;
+      p.q = q;
+      p.k = k;
+      p.v = v;
+      p.o = o;
+      p.lse = lse;
+      p.n_q = p.n_k = n;
+      p.n_heads = H;
+      p.n_kv_heads = Hkv;
+      p.head_dim = D;
+      p.softmax_scale = 0.08838834764831845f;
+      p.merge = false;
+      const int reps = n >= 131072 ? 3 : n >= 32768 ? 10 : 30;
+      for (int variant = 0; variant < flash_attention_variants(D); ++variant) {
+        p.variant = variant;
+        const double ms = time_ms([&] { flash_attention_forward(p, nullptr); }, 1, reps);
+        const double flops = 4.0 * double(n) * n * D * H / 2;
+        std::snprintf(line, sizeof line,
+                      "{\"kind\":\"prefill\",\"n\":%d,\"H\":%d,\"Hkv\":%d,\"D\":%d,\"variant\":%d,\"ms\":%.4f,"
+                      "\"tflops\":%.1f}",
+                      n, H, Hkv, D, variant, ms, flops / ms / 1e9);
+        emit(line);
+      }
+      CUDA_CHECK(cudaFree(q));
+      CUDA_CHECK(cudaFree(k));
+      CUDA_CHECK(cudaFree(v));
+      CUDA_CHECK(cudaFree(o));
+      CUDA_CHECK(cudaFree(lse));
+    }
+
+    // ---- decode, one query token
+    std::vector<int> keys = quick ? std::vector<int>{131072} : std::vector<int>{131072, 1048576};
+    for (int n_k : keys) {
+      __nv_bfloat16* q = random_device_bf16(size_t(H) * D, 4);
+      __nv_bfloat16* k = random_device_bf16(size_t(n_k) * Hkv * D, 5);
+      __nv_bfloat16* v = random_device_bf16(size_t(n_k) * Hkv * D, 6);
+      float *o, *lse;
+      CUDA_CHECK(cudaMalloc(&o, size_t(H) * D * sizeof(float)));
+      CUDA_CHECK(cudaMalloc(&lse, size_t(H) * sizeof(float)));
+      for (int variant = 0; variant < decode_attention_variants(); ++variant) {
+        DecodeAttnParams p;
+        p.q = q;
+        p.k = k;
+        p.v = v;
+        p.o = o;
+        p.lse = lse;
+        p.n_q = 1;
+        p.n_k = n_k;
+        p.n_heads = H;
+        p.n_kv_heads = Hkv;
+        p.head_dim = D;
+        p.softmax_scale = 0.08838834764831845f;
+        p.variant = variant;
+        const size_t ws_bytes = decode_attention_workspace_bytes(p);
+        void* ws;
+        CUDA_CHECK(cudaMalloc(&ws, ws_bytes));
+        const double ms = time_ms([&] { decode_attention(p, ws, ws_bytes, nullptr); }, 5, 50);
+        const double bytes = 2.0 * n_k * Hkv * D * sizeof(__nv_bfloat16);
+        std::snprintf(line, sizeof line,
+                      "{\"kind\":\"decode\",\"n_k\":%d,\"H\":%d,\"Hkv\":%d,\"D\":%d,\"variant\":%d,\"splits\":%d,"
+                      "\"ms\":%.4f,\"gbps\":%.1f}",
+                      n_k, H, Hkv, D, variant, decode_attention_splits(p), ms, bytes / ms / 1e6);
+        emit(line);
+        CUDA_CHECK(cudaFree(ws));
+      }
+      // Split-count sweep for the default variant (how many waves of blocks pay off).
+      for (int splits : {16, 33, 132, 264}) {
+        if (quick) break;
+        DecodeAttnParams p;
+        p.q = q;
+        p.k = k;
+        p.v = v;
+        p.o = o;
+        p.lse = lse;
+        p.n_q = 1;
+        p.n_k = n_k;
+        p.n_heads = H;
+        p.n_kv_heads = Hkv;
+        p.head_dim = D;
+        p.softmax_scale = 0.08838834764831845f;
+        p.num_splits = splits;
+        const size_t ws_bytes = decode_attention_workspace_bytes(p);
+        void* ws;
+        CUDA_CHECK(cudaMalloc(&ws, ws_bytes));
+        const double ms = time_ms([&] { decode_attention(p, ws, ws_bytes, nullptr); }, 5, 50);
+        const double bytes = 2.0 * n_k * Hkv * D * sizeof(__nv_bfloat16);
+        std::snprintf(line, sizeof line, "{\"kind\":\"decode_sweep\",\"n_k\":%d,\"splits\":%d,\"ms\":%.4f,\"gbps\":%.1f}",
+                      n_k, splits, ms, bytes / ms / 1e6);
+        emit(line);
+        CUDA_CHECK(cudaFree(ws));
+      }
+      CUDA_CHECK(cudaFree(q));
+      CUDA_CHECK(cudaFree(k));
+      CUDA_CHECK(cudaFree(v));
+      CUDA_CHECK(cudaFree(o));
+      CUDA_CHECK(cudaFree(lse));
+    }
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "bench_attention: %s\n", e.what());
+    return 1;
+  }
+  if (json) std::fclose(json);
+  return 0;
+}
