@@ -29,6 +29,6 @@ fi
 
 # Python packages for test fixtures and the demo model (tools/requirements.txt).
 req="$(dirname "$0")/requirements.txt"
-if [[ -f "$req" ]]; then
+if [[ -f "$req" ]] && grep -qv "^\s*\(#\|$\)" "$req"; then
   python3 -m pip install -q --disable-pip-version-check -r "$req"
 fi

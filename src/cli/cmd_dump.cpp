@@ -1,10 +1,13 @@
+#include <iostream>
+
 #include "cli/commands.h"
-#include "ringinfer/error.h"
+#include "ringinfer/output.h"
 
 namespace ringinfer::cli {
 
-int dump_command(const RunConfig&) {
-  throw Error("ringinfer dump: not yet implemented");
+int dump_command(const RunConfig& config) {
+  dump_output(config.inputs.front(), std::cout, config.jsonl);
+  return kExitOk;
 }
 
 }  // namespace ringinfer::cli

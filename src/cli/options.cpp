@@ -69,7 +69,12 @@ po::options_description describe(const std::string& cmd, RunConfig& c) {
         ("model,m", po::value(&c.model)->value_name("PATH"), "model folder, config.json or .gguf")
         ("context", po::value(&c.context)->value_name("TOKENS"), "context length in tokens")
         ("ranks", po::value(&c.ranks)->value_name("N"), "number of ranks")
-        ("kv-dtype", po::value(&c.kv_dtype)->value_name("bf16|fp8"), "KV cache element type");
+        ("kv-dtype", po::value(&c.kv_dtype)->value_name("bf16|fp8"), "KV cache element type (default bf16)")
+        ("tp", po::value(&c.tp)->value_name("T"), "tensor-parallel size (default 1)")
+        ("gpu-memory", po::value(&c.gpu_memory_gb)->value_name("GB"), "memory per GPU in GB (default 141, H200)")
+        ("link-bandwidth", po::value(&c.link_gbps)->value_name("GB/s"), "ring link bandwidth (default 358, NVLink)")
+        ("attention-tflops", po::value(&c.attention_tflops)->value_name("R"), "attention rate for estimates (default 300)")
+        ("matmul-tflops", po::value(&c.matmul_tflops)->value_name("R"), "GEMM rate for estimates (default 700)");
   }
   d.add_options()
       ("config", po::value<std::string>()->value_name("FILE"), "read options from an INI file (command line wins)")
@@ -112,6 +117,9 @@ void check_config(RunConfig& c, const po::variables_map& vm) {
     need(c.context > 0, "--context must be a positive token count");
     need(c.ranks > 0, "--ranks must be positive");
     need(c.kv_dtype == "bf16" || c.kv_dtype == "fp8", "--kv-dtype must be bf16 or fp8");
+    need(c.tp >= 1 && c.ranks % c.tp == 0, "--ranks must be a multiple of --tp");
+    need(c.gpu_memory_gb > 0 && c.link_gbps > 0 && c.attention_tflops > 0 && c.matmul_tflops > 0,
+         "--gpu-memory, --link-bandwidth and the rates must be positive");
   }
 }
 
@@ -186,6 +194,11 @@ std::string format_config(const RunConfig& c) {
     kv("context", c.context);
     kv("ranks", c.ranks);
     kv("kv-dtype", c.kv_dtype);
+    kv("tp", c.tp);
+    kv("gpu-memory", c.gpu_memory_gb);
+    kv("link-bandwidth", c.link_gbps);
+    kv("attention-tflops", c.attention_tflops);
+    kv("matmul-tflops", c.matmul_tflops);
   }
   return s.str();
 }

@@ -19,7 +19,9 @@ TEST(Schedule, EveryDocumentExactlyOnceLongestFirst) {
     for (auto& g : a) {
       for (size_t i = 0; i < g.size(); ++i) {
         ++seen[g[i]];
-        if (i) EXPECT_GE(lengths[g[i - 1]], lengths[g[i]]) << "group order is not longest first";
+        if (i > 0) {
+          EXPECT_GE(lengths[g[i - 1]], lengths[g[i]]) << "group order is not longest first";
+        }
       }
     }
     for (int s : seen) EXPECT_EQ(s, 1);
