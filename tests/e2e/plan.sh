@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# ringinfer plan against hand-computed figures (DESIGN §3, issues 7 and 10):
+# Llama-3.1-8B at 1,048,576 tokens on 2 ranks: 128 KiB of KV per token, 68.7 GB of KV per rank;
+# Llama-3.1-70B at 1,000,000 tokens: 327.68 GB of KV in all; on 16 ranks with --tp 8,
+# 17.6 GB of weights and 20.5 GB of KV per rank.
+source "$(dirname "$0")/lib/common.bash"
+C="$SOURCE_DIR/tests/fixtures/configs"
+check() {  # name, output, regex
+  grep -Eq "$3" <<<"$2" && pass "$1" || { fail "$1: no /$3/"; echo "$2"; }
+}
+out=$("$RINGINFER" plan --model "$C/llama-3.1-8b.json" --context 1048576 --ranks 2 2>&1)
+check "8B KV per token" "$out" "^KV per token +131072 bytes"
+check "8B KV per rank" "$out" "^  KV cache +68\.7[0-9] GB"
+check "8B fits on 2 H200" "$out" "total .*: fits$"
+check "8B smallest" "$out" "^smallest fitting 2 ranks"
+out=$("$RINGINFER" plan --model "$C/llama-3.1-70b.json" --context 1000000 --ranks 1 2>&1)
+check "70B KV total" "$out" "^KV total +327\.68 GB"
+check "70B does not fit one GPU" "$out" "DOES NOT FIT"
+out=$("$RINGINFER" plan --model "$C/llama-3.1-70b.json" --context 1000000 --ranks 16 --tp 8 2>&1)
+check "70B tp8 weights" "$out" "^  weights +17\.6[0-9] GB"
+check "70B tp8 KV" "$out" "^  KV cache +20\.4[0-9] GB"
+expect_error "ranks not a multiple of tp" 10 "--ranks must be a multiple of --tp" \
+  "$RINGINFER" plan --model "$C/llama-3.1-70b.json" --context 1000 --ranks 6 --tp 4
+expect_error "missing config" 10 "nope.json" "$RINGINFER" plan --model "$WORK/nope.json" --context 1000 --ranks 1
+finish
