@@ -23,6 +23,7 @@
 #include "ringinfer/comm.h"   // Stream
 #include "ringinfer/error.h"
 #include "ringinfer/model.h"  // HostTensor, RopeConfig
+#include "ringinfer/striped.h"  // merge_lse, for merge_attention's default
 
 namespace ringinfer {
 
@@ -66,6 +67,14 @@ class Tensor {
       throw Error("tensor: rows [" + std::to_string(begin) + ", " + std::to_string(begin + count) +
                   ") outside a tensor of " + std::to_string(rows_) + " rows");
     return Tensor(storage_, static_cast<char*>(data_) + begin * cols_ * dtype_bytes(dtype_), dtype_, count, cols_);
+  }
+  // The same elements seen as (rows, cols), sharing storage; rows * cols must equal numel().
+  // With rows() this gives column ranges of a one-row tensor: t.reshaped(n, 1).rows(b, c).reshaped(1, c).
+  Tensor reshaped(int64_t rows, int64_t cols) const {
+    if (rows < 0 || cols < 0 || rows * cols != numel())
+      throw Error("tensor: cannot view " + std::to_string(rows_) + " x " + std::to_string(cols_) + " as " +
+                  std::to_string(rows) + " x " + std::to_string(cols));
+    return Tensor(storage_, data_, dtype_, rows, cols);
   }
   // Typed pointers (host memory on the CPU backend only).
   float* f32() const { return static_cast<float*>(data_); }
@@ -148,6 +157,32 @@ class Backend {
   // token (1, 1) i32 from logits (1, V): argmax (lowest id on ties) when temperature <= 0,
   // else top-p sampling with the uniform u in [0, 1) (sampling.h defines the rule).
   virtual void sample(const Tensor& logits, double temperature, double top_p, double u, const Tensor& token) = 0;
+
+  // Merges the partial attention (o2, lse2) into (o, lse) per row and head, as
+  // striped.h's merge_lse does: decode's fixed-order merge of the ranks' gathered parts.
+  // o, o2 (n, H*D) and lse, lse2 (n, H) fp32. The default goes through host memory.
+  virtual void merge_attention(const Tensor& o, const Tensor& lse, const Tensor& o2, const Tensor& lse2) {
+    if (o.empty() || lse.empty()) return;
+    if (o2.rows() != o.rows() || o2.cols() != o.cols() || lse2.rows() != lse.rows() || lse2.cols() != lse.cols() ||
+        lse.rows() != o.rows() || o.cols() % lse.cols() != 0)
+      throw Error("backend: merge_attention: mismatched shapes");
+    const int64_t n = o.rows(), H = lse.cols(), D = o.cols() / H;
+    std::vector<float> ho(o.numel()), hl(lse.numel()), ho2(o2.numel()), hl2(lse2.numel());
+    copy_to_host(ho.data(), o);
+    copy_to_host(hl.data(), lse);
+    copy_to_host(ho2.data(), o2);
+    copy_to_host(hl2.data(), lse2);
+    for (int64_t i = 0; i < n * H; ++i) merge_lse(ho.data() + i * D, hl.data() + i, ho2.data() + i * D, hl2[i], D);
+    copy_from_host(o, ho.data());
+    copy_from_host(lse, hl.data());
+  }
+
+  // ---------------------------------------------------------------- accounting
+  // Bytes of backend buffers alive now, and their high-water mark since the last
+  // reset_peak_bytes() (which sets it to the bytes alive now). -1: not tracked.
+  virtual int64_t allocated_bytes() const { return -1; }
+  virtual int64_t peak_allocated_bytes() const { return -1; }
+  virtual void reset_peak_bytes() {}
 };
 
 // RoPE inverse frequencies (D/2 values) in float64, with llama3 or linear scaling.

@@ -2,30 +2,42 @@
 // The transformer forward, written once against Backend (DESIGN §3, §4, §7):
 //   prefill  layer-major over this rank's stripe of a document: QKV projection in token
 //            chunks, RoPE at true global positions iN + r, K,V appended to the local
-//            cache, then attention over KV blocks merged by LSE (one block per ring step;
-//            with N = 1 the only block is the local one), output projection and MLP in chunks
-//   score    per-token logprobs of tokens[k+1] given tokens[..k], LM head in row chunks
-//   generate prefill, then decode steps with the KV cache; greedy or top-p sampling with
-//            a counter-based RNG keyed on (seed, document, step); stops at EOS or length
+//            cache, then N ring steps: the KV block in hand goes to rank r+1 while local
+//            queries attend to it (double buffer), partial results merged by LSE;
+//            output projection and MLP in chunks
+//   score    per-token logprobs of tokens[k+1] given tokens[..k], LM head in row chunks;
+//            each rank scores its own positions (targets from the next rank's stripe),
+//            then one all-gather gives every rank the whole document's logprobs
+//   generate prefill, then decode steps (DESIGN §4): the token is replicated, the owner
+//            rank appends its K,V, each rank attends over its cache, one all-gather of
+//            (O, LSE) per layer and a fixed-order merge; greedy or top-p sampling with a
+//            counter-based RNG keyed on (seed, document, step); one rank samples and
+//            broadcasts; stops at EOS or length
+// With N > 1 every rank of the CP group calls the same method for the same document (the
+// calls are collective over options.cp_comm); ranks holding no token (S < N) take part too.
 // One Engine serves many documents one after another; its buffers are sized per document.
 #include <cstdint>
 #include <memory>
 #include <vector>
 
 #include "ringinfer/backend.h"
+#include "ringinfer/comm.h"
 #include "ringinfer/model.h"
 
 namespace ringinfer {
 
 struct EngineOptions {
   int cp_rank = 0;              // r, this rank's place in its CP group
-  int cp_size = 1;              // N; only 1 until the ring exchange exists
+  int cp_size = 1;              // N, the CP group size
+  Comm* cp_comm = nullptr;      // the CP group (rank() == cp_rank, size() == cp_size); needed when N > 1.
+                                // Buffers it moves are backend tensors (host on CPU, device on CUDA).
   int64_t chunk_tokens = 256;   // rows per projection / MLP chunk (bounds scratch memory)
   int64_t logits_chunk = 32;    // rows per LM-head chunk in score (logits_chunk x vocab fp32)
 };
 
-struct ScoreResult {
-  std::vector<float> logprobs;  // S-1 entries: log p(tokens[k+1] | tokens[..k]); empty when S < 2
+// (Named apart from output.h's ScoreResult, the per-document record of the output file.)
+struct DocumentScore {
+  std::vector<float> logprobs;  // S-1 entries: log p(tokens[k+1] | tokens[..k]), on every rank; empty when S < 2
   double sum_logprob = 0.0;     // summed in double
   double perplexity = 0.0;      // exp(-sum / (S-1)); NaN when S < 2 (nothing was predicted)
   double seconds = 0.0;         // wall time of the whole call
@@ -49,6 +61,14 @@ struct GenerateResult {
   double decode_seconds = 0.0;  // time of the steps after the first token
 };
 
+// This rank's share of the last score/generate call.
+struct EngineStats {
+  int64_t tokens_held = 0;  // prompt tokens in this rank's stripe: ceil((S - r) / N)
+  int64_t kv_tokens = 0;    // tokens in the local KV cache of each layer at the end
+  int64_t kv_bytes = 0;     // bytes allocated for the KV cache (all layers, K and V, full capacity)
+  int64_t bytes_sent = 0;   // payload bytes this rank handed to cp_comm (ring blocks, gathers, broadcasts)
+};
+
 class Engine {
  public:
   // Uploads the weights to the backend (the caller may free `weights` afterwards). Throws
@@ -58,11 +78,23 @@ class Engine {
   Engine(const Engine&) = delete;
   Engine& operator=(const Engine&) = delete;
 
-  // tokens: the whole document (N = 1). Throws Error for a token outside the vocabulary.
-  ScoreResult score(const std::vector<int32_t>& tokens);
-  // prompt: the whole document. An empty prompt generates nothing (finish empty_prompt).
+  // The striped entry points. stripe: tokens t = r (mod N) of an S-token document, in
+  // order; next_stripe: those of rank (r+1) mod N (score targets; with N = 1 the same
+  // tokens). Throws Error for a token outside the vocabulary (on every rank) or stripes
+  // of the wrong length.
+  DocumentScore score_stripes(const std::vector<int32_t>& stripe, const std::vector<int32_t>& next_stripe, int64_t S);
+  // An empty prompt (S = 0) generates nothing (finish empty_prompt). Every rank returns
+  // the same tokens.
+  GenerateResult generate_stripe(const std::vector<int32_t>& stripe, int64_t S, const GenerateOptions& options);
+
+  // Conveniences taking the whole document; they cut this rank's stripes out of it.
+  DocumentScore score(const std::vector<int32_t>& tokens);
   GenerateResult generate(const std::vector<int32_t>& prompt, const GenerateOptions& options);
 
+  // Tokens in this rank's KV cache per layer after the last call: ceil((S - r) / N) after
+  // score, ceil((S + G - 1 - r) / N) after generating G tokens (the last is never run).
+  int64_t kv_cache_tokens() const;
+  const EngineStats& last_stats() const;
   const ModelConfig& config() const;
 
  private:

@@ -3,7 +3,10 @@
 // input order from the group leaders' results.
 #include <mpi.h>
 
+#include <algorithm>
+#include <cstdio>
 #include <cstring>
+#include <memory>
 #include <map>
 #include <optional>
 #include <string>
@@ -11,16 +14,23 @@
 
 #include "cli/commands.h"
 #include "cli/options.h"
+#include "ringinfer/engine.h"
 #include "ringinfer/error.h"
 #include "ringinfer/log.h"
+#include "ringinfer/model_loader.h"
+#include "ringinfer/model_tokenizer.h"
 #include "ringinfer/output.h"
 #include "ringinfer/parallel_layout.h"
 #include "ringinfer/result_codec.h"
 #include "ringinfer/runtime.h"
+#include "ringinfer/sampling.h"
 #include "ringinfer/schedule.h"
 #include "ringinfer/shard.h"
 #include "ringinfer/striped.h"
 #include "ringinfer/version.h"
+#ifdef RINGINFER_HAVE_CUDA
+#include "ringinfer/cuda_backend.h"
+#endif
 
 namespace ringinfer::cli {
 namespace {
@@ -90,6 +100,103 @@ RunResult dry_run_document(const DocumentSet& docs, const DocInfo& doc, const Pa
   return res;
 }
 
+// The backend --device asks for: auto is cuda when a GPU is visible, else cpu.
+std::unique_ptr<Backend> make_backend(DeviceKind device) {
+  const bool cuda = device == DeviceKind::cuda || (device == DeviceKind::auto_detect && visible_gpu_count() > 0);
+  if (!cuda) return make_cpu_backend();
+#ifdef RINGINFER_HAVE_CUDA
+  return make_cuda_backend();
+#else
+  throw Error("--device cuda: this build has no CUDA backend (use --device cpu)");
+#endif
+}
+
+// Per-rank totals over the documents, for the log and the output attributes.
+struct RankTotals {
+  int64_t tokens_held = 0, kv_bytes_max = 0, bytes_sent = 0;
+};
+
+// Statistics, not problems: printed by every rank (log::info would show rank 0's only),
+// silenced by --quiet.
+void log_document(const DocInfo& doc, const EngineStats& st, RankTotals& totals, bool quiet) {
+  totals.tokens_held += st.tokens_held;
+  totals.kv_bytes_max = std::max(totals.kv_bytes_max, st.kv_bytes);
+  totals.bytes_sent += st.bytes_sent;
+  if (quiet) return;
+  int rank = 0;
+  MPI_CHECK(MPI_Comm_rank(MPI_COMM_WORLD, &rank));
+  std::fprintf(stderr, "[rank %d] document %s: %lld tokens held, KV %lld B, sent %lld B\n", rank, doc.id.c_str(),
+               static_cast<long long>(st.tokens_held), static_cast<long long>(st.kv_bytes),
+               static_cast<long long>(st.bytes_sent));
+}
+
+// One document of `score` on this CP rank; the result is the same on every rank.
+ScoreResult score_document(Engine& engine, const DocumentSet& docs, const DocInfo& doc, const ParallelLayout& layout,
+                           RankTotals& totals, bool quiet) {
+  const int N = layout.cp, r = layout.cp_rank;
+  const auto stripes = docs.read_stripes(doc, {r, (r + 1) % N}, N);
+  const DocumentScore sc = engine.score_stripes(stripes[0], stripes[1], doc.length);
+  log_document(doc, engine.last_stats(), totals, quiet);
+  ScoreResult res;
+  res.id = doc.id;
+  res.token_logprobs = sc.logprobs;
+  res.perplexity = sc.perplexity;  // NaN for a document of 0 or 1 tokens: nothing was predicted
+  return res;
+}
+
+RunResult generate_document(Engine& engine, const DocumentSet& docs, const DocInfo& doc,
+                            const ParallelLayout& layout, const RunConfig& config, const Tokenizer* tokenizer,
+                            RankTotals& totals, bool quiet) {
+  const int N = layout.cp, r = layout.cp_rank;
+  const auto stripes = docs.read_stripes(doc, {r}, N);
+  GenerateOptions g;
+  g.max_new_tokens = config.max_new_tokens;
+  g.temperature = config.temperature;
+  g.top_p = config.top_p;
+  g.seed = config.seed;
+  g.doc_key = doc_key(doc.id);
+  const GenerateResult gen = engine.generate_stripe(stripes[0], doc.length, g);
+  log_document(doc, engine.last_stats(), totals, quiet);
+  RunResult res;
+  res.id = doc.id;
+  res.prompt_tokens = doc.length;
+  res.generated = gen.tokens;
+  if (tokenizer) res.text = tokenizer->decode(gen.tokens);
+  // The output knows only eos and length; an empty prompt generated nothing: length.
+  res.finish_reason = gen.finish == FinishReason::eos ? "eos" : "length";
+  res.prefill_seconds = gen.prefill_seconds;
+  const size_t after_first = gen.tokens.empty() ? 0 : gen.tokens.size() - 1;
+  res.decode_tokens_per_second = gen.decode_seconds > 0 ? after_first / gen.decode_seconds : 0.0;
+  return res;
+}
+
+// Sums of every rank's totals (collective over the world).
+OutputAttributes totals_attributes(const RankTotals& mine) {
+  int64_t v[2] = {mine.tokens_held, mine.bytes_sent}, sum[2] = {0, 0}, kv = 0;
+  MPI_CHECK(MPI_Allreduce(v, sum, 2, MPI_INT64_T, MPI_SUM, MPI_COMM_WORLD));
+  MPI_CHECK(MPI_Allreduce(&mine.kv_bytes_max, &kv, 1, MPI_INT64_T, MPI_MAX, MPI_COMM_WORLD));
+  return {{"total_tokens_held", std::to_string(sum[0])},
+          {"total_bytes_sent", std::to_string(sum[1])},
+          {"max_kv_bytes_per_rank", std::to_string(kv)}};
+}
+
+template <class Result>
+std::vector<Result> assemble(const std::vector<Bytes>& all, const DocumentSet& docs) {
+  std::vector<std::optional<Result>> by_index(docs.size());
+  for (const Bytes& b : all) {
+    Result r;
+    const int64_t i = decode_result(b.data(), b.size(), r, "gathered result");
+    RI_CHECK(i >= 0 && i < static_cast<int64_t>(docs.size()) && !by_index[i], "duplicate or bad result index");
+    by_index[i] = std::move(r);
+  }
+  std::vector<Result> results;
+  for (size_t i = 0; i < by_index.size(); ++i) {
+    RI_CHECK(by_index[i].has_value(), "no result for document " + docs[i].id);
+    results.push_back(std::move(*by_index[i]));
+  }
+  return results;
+}
+
 }  // namespace
 
 int run_command(const RunConfig& config) {
@@ -100,38 +207,57 @@ int run_command(const RunConfig& config) {
         const ParallelLayout layout = make_parallel_layout(
             me.world_size, me.world_rank, config.cp > 0 ? std::optional<int>(config.cp) : std::nullopt);
         ParallelGroups groups = make_parallel_groups(layout, MPI_COMM_WORLD);
-        RI_CHECK(config.dry_run, "ringinfer " + config.command +
-                                     ": the model engine is not wired into the CLI yet; use run --dry-run");
+        const bool scoring = config.command == "score";
+        const bool dry = config.dry_run && !scoring;
 
-        DocumentSet docs = open_documents(config.inputs, -1);
+        std::optional<ModelSource> model;
+        std::unique_ptr<Backend> backend;
+        std::unique_ptr<Engine> engine;
+        std::optional<Tokenizer> tokenizer;
+        int64_t vocab = -1;
+        if (!dry) {
+          model.emplace(open_model(config.model));
+          vocab = model->config.vocab_size;
+          backend = make_backend(config.device);
+          const ModelWeights weights = read_weights(*model);
+          EngineOptions eo;
+          eo.cp_rank = layout.cp_rank;
+          eo.cp_size = layout.cp;
+          eo.cp_comm = groups.cp.get();
+          engine = std::make_unique<Engine>(*backend, model->config, weights, eo);
+          if (!scoring) tokenizer = find_tokenizer(*model);
+        }
+
+        DocumentSet docs = open_documents(config.inputs, vocab);
         std::vector<int64_t> lengths;
         for (const DocInfo& d : docs.documents()) lengths.push_back(d.length);
-        const auto schedule = assign_documents(lengths, layout.dp, config.max_new_tokens);
+        const auto schedule = assign_documents(lengths, layout.dp, scoring ? 0 : config.max_new_tokens);
         log::info(std::to_string(docs.size()) + " documents, " + std::to_string(layout.dp) + " group(s) of " +
                   std::to_string(layout.cp) + " rank(s)");
 
         const bool leader = layout.cp_rank == 0 && layout.tp_rank == 0;
         std::vector<Bytes> mine;
+        RankTotals totals;
         for (int64_t d : schedule[layout.dp_rank]) {
-          const RunResult res = dry_run_document(docs, docs[d], layout, groups);
-          if (leader) mine.push_back(encode_result(d, res));
+          if (dry) {
+            const RunResult res = dry_run_document(docs, docs[d], layout, groups);
+            if (leader) mine.push_back(encode_result(d, res));
+          } else if (scoring) {
+            const ScoreResult res = score_document(*engine, docs, docs[d], layout, totals, config.quiet);
+            if (leader) mine.push_back(encode_result(d, res));
+          } else {
+            const RunResult res = generate_document(*engine, docs, docs[d], layout, config,
+                                                    tokenizer ? &*tokenizer : nullptr, totals, config.quiet);
+            if (leader) mine.push_back(encode_result(d, res));
+          }
         }
 
+        OutputAttributes attrs = output_attributes(config, layout);
+        for (auto& kv : totals_attributes(totals)) attrs.push_back(kv);
         const std::vector<Bytes> all = gather_results(mine, me.world_rank, me.world_size);
         if (me.world_rank == 0) {
-          std::vector<std::optional<RunResult>> by_index(docs.size());
-          for (const Bytes& b : all) {
-            RunResult r;
-            const int64_t i = decode_result(b.data(), b.size(), r, "gathered result");
-            RI_CHECK(i >= 0 && i < static_cast<int64_t>(docs.size()) && !by_index[i], "duplicate or bad result index");
-            by_index[i] = std::move(r);
-          }
-          std::vector<RunResult> results;
-          for (size_t i = 0; i < by_index.size(); ++i) {
-            RI_CHECK(by_index[i].has_value(), "no result for document " + docs[i].id);
-            results.push_back(std::move(*by_index[i]));
-          }
-          write_run_output(config.output, results, output_attributes(config, layout));
+          if (scoring) write_score_output(config.output, assemble<ScoreResult>(all, docs), attrs);
+          else write_run_output(config.output, assemble<RunResult>(all, docs), attrs);
           log::info("wrote " + config.output);
         }
         MPI_CHECK(MPI_Barrier(MPI_COMM_WORLD));

@@ -5,6 +5,7 @@
 #include <cmath>
 #include <limits>
 #include <string>
+#include <utility>
 
 #include "engine/engine_weights.h"
 #include "ringinfer/error.h"
@@ -26,6 +27,28 @@ namespace {
 double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
+
+CommDtype comm_dtype(DType t) {
+  switch (t) {
+    case DType::f32: return CommDtype::float32;
+    case DType::bf16: return CommDtype::bfloat16;
+    case DType::i32: return CommDtype::int32;
+    case DType::f64: return CommDtype::float64;
+  }
+  return CommDtype::uint8;
+}
+
+// Columns [begin, begin + count) of a one-row tensor, as a (1, count) view.
+Tensor row_cols(const Tensor& row, int64_t begin, int64_t count) {
+  return row.reshaped(row.cols(), 1).rows(begin, count).reshaped(1, count);
+}
+
+// Tokens t = r (mod N) of a whole document.
+std::vector<int32_t> cut_stripe(const std::vector<int32_t>& doc, int r, int N) {
+  std::vector<int32_t> out;
+  for (size_t t = static_cast<size_t>(r); t < doc.size(); t += static_cast<size_t>(N)) out.push_back(doc[t]);
+  return out;
+}
 }  // namespace
 
 struct Engine::State {
@@ -33,14 +56,19 @@ struct Engine::State {
   ModelConfig cfg;
   EngineOptions opt;
   engine::BackendWeights w;
+  Comm* comm = nullptr;  // the CP group; null when N = 1
   int r = 0, N = 1;
   int64_t H = 0, Hkv = 0, D = 0, hidden = 0, inter = 0, vocab = 0, chunk = 0;
   float eps = 0.0f, scale = 0.0f;
+  EngineStats stats;
+  int64_t S = 0;  // length of the current document
 
   // Per document. Shapes: n = local tokens of the prompt on this rank, cap = KV capacity.
   std::vector<Tensor> k_cache, v_cache;  // n_layers x (cap, Hkv*D), backend KV storage
   Tensor x;                              // (n, hidden) residual stream
   Tensor q, o, lse;                      // (n, H*D), (n, H*D), (n, H): one layer's Q and (O, LSE)
+  Tensor ring[2];                        // 2 x (2 nmax, Hkv*D) KV storage, nmax = ceil(S/N): a
+                                         // block in flight, K in rows [0, nmax), V in [nmax, 2 nmax)
   // Scratch, bounded by chunk_tokens / logits_chunk rows, allocated once.
   Tensor h;           // (chunk, hidden) normed input
   Tensor k_new, v_new;  // (chunk, Hkv*D) fp32 K,V before the cache store
@@ -48,22 +76,28 @@ struct Engine::State {
   Tensor tok;         // (chunk, 1) i32 token ids / targets
   Tensor hl;          // (logits_chunk, hidden) final-normed rows for the LM head
   Tensor logits;      // (logits_chunk, vocab)
-  Tensor x1, q1, o1, lse1;  // decode: (1, hidden), (1, H*D), (1, H*D), (1, H)
+  Tensor x1, q1;      // decode: (1, hidden), (1, H*D)
+  Tensor part;        // decode: (1, H*D + H) this rank's partial (O, LSE), o1 and lse1 are views
+  Tensor o1, lse1;    // (1, H*D), (1, H): views of part
+  Tensor parts;       // decode: (N, H*D + H) every rank's part, gathered
 
   State(Backend& backend, const ModelConfig& c, const ModelWeights& weights, const EngineOptions& o)
       : be(backend), cfg(c), opt(o), w(engine::upload_weights(backend, c, weights)) {
-    RI_CHECK(o.cp_size == 1, "engine: --cp " + std::to_string(o.cp_size) +
-                                 ": context parallelism needs the ring exchange, not built yet (use --cp 1)");
-    RI_CHECK(o.cp_rank >= 0 && o.cp_rank < o.cp_size, "engine: CP rank " + std::to_string(o.cp_rank) +
-                                                        " outside a group of " + std::to_string(o.cp_size));
+    RI_CHECK(o.cp_size >= 1 && o.cp_rank >= 0 && o.cp_rank < o.cp_size,
+             "engine: CP rank " + std::to_string(o.cp_rank) + " outside a group of " + std::to_string(o.cp_size));
+    RI_CHECK(o.cp_size == 1 || o.cp_comm != nullptr,
+             "engine: --cp " + std::to_string(o.cp_size) + " needs a communicator for the CP group");
+    RI_CHECK(o.cp_comm == nullptr || (o.cp_comm->rank() == o.cp_rank && o.cp_comm->size() == o.cp_size),
+             "engine: the CP communicator's rank/size do not match cp_rank/cp_size");
     RI_CHECK(o.chunk_tokens > 0 && o.logits_chunk > 0, "engine: chunk sizes must be positive");
     r = o.cp_rank;
     N = o.cp_size;
+    comm = N > 1 ? o.cp_comm : nullptr;
     H = c.n_heads, Hkv = c.n_kv_heads, D = c.head_dim, hidden = c.hidden_size;
     inter = c.intermediate_size, vocab = c.vocab_size, chunk = o.chunk_tokens;
     eps = static_cast<float>(c.rms_norm_eps);
     scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(D)));
-    h = be.alloc(chunk, hidden, DType::f32);
+    h = be.alloc(std::max(chunk, o.logits_chunk), hidden, DType::f32);
     k_new = be.alloc(chunk, Hkv * D, DType::f32);
     v_new = be.alloc(chunk, Hkv * D, DType::f32);
     gate = be.alloc(chunk, inter, DType::f32);
@@ -73,15 +107,36 @@ struct Engine::State {
     logits = be.alloc(o.logits_chunk, vocab, DType::f32);
     x1 = be.alloc(1, hidden, DType::f32);
     q1 = be.alloc(1, H * D, DType::f32);
-    o1 = be.alloc(1, H * D, DType::f32);
-    lse1 = be.alloc(1, H, DType::f32);
+    part = be.alloc(1, H * D + H, DType::f32);
+    o1 = row_cols(part, 0, H * D);
+    lse1 = row_cols(part, H * D, H);
+    parts = be.alloc(N, H * D + H, DType::f32);
   }
 
-  void check_document(const std::vector<int32_t>& tokens, int64_t total_positions) const {
-    for (size_t k = 0; k < tokens.size(); ++k)
-      RI_CHECK(tokens[k] >= 0 && tokens[k] < vocab, "document: token " + std::to_string(tokens[k]) + " at index " +
-                                                        std::to_string(k) + " is outside the vocabulary (" +
-                                                        std::to_string(vocab) + ")");
+  // Checks the stripes' lengths and tokens. With N > 1 the ranks exchange their first bad
+  // token, so every rank throws the same Error (none is left waiting in a collective).
+  void check_document(const std::vector<int32_t>& stripe, const std::vector<int32_t>* next, int64_t len,
+                      int64_t total_positions) {
+    RI_CHECK(len >= 0, "document: negative length");
+    RI_CHECK(static_cast<int64_t>(stripe.size()) == local_len(len, r, N),
+             "document: CP rank " + std::to_string(r) + " got " + std::to_string(stripe.size()) +
+                 " tokens of its stripe, expected " + std::to_string(local_len(len, r, N)));
+    const int rn = (r + 1) % N;
+    RI_CHECK(!next || static_cast<int64_t>(next->size()) == local_len(len, rn, N),
+             "document: CP rank " + std::to_string(r) + " got " + std::to_string(next->size()) +
+                 " tokens of the next stripe, expected " + std::to_string(local_len(len, rn, N)));
+    int64_t bad[2] = {-1, 0};  // global index, token
+    for (size_t i = 0; i < stripe.size() && bad[0] < 0; ++i)
+      if (stripe[i] < 0 || stripe[i] >= vocab) bad[0] = global_pos(static_cast<int64_t>(i), r, N), bad[1] = stripe[i];
+    if (comm) {
+      std::vector<int64_t> all(2 * static_cast<size_t>(N));
+      comm->all_gather(bad, all.data(), 2, CommDtype::int64, Stream{});
+      stats.bytes_sent += 2 * sizeof(int64_t);
+      for (int s = 0; s < N; ++s)
+        if (all[2 * s] >= 0 && (bad[0] < 0 || all[2 * s] < bad[0])) bad[0] = all[2 * s], bad[1] = all[2 * s + 1];
+    }
+    RI_CHECK(bad[0] < 0, "document: token " + std::to_string(bad[1]) + " at index " + std::to_string(bad[0]) +
+                             " is outside the vocabulary (" + std::to_string(vocab) + ")");
     RI_CHECK(cfg.sliding_window <= 0 || total_positions <= cfg.sliding_window,
              "model: sliding-window attention (window " + std::to_string(cfg.sliding_window) +
                  ") is not implemented; this document needs " + std::to_string(total_positions) + " positions");
@@ -118,48 +173,82 @@ struct Engine::State {
     be.copy(vn, v_cache[l].rows(cache_row, n));
   }
 
-  // Attention of local queries (local indices q_start.., owned by q_rank) against the KV
-  // blocks of every rank, merged into (o_rows, lse_rows). The ring schedule: step t holds
-  // the block of rank (r - t) mod N. With N = 1 the only block is the local cache; the
-  // next issue posts ring_exchange of the block in hand before each attention call here.
-  void attend_blocks(int l, const Tensor& q_rows, int64_t q_start, int q_rank, int64_t n_keys, const Tensor& o_rows,
-                     const Tensor& lse_rows) {
-    be.attention_reset(o_rows, lse_rows);
+  AttentionShape attention_shape(int64_t q_start, int q_rank, int k_rank) const {
+    AttentionShape sh;
+    sh.n_heads = H;
+    sh.n_kv_heads = Hkv;
+    sh.head_dim = D;
+    sh.q_start = q_start;
+    sh.q_rank = q_rank;
+    sh.k_rank = k_rank;
+    sh.n_ranks = N;
+    sh.scale = scale;
+    return sh;
+  }
+
+  // ---------------------------------------------------------------- ring attention
+  // Attention of this rank's n local queries (q) against the whole document's keys of
+  // layer l, into (o, lse). Step t holds the KV block of rank s = (r - t) mod N: while
+  // local queries attend to it (in chunks, testing the transfer between chunks so MPI
+  // progresses), the block goes to rank r+1 and the next arrives from rank r-1.
+  void ring_attention(int l, int64_t n) {
+    be.attention_reset(o, lse);
+    const int64_t nmax = local_len(S, 0, N);
+    const size_t count = static_cast<size_t>(ring[0].numel());
+    Tensor cur = ring[0], nxt = ring[1];
+    if (N > 1) {  // the local block, packed for sending
+      be.copy(k_cache[l].rows(0, n), cur.rows(0, n));
+      be.copy(v_cache[l].rows(0, n), cur.rows(nmax, n));
+    }
     for (int step = 0; step < N; ++step) {
-      AttentionShape sh;
-      sh.n_heads = H;
-      sh.n_kv_heads = Hkv;
-      sh.head_dim = D;
-      sh.q_start = q_start;
-      sh.q_rank = q_rank;
-      sh.k_rank = (r - step + N) % N;
-      sh.n_ranks = N;
-      sh.scale = scale;
-      be.attention(q_rows, k_cache[l].rows(0, n_keys), v_cache[l].rows(0, n_keys), sh, o_rows, lse_rows);
+      const int s = (r - step + N) % N;
+      const int64_t ns = local_len(S, s, N);
+      std::unique_ptr<PendingComm> pending;
+      if (step + 1 < N) {
+        // The transfer may overwrite nxt only after earlier work read it (CUDA streams).
+        const auto ready = be.record(be.stream());
+        be.wait(be.comm_stream(), *ready);
+        pending = comm->ring_exchange(cur.data(), nxt.data(), count, comm_dtype(cur.dtype()), be.comm_stream());
+        stats.bytes_sent += static_cast<int64_t>(cur.bytes());
+      }
+      const Tensor kb = step == 0 ? k_cache[l].rows(0, n) : cur.rows(0, ns);
+      const Tensor vb = step == 0 ? v_cache[l].rows(0, n) : cur.rows(nmax, ns);
+      for (int64_t c = 0; c < n; c += chunk) {
+        const int64_t cn = std::min(chunk, n - c);
+        be.attention(q.rows(c, cn), kb, vb, attention_shape(c, r, s), o.rows(c, cn), lse.rows(c, cn));
+        if (pending) pending->test();
+      }
+      if (pending) {
+        pending->wait(be.stream());
+        std::swap(cur, nxt);
+      }
     }
   }
 
   // ---------------------------------------------------------------- prefill
   // Runs this rank's stripe of an S-token document through every layer (layer-major),
   // leaving the final residual stream in x and K,V in a cache of `capacity` rows.
-  void prefill(const std::vector<int32_t>& doc, int64_t capacity) {
-    const int64_t S = static_cast<int64_t>(doc.size()), n = local_len(S, r, N);
+  void prefill(const std::vector<int32_t>& stripe, int64_t capacity) {
+    const int64_t n = static_cast<int64_t>(stripe.size());
     k_cache.assign(cfg.n_layers, Tensor());
     v_cache.assign(cfg.n_layers, Tensor());
     for (int64_t l = 0; l < cfg.n_layers; ++l) {
       k_cache[l] = be.alloc_kv(capacity, Hkv * D);
       v_cache[l] = be.alloc_kv(capacity, Hkv * D);
+      stats.kv_bytes += static_cast<int64_t>(k_cache[l].bytes() + v_cache[l].bytes());
     }
+    stats.tokens_held = n;
+    stats.kv_tokens = n;
     x = be.alloc(n, hidden, DType::f32);
     q = be.alloc(n, H * D, DType::f32);
     o = be.alloc(n, H * D, DType::f32);
     lse = be.alloc(n, H, DType::f32);
-    std::vector<int32_t> ids;
+    if (N > 1) {
+      for (Tensor& b : ring) b = be.alloc_kv(2 * local_len(S, 0, N), Hkv * D);
+    }
     for (int64_t c = 0; c < n; c += chunk) {
       const int64_t cn = std::min(chunk, n - c);
-      ids.clear();
-      for (int64_t i = c; i < c + cn; ++i) ids.push_back(doc[global_pos(i, r, N)]);
-      be.copy_from_host(tok.rows(0, cn), ids.data());
+      be.copy_from_host(tok.rows(0, cn), stripe.data() + c);
       be.embed(w.embed, tok.rows(0, cn), x.rows(c, cn));
     }
     for (int l = 0; l < cfg.n_layers; ++l) {
@@ -167,13 +256,15 @@ struct Engine::State {
         const int64_t cn = std::min(chunk, n - c);
         project_qkv(l, x.rows(c, cn), q.rows(c, cn), global_pos(c, r, N), true, c);
       }
-      attend_blocks(l, q, 0, r, n, o, lse);
+      ring_attention(l, n);
       for (int64_t c = 0; c < n; c += chunk) {
         const int64_t cn = std::min(chunk, n - c);
         be.matmul(o.rows(c, cn), w.layers[l].wo, w.layers[l].bo, x.rows(c, cn), true);
         mlp(w.layers[l], x.rows(c, cn));
       }
     }
+    q = o = lse = Tensor();  // not needed by decode
+    ring[0] = ring[1] = Tensor();
   }
 
   // Final norm + LM head of one residual row into logits row 0.
@@ -184,30 +275,48 @@ struct Engine::State {
     return lg;
   }
 
-  int32_t sample_row(const Tensor& lg, const GenerateOptions& g, uint64_t step) {
+  // The token sampled on rank `root` from the hidden row x_row (ignored elsewhere), on
+  // every rank: root samples, then broadcasts the id.
+  int32_t sample_on(int root, const Tensor& x_row, const GenerateOptions& g, uint64_t step) {
     const Tensor t = tok.rows(0, 1);
-    be.sample(lg, g.temperature, g.top_p, sampling_uniform(g.seed, g.doc_key, step), t);
+    if (r == root) be.sample(head_logits(x_row), g.temperature, g.top_p, sampling_uniform(g.seed, g.doc_key, step), t);
+    if (comm) {
+      comm->broadcast(t.data(), 1, CommDtype::int32, root, be.stream());
+      if (r == root) stats.bytes_sent += sizeof(int32_t);
+    }
     int32_t id = 0;
     be.copy_to_host(&id, t);
     return id;
   }
 
   // ---------------------------------------------------------------- decode
-  // Runs `token` at global position pos through every layer (all ranks redundantly; the
-  // owner rank appends its K,V before attending) and returns the logits row.
-  Tensor decode_step(int32_t token, int64_t pos) {
+  // Runs `token` at global position pos through every layer on every rank (the owner
+  // rank appends its K,V before attending), leaving the hidden state in x1.
+  void decode_step(int32_t token, int64_t pos) {
     be.copy_from_host(tok.rows(0, 1), &token);
     be.embed(w.embed, tok.rows(0, 1), x1);
     const int owner = stripe_owner(pos, N);
-    const int64_t qi = local_index(pos, N);
+    const int64_t qi = local_index(pos, N), nk = local_len(pos + 1, r, N);
     for (int l = 0; l < cfg.n_layers; ++l) {
       project_qkv(l, x1, q1, pos, owner == r, qi);
-      // N > 1 (next issue): all-gather (o1, lse1) and merge in rank order.
-      attend_blocks(l, q1, qi, owner, local_len(pos + 1, r, N), o1, lse1);
+      be.attention_reset(o1, lse1);
+      be.attention(q1, k_cache[l].rows(0, nk), v_cache[l].rows(0, nk), attention_shape(qi, owner, r), o1, lse1);
+      if (comm) {
+        // One all-gather of every rank's (O, LSE), then the same merge in rank order on
+        // every rank, so all ranks keep bitwise the same hidden state.
+        comm->all_gather(part.data(), parts.data(), static_cast<size_t>(part.numel()), CommDtype::float32,
+                         be.stream());
+        stats.bytes_sent += static_cast<int64_t>(part.bytes());
+        be.attention_reset(o1, lse1);
+        for (int s = 0; s < N; ++s) {
+          const Tensor ps = parts.rows(s, 1);
+          be.merge_attention(o1, lse1, row_cols(ps, 0, H * D), row_cols(ps, H * D, H));
+        }
+      }
       be.matmul(o1, w.layers[l].wo, w.layers[l].bo, x1, true);
       mlp(w.layers[l], x1);
     }
-    return head_logits(x1);
+    stats.kv_tokens = nk;
   }
 };
 
@@ -217,49 +326,78 @@ Engine::Engine(Backend& backend, const ModelConfig& config, const ModelWeights& 
 Engine::~Engine() = default;
 
 const ModelConfig& Engine::config() const { return s_->cfg; }
+int64_t Engine::kv_cache_tokens() const { return s_->stats.kv_tokens; }
+const EngineStats& Engine::last_stats() const { return s_->stats; }
 
-ScoreResult Engine::score(const std::vector<int32_t>& tokens) {
+DocumentScore Engine::score(const std::vector<int32_t>& tokens) {
+  const int r = s_->r, N = s_->N;
+  return score_stripes(cut_stripe(tokens, r, N), cut_stripe(tokens, (r + 1) % N, N),
+                       static_cast<int64_t>(tokens.size()));
+}
+
+GenerateResult Engine::generate(const std::vector<int32_t>& prompt, const GenerateOptions& options) {
+  return generate_stripe(cut_stripe(prompt, s_->r, s_->N), static_cast<int64_t>(prompt.size()), options);
+}
+
+DocumentScore Engine::score_stripes(const std::vector<int32_t>& stripe, const std::vector<int32_t>& next,
+                                    int64_t S) {
   State& s = *s_;
   const auto t0 = std::chrono::steady_clock::now();
-  const int64_t S = static_cast<int64_t>(tokens.size());
-  s.check_document(tokens, S);
-  ScoreResult res;
-  if (S < 2) {
+  s.stats = EngineStats();
+  s.S = S;
+  s.check_document(stripe, &next, S, S);
+  DocumentScore res;
+  if (S < 2) {  // nothing to predict; every rank knows S, so all return here together
+    s.stats.tokens_held = s.stats.kv_tokens = static_cast<int64_t>(stripe.size());
     res.perplexity = std::numeric_limits<double>::quiet_NaN();
     res.seconds = seconds_since(t0);
     return res;
   }
-  s.prefill(tokens, local_len(S, s.r, s.N));
-  // Local row i (global iN + r) predicts tokens[iN + r + 1]; rows up to global S-2 have one.
-  const int64_t m = local_len(S - 1, s.r, s.N), lc = s.opt.logits_chunk;
-  Tensor lp = s.be.alloc(m, 1, DType::f32);
-  std::vector<int32_t> tg;
+  s.prefill(stripe, local_len(S, s.r, s.N));
+  // Local row i (global iN + r) predicts global iN + r + 1: local index i of rank r+1, or
+  // i+1 of rank 0 when r = N-1 (with N = 1, next is this stripe). Rows up to global S-2.
+  const int64_t m = local_len(S - 1, s.r, s.N), mmax = local_len(S - 1, 0, s.N), lc = s.opt.logits_chunk;
+  const int64_t shift = s.r == s.N - 1 ? 1 : 0;
+  Tensor lp = s.be.alloc(mmax, 1, DType::f32);
   for (int64_t c = 0; c < m; c += lc) {
     const int64_t cn = std::min(lc, m - c);
     s.be.rmsnorm(s.x.rows(c, cn), s.w.final_norm, s.eps, s.hl.rows(0, cn));
     s.be.matmul(s.hl.rows(0, cn), s.w.lm_head, Tensor(), s.logits.rows(0, cn), false);
-    tg.clear();
-    for (int64_t i = c; i < c + cn; ++i) tg.push_back(tokens[global_pos(i, s.r, s.N) + 1]);
-    s.be.copy_from_host(s.tok.rows(0, cn), tg.data());
+    s.be.copy_from_host(s.tok.rows(0, cn), next.data() + c + shift);
     s.be.target_logprobs(s.logits.rows(0, cn), s.tok.rows(0, cn), lp.rows(c, cn));
   }
-  res.logprobs.resize(static_cast<size_t>(m));
-  s.be.copy_to_host(res.logprobs.data(), lp);
-  for (float v : res.logprobs) res.sum_logprob += v;
-  res.perplexity = std::exp(-res.sum_logprob / static_cast<double>(m));
+  s.x = Tensor();
+  std::vector<float> all(static_cast<size_t>(mmax * s.N));
+  if (s.comm) {
+    // Every rank's logprobs, padded to rank 0's count (the largest), in rank order.
+    Tensor gathered = s.be.alloc(mmax * s.N, 1, DType::f32);
+    s.comm->all_gather(lp.data(), gathered.data(), static_cast<size_t>(mmax), CommDtype::float32, s.be.stream());
+    s.stats.bytes_sent += static_cast<int64_t>(lp.bytes());
+    s.be.copy_to_host(all.data(), gathered);
+  } else {
+    s.be.copy_to_host(all.data(), lp);
+  }
+  res.logprobs.resize(static_cast<size_t>(S - 1));
+  for (int64_t p = 0; p < S - 1; ++p)
+    res.logprobs[p] = all[static_cast<size_t>(stripe_owner(p, s.N) * mmax + local_index(p, s.N))];
+  for (float v : res.logprobs) res.sum_logprob += v;  // in position order: the same on every N
+  res.perplexity = std::exp(-res.sum_logprob / static_cast<double>(S - 1));
   res.seconds = seconds_since(t0);
   return res;
 }
 
-GenerateResult Engine::generate(const std::vector<int32_t>& prompt, const GenerateOptions& g) {
+GenerateResult Engine::generate_stripe(const std::vector<int32_t>& stripe, int64_t S, const GenerateOptions& g) {
   State& s = *s_;
   RI_CHECK(g.max_new_tokens >= 0, "generate: --max-new-tokens must not be negative");
   RI_CHECK(g.temperature >= 0.0 && g.top_p > 0.0 && g.top_p <= 1.0,
            "generate: --temperature must be >= 0 and --top-p in (0, 1]");
   const auto t0 = std::chrono::steady_clock::now();
-  const int64_t S = static_cast<int64_t>(prompt.size()), G = g.max_new_tokens;
-  s.check_document(prompt, S + G);
+  const int64_t G = g.max_new_tokens;
+  s.stats = EngineStats();
+  s.S = S;
+  s.check_document(stripe, nullptr, S, S + G);
   GenerateResult res;
+  s.stats.tokens_held = s.stats.kv_tokens = static_cast<int64_t>(stripe.size());
   if (S == 0) {
     res.finish = FinishReason::empty_prompt;
     return res;
@@ -267,10 +405,13 @@ GenerateResult Engine::generate(const std::vector<int32_t>& prompt, const Genera
   if (G == 0) return res;  // finish = length
   // Capacity ceil((S + G - r) / N): the last generated token is never run through the
   // model, but the formula keeps one rule for every rank.
-  s.prefill(prompt, local_len(S + G, s.r, s.N));
-  // The last prompt position's owner samples the first token (N = 1: this rank).
+  s.prefill(stripe, local_len(S + G, s.r, s.N));
+  // The last prompt position's owner samples the first token and broadcasts it.
   const int64_t last = S - 1;
-  int32_t next = s.sample_row(s.head_logits(s.x.rows(local_index(last, s.N), 1)), g, 0);
+  const int first_root = stripe_owner(last, s.N);
+  const Tensor last_row = s.r == first_root ? s.x.rows(local_index(last, s.N), 1) : Tensor();
+  int32_t next = s.sample_on(first_root, last_row, g, 0);
+  s.x = Tensor();
   res.prefill_seconds = seconds_since(t0);
   const auto t1 = std::chrono::steady_clock::now();
   auto is_eos = [&](int32_t t) {
@@ -288,7 +429,8 @@ GenerateResult Engine::generate(const std::vector<int32_t>& prompt, const Genera
       res.finish = FinishReason::length;
       break;
     }
-    next = s.sample_row(s.decode_step(next, S + step), g, static_cast<uint64_t>(step + 1));
+    s.decode_step(next, S + step);
+    next = s.sample_on(0, s.x1, g, static_cast<uint64_t>(step + 1));  // CP rank 0 samples from here on
   }
   res.decode_seconds = seconds_since(t1);
   return res;

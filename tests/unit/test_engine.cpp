@@ -46,7 +46,7 @@ Reference load_reference(const std::string& name) {
 double max_score_error(Engine& engine, const Reference& ref, bool check_sums) {
   double worst = 0;
   for (size_t d = 0; d < ref.docs.size(); ++d) {
-    const ScoreResult r = engine.score(ref.docs[d]);
+    const DocumentScore r = engine.score(ref.docs[d]);
     EXPECT_EQ(r.logprobs.size(), ref.logprobs[d].size());
     if (r.logprobs.size() != ref.logprobs[d].size()) return 1e30;
     double sum = 0;
@@ -126,10 +126,10 @@ TEST(Engine, EmptyAndSingleTokenDocuments) {
   const Reference ref = load_reference("llama3-gqa");
   auto be = make_cpu_backend();
   Engine engine(*be, ref.model.config, ref.model.weights);
-  const ScoreResult s0 = engine.score({});
+  const DocumentScore s0 = engine.score({});
   EXPECT_TRUE(s0.logprobs.empty());
   EXPECT_TRUE(std::isnan(s0.perplexity));
-  const ScoreResult s1 = engine.score({42});
+  const DocumentScore s1 = engine.score({42});
   EXPECT_TRUE(s1.logprobs.empty());
   GenerateOptions g;
   g.max_new_tokens = 4;
@@ -142,7 +142,7 @@ TEST(Engine, EmptyAndSingleTokenDocuments) {
   const GenerateResult one = free_running.generate({42}, g);
   EXPECT_EQ(one.tokens.size(), 4u);
   // Perplexity is exp(-mean logprob) of the scored entries.
-  const ScoreResult s2 = engine.score(ref.docs[2]);
+  const DocumentScore s2 = engine.score(ref.docs[2]);
   EXPECT_NEAR(s2.perplexity, std::exp(-s2.sum_logprob / s2.logprobs.size()), 1e-9 * s2.perplexity);
 }
 

@@ -45,7 +45,15 @@ Tensor CpuBackend::alloc(int64_t rows, int64_t cols, DType dtype) {
   // 64-byte aligned for vector loads; aligned_alloc wants a multiple of the alignment.
   void* p = std::aligned_alloc(64, (bytes + 63) / 64 * 64);
   if (!p) throw Error("cpu backend: out of memory allocating " + std::to_string(bytes) + " bytes");
-  std::shared_ptr<void> storage(p, std::free);
+  const int64_t counted = static_cast<int64_t>(bytes);
+  std::shared_ptr<Counters> c = counters_;
+  const int64_t live = c->live.fetch_add(counted) + counted;
+  for (int64_t peak = c->peak.load(); live > peak && !c->peak.compare_exchange_weak(peak, live);) {
+  }
+  std::shared_ptr<void> storage(p, [c, counted](void* q) {
+    std::free(q);
+    c->live.fetch_sub(counted);
+  });
   return Tensor(std::move(storage), p, dtype, rows, cols);
 }
 

@@ -2,13 +2,17 @@
 // The CPU backend: fp32 everywhere, OpenBLAS sgemm for matmuls, OpenMP loops for the
 // rest. Ops run synchronously on the calling thread's team, so streams and events are
 // no-ops. Private to backend/cpu/.
+#include <atomic>
+#include <memory>
+
 #include "ringinfer/backend.h"
 
 namespace ringinfer::cpu {
 
 class CpuBackend final : public Backend {
  public:
-  explicit CpuBackend(const CpuBackendOptions& options) : options_(options) {}
+  explicit CpuBackend(const CpuBackendOptions& options)
+      : options_(options), counters_(std::make_shared<Counters>()) {}
   const char* name() const override { return "cpu"; }
 
   Stream stream() override { return Stream{}; }
@@ -35,8 +39,18 @@ class CpuBackend final : public Backend {
   void target_logprobs(const Tensor& logits, const Tensor& targets, const Tensor& out) override;
   void sample(const Tensor& logits, double temperature, double top_p, double u, const Tensor& token) override;
 
+  int64_t allocated_bytes() const override { return counters_->live.load(); }
+  int64_t peak_allocated_bytes() const override { return counters_->peak.load(); }
+  void reset_peak_bytes() override { counters_->peak.store(counters_->live.load()); }
+
  private:
+  // Shared with every allocation's deleter, so a tensor may outlive the backend.
+  struct Counters {
+    std::atomic<int64_t> live{0};  // bytes of buffers alive now
+    std::atomic<int64_t> peak{0};  // high-water mark of live
+  };
   CpuBackendOptions options_;
+  std::shared_ptr<Counters> counters_;
 };
 
 // Throws Error("cpu backend: <op>: <what>") unless cond holds: shape checks on op inputs.

@@ -1,0 +1,231 @@
+// Striped context parallelism under mpirun -np 1..4: for every --cp divisor of the world
+// size, each CP group runs the engine on its stripes only. Score logprobs must equal the
+// single-rank engine's within 1e-5 relative (|a - b| <= 1e-5 max(1, |b|): float32 sums in
+// another order differ by a few ulps of logprobs near -10) and the float64 reference (tests/fixtures/models) within
+// 1e-4; greedy tokens must be identical to N = 1; each rank's KV cache must hold exactly
+// ceil((S - r) / N) tokens; peak backend memory must fall as N grows; a flipped mask
+// diagonal must fail the 1e-4 check.
+#include <gtest/gtest.h>
+#include <mpi.h>
+
+#include <cmath>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <omp.h>
+
+#include <random>
+
+#include <cblas.h>
+
+#include "ringinfer/comm.h"
+#include "ringinfer/engine.h"
+#include "ringinfer/model_loader.h"
+#include "ringinfer/striped.h"
+#include "test_paths.h"
+
+namespace ringinfer {
+namespace {
+
+struct Fixture {
+  LoadedModel model;
+  std::vector<int32_t> doc;       // the reference's longest document
+  std::vector<double> logprobs;   // its float64 logprobs
+  std::vector<int32_t> greedy_prompt;
+};
+
+const Fixture& fixture(const std::string& name) {
+  static std::map<std::string, Fixture> cache;
+  auto it = cache.find(name);
+  if (it != cache.end()) return it->second;
+  const std::string dir = test::source_dir() + "/tests/fixtures/models/" + name;
+  Fixture f;
+  f.model = load_model(dir);
+  std::ifstream in(dir + "/reference.json");
+  const nlohmann::json j = nlohmann::json::parse(in);
+  const auto& d = j.at("documents").back();
+  f.doc = d.at("tokens").get<std::vector<int32_t>>();
+  f.logprobs = d.at("logprobs").get<std::vector<double>>();
+  f.greedy_prompt = j.at("greedy").at("prompt").get<std::vector<int32_t>>();
+  return cache.emplace(name, std::move(f)).first->second;
+}
+
+// Oversubscribed ranks (np up to 4 on 2 cores) with a thread team each crawl: one thread.
+[[maybe_unused]] const bool kOneThread = [] {
+  omp_set_num_threads(1);
+  openblas_set_num_threads(1);
+  return true;
+}();
+
+double rel_diff(double a, double b) { return std::fabs(a - b) / std::max(1.0, std::fabs(b)); }
+
+int world_size() {
+  int n = 1;
+  MPI_Comm_size(MPI_COMM_WORLD, &n);
+  return n;
+}
+int world_rank() {
+  int r = 0;
+  MPI_Comm_rank(MPI_COMM_WORLD, &r);
+  return r;
+}
+
+// The CP group of `cp` consecutive world ranks containing this rank.
+struct Group {
+  MPI_Comm raw = MPI_COMM_NULL;
+  std::unique_ptr<MpiComm> comm;
+  explicit Group(int cp) {
+    MPI_Comm_split(MPI_COMM_WORLD, world_rank() / cp, world_rank(), &raw);
+    comm = std::make_unique<MpiComm>(raw);
+  }
+  ~Group() {
+    comm.reset();
+    MPI_Comm_free(&raw);
+  }
+};
+
+EngineOptions cp_options(const Group& g) {
+  EngineOptions o;
+  o.cp_rank = g.comm->rank();
+  o.cp_size = g.comm->size();
+  o.cp_comm = g.comm.get();
+  o.chunk_tokens = 64;  // several chunks per stripe, so test() runs between attention blocks
+  return o;
+}
+
+std::vector<int32_t> prefix(const std::vector<int32_t>& d, size_t n) { return {d.begin(), d.begin() + n}; }
+
+std::vector<int32_t> stripe_of(const std::vector<int32_t>& d, int r, int N) {
+  std::vector<int32_t> out;
+  for (size_t t = r; t < d.size(); t += N) out.push_back(d[t]);
+  return out;
+}
+
+bool all_ranks(bool ok) {
+  int v = ok ? 1 : 0, all = 0;
+  MPI_Allreduce(&v, &all, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
+  return all == 1;
+}
+
+class MpiEngine : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(MpiEngine, ScoreMatchesSingleRankAndReferenceForEveryCp) {
+  const Fixture& f = fixture(GetParam());
+  const int np = world_size();
+  auto be = make_cpu_backend();
+  Engine single(*be, f.model.config, f.model.weights);
+  std::vector<size_t> lengths = {0, 1, 2, size_t(np > 1 ? np - 1 : 1), size_t(np), size_t(np + 1), f.doc.size()};
+  for (int cp = 1; cp <= np; ++cp) {
+    if (np % cp) continue;
+    Group g(cp);
+    Engine engine(*be, f.model.config, f.model.weights, cp_options(g));
+    const int r = g.comm->rank();
+    for (size_t S : lengths) {
+      const std::vector<int32_t> doc = prefix(f.doc, S);
+      // Only this rank's stripe and the next rank's go in.
+      const DocumentScore got =
+          engine.score_stripes(stripe_of(doc, r, cp), stripe_of(doc, (r + 1) % cp, cp), static_cast<int64_t>(S));
+      const DocumentScore want = single.score(doc);
+      ASSERT_EQ(got.logprobs.size(), S < 2 ? 0 : S - 1) << "cp " << cp << " S " << S;
+      double vs_single = 0, vs_ref = 0;
+      for (size_t k = 0; k < got.logprobs.size(); ++k) {
+        vs_single = std::max(vs_single, rel_diff(got.logprobs[k], want.logprobs[k]));
+        vs_ref = std::max(vs_ref, std::fabs(double(got.logprobs[k]) - f.logprobs[k]));
+      }
+      EXPECT_LT(vs_single, 1e-5) << GetParam() << " cp " << cp << " S " << S;
+      EXPECT_LT(vs_ref, 1e-4) << GetParam() << " cp " << cp << " S " << S;
+      if (S >= 2) EXPECT_NEAR(got.sum_logprob, want.sum_logprob, 1e-5 * S);
+      else EXPECT_TRUE(std::isnan(got.perplexity));
+      EXPECT_EQ(engine.kv_cache_tokens(), local_len(static_cast<int64_t>(S), r, cp)) << "cp " << cp << " S " << S;
+      EXPECT_EQ(engine.last_stats().tokens_held, local_len(static_cast<int64_t>(S), r, cp));
+    }
+  }
+}
+
+TEST_P(MpiEngine, GreedyTokensIdenticalForEveryCp) {
+  const Fixture& f = fixture(GetParam());
+  const int np = world_size();
+  auto be = make_cpu_backend();
+  ModelConfig cfg = f.model.config;
+  cfg.eos_token_ids.clear();
+  Engine single(*be, cfg, f.model.weights);
+  GenerateOptions opt;
+  opt.max_new_tokens = 9;
+  for (size_t S : {size_t(0), size_t(1), size_t(np), f.greedy_prompt.size()}) {
+    const std::vector<int32_t> prompt = prefix(f.greedy_prompt, S);
+    const GenerateResult want = single.generate(prompt, opt);
+    for (int cp = 1; cp <= np; ++cp) {
+      if (np % cp) continue;
+      Group g(cp);
+      Engine engine(*be, cfg, f.model.weights, cp_options(g));
+      const int r = g.comm->rank();
+      const GenerateResult got = engine.generate_stripe(stripe_of(prompt, r, cp), static_cast<int64_t>(S), opt);
+      EXPECT_EQ(got.tokens, want.tokens) << GetParam() << " cp " << cp << " S " << S;
+      EXPECT_EQ(got.finish, want.finish);
+      const int64_t ran = S == 0 ? 0 : static_cast<int64_t>(S + opt.max_new_tokens - 1);
+      EXPECT_EQ(engine.kv_cache_tokens(), local_len(ran, r, cp)) << "cp " << cp << " S " << S;
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Fixtures, MpiEngine, ::testing::Values("llama3-gqa", "qwen2-bias-tied", "mistral-mqa"),
+                         [](const auto& info) {
+                           std::string s = info.param;
+                           for (char& c : s)
+                             if (c == '-') c = '_';
+                           return s;
+                         });
+
+TEST(MpiEngineLong, LongDocumentMatchesAndPeakMemoryFalls) {
+  const Fixture& f = fixture("llama3-gqa");
+  const int np = world_size();
+  std::mt19937 rng(7);
+  // ~2500 tokens where it takes seconds; shorter on 3-4 oversubscribed ranks.
+  const int64_t S = np <= 2 ? 2500 : 900;
+  std::vector<int32_t> doc(S);
+  for (auto& t : doc) t = static_cast<int32_t>(rng() % f.model.config.vocab_size);
+  std::vector<float> base;
+  int64_t peak1 = 0;
+  for (int cp : {1, np}) {
+    if (cp == np && np == 1 && !base.empty()) break;
+    auto be = make_cpu_backend();
+    Group g(cp);
+    Engine engine(*be, f.model.config, f.model.weights, cp_options(g));
+    const int r = g.comm->rank();
+    be->reset_peak_bytes();
+    const int64_t before = be->allocated_bytes();
+    const DocumentScore got = engine.score_stripes(stripe_of(doc, r, cp), stripe_of(doc, (r + 1) % cp, cp), S);
+    const int64_t peak = be->peak_allocated_bytes() - before;
+    ASSERT_EQ(got.logprobs.size(), doc.size() - 1);
+    if (cp == 1) {
+      base = got.logprobs;
+      peak1 = peak;
+    } else {
+      double worst = 0;
+      for (size_t k = 0; k < base.size(); ++k) worst = std::max(worst, rel_diff(got.logprobs[k], base[k]));
+      EXPECT_LT(worst, 1e-5);
+      EXPECT_LT(peak, peak1 * 0.8) << "peak bytes at cp " << cp << " vs 1: " << peak << " vs " << peak1;
+      if (world_rank() == 0)
+        std::printf("[ engine   ] %lld tokens: peak %lld B at cp 1, %lld B at cp %d; max rel diff %.3g\n",
+                    static_cast<long long>(S), static_cast<long long>(peak1), static_cast<long long>(peak), cp, worst);
+    }
+  }
+}
+
+TEST(MpiEngineLong, FlippedMaskDiagonalIsCaught) {
+  const Fixture& f = fixture("llama3-gqa");
+  const int np = world_size();
+  CpuBackendOptions bad;
+  bad.flip_mask_diagonal = true;
+  auto be = make_cpu_backend(bad);
+  Group g(np);
+  Engine engine(*be, f.model.config, f.model.weights, cp_options(g));
+  const DocumentScore got = engine.score(f.doc);
+  double worst = 0;
+  for (size_t k = 0; k < got.logprobs.size(); ++k)
+    worst = std::max(worst, std::fabs(double(got.logprobs[k]) - f.logprobs[k]));
+  EXPECT_GT(worst, 1e-2);
+  EXPECT_TRUE(all_ranks(worst > 1e-4));
+}
+
+}  // namespace
+}  // namespace ringinfer
