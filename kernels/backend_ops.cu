@@ -1,0 +1,276 @@
+// The small kernels of the CUDA backend (see backend_ops.h). Grid-stride elementwise
+// kernels, one block per row for the row reductions.
+#include <math.h>
+
+#include <cfloat>
+
+#include "backend_ops.h"
+#include "ringinfer/cuda_check.h"
+
+namespace ringinfer {
+namespace {
+
+constexpr int kThreads = 256;
+
+unsigned grid_for(int64_t n) {
+  const int64_t blocks = (n + kThreads - 1) / kThreads;
+  return static_cast<unsigned>(blocks < 1 ? 1 : (blocks > 65535 * 8 ? 65535 * 8 : blocks));
+}
+
+// Sum of v over the block (kThreads threads); every thread gets the result.
+template <class T>
+__device__ T block_sum(T v, T* shared) {
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  __syncthreads();  // shared may still be read by a previous call
+  if (lane == 0) shared[warp] = v;
+  __syncthreads();
+  T s = 0;
+  for (int w = 0; w < kThreads / 32; ++w) s += shared[w];
+  return s;
+}
+
+__device__ float block_max(float v, float* shared) {
+  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  __syncthreads();
+  if (lane == 0) shared[warp] = v;
+  __syncthreads();
+  float m = -INFINITY;
+  for (int w = 0; w < kThreads / 32; ++w) m = fmaxf(m, shared[w]);
+  return m;
+}
+
+__device__ void report(int* error, int code, int value) {
+  if (atomicCAS(error, kErrNone, code) == kErrNone) error[1] = value;
+}
+
+__global__ void f32_to_bf16_kernel(const float* src, __nv_bfloat16* dst, int64_t n) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
+    dst[i] = __float2bfloat16_rn(src[i]);
+}
+
+__global__ void bf16_to_f32_kernel(const __nv_bfloat16* src, float* dst, int64_t n) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
+    dst[i] = __bfloat162float(src[i]);
+}
+
+__global__ void fill_kernel(float* p, float value, int64_t n) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
+    p[i] = value;
+}
+
+template <class T>
+__device__ float to_f32(T v);
+template <>
+__device__ float to_f32<float>(float v) { return v; }
+template <>
+__device__ float to_f32<__nv_bfloat16>(__nv_bfloat16 v) { return __bfloat162float(v); }
+
+template <class T>
+__global__ void embed_kernel(const T* table, int64_t vocab, int64_t hidden, const int32_t* tokens, float* out,
+                             int* error) {
+  const int64_t row = blockIdx.x;
+  const int32_t id = tokens[row];
+  float* o = out + row * hidden;
+  if (id < 0 || id >= vocab) {
+    if (threadIdx.x == 0) report(error, kErrTokenRange, id);
+    for (int64_t c = threadIdx.x; c < hidden; c += blockDim.x) o[c] = NAN;
+    return;
+  }
+  const T* t = table + int64_t(id) * hidden;
+  for (int64_t c = threadIdx.x; c < hidden; c += blockDim.x) o[c] = to_f32(t[c]);
+}
+
+__global__ void rmsnorm_kernel(const float* x, const float* w, float eps, int64_t d, float* out) {
+  __shared__ double shared[kThreads / 32];
+  const float* xi = x + blockIdx.x * d;
+  float* oi = out + blockIdx.x * d;
+  double ss = 0.0;
+  for (int64_t k = threadIdx.x; k < d; k += blockDim.x) ss += double(xi[k]) * xi[k];
+  ss = block_sum(ss, shared);  // every read of x precedes its overwrite (out may be x)
+  const float inv = float(1.0 / sqrt(ss / double(d) + double(eps)));
+  for (int64_t k = threadIdx.x; k < d; k += blockDim.x) oi[k] = w[k] * (xi[k] * inv);
+}
+
+__global__ void bias_kernel(float* out, const float* bias, int64_t n, int64_t cols) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n * cols; i += int64_t(gridDim.x) * blockDim.x)
+    out[i] += bias[i % cols];
+}
+
+// One thread per (row, frequency): the float64 angle and its cos/sin are computed once
+// and applied to every head.
+__global__ void rope_kernel(float* x, int64_t n, int64_t n_heads, int64_t half, const double* inv_freq,
+                            int64_t pos_start, int64_t pos_stride) {
+  for (int64_t idx = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; idx < n * half;
+       idx += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t i = idx / half, d = idx % half;
+    const double angle = double(pos_start + i * pos_stride) * inv_freq[d];
+    double sd, cd;
+    sincos(angle, &sd, &cd);
+    const float c = float(cd), s = float(sd);
+    float* row = x + i * n_heads * 2 * half;
+    for (int64_t h = 0; h < n_heads; ++h) {
+      float* xh = row + h * 2 * half;
+      const float a = xh[d], b = xh[d + half];
+      xh[d] = a * c - b * s;
+      xh[d + half] = b * c + a * s;
+    }
+  }
+}
+
+__global__ void swiglu_kernel(float* g, const float* u, int64_t n) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
+    g[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+}
+
+// One warp per (row, head), grid-stride over the pairs.
+__global__ void merge_kernel(float* o, float* lse, const float* o2, const float* lse2, int64_t pairs, int64_t d) {
+  const int lane = threadIdx.x % 32;
+  const int64_t warps = int64_t(gridDim.x) * blockDim.x / 32;
+  for (int64_t p = (blockIdx.x * int64_t(blockDim.x) + threadIdx.x) / 32; p < pairs; p += warps) {
+    const float l1 = lse[p], l2 = lse2[p], m = fmaxf(l1, l2);
+    float w1 = 0.f, w2 = 0.f, l = -INFINITY;
+    if (m != -INFINITY) {
+      const float e1 = expf(l1 - m), e2 = expf(l2 - m), sum = e1 + e2;
+      l = m + logf(sum);
+      w1 = e1 / sum;
+      w2 = e2 / sum;
+    }
+    for (int64_t k = lane; k < d; k += 32) o[p * d + k] = w1 * o[p * d + k] + w2 * o2[p * d + k];
+    __syncwarp();
+    if (lane == 0) lse[p] = l;
+  }
+}
+
+__global__ void logprob_kernel(const float* logits, int64_t V, const int32_t* targets, float* out, int* error) {
+  __shared__ float fshared[kThreads / 32];
+  __shared__ double dshared[kThreads / 32];
+  const int64_t row = blockIdx.x;
+  const float* l = logits + row * V;
+  const int32_t t = targets[row];
+  if (t < 0 || t >= V) {
+    if (threadIdx.x == 0) {
+      report(error, kErrTargetRange, t);
+      out[row] = NAN;
+    }
+    return;
+  }
+  float m = -INFINITY;
+  for (int64_t k = threadIdx.x; k < V; k += blockDim.x) m = fmaxf(m, l[k]);
+  m = block_max(m, fshared);
+  double sum = 0.0;
+  for (int64_t k = threadIdx.x; k < V; k += blockDim.x) sum += exp(double(l[k] - m));
+  sum = block_sum(sum, dshared);
+  if (threadIdx.x == 0) out[row] = float(double(l[t] - m) - log(sum));
+}
+
+// Single block: (value, index) pairs reduced with "larger value, then lower index".
+__global__ void argmax_kernel(const float* logits, int64_t V, int32_t* token) {
+  __shared__ float sv[kThreads];
+  __shared__ int64_t si[kThreads];
+  float best = -INFINITY;
+  int64_t bi = V;  // V = "none yet"
+  for (int64_t k = threadIdx.x; k < V; k += blockDim.x) {
+    const float v = logits[k];
+    if (v > best || (bi == V && !isnan(v))) {  // strictly larger keeps the lowest index
+      best = v;
+      bi = k;
+    }
+  }
+  sv[threadIdx.x] = best;
+  si[threadIdx.x] = bi;
+  __syncthreads();
+  for (int s = kThreads / 2; s > 0; s >>= 1) {
+    if (threadIdx.x < s) {
+      const float v = sv[threadIdx.x + s];
+      const int64_t i = si[threadIdx.x + s];
+      if (i != V && (si[threadIdx.x] == V || v > sv[threadIdx.x] || (v == sv[threadIdx.x] && i < si[threadIdx.x]))) {
+        sv[threadIdx.x] = v;
+        si[threadIdx.x] = i;
+      }
+    }
+    __syncthreads();
+  }
+  if (threadIdx.x == 0) token[0] = int32_t(si[0] == V ? 0 : si[0]);
+}
+
+}  // namespace
+
+void convert_f32_to_bf16(const float* src, __nv_bfloat16* dst, int64_t n, cudaStream_t stream) {
+  if (n <= 0) return;
+  f32_to_bf16_kernel<<<grid_for(n), kThreads, 0, stream>>>(src, dst, n);
+  CUDA_CHECK_LAUNCH();
+}
+
+void convert_bf16_to_f32(const __nv_bfloat16* src, float* dst, int64_t n, cudaStream_t stream) {
+  if (n <= 0) return;
+  bf16_to_f32_kernel<<<grid_for(n), kThreads, 0, stream>>>(src, dst, n);
+  CUDA_CHECK_LAUNCH();
+}
+
+void fill_f32(float* p, float value, int64_t n, cudaStream_t stream) {
+  if (n <= 0) return;
+  fill_kernel<<<grid_for(n), kThreads, 0, stream>>>(p, value, n);
+  CUDA_CHECK_LAUNCH();
+}
+
+void embed_rows(const void* table, bool table_bf16, int64_t vocab, int64_t hidden, const int32_t* tokens, int64_t n,
+                float* out, int* error, cudaStream_t stream) {
+  if (n <= 0 || hidden <= 0) return;
+  if (table_bf16)
+    embed_kernel<<<unsigned(n), kThreads, 0, stream>>>(static_cast<const __nv_bfloat16*>(table), vocab, hidden,
+                                                       tokens, out, error);
+  else
+    embed_kernel<<<unsigned(n), kThreads, 0, stream>>>(static_cast<const float*>(table), vocab, hidden, tokens, out,
+                                                       error);
+  CUDA_CHECK_LAUNCH();
+}
+
+void rmsnorm_rows(const float* x, const float* weight, float eps, int64_t n, int64_t d, float* out,
+                  cudaStream_t stream) {
+  if (n <= 0 || d <= 0) return;
+  rmsnorm_kernel<<<unsigned(n), kThreads, 0, stream>>>(x, weight, eps, d, out);
+  CUDA_CHECK_LAUNCH();
+}
+
+void add_bias_rows(float* out, const float* bias, int64_t n, int64_t cols, cudaStream_t stream) {
+  if (n <= 0 || cols <= 0) return;
+  bias_kernel<<<grid_for(n * cols), kThreads, 0, stream>>>(out, bias, n, cols);
+  CUDA_CHECK_LAUNCH();
+}
+
+void rope_rows(float* x, int64_t n, int64_t n_heads, int64_t half, const double* inv_freq, int64_t pos_start,
+               int64_t pos_stride, cudaStream_t stream) {
+  if (n <= 0 || half <= 0) return;
+  rope_kernel<<<grid_for(n * half), kThreads, 0, stream>>>(x, n, n_heads, half, inv_freq, pos_start, pos_stride);
+  CUDA_CHECK_LAUNCH();
+}
+
+void swiglu_inplace(float* gate, const float* up, int64_t n, cudaStream_t stream) {
+  if (n <= 0) return;
+  swiglu_kernel<<<grid_for(n), kThreads, 0, stream>>>(gate, up, n);
+  CUDA_CHECK_LAUNCH();
+}
+
+void merge_attention(float* o, float* lse, const float* o2, const float* lse2, int64_t rows, int64_t heads,
+                     int64_t d, cudaStream_t stream) {
+  const int64_t pairs = rows * heads;
+  if (pairs <= 0) return;
+  merge_kernel<<<grid_for(pairs * 32), kThreads, 0, stream>>>(o, lse, o2, lse2, pairs, d);
+  CUDA_CHECK_LAUNCH();
+}
+
+void target_logprobs_rows(const float* logits, int64_t n, int64_t V, const int32_t* targets, float* out, int* error,
+                          cudaStream_t stream) {
+  if (n <= 0) return;
+  logprob_kernel<<<unsigned(n), kThreads, 0, stream>>>(logits, V, targets, out, error);
+  CUDA_CHECK_LAUNCH();
+}
+
+void argmax_row(const float* logits, int64_t V, int32_t* token, cudaStream_t stream) {
+  argmax_kernel<<<1, kThreads, 0, stream>>>(logits, V, token);
+  CUDA_CHECK_LAUNCH();
+}
+
+}  // namespace ringinfer

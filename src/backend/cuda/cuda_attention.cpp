@@ -1,0 +1,122 @@
+// CUDA attention dispatch: one block of local queries against one block of keys under
+// the striped mask, merged into the running (O, LSE). Three paths:
+//   decode  one query that sees every key, head_dim 64/128: split-KV decode kernel into a
+//           scratch (O, LSE), then merge_attention (the kernel writes, it does not merge);
+//   flash   head_dim 64/128: flash_attention_forward with merge = true;
+//   generic any head_dim <= 256: generic_attention (small models, tests).
+// The fp32 queries are rounded to bf16 for the two tensor-core kernels.
+#include <string>
+
+#include "backend/cuda/cuda_backend.h"
+#include "backend_ops.h"
+#include "decode_attention.h"
+#include "flash_attention.h"
+#include "generic_attention.h"
+#include "ringinfer/cuda_check.h"
+#include "ringinfer/striped.h"
+
+namespace ringinfer::cuda {
+
+void CudaBackend::attention(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionShape& sh,
+                            const Tensor& o, const Tensor& lse) {
+  const int64_t H = sh.n_heads, Hkv = sh.n_kv_heads, D = sh.head_dim;
+  check(H > 0 && Hkv > 0 && D > 0 && H % Hkv == 0, "attention",
+        "heads " + std::to_string(H) + "/" + std::to_string(Hkv) + " x " + std::to_string(D));
+  check(sh.n_ranks >= 1 && sh.q_rank >= 0 && sh.q_rank < sh.n_ranks && sh.k_rank >= 0 && sh.k_rank < sh.n_ranks &&
+            sh.q_start >= 0,
+        "attention", "bad stripe coordinates");
+  const int64_t nq = q.rows(), nk = k.rows();
+  check(q.dtype() == DType::f32 && q.cols() == H * D, "attention", "q is " + shape(q));
+  check(k.dtype() == DType::bf16 && v.dtype() == DType::bf16 && k.cols() == Hkv * D && v.cols() == Hkv * D &&
+            v.rows() == nk,
+        "attention", "k is " + shape(k) + ", v is " + shape(v) + " (bf16 KV cache expected)");
+  expect(o, nq, H * D, DType::f32, "attention", "o");
+  expect(lse, nq, H, DType::f32, "attention", "lse");
+  if (nq == 0 || nk == 0) return;  // an empty block merges as the identity
+  const auto* kb = static_cast<const __nv_bfloat16*>(k.data());
+  const auto* vb = static_cast<const __nv_bfloat16*>(v.data());
+  const bool tensor_core_dim = D == 64 || D == 128;
+
+  if (options_.use_decode && tensor_core_dim && nq == 1 && H / Hkv <= 16 &&
+      visible_key_count(sh.q_start, sh.q_rank, sh.k_rank, sh.n_ranks) >= nk && nk < (int64_t(1) << 31)) {
+    auto* qb = static_cast<__nv_bfloat16*>(scratch(kAttnQuery, static_cast<size_t>(H * D) * 2));
+    convert_f32_to_bf16(q.f32(), qb, H * D, stream_);
+    DecodeAttnParams p;
+    p.q = qb;
+    p.k = kb;
+    p.v = vb;
+    p.n_q = 1;
+    p.n_k = static_cast<int>(nk);
+    p.n_heads = static_cast<int>(H);
+    p.n_kv_heads = static_cast<int>(Hkv);
+    p.head_dim = static_cast<int>(D);
+    p.softmax_scale = sh.scale;
+    p.o = static_cast<float*>(scratch(kDecodeO, static_cast<size_t>(H * D) * 4));
+    p.lse = static_cast<float*>(scratch(kDecodeLse, static_cast<size_t>(H) * 4));
+    const size_t ws_bytes = decode_attention_workspace_bytes(p);
+    void* ws = scratch(kDecodeWork, ws_bytes);
+    decode_attention(p, ws, ws_bytes, stream_);
+    ringinfer::merge_attention(o.f32(), lse.f32(), p.o, p.lse, 1, H, D, stream_);
+    return;
+  }
+
+  if (options_.use_flash && tensor_core_dim && nq < (int64_t(1) << 31) && nk < (int64_t(1) << 31) &&
+      sh.q_start < (int64_t(1) << 31)) {
+    auto* qb = static_cast<__nv_bfloat16*>(scratch(kAttnQuery, static_cast<size_t>(nq * H * D) * 2));
+    convert_f32_to_bf16(q.f32(), qb, nq * H * D, stream_);
+    FlashAttnParams p;
+    p.q = qb;
+    p.k = kb;
+    p.v = vb;
+    p.o = o.f32();
+    p.lse = lse.f32();
+    p.n_q = static_cast<int>(nq);
+    p.n_k = static_cast<int>(nk);
+    p.n_heads = static_cast<int>(H);
+    p.n_kv_heads = static_cast<int>(Hkv);
+    p.head_dim = static_cast<int>(D);
+    p.softmax_scale = sh.scale;
+    p.mask.causal = true;
+    p.mask.q_start = static_cast<int>(sh.q_start);
+    p.mask.q_rank = sh.q_rank;
+    p.mask.k_rank = sh.k_rank;
+    p.mask.group_size = sh.n_ranks;
+    p.merge = true;
+    flash_attention_forward(p, stream_);
+    return;
+  }
+
+  check(D <= kGenericAttnMaxHeadDim, "attention",
+        "head_dim " + std::to_string(D) + " is not supported (64, 128, or at most " +
+            std::to_string(kGenericAttnMaxHeadDim) + ")");
+  GenericAttnParams p;
+  p.q = q.f32();
+  p.k = kb;
+  p.v = vb;
+  p.o = o.f32();
+  p.lse = lse.f32();
+  p.n_q = nq;
+  p.n_k = nk;
+  p.n_heads = static_cast<int>(H);
+  p.n_kv_heads = static_cast<int>(Hkv);
+  p.head_dim = static_cast<int>(D);
+  p.q_start = sh.q_start;
+  p.q_rank = sh.q_rank;
+  p.k_rank = sh.k_rank;
+  p.n_ranks = sh.n_ranks;
+  p.scale = sh.scale;
+  generic_attention(p, stream_);
+}
+
+void CudaBackend::merge_attention(const Tensor& o, const Tensor& lse, const Tensor& o2, const Tensor& lse2) {
+  check(o.dtype() == DType::f32 && lse.dtype() == DType::f32 && lse.rows() == o.rows() && lse.cols() > 0 &&
+            o.cols() % lse.cols() == 0,
+        "merge_attention", "o is " + shape(o) + ", lse is " + shape(lse));
+  expect(o2, o.rows(), o.cols(), DType::f32, "merge_attention", "o2");
+  expect(lse2, lse.rows(), lse.cols(), DType::f32, "merge_attention", "lse2");
+  if (o.empty()) return;
+  ringinfer::merge_attention(o.f32(), lse.f32(), o2.f32(), lse2.f32(), o.rows(), lse.cols(), o.cols() / lse.cols(),
+                             stream_);
+}
+
+}  // namespace ringinfer::cuda

@@ -1,0 +1,301 @@
+// CUDA backend: streams, events, memory, cuBLAS GEMMs and the elementwise ops
+// (attention is in cuda_attention.cpp, the kernels in kernels/backend_ops.cu).
+#include "backend/cuda/cuda_backend.h"
+
+#include <cstring>
+#include <limits>
+#include <vector>
+
+#include "backend_ops.h"
+#include "ringinfer/cuda_check.h"
+#include "ringinfer/sampling.h"
+
+namespace ringinfer {
+
+std::unique_ptr<Backend> make_cuda_backend(const CudaBackendOptions& options) {
+  return std::make_unique<cuda::CudaBackend>(options);
+}
+
+namespace cuda {
+
+void check(bool cond, const char* op, const std::string& what) {
+  if (!cond) throw Error(std::string("cuda backend: ") + op + ": " + what);
+}
+
+std::string shape(const Tensor& t) {
+  return "(" + std::to_string(t.rows()) + ", " + std::to_string(t.cols()) + ") " + dtype_name(t.dtype());
+}
+
+void expect(const Tensor& t, int64_t rows, int64_t cols, DType dtype, const char* op, const char* what) {
+  check(t.rows() == rows && t.cols() == cols && t.dtype() == dtype, op,
+        std::string(what) + " is " + shape(t) + ", expected (" + std::to_string(rows) + ", " +
+            std::to_string(cols) + ") " + dtype_name(dtype));
+}
+
+namespace {
+
+class CudaEvent final : public Event {
+ public:
+  CudaEvent() { CUDA_CHECK(cudaEventCreateWithFlags(&event, cudaEventDisableTiming)); }
+  ~CudaEvent() override { cudaEventDestroy(event); }
+  cudaEvent_t event = nullptr;
+};
+
+cudaStream_t native(Stream s) { return static_cast<cudaStream_t>(s.native); }
+
+// fp32 -> bf16 bits, round to nearest even (NaN stays a quiet NaN).
+uint16_t to_bf16_bits(float f) {
+  uint32_t b;
+  std::memcpy(&b, &f, 4);
+  if ((b & 0x7fffffffu) > 0x7f800000u) return 0x7fc0;
+  return static_cast<uint16_t>((b + 0x7fffu + ((b >> 16) & 1u)) >> 16);
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------- lifetime, streams
+
+CudaBackend::CudaBackend(const CudaBackendOptions& options) : options_(options) {
+  int count = 0;
+  if (cudaGetDeviceCount(&count) != cudaSuccess || count == 0) {
+    cudaGetLastError();  // clear the sticky "no device" error
+    throw Error("cuda backend: no CUDA device is visible");
+  }
+  if (options.device >= 0) {
+    check(options.device < count, "device",
+          "device " + std::to_string(options.device) + " requested, " + std::to_string(count) + " visible");
+    CUDA_CHECK(cudaSetDevice(options.device));
+  }
+  CUDA_CHECK(cudaGetDevice(&device_));
+  int least = 0, greatest = 0;  // numerically lower is higher priority
+  CUDA_CHECK(cudaDeviceGetStreamPriorityRange(&least, &greatest));
+  CUDA_CHECK(cudaStreamCreateWithPriority(&stream_, cudaStreamNonBlocking, least));
+  CUDA_CHECK(cudaStreamCreateWithPriority(&comm_stream_, cudaStreamNonBlocking, greatest));
+  CUBLAS_CHECK(cublasCreate(&cublas_));
+  CUBLAS_CHECK(cublasSetStream(cublas_, stream_));
+  CUDA_CHECK(cudaMalloc(&error_, 2 * sizeof(int)));
+  CUDA_CHECK(cudaMemset(error_, 0, 2 * sizeof(int)));
+}
+
+CudaBackend::~CudaBackend() {
+  // No throwing here: the destructor may run while an exception unwinds.
+  cudaStreamSynchronize(stream_);
+  cudaStreamSynchronize(comm_stream_);
+  for (void* p : scratch_)
+    if (p) cudaFree(p);
+  cudaFree(error_);
+  cublasDestroy(cublas_);
+  cudaStreamDestroy(comm_stream_);
+  cudaStreamDestroy(stream_);
+}
+
+std::unique_ptr<Event> CudaBackend::record(Stream s) {
+  auto e = std::make_unique<CudaEvent>();
+  CUDA_CHECK(cudaEventRecord(e->event, native(s)));
+  return e;
+}
+
+void CudaBackend::wait(Stream s, const Event& e) {
+  const auto* ce = dynamic_cast<const CudaEvent*>(&e);
+  check(ce != nullptr, "wait", "the event was not recorded by the CUDA backend");
+  CUDA_CHECK(cudaStreamWaitEvent(native(s), ce->event, 0));
+}
+
+void CudaBackend::synchronize() {
+  CUDA_CHECK(cudaStreamSynchronize(comm_stream_));
+  CUDA_CHECK(cudaStreamSynchronize(stream_));
+  check_kernel_errors();
+}
+
+void CudaBackend::check_kernel_errors() {
+  int err[2] = {0, 0};
+  CUDA_CHECK(cudaMemcpyAsync(err, error_, sizeof(err), cudaMemcpyDeviceToHost, stream_));
+  CUDA_CHECK(cudaStreamSynchronize(stream_));
+  if (err[0] == kErrNone) return;
+  CUDA_CHECK(cudaMemsetAsync(error_, 0, sizeof(err), stream_));
+  if (err[0] == kErrTokenRange) throw Error("cuda backend: embed: token " + std::to_string(err[1]) + " outside the vocabulary");
+  if (err[0] == kErrTargetRange)
+    throw Error("cuda backend: target_logprobs: target " + std::to_string(err[1]) + " outside the vocabulary");
+  throw Error("cuda backend: kernel error code " + std::to_string(err[0]));
+}
+
+void* CudaBackend::scratch(Slot slot, size_t bytes) {
+  if (bytes > scratch_bytes_[slot]) {
+    // Stream-ordered: the old buffer is freed after the work already queued that reads it.
+    if (scratch_[slot]) CUDA_CHECK(cudaFreeAsync(scratch_[slot], stream_));
+    scratch_[slot] = nullptr;
+    scratch_bytes_[slot] = 0;
+    const size_t grown = bytes + bytes / 4;
+    CUDA_CHECK(cudaMallocAsync(&scratch_[slot], grown, stream_));
+    scratch_bytes_[slot] = grown;
+  }
+  return scratch_[slot];
+}
+
+// ---------------------------------------------------------------- memory
+
+Tensor CudaBackend::alloc(int64_t rows, int64_t cols, DType dtype) {
+  check(rows >= 0 && cols >= 0, "alloc", "negative shape");
+  const size_t bytes = static_cast<size_t>(rows * cols) * dtype_bytes(dtype);
+  if (bytes == 0) return Tensor(nullptr, nullptr, dtype, rows, cols);
+  void* p = nullptr;
+  const cudaError_t rc = cudaMalloc(&p, bytes);
+  if (rc != cudaSuccess) {
+    cudaGetLastError();
+    throw Error("cuda backend: out of device memory allocating " + std::to_string(bytes) + " bytes (" +
+                cudaGetErrorString(rc) + ")");
+  }
+  const int64_t live = mem_->live.fetch_add(static_cast<int64_t>(bytes)) + static_cast<int64_t>(bytes);
+  for (int64_t peak = mem_->peak.load(); live > peak && !mem_->peak.compare_exchange_weak(peak, live);) {
+  }
+  std::shared_ptr<MemoryCounters> mem = mem_;
+  std::shared_ptr<void> storage(p, [mem, bytes](void* q) {
+    cudaFree(q);
+    mem->live.fetch_sub(static_cast<int64_t>(bytes));
+  });
+  return Tensor(std::move(storage), p, dtype, rows, cols);
+}
+
+Tensor CudaBackend::upload_weight(const HostTensor& w) {
+  check(!w.shape.empty(), "upload_weight", "tensor without a shape");
+  int64_t rows = w.shape[0], cols = 1;
+  for (size_t i = 1; i < w.shape.size(); ++i) cols *= w.shape[i];
+  check(rows * cols == w.numel(), "upload_weight", "shape does not match its data");
+  // Vectors (norm weights, biases) stay fp32: tiny, and read once per row.
+  if (w.shape.size() == 1) {
+    Tensor t = alloc(rows, 1, DType::f32);
+    if (!t.empty()) CUDA_CHECK(cudaMemcpy(t.data(), w.data.data(), t.bytes(), cudaMemcpyHostToDevice));
+    return t;
+  }
+  Tensor t = alloc(rows, cols, DType::bf16);
+  std::vector<uint16_t> bits(static_cast<size_t>(rows * cols));
+  for (size_t i = 0; i < bits.size(); ++i) bits[i] = to_bf16_bits(w.data[i]);
+  if (!t.empty()) CUDA_CHECK(cudaMemcpy(t.data(), bits.data(), t.bytes(), cudaMemcpyHostToDevice));
+  return t;
+}
+
+void CudaBackend::copy_from_host(const Tensor& dst, const void* src) {
+  // Pageable source: the call returns once src has been staged, so the caller may reuse it.
+  if (!dst.empty()) CUDA_CHECK(cudaMemcpyAsync(dst.data(), src, dst.bytes(), cudaMemcpyHostToDevice, stream_));
+}
+
+void CudaBackend::copy_to_host(void* dst, const Tensor& src) {
+  if (!src.empty()) CUDA_CHECK(cudaMemcpyAsync(dst, src.data(), src.bytes(), cudaMemcpyDeviceToHost, stream_));
+  CUDA_CHECK(cudaStreamSynchronize(stream_));
+  check_kernel_errors();
+}
+
+// ---------------------------------------------------------------- ops
+
+void CudaBackend::copy(const Tensor& src, const Tensor& dst) {
+  check(src.rows() == dst.rows() && src.cols() == dst.cols(), "copy",
+        "src is " + shape(src) + ", dst is " + shape(dst));
+  if (src.empty() || src.data() == dst.data()) return;
+  if (src.dtype() == dst.dtype()) {
+    CUDA_CHECK(cudaMemcpyAsync(dst.data(), src.data(), src.bytes(), cudaMemcpyDeviceToDevice, stream_));
+  } else if (src.dtype() == DType::f32 && dst.dtype() == DType::bf16) {
+    convert_f32_to_bf16(src.f32(), static_cast<__nv_bfloat16*>(dst.data()), src.numel(), stream_);
+  } else if (src.dtype() == DType::bf16 && dst.dtype() == DType::f32) {
+    convert_bf16_to_f32(static_cast<const __nv_bfloat16*>(src.data()), dst.f32(), src.numel(), stream_);
+  } else {
+    check(false, "copy", std::string("no conversion from ") + dtype_name(src.dtype()) + " to " + dtype_name(dst.dtype()));
+  }
+}
+
+void CudaBackend::embed(const Tensor& table, const Tensor& tokens, const Tensor& out) {
+  const int64_t n = tokens.rows(), hidden = table.cols(), vocab = table.rows();
+  check(table.dtype() == DType::bf16 || table.dtype() == DType::f32, "embed", "table is " + shape(table));
+  expect(tokens, n, 1, DType::i32, "embed", "tokens");
+  expect(out, n, hidden, DType::f32, "embed", "out");
+  embed_rows(table.data(), table.dtype() == DType::bf16, vocab, hidden, tokens.i32(), n, out.f32(), error_, stream_);
+}
+
+void CudaBackend::rmsnorm(const Tensor& x, const Tensor& weight, float eps, const Tensor& out) {
+  const int64_t n = x.rows(), d = x.cols();
+  check(x.dtype() == DType::f32, "rmsnorm", "x is " + shape(x));
+  expect(weight, d, 1, DType::f32, "rmsnorm", "weight");
+  expect(out, n, d, DType::f32, "rmsnorm", "out");
+  rmsnorm_rows(x.f32(), weight.f32(), eps, n, d, out.f32(), stream_);
+}
+
+void CudaBackend::matmul(const Tensor& x, const Tensor& w, const Tensor& bias, const Tensor& out, bool accumulate) {
+  const int64_t n = x.rows(), in = x.cols(), of = w.rows();
+  check(x.dtype() == DType::f32 && (w.dtype() == DType::bf16 || w.dtype() == DType::f32), "matmul",
+        "needs f32 x and a bf16 or f32 w, got x " + shape(x) + ", w " + shape(w));
+  check(w.cols() == in, "matmul", "x is " + shape(x) + " but w is " + shape(w));
+  expect(out, n, of, DType::f32, "matmul", "out");
+  if (!bias.empty()) expect(bias, of, 1, DType::f32, "matmul", "bias");
+  if (n == 0 || of == 0) return;
+  check(n < (int64_t(1) << 31) && in < (int64_t(1) << 31) && of < (int64_t(1) << 31), "matmul", "dimension over 2^31");
+  if (in == 0) {
+    if (!accumulate) CUDA_CHECK(cudaMemsetAsync(out.data(), 0, out.bytes(), stream_));
+  } else {
+    // Row-major out (n, of) = x (n, in) W^T is column-major out^T (of, n) = W^T' x^T', i.e.
+    // op(A) = W (stored column-major as (in, of), transposed), op(B) = x (column-major (in, n)).
+    const float alpha = 1.0f, beta = accumulate ? 1.0f : 0.0f;
+    const void* xin = x.data();
+    cudaDataType_t ab_type = CUDA_R_32F;
+    if (w.dtype() == DType::bf16) {
+      // bf16 operands for the tensor cores; products and sums in fp32.
+      auto* xb = static_cast<__nv_bfloat16*>(scratch(kGemmInput, static_cast<size_t>(n * in) * 2));
+      convert_f32_to_bf16(x.f32(), xb, n * in, stream_);
+      xin = xb;
+      ab_type = CUDA_R_16BF;
+    }
+    CUBLAS_CHECK(cublasGemmEx(cublas_, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(of), static_cast<int>(n),
+                              static_cast<int>(in), &alpha, w.data(), ab_type, static_cast<int>(in), xin, ab_type,
+                              static_cast<int>(in), &beta, out.data(), CUDA_R_32F, static_cast<int>(of),
+                              CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+  }
+  if (!bias.empty()) add_bias_rows(out.f32(), bias.f32(), n, of, stream_);
+}
+
+void CudaBackend::rope(const Tensor& x, int64_t n_heads, const Tensor& inv_freq, int64_t pos_start,
+                       int64_t pos_stride) {
+  const int64_t n = x.rows(), half = inv_freq.cols();
+  check(x.dtype() == DType::f32 && n_heads > 0 && x.cols() == n_heads * 2 * half, "rope",
+        "x is " + shape(x) + " for " + std::to_string(n_heads) + " heads of " + std::to_string(2 * half));
+  expect(inv_freq, 1, half, DType::f64, "rope", "inv_freq");
+  rope_rows(x.f32(), n, n_heads, half, inv_freq.f64(), pos_start, pos_stride, stream_);
+}
+
+void CudaBackend::attention_reset(const Tensor& o, const Tensor& lse) {
+  check(o.dtype() == DType::f32 && lse.dtype() == DType::f32 && o.rows() == lse.rows(), "attention_reset",
+        "o is " + shape(o) + ", lse is " + shape(lse));
+  if (!o.empty()) CUDA_CHECK(cudaMemsetAsync(o.data(), 0, o.bytes(), stream_));
+  fill_f32(lse.f32(), -std::numeric_limits<float>::infinity(), lse.numel(), stream_);
+}
+
+void CudaBackend::swiglu(const Tensor& gate, const Tensor& up) {
+  expect(up, gate.rows(), gate.cols(), DType::f32, "swiglu", "up");
+  check(gate.dtype() == DType::f32, "swiglu", "gate must be f32");
+  swiglu_inplace(gate.f32(), up.f32(), gate.numel(), stream_);
+}
+
+void CudaBackend::target_logprobs(const Tensor& logits, const Tensor& targets, const Tensor& out) {
+  const int64_t n = logits.rows(), V = logits.cols();
+  check(logits.dtype() == DType::f32 && V >= 1, "target_logprobs", "logits is " + shape(logits));
+  expect(targets, n, 1, DType::i32, "target_logprobs", "targets");
+  expect(out, n, 1, DType::f32, "target_logprobs", "out");
+  target_logprobs_rows(logits.f32(), n, V, targets.i32(), out.f32(), error_, stream_);
+}
+
+void CudaBackend::sample(const Tensor& logits, double temperature, double top_p, double u, const Tensor& token) {
+  check(logits.rows() == 1 && logits.cols() >= 1 && logits.dtype() == DType::f32, "sample",
+        "logits is " + shape(logits) + ", expected one f32 row");
+  expect(token, 1, 1, DType::i32, "sample", "token");
+  if (temperature <= 0.0) {
+    argmax_row(logits.f32(), logits.cols(), token.i32(), stream_);
+    return;
+  }
+  // Top-p on the host with the one shared rule (sampling.h): one row of V floats per
+  // generated token, and bit-identical choices to the CPU backend for equal logits.
+  std::vector<float> row(static_cast<size_t>(logits.cols()));
+  copy_to_host(row.data(), logits);
+  const int32_t id = sample_token(row.data(), logits.cols(), temperature, top_p, u);
+  copy_from_host(token, &id);
+  CUDA_CHECK(cudaStreamSynchronize(stream_));  // `id` lives on this frame
+}
+
+}  // namespace cuda
+}  // namespace ringinfer

@@ -1,0 +1,84 @@
+#pragma once
+// The CUDA backend: bf16 weight matrices (vectors such as norm weights and biases stay
+// fp32), bf16 KV cache, fp32 activations and accumulation. Ops are enqueued on one
+// compute stream; comm_stream() is a second, high-priority stream for ring transfers.
+// Memory: plain cudaMalloc at alloc() time (the engine allocates outside its layer loop)
+// plus grow-only scratch (bf16 copies of GEMM / attention inputs, the decode workspace)
+// taken stream-ordered with cudaMallocAsync. Private to backend/cuda/.
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+
+#include <atomic>
+#include <memory>
+#include <string>
+
+#include "ringinfer/cuda_backend.h"
+
+namespace ringinfer::cuda {
+
+class CudaBackend final : public Backend {
+ public:
+  explicit CudaBackend(const CudaBackendOptions& options);
+  ~CudaBackend() override;
+  CudaBackend(const CudaBackend&) = delete;
+  CudaBackend& operator=(const CudaBackend&) = delete;
+  const char* name() const override { return "cuda"; }
+
+  Stream stream() override { return Stream{stream_}; }
+  Stream comm_stream() override { return Stream{comm_stream_}; }
+  std::unique_ptr<Event> record(Stream s) override;
+  void wait(Stream s, const Event& e) override;
+  void synchronize() override;
+
+  Tensor alloc(int64_t rows, int64_t cols, DType dtype) override;
+  Tensor upload_weight(const HostTensor& w) override;
+  Tensor alloc_kv(int64_t rows, int64_t cols) override { return alloc(rows, cols, DType::bf16); }
+  void copy_from_host(const Tensor& dst, const void* src) override;
+  void copy_to_host(void* dst, const Tensor& src) override;
+
+  void copy(const Tensor& src, const Tensor& dst) override;
+  void embed(const Tensor& table, const Tensor& tokens, const Tensor& out) override;
+  void rmsnorm(const Tensor& x, const Tensor& weight, float eps, const Tensor& out) override;
+  void matmul(const Tensor& x, const Tensor& w, const Tensor& bias, const Tensor& out, bool accumulate) override;
+  void rope(const Tensor& x, int64_t n_heads, const Tensor& inv_freq, int64_t pos_start, int64_t pos_stride) override;
+  void attention_reset(const Tensor& o, const Tensor& lse) override;
+  void attention(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionShape& shape, const Tensor& o,
+                 const Tensor& lse) override;
+  void swiglu(const Tensor& gate, const Tensor& up) override;
+  void target_logprobs(const Tensor& logits, const Tensor& targets, const Tensor& out) override;
+  void sample(const Tensor& logits, double temperature, double top_p, double u, const Tensor& token) override;
+  void merge_attention(const Tensor& o, const Tensor& lse, const Tensor& o2, const Tensor& lse2) override;
+
+  // Bytes of alloc()/alloc_kv()/upload_weight() buffers alive now and their high-water
+  // mark (the grow-only scratch is not counted).
+  int64_t allocated_bytes() const override { return mem_->live.load(); }
+  int64_t peak_allocated_bytes() const override { return mem_->peak.load(); }
+  void reset_peak_bytes() override { mem_->peak.store(mem_->live.load()); }
+
+ private:
+  // Grow-only device scratch, one per use, so two live at once never alias.
+  enum Slot { kGemmInput, kAttnQuery, kDecodeWork, kDecodeO, kDecodeLse, kSlots };
+  void* scratch(Slot slot, size_t bytes);
+  // Throws the first error a kernel left in error_ (after the host has waited).
+  void check_kernel_errors();
+
+  // Shared with every buffer's deleter, so a tensor may outlive the backend.
+  struct MemoryCounters {
+    std::atomic<int64_t> live{0}, peak{0};
+  };
+  std::shared_ptr<MemoryCounters> mem_ = std::make_shared<MemoryCounters>();
+  CudaBackendOptions options_;
+  int device_ = 0;
+  cudaStream_t stream_ = nullptr, comm_stream_ = nullptr;
+  cublasHandle_t cublas_ = nullptr;
+  int* error_ = nullptr;  // device int[2]: KernelError code and value (backend_ops.h)
+  void* scratch_[kSlots] = {};
+  size_t scratch_bytes_[kSlots] = {};
+};
+
+// Throws Error("cuda backend: <op>: <what>") unless cond holds.
+void check(bool cond, const char* op, const std::string& what);
+std::string shape(const Tensor& t);
+void expect(const Tensor& t, int64_t rows, int64_t cols, DType dtype, const char* op, const char* what);
+
+}  // namespace ringinfer::cuda
