@@ -54,7 +54,7 @@ class Reader {
     RI_CHECK(count <= (n_ - pos_) / sizeof(T), what_ + ": record truncated or corrupt (array of " +
                                                     std::to_string(count) + " elements)");
     std::vector<T> v(count);
-    std::memcpy(v.data(), d_ + pos_, count * sizeof(T));
+    if (count) std::memcpy(v.data(), d_ + pos_, count * sizeof(T));  // data() of an empty vector may be null
     pos_ += count * sizeof(T);
     return v;
   }

@@ -1,0 +1,74 @@
+#include "ringinfer/memory_check.h"
+
+#include <cstdio>
+#include <fstream>
+#include <sstream>
+
+#include "ringinfer/error.h"
+
+#ifdef RINGINFER_HAVE_CUDA
+#include <cuda_runtime.h>
+#endif
+
+namespace ringinfer {
+namespace {
+
+std::string with_gib(int64_t bytes) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, " bytes (%.1f GiB)", double(bytes) / double(int64_t(1) << 30));
+  return std::to_string(bytes) + buf;
+}
+
+}  // namespace
+
+int64_t parse_meminfo_available(const std::string& text, const std::string& source) {
+  std::istringstream in(text);
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.compare(0, 13, "MemAvailable:") != 0) continue;
+    std::istringstream fields(line.substr(13));
+    long long kb = -1;
+    std::string unit;
+    fields >> kb >> unit;
+    RI_CHECK(fields && kb >= 0 && unit == "kB", source + ": malformed MemAvailable line '" + line + "'");
+    RI_CHECK(kb <= INT64_MAX / 1024, source + ": MemAvailable out of range");
+    return int64_t(kb) * 1024;
+  }
+  throw Error(source + ": no MemAvailable line (pass --memory-limit)");
+}
+
+int64_t available_bytes(DeviceKind device, int64_t memory_limit) {
+  if (memory_limit >= 0) return memory_limit;
+  if (device == DeviceKind::host) {
+    std::ifstream f("/proc/meminfo");
+    RI_CHECK(f, "/proc/meminfo: cannot open (pass --memory-limit)");
+    std::stringstream ss;
+    ss << f.rdbuf();
+    return parse_meminfo_available(ss.str());
+  }
+#ifdef RINGINFER_HAVE_CUDA
+  size_t free_b = 0, total_b = 0;
+  const cudaError_t rc = cudaMemGetInfo(&free_b, &total_b);
+  if (rc != cudaSuccess) throw_library_error("CUDA", __FILE__, __LINE__, cudaGetErrorString(rc));
+  return static_cast<int64_t>(free_b);
+#else
+  throw Error("memory check: GPU memory asked for, but this ringinfer was built without CUDA");
+#endif
+}
+
+MemoryPlan check_memory(const ModelConfig& config, const PlanInput& in, DeviceKind device, int64_t available) {
+  const MemoryPlan p = plan_memory(config, in);
+  if (p.total_per_rank <= available) return p;
+  std::string msg = "memory check: a document of " + std::to_string(in.context) + " tokens needs " +
+                    with_gib(p.total_per_rank) + " per rank with " + std::to_string(in.ranks) + " ranks (cp " +
+                    std::to_string(p.cp) + " x tp " + std::to_string(in.tp) + "), but only " + with_gib(available) +
+                    " of " + (device == DeviceKind::gpu ? "GPU" : "host") + " memory are available; ";
+  const int fit = smallest_fitting_ranks(config, in, available);
+  if (fit > 0)
+    msg += "the smallest rank count that fits is " + std::to_string(fit);
+  else
+    msg += "no rank count fits: the weights alone need " + with_gib(p.weights_per_rank) + " per rank";
+  throw Error(msg);
+}
+
+}  // namespace ringinfer

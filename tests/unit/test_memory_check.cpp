@@ -1,0 +1,81 @@
+// The memory check before work: refuses a plan that does not fit, with the bytes needed,
+// the bytes available and the smallest fitting rank count in the message.
+#include <gtest/gtest.h>
+
+#include <string>
+
+#include "ringinfer/error.h"
+#include "ringinfer/memory_check.h"
+
+namespace ringinfer {
+namespace {
+
+ModelConfig llama_8b() {
+  ModelConfig c;
+  c.architecture = "LlamaForCausalLM";
+  c.hidden_size = 4096; c.n_layers = 32; c.n_heads = 32; c.n_kv_heads = 8; c.head_dim = 128;
+  c.intermediate_size = 14336; c.vocab_size = 128256;
+  return c;
+}
+
+std::string message_of(const ModelConfig& c, const PlanInput& in, DeviceKind d, int64_t avail) {
+  try {
+    check_memory(c, in, d, avail);
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "";
+}
+
+TEST(MemoryCheck, FitsReturnsPlan) {
+  PlanInput in; in.context = 1 << 20; in.ranks = 8;
+  const MemoryPlan p = plan_memory(llama_8b(), in);
+  const MemoryPlan q = check_memory(llama_8b(), in, DeviceKind::gpu, p.total_per_rank);
+  EXPECT_EQ(q.total_per_rank, p.total_per_rank);
+}
+
+TEST(MemoryCheck, TooSmallNamesNeededAvailableAndSmallestRanks) {
+  PlanInput in; in.context = 1 << 20; in.ranks = 2;
+  const int64_t avail = int64_t(80) << 30;  // one 80 GiB GPU
+  const MemoryPlan p = plan_memory(llama_8b(), in);
+  ASSERT_GT(p.total_per_rank, avail);
+  const int fit = smallest_fitting_ranks(llama_8b(), in, avail);
+  ASSERT_GT(fit, 2);
+  // Independent check of "smallest": fit ranks fits, fit - 1 does not.
+  PlanInput at = in; at.ranks = fit;
+  EXPECT_LE(plan_memory(llama_8b(), at).total_per_rank, avail);
+  at.ranks = fit - 1;
+  EXPECT_GT(plan_memory(llama_8b(), at).total_per_rank, avail);
+  const std::string msg = message_of(llama_8b(), in, DeviceKind::gpu, avail);
+  EXPECT_NE(msg.find("memory check: a document of 1048576 tokens needs " + std::to_string(p.total_per_rank) +
+                     " bytes"),
+            std::string::npos) << msg;
+  EXPECT_NE(msg.find("per rank with 2 ranks (cp 2 x tp 1), but only " + std::to_string(avail) +
+                     " bytes (80.0 GiB) of GPU memory are available"),
+            std::string::npos) << msg;
+  EXPECT_NE(msg.find("the smallest rank count that fits is " + std::to_string(fit)), std::string::npos) << msg;
+}
+
+TEST(MemoryCheck, WeightsAloneTooLarge) {
+  PlanInput in; in.context = 4096; in.ranks = 1;
+  const std::string msg = message_of(llama_8b(), in, DeviceKind::host, int64_t(1) << 30);
+  EXPECT_NE(msg.find("of host memory are available; no rank count fits: the weights alone need"), std::string::npos)
+      << msg;
+}
+
+TEST(MemoryCheck, MeminfoParsing) {
+  EXPECT_EQ(parse_meminfo_available("MemTotal:       16000000 kB\nMemFree:  100 kB\nMemAvailable:   12345678 kB\n"),
+            int64_t(12345678) * 1024);
+  try {
+    parse_meminfo_available("MemTotal: 1 kB\n", "fake/meminfo");
+    FAIL() << "no throw";
+  } catch (const Error& e) {
+    EXPECT_STREQ(e.what(), "fake/meminfo: no MemAvailable line (pass --memory-limit)");
+  }
+  EXPECT_THROW(parse_meminfo_available("MemAvailable: lots\n"), Error);
+  EXPECT_EQ(available_bytes(DeviceKind::host, 12345), 12345);
+  EXPECT_GT(available_bytes(DeviceKind::host), 0);
+}
+
+}  // namespace
+}  // namespace ringinfer
