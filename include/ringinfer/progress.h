@@ -1,0 +1,104 @@
+#pragma once
+// Progress of a run, reported by rank 0 (the caller makes a reporter on rank 0 only, or
+// passes quiet elsewhere). Events: job start, document start, prefill layer k of L done,
+// decode token g of G done, document done (or skipped: already journaled), job done.
+//
+// Formats:
+//   bar   one line rewritten in place with '\r' (a terminal), at most ~5 updates per
+//         second; each finished document leaves one permanent summary line.
+//   json  one JSON object per line (`{"event": "prefill_layer", "doc": 3, ...}`) for logs
+//         and tools. Start/done events are always written; the frequent layer and token
+//         events are throttled to one per `json_interval_s` (the last layer of a prefill
+//         and the last token of a document always pass), so a Slurm log does not get a
+//         line per generated token. json_interval_s = 0 writes every event.
+//   none  nothing (--quiet).
+//
+// Rates and ETA: prefill tokens/s = prompt tokens x (k / L) / seconds since the document
+// started; decode tokens/s = g / seconds since its prefill ended. The job ETA assumes the
+// remaining work goes at the average rate so far, with work = prompt tokens + generation
+// budget (max_new_tokens) of every document to do; a document that stops early (eos)
+// gives back its unused budget. Skipped documents count as done but not as work.
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+
+namespace ringinfer {
+
+enum class ProgressFormat { none, bar, json };
+
+struct ProgressOptions {
+  ProgressFormat format = ProgressFormat::json;
+  double bar_interval_s = 0.2;    // bar: minimum seconds between redraws (~5/s)
+  double json_interval_s = 1.0;   // json: minimum seconds between layer/token events
+  int bar_width = 24;             // bar: characters of the [####....] gauge
+  // Where the text goes (each call is whole lines, or a '\r'-led bar redraw). Default: stderr.
+  std::function<void(const std::string&)> sink;
+  // Seconds from any fixed origin (monotonic). Default: std::chrono::steady_clock.
+  std::function<double()> clock;
+};
+
+// The format for a real run: none when quiet, bar when stderr is a terminal, else json.
+ProgressFormat default_progress_format(bool quiet);
+
+class Progress {
+ public:
+  explicit Progress(ProgressOptions options);
+  // A reporter on stderr with default_progress_format(quiet).
+  static std::unique_ptr<Progress> to_stderr(bool quiet);
+
+  // Once, before any document: documents this job will run or skip, and the work of those
+  // it will run (sum over them of prompt tokens + max_new_tokens).
+  void job_start(int64_t documents_total, int64_t work_total);
+  // A document already in the resume journal: counted as done, costs no time.
+  void document_skipped(int64_t doc, const std::string& doc_id);
+  // `doc` is the document's index in input order (for the JSON "doc" field).
+  void document_start(int64_t doc, const std::string& doc_id, int64_t prompt_tokens, int64_t max_new_tokens);
+  // Prefill of layer `layer` (1-based) of `layers` has finished.
+  void prefill_layer(int layer, int layers);
+  // Generated token `generated` (1-based) of at most `max_new_tokens`.
+  void decode_token(int64_t generated);
+  // The document is finished (journaled) with `generated` tokens; reason "eos" or "length".
+  void document_done(int64_t generated, const std::string& finish_reason);
+  // Once, at the end (also after a stop on a signal: `stopped` = true).
+  void job_done(bool stopped = false);
+
+  // Figures of the current state (for tests and for the caller's own summary).
+  int64_t documents_done() const { return docs_done_; }
+  double eta_seconds() const;  // < 0 when unknown (no work done yet)
+
+ private:
+  struct Doc {
+    int64_t index = -1;
+    std::string id;
+    int64_t prompt_tokens = 0;
+    int64_t max_new_tokens = 0;
+    double start = 0;         // clock at document_start
+    double decode_start = 0;  // clock when prefill ended (or document_start)
+    int layer = 0, layers = 0;
+    int64_t generated = 0;
+  };
+
+  double now() const { return options_.clock(); }
+  double work_done() const;  // finished work + the current document's share
+  double prefill_rate() const;
+  double decode_rate() const;
+  bool due(double& last, double interval, bool force);
+  void emit_json(const std::string& event, const std::string& fields);
+  void draw_bar(bool force);
+  std::string common_json() const;
+
+  ProgressOptions options_;
+  int64_t docs_total_ = 0, docs_done_ = 0;
+  double work_total_ = 0, work_finished_ = 0;
+  double job_start_ = 0;
+  bool in_doc_ = false;
+  Doc doc_;
+  double last_bar_ = -1e300, last_json_ = -1e300;
+  size_t bar_len_ = 0;  // length of the bar last drawn, to blank its tail
+};
+
+// "1h02m", "3m05s", "12s"; "--" for a negative (unknown) duration.
+std::string format_duration(double seconds);
+
+}  // namespace ringinfer

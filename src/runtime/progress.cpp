@@ -1,0 +1,273 @@
+#include "ringinfer/progress.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <nlohmann/json.hpp>
+
+namespace ringinfer {
+namespace {
+
+using Json = nlohmann::ordered_json;
+
+// null when the figure is not known yet (no time elapsed, no work done).
+Json number_or_null(double v) { return v >= 0 && std::isfinite(v) ? Json(v) : Json(nullptr); }
+
+double round3(double v) { return v >= 0 && std::isfinite(v) ? std::round(v * 1000) / 1000 : v; }
+
+std::string format_rate(double tokens_per_s) {
+  if (!(tokens_per_s >= 0) || !std::isfinite(tokens_per_s)) return "-- tok/s";
+  char b[32];
+  if (tokens_per_s >= 1e6) std::snprintf(b, sizeof b, "%.1fM tok/s", tokens_per_s / 1e6);
+  else if (tokens_per_s >= 1e4) std::snprintf(b, sizeof b, "%.1fk tok/s", tokens_per_s / 1e3);
+  else std::snprintf(b, sizeof b, "%.1f tok/s", tokens_per_s);
+  return b;
+}
+
+std::string short_id(const std::string& id) { return id.size() <= 24 ? id : id.substr(0, 21) + "..."; }
+
+}  // namespace
+
+std::string format_duration(double seconds) {
+  if (!(seconds >= 0) || !std::isfinite(seconds)) return "--";
+  const long s = std::lround(seconds);
+  char b[32];
+  if (s >= 3600) std::snprintf(b, sizeof b, "%ldh%02ldm", s / 3600, (s / 60) % 60);
+  else if (s >= 60) std::snprintf(b, sizeof b, "%ldm%02lds", s / 60, s % 60);
+  else std::snprintf(b, sizeof b, "%lds", s);
+  return b;
+}
+
+ProgressFormat default_progress_format(bool quiet) {
+  if (quiet) return ProgressFormat::none;
+  return isatty(STDERR_FILENO) ? ProgressFormat::bar : ProgressFormat::json;
+}
+
+Progress::Progress(ProgressOptions options) : options_(std::move(options)) {
+  if (!options_.sink)
+    options_.sink = [](const std::string& text) {
+      std::fwrite(text.data(), 1, text.size(), stderr);
+      std::fflush(stderr);
+    };
+  if (!options_.clock)
+    options_.clock = [] {
+      return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+    };
+  job_start_ = now();
+}
+
+std::unique_ptr<Progress> Progress::to_stderr(bool quiet) {
+  ProgressOptions o;
+  o.format = default_progress_format(quiet);
+  return std::make_unique<Progress>(std::move(o));
+}
+
+// ---- figures
+
+double Progress::work_done() const {
+  double w = work_finished_;
+  if (in_doc_) {
+    if (doc_.generated > 0 || (doc_.layers > 0 && doc_.layer >= doc_.layers))
+      w += doc_.prompt_tokens + doc_.generated;
+    else if (doc_.layers > 0)
+      w += double(doc_.prompt_tokens) * doc_.layer / doc_.layers;
+  }
+  return w;
+}
+
+double Progress::eta_seconds() const {
+  const double done = work_done(), elapsed = now() - job_start_;
+  if (done <= 0 || elapsed <= 0) return -1;
+  return std::max(0.0, work_total_ - done) * elapsed / done;
+}
+
+double Progress::prefill_rate() const {
+  const double t = (doc_.layer >= doc_.layers && doc_.layers > 0 ? doc_.decode_start : now()) - doc_.start;
+  if (doc_.layers <= 0 || t <= 0) return -1;
+  return double(doc_.prompt_tokens) * doc_.layer / doc_.layers / t;
+}
+
+double Progress::decode_rate() const {
+  const double t = now() - doc_.decode_start;
+  return t > 0 ? doc_.generated / t : -1;
+}
+
+bool Progress::due(double& last, double interval, bool force) {
+  const double t = now();
+  if (!force && t - last < interval) return false;
+  last = t;
+  return true;
+}
+
+// ---- JSON lines
+
+std::string Progress::common_json() const {
+  Json j;
+  j["docs_done"] = docs_done_;
+  j["docs_total"] = docs_total_;
+  j["elapsed_s"] = round3(now() - job_start_);
+  j["eta_s"] = number_or_null(round3(eta_seconds()));
+  return j.dump();
+}
+
+void Progress::emit_json(const std::string& event, const std::string& fields) {
+  // fields is a JSON object text; merged after "event" and before the common figures.
+  // (parsed into locals: a range-for over a temporary's items() would dangle)
+  const Json f = Json::parse(fields), common = Json::parse(common_json());
+  Json j;
+  j["event"] = event;
+  for (auto& [k, v] : f.items()) j[k] = v;
+  for (auto& [k, v] : common.items()) j[k] = v;
+  options_.sink(j.dump() + "\n");
+}
+
+// ---- bar
+
+void Progress::draw_bar(bool force) {
+  if (!due(last_bar_, options_.bar_interval_s, force)) return;
+  double frac = 0;
+  std::string phase, rate;
+  if (doc_.generated > 0 || (doc_.layers > 0 && doc_.layer >= doc_.layers)) {
+    frac = doc_.max_new_tokens > 0 ? double(doc_.generated) / doc_.max_new_tokens : 1.0;
+    phase = "decode " + std::to_string(doc_.generated) + "/" + std::to_string(doc_.max_new_tokens);
+    rate = format_rate(decode_rate());
+  } else {
+    frac = doc_.layers > 0 ? double(doc_.layer) / doc_.layers : 0.0;
+    phase = "prefill " + std::to_string(doc_.layer) + "/" + std::to_string(doc_.layers);
+    rate = format_rate(prefill_rate());
+  }
+  const int w = std::max(1, options_.bar_width);
+  const int filled = std::clamp(int(frac * w), 0, w);
+  std::string line = "doc " + std::to_string(docs_done_ + 1) + "/" + std::to_string(docs_total_) + " " +
+                     short_id(doc_.id) + " " + phase + " [" + std::string(filled, '#') +
+                     std::string(w - filled, '.') + "] " + rate + "  ETA " + format_duration(eta_seconds());
+  const size_t len = line.size();
+  if (len < bar_len_) line += std::string(bar_len_ - len, ' ');  // blank the previous, longer bar
+  bar_len_ = len;
+  options_.sink("\r" + line);
+}
+
+// ---- events
+
+void Progress::job_start(int64_t documents_total, int64_t work_total) {
+  docs_total_ = documents_total;
+  work_total_ = double(work_total);
+  job_start_ = now();
+  if (options_.format == ProgressFormat::json)
+    emit_json("job_start", Json{{"work_total", work_total}}.dump());
+}
+
+void Progress::document_skipped(int64_t doc, const std::string& doc_id) {
+  ++docs_done_;
+  if (options_.format == ProgressFormat::json)
+    emit_json("document_skipped", Json{{"doc", doc}, {"doc_id", doc_id}}.dump());
+}
+
+void Progress::document_start(int64_t doc, const std::string& doc_id, int64_t prompt_tokens,
+                              int64_t max_new_tokens) {
+  in_doc_ = true;
+  doc_ = Doc{};
+  doc_.index = doc;
+  doc_.id = doc_id;
+  doc_.prompt_tokens = prompt_tokens;
+  doc_.max_new_tokens = max_new_tokens;
+  doc_.start = doc_.decode_start = now();
+  if (options_.format == ProgressFormat::json) {
+    Json f;
+    f["doc"] = doc;
+    f["doc_id"] = doc_id;
+    f["prompt_tokens"] = prompt_tokens;
+    f["max_new_tokens"] = max_new_tokens;
+    emit_json("document_start", f.dump());
+  } else if (options_.format == ProgressFormat::bar) {
+    draw_bar(true);
+  }
+}
+
+void Progress::prefill_layer(int layer, int layers) {
+  if (!in_doc_) return;
+  doc_.layer = layer;
+  doc_.layers = layers;
+  const bool last = layer >= layers;
+  if (last) doc_.decode_start = now();
+  if (options_.format == ProgressFormat::json) {
+    if (!due(last_json_, options_.json_interval_s, last)) return;
+    Json f;
+    f["doc"] = doc_.index;
+    f["layer"] = layer;
+    f["layers"] = layers;
+    f["tokens_per_s"] = number_or_null(round3(prefill_rate()));
+    emit_json("prefill_layer", f.dump());
+  } else if (options_.format == ProgressFormat::bar) {
+    draw_bar(false);
+  }
+}
+
+void Progress::decode_token(int64_t generated) {
+  if (!in_doc_) return;
+  doc_.generated = generated;
+  const bool last = generated >= doc_.max_new_tokens;
+  if (options_.format == ProgressFormat::json) {
+    if (!due(last_json_, options_.json_interval_s, last)) return;
+    Json f;
+    f["doc"] = doc_.index;
+    f["token"] = generated;
+    f["max_new_tokens"] = doc_.max_new_tokens;
+    f["tokens_per_s"] = number_or_null(round3(decode_rate()));
+    emit_json("decode_token", f.dump());
+  } else if (options_.format == ProgressFormat::bar) {
+    draw_bar(false);
+  }
+}
+
+void Progress::document_done(int64_t generated, const std::string& finish_reason) {
+  if (!in_doc_) return;
+  doc_.generated = generated;
+  if (doc_.layers == 0) doc_.decode_start = doc_.start;  // no layer events: count it all as decode
+  const double prefill_s = doc_.decode_start - doc_.start;
+  const double dec_rate = decode_rate();
+  work_finished_ += doc_.prompt_tokens + generated;
+  work_total_ -= std::max<int64_t>(0, doc_.max_new_tokens - generated);  // unused budget
+  in_doc_ = false;
+  ++docs_done_;
+  if (options_.format == ProgressFormat::json) {
+    Json f;
+    f["doc"] = doc_.index;
+    f["doc_id"] = doc_.id;
+    f["prompt_tokens"] = doc_.prompt_tokens;
+    f["generated"] = generated;
+    f["finish_reason"] = finish_reason;
+    f["prefill_s"] = round3(prefill_s);
+    f["decode_tokens_per_s"] = number_or_null(round3(dec_rate));
+    emit_json("document_done", f.dump());
+  } else if (options_.format == ProgressFormat::bar) {
+    char b[160];
+    std::snprintf(b, sizeof b, ": %lld prompt tokens, prefill %.1f s, %lld tokens at %s (%s)",
+                  static_cast<long long>(doc_.prompt_tokens), prefill_s, static_cast<long long>(generated),
+                  format_rate(dec_rate).c_str(), finish_reason.c_str());
+    std::string line = "doc " + std::to_string(docs_done_) + "/" + std::to_string(docs_total_) + " " + doc_.id + b;
+    if (line.size() < bar_len_) line += std::string(bar_len_ - line.size(), ' ');
+    bar_len_ = 0;
+    options_.sink("\r" + line + "\n");
+    last_bar_ = -1e300;  // the next document's first bar shows at once
+  }
+}
+
+void Progress::job_done(bool stopped) {
+  const double elapsed = now() - job_start_;
+  if (options_.format == ProgressFormat::json) {
+    emit_json("job_done", Json{{"stopped", stopped}}.dump());
+  } else if (options_.format == ProgressFormat::bar) {
+    std::string line = (stopped ? "stopped: " : "done: ") + std::to_string(docs_done_) + "/" +
+                       std::to_string(docs_total_) + " documents in " + format_duration(elapsed) +
+                       (stopped ? "; re-run the same command to resume" : "");
+    if (line.size() < bar_len_) line += std::string(bar_len_ - line.size(), ' ');
+    bar_len_ = 0;
+    options_.sink("\r" + line + "\n");
+  }
+}
+
+}  // namespace ringinfer
