@@ -161,7 +161,12 @@ RunResult generate_document(Engine& engine, const DocumentSet& docs, const DocIn
   res.id = doc.id;
   res.prompt_tokens = doc.length;
   res.generated = gen.tokens;
-  if (tokenizer) res.text = tokenizer->decode(gen.tokens);
+  if (tokenizer) {
+    // /gen_tokens keeps the EOS id that ended the generation; the text leaves it out.
+    std::vector<int32_t> shown = gen.tokens;
+    if (gen.finish == FinishReason::eos && !shown.empty()) shown.pop_back();
+    res.text = tokenizer->decode(shown);
+  }
   // The output knows only eos and length; an empty prompt generated nothing: length.
   res.finish_reason = gen.finish == FinishReason::eos ? "eos" : "length";
   res.prefill_seconds = gen.prefill_seconds;
