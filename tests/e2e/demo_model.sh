@@ -15,5 +15,6 @@ json=$("$RINGINFER" dump --jsonl "$WORK/out.h5")
 echo "$json"
 grep -q '"finish_reason":"eos"' <<<"$json" && pass "stops at EOS" || fail "no EOS within 120 tokens"
 grep -q 'im_end' <<<"$json" && fail "EOS text in the summary" || pass "summary without the EOS text"
-
+summary=$(python3 -c 'import json, sys; print(json.loads(sys.stdin.readline())["summary"])' <<<"$json")
+grep -qiE 'salt|soup|stock' <<<"$summary" && pass "summary is about the note" || fail "summary off topic"
 finish
