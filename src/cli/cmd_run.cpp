@@ -30,46 +30,12 @@
 #include "ringinfer/version.h"
 #ifdef RINGINFER_HAVE_CUDA
 #include "ringinfer/cuda_backend.h"
+#include "cli/result_store.h"
+#include "ringinfer/signals.h"
 #endif
 
 namespace ringinfer::cli {
 namespace {
-
-// Concatenates every rank's encoded results on world rank 0 (empty elsewhere).
-std::vector<Bytes> gather_results(const std::vector<Bytes>& mine, int world_rank, int world_size) {
-  Bytes packed;
-  for (const Bytes& b : mine) {
-    const uint64_t n = b.size();
-    packed.insert(packed.end(), reinterpret_cast<const uint8_t*>(&n), reinterpret_cast<const uint8_t*>(&n) + 8);
-    packed.insert(packed.end(), b.begin(), b.end());
-  }
-  // Results are small (token ids and text): int counts suffice, but check.
-  RI_CHECK(packed.size() < (size_t(1) << 31), "results of one rank exceed 2 GiB");
-  int my_size = static_cast<int>(packed.size());
-  std::vector<int> sizes(world_size), displs(world_size);
-  MPI_CHECK(MPI_Gather(&my_size, 1, MPI_INT, sizes.data(), 1, MPI_INT, 0, MPI_COMM_WORLD));
-  Bytes all;
-  if (world_rank == 0) {
-    int64_t total = 0;
-    for (int r = 0; r < world_size; ++r) {
-      displs[r] = static_cast<int>(total);
-      total += sizes[r];
-    }
-    RI_CHECK(total < (int64_t(1) << 31), "gathered results exceed 2 GiB");
-    all.resize(total);
-  }
-  MPI_CHECK(MPI_Gatherv(packed.data(), my_size, MPI_BYTE, all.data(), sizes.data(), displs.data(), MPI_BYTE, 0,
-                        MPI_COMM_WORLD));
-  std::vector<Bytes> out;
-  for (size_t pos = 0; pos + 8 <= all.size();) {
-    uint64_t n;
-    std::memcpy(&n, all.data() + pos, 8);
-    pos += 8;
-    out.emplace_back(all.begin() + pos, all.begin() + pos + n);
-    pos += n;
-  }
-  return out;
-}
 
 OutputAttributes output_attributes(const RunConfig& config, const ParallelLayout& layout) {
   return {{"model", config.model},
@@ -101,11 +67,18 @@ RunResult dry_run_document(const DocumentSet& docs, const DocInfo& doc, const Pa
 }
 
 // The backend --device asks for: auto is cuda when a GPU is visible, else cpu.
-std::unique_ptr<Backend> make_backend(DeviceKind device) {
+std::unique_ptr<Backend> make_backend(DeviceKind device, const RankInfo& me, const ParallelLayout& layout) {
   const bool cuda = device == DeviceKind::cuda || (device == DeviceKind::auto_detect && visible_gpu_count() > 0);
   if (!cuda) return make_cpu_backend();
 #ifdef RINGINFER_HAVE_CUDA
-  return make_cuda_backend();
+  // The ring and the decode merge exchange device buffers, which needs the NCCL
+  // communicators; until they are wired, a CUDA group is one rank.
+  RI_CHECK(layout.cp == 1, "--device cuda with --cp " + std::to_string(layout.cp) +
+                               ": multi-rank CUDA rings are not available yet; use --cp 1 (data parallel) or "
+                               "--device cpu");
+  CudaBackendOptions options;
+  options.device = bind_gpu(me);
+  return make_cuda_backend(options);
 #else
   throw Error("--device cuda: this build has no CUDA backend (use --device cpu)");
 #endif
@@ -206,6 +179,7 @@ std::vector<Result> assemble(const std::vector<Bytes>& all, const DocumentSet& d
 
 int run_command(const RunConfig& config) {
   MpiRuntime mpi(nullptr, nullptr);
+  install_stop_handlers();
   return run_guarded(
       [&]() -> int {
         const RankInfo& me = mpi.info();
@@ -223,7 +197,7 @@ int run_command(const RunConfig& config) {
         if (!dry) {
           model.emplace(open_model(config.model));
           vocab = model->config.vocab_size;
-          backend = make_backend(config.device);
+          backend = make_backend(config.device, me, layout);
           const ModelWeights weights = read_weights(*model);
           EngineOptions eo;
           eo.cp_rank = layout.cp_rank;
@@ -241,28 +215,41 @@ int run_command(const RunConfig& config) {
                   std::to_string(layout.cp) + " rank(s)");
 
         const bool leader = layout.cp_rank == 0 && layout.tp_rank == 0;
-        std::vector<Bytes> mine;
+        // Finished documents are journaled (fsynced) as they complete; a re-run of the
+        // same command skips them (DESIGN §6).
+        ResultStore store(config.output, job_fingerprint(config), layout.dp_rank, leader);
         RankTotals totals;
         for (int64_t d : schedule[layout.dp_rank]) {
-          if (dry) {
-            const RunResult res = dry_run_document(docs, docs[d], layout, groups);
-            if (leader) mine.push_back(encode_result(d, res));
-          } else if (scoring) {
-            const ScoreResult res = score_document(*engine, docs, docs[d], layout, totals, config.quiet);
-            if (leader) mine.push_back(encode_result(d, res));
-          } else {
-            const RunResult res = generate_document(*engine, docs, docs[d], layout, config,
-                                                    tokenizer ? &*tokenizer : nullptr, totals, config.quiet);
-            if (leader) mine.push_back(encode_result(d, res));
+          if (store.done(d)) continue;
+          // Stop signals reach ranks at different moments: the group agrees at each
+          // document boundary, so all its ranks stop before the same document.
+          int stop = stop_requested() ? 1 : 0, any_stop = 0;
+          groups.cp->all_reduce(&stop, &any_stop, 1, CommDtype::int32, ReduceOp::max, Stream{});
+          if (any_stop) {
+            log::warn("stop signal received: finished documents are journaled; rerun the same command to resume");
+            return kExitPreempted;
           }
+          Bytes encoded;
+          if (dry) {
+            encoded = encode_result(d, dry_run_document(docs, docs[d], layout, groups));
+          } else if (scoring) {
+            encoded = encode_result(d, score_document(*engine, docs, docs[d], layout, totals, config.quiet));
+          } else {
+            encoded = encode_result(d, generate_document(*engine, docs, docs[d], layout, config,
+                                                         tokenizer ? &*tokenizer : nullptr, totals, config.quiet));
+          }
+          if (leader) store.add(encoded);
         }
 
         OutputAttributes attrs = output_attributes(config, layout);
         for (auto& kv : totals_attributes(totals)) attrs.push_back(kv);
-        const std::vector<Bytes> all = gather_results(mine, me.world_rank, me.world_size);
+        MPI_CHECK(MPI_Barrier(MPI_COMM_WORLD));  // every group's journal is complete
         if (me.world_rank == 0) {
+          std::vector<Bytes> all;
+          for (auto& [index, record] : store.collect()) all.push_back(std::move(record));
           if (scoring) write_score_output(config.output, assemble<ScoreResult>(all, docs), attrs);
           else write_run_output(config.output, assemble<RunResult>(all, docs), attrs);
+          store.remove_journals();
           log::info("wrote " + config.output);
         }
         MPI_CHECK(MPI_Barrier(MPI_COMM_WORLD));

@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# Resume (DESIGN §6): a `run` under mpirun -np 2 is killed with SIGKILL at random moments,
+# then re-run with the same command until it completes; its datasets (all but /timing)
+# must equal an uninterrupted run's. SIGTERM stops the job with exit 75 and a resume
+# completes it. A re-run with other options refuses the journal.
+source "$(dirname "$0")/lib/common.bash"
+R="$RINGINFER"
+MODEL="$SOURCE_DIR/tests/fixtures/models/llama3-gqa"
+export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
+KILLS=${RESUME_KILLS:-8}
+cd "$WORK"
+"$TESTBIN/make_test_shard" valid in.h5 --docs 24 --lengths 300,40,1,250,7,0,120,310,90,60,200,33,280,12,150,75,299,5,180,2,260,44,130,3 \
+  --vocab 300 --seed 11 >/dev/null || { fail "make_test_shard"; finish; exit 1; }
+job() { $MPIRUN -np 2 "$R" run -m "$MODEL" -i in.h5 -o "$1" --device cpu --max-new-tokens 12 --temperature 0.8 --top-p 0.9 --seed 3 -q "${@:2}"; }
+datasets() {  # every dataset outside /timing, as text
+  for d in doc_ids prompt_tokens gen_offsets gen_tokens text finish_reason; do h5dump -d "/$d" "$1" | sed 1d; done
+}
+
+start=$(date +%s.%N)
+job ref.h5 >/dev/null 2>&1 || fail "uninterrupted run"
+span=$(python3 -c "import time; print(max(0.5, time.time() - $start))")
+datasets ref.h5 > ref.txt
+
+# SIGKILL at random moments (the whole job: every rank and mpirun), then resume.
+for i in $(seq 1 "$KILLS"); do
+  delay=$(python3 -c "import random; random.seed($i); print(round(random.uniform(0.05, $span), 2))")
+  job out.h5 >/dev/null 2>&1 &
+  sleep "$delay"
+  pkill -9 -f "ringinfer run -m $MODEL -i in.h5 -o out.h5" ; pkill -9 -f "mpirun.*-o out.h5"
+  wait 2>/dev/null
+done
+journals=$(ls out.h5.journal.* 2>/dev/null | wc -l)
+echo "after $KILLS kills: $journals journal(s), $( [[ -e out.h5 ]] && echo output || echo 'no output')"
+if job out.h5 >log 2>&1; then pass "resume after $KILLS SIGKILLs completes"; else fail "resume"; cat log; fi
+datasets out.h5 > out.txt
+cmp -s ref.txt out.txt && pass "resumed datasets identical to an uninterrupted run" || { fail "datasets differ"; diff ref.txt out.txt | head; }
+ls out.h5.journal.* >/dev/null 2>&1 && fail "journals left after completion" || pass "journals removed"
+
+# SIGTERM: every rank stops at a document boundary with exit 75; a re-run completes.
+rm -f term.h5*
+job term.h5 >termlog 2>&1 & pid=$!
+# Signal once the first document is journaled: mid-run, with more documents to go.
+for _ in $(seq 1 300); do [[ $(stat -c %s term.h5.journal.0 2>/dev/null || echo 0) -gt 200 ]] && break; sleep 0.05; done
+pkill -TERM -f "^$R run -m $MODEL -i in.h5 -o term.h5"  # the ranks, as Slurm signals them
+t0=$(date +%s); wait $pid; rc=$?; t1=$(date +%s)
+if ((rc == 75)); then pass "SIGTERM exits 75 in $((t1 - t0)) s"
+else fail "SIGTERM exit $rc"; cat termlog; fi
+job term.h5 >/dev/null 2>&1 && datasets term.h5 | cmp -s - ref.txt && pass "resume after SIGTERM identical" || fail "resume after SIGTERM"
+
+# Other options over an existing journal: refused, not mixed.
+job mix.h5 >/dev/null 2>&1 &
+for _ in $(seq 1 300); do [[ -s mix.h5.journal.0 ]] && break; sleep 0.1; done  # wait for a journal
+pkill -9 -f "^$R run .*-o mix.h5"; pkill -9 -f "mpirun.*-o mix.h5"; wait 2>/dev/null
+if ls mix.h5.journal.* >/dev/null 2>&1; then
+  expect_error "journal of other options refused" 60 "different model or options" \
+    $MPIRUN -np 2 "$R" run -m "$MODEL" -i in.h5 -o mix.h5 --device cpu --max-new-tokens 5 -q
+  [[ ! -e mix.h5 ]] && pass "no mixed output written" || fail "an output was written from mixed options"
+else fail "no journal appeared within 30 s"; fi
+finish
