@@ -7,7 +7,7 @@ source "$(dirname "$0")/lib/common.bash"
 R="$RINGINFER"
 MODEL="$SOURCE_DIR/tests/fixtures/models/llama3-gqa"
 export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
-KILLS=${RESUME_KILLS:-8}
+KILLS=${RESUME_KILLS:-20}
 cd "$WORK"
 "$TESTBIN/make_test_shard" valid in.h5 --docs 24 --lengths 300,40,1,250,7,0,120,310,90,60,200,33,280,12,150,75,299,5,180,2,260,44,130,3 \
   --vocab 300 --seed 11 >/dev/null || { fail "make_test_shard"; finish; exit 1; }
@@ -23,7 +23,7 @@ datasets ref.h5 > ref.txt
 
 # SIGKILL at random moments (the whole job: every rank and mpirun), then resume.
 for i in $(seq 1 "$KILLS"); do
-  delay=$(python3 -c "import random; random.seed($i); print(round(random.uniform(0.05, $span), 2))")
+  delay=$(python3 -c "import random; random.seed($i); print(round(random.uniform(0.05, 0.8 * $span), 2))")
   job out.h5 >/dev/null 2>&1 &
   sleep "$delay"
   pkill -9 -f "ringinfer run -m $MODEL -i in.h5 -o out.h5" ; pkill -9 -f "mpirun.*-o out.h5"
