@@ -11,7 +11,7 @@
 
 namespace ringinfer {
 
-enum class DeviceKind { host, gpu };
+enum class MemoryKind { host, gpu };  // which memory a rank works in
 
 // MemAvailable of /proc/meminfo-formatted `text`, in bytes; throws Error naming `source`
 // when the line is missing or malformed.
@@ -20,7 +20,7 @@ int64_t parse_meminfo_available(const std::string& text, const std::string& sour
 // Bytes this rank may use: memory_limit when >= 0 (--memory-limit), otherwise MemAvailable
 // of /proc/meminfo (host) or cudaMemGetInfo's free bytes on the current device (gpu; an
 // Error in builds without CUDA).
-int64_t available_bytes(DeviceKind device, int64_t memory_limit = -1);
+int64_t available_bytes(MemoryKind device, int64_t memory_limit = -1);
 
 // Plans `in` (context = document length, ranks, tp, element sizes) and throws Error when
 // the per-rank total exceeds `available`:
@@ -28,6 +28,6 @@ int64_t available_bytes(DeviceKind device, int64_t memory_limit = -1);
 //    (cp C x tp T), but only Y bytes (y.y GiB) of host memory are available; the smallest
 //    rank count that fits is R"  (or "...; no rank count fits: the weights alone need W bytes per rank")
 // Returns the plan when it fits.
-MemoryPlan check_memory(const ModelConfig& config, const PlanInput& in, DeviceKind device, int64_t available);
+MemoryPlan check_memory(const ModelConfig& config, const PlanInput& in, MemoryKind device, int64_t available);
 
 }  // namespace ringinfer

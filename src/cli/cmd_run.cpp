@@ -32,6 +32,8 @@
 #include "ringinfer/cuda_backend.h"
 #include "cli/result_store.h"
 #include "ringinfer/signals.h"
+#include "ringinfer/memory_check.h"
+#include <algorithm>
 #endif
 
 namespace ringinfer::cli {
@@ -193,11 +195,28 @@ int run_command(const RunConfig& config) {
         std::unique_ptr<Backend> backend;
         std::unique_ptr<Engine> engine;
         std::optional<Tokenizer> tokenizer;
-        int64_t vocab = -1;
+        if (!dry) model.emplace(open_model(config.model));
+        DocumentSet docs = open_documents(config.inputs, model ? model->config.vocab_size : -1);
+        std::vector<int64_t> lengths;
+        for (const DocInfo& d : docs.documents()) lengths.push_back(d.length);
         if (!dry) {
-          model.emplace(open_model(config.model));
-          vocab = model->config.vocab_size;
           backend = make_backend(config.device, me, layout);
+          // Before any weight or cache is allocated: does the longest document fit? Every
+          // rank sees the same documents and fails the same way.
+          const bool on_gpu = std::string(backend->name()) == "cuda";
+          const int64_t longest = lengths.empty() ? 0 : *std::max_element(lengths.begin(), lengths.end());
+          PlanInput need;
+          need.context = longest + (scoring ? 0 : config.max_new_tokens);
+          need.ranks = layout.cp * layout.tp;
+          need.tp = layout.tp;
+          need.weight_bytes = need.kv_bytes = need.act_bytes = on_gpu ? 2 : 4;  // bf16 on the GPU, fp32 on the CPU
+          const int64_t limit = config.memory_limit_gb > 0 ? static_cast<int64_t>(config.memory_limit_gb * 1e9) : -1;
+          const MemoryKind kind = on_gpu ? MemoryKind::gpu : MemoryKind::host;
+          int64_t available = available_bytes(kind, limit);
+          // Host memory is shared by the ranks of a node; a GPU belongs to one rank.
+          if (kind == MemoryKind::host && limit < 0) available /= std::max(1, me.local_size);
+          check_memory(model->config, need, kind, available);
+
           const ModelWeights weights = read_weights(*model);
           EngineOptions eo;
           eo.cp_rank = layout.cp_rank;
@@ -206,10 +225,6 @@ int run_command(const RunConfig& config) {
           engine = std::make_unique<Engine>(*backend, model->config, weights, eo);
           if (!scoring) tokenizer = find_tokenizer(*model);
         }
-
-        DocumentSet docs = open_documents(config.inputs, vocab);
-        std::vector<int64_t> lengths;
-        for (const DocInfo& d : docs.documents()) lengths.push_back(d.length);
         const auto schedule = assign_documents(lengths, layout.dp, scoring ? 0 : config.max_new_tokens);
         log::info(std::to_string(docs.size()) + " documents, " + std::to_string(layout.dp) + " group(s) of " +
                   std::to_string(layout.cp) + " rank(s)");

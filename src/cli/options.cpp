@@ -45,7 +45,9 @@ po::options_description describe(const std::string& cmd, RunConfig& c) {
         ("input,i", po::value(&c.inputs)->multitoken()->value_name("F.h5..."), "input shards (ringinfer prep)")
         ("output,o", po::value(&c.output)->value_name("OUT.h5"), "output HDF5 file")
         ("device", po::value<std::string>()->value_name("cpu|cuda"), "compute device (default: cuda when a GPU is visible)")
-        ("cp", po::value(&c.cp)->value_name("N"), "context-parallel group size (default: all ranks)");
+        ("cp", po::value(&c.cp)->value_name("N"), "context-parallel group size (default: all ranks)")
+        ("memory-limit", po::value(&c.memory_limit_gb)->value_name("GB"),
+         "memory per rank for the check before work (default: the device's free memory)");
     if (cmd == "run") {
       d.add_options()
           ("max-new-tokens", po::value(&c.max_new_tokens)->value_name("N"), "tokens to generate at most (default 256)")
@@ -97,6 +99,7 @@ void check_config(RunConfig& c, const po::variables_map& vm) {
     need(!c.output.empty(), "--output is required");
     need(!c.model.empty() || c.dry_run, "--model is required");
     need(!vm.count("cp") || c.cp >= 1, "--cp must be at least 1");
+    need(!vm.count("memory-limit") || c.memory_limit_gb > 0, "--memory-limit must be a positive number of GB");
     for (auto& in : c.inputs) need(in != c.output, ("--output " + c.output + " is also an input").c_str());
   }
   if (cmd == "run") {
@@ -180,6 +183,7 @@ std::string format_config(const RunConfig& c) {
   if (c.command == "run" || c.command == "score") {
     if (c.device != DeviceKind::auto_detect) kv("device", to_string(c.device));
     if (c.cp > 0) kv("cp", c.cp);
+    if (c.memory_limit_gb >= 0) kv("memory-limit", c.memory_limit_gb);
   }
   if (c.command == "run") {
     kv("max-new-tokens", c.max_new_tokens);

@@ -35,6 +35,7 @@ std::string job_fingerprint(const RunConfig& c) {
   RunConfig key = c;
   key.cp = 0;  // the rank layout may change between attempts (requeue on other nodes)
   key.quiet = false;
+  key.memory_limit_gb = -1;
   key.output.clear();
   key.model = file_identity(c.model);
   for (auto& in : key.inputs) in = file_identity(in);

@@ -37,9 +37,9 @@ int64_t parse_meminfo_available(const std::string& text, const std::string& sour
   throw Error(source + ": no MemAvailable line (pass --memory-limit)");
 }
 
-int64_t available_bytes(DeviceKind device, int64_t memory_limit) {
+int64_t available_bytes(MemoryKind device, int64_t memory_limit) {
   if (memory_limit >= 0) return memory_limit;
-  if (device == DeviceKind::host) {
+  if (device == MemoryKind::host) {
     std::ifstream f("/proc/meminfo");
     RI_CHECK(f, "/proc/meminfo: cannot open (pass --memory-limit)");
     std::stringstream ss;
@@ -56,13 +56,13 @@ int64_t available_bytes(DeviceKind device, int64_t memory_limit) {
 #endif
 }
 
-MemoryPlan check_memory(const ModelConfig& config, const PlanInput& in, DeviceKind device, int64_t available) {
+MemoryPlan check_memory(const ModelConfig& config, const PlanInput& in, MemoryKind device, int64_t available) {
   const MemoryPlan p = plan_memory(config, in);
   if (p.total_per_rank <= available) return p;
   std::string msg = "memory check: a document of " + std::to_string(in.context) + " tokens needs " +
                     with_gib(p.total_per_rank) + " per rank with " + std::to_string(in.ranks) + " ranks (cp " +
                     std::to_string(p.cp) + " x tp " + std::to_string(in.tp) + "), but only " + with_gib(available) +
-                    " of " + (device == DeviceKind::gpu ? "GPU" : "host") + " memory are available; ";
+                    " of " + (device == MemoryKind::gpu ? "GPU" : "host") + " memory are available; ";
   const int fit = smallest_fitting_ranks(config, in, available);
   if (fit > 0)
     msg += "the smallest rank count that fits is " + std::to_string(fit);

@@ -18,7 +18,7 @@ ModelConfig llama_8b() {
   return c;
 }
 
-std::string message_of(const ModelConfig& c, const PlanInput& in, DeviceKind d, int64_t avail) {
+std::string message_of(const ModelConfig& c, const PlanInput& in, MemoryKind d, int64_t avail) {
   try {
     check_memory(c, in, d, avail);
   } catch (const Error& e) {
@@ -30,7 +30,7 @@ std::string message_of(const ModelConfig& c, const PlanInput& in, DeviceKind d, 
 TEST(MemoryCheck, FitsReturnsPlan) {
   PlanInput in; in.context = 1 << 20; in.ranks = 8;
   const MemoryPlan p = plan_memory(llama_8b(), in);
-  const MemoryPlan q = check_memory(llama_8b(), in, DeviceKind::gpu, p.total_per_rank);
+  const MemoryPlan q = check_memory(llama_8b(), in, MemoryKind::gpu, p.total_per_rank);
   EXPECT_EQ(q.total_per_rank, p.total_per_rank);
 }
 
@@ -46,7 +46,7 @@ TEST(MemoryCheck, TooSmallNamesNeededAvailableAndSmallestRanks) {
   EXPECT_LE(plan_memory(llama_8b(), at).total_per_rank, avail);
   at.ranks = fit - 1;
   EXPECT_GT(plan_memory(llama_8b(), at).total_per_rank, avail);
-  const std::string msg = message_of(llama_8b(), in, DeviceKind::gpu, avail);
+  const std::string msg = message_of(llama_8b(), in, MemoryKind::gpu, avail);
   EXPECT_NE(msg.find("memory check: a document of 1048576 tokens needs " + std::to_string(p.total_per_rank) +
                      " bytes"),
             std::string::npos) << msg;
@@ -58,7 +58,7 @@ TEST(MemoryCheck, TooSmallNamesNeededAvailableAndSmallestRanks) {
 
 TEST(MemoryCheck, WeightsAloneTooLarge) {
   PlanInput in; in.context = 4096; in.ranks = 1;
-  const std::string msg = message_of(llama_8b(), in, DeviceKind::host, int64_t(1) << 30);
+  const std::string msg = message_of(llama_8b(), in, MemoryKind::host, int64_t(1) << 30);
   EXPECT_NE(msg.find("of host memory are available; no rank count fits: the weights alone need"), std::string::npos)
       << msg;
 }
@@ -73,8 +73,8 @@ TEST(MemoryCheck, MeminfoParsing) {
     EXPECT_STREQ(e.what(), "fake/meminfo: no MemAvailable line (pass --memory-limit)");
   }
   EXPECT_THROW(parse_meminfo_available("MemAvailable: lots\n"), Error);
-  EXPECT_EQ(available_bytes(DeviceKind::host, 12345), 12345);
-  EXPECT_GT(available_bytes(DeviceKind::host), 0);
+  EXPECT_EQ(available_bytes(MemoryKind::host, 12345), 12345);
+  EXPECT_GT(available_bytes(MemoryKind::host), 0);
 }
 
 }  // namespace
