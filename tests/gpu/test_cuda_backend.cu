@@ -16,6 +16,8 @@
 #include <cuda_runtime.h>
 #include <gtest/gtest.h>
 
+#include "gpu_skip.h"
+
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -35,18 +37,6 @@
 
 namespace ringinfer {
 namespace {
-
-class GpuEnvironment : public ::testing::Environment {
- public:
-  void SetUp() override {
-    int n = 0;
-    if (cudaGetDeviceCount(&n) != cudaSuccess || n == 0) {
-      std::printf("no CUDA device visible: skipping\n");
-      std::exit(77);
-    }
-  }
-};
-[[maybe_unused]] ::testing::Environment* const gpu_env = ::testing::AddGlobalTestEnvironment(new GpuEnvironment);
 
 constexpr double kModelTol = 0.35, kModelMeanTol = 0.08;
 const float kNaN = std::numeric_limits<float>::quiet_NaN();
