@@ -30,6 +30,7 @@ import tarfile
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import hf_float64  # noqa: E402
 import reference_forward as ref  # noqa: E402
 
 MODELS = {
@@ -113,39 +114,10 @@ def transformers_logprobs(model_dir, cfg, W, docs, patched):
         got = sd[name].detach().cpu().numpy()
         if not np.array_equal(got, w.astype(np.float64)):
             raise SystemExit(f"{model_dir}: transformers loaded {name} differently")
-    inv64 = torch.tensor(ref.inv_freq_f64(cfg), dtype=torch.float64)
-    n_rot = 0
-    for mod in model.modules():
-        cls = type(mod).__name__
-        if cls.endswith("RotaryEmbedding"):
-            # transformers' own scaled inv_freq (float32) must agree with our float64 one,
-            # or it read the config differently from us.
-            theirs = getattr(mod, "inv_freq", None)
-            if theirs is None:
-                print(f"{model_dir}: warning: {cls} has no inv_freq to compare", flush=True)
-                theirs = inv64
-            rel = ((theirs.detach().to(torch.float64).cpu() - inv64).abs() / inv64).max().item()
-            if rel > 1e-6:
-                raise SystemExit(f"{model_dir}: transformers inv_freq differs from ours (rel {rel:.3g})")
-            scaling = float(getattr(mod, "attention_scaling", 1.0))
-            if scaling != 1.0:
-                raise SystemExit(f"{model_dir}: unexpected attention_scaling {scaling}")
-            n_rot += 1
-            if patched:
-                def rot_forward(self, x, position_ids, *args, **kwargs):
-                    ang = position_ids.to(torch.float64)[..., None] * inv64.to(x.device)[None, None, :]
-                    emb = torch.cat((ang, ang), dim=-1)
-                    return emb.cos().to(x.dtype), emb.sin().to(x.dtype)
-                mod.forward = rot_forward.__get__(mod)
-        elif cls.endswith("RMSNorm") and patched:
-            def norm_forward(self, hs):
-                eps = getattr(self, "variance_epsilon", getattr(self, "eps", None))
-                h = hs.to(torch.float64)
-                h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + eps)
-                return self.weight.to(torch.float64) * h
-            mod.forward = norm_forward.__get__(mod)
-    if n_rot == 0:
-        raise SystemExit(f"{model_dir}: no rotary embedding module found to patch")
+    if patched:
+        hf_float64.patch_float64(model, ref.inv_freq_f64(cfg), model_dir)
+    else:
+        hf_float64.check_inv_freq(model, ref.inv_freq_f64(cfg), model_dir)
     out = []
     with torch.no_grad():
         for toks in docs:

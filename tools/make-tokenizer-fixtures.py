@@ -277,7 +277,21 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--gguf", default=os.path.join(root, "models", "SmolLM2-135M-Instruct-Q4_1.gguf"))
     ap.add_argument("--out", default=os.path.join(root, "tests", "fixtures", "tokenizer"))
+    ap.add_argument("--encode", nargs="+", metavar=("OUT.json", "TEXT[:MAX_CHARS]"),
+                    help="only write SmolLM2 ids of these texts (a list per text; the --ids of "
+                         "tools/gguf-reference.py)")
     args = ap.parse_args()
+    if args.encode:
+        tok = hf_from_gguf_lists(gguf_lists(args.gguf))
+        ids = []
+        for spec in args.encode[1:]:
+            file, _, limit = spec.partition(":")
+            with open(file, encoding="utf-8") as f:
+                text = f.read()
+            ids.append(tok.encode(text[: int(limit)] if limit else text, add_special_tokens=False).ids)
+        with open(args.encode[0], "w") as f:
+            json.dump(ids, f)
+        return
     os.makedirs(args.out, exist_ok=True)
     small_fixtures(args.out)
     if not os.path.exists(args.gguf):

@@ -73,6 +73,7 @@ ScoreOutput read_score_output(const std::string& path);
 //   score: {"id", "tokens", "perplexity", "mean_logprob"}
 // where "tokens" is the number of scored tokens (logprob entries, n-1 for n tokens) and
 // "mean_logprob" is null for a document with none.
-void dump_output(const std::string& path, std::ostream& out, bool jsonl);
+// logprobs: score outputs in JSONL also carry "logprobs", the per-token list.
+void dump_output(const std::string& path, std::ostream& out, bool jsonl, bool logprobs = false);
 
 }  // namespace ringinfer

@@ -25,6 +25,7 @@ struct RunConfig {
   bool dry_run = false;              // run: read every stripe, write empty generations
   std::string prompt_template;       // prep: file with a {document} placeholder
   bool jsonl = false;                // dump
+  bool logprobs = false;             // dump --jsonl of a score output: per-token logprobs
   int64_t context = 0;               // plan: tokens
   int ranks = 0;                     // plan
   std::string kv_dtype = "bf16";     // plan

@@ -65,7 +65,8 @@ po::options_description describe(const std::string& cmd, RunConfig& c) {
   } else if (cmd == "dump") {
     d.add_options()
         ("input,i", po::value(&c.inputs)->value_name("OUT.h5"), "output file of run or score")
-        ("jsonl", po::bool_switch(&c.jsonl), "one JSON object per document");
+        ("jsonl", po::bool_switch(&c.jsonl), "one JSON object per document")
+        ("logprobs", po::bool_switch(&c.logprobs), "with --jsonl, score outputs list every token's logprob");
   } else if (cmd == "plan") {
     d.add_options()
         ("model,m", po::value(&c.model)->value_name("PATH"), "model folder, config.json or .gguf")

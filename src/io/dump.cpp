@@ -78,7 +78,7 @@ void dump_run(const std::string& path, std::ostream& out, bool jsonl) {
   }
 }
 
-void dump_score(const std::string& path, std::ostream& out, bool jsonl) {
+void dump_score(const std::string& path, std::ostream& out, bool jsonl, bool logprobs) {
   ScoreOutput o = read_score_output(path);
   if (!jsonl) print_attributes(o.attributes, o.results.size(), "score", out);
   for (size_t d = 0; d < o.results.size(); ++d) {
@@ -96,6 +96,7 @@ void dump_score(const std::string& path, std::ostream& out, bool jsonl) {
       } else {
         j["mean_logprob"] = nullptr;
       }
+      if (logprobs) j["logprobs"] = r.token_logprobs;
       out << json_line(j) << "\n";
       continue;
     }
@@ -106,14 +107,14 @@ void dump_score(const std::string& path, std::ostream& out, bool jsonl) {
 
 }  // namespace
 
-void dump_output(const std::string& path, std::ostream& out, bool jsonl) {
+void dump_output(const std::string& path, std::ostream& out, bool jsonl, bool logprobs) {
   std::string format;
   {
     h5::Handle f = h5::open_readonly(path);
     format = h5::read_string_attr(f.get(), path, "format");
   }
   if (format == kRunFormat) return dump_run(path, out, jsonl);
-  if (format == kScoreFormat) return dump_score(path, out, jsonl);
+  if (format == kScoreFormat) return dump_score(path, out, jsonl, logprobs);
   if (format == kShardFormat)
     throw Error(path + ": is an input shard (" + format + "), not a run or score output");
   throw Error(path + ": format attribute is \"" + format + "\", expected \"" + kRunFormat + "\" or \"" +

@@ -286,6 +286,24 @@ TEST_F(OutputTest, DumpScoreJsonl) {
       EXPECT_EQ(j["perplexity"].get<double>(), r.perplexity);
       EXPECT_NEAR(std::exp(-j["mean_logprob"].get<double>()), r.perplexity, 1e-9 * r.perplexity);
     }
+    EXPECT_FALSE(j.contains("logprobs"));  // only with --logprobs
+    ++d;
+  }
+  EXPECT_EQ(d, results.size());
+}
+
+TEST_F(OutputTest, DumpScoreJsonlLogprobs) {
+  const auto results = random_score(7, 4);
+  write_score_output(file("s.h5"), results, kAttrs);
+  std::ostringstream out;
+  dump_output(file("s.h5"), out, true, true);
+  std::istringstream lines(out.str());
+  std::string line;
+  size_t d = 0;
+  while (std::getline(lines, line)) {
+    ASSERT_LT(d, results.size());
+    const auto j = nlohmann::json::parse(line);
+    EXPECT_EQ(j["logprobs"].get<std::vector<float>>(), results[d].token_logprobs);  // floats round-trip exactly
     ++d;
   }
   EXPECT_EQ(d, results.size());

@@ -1,0 +1,56 @@
+"""Makes a transformers model a true float64 reference (DESIGN §9).
+
+transformers computes RoPE cos/sin and RMSNorm in float32 even when the model is cast to
+float64; patch_float64() replaces those forwards with float64 ones: RoPE angles from our
+float64 inverse frequencies, RMSNorm in float64. check_inv_freq() only checks that
+transformers read the RoPE config as we do. Needs torch.
+"""
+
+
+def _rotary_modules(model):
+    return [m for m in model.modules() if type(m).__name__.endswith("RotaryEmbedding")]
+
+
+def check_inv_freq(model, inv_freq_f64, what):
+    """Raises SystemExit when transformers' (float32) inverse frequencies differ from ours."""
+    import torch
+    inv64 = torch.tensor(inv_freq_f64, dtype=torch.float64)
+    mods = _rotary_modules(model)
+    if not mods:
+        raise SystemExit(f"{what}: no rotary embedding module found")
+    for mod in mods:
+        theirs = getattr(mod, "inv_freq", None)
+        if theirs is None:
+            print(f"{what}: warning: {type(mod).__name__} has no inv_freq to compare", flush=True)
+            continue
+        rel = ((theirs.detach().to(torch.float64).cpu() - inv64).abs() / inv64).max().item()
+        if rel > 1e-6:
+            raise SystemExit(f"{what}: transformers inv_freq differs from ours (rel {rel:.3g})")
+        scaling = float(getattr(mod, "attention_scaling", 1.0))
+        if scaling != 1.0:
+            raise SystemExit(f"{what}: unexpected attention_scaling {scaling}")
+    return mods
+
+
+def patch_float64(model, inv_freq_f64, what):
+    """Checks the RoPE config, then patches RoPE and RMSNorm forwards to float64."""
+    import torch
+    inv64 = torch.tensor(inv_freq_f64, dtype=torch.float64)
+    for mod in check_inv_freq(model, inv_freq_f64, what):
+        def rot_forward(self, x, position_ids, *args, **kwargs):
+            ang = position_ids.to(torch.float64)[..., None] * inv64.to(x.device)[None, None, :]
+            emb = torch.cat((ang, ang), dim=-1)
+            return emb.cos().to(x.dtype), emb.sin().to(x.dtype)
+        mod.forward = rot_forward.__get__(mod)
+    n_norm = 0
+    for mod in model.modules():
+        if type(mod).__name__.endswith("RMSNorm"):
+            def norm_forward(self, hs):
+                eps = getattr(self, "variance_epsilon", getattr(self, "eps", None))
+                h = hs.to(torch.float64)
+                h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + eps)
+                return self.weight.to(torch.float64) * h
+            mod.forward = norm_forward.__get__(mod)
+            n_norm += 1
+    if n_norm == 0:
+        raise SystemExit(f"{what}: no RMSNorm module found to patch")
