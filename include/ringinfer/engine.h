@@ -17,6 +17,7 @@
 // calls are collective over options.cp_comm); ranks holding no token (S < N) take part too.
 // One Engine serves many documents one after another; its buffers are sized per document.
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <vector>
 
@@ -26,6 +27,13 @@
 
 namespace ringinfer {
 
+// What the engine reports, on every rank, after each prefill layer and each generated token.
+struct EngineProgress {
+  enum class Kind { prefill_layer, decode_token } kind = Kind::prefill_layer;
+  int layer = 0, layers = 0;  // prefill_layer: layer (1-based) of layers has finished
+  int64_t generated = 0;      // decode_token: tokens generated so far (1-based)
+};
+
 struct EngineOptions {
   int cp_rank = 0;              // r, this rank's place in its CP group
   int cp_size = 1;              // N, the CP group size
@@ -33,6 +41,12 @@ struct EngineOptions {
                                 // Buffers it moves are backend tensors (host on CPU, device on CUDA).
   int64_t chunk_tokens = 256;   // rows per projection / MLP chunk (bounds scratch memory)
   int64_t logits_chunk = 32;    // rows per LM-head chunk in score (logits_chunk x vocab fp32)
+  // Called after each prefill layer and each generated token (may be empty).
+  std::function<void(const EngineProgress&)> on_progress;
+  // Asked at the same points (may be empty). When it is true on any rank of the CP group,
+  // every rank of the group throws StopRequested (signals.h) at the same point: the group
+  // agrees through one small all-reduce over cp_comm per check.
+  std::function<bool()> should_stop;
 };
 
 // (Named apart from output.h's ScoreResult, the per-document record of the output file.)

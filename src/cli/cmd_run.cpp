@@ -2,8 +2,10 @@
 // document schedule, runs its group's documents, and rank 0 assembles the output in
 // input order from the group leaders' results.
 #include <mpi.h>
+#include <sys/resource.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <cstring>
 #include <memory>
@@ -28,12 +30,12 @@
 #include "ringinfer/shard.h"
 #include "ringinfer/striped.h"
 #include "ringinfer/version.h"
+#include "cli/result_store.h"
+#include "ringinfer/memory_check.h"
+#include "ringinfer/progress.h"
+#include "ringinfer/signals.h"
 #ifdef RINGINFER_HAVE_CUDA
 #include "ringinfer/cuda_backend.h"
-#include "cli/result_store.h"
-#include "ringinfer/signals.h"
-#include "ringinfer/memory_check.h"
-#include <algorithm>
 #endif
 
 namespace ringinfer::cli {
@@ -89,6 +91,8 @@ std::unique_ptr<Backend> make_backend(DeviceKind device, const RankInfo& me, con
 // Per-rank totals over the documents, for the log and the output attributes.
 struct RankTotals {
   int64_t tokens_held = 0, kv_bytes_max = 0, bytes_sent = 0;
+  // Counted by group leaders only, so the world sums count each document once.
+  int64_t documents = 0, prompt_tokens = 0, generated_tokens = 0;
 };
 
 // Statistics, not problems: printed by every rank (log::info would show rank 0's only),
@@ -150,14 +154,42 @@ RunResult generate_document(Engine& engine, const DocumentSet& docs, const DocIn
   return res;
 }
 
-// Sums of every rank's totals (collective over the world).
-OutputAttributes totals_attributes(const RankTotals& mine) {
-  int64_t v[2] = {mine.tokens_held, mine.bytes_sent}, sum[2] = {0, 0}, kv = 0;
-  MPI_CHECK(MPI_Allreduce(v, sum, 2, MPI_INT64_T, MPI_SUM, MPI_COMM_WORLD));
-  MPI_CHECK(MPI_Allreduce(&mine.kv_bytes_max, &kv, 1, MPI_INT64_T, MPI_MAX, MPI_COMM_WORLD));
+// Peak resident host memory of this process in bytes (getrusage's maximum RSS).
+int64_t peak_host_rss_bytes() {
+  rusage ru{};
+  getrusage(RUSAGE_SELF, &ru);
+  return static_cast<int64_t>(ru.ru_maxrss) * 1024;  // Linux reports KiB
+}
+
+// The run summary: sums of every rank's totals and per-rank memory peaks (collective over
+// the world), as output attributes; world rank 0 also prints it unless quiet.
+OutputAttributes job_summary(const RankTotals& mine, const Backend* backend, double seconds, bool quiet) {
+  int64_t v[5] = {mine.tokens_held, mine.bytes_sent, mine.documents, mine.prompt_tokens, mine.generated_tokens};
+  int64_t sum[5] = {0, 0, 0, 0, 0};
+  MPI_CHECK(MPI_Allreduce(v, sum, 5, MPI_INT64_T, MPI_SUM, MPI_COMM_WORLD));
+  int64_t peaks[3] = {mine.kv_bytes_max, backend ? backend->peak_allocated_bytes() : -1, peak_host_rss_bytes()};
+  int64_t max_peaks[3] = {0, 0, 0};
+  MPI_CHECK(MPI_Allreduce(peaks, max_peaks, 3, MPI_INT64_T, MPI_MAX, MPI_COMM_WORLD));
+  const double tokens = static_cast<double>(sum[3] + sum[4]);
+  const double rate = seconds > 0 ? tokens / seconds : 0.0;
+  if (!quiet) {
+    char line[512];
+    std::snprintf(line, sizeof line,
+                  "summary: %lld documents run, %lld prompt + %lld generated tokens in %.1f s (%.1f tokens/s); "
+                  "peak per rank: %.3f GB %s buffers, %.3f GB host RSS, %.3f GB KV cache",
+                  static_cast<long long>(sum[2]), static_cast<long long>(sum[3]), static_cast<long long>(sum[4]),
+                  seconds, rate, max_peaks[1] / 1e9, backend ? backend->name() : "backend", max_peaks[2] / 1e9,
+                  max_peaks[0] / 1e9);
+    log::info(line);
+  }
   return {{"total_tokens_held", std::to_string(sum[0])},
           {"total_bytes_sent", std::to_string(sum[1])},
-          {"max_kv_bytes_per_rank", std::to_string(kv)}};
+          {"max_kv_bytes_per_rank", std::to_string(max_peaks[0])},
+          {"documents_run", std::to_string(sum[2])},
+          {"wall_seconds", std::to_string(seconds)},
+          {"tokens_per_second", std::to_string(rate)},
+          {"peak_backend_bytes_per_rank", std::to_string(max_peaks[1])},
+          {"peak_host_rss_bytes_per_rank", std::to_string(max_peaks[2])}};
 }
 
 template <class Result>
@@ -184,7 +216,10 @@ int run_command(const RunConfig& config) {
   install_stop_handlers();
   return run_guarded(
       [&]() -> int {
+        const auto job_start = std::chrono::steady_clock::now();
         const RankInfo& me = mpi.info();
+        // Rank 0 reports progress (a bar on a terminal, JSON lines otherwise, none with -q).
+        const std::unique_ptr<Progress> progress = me.world_rank == 0 ? Progress::to_stderr(config.quiet) : nullptr;
         const ParallelLayout layout = make_parallel_layout(
             me.world_size, me.world_rank, config.cp > 0 ? std::optional<int>(config.cp) : std::nullopt);
         ParallelGroups groups = make_parallel_groups(layout, MPI_COMM_WORLD);
@@ -222,6 +257,13 @@ int run_command(const RunConfig& config) {
           eo.cp_rank = layout.cp_rank;
           eo.cp_size = layout.cp;
           eo.cp_comm = groups.cp.get();
+          eo.should_stop = [] { return stop_requested(); };
+          if (progress) {
+            eo.on_progress = [p = progress.get()](const EngineProgress& e) {
+              if (e.kind == EngineProgress::Kind::prefill_layer) p->prefill_layer(e.layer, e.layers);
+              else p->decode_token(e.generated);
+            };
+          }
           engine = std::make_unique<Engine>(*backend, model->config, weights, eo);
           if (!scoring) tokenizer = find_tokenizer(*model);
         }
@@ -233,32 +275,68 @@ int run_command(const RunConfig& config) {
         // Finished documents are journaled (fsynced) as they complete; a re-run of the
         // same command skips them (DESIGN §6).
         ResultStore store(config.output, job_fingerprint(config), layout.dp_rank, leader);
-        RankTotals totals;
-        for (int64_t d : schedule[layout.dp_rank]) {
-          if (store.done(d)) continue;
-          // Stop signals reach ranks at different moments: the group agrees at each
-          // document boundary, so all its ranks stop before the same document.
-          int stop = stop_requested() ? 1 : 0, any_stop = 0;
-          groups.cp->all_reduce(&stop, &any_stop, 1, CommDtype::int32, ReduceOp::max, Stream{});
-          if (any_stop) {
-            log::warn("stop signal received: finished documents are journaled; rerun the same command to resume");
-            return kExitPreempted;
-          }
-          Bytes encoded;
-          if (dry) {
-            encoded = encode_result(d, dry_run_document(docs, docs[d], layout, groups));
-          } else if (scoring) {
-            encoded = encode_result(d, score_document(*engine, docs, docs[d], layout, totals, config.quiet));
-          } else {
-            encoded = encode_result(d, generate_document(*engine, docs, docs[d], layout, config,
-                                                         tokenizer ? &*tokenizer : nullptr, totals, config.quiet));
-          }
-          if (leader) store.add(encoded);
+        if (store.done_count() > 0)
+          log::info("resuming: " + std::to_string(store.done_count()) + " of " + std::to_string(docs.size()) +
+                    " documents are already journaled and will be skipped");
+        const auto& mine = schedule[layout.dp_rank];
+        const int64_t budget = scoring ? 0 : config.max_new_tokens;
+        if (progress) {  // world rank 0 shows its own group's documents
+          int64_t work = 0;
+          for (int64_t d : mine)
+            if (!store.done(d)) work += docs[d].length + budget;
+          progress->job_start(static_cast<int64_t>(mine.size()), work);
         }
+        RankTotals totals;
+        bool stopped = false;
+        try {
+          for (int64_t d : mine) {
+            if (store.done(d)) {
+              if (progress) progress->document_skipped(d, docs[d].id);
+              continue;
+            }
+            // Stop signals reach ranks at different moments: the group agrees at each
+            // document boundary (and, inside the engine, at each layer and decode step).
+            int stop = stop_requested() ? 1 : 0, any_stop = 0;
+            groups.cp->all_reduce(&stop, &any_stop, 1, CommDtype::int32, ReduceOp::max, Stream{});
+            if (any_stop) throw StopRequested{stop_signal()};
+            if (progress) progress->document_start(d, docs[d].id, docs[d].length, budget);
+            Bytes encoded;
+            int64_t generated = 0;
+            std::string finish = "length";
+            if (dry) {
+              encoded = encode_result(d, dry_run_document(docs, docs[d], layout, groups));
+            } else if (scoring) {
+              encoded = encode_result(d, score_document(*engine, docs, docs[d], layout, totals, config.quiet));
+            } else {
+              RunResult r = generate_document(*engine, docs, docs[d], layout, config,
+                                              tokenizer ? &*tokenizer : nullptr, totals, config.quiet);
+              generated = static_cast<int64_t>(r.generated.size());
+              finish = r.finish_reason;
+              encoded = encode_result(d, r);
+            }
+            if (leader) {
+              store.add(encoded);
+              totals.documents += 1;
+              totals.prompt_tokens += docs[d].length;
+              totals.generated_tokens += generated;
+            }
+            if (progress) progress->document_done(generated, finish);
+          }
+        } catch (const StopRequested&) {
+          stopped = true;  // the group stopped together; the document in hand is dropped
+        }
+        if (progress) progress->job_done(stopped);
 
+        // Every rank meets here, stopped or not, so no rank waits for one that left.
+        int any_stopped = 0, me_stopped = stopped ? 1 : 0;
+        MPI_CHECK(MPI_Allreduce(&me_stopped, &any_stopped, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD));
+        if (any_stopped) {
+          log::warn("stop signal received: finished documents are journaled; rerun the same command to resume");
+          return kExitPreempted;
+        }
         OutputAttributes attrs = output_attributes(config, layout);
-        for (auto& kv : totals_attributes(totals)) attrs.push_back(kv);
-        MPI_CHECK(MPI_Barrier(MPI_COMM_WORLD));  // every group's journal is complete
+        const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - job_start).count();
+        for (auto& kv : job_summary(totals, backend.get(), seconds, config.quiet)) attrs.push_back(kv);
         if (me.world_rank == 0) {
           std::vector<Bytes> all;
           for (auto& [index, record] : store.collect()) all.push_back(std::move(record));

@@ -10,6 +10,7 @@
 #include "engine/engine_weights.h"
 #include "ringinfer/error.h"
 #include "ringinfer/sampling.h"
+#include "ringinfer/signals.h"
 #include "ringinfer/striped.h"
 
 namespace ringinfer {
@@ -80,6 +81,9 @@ struct Engine::State {
   Tensor part;        // decode: (1, H*D + H) this rank's partial (O, LSE), o1 and lse1 are views
   Tensor o1, lse1;    // (1, H*D), (1, H): views of part
   Tensor parts;       // decode: (N, H*D + H) every rank's part, gathered
+  Tensor flags;       // (1, 2) i32: the stop flag to reduce, and the reduced flag
+  Tensor bad_token;   // (1, 2) f64: (global index, token) of this rank's first bad token
+  Tensor bad_tokens;  // (N, 2) f64: every rank's, gathered
 
   State(Backend& backend, const ModelConfig& c, const ModelWeights& weights, const EngineOptions& o)
       : be(backend), cfg(c), opt(o), w(engine::upload_weights(backend, c, weights)) {
@@ -111,6 +115,29 @@ struct Engine::State {
     o1 = row_cols(part, 0, H * D);
     lse1 = row_cols(part, H * D, H);
     parts = be.alloc(N, H * D + H, DType::f32);
+    flags = be.alloc(1, 2, DType::i32);
+    bad_token = be.alloc(1, 2, DType::f64);
+    bad_tokens = be.alloc(N, 2, DType::f64);
+  }
+
+  void report(const EngineProgress& p) {
+    if (opt.on_progress) opt.on_progress(p);
+  }
+
+  // Between layers and decode steps: stop together when any rank of the group was asked
+  // to. Collective: every rank reaches the same checkpoints.
+  void stop_point() {
+    if (!opt.should_stop) return;
+    int32_t flag[2] = {opt.should_stop() ? 1 : 0, 0};
+    if (comm) {
+      be.copy_from_host(flags, flag);
+      comm->all_reduce(row_cols(flags, 0, 1).data(), row_cols(flags, 1, 1).data(), 1, CommDtype::int32,
+                       ReduceOp::max, be.stream());
+      be.copy_to_host(flag, flags);
+    } else {
+      flag[1] = flag[0];
+    }
+    if (flag[1]) throw StopRequested{stop_signal()};
   }
 
   // Checks the stripes' lengths and tokens. With N > 1 the ranks exchange their first bad
@@ -125,17 +152,23 @@ struct Engine::State {
     RI_CHECK(!next || static_cast<int64_t>(next->size()) == local_len(len, rn, N),
              "document: CP rank " + std::to_string(r) + " got " + std::to_string(next->size()) +
                  " tokens of the next stripe, expected " + std::to_string(local_len(len, rn, N)));
-    int64_t bad[2] = {-1, 0};  // global index, token
+    // (global index, token) as doubles: exact below 2^53, and a type every backend stores.
+    double bad[2] = {-1, 0};
     for (size_t i = 0; i < stripe.size() && bad[0] < 0; ++i)
-      if (stripe[i] < 0 || stripe[i] >= vocab) bad[0] = global_pos(static_cast<int64_t>(i), r, N), bad[1] = stripe[i];
+      if (stripe[i] < 0 || stripe[i] >= vocab)
+        bad[0] = static_cast<double>(global_pos(static_cast<int64_t>(i), r, N)), bad[1] = stripe[i];
     if (comm) {
-      std::vector<int64_t> all(2 * static_cast<size_t>(N));
-      comm->all_gather(bad, all.data(), 2, CommDtype::int64, Stream{});
-      stats.bytes_sent += 2 * sizeof(int64_t);
+      // Through backend buffers: the CP communicator may move device memory only (NCCL).
+      std::vector<double> all(2 * static_cast<size_t>(N));
+      be.copy_from_host(bad_token, bad);
+      comm->all_gather(bad_token.data(), bad_tokens.data(), 2, CommDtype::float64, be.stream());
+      be.copy_to_host(all.data(), bad_tokens);
+      stats.bytes_sent += 2 * sizeof(double);
       for (int s = 0; s < N; ++s)
         if (all[2 * s] >= 0 && (bad[0] < 0 || all[2 * s] < bad[0])) bad[0] = all[2 * s], bad[1] = all[2 * s + 1];
     }
-    RI_CHECK(bad[0] < 0, "document: token " + std::to_string(bad[1]) + " at index " + std::to_string(bad[0]) +
+    RI_CHECK(bad[0] < 0, "document: token " + std::to_string(static_cast<int64_t>(bad[1])) + " at index " +
+                             std::to_string(static_cast<int64_t>(bad[0])) +
                              " is outside the vocabulary (" + std::to_string(vocab) + ")");
     RI_CHECK(cfg.sliding_window <= 0 || total_positions <= cfg.sliding_window,
              "model: sliding-window attention (window " + std::to_string(cfg.sliding_window) +
@@ -262,6 +295,12 @@ struct Engine::State {
         be.matmul(o.rows(c, cn), w.layers[l].wo, w.layers[l].bo, x.rows(c, cn), true);
         mlp(w.layers[l], x.rows(c, cn));
       }
+      EngineProgress p;
+      p.kind = EngineProgress::Kind::prefill_layer;
+      p.layer = l + 1;
+      p.layers = cfg.n_layers;
+      report(p);
+      stop_point();
     }
     q = o = lse = Tensor();  // not needed by decode
     ring[0] = ring[1] = Tensor();
@@ -421,6 +460,10 @@ GenerateResult Engine::generate_stripe(const std::vector<int32_t>& stripe, int64
   };
   for (int64_t step = 0;; ++step) {
     res.tokens.push_back(next);
+    EngineProgress p;
+    p.kind = EngineProgress::Kind::decode_token;
+    p.generated = static_cast<int64_t>(res.tokens.size());
+    s.report(p);
     if (is_eos(next)) {
       res.finish = FinishReason::eos;
       break;
@@ -429,6 +472,7 @@ GenerateResult Engine::generate_stripe(const std::vector<int32_t>& stripe, int64
       res.finish = FinishReason::length;
       break;
     }
+    s.stop_point();  // only while work remains: a finished document is never thrown away
     s.decode_step(next, S + step);
     next = s.sample_on(0, s.x1, g, static_cast<uint64_t>(step + 1));  // CP rank 0 samples from here on
   }

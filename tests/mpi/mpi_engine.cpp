@@ -20,6 +20,7 @@
 #include "ringinfer/comm.h"
 #include "ringinfer/engine.h"
 #include "ringinfer/model_loader.h"
+#include "ringinfer/signals.h"
 #include "ringinfer/striped.h"
 #include "test_paths.h"
 
@@ -225,6 +226,75 @@ TEST(MpiEngineLong, FlippedMaskDiagonalIsCaught) {
     worst = std::max(worst, std::fabs(double(got.logprobs[k]) - f.logprobs[k]));
   EXPECT_GT(worst, 1e-2);
   EXPECT_TRUE(all_ranks(worst > 1e-4));
+}
+
+}  // namespace
+}  // namespace ringinfer
+
+namespace ringinfer {
+namespace {
+
+// Progress and stop hooks: every rank reports each prefill layer and each generated token;
+// a stop asked on one rank only (the last of the group), at a different point on each
+// call, makes every rank of the group throw StopRequested at the same checkpoint, and the
+// engine serves the next document normally afterwards.
+TEST(MpiEngineHooks, StopOnOneRankStopsTheWholeGroupAtTheSameStep) {
+  const Fixture& f = fixture("llama3-gqa");
+  const int np = world_size();
+  auto be = make_cpu_backend();
+  ModelConfig cfg = f.model.config;
+  cfg.eos_token_ids.clear();
+  for (int cp = 1; cp <= np; ++cp) {
+    if (np % cp) continue;
+    Group g(cp);
+    const int r = g.comm->rank();
+    std::vector<EngineProgress> seen;
+    int64_t checks = 0, stop_at = -1;
+    EngineOptions o = cp_options(g);
+    o.on_progress = [&](const EngineProgress& p) { seen.push_back(p); };
+    o.should_stop = [&] { return r == cp - 1 && checks++ == stop_at; };
+    Engine engine(*be, cfg, f.model.weights, o);
+    GenerateOptions opt;
+    opt.max_new_tokens = 5;
+    const std::vector<int32_t> prompt = prefix(f.doc, 40);
+    const int L = static_cast<int>(cfg.n_layers);
+    // Checkpoints: after each of the L layers, then before each of the 4 decode steps.
+    for (int64_t at : {int64_t(-1), int64_t(0), int64_t(L - 1), int64_t(L), int64_t(L + 3)}) {
+      seen.clear();
+      checks = 0;
+      stop_at = at;
+      bool threw = false;
+      try {
+        engine.generate_stripe(stripe_of(prompt, r, cp), 40, opt);
+      } catch (const StopRequested&) {
+        threw = true;
+      }
+      // Every rank saw the same events and stopped (or not) together.
+      const int64_t events = static_cast<int64_t>(seen.size());
+      int64_t lo = 0, hi = 0;
+      MPI_Allreduce(&events, &lo, 1, MPI_INT64_T, MPI_MIN, g.raw);
+      MPI_Allreduce(&events, &hi, 1, MPI_INT64_T, MPI_MAX, g.raw);
+      EXPECT_EQ(lo, hi) << "cp " << cp << " stop at " << at;
+      EXPECT_EQ(threw, at >= 0) << "cp " << cp << " stop at " << at;
+      const int64_t want_events = at < 0 ? L + opt.max_new_tokens : at < L ? at + 1 : L + (at - L) + 1;
+      EXPECT_EQ(events, want_events) << "cp " << cp << " stop at " << at;
+      for (int64_t i = 0; i < events; ++i) {
+        const EngineProgress& p = seen[i];
+        if (i < L) {
+          EXPECT_EQ(p.kind, EngineProgress::Kind::prefill_layer);
+          EXPECT_EQ(p.layer, i + 1);
+          EXPECT_EQ(p.layers, L);
+        } else {
+          EXPECT_EQ(p.kind, EngineProgress::Kind::decode_token);
+          EXPECT_EQ(p.generated, i - L + 1);
+        }
+      }
+    }
+    // Still usable: a normal call gives the unstopped result.
+    stop_at = -1;
+    const GenerateResult again = engine.generate_stripe(stripe_of(prompt, r, cp), 40, opt);
+    EXPECT_EQ(static_cast<int64_t>(again.tokens.size()), opt.max_new_tokens);
+  }
 }
 
 }  // namespace
