@@ -11,6 +11,14 @@
 //
 // Collective rule (DESIGN §3): every rank of the group makes the same calls in the same
 // order with the same counts, types and roots, or the job deadlocks.
+//
+// No hang on rank failure: wherever the host waits for communication (MPI: every call,
+// and PendingComm::wait; NCCL: PendingComm::test past the deadline, barrier), it polls
+// and gives up after comm_timeout() seconds with an Error that names the operation and
+// the group size, e.g. "mpi all_reduce over 3 ranks did not complete within 5 s
+// (--comm-timeout): a rank has died or hangs". The CLI turns that Error into a job abort
+// (run_guarded), so every surviving rank exits non-zero. A communicator whose operation
+// timed out cannot be used again (the operation cannot be withdrawn): later calls throw.
 #include <mpi.h>
 
 #include <cstddef>
@@ -18,6 +26,10 @@
 #include <memory>
 
 namespace ringinfer {
+
+namespace comm_detail {
+class Deadline;  // src/comm/comm_checks.h
+}
 
 // An ordering handle for device work: a cudaStream_t held as void*, so this header
 // needs no CUDA include. nullptr is CUDA's default stream; the CPU ignores it.
@@ -30,6 +42,14 @@ struct Stream {
 enum class CommDtype { uint8, bfloat16, float32, float64, int32, int64 };
 
 enum class ReduceOp { sum, max };
+
+// The process-wide communication timeout in seconds (default 300): how long any wait
+// for other ranks may last before it fails. Read when an operation starts. It must
+// exceed the longest stretch one rank computes while another waits for it.
+// set_comm_timeout rejects values that are not positive and finite (Error).
+constexpr double kDefaultCommTimeoutSeconds = 300.0;
+void set_comm_timeout(double seconds);
+double comm_timeout();
 
 // Bytes per element.
 inline size_t dtype_size(CommDtype dtype) {
@@ -69,8 +89,9 @@ class PendingComm {
   // CPU engine calls test() between blocks of work.
   virtual bool test() = 0;
   // After wait, work ordered on `consumer` sees the received data and may overwrite the
-  // send buffer. MPI: blocks the host until done. NCCL: makes `consumer` wait for the
-  // transfer (cudaStreamWaitEvent), without blocking the host.
+  // send buffer. MPI: blocks the host until done, or throws the timeout Error after
+  // comm_timeout() seconds. NCCL: makes `consumer` wait for the transfer
+  // (cudaStreamWaitEvent), without blocking the host; throws if NCCL reported an error.
   virtual void wait(Stream consumer) = 0;
 };
 
@@ -143,10 +164,20 @@ class MpiComm final : public Comm {
   void barrier(Stream stream) override;
 
  private:
+  // Polls one collective's request until it completes or `deadline` passes (all chunks of
+  // one call share one deadline); on the timeout marks the communicator broken and throws
+  // the timeout Error for `call`.
+  void wait_collective(const char* call, MPI_Request* request, const comm_detail::Deadline& deadline);
+  void check_usable(const char* call) const;
+
   MPI_Comm comm_ = MPI_COMM_NULL;
   int rank_ = 0;
   int size_ = 1;
   size_t max_message_bytes_;
+  // Set when an operation timed out: its request can be neither completed nor withdrawn,
+  // so the communicator is out of step with its peers for good. Shared with the pending
+  // handles of send_recv, whose timeouts break it too.
+  std::shared_ptr<bool> broken_ = std::make_shared<bool>(false);
 };
 
 // Device-buffer communicator over NCCL for the ranks of `comm`, bootstrapped over MPI:

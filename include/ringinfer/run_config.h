@@ -22,6 +22,7 @@ struct RunConfig {
   double top_p = 1.0;                // run
   uint64_t seed = 0;                 // run: sampling RNG key
   double memory_limit_gb = -1;       // run, score: memory per rank for the up-front check; -1 = what the device has
+  double comm_timeout_s = 300;       // run, score: seconds a rank waits for the others before the job fails
   bool dry_run = false;              // run: read every stripe, write empty generations
   std::string prompt_template;       // prep: file with a {document} placeholder
   bool jsonl = false;                // dump

@@ -1,6 +1,7 @@
 #include "cli/options.h"
 
 #include <boost/program_options.hpp>
+#include <cmath>
 #include <fstream>
 #include <sstream>
 
@@ -47,7 +48,9 @@ po::options_description describe(const std::string& cmd, RunConfig& c) {
         ("device", po::value<std::string>()->value_name("cpu|cuda"), "compute device (default: cuda when a GPU is visible)")
         ("cp", po::value(&c.cp)->value_name("N"), "context-parallel group size (default: all ranks)")
         ("memory-limit", po::value(&c.memory_limit_gb)->value_name("GB"),
-         "memory per rank for the check before work (default: the device's free memory)");
+         "memory per rank for the check before work (default: the device's free memory)")
+        ("comm-timeout", po::value(&c.comm_timeout_s)->value_name("SECONDS"),
+         "fail the job when a rank waits this long for the others: one died or hangs (default 300)");
     if (cmd == "run") {
       d.add_options()
           ("max-new-tokens", po::value(&c.max_new_tokens)->value_name("N"), "tokens to generate at most (default 256)")
@@ -101,6 +104,7 @@ void check_config(RunConfig& c, const po::variables_map& vm) {
     need(!c.model.empty() || c.dry_run, "--model is required");
     need(!vm.count("cp") || c.cp >= 1, "--cp must be at least 1");
     need(!vm.count("memory-limit") || c.memory_limit_gb > 0, "--memory-limit must be a positive number of GB");
+    need(std::isfinite(c.comm_timeout_s) && c.comm_timeout_s > 0, "--comm-timeout must be a positive number of seconds");
     for (auto& in : c.inputs) need(in != c.output, ("--output " + c.output + " is also an input").c_str());
   }
   if (cmd == "run") {
@@ -185,6 +189,7 @@ std::string format_config(const RunConfig& c) {
     if (c.device != DeviceKind::auto_detect) kv("device", to_string(c.device));
     if (c.cp > 0) kv("cp", c.cp);
     if (c.memory_limit_gb >= 0) kv("memory-limit", c.memory_limit_gb);
+    kv("comm-timeout", c.comm_timeout_s);
   }
   if (c.command == "run") {
     kv("max-new-tokens", c.max_new_tokens);

@@ -1,5 +1,7 @@
 #include "cli/result_store.h"
 
+#include "ringinfer/comm.h"
+
 #include <mpi.h>
 
 #include <cstring>
@@ -34,6 +36,8 @@ std::string file_identity(const std::string& path) {
 std::string job_fingerprint(const RunConfig& c) {
   RunConfig key = c;
   key.cp = 0;  // the rank layout may change between attempts (requeue on other nodes)
+  key.tp = 1;
+  key.comm_timeout_s = kDefaultCommTimeoutSeconds;  // how long to wait changes no result
   key.quiet = false;
   key.memory_limit_gb = -1;
   key.output.clear();

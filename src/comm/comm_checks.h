@@ -1,10 +1,14 @@
 #pragma once
 // Argument checks shared by MpiComm and NcclComm, so both reject the same calls with
-// the same message, and MpiComm's message tag and chunking rule (exposed for its test).
+// the same message; the deadline, backoff and message of their timeouts; and MpiComm's
+// message tag and chunking rule (exposed for its test).
+#include <chrono>
 #include <climits>
 #include <cstddef>
 #include <cstdint>
+#include <cstdio>
 #include <string>
+#include <thread>
 
 #include "ringinfer/comm.h"
 #include "ringinfer/error.h"
@@ -36,6 +40,56 @@ inline void check_disjoint(const Comm& comm, const char* call, const void* a, si
   RI_CHECK(a_bytes == 0 || b_bytes == 0 || pa + a_bytes <= pb || pb + b_bytes <= pa,
            std::string(comm.name()) + " " + call + ": the send and receive buffers overlap");
 }
+
+// "5", "0.25", "1e+09": seconds as the user wrote them, for messages.
+inline std::string format_seconds(double seconds) {
+  char text[32];
+  std::snprintf(text, sizeof text, "%g", seconds);
+  return text;
+}
+
+// The Error text of an operation that did not complete within the timeout.
+inline std::string timeout_message(const Comm& comm, const char* call, double seconds) {
+  return std::string(comm.name()) + " " + call + " over " + std::to_string(comm.size()) +
+         " ranks did not complete within " + format_seconds(seconds) +
+         " s (--comm-timeout): a rank has died or hangs";
+}
+
+// comm_timeout() seconds from construction (read once, so a wait has one deadline).
+class Deadline {
+ public:
+  using Clock = std::chrono::steady_clock;
+  Deadline() : seconds_(comm_timeout()) {
+    // Far-future timeouts saturate instead of overflowing the clock (30 years is forever).
+    const double s = seconds_ < 1e9 ? seconds_ : 1e9;
+    end_ = Clock::now() + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(s));
+  }
+  bool passed() const { return Clock::now() >= end_; }
+  double seconds() const { return seconds_; }
+
+ private:
+  double seconds_;
+  Clock::time_point end_;
+};
+
+// Pauses between polls: spins briefly (a collective that is about to complete keeps its
+// latency), then sleeps for doubling intervals up to half a millisecond, so a rank
+// waiting for a slow or dead peer does not burn a core. A sleep is never longer than the
+// time already waited, which bounds the added latency at about 2x a short wait.
+class Backoff {
+ public:
+  void pause() {
+    if (++polls_ <= kSpinPolls) return;
+    if (sleep_us_ < kMaxSleepUs) sleep_us_ = sleep_us_ == 0 ? 1 : sleep_us_ * 2;
+    std::this_thread::sleep_for(std::chrono::microseconds(sleep_us_));
+  }
+
+ private:
+  static constexpr int kSpinPolls = 200;
+  static constexpr int kMaxSleepUs = 512;
+  int polls_ = 0;
+  int sleep_us_ = 0;
+};
 
 // The tag of MpiComm's point-to-point messages. Its duplicate communicator carries only
 // its own messages, so one tag is enough; MPI keeps messages between two ranks in order,

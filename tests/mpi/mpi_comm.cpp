@@ -5,11 +5,15 @@
 #include <gtest/gtest.h>
 #include <mpi.h>
 
+#include <sys/resource.h>
+
 #include <algorithm>
+#include <chrono>
 #include <cstdint>
 #include <cstring>
 #include <random>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "comm/comm_checks.h"
@@ -308,6 +312,100 @@ TEST(MpiComm, ShortReceiveIsAnError) {
                  comm_detail::kMpiTag, comm.mpi_comm(), MPI_STATUS_IGNORE);
     EXPECT_EQ(recv, std::vector<uint8_t>(20, 1));
   }
+  comm.barrier(Stream{});
+}
+
+// ---------------------------------------------------------------- timeouts
+
+// Sets the process-wide timeout for one test and restores it after.
+struct TimeoutScope {
+  double saved = comm_timeout();
+  explicit TimeoutScope(double seconds) { set_comm_timeout(seconds); }
+  ~TimeoutScope() { set_comm_timeout(saved); }
+};
+
+double seconds_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+// CPU seconds this process has used (user + system).
+double cpu_seconds() {
+  rusage u{};
+  getrusage(RUSAGE_SELF, &u);
+  return double(u.ru_utime.tv_sec + u.ru_stime.tv_sec) + 1e-6 * double(u.ru_utime.tv_usec + u.ru_stime.tv_usec);
+}
+
+std::string timeout_text(const char* call, int ranks, const char* seconds) {
+  return std::string("mpi ") + call + " over " + std::to_string(ranks) + " ranks did not complete within " + seconds +
+         " s (--comm-timeout): a rank has died or hangs";
+}
+
+// Rank 0 plays a rank that hangs: it never enters the all-reduce the others wait in.
+// They must give up after the timeout (not before, not much after) with the message,
+// without burning a core while they wait, and the communicator must refuse further use.
+TEST(MpiComm, CollectiveTimesOutWhenARankNeverArrives) {
+  int world = 1;
+  MPI_Comm_size(MPI_COMM_WORLD, &world);
+  if (world < 2) GTEST_SKIP() << "needs 2 ranks";
+  TimeoutScope scope(1.5);
+  // Leaked on purpose, with its buffers: MPI cannot withdraw the abandoned collective,
+  // which keeps pointers into both.
+  auto* comm = new MpiComm(MPI_COMM_WORLD);
+  auto* buf = new int64_t[4]{1, 2, 3, 4};
+  if (comm->rank() != 0) {
+    const auto t0 = std::chrono::steady_clock::now();
+    const double cpu0 = cpu_seconds();
+    expect_error([&] { comm->all_reduce(buf, buf, 4, CommDtype::int64, ReduceOp::sum, Stream{}); },
+                 timeout_text("all_reduce", world, "1.5"));
+    const double waited = seconds_since(t0), cpu = cpu_seconds() - cpu0;
+    EXPECT_GE(waited, 1.5 * 0.95);
+    EXPECT_LE(waited, 3.0) << "the timeout fired late";
+    EXPECT_LT(cpu, 0.5 * waited) << "the wait burned a core: " << cpu << " CPU s in " << waited << " s";
+    expect_error([&] { comm->barrier(Stream{}); },
+                 "mpi barrier: an earlier operation of this communicator timed out (--comm-timeout); it cannot be "
+                 "used again");
+  }
+  MPI_Barrier(MPI_COMM_WORLD);
+}
+
+// The same for a ring exchange: the ranks that exchange with rank 0 wait in
+// PendingComm::wait while rank 0 never sends.
+TEST(MpiComm, SendRecvWaitTimesOutWhenThePeerNeverSends) {
+  int world = 1;
+  MPI_Comm_size(MPI_COMM_WORLD, &world);
+  if (world < 2) GTEST_SKIP() << "needs 2 ranks";
+  TimeoutScope scope(1);
+  auto* comm = new MpiComm(MPI_COMM_WORLD);  // leaked: see above
+  auto* send = new uint8_t[1000]();
+  auto* recv = new uint8_t[1000]();
+  if (comm->rank() != 0) {
+    auto pending = comm->send_recv(send, 0, recv, 0, 1000, CommDtype::uint8, Stream{});
+    EXPECT_FALSE(pending->test());
+    const auto t0 = std::chrono::steady_clock::now();
+    expect_error([&] { pending->wait(Stream{}); }, timeout_text("send_recv", world, "1"));
+    const double waited = seconds_since(t0);
+    EXPECT_GE(waited, 0.95);
+    EXPECT_LE(waited, 2.0) << "the timeout fired late";
+    pending.reset();  // must not wait again
+    expect_error([&] { comm->all_gather(send, recv, 1, CommDtype::uint8, Stream{}); },
+                 "mpi all_gather: an earlier operation of this communicator timed out (--comm-timeout); it cannot "
+                 "be used again");
+  }
+  MPI_Barrier(MPI_COMM_WORLD);
+}
+
+// A peer that is late but alive is waited for: rank 0 arrives 0.6 s after the others,
+// well within a 3 s timeout, and every operation completes with the right values.
+TEST(MpiComm, LatePeerWithinTheTimeoutIsWaitedFor) {
+  TimeoutScope scope(3);
+  MpiComm comm(MPI_COMM_WORLD);
+  if (comm.rank() == 0) std::this_thread::sleep_for(std::chrono::milliseconds(600));
+  check_all_reduce<int64_t>(comm, CommDtype::int64, ReduceOp::sum, 17, false);
+  if (comm.rank() == 0) std::this_thread::sleep_for(std::chrono::milliseconds(600));
+  check_ring_once(comm, 5000, 80);
+  if (comm.rank() == 0) std::this_thread::sleep_for(std::chrono::milliseconds(600));
+  check_broadcast_every_root(comm, 3);
+  if (comm.rank() == 0) std::this_thread::sleep_for(std::chrono::milliseconds(600));
   comm.barrier(Stream{});
 }
 
