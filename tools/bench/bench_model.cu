@@ -201,7 +201,7 @@ int main(int argc, char** argv) try {
   const double gemm = measured_gemm_tflops(), copy = measured_copy_gbps();
   char buf[1024];
   std::snprintf(buf, sizeof buf,
-                "{\"bench\":\"peaks\",\"device\":\"%s\",\"gemm_bf16_tflops\":%.1f,\"copy_gbps\":%.0f,"
+                "{\"kind\":\"peaks\",\"device\":\"%s\",\"gemm_bf16_tflops\":%.1f,\"copy_gbps\":%.0f,"
                 "\"datasheet_bf16_tflops\":%.1f}",
                 prop.name, gemm, copy, peak_tflops);
   emit(buf);
@@ -230,7 +230,7 @@ int main(int argc, char** argv) try {
     try {
       r = engine.generate(prompt, g);
     } catch (const std::exception& e) {
-      std::snprintf(buf, sizeof buf, "{\"bench\":\"model\",\"context\":%lld,\"error\":\"%s\"}",
+      std::snprintf(buf, sizeof buf, "{\"kind\":\"model\",\"context\":%lld,\"error\":\"%s\"}",
                     static_cast<long long>(S), e.what());
       emit(buf);
       continue;
@@ -244,7 +244,7 @@ int main(int argc, char** argv) try {
     const double kv_bytes = 2.0 * 2.0 * double(L) * Hkv * D * double(S);
     const double decode_gbps = decode_tps * (weight_bytes + kv_bytes) / 1e9;
     std::snprintf(buf, sizeof buf,
-                  "{\"bench\":\"model\",\"config\":\"%s\",\"layers\":%lld,\"context\":%lld,\"chunk\":%lld,"
+                  "{\"kind\":\"model\",\"config\":\"%s\",\"layers\":%lld,\"context\":%lld,\"chunk\":%lld,"
                   "\"prefill_s\":%.3f,\"prefill_tokens_per_s\":%.0f,\"prefill_tflops\":%.1f,"
                   "\"mfu_vs_measured_gemm\":%.3f,\"mfu_vs_datasheet\":%.3f,\"attention_flop_share\":%.3f,"
                   "\"decode_steps\":%.0f,\"decode_tokens_per_s\":%.2f,\"decode_gbps\":%.0f,"
