@@ -40,12 +40,16 @@ struct ProgressOptions {
 
 // The format for a real run: none when quiet, bar when stderr is a terminal, else json.
 ProgressFormat default_progress_format(bool quiet);
+// --log-format: "auto" (default_progress_format), "bar" or "json"; quiet wins. Throws
+// Error for any other name.
+ProgressFormat progress_format(const std::string& name, bool quiet);
 
 class Progress {
  public:
   explicit Progress(ProgressOptions options);
   // A reporter on stderr with default_progress_format(quiet).
   static std::unique_ptr<Progress> to_stderr(bool quiet);
+  static std::unique_ptr<Progress> to_stderr(ProgressFormat format);
 
   // Once, before any document: documents this job will run or skip, and the work of those
   // it will run (sum over them of prompt tokens + max_new_tokens).

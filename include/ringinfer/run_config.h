@@ -30,7 +30,8 @@ struct RunConfig {
   int64_t context = 0;               // plan: tokens
   int ranks = 0;                     // plan
   std::string kv_dtype = "bf16";     // plan
-  int tp = 1;                        // plan: tensor-parallel size
+  int tp = 1;                        // run, score, plan: tensor-parallel size
+  std::string log_format = "auto";   // run, score: progress as auto | bar | json
   double gpu_memory_gb = 141.0;      // plan: usable memory per GPU (H200: 141 GB)
   double link_gbps = 358.0;          // plan: ring link bandwidth, GB/s (NVLink send/recv measured on H200)
   double attention_tflops = 300.0;   // plan: attention kernel rate for the prefill estimate

@@ -46,7 +46,10 @@ po::options_description describe(const std::string& cmd, RunConfig& c) {
         ("input,i", po::value(&c.inputs)->multitoken()->value_name("F.h5..."), "input shards (ringinfer prep)")
         ("output,o", po::value(&c.output)->value_name("OUT.h5"), "output HDF5 file")
         ("device", po::value<std::string>()->value_name("cpu|cuda"), "compute device (default: cuda when a GPU is visible)")
-        ("cp", po::value(&c.cp)->value_name("N"), "context-parallel group size (default: all ranks)")
+        ("cp", po::value(&c.cp)->value_name("N"), "context-parallel group size (default: all ranks / tp)")
+        ("tp", po::value(&c.tp)->value_name("T"), "tensor-parallel group size, inside a node (default 1)")
+        ("log-format", po::value(&c.log_format)->value_name("auto|bar|json"),
+         "progress on rank 0: a bar (terminal) or JSON lines (default auto: bar on a terminal, else json)")
         ("memory-limit", po::value(&c.memory_limit_gb)->value_name("GB"),
          "memory per rank for the check before work (default: the device's free memory)")
         ("comm-timeout", po::value(&c.comm_timeout_s)->value_name("SECONDS"),
@@ -105,6 +108,9 @@ void check_config(RunConfig& c, const po::variables_map& vm) {
     need(!vm.count("cp") || c.cp >= 1, "--cp must be at least 1");
     need(!vm.count("memory-limit") || c.memory_limit_gb > 0, "--memory-limit must be a positive number of GB");
     need(std::isfinite(c.comm_timeout_s) && c.comm_timeout_s > 0, "--comm-timeout must be a positive number of seconds");
+    need(c.tp >= 1, "--tp must be at least 1");
+    need(c.log_format == "auto" || c.log_format == "bar" || c.log_format == "json",
+         ("--log-format must be auto, bar or json, not '" + c.log_format + "'").c_str());
     for (auto& in : c.inputs) need(in != c.output, ("--output " + c.output + " is also an input").c_str());
   }
   if (cmd == "run") {
@@ -188,6 +194,8 @@ std::string format_config(const RunConfig& c) {
   if (c.command == "run" || c.command == "score") {
     if (c.device != DeviceKind::auto_detect) kv("device", to_string(c.device));
     if (c.cp > 0) kv("cp", c.cp);
+    if (c.tp > 1) kv("tp", c.tp);
+    if (c.log_format != "auto") kv("log-format", c.log_format);
     if (c.memory_limit_gb >= 0) kv("memory-limit", c.memory_limit_gb);
     kv("comm-timeout", c.comm_timeout_s);
   }

@@ -38,6 +38,7 @@ std::string job_fingerprint(const RunConfig& c) {
   key.cp = 0;  // the rank layout may change between attempts (requeue on other nodes)
   key.tp = 1;
   key.comm_timeout_s = kDefaultCommTimeoutSeconds;  // how long to wait changes no result
+  key.log_format = "auto";
   key.quiet = false;
   key.memory_limit_gb = -1;
   key.output.clear();

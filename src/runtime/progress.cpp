@@ -8,6 +8,8 @@
 #include <cstdio>
 #include <nlohmann/json.hpp>
 
+#include "ringinfer/error.h"
+
 namespace ringinfer {
 namespace {
 
@@ -59,11 +61,21 @@ Progress::Progress(ProgressOptions options) : options_(std::move(options)) {
   job_start_ = now();
 }
 
-std::unique_ptr<Progress> Progress::to_stderr(bool quiet) {
+ProgressFormat progress_format(const std::string& name, bool quiet) {
+  if (quiet) return ProgressFormat::none;
+  if (name == "auto") return default_progress_format(false);
+  if (name == "bar") return ProgressFormat::bar;
+  if (name == "json") return ProgressFormat::json;
+  throw Error("--log-format must be auto, bar or json, not '" + name + "'");
+}
+
+std::unique_ptr<Progress> Progress::to_stderr(ProgressFormat format) {
   ProgressOptions o;
-  o.format = default_progress_format(quiet);
+  o.format = format;
   return std::make_unique<Progress>(std::move(o));
 }
+
+std::unique_ptr<Progress> Progress::to_stderr(bool quiet) { return to_stderr(default_progress_format(quiet)); }
 
 // ---- figures
 

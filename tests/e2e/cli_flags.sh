@@ -22,6 +22,8 @@ printf 'model = m\nfrobs = 3\n' > "$WORK/bad.ini"
 expect_error "unknown config key"    30 "bad.ini: unrecognised option 'frobs'" $NP2 "$R" run --config "$WORK/bad.ini"
 expect_error "option twice"          30 "cannot be specified more than once" $NP2 "$R" run -m a -m b -i a.h5 -o b.h5
 expect_error "dump needs one file"   30 "give exactly one output file"     $NP2 "$R" dump a.h5 b.h5
+expect_error "tp zero"               30 "--tp must be at least 1"         $NP2 "$R" score -m m -i a.h5 -o b.h5 --tp 0
+expect_error "bad log format"        30 "--log-format must be auto, bar or json, not 'xml'" $NP2 "$R" score -m m -i a.h5 -o b.h5 --log-format xml
 
 # A config file and the command line merge; the command line wins.
 printf 'model = from-file\ninput = x.h5\noutput = y.h5\ntemperature = 0.5\n' > "$WORK/ok.ini"

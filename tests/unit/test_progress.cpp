@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "ringinfer/error.h"
 #include "ringinfer/progress.h"
 
 namespace ringinfer {
@@ -236,6 +237,25 @@ TEST(Progress, FormatDuration) {
   EXPECT_EQ(format_duration(185), "3m05s");
   EXPECT_EQ(format_duration(3600 + 2 * 60 + 20), "1h02m");
   EXPECT_EQ(format_duration(50 * 3600.0), "50h00m");
+}
+
+}  // namespace
+}  // namespace ringinfer
+
+namespace ringinfer {
+namespace {
+
+TEST(Progress, LogFormatNames) {
+  EXPECT_EQ(progress_format("json", false), ProgressFormat::json);
+  EXPECT_EQ(progress_format("bar", false), ProgressFormat::bar);
+  EXPECT_EQ(progress_format("auto", false), default_progress_format(false));
+  EXPECT_EQ(progress_format("json", true), ProgressFormat::none);  // --quiet wins
+  try {
+    progress_format("xml", false);
+    FAIL() << "no error";
+  } catch (const Error& e) {
+    EXPECT_STREQ(e.what(), "--log-format must be auto, bar or json, not 'xml'");
+  }
 }
 
 }  // namespace
