@@ -59,11 +59,12 @@ void dump_run(const std::string& path, std::ostream& out, bool jsonl) {
       j["finish_reason"] = r.finish_reason;
       j["prefill_seconds"] = r.prefill_seconds;
       j["decode_tokens_per_second"] = r.decode_tokens_per_second;
+      j["tokens_per_rank"] = r.tokens_per_rank;
       out << json_line(j) << "\n";
       continue;
     }
     out << "\n=== [" << d << "] " << r.id << "\n"
-        << "prompt " << r.prompt_tokens << " tokens, generated " << r.generated.size() << " (" << r.finish_reason
+        << "prompt " << r.prompt_tokens << " tokens (" << r.tokens_per_rank << " per rank), generated " << r.generated.size() << " (" << r.finish_reason
         << "), prefill " << fixed(r.prefill_seconds, 3) << " s, decode " << fixed(r.decode_tokens_per_second, 1)
         << " tokens/s\n";
     if (!r.text.empty()) {
@@ -96,12 +97,15 @@ void dump_score(const std::string& path, std::ostream& out, bool jsonl, bool log
       } else {
         j["mean_logprob"] = nullptr;
       }
+      j["seconds"] = r.seconds;
+      j["tokens_per_rank"] = r.tokens_per_rank;
       if (logprobs) j["logprobs"] = r.token_logprobs;
       out << json_line(j) << "\n";
       continue;
     }
     out << "[" << d << "] " << r.id << "  scored tokens " << n << "  perplexity " << fixed(r.perplexity, 4)
-        << "  mean logprob " << (n > 0 ? fixed(sum / static_cast<double>(n), 6) : std::string("n/a")) << "\n";
+        << "  mean logprob " << (n > 0 ? fixed(sum / static_cast<double>(n), 6) : std::string("n/a"))
+        << "  tokens per rank " << r.tokens_per_rank << "  " << fixed(r.seconds, 3) << " s\n";
   }
 }
 

@@ -52,6 +52,32 @@ h5::Handle open_sized(hid_t f, const std::string& path, const std::string& name,
   return d;
 }
 
+// A per-document metric that files written before it existed lack: reads as zeros when
+// missing, otherwise validated like the other per-document datasets.
+std::vector<int64_t> read_optional_int64(hid_t f, const std::string& path, const std::string& name, int64_t D) {
+  if (!h5::exists(f, name)) return std::vector<int64_t>(static_cast<size_t>(D), 0);
+  h5::Handle d = open_sized(f, path, name, h5::Kind::AnyInt, D, "one per /doc_ids");
+  return h5::read_int64(d.get(), D);
+}
+
+std::vector<double> read_optional_float64(hid_t f, const std::string& path, const std::string& name, int64_t D) {
+  if (!h5::exists(f, name)) return std::vector<double>(static_cast<size_t>(D), 0.0);
+  h5::Handle d = open_sized(f, path, name, h5::Kind::Float64, D, "one per /doc_ids");
+  return h5::read_float64(d.get(), D);
+}
+
+// tokens_per_rank is a count: never negative, and never more than the document.
+void check_tokens_per_rank(const std::string& where, int64_t value, int64_t limit, const std::string& limit_name) {
+  if (value < 0) throw Error(where + " is " + std::to_string(value) + ", expected a count >= 0");
+  if (limit >= 0 && value > limit)
+    throw Error(where + " is " + std::to_string(value) + ", more than " + limit_name + " (" + std::to_string(limit) +
+                ")");
+}
+
+h5::Handle create_timing(hid_t fid) {
+  return h5::group(H5_CHECK(H5Gcreate2(fid, "/timing", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT)));
+}
+
 }  // namespace
 
 // ---------------------------------------------------------------- run
@@ -64,11 +90,14 @@ void write_run_output(const std::string& path, const std::vector<RunResult>& res
   std::vector<int64_t> prompt(D), offsets(D + 1, 0);
   std::vector<int32_t> gen;
   std::vector<double> prefill(D), decode(D);
+  std::vector<int64_t> per_rank(D);
   for (size_t d = 0; d < D; ++d) {
     const RunResult& r = results[d];
     if (r.finish_reason != "eos" && r.finish_reason != "length")
       throw Error(path + ": document \"" + r.id + "\" has finish_reason \"" + r.finish_reason +
                   "\", expected eos or length");
+    check_tokens_per_rank(path + ": document \"" + r.id + "\" tokens_per_rank", r.tokens_per_rank, r.prompt_tokens,
+                          "its prompt_tokens");
     ids[d] = r.id;
     text[d] = r.text;
     finish[d] = r.finish_reason;
@@ -77,6 +106,7 @@ void write_run_output(const std::string& path, const std::vector<RunResult>& res
     offsets[d + 1] = static_cast<int64_t>(gen.size());
     prefill[d] = r.prefill_seconds;
     decode[d] = r.decode_tokens_per_second;
+    per_rank[d] = r.tokens_per_rank;
   }
 
   h5::TempFile tmp(path);
@@ -90,9 +120,10 @@ void write_run_output(const std::string& path, const std::vector<RunResult>& res
     h5::write_int32(fid, "/gen_tokens", gen);
     h5::write_strings(fid, "/text", text);
     h5::write_strings(fid, "/finish_reason", finish);
-    h5::Handle timing = h5::group(H5_CHECK(H5Gcreate2(fid, "/timing", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT)));
+    h5::Handle timing = create_timing(fid);
     h5::write_float64(timing.get(), "prefill_seconds", prefill);
     h5::write_float64(timing.get(), "decode_tokens_per_second", decode);
+    h5::write_int64(timing.get(), "tokens_per_rank", per_rank);
     timing.reset();
     H5_CHECK(H5Fflush(fid, H5F_SCOPE_GLOBAL));
   }
@@ -125,6 +156,7 @@ RunOutput read_run_output(const std::string& path) {
   std::vector<std::string> finish = h5::read_strings(finish_d.get(), D);
   std::vector<double> prefill = h5::read_float64(prefill_d.get(), D);
   std::vector<double> decode = h5::read_float64(decode_d.get(), D);
+  std::vector<int64_t> per_rank = read_optional_int64(fid, path, "/timing/tokens_per_rank", D);
 
   out.results.resize(static_cast<size_t>(D));
   for (size_t d = 0; d < static_cast<size_t>(D); ++d) {
@@ -139,6 +171,9 @@ RunOutput read_run_output(const std::string& path) {
                   "\", expected eos or length");
     r.prefill_seconds = prefill[d];
     r.decode_tokens_per_second = decode[d];
+    r.tokens_per_rank = per_rank[d];
+    check_tokens_per_rank(path + ": /timing/tokens_per_rank[" + std::to_string(d) + "]", r.tokens_per_rank,
+                          r.prompt_tokens, "/prompt_tokens[" + std::to_string(d) + "]");
   }
   return out;
 }
@@ -152,12 +187,17 @@ void write_score_output(const std::string& path, const std::vector<ScoreResult>&
   std::vector<std::string> ids(D);
   std::vector<int64_t> offsets(D + 1, 0);
   std::vector<float> logprobs;
-  std::vector<double> ppl(D);
+  std::vector<double> ppl(D), seconds(D);
+  std::vector<int64_t> per_rank(D);
   for (size_t d = 0; d < D; ++d) {
+    check_tokens_per_rank(path + ": document \"" + results[d].id + "\" tokens_per_rank", results[d].tokens_per_rank,
+                          -1, "");
     ids[d] = results[d].id;
     logprobs.insert(logprobs.end(), results[d].token_logprobs.begin(), results[d].token_logprobs.end());
     offsets[d + 1] = static_cast<int64_t>(logprobs.size());
     ppl[d] = results[d].perplexity;
+    seconds[d] = results[d].seconds;
+    per_rank[d] = results[d].tokens_per_rank;
   }
 
   h5::TempFile tmp(path);
@@ -169,6 +209,10 @@ void write_score_output(const std::string& path, const std::vector<ScoreResult>&
     h5::write_int64(fid, "/logprob_offsets", offsets);
     h5::write_float32(fid, "/token_logprobs", logprobs);
     h5::write_float64(fid, "/perplexity", ppl);
+    h5::Handle timing = create_timing(fid);
+    h5::write_float64(timing.get(), "seconds", seconds);
+    h5::write_int64(timing.get(), "tokens_per_rank", per_rank);
+    timing.reset();
     H5_CHECK(H5Fflush(fid, H5F_SCOPE_GLOBAL));
   }
   tmp.commit();
@@ -191,6 +235,8 @@ ScoreOutput read_score_output(const std::string& path) {
   std::vector<std::string> ids = h5::read_strings(ids_d.get(), D);
   std::vector<float> lp = h5::read_float32(lp_d.get(), L);
   std::vector<double> ppl = h5::read_float64(ppl_d.get(), D);
+  std::vector<double> seconds = read_optional_float64(fid, path, "/timing/seconds", D);
+  std::vector<int64_t> per_rank = read_optional_int64(fid, path, "/timing/tokens_per_rank", D);
 
   out.results.resize(static_cast<size_t>(D));
   for (size_t d = 0; d < static_cast<size_t>(D); ++d) {
@@ -198,6 +244,9 @@ ScoreOutput read_score_output(const std::string& path) {
     r.id = std::move(ids[d]);
     r.token_logprobs.assign(lp.begin() + offsets[d], lp.begin() + offsets[d + 1]);
     r.perplexity = ppl[d];
+    r.seconds = seconds[d];
+    r.tokens_per_rank = per_rank[d];
+    check_tokens_per_rank(path + ": /timing/tokens_per_rank[" + std::to_string(d) + "]", r.tokens_per_rank, -1, "");
   }
   return out;
 }

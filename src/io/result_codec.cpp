@@ -7,8 +7,24 @@
 namespace ringinfer {
 namespace {
 
-constexpr uint32_t kRunTag = 0x52554e31;    // "RUN1"
-constexpr uint32_t kScoreTag = 0x53434f31;  // "SCO1"
+// The tag names the record layout: a field added to a result bumps its digit, so a
+// record of an older layout (a journal left by an earlier build) is refused by name
+// rather than misread. "RUN1"/"SCO1" lacked the per-document metrics (tokens_per_rank,
+// score seconds).
+constexpr uint32_t kRunTag = 0x52554e32;       // "RUN2"
+constexpr uint32_t kScoreTag = 0x53434f32;     // "SCO2"
+constexpr uint32_t kOldRunTag = 0x52554e31;    // "RUN1"
+constexpr uint32_t kOldScoreTag = 0x53434f31;  // "SCO1"
+
+// Checks the leading tag; an older layout of the same kind gets its own message.
+void check_tag(uint32_t tag, uint32_t want, uint32_t old, const char* kind, const char* old_name,
+               const std::string& what) {
+  if (tag == want) return;
+  if (tag == old)
+    throw Error(what + ": not a " + kind + " result record of this version (found an older " + old_name +
+                " record, written by an earlier ringinfer; delete the journal to start over)");
+  throw Error(what + ": not a " + kind + " result record");
+}
 
 class Writer {
  public:
@@ -83,6 +99,7 @@ Bytes encode_result(int64_t doc_index, const RunResult& r) {
   w.str(r.finish_reason);
   w.pod(r.prefill_seconds);
   w.pod(r.decode_tokens_per_second);
+  w.pod(r.tokens_per_rank);
   return std::move(w.out);
 }
 
@@ -93,12 +110,14 @@ Bytes encode_result(int64_t doc_index, const ScoreResult& r) {
   w.str(r.id);
   w.vec(r.token_logprobs);
   w.pod(r.perplexity);
+  w.pod(r.seconds);
+  w.pod(r.tokens_per_rank);
   return std::move(w.out);
 }
 
 int64_t decode_result(const uint8_t* data, size_t size, RunResult& r, const std::string& what) {
   Reader in(data, size, what);
-  RI_CHECK(in.pod<uint32_t>() == kRunTag, what + ": not a run result record");
+  check_tag(in.pod<uint32_t>(), kRunTag, kOldRunTag, "run", "RUN1", what);
   const int64_t index = in.pod<int64_t>();
   r.id = in.str();
   r.prompt_tokens = in.pod<int64_t>();
@@ -107,17 +126,20 @@ int64_t decode_result(const uint8_t* data, size_t size, RunResult& r, const std:
   r.finish_reason = in.str();
   r.prefill_seconds = in.pod<double>();
   r.decode_tokens_per_second = in.pod<double>();
+  r.tokens_per_rank = in.pod<int64_t>();
   in.done();
   return index;
 }
 
 int64_t decode_result(const uint8_t* data, size_t size, ScoreResult& r, const std::string& what) {
   Reader in(data, size, what);
-  RI_CHECK(in.pod<uint32_t>() == kScoreTag, what + ": not a score result record");
+  check_tag(in.pod<uint32_t>(), kScoreTag, kOldScoreTag, "score", "SCO1", what);
   const int64_t index = in.pod<int64_t>();
   r.id = in.str();
   r.token_logprobs = in.vec<float>();
   r.perplexity = in.pod<double>();
+  r.seconds = in.pod<double>();
+  r.tokens_per_rank = in.pod<int64_t>();
   in.done();
   return index;
 }

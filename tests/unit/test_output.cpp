@@ -3,6 +3,7 @@
 
 #include <cmath>
 #include <filesystem>
+#include <functional>
 #include <nlohmann/json.hpp>
 #include <random>
 #include <sstream>
@@ -46,6 +47,8 @@ std::vector<RunResult> random_run(uint64_t seed, size_t n) {
     r.finish_reason = d % 3 ? "length" : "eos";
     r.prefill_seconds = secs(rng);
     r.decode_tokens_per_second = secs(rng) * 10;
+    const int64_t ranks = 1 + static_cast<int64_t>(d % 4);
+    r.tokens_per_rank = (r.prompt_tokens + ranks - 1) / ranks;
   }
   return out;
 }
@@ -54,6 +57,7 @@ std::vector<ScoreResult> random_score(uint64_t seed, size_t n) {
   std::mt19937_64 rng(seed);
   std::uniform_int_distribution<int> len(0, 60);
   std::uniform_real_distribution<float> lp(-12.0f, -0.01f);
+  std::uniform_real_distribution<double> secs(0.001, 20.0);
   std::vector<ScoreResult> out(n);
   for (size_t d = 0; d < n; ++d) {
     ScoreResult& r = out[d];
@@ -62,6 +66,9 @@ std::vector<ScoreResult> random_score(uint64_t seed, size_t n) {
     double sum = 0;
     for (auto& v : r.token_logprobs) sum += (v = lp(rng));
     r.perplexity = r.token_logprobs.empty() ? NAN : std::exp(-sum / r.token_logprobs.size());
+    r.seconds = secs(rng);
+    const int64_t tokens = static_cast<int64_t>(r.token_logprobs.size()) + 1, ranks = 1 + static_cast<int64_t>(d % 3);
+    r.tokens_per_rank = (tokens + ranks - 1) / ranks;
   }
   return out;
 }
@@ -74,6 +81,7 @@ void expect_same(const RunResult& a, const RunResult& b) {
   EXPECT_EQ(a.finish_reason, b.finish_reason);
   EXPECT_EQ(a.prefill_seconds, b.prefill_seconds);  // float64 stored exactly
   EXPECT_EQ(a.decode_tokens_per_second, b.decode_tokens_per_second);
+  EXPECT_EQ(a.tokens_per_rank, b.tokens_per_rank);
 }
 
 // Opens an output file read-write to break it.
@@ -119,6 +127,9 @@ TEST_F(OutputTest, RunLayoutMatchesDesign) {
   h5::open_dataset_1d(f.get(), p, "/finish_reason", h5::Kind::VlenString, &n);
   h5::open_dataset_1d(f.get(), p, "/timing/prefill_seconds", h5::Kind::Float64, &n);
   h5::open_dataset_1d(f.get(), p, "/timing/decode_tokens_per_second", h5::Kind::Float64, &n);
+  h5::open_dataset_1d(f.get(), p, "/timing/tokens_per_rank", h5::Kind::Int64, &n);
+  EXPECT_EQ(n, 4);
+  EXPECT_FALSE(h5::exists(f.get(), "/tokens_per_rank"));
   EXPECT_FALSE(h5::exists(f.get(), "/prefill_seconds"));  // timings only under /timing
   EXPECT_EQ(h5::read_string_attr(f.get(), p, "format"), "ringinfer.run");
   EXPECT_EQ(h5::read_int_attr(f.get(), p, "version"), 1);
@@ -139,7 +150,127 @@ TEST_F(OutputTest, ScoreRoundTrip) {
     } else {
       EXPECT_EQ(back.results[d].perplexity, results[d].perplexity);
     }
+    EXPECT_EQ(back.results[d].seconds, results[d].seconds);
+    EXPECT_EQ(back.results[d].tokens_per_rank, results[d].tokens_per_rank);
+    EXPECT_GT(results[d].tokens_per_rank, 0);  // the round trip is not of defaults
   }
+}
+
+TEST_F(OutputTest, ScoreLayoutMatchesDesign) {
+  write_score_output(file("score.h5"), random_score(4, 3), {});
+  h5::Handle f = h5::open_readonly(file("score.h5"));
+  const std::string p = "score.h5";
+  int64_t n = 0;
+  h5::open_dataset_1d(f.get(), p, "/perplexity", h5::Kind::Float64, &n);
+  EXPECT_EQ(n, 3);
+  h5::open_dataset_1d(f.get(), p, "/timing/seconds", h5::Kind::Float64, &n);
+  EXPECT_EQ(n, 3);
+  h5::open_dataset_1d(f.get(), p, "/timing/tokens_per_rank", h5::Kind::Int64, &n);
+  EXPECT_EQ(n, 3);
+  EXPECT_FALSE(h5::exists(f.get(), "/seconds"));  // metrics only under /timing
+}
+
+// Files written before /timing/tokens_per_rank and the score /timing group existed stay
+// readable: the missing metrics read as zeros, everything else as written.
+TEST_F(OutputTest, FilesWithoutNewMetricsReadAsZeros) {
+  const auto run_results = random_run(21, 5);
+  write_run_output(file("run.h5"), run_results, kAttrs);
+  {
+    h5::Handle f = open_rw(file("run.h5"));
+    ASSERT_GE(H5Ldelete(f.get(), "/timing/tokens_per_rank", H5P_DEFAULT), 0);
+  }
+  RunOutput run = read_run_output(file("run.h5"));
+  ASSERT_EQ(run.results.size(), run_results.size());
+  for (size_t d = 0; d < run_results.size(); ++d) {
+    RunResult want = run_results[d];
+    EXPECT_GT(want.tokens_per_rank, 0);
+    want.tokens_per_rank = 0;
+    expect_same(run.results[d], want);
+  }
+
+  const auto score_results = random_score(22, 4);
+  write_score_output(file("s.h5"), score_results, kAttrs);
+  {
+    h5::Handle f = open_rw(file("s.h5"));
+    ASSERT_GE(H5Ldelete(f.get(), "/timing", H5P_DEFAULT), 0);
+  }
+  ScoreOutput score = read_score_output(file("s.h5"));
+  ASSERT_EQ(score.results.size(), score_results.size());
+  for (size_t d = 0; d < score_results.size(); ++d) {
+    EXPECT_EQ(score.results[d].id, score_results[d].id);
+    EXPECT_EQ(score.results[d].token_logprobs, score_results[d].token_logprobs);
+    EXPECT_EQ(score.results[d].seconds, 0.0);
+    EXPECT_EQ(score.results[d].tokens_per_rank, 0);
+  }
+  // dump prints them as zeros too.
+  std::ostringstream out;
+  dump_output(file("s.h5"), out, true);
+  const auto j = nlohmann::json::parse(out.str().substr(0, out.str().find('\n')));
+  EXPECT_EQ(j["seconds"].get<double>(), 0.0);
+  EXPECT_EQ(j["tokens_per_rank"].get<int64_t>(), 0);
+}
+
+TEST_F(OutputTest, TokensPerRankValidated) {
+  auto results = random_run(23, 3);
+  results[1].tokens_per_rank = -1;
+  EXPECT_EQ(error_of([&] { write_run_output(file("r.h5"), results, {}); }),
+            file("r.h5") + ": document \"" + results[1].id + "\" tokens_per_rank is -1, expected a count >= 0");
+  results[1].tokens_per_rank = results[1].prompt_tokens + 1;
+  EXPECT_EQ(error_of([&] { write_run_output(file("r.h5"), results, {}); }),
+            file("r.h5") + ": document \"" + results[1].id + "\" tokens_per_rank is " +
+                std::to_string(results[1].prompt_tokens + 1) + ", more than its prompt_tokens (" +
+                std::to_string(results[1].prompt_tokens) + ")");
+  EXPECT_FALSE(fs::exists(file("r.h5")));
+  auto scores = random_score(24, 2);
+  scores[0].tokens_per_rank = -5;
+  EXPECT_EQ(error_of([&] { write_score_output(file("s.h5"), scores, {}); }),
+            file("s.h5") + ": document \"s0\" tokens_per_rank is -5, expected a count >= 0");
+
+  // Readers: wrong size, wrong type, out of range.
+  const std::string run = file("run.h5");
+  results = random_run(25, 3);
+  write_run_output(run, results, {});
+  {
+    h5::Handle f = open_rw(run);
+    H5Ldelete(f.get(), "/timing/tokens_per_rank", H5P_DEFAULT);
+    h5::write_int64(f.get(), "/timing/tokens_per_rank", {1, 2});
+  }
+  EXPECT_EQ(error_of([&] { read_run_output(run); }),
+            run + ": /timing/tokens_per_rank has 2 entries, expected 3 (one per /doc_ids)");
+  write_run_output(run, results, {});
+  {
+    h5::Handle f = open_rw(run);
+    H5Ldelete(f.get(), "/timing/tokens_per_rank", H5P_DEFAULT);
+    h5::write_float64(f.get(), "/timing/tokens_per_rank", {1, 2, 3});
+  }
+  EXPECT_EQ(error_of([&] { read_run_output(run); }).rfind(run + ": /timing/tokens_per_rank is not", 0), 0u);
+  write_run_output(run, results, {});
+  {
+    h5::Handle f = open_rw(run);
+    H5Ldelete(f.get(), "/timing/tokens_per_rank", H5P_DEFAULT);
+    h5::write_int64(f.get(), "/timing/tokens_per_rank", {0, 0, results[2].prompt_tokens + 7});
+  }
+  EXPECT_EQ(error_of([&] { read_run_output(run); }),
+            run + ": /timing/tokens_per_rank[2] is " + std::to_string(results[2].prompt_tokens + 7) +
+                ", more than /prompt_tokens[2] (" + std::to_string(results[2].prompt_tokens) + ")");
+
+  const std::string score = file("score.h5");
+  write_score_output(score, random_score(26, 3), {});
+  {
+    h5::Handle f = open_rw(score);
+    H5Ldelete(f.get(), "/timing/seconds", H5P_DEFAULT);
+    h5::write_float64(f.get(), "/timing/seconds", {1.0, 2.0, 3.0, 4.0});
+  }
+  EXPECT_EQ(error_of([&] { read_score_output(score); }),
+            score + ": /timing/seconds has 4 entries, expected 3 (one per /doc_ids)");
+  write_score_output(score, random_score(26, 3), {});
+  {
+    h5::Handle f = open_rw(score);
+    H5Ldelete(f.get(), "/timing/tokens_per_rank", H5P_DEFAULT);
+    h5::write_int64(f.get(), "/timing/tokens_per_rank", {1, -2, 3});
+  }
+  EXPECT_EQ(error_of([&] { read_score_output(score); }),
+            score + ": /timing/tokens_per_rank[1] is -2, expected a count >= 0");
 }
 
 TEST_F(OutputTest, EmptyOutputs) {
@@ -244,10 +375,12 @@ TEST_F(OutputTest, DumpRunJsonl) {
   while (std::getline(lines, line)) {
     ASSERT_LT(d, results.size());
     const RunResult& r = results[d];
-    auto j = nlohmann::json::parse(line);
+    auto j = nlohmann::ordered_json::parse(line);
     std::vector<std::string> keys;
     for (auto it = j.begin(); it != j.end(); ++it) keys.push_back(it.key());
-    EXPECT_EQ(j.size(), 8u);
+    EXPECT_EQ(keys, (std::vector<std::string>{"id", "summary", "prompt_tokens", "generated_tokens", "token_ids",
+                                              "finish_reason", "prefill_seconds", "decode_tokens_per_second",
+                                              "tokens_per_rank"}));
     EXPECT_EQ(j["id"], r.id);
     EXPECT_EQ(j["summary"], r.text);
     EXPECT_EQ(j["prompt_tokens"], r.prompt_tokens);
@@ -256,6 +389,7 @@ TEST_F(OutputTest, DumpRunJsonl) {
     EXPECT_EQ(j["finish_reason"], r.finish_reason);
     EXPECT_EQ(j["prefill_seconds"].get<double>(), r.prefill_seconds);
     EXPECT_EQ(j["decode_tokens_per_second"].get<double>(), r.decode_tokens_per_second);
+    EXPECT_EQ(j["tokens_per_rank"].get<int64_t>(), r.tokens_per_rank);
     ++d;
   }
   EXPECT_EQ(d, results.size());
@@ -272,9 +406,15 @@ TEST_F(OutputTest, DumpScoreJsonl) {
   while (std::getline(lines, line)) {
     ASSERT_LT(d, results.size());
     const ScoreResult& r = results[d];
-    auto j = nlohmann::json::parse(line);
+    auto j = nlohmann::ordered_json::parse(line);
+    std::vector<std::string> keys;
+    for (auto it = j.begin(); it != j.end(); ++it) keys.push_back(it.key());
+    EXPECT_EQ(keys, (std::vector<std::string>{"id", "tokens", "perplexity", "mean_logprob", "seconds",
+                                              "tokens_per_rank"}));
     EXPECT_EQ(j["id"], r.id);
     EXPECT_EQ(j["tokens"], r.token_logprobs.size());
+    EXPECT_EQ(j["seconds"].get<double>(), r.seconds);
+    EXPECT_EQ(j["tokens_per_rank"].get<int64_t>(), r.tokens_per_rank);
     if (r.token_logprobs.empty()) {
       EXPECT_TRUE(j["mean_logprob"].is_null());
       EXPECT_TRUE(j["perplexity"].is_null());  // NaN is not JSON
@@ -320,15 +460,24 @@ TEST_F(OutputTest, DumpText) {
   EXPECT_NE(s.find("# config:\n#   max_new_tokens=8\n#   temperature=0\n"), std::string::npos) << s;
   for (const auto& r : results) {
     EXPECT_NE(s.find("] " + r.id + "\n"), std::string::npos) << r.id;
+    EXPECT_NE(s.find("prompt " + std::to_string(r.prompt_tokens) + " tokens (" + std::to_string(r.tokens_per_rank) +
+                     " per rank)"),
+              std::string::npos)
+        << s;
     if (!r.text.empty()) {
       EXPECT_NE(s.find(r.text), std::string::npos);
     }
   }
 
-  write_score_output(file("s.h5"), random_score(12, 2), {});
+  auto scores = random_score(12, 2);
+  scores[1].seconds = 1.25;
+  write_score_output(file("s.h5"), scores, {});
   std::ostringstream out2;
   dump_output(file("s.h5"), out2, false);
   EXPECT_NE(out2.str().find("[1] s1  scored tokens"), std::string::npos) << out2.str();
+  EXPECT_NE(out2.str().find("  tokens per rank " + std::to_string(scores[1].tokens_per_rank) + "  1.250 s\n"),
+            std::string::npos)
+      << out2.str();
 }
 
 TEST_F(OutputTest, DumpRejectsOtherFiles) {
