@@ -15,6 +15,13 @@
 //            broadcasts; stops at EOS or length
 // With N > 1 every rank of the CP group calls the same method for the same document (the
 // calls are collective over options.cp_comm); ranks holding no token (S < N) take part too.
+// Tensor parallel (DESIGN §5, T = tp_size > 1): the T ranks of a TP group hold the same
+// stripe and call the same methods (collective over options.tp_comm too). Each owns H/T
+// query heads, their max(1, Hkv/T) KV heads, I/T FFN channels and ceil(V/T) LM-head rows
+// (TensorParallelSlice, model_loader.h); o_proj and down_proj end in one sum all-reduce
+// each over tp_comm; ring attention and the decode merge run per TP rank over cp_comm with
+// the local heads only (T rings side by side); score combines the vocabulary parts'
+// log-sum-exp by a max and a sum all-reduce; sampling all-gathers the logits row.
 // One Engine serves many documents one after another; its buffers are sized per document.
 #include <cstdint>
 #include <functional>
@@ -39,13 +46,17 @@ struct EngineOptions {
   int cp_size = 1;              // N, the CP group size
   Comm* cp_comm = nullptr;      // the CP group (rank() == cp_rank, size() == cp_size); needed when N > 1.
                                 // Buffers it moves are backend tensors (host on CPU, device on CUDA).
+  int tp_rank = 0;              // this rank's place in its TP group
+  int tp_size = 1;              // T, the TP group size (must split the model: tensor_parallel_slice)
+  Comm* tp_comm = nullptr;      // the TP group (rank() == tp_rank, size() == tp_size); needed when T > 1.
+                                // Moves backend tensors, like cp_comm.
   int64_t chunk_tokens = 256;   // rows per projection / MLP chunk (bounds scratch memory)
   int64_t logits_chunk = 32;    // rows per LM-head chunk in score (logits_chunk x vocab fp32)
   // Called after each prefill layer and each generated token (may be empty).
   std::function<void(const EngineProgress&)> on_progress;
-  // Asked at the same points (may be empty). When it is true on any rank of the CP group,
-  // every rank of the group throws StopRequested (signals.h) at the same point: the group
-  // agrees through one small all-reduce over cp_comm per check.
+  // Asked at the same points (may be empty). When it is true on any rank of the CP x TP
+  // group, every rank of the group throws StopRequested (signals.h) at the same point: the
+  // group agrees through one small all-reduce over cp_comm, then one over tp_comm, per check.
   std::function<bool()> should_stop;
 };
 
@@ -79,14 +90,19 @@ struct GenerateResult {
 struct EngineStats {
   int64_t tokens_held = 0;  // prompt tokens in this rank's stripe: ceil((S - r) / N)
   int64_t kv_tokens = 0;    // tokens in the local KV cache of each layer at the end
-  int64_t kv_bytes = 0;     // bytes allocated for the KV cache (all layers, K and V, full capacity)
+  int64_t kv_bytes = 0;     // bytes allocated for the KV cache (all layers, K and V, full capacity):
+                            // per layer 2 * max(1, Hkv/T) * D * capacity elements
   int64_t bytes_sent = 0;   // payload bytes this rank handed to cp_comm (ring blocks, gathers, broadcasts)
+  int64_t tp_bytes_sent = 0;  // payload bytes this rank handed to tp_comm (all-reduces, logits gathers)
 };
 
 class Engine {
  public:
-  // Uploads the weights to the backend (the caller may free `weights` afterwards). Throws
-  // Error when a weight's shape does not match the config, or for an unsupported option.
+  // Uploads the weights to the backend (the caller may free `weights` afterwards). With
+  // T > 1 `weights` may be whole (this rank's slice is cut out) or already this rank's slice
+  // (read_weights(model, slice)). Throws Error when a weight's shape does not match the
+  // config, when the model cannot be split over T ranks (the same message on every rank,
+  // before any communication), or for an unsupported option.
   Engine(Backend& backend, const ModelConfig& config, const ModelWeights& weights, const EngineOptions& options = {});
   ~Engine();
   Engine(const Engine&) = delete;

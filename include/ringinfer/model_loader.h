@@ -62,6 +62,41 @@ std::string layer_tensor_name(int64_t layer, const std::string& suffix);
 // none is missing. lm_head stays empty when embeddings are tied.
 ModelWeights read_weights(const ModelSource& model);
 
+// One rank's share of the model under tensor parallelism (DESIGN §5, Megatron layout):
+//   column-parallel (rows of the (out, in) weight): q (+bias), k/v (+bias), gate, up
+//   row-parallel (columns): o_proj, down_proj; o's bias and the norms stay whole
+//   vocabulary-parallel: LM-head rows [vocab_begin, vocab_begin + vocab_rows)
+//   replicated: embedding, final norm
+struct TensorParallelSlice {
+  int rank = 0;                 // tp_rank
+  int size = 1;                 // T
+  int64_t q_head_begin = 0;     // first query head owned
+  int64_t q_heads = 0;          // H / T query heads
+  int64_t kv_head_begin = 0;    // first KV head those read
+  int64_t kv_heads = 0;         // max(1, Hkv / T); when T > Hkv the head is replicated on T / Hkv ranks
+  int64_t inter_begin = 0;      // first FFN (intermediate) channel owned
+  int64_t inter = 0;            // intermediate_size / T
+  int64_t vocab_begin = 0;      // first LM-head row owned: rank * vocab_part
+  int64_t vocab_rows = 0;       // LM-head rows owned: vocab_part, the last rank's may be fewer
+  int64_t vocab_part = 0;       // ceil(V / T): each rank's slot in a gathered logits row
+
+  RowRange q_rows(int64_t head_dim) const { return {q_head_begin * head_dim, (q_head_begin + q_heads) * head_dim}; }
+  RowRange kv_rows(int64_t head_dim) const {
+    return {kv_head_begin * head_dim, (kv_head_begin + kv_heads) * head_dim};
+  }
+  RowRange inter_rows() const { return {inter_begin, inter_begin + inter}; }
+  RowRange vocab_range() const { return {vocab_begin, vocab_begin + vocab_rows}; }
+};
+
+// The slice of rank tp_rank of tp_size. Throws Error when the model cannot be split that
+// way, e.g. "--tp 3: the model's 4 query heads are not divisible by 3".
+TensorParallelSlice tensor_parallel_slice(const ModelConfig& config, int tp_rank, int tp_size);
+
+// Reads only `slice`'s rows and columns of the sharded tensors (and the replicated ones
+// whole), after the same name and shape checks as read_weights. lm_head holds the slice's
+// vocabulary rows (empty when tied: the engine takes them from the embedding).
+ModelWeights read_weights(const ModelSource& model, const TensorParallelSlice& slice);
+
 struct LoadedModel {
   std::string path;
   ModelFormat format = ModelFormat::safetensors;

@@ -53,4 +53,9 @@ struct ParallelGroups {
 // after all MPI ones, CP before TP, on every rank (a fixed order, or NCCL deadlocks).
 ParallelGroups make_parallel_groups(const ParallelLayout& layout, MPI_Comm world, bool with_nccl = false);
 
+// Refuses (Error, on every rank of the TP group) a TP group whose ranks do not all share
+// one node, unless `allow`: its two all-reduces per layer need NVLink / shared memory, not
+// the network. Collective over groups.tp (MPI_Comm_split_type(MPI_COMM_TYPE_SHARED)).
+void check_tp_on_one_node(const ParallelGroups& groups, bool allow);
+
 }  // namespace ringinfer

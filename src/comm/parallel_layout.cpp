@@ -77,4 +77,23 @@ ParallelGroups make_parallel_groups(const ParallelLayout& layout, MPI_Comm world
   return g;
 }
 
+void check_tp_on_one_node(const ParallelGroups& g, bool allow) {
+  if (!g.tp || g.layout.tp == 1) return;
+  MPI_Comm node = MPI_COMM_NULL;
+  MPI_CHECK(MPI_Comm_split_type(g.tp->mpi_comm(), MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node));
+  int node_rank = 0;
+  const int rc = MPI_Comm_rank(node, &node_rank);
+  MPI_Comm_free(&node);
+  MPI_CHECK(rc);
+  // Nodes the group spans: one node-local rank 0 on each. The same count on every rank,
+  // so every rank of the group decides alike.
+  int leader = node_rank == 0 ? 1 : 0, nodes = 0;
+  MPI_CHECK(MPI_Allreduce(&leader, &nodes, 1, MPI_INT, MPI_SUM, g.tp->mpi_comm()));
+  RI_CHECK(nodes == 1 || allow,
+           "--tp " + std::to_string(g.layout.tp) + ": a tensor-parallel group spans " + std::to_string(nodes) +
+               " nodes; its ranks all-reduce activations twice per layer and must share one node (start whole "
+               "TP groups per node, e.g. mpirun --map-by ppr:" + std::to_string(g.layout.tp) +
+               ":node, or lower --tp; --allow-cross-node-tp runs it anyway)");
+}
+
 }  // namespace ringinfer

@@ -1,6 +1,7 @@
 // The forward pass over Backend: layer-major prefill of a stripe, score, decode.
 #include "ringinfer/engine.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <limits>
@@ -44,6 +45,19 @@ Tensor row_cols(const Tensor& row, int64_t begin, int64_t count) {
   return row.reshaped(row.cols(), 1).rows(begin, count).reshaped(1, count);
 }
 
+// This rank's TP slice, after checking the options that name the TP group (every rank of
+// the group fails the same way here, before any communication).
+TensorParallelSlice checked_slice(const ModelConfig& c, const EngineOptions& o) {
+  RI_CHECK(o.tp_size >= 1 && o.tp_rank >= 0 && o.tp_rank < o.tp_size,
+           "engine: TP rank " + std::to_string(o.tp_rank) + " outside a group of " + std::to_string(o.tp_size));
+  TensorParallelSlice sl = tensor_parallel_slice(c, o.tp_rank, o.tp_size);
+  RI_CHECK(o.tp_size == 1 || o.tp_comm != nullptr,
+           "engine: --tp " + std::to_string(o.tp_size) + " needs a communicator for the TP group");
+  RI_CHECK(o.tp_comm == nullptr || (o.tp_comm->rank() == o.tp_rank && o.tp_comm->size() == o.tp_size),
+           "engine: the TP communicator's rank/size do not match tp_rank/tp_size");
+  return sl;
+}
+
 // Tokens t = r (mod N) of a whole document.
 std::vector<int32_t> cut_stripe(const std::vector<int32_t>& doc, int r, int N) {
   std::vector<int32_t> out;
@@ -56,16 +70,20 @@ struct Engine::State {
   Backend& be;
   ModelConfig cfg;
   EngineOptions opt;
+  TensorParallelSlice sl;  // this rank's heads, FFN channels and vocabulary rows
   engine::BackendWeights w;
   Comm* comm = nullptr;  // the CP group; null when N = 1
-  int r = 0, N = 1;
-  int64_t H = 0, Hkv = 0, D = 0, hidden = 0, inter = 0, vocab = 0, chunk = 0;
+  Comm* tp = nullptr;    // the TP group; null when T = 1
+  int r = 0, N = 1, tr = 0, T = 1;
+  // H, Hkv, inter: this rank's query heads, KV heads and FFN channels (the model's with
+  // T = 1); vocab: the model's vocabulary; vl: LM-head rows held here.
+  int64_t H = 0, Hkv = 0, D = 0, hidden = 0, inter = 0, vocab = 0, vl = 0, chunk = 0;
   float eps = 0.0f, scale = 0.0f;
   EngineStats stats;
   int64_t S = 0;  // length of the current document
 
   // Per document. Shapes: n = local tokens of the prompt on this rank, cap = KV capacity.
-  std::vector<Tensor> k_cache, v_cache;  // n_layers x (cap, Hkv*D), backend KV storage
+  std::vector<Tensor> k_cache, v_cache;  // n_layers x (cap, Hkv*D), backend KV storage (local heads)
   Tensor x;                              // (n, hidden) residual stream
   Tensor q, o, lse;                      // (n, H*D), (n, H*D), (n, H): one layer's Q and (O, LSE)
   Tensor ring[2];                        // 2 x (2 nmax, Hkv*D) KV storage, nmax = ceil(S/N): a
@@ -76,17 +94,24 @@ struct Engine::State {
   Tensor gate, up;    // (chunk, intermediate)
   Tensor tok;         // (chunk, 1) i32 token ids / targets
   Tensor hl;          // (logits_chunk, hidden) final-normed rows for the LM head
-  Tensor logits;      // (logits_chunk, vocab)
+  Tensor logits;      // (logits_chunk, vl)
   Tensor x1, q1;      // decode: (1, hidden), (1, H*D)
   Tensor part;        // decode: (1, H*D + H) this rank's partial (O, LSE), o1 and lse1 are views
   Tensor o1, lse1;    // (1, H*D), (1, H): views of part
   Tensor parts;       // decode: (N, H*D + H) every rank's part, gathered
   Tensor flags;       // (1, 2) i32: the stop flag to reduce, and the reduced flag
   Tensor bad_token;   // (1, 2) f64: (global index, token) of this rank's first bad token
-  Tensor bad_tokens;  // (N, 2) f64: every rank's, gathered
+  Tensor bad_tokens;  // (max(N, T), 2) f64: every rank's, gathered
+  // Tensor parallel only (T > 1):
+  Tensor xp;          // (chunk, hidden) this rank's partial o_proj / down_proj output, all-reduced into x
+  Tensor ref, a_ref, a_tgt;  // (logits_chunk, 1) f32: logit of local row 0, logprobs of it and of the target
+  Tensor red_max;     // (logits_chunk, 1) f64: local log-sum-exp, max-reduced
+  Tensor red_sum;     // (logits_chunk, 2) f64: (sum of exp(lse - max), target logit), sum-reduced
+  Tensor lg_pad;      // (1, vocab_part) decode logits of the local rows, padded for the gather
+  Tensor lg_all;      // (1, T * vocab_part) every rank's part in rank order: its first vocab are the row
 
   State(Backend& backend, const ModelConfig& c, const ModelWeights& weights, const EngineOptions& o)
-      : be(backend), cfg(c), opt(o), w(engine::upload_weights(backend, c, weights)) {
+      : be(backend), cfg(c), opt(o), sl(checked_slice(c, o)), w(engine::upload_weights(backend, c, weights, sl)) {
     RI_CHECK(o.cp_size >= 1 && o.cp_rank >= 0 && o.cp_rank < o.cp_size,
              "engine: CP rank " + std::to_string(o.cp_rank) + " outside a group of " + std::to_string(o.cp_size));
     RI_CHECK(o.cp_size == 1 || o.cp_comm != nullptr,
@@ -97,8 +122,11 @@ struct Engine::State {
     r = o.cp_rank;
     N = o.cp_size;
     comm = N > 1 ? o.cp_comm : nullptr;
-    H = c.n_heads, Hkv = c.n_kv_heads, D = c.head_dim, hidden = c.hidden_size;
-    inter = c.intermediate_size, vocab = c.vocab_size, chunk = o.chunk_tokens;
+    tr = o.tp_rank;
+    T = o.tp_size;
+    tp = T > 1 ? o.tp_comm : nullptr;
+    H = sl.q_heads, Hkv = sl.kv_heads, D = c.head_dim, hidden = c.hidden_size;
+    inter = sl.inter, vocab = c.vocab_size, vl = sl.vocab_rows, chunk = o.chunk_tokens;
     eps = static_cast<float>(c.rms_norm_eps);
     scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(D)));
     h = be.alloc(std::max(chunk, o.logits_chunk), hidden, DType::f32);
@@ -108,7 +136,7 @@ struct Engine::State {
     up = be.alloc(chunk, inter, DType::f32);
     tok = be.alloc(std::max(chunk, o.logits_chunk), 1, DType::i32);
     hl = be.alloc(o.logits_chunk, hidden, DType::f32);
-    logits = be.alloc(o.logits_chunk, vocab, DType::f32);
+    logits = be.alloc(o.logits_chunk, vl, DType::f32);
     x1 = be.alloc(1, hidden, DType::f32);
     q1 = be.alloc(1, H * D, DType::f32);
     part = be.alloc(1, H * D + H, DType::f32);
@@ -117,7 +145,19 @@ struct Engine::State {
     parts = be.alloc(N, H * D + H, DType::f32);
     flags = be.alloc(1, 2, DType::i32);
     bad_token = be.alloc(1, 2, DType::f64);
-    bad_tokens = be.alloc(N, 2, DType::f64);
+    bad_tokens = be.alloc(std::max(N, T), 2, DType::f64);
+    if (tp) {
+      xp = be.alloc(chunk, hidden, DType::f32);
+      ref = be.alloc(o.logits_chunk, 1, DType::f32);
+      a_ref = be.alloc(o.logits_chunk, 1, DType::f32);
+      a_tgt = be.alloc(o.logits_chunk, 1, DType::f32);
+      red_max = be.alloc(o.logits_chunk, 1, DType::f64);
+      red_sum = be.alloc(o.logits_chunk, 2, DType::f64);
+      lg_pad = be.alloc(1, sl.vocab_part, DType::f32);
+      lg_all = be.alloc(1, T * sl.vocab_part, DType::f32);
+      const std::vector<float> zeros(static_cast<size_t>(sl.vocab_part), 0.0f);  // the padding is never read
+      be.copy_from_host(lg_pad, zeros.data());
+    }
   }
 
   void report(const EngineProgress& p) {
@@ -128,14 +168,17 @@ struct Engine::State {
   // to. Collective: every rank reaches the same checkpoints.
   void stop_point() {
     if (!opt.should_stop) return;
-    int32_t flag[2] = {opt.should_stop() ? 1 : 0, 0};
-    if (comm) {
+    const int32_t mine = opt.should_stop() ? 1 : 0;
+    int32_t flag[2] = {mine, mine};
+    if (comm || tp) {
+      // Over the CP ring, then over the TP group: the max over the whole CP x TP group.
       be.copy_from_host(flags, flag);
-      comm->all_reduce(row_cols(flags, 0, 1).data(), row_cols(flags, 1, 1).data(), 1, CommDtype::int32,
-                       ReduceOp::max, be.stream());
+      const Tensor reduced = row_cols(flags, 1, 1);
+      if (comm)
+        comm->all_reduce(row_cols(flags, 0, 1).data(), reduced.data(), 1, CommDtype::int32, ReduceOp::max,
+                         be.stream());
+      if (tp) tp->all_reduce(reduced.data(), reduced.data(), 1, CommDtype::int32, ReduceOp::max, be.stream());
       be.copy_to_host(flag, flags);
-    } else {
-      flag[1] = flag[0];
     }
     if (flag[1]) throw StopRequested{stop_signal()};
   }
@@ -162,9 +205,20 @@ struct Engine::State {
       std::vector<double> all(2 * static_cast<size_t>(N));
       be.copy_from_host(bad_token, bad);
       comm->all_gather(bad_token.data(), bad_tokens.data(), 2, CommDtype::float64, be.stream());
-      be.copy_to_host(all.data(), bad_tokens);
+      be.copy_to_host(all.data(), bad_tokens.rows(0, N));
       stats.bytes_sent += 2 * sizeof(double);
       for (int s = 0; s < N; ++s)
+        if (all[2 * s] >= 0 && (bad[0] < 0 || all[2 * s] < bad[0])) bad[0] = all[2 * s], bad[1] = all[2 * s + 1];
+    }
+    if (tp) {
+      // The TP ranks hold the same stripe and should agree already; the exchange makes sure
+      // that a rank given other tokens cannot run on while the rest throw.
+      std::vector<double> all(2 * static_cast<size_t>(T));
+      be.copy_from_host(bad_token, bad);
+      tp->all_gather(bad_token.data(), bad_tokens.data(), 2, CommDtype::float64, be.stream());
+      be.copy_to_host(all.data(), bad_tokens.rows(0, T));
+      stats.tp_bytes_sent += 2 * sizeof(double);
+      for (int s = 0; s < T; ++s)
         if (all[2 * s] >= 0 && (bad[0] < 0 || all[2 * s] < bad[0])) bad[0] = all[2 * s], bad[1] = all[2 * s + 1];
     }
     RI_CHECK(bad[0] < 0, "document: token " + std::to_string(static_cast<int64_t>(bad[1])) + " at index " +
@@ -184,7 +238,27 @@ struct Engine::State {
     be.matmul(hn, L.w_gate, Tensor(), g, false);
     be.matmul(hn, L.w_up, Tensor(), u, false);
     be.swiglu(g, u);
-    be.matmul(g, L.w_down, Tensor(), x_rows, true);
+    row_parallel(g, L.w_down, Tensor(), x_rows);
+  }
+
+  // x_rows += in W^T (+ bias): W holds this rank's input columns (o_proj, down_proj), so
+  // with T > 1 the ranks' partial products are summed by one all-reduce over the TP group.
+  // TP rank 0 folds the residual and the bias into its partial, so both count once.
+  void row_parallel(const Tensor& in, const Tensor& weight, const Tensor& bias, const Tensor& x_rows) {
+    if (!tp) {
+      be.matmul(in, weight, bias, x_rows, true);
+      return;
+    }
+    const Tensor p = xp.rows(0, x_rows.rows());
+    if (tr == 0) {
+      be.copy(x_rows, p);
+      be.matmul(in, weight, bias, p, true);
+    } else {
+      be.matmul(in, weight, Tensor(), p, false);
+    }
+    tp->all_reduce(p.data(), x_rows.data(), static_cast<size_t>(p.numel()), CommDtype::float32, ReduceOp::sum,
+                   be.stream());
+    stats.tp_bytes_sent += static_cast<int64_t>(p.bytes());
   }
 
   // Projects rows of x at global positions pos_start + i * N: Q into q_rows, K and V
@@ -292,7 +366,7 @@ struct Engine::State {
       ring_attention(l, n);
       for (int64_t c = 0; c < n; c += chunk) {
         const int64_t cn = std::min(chunk, n - c);
-        be.matmul(o.rows(c, cn), w.layers[l].wo, w.layers[l].bo, x.rows(c, cn), true);
+        row_parallel(o.rows(c, cn), w.layers[l].wo, w.layers[l].bo, x.rows(c, cn));
         mlp(w.layers[l], x.rows(c, cn));
       }
       EngineProgress p;
@@ -306,19 +380,38 @@ struct Engine::State {
     ring[0] = ring[1] = Tensor();
   }
 
-  // Final norm + LM head of one residual row into logits row 0.
+  // Final norm + LM head of one residual row: the whole (1, vocab) logits row. With T > 1
+  // (collective over the TP group) every rank computes its vocabulary part and one
+  // all-gather assembles the row: the parts are in rank order and only the last is short,
+  // so the gathered buffer's first vocab values are the row, exactly as with T = 1.
   Tensor head_logits(const Tensor& x_row) {
-    const Tensor hn = h.rows(0, 1), lg = logits.rows(0, 1);
+    const Tensor hn = h.rows(0, 1);
     be.rmsnorm(x_row, w.final_norm, eps, hn);
-    be.matmul(hn, w.lm_head, Tensor(), lg, false);
-    return lg;
+    if (!tp) {
+      const Tensor lg = logits.rows(0, 1);
+      be.matmul(hn, w.lm_head, Tensor(), lg, false);
+      return lg;
+    }
+    be.matmul(hn, w.lm_head, Tensor(), row_cols(lg_pad, 0, vl), false);
+    tp->all_gather(lg_pad.data(), lg_all.data(), static_cast<size_t>(sl.vocab_part), CommDtype::float32,
+                   be.stream());
+    stats.tp_bytes_sent += static_cast<int64_t>(lg_pad.bytes());
+    return row_cols(lg_all, 0, vocab);
   }
 
-  // The token sampled on rank `root` from the hidden row x_row (ignored elsewhere), on
-  // every rank: root samples, then broadcasts the id.
+  // The token sampled on CP rank `root` from the hidden row x_row (ignored elsewhere), on
+  // every rank: root samples, then broadcasts the id. With T > 1 the TP ranks of root
+  // sample from the same gathered row, and TP rank 0's token is broadcast over the TP group
+  // so that rounding differences can never make them disagree.
   int32_t sample_on(int root, const Tensor& x_row, const GenerateOptions& g, uint64_t step) {
     const Tensor t = tok.rows(0, 1);
-    if (r == root) be.sample(head_logits(x_row), g.temperature, g.top_p, sampling_uniform(g.seed, g.doc_key, step), t);
+    if (r == root) {
+      be.sample(head_logits(x_row), g.temperature, g.top_p, sampling_uniform(g.seed, g.doc_key, step), t);
+      if (tp) {
+        tp->broadcast(t.data(), 1, CommDtype::int32, 0, be.stream());
+        if (tr == 0) stats.tp_bytes_sent += sizeof(int32_t);
+      }
+    }
     if (comm) {
       comm->broadcast(t.data(), 1, CommDtype::int32, root, be.stream());
       if (r == root) stats.bytes_sent += sizeof(int32_t);
@@ -326,6 +419,52 @@ struct Engine::State {
     int32_t id = 0;
     be.copy_to_host(&id, t);
     return id;
+  }
+
+  // ---------------------------------------------------------------- vocabulary-parallel LM head
+  // out (n, 1) = log p(targets[i]) from the logits rows (n, vl) of this rank's vocabulary
+  // part, collective over the TP group. logprob = l_t - LSE, LSE = log sum_ranks exp(lse_r)
+  // = M + log(sum_ranks exp(lse_r - M)) with M the max of the ranks' local lse_r.
+  // The backend gives lse_r through target_logprobs: at local column 0, whose logit `ref`
+  // is computed apart, lse_r = ref - logprob_r(0). The rank owning the target contributes
+  // l_t = logprob_r(t) + lse_r, the others 0, to a sum all-reduce.
+  void vocab_parallel_logprobs(int64_t n, const int32_t* targets, const Tensor& out) {
+    const Tensor lg = logits.rows(0, n);
+    be.matmul(hl.rows(0, n), w.lm_head.rows(0, 1), Tensor(), ref.rows(0, n), false);
+    std::vector<int32_t> local(static_cast<size_t>(n), 0);
+    be.copy_from_host(tok.rows(0, n), local.data());
+    be.target_logprobs(lg, tok.rows(0, n), a_ref.rows(0, n));
+    std::vector<char> owned(static_cast<size_t>(n));
+    for (int64_t i = 0; i < n; ++i) {
+      const int64_t t = targets[i] - sl.vocab_begin;
+      owned[i] = t >= 0 && t < vl;
+      local[i] = owned[i] ? static_cast<int32_t>(t) : 0;
+    }
+    be.copy_from_host(tok.rows(0, n), local.data());
+    be.target_logprobs(lg, tok.rows(0, n), a_tgt.rows(0, n));
+    std::vector<float> hr(static_cast<size_t>(n)), har(hr.size()), hat(hr.size());
+    be.copy_to_host(hr.data(), ref.rows(0, n));
+    be.copy_to_host(har.data(), a_ref.rows(0, n));
+    be.copy_to_host(hat.data(), a_tgt.rows(0, n));
+    std::vector<double> lse(hr.size()), mx(hr.size()), sums(2 * hr.size());
+    for (int64_t i = 0; i < n; ++i) lse[i] = static_cast<double>(hr[i]) - static_cast<double>(har[i]);
+    be.copy_from_host(red_max.rows(0, n), lse.data());
+    tp->all_reduce(red_max.data(), red_max.data(), static_cast<size_t>(n), CommDtype::float64, ReduceOp::max,
+                   be.stream());
+    be.copy_to_host(mx.data(), red_max.rows(0, n));
+    for (int64_t i = 0; i < n; ++i) {
+      sums[2 * i] = std::exp(lse[i] - mx[i]);
+      sums[2 * i + 1] = owned[i] ? static_cast<double>(hat[i]) + lse[i] : 0.0;
+    }
+    const Tensor rs = red_sum.rows(0, n);
+    be.copy_from_host(rs, sums.data());
+    tp->all_reduce(rs.data(), rs.data(), static_cast<size_t>(2 * n), CommDtype::float64, ReduceOp::sum,
+                   be.stream());
+    be.copy_to_host(sums.data(), rs);
+    stats.tp_bytes_sent += static_cast<int64_t>(n * sizeof(double) + rs.bytes());
+    std::vector<float> lp(hr.size());
+    for (int64_t i = 0; i < n; ++i) lp[i] = static_cast<float>(sums[2 * i + 1] - mx[i] - std::log(sums[2 * i]));
+    be.copy_from_host(out, lp.data());
   }
 
   // ---------------------------------------------------------------- decode
@@ -352,7 +491,7 @@ struct Engine::State {
           be.merge_attention(o1, lse1, row_cols(ps, 0, H * D), row_cols(ps, H * D, H));
         }
       }
-      be.matmul(o1, w.layers[l].wo, w.layers[l].bo, x1, true);
+      row_parallel(o1, w.layers[l].wo, w.layers[l].bo, x1);
       mlp(w.layers[l], x1);
     }
     stats.kv_tokens = nk;
@@ -402,6 +541,10 @@ DocumentScore Engine::score_stripes(const std::vector<int32_t>& stripe, const st
     const int64_t cn = std::min(lc, m - c);
     s.be.rmsnorm(s.x.rows(c, cn), s.w.final_norm, s.eps, s.hl.rows(0, cn));
     s.be.matmul(s.hl.rows(0, cn), s.w.lm_head, Tensor(), s.logits.rows(0, cn), false);
+    if (s.tp) {
+      s.vocab_parallel_logprobs(cn, next.data() + c + shift, lp.rows(c, cn));
+      continue;
+    }
     s.be.copy_from_host(s.tok.rows(0, cn), next.data() + c + shift);
     s.be.target_logprobs(s.logits.rows(0, cn), s.tok.rows(0, cn), lp.rows(c, cn));
   }

@@ -165,8 +165,44 @@ void check_tensor(const TensorSource& src, const std::string& name, const std::v
 
 }  // namespace
 
-ModelWeights read_weights(const ModelSource& m) {
+TensorParallelSlice tensor_parallel_slice(const ModelConfig& c, int tp_rank, int T) {
+  const std::string tp = "--tp " + std::to_string(T) + ": ";
+  RI_CHECK(T >= 1, "--tp must be at least 1 (got " + std::to_string(T) + ")");
+  RI_CHECK(tp_rank >= 0 && tp_rank < T, tp + "rank " + std::to_string(tp_rank) + " is outside the group");
+  const int64_t H = c.n_heads, Hkv = c.n_kv_heads, I = c.intermediate_size, V = c.vocab_size;
+  RI_CHECK(H > 0 && Hkv > 0 && H % Hkv == 0 && I > 0 && V > 0,
+           "model: inconsistent sizes (heads " + std::to_string(H) + "/" + std::to_string(Hkv) + ")");
+  RI_CHECK(H % T == 0,
+           tp + "the model's " + std::to_string(H) + " query heads are not divisible by " + std::to_string(T));
+  RI_CHECK(Hkv % T == 0 || T % Hkv == 0, tp + "the model's " + std::to_string(Hkv) +
+                                             " key/value heads neither divide into nor evenly replicate over " +
+                                             std::to_string(T) + " ranks");
+  RI_CHECK(I % T == 0, tp + "the model's intermediate size " + std::to_string(I) + " is not divisible by " +
+                           std::to_string(T));
+  TensorParallelSlice s;
+  s.rank = tp_rank;
+  s.size = T;
+  s.q_heads = H / T;
+  s.q_head_begin = tp_rank * s.q_heads;
+  // A rank's query heads read KV heads q / (H / Hkv): Hkv / T of them, or, when T > Hkv,
+  // one head shared with the other T / Hkv - 1 ranks of its KV group.
+  s.kv_heads = std::max<int64_t>(1, Hkv / T);
+  s.kv_head_begin = s.q_head_begin / (H / Hkv);
+  s.inter = I / T;
+  s.inter_begin = tp_rank * s.inter;
+  s.vocab_part = (V + T - 1) / T;
+  RI_CHECK(s.vocab_part * (T - 1) < V, tp + "the model's vocabulary of " + std::to_string(V) +
+                                           " tokens leaves a rank without LM-head rows");
+  s.vocab_begin = tp_rank * s.vocab_part;
+  s.vocab_rows = std::min(V, s.vocab_begin + s.vocab_part) - s.vocab_begin;
+  return s;
+}
+
+ModelWeights read_weights(const ModelSource& m) { return read_weights(m, tensor_parallel_slice(m.config, 0, 1)); }
+
+ModelWeights read_weights(const ModelSource& m, const TensorParallelSlice& tp) {
   const ModelConfig& c = m.config;
+  const TensorParallelSlice& sl = tp;
   const TensorSource& src = *m.tensors;
   const int64_t h = c.hidden_size;
   // Check every name and shape before allocating anything: a corrupt layer count or size
@@ -178,29 +214,36 @@ ModelWeights read_weights(const ModelSource& m) {
   for (int64_t l = 0; l < c.n_layers; ++l)
     for (const auto& t : expected_tensors(c, l)) check_tensor(src, t.first, t.second);
 
+  // T = 1 reads whole tensors (one contiguous read each); T > 1 only the slice's part.
+  const bool whole = sl.size == 1;
+  auto rows = [&](const std::string& name, RowRange r) { return whole ? src.read(name) : read_tensor(src, name, r); };
+  auto cols = [&](const std::string& name, RowRange r) {
+    return whole ? src.read(name) : read_tensor(src, name, ColRange{r.begin, r.end});
+  };
+  const int64_t D = c.head_dim;
   ModelWeights w;
   w.embed = src.read(top[0].first);
   w.final_norm = src.read(top[1].first);
-  if (!c.tie_word_embeddings) w.lm_head = src.read(top[2].first);
+  if (!c.tie_word_embeddings) w.lm_head = rows(top[2].first, sl.vocab_range());
   w.layers.resize(static_cast<size_t>(c.n_layers));
   for (int64_t l = 0; l < c.n_layers; ++l) {
     LayerWeights& L = w.layers[static_cast<size_t>(l)];
-    auto get = [&](const char* s) { return src.read(layer_tensor_name(l, s)); };
-    L.attn_norm = get("input_layernorm.weight");
-    L.wq = get("self_attn.q_proj.weight");
-    L.wk = get("self_attn.k_proj.weight");
-    L.wv = get("self_attn.v_proj.weight");
+    auto n = [&](const char* s) { return layer_tensor_name(l, s); };
+    L.attn_norm = src.read(n("input_layernorm.weight"));
+    L.wq = rows(n("self_attn.q_proj.weight"), sl.q_rows(D));
+    L.wk = rows(n("self_attn.k_proj.weight"), sl.kv_rows(D));
+    L.wv = rows(n("self_attn.v_proj.weight"), sl.kv_rows(D));
     if (c.qkv_bias) {
-      L.bq = get("self_attn.q_proj.bias");
-      L.bk = get("self_attn.k_proj.bias");
-      L.bv = get("self_attn.v_proj.bias");
+      L.bq = rows(n("self_attn.q_proj.bias"), sl.q_rows(D));
+      L.bk = rows(n("self_attn.k_proj.bias"), sl.kv_rows(D));
+      L.bv = rows(n("self_attn.v_proj.bias"), sl.kv_rows(D));
     }
-    L.wo = get("self_attn.o_proj.weight");
-    if (c.o_bias) L.bo = get("self_attn.o_proj.bias");
-    L.ffn_norm = get("post_attention_layernorm.weight");
-    L.w_gate = get("mlp.gate_proj.weight");
-    L.w_up = get("mlp.up_proj.weight");
-    L.w_down = get("mlp.down_proj.weight");
+    L.wo = cols(n("self_attn.o_proj.weight"), sl.q_rows(D));
+    if (c.o_bias) L.bo = src.read(n("self_attn.o_proj.bias"));
+    L.ffn_norm = src.read(n("post_attention_layernorm.weight"));
+    L.w_gate = rows(n("mlp.gate_proj.weight"), sl.inter_rows());
+    L.w_up = rows(n("mlp.up_proj.weight"), sl.inter_rows());
+    L.w_down = cols(n("mlp.down_proj.weight"), sl.inter_rows());
   }
   return w;
 }

@@ -21,10 +21,21 @@ for np in 1 2 3; do
   else fail "run -np $np"; tail -5 "$WORK/run$np.log"; fi
 done
 
+# Tensor parallel through the CLI: 4 ranks as 2 CP x 2 TP, and 2 ranks as 1 CP x 2 TP.
+for layout in "4 2 2" "2 1 2"; do
+  read -r np cp tp <<<"$layout"; tag="tp$np-$cp-$tp"
+  if timeout -k 5 120 $MPIRUN -np $np "$R" score -m "$MODEL" -i "$WORK/in.h5" -o "$WORK/score$tag.h5" --device cpu -q \
+       --cp $cp --tp $tp > "$WORK/score$tag.log" 2>&1 && "$R" dump "$WORK/score$tag.h5" --jsonl > "$WORK/score$tag.jsonl" &&
+     timeout -k 5 120 $MPIRUN -np $np "$R" run -m "$MODEL" -i "$WORK/in.h5" -o "$WORK/run$tag.h5" --device cpu -q \
+       --cp $cp --tp $tp --max-new-tokens 6 > "$WORK/run$tag.log" 2>&1 && "$R" dump "$WORK/run$tag.h5" --jsonl > "$WORK/run$tag.jsonl"; then
+    pass "score and run -np $np --cp $cp --tp $tp"
+  else fail "--cp $cp --tp $tp"; tail -5 "$WORK/score$tag.log" "$WORK/run$tag.log"; fi
+done
+
 # Greedy token ids identical for every rank count.
 ids() { python3 -c 'import json,sys
 for l in open(sys.argv[1]): d=json.loads(l); print(d["id"], d["token_ids"], d["finish_reason"])' "$1"; }
-for np in 2 3; do
+for np in 2 3 tp4-2-2 tp2-1-2; do
   if [[ -s "$WORK/run1.jsonl" ]] && diff <(ids "$WORK/run1.jsonl") <(ids "$WORK/run$np.jsonl") > /dev/null; then
     pass "greedy tokens -np 1 == -np $np"; else fail "greedy tokens -np 1 vs -np $np"; fi
 done
@@ -38,7 +49,7 @@ for x,y in zip(a,b):
   if x["tokens"]==0: assert (p is None or (isinstance(p,float) and math.isnan(p))) and (q is None or math.isnan(q)); continue
   assert abs(p-q) <= 1e-5*abs(p), (x["id"],p,q)
 ' "$1" "$2"; }
-for np in 2 3; do
+for np in 2 3 tp4-2-2 tp2-1-2; do
   if cmp_ppl "$WORK/score1.jsonl" "$WORK/score$np.jsonl" 2> "$WORK/cmp.err"; then pass "score -np 1 == -np $np"
   else fail "score -np 1 vs -np $np"; tail -3 "$WORK/cmp.err"; fi
 done
