@@ -16,24 +16,25 @@
 
 #include "cli/commands.h"
 #include "cli/options.h"
+#include "cli/result_store.h"
+#include "ringinfer/comm.h"
 #include "ringinfer/engine.h"
 #include "ringinfer/error.h"
 #include "ringinfer/log.h"
+#include "ringinfer/memory_check.h"
 #include "ringinfer/model_loader.h"
 #include "ringinfer/model_tokenizer.h"
 #include "ringinfer/output.h"
 #include "ringinfer/parallel_layout.h"
+#include "ringinfer/progress.h"
 #include "ringinfer/result_codec.h"
 #include "ringinfer/runtime.h"
 #include "ringinfer/sampling.h"
 #include "ringinfer/schedule.h"
 #include "ringinfer/shard.h"
+#include "ringinfer/signals.h"
 #include "ringinfer/striped.h"
 #include "ringinfer/version.h"
-#include "cli/result_store.h"
-#include "ringinfer/memory_check.h"
-#include "ringinfer/progress.h"
-#include "ringinfer/signals.h"
 #ifdef RINGINFER_HAVE_CUDA
 #include "ringinfer/cuda_backend.h"
 #endif
@@ -46,7 +47,8 @@ OutputAttributes output_attributes(const RunConfig& config, const ParallelLayout
           {"configuration", format_config(config)},
           {"program_version", RINGINFER_VERSION},
           {"ranks", std::to_string(layout.world_size)},
-          {"cp", std::to_string(layout.cp)}};
+          {"cp", std::to_string(layout.cp)},
+          {"tp", std::to_string(layout.tp)}};
 }
 
 // --dry-run: every rank reads its stripes; the ring checks that the stripes add up to the
@@ -66,6 +68,7 @@ RunResult dry_run_document(const DocumentSet& docs, const DocInfo& doc, const Pa
   RunResult res;
   res.id = doc.id;
   res.prompt_tokens = doc.length;
+  res.tokens_per_rank = local_len(doc.length, 0, N);  // rank 0 holds the most
   res.finish_reason = "length";
   return res;
 }
@@ -80,6 +83,8 @@ std::unique_ptr<Backend> make_backend(DeviceKind device, const RankInfo& me, con
   RI_CHECK(layout.cp == 1, "--device cuda with --cp " + std::to_string(layout.cp) +
                                ": multi-rank CUDA rings are not available yet; use --cp 1 (data parallel) or "
                                "--device cpu");
+  RI_CHECK(layout.tp == 1, "--device cuda with --tp " + std::to_string(layout.tp) +
+                               ": tensor parallelism on CUDA is not available yet; use --device cpu");
   CudaBackendOptions options;
   options.device = bind_gpu(me);
   return make_cuda_backend(options);
@@ -100,13 +105,13 @@ struct RankTotals {
 void log_document(const DocInfo& doc, const EngineStats& st, RankTotals& totals, bool quiet) {
   totals.tokens_held += st.tokens_held;
   totals.kv_bytes_max = std::max(totals.kv_bytes_max, st.kv_bytes);
-  totals.bytes_sent += st.bytes_sent;
+  totals.bytes_sent += st.bytes_sent + st.tp_bytes_sent;
   if (quiet) return;
   int rank = 0;
   MPI_CHECK(MPI_Comm_rank(MPI_COMM_WORLD, &rank));
-  std::fprintf(stderr, "[rank %d] document %s: %lld tokens held, KV %lld B, sent %lld B\n", rank, doc.id.c_str(),
-               static_cast<long long>(st.tokens_held), static_cast<long long>(st.kv_bytes),
-               static_cast<long long>(st.bytes_sent));
+  std::fprintf(stderr, "[rank %d] document %s: %lld tokens held, KV %lld B, sent %lld B (CP) + %lld B (TP)\n", rank,
+               doc.id.c_str(), static_cast<long long>(st.tokens_held), static_cast<long long>(st.kv_bytes),
+               static_cast<long long>(st.bytes_sent), static_cast<long long>(st.tp_bytes_sent));
 }
 
 // One document of `score` on this CP rank; the result is the same on every rank.
@@ -118,6 +123,8 @@ ScoreResult score_document(Engine& engine, const DocumentSet& docs, const DocInf
   log_document(doc, engine.last_stats(), totals, quiet);
   ScoreResult res;
   res.id = doc.id;
+  res.seconds = sc.seconds;
+  res.tokens_per_rank = local_len(doc.length, 0, N);
   res.token_logprobs = sc.logprobs;
   res.perplexity = sc.perplexity;  // NaN for a document of 0 or 1 tokens: nothing was predicted
   return res;
@@ -139,6 +146,7 @@ RunResult generate_document(Engine& engine, const DocumentSet& docs, const DocIn
   RunResult res;
   res.id = doc.id;
   res.prompt_tokens = doc.length;
+  res.tokens_per_rank = local_len(doc.length, 0, N);
   res.generated = gen.tokens;
   if (tokenizer) {
     // /gen_tokens keeps the EOS id that ended the generation; the text leaves it out.
@@ -163,13 +171,14 @@ int64_t peak_host_rss_bytes() {
 
 // The run summary: sums of every rank's totals and per-rank memory peaks (collective over
 // the world), as output attributes; world rank 0 also prints it unless quiet.
-OutputAttributes job_summary(const RankTotals& mine, const Backend* backend, double seconds, bool quiet) {
+OutputAttributes job_summary(Comm& world, const RankTotals& mine, const Backend* backend, double seconds,
+                             bool quiet) {
   int64_t v[5] = {mine.tokens_held, mine.bytes_sent, mine.documents, mine.prompt_tokens, mine.generated_tokens};
   int64_t sum[5] = {0, 0, 0, 0, 0};
-  MPI_CHECK(MPI_Allreduce(v, sum, 5, MPI_INT64_T, MPI_SUM, MPI_COMM_WORLD));
+  world.all_reduce(v, sum, 5, CommDtype::int64, ReduceOp::sum, Stream{});
   int64_t peaks[3] = {mine.kv_bytes_max, backend ? backend->peak_allocated_bytes() : -1, peak_host_rss_bytes()};
   int64_t max_peaks[3] = {0, 0, 0};
-  MPI_CHECK(MPI_Allreduce(peaks, max_peaks, 3, MPI_INT64_T, MPI_MAX, MPI_COMM_WORLD));
+  world.all_reduce(peaks, max_peaks, 3, CommDtype::int64, ReduceOp::max, Stream{});
   const double tokens = static_cast<double>(sum[3] + sum[4]);
   const double rate = seconds > 0 ? tokens / seconds : 0.0;
   if (!quiet) {
@@ -216,13 +225,16 @@ int run_command(const RunConfig& config) {
   install_stop_handlers();
   return run_guarded(
       [&]() -> int {
+        set_comm_timeout(config.comm_timeout_s);  // before the first collective
         const auto job_start = std::chrono::steady_clock::now();
         const RankInfo& me = mpi.info();
         // Rank 0 reports progress (a bar on a terminal, JSON lines otherwise, none with -q).
-        const std::unique_ptr<Progress> progress = me.world_rank == 0 ? Progress::to_stderr(config.quiet) : nullptr;
-        const ParallelLayout layout = make_parallel_layout(
-            me.world_size, me.world_rank, config.cp > 0 ? std::optional<int>(config.cp) : std::nullopt);
+        const std::unique_ptr<Progress> progress = me.world_rank == 0 ? Progress::to_stderr(progress_format(config.log_format, config.quiet)) : nullptr;
+        const ParallelLayout layout =
+            make_parallel_layout(me.world_size, me.world_rank,
+                                 config.cp > 0 ? std::optional<int>(config.cp) : std::nullopt, config.tp);
         ParallelGroups groups = make_parallel_groups(layout, MPI_COMM_WORLD);
+        check_tp_on_one_node(groups, config.allow_cross_node_tp);
         const bool scoring = config.command == "score";
         const bool dry = config.dry_run && !scoring;
 
@@ -252,11 +264,19 @@ int run_command(const RunConfig& config) {
           if (kind == MemoryKind::host && limit < 0) available /= std::max(1, me.local_size);
           check_memory(model->config, need, kind, available);
 
-          const ModelWeights weights = read_weights(*model);
+          // With --tp each rank reads only its slice of the sharded tensors (the same
+          // "cannot split" Error on every rank when the model does not divide).
+          const ModelWeights weights =
+              layout.tp > 1
+                  ? read_weights(*model, tensor_parallel_slice(model->config, layout.tp_rank, layout.tp))
+                  : read_weights(*model);
           EngineOptions eo;
           eo.cp_rank = layout.cp_rank;
           eo.cp_size = layout.cp;
           eo.cp_comm = groups.cp.get();
+          eo.tp_rank = layout.tp_rank;
+          eo.tp_size = layout.tp;
+          eo.tp_comm = groups.tp.get();
           eo.should_stop = [] { return stop_requested(); };
           if (progress) {
             eo.on_progress = [p = progress.get()](const EngineProgress& e) {
@@ -269,7 +289,8 @@ int run_command(const RunConfig& config) {
         }
         const auto schedule = assign_documents(lengths, layout.dp, scoring ? 0 : config.max_new_tokens);
         log::info(std::to_string(docs.size()) + " documents, " + std::to_string(layout.dp) + " group(s) of " +
-                  std::to_string(layout.cp) + " rank(s)");
+                  std::to_string(layout.cp) + " rank(s)" +
+                  (layout.tp > 1 ? " x " + std::to_string(layout.tp) + " tensor-parallel ranks" : ""));
 
         const bool leader = layout.cp_rank == 0 && layout.tp_rank == 0;
         // Finished documents are journaled (fsynced) as they complete; a re-run of the
@@ -298,6 +319,7 @@ int run_command(const RunConfig& config) {
             // document boundary (and, inside the engine, at each layer and decode step).
             int stop = stop_requested() ? 1 : 0, any_stop = 0;
             groups.cp->all_reduce(&stop, &any_stop, 1, CommDtype::int32, ReduceOp::max, Stream{});
+            groups.tp->all_reduce(&any_stop, &any_stop, 1, CommDtype::int32, ReduceOp::max, Stream{});
             if (any_stop) throw StopRequested{stop_signal()};
             if (progress) progress->document_start(d, docs[d].id, docs[d].length, budget);
             Bytes encoded;
@@ -329,14 +351,14 @@ int run_command(const RunConfig& config) {
 
         // Every rank meets here, stopped or not, so no rank waits for one that left.
         int any_stopped = 0, me_stopped = stopped ? 1 : 0;
-        MPI_CHECK(MPI_Allreduce(&me_stopped, &any_stopped, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD));
+        groups.world->all_reduce(&me_stopped, &any_stopped, 1, CommDtype::int32, ReduceOp::max, Stream{});
         if (any_stopped) {
           log::warn("stop signal received: finished documents are journaled; rerun the same command to resume");
           return kExitPreempted;
         }
         OutputAttributes attrs = output_attributes(config, layout);
         const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - job_start).count();
-        for (auto& kv : job_summary(totals, backend.get(), seconds, config.quiet)) attrs.push_back(kv);
+        for (auto& kv : job_summary(*groups.world, totals, backend.get(), seconds, config.quiet)) attrs.push_back(kv);
         if (me.world_rank == 0) {
           std::vector<Bytes> all;
           for (auto& [index, record] : store.collect()) all.push_back(std::move(record));
@@ -345,7 +367,7 @@ int run_command(const RunConfig& config) {
           store.remove_journals();
           log::info("wrote " + config.output);
         }
-        MPI_CHECK(MPI_Barrier(MPI_COMM_WORLD));
+        groups.world->barrier(Stream{});
         return kExitOk;
       },
       kExitUsage);

@@ -48,6 +48,8 @@ po::options_description describe(const std::string& cmd, RunConfig& c) {
         ("device", po::value<std::string>()->value_name("cpu|cuda"), "compute device (default: cuda when a GPU is visible)")
         ("cp", po::value(&c.cp)->value_name("N"), "context-parallel group size (default: all ranks / tp)")
         ("tp", po::value(&c.tp)->value_name("T"), "tensor-parallel group size, inside a node (default 1)")
+        ("allow-cross-node-tp", po::bool_switch(&c.allow_cross_node_tp),
+         "let a tensor-parallel group span nodes (refused by default: it all-reduces twice per layer)")
         ("log-format", po::value(&c.log_format)->value_name("auto|bar|json"),
          "progress on rank 0: a bar (terminal) or JSON lines (default auto: bar on a terminal, else json)")
         ("memory-limit", po::value(&c.memory_limit_gb)->value_name("GB"),
@@ -195,6 +197,7 @@ std::string format_config(const RunConfig& c) {
     if (c.device != DeviceKind::auto_detect) kv("device", to_string(c.device));
     if (c.cp > 0) kv("cp", c.cp);
     if (c.tp > 1) kv("tp", c.tp);
+    if (c.allow_cross_node_tp) kv("allow-cross-node-tp", "true");
     if (c.log_format != "auto") kv("log-format", c.log_format);
     if (c.memory_limit_gb >= 0) kv("memory-limit", c.memory_limit_gb);
     kv("comm-timeout", c.comm_timeout_s);

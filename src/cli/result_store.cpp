@@ -44,7 +44,7 @@ std::string job_fingerprint(const RunConfig& c) {
   key.output.clear();
   key.model = file_identity(c.model);
   for (auto& in : key.inputs) in = file_identity(in);
-  return "ringinfer journal v1\n" + format_config(key);
+  return "ringinfer journal v2\n" + format_config(key);
 }
 
 ResultStore::ResultStore(const std::string& output, const std::string& fingerprint, int group, bool leader)
