@@ -22,9 +22,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <fstream>
 #include <limits>
-#include <nlohmann/json.hpp>
 #include <random>
 #include <vector>
 
@@ -33,6 +31,7 @@
 #include "ringinfer/engine.h"
 #include "ringinfer/model_loader.h"
 #include "ringinfer/sampling.h"
+#include "reference_models.h"
 #include "test_paths.h"
 
 namespace ringinfer {
@@ -334,31 +333,14 @@ TEST(CudaBackendAttention, GenericPathMatchesCpu) {
 
 // ---------------------------------------------------------------- whole model
 
-struct Reference {
-  LoadedModel model;
-  std::vector<std::vector<int32_t>> docs;
-  std::vector<std::vector<double>> logprobs;
-  std::vector<int32_t> greedy_prompt;
-};
+using Reference = test::ReferenceModel;
 
-Reference load_reference(const std::string& name) {
-  const std::string dir = test::source_dir() + "/tests/fixtures/models/" + name;
-  Reference ref;
-  ref.model = load_model(dir);
-  std::ifstream in(dir + "/reference.json");
-  const nlohmann::json j = nlohmann::json::parse(in);
-  for (const auto& d : j.at("documents")) {
-    ref.docs.push_back(d.at("tokens").get<std::vector<int32_t>>());
-    ref.logprobs.push_back(d.at("logprobs").get<std::vector<double>>());
-  }
-  ref.greedy_prompt = j.at("greedy").at("prompt").get<std::vector<int32_t>>();
-  return ref;
-}
+const Reference& load_reference(const std::string& name) { return test::reference_model(name); }
 
 class CudaEngineFixture : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(CudaEngineFixture, ScoreWithinBf16ToleranceOfFloat64) {
-  const Reference ref = load_reference(GetParam());
+  const Reference& ref = load_reference(GetParam());
   auto gpu = make_cuda_backend();
   for (int64_t chunk : {256, 7}) {
     EngineOptions opt;
@@ -386,7 +368,7 @@ TEST_P(CudaEngineFixture, ScoreWithinBf16ToleranceOfFloat64) {
 }
 
 TEST_P(CudaEngineFixture, GreedyTokensMatchCpuBackend) {
-  const Reference ref = load_reference(GetParam());
+  const Reference& ref = load_reference(GetParam());
   ModelConfig cfg = ref.model.config;
   cfg.eos_token_ids.clear();
   auto cpu = make_cpu_backend(), gpu = make_cuda_backend();
@@ -417,7 +399,7 @@ void round_to_bf16(HostTensor& t) {
 }
 
 TEST_P(CudaEngineFixture, ScoreMatchesCpuEngineOnTheSameBf16Weights) {
-  const Reference ref = load_reference(GetParam());
+  const Reference& ref = load_reference(GetParam());
   ModelWeights w = ref.model.weights;
   round_to_bf16(w.embed);
   round_to_bf16(w.final_norm);

@@ -22,53 +22,27 @@
 #include "ringinfer/model_loader.h"
 #include "ringinfer/signals.h"
 #include "ringinfer/striped.h"
+#include "reference_models.h"
 #include "test_paths.h"
 
 namespace ringinfer {
 namespace {
 
-struct Fixture {
-  LoadedModel model;
-  std::vector<int32_t> doc;       // the reference's longest document
-  std::vector<double> logprobs;   // its float64 logprobs
-  std::vector<int32_t> greedy_prompt;
-};
+using test::all_ranks;
+using test::prefix;
+using test::rel_diff;
+using test::stripe_of;
+using test::world_rank;
+using test::world_size;
+using Fixture = test::ReferenceModel;
 
-const Fixture& fixture(const std::string& name) {
-  static std::map<std::string, Fixture> cache;
-  auto it = cache.find(name);
-  if (it != cache.end()) return it->second;
-  const std::string dir = test::source_dir() + "/tests/fixtures/models/" + name;
-  Fixture f;
-  f.model = load_model(dir);
-  std::ifstream in(dir + "/reference.json");
-  const nlohmann::json j = nlohmann::json::parse(in);
-  const auto& d = j.at("documents").back();
-  f.doc = d.at("tokens").get<std::vector<int32_t>>();
-  f.logprobs = d.at("logprobs").get<std::vector<double>>();
-  f.greedy_prompt = j.at("greedy").at("prompt").get<std::vector<int32_t>>();
-  return cache.emplace(name, std::move(f)).first->second;
-}
+const Fixture& fixture(const std::string& name) { return test::reference_model(name); }
 
 // Oversubscribed ranks (np up to 4 on 2 cores) with a thread team each crawl: one thread.
 [[maybe_unused]] const bool kOneThread = [] {
-  omp_set_num_threads(1);
-  openblas_set_num_threads(1);
+  test::use_one_thread();
   return true;
 }();
-
-double rel_diff(double a, double b) { return std::fabs(a - b) / std::max(1.0, std::fabs(b)); }
-
-int world_size() {
-  int n = 1;
-  MPI_Comm_size(MPI_COMM_WORLD, &n);
-  return n;
-}
-int world_rank() {
-  int r = 0;
-  MPI_Comm_rank(MPI_COMM_WORLD, &r);
-  return r;
-}
 
 // The CP group of `cp` consecutive world ranks containing this rank.
 struct Group {
@@ -93,20 +67,6 @@ EngineOptions cp_options(const Group& g) {
   return o;
 }
 
-std::vector<int32_t> prefix(const std::vector<int32_t>& d, size_t n) { return {d.begin(), d.begin() + n}; }
-
-std::vector<int32_t> stripe_of(const std::vector<int32_t>& d, int r, int N) {
-  std::vector<int32_t> out;
-  for (size_t t = r; t < d.size(); t += N) out.push_back(d[t]);
-  return out;
-}
-
-bool all_ranks(bool ok) {
-  int v = ok ? 1 : 0, all = 0;
-  MPI_Allreduce(&v, &all, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
-  return all == 1;
-}
-
 class MpiEngine : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(MpiEngine, ScoreMatchesSingleRankAndReferenceForEveryCp) {
@@ -114,14 +74,14 @@ TEST_P(MpiEngine, ScoreMatchesSingleRankAndReferenceForEveryCp) {
   const int np = world_size();
   auto be = make_cpu_backend();
   Engine single(*be, f.model.config, f.model.weights);
-  std::vector<size_t> lengths = {0, 1, 2, size_t(np > 1 ? np - 1 : 1), size_t(np), size_t(np + 1), f.doc.size()};
+  std::vector<size_t> lengths = {0, 1, 2, size_t(np > 1 ? np - 1 : 1), size_t(np), size_t(np + 1), f.longest().size()};
   for (int cp = 1; cp <= np; ++cp) {
     if (np % cp) continue;
     Group g(cp);
     Engine engine(*be, f.model.config, f.model.weights, cp_options(g));
     const int r = g.comm->rank();
     for (size_t S : lengths) {
-      const std::vector<int32_t> doc = prefix(f.doc, S);
+      const std::vector<int32_t> doc = prefix(f.longest(), S);
       // Only this rank's stripe and the next rank's go in.
       const DocumentScore got =
           engine.score_stripes(stripe_of(doc, r, cp), stripe_of(doc, (r + 1) % cp, cp), static_cast<int64_t>(S));
@@ -130,7 +90,7 @@ TEST_P(MpiEngine, ScoreMatchesSingleRankAndReferenceForEveryCp) {
       double vs_single = 0, vs_ref = 0;
       for (size_t k = 0; k < got.logprobs.size(); ++k) {
         vs_single = std::max(vs_single, rel_diff(got.logprobs[k], want.logprobs[k]));
-        vs_ref = std::max(vs_ref, std::fabs(double(got.logprobs[k]) - f.logprobs[k]));
+        vs_ref = std::max(vs_ref, std::fabs(double(got.logprobs[k]) - f.longest_logprobs()[k]));
       }
       EXPECT_LT(vs_single, 1e-5) << GetParam() << " cp " << cp << " S " << S;
       EXPECT_LT(vs_ref, 1e-4) << GetParam() << " cp " << cp << " S " << S;
@@ -220,10 +180,10 @@ TEST(MpiEngineLong, FlippedMaskDiagonalIsCaught) {
   auto be = make_cpu_backend(bad);
   Group g(np);
   Engine engine(*be, f.model.config, f.model.weights, cp_options(g));
-  const DocumentScore got = engine.score(f.doc);
+  const DocumentScore got = engine.score(f.longest());
   double worst = 0;
   for (size_t k = 0; k < got.logprobs.size(); ++k)
-    worst = std::max(worst, std::fabs(double(got.logprobs[k]) - f.logprobs[k]));
+    worst = std::max(worst, std::fabs(double(got.logprobs[k]) - f.longest_logprobs()[k]));
   EXPECT_GT(worst, 1e-2);
   EXPECT_TRUE(all_ranks(worst > 1e-4));
 }
@@ -256,7 +216,7 @@ TEST(MpiEngineHooks, StopOnOneRankStopsTheWholeGroupAtTheSameStep) {
     Engine engine(*be, cfg, f.model.weights, o);
     GenerateOptions opt;
     opt.max_new_tokens = 5;
-    const std::vector<int32_t> prompt = prefix(f.doc, 40);
+    const std::vector<int32_t> prompt = prefix(f.longest(), 40);
     const int L = static_cast<int>(cfg.n_layers);
     // Checkpoints: after each of the L layers, then before each of the 4 decode steps.
     for (int64_t at : {int64_t(-1), int64_t(0), int64_t(L - 1), int64_t(L), int64_t(L + 3)}) {

@@ -29,68 +29,27 @@
 #include "ringinfer/parallel_layout.h"
 #include "ringinfer/signals.h"
 #include "ringinfer/striped.h"
+#include "reference_models.h"
 #include "test_paths.h"
 
 namespace ringinfer {
 namespace {
 
-struct Fixture {
-  std::string dir;
-  LoadedModel model;
-  std::vector<int32_t> doc;      // the reference's longest document
-  std::vector<double> logprobs;  // its float64 logprobs
-  std::vector<int32_t> greedy_prompt;
-};
+using test::all_ranks;
+using test::prefix;
+using test::rel_diff;
+using test::stripe_of;
+using test::world_rank;
+using test::world_size;
+using Fixture = test::ReferenceModel;
 
-const Fixture& fixture(const std::string& name) {
-  static std::map<std::string, Fixture> cache;
-  auto it = cache.find(name);
-  if (it != cache.end()) return it->second;
-  Fixture f;
-  f.dir = test::source_dir() + "/tests/fixtures/models/" + name;
-  f.model = load_model(f.dir);
-  std::ifstream in(f.dir + "/reference.json");
-  const nlohmann::json j = nlohmann::json::parse(in);
-  const auto& d = j.at("documents").back();
-  f.doc = d.at("tokens").get<std::vector<int32_t>>();
-  f.logprobs = d.at("logprobs").get<std::vector<double>>();
-  f.greedy_prompt = j.at("greedy").at("prompt").get<std::vector<int32_t>>();
-  return cache.emplace(name, std::move(f)).first->second;
-}
+const Fixture& fixture(const std::string& name) { return test::reference_model(name); }
 
 // Oversubscribed ranks (np up to 4 on 2 cores) with a thread team each crawl: one thread.
 [[maybe_unused]] const bool kOneThread = [] {
-  omp_set_num_threads(1);
-  openblas_set_num_threads(1);
+  test::use_one_thread();
   return true;
 }();
-
-double rel_diff(double a, double b) { return std::fabs(a - b) / std::max(1.0, std::fabs(b)); }
-
-int world_size() {
-  int n = 1;
-  MPI_Comm_size(MPI_COMM_WORLD, &n);
-  return n;
-}
-int world_rank() {
-  int r = 0;
-  MPI_Comm_rank(MPI_COMM_WORLD, &r);
-  return r;
-}
-
-bool all_ranks(bool ok) {
-  int v = ok ? 1 : 0, all = 0;
-  MPI_Allreduce(&v, &all, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
-  return all == 1;
-}
-
-std::vector<int32_t> prefix(const std::vector<int32_t>& d, size_t n) { return {d.begin(), d.begin() + n}; }
-
-std::vector<int32_t> stripe_of(const std::vector<int32_t>& d, int r, int N) {
-  std::vector<int32_t> out;
-  for (size_t t = r; t < d.size(); t += N) out.push_back(d[t]);
-  return out;
-}
 
 // Every (cp, tp) with cp * tp dividing the world size.
 std::vector<std::pair<int, int>> shapes(int np) {
@@ -139,23 +98,23 @@ TEST_P(MpiTensorParallel, ScoreMatchesSingleRankAndReference) {
   const int np = world_size();
   auto be = make_cpu_backend();
   Engine single(*be, cfg, f.model.weights);
-  const std::vector<size_t> lengths = {0, 1, 2, size_t(np - 1), size_t(np), size_t(np + 1), f.doc.size()};
+  const std::vector<size_t> lengths = {0, 1, 2, size_t(np - 1), size_t(np), size_t(np + 1), f.longest().size()};
   std::map<size_t, DocumentScore> want;
-  for (size_t S : lengths) want[S] = single.score(prefix(f.doc, S));
+  for (size_t S : lengths) want[S] = single.score(prefix(f.longest(), S));
   for (auto [cp, tp] : shapes(np)) {
     ParallelGroups g = groups(cp, tp);
     const int r = g.layout.cp_rank;
     Engine engine(*be, cfg, sharded_weights(f, g.layout), options(g));
     const std::string at = label(GetParam(), cp, tp);
     for (size_t S : lengths) {
-      const std::vector<int32_t> doc = prefix(f.doc, S);
+      const std::vector<int32_t> doc = prefix(f.longest(), S);
       const DocumentScore got =
           engine.score_stripes(stripe_of(doc, r, cp), stripe_of(doc, (r + 1) % cp, cp), static_cast<int64_t>(S));
       ASSERT_EQ(got.logprobs.size(), S < 2 ? 0 : S - 1) << at << " S " << S;
       double vs_single = 0, vs_ref = 0;
       for (size_t k = 0; k < got.logprobs.size(); ++k) {
         vs_single = std::max(vs_single, rel_diff(got.logprobs[k], want[S].logprobs[k]));
-        vs_ref = std::max(vs_ref, std::fabs(double(got.logprobs[k]) - f.logprobs[k]));
+        vs_ref = std::max(vs_ref, std::fabs(double(got.logprobs[k]) - f.longest_logprobs()[k]));
       }
       EXPECT_LT(vs_single, 1e-5) << at << " S " << S;
       EXPECT_LT(vs_ref, 1e-4) << at << " S " << S;
@@ -164,12 +123,15 @@ TEST_P(MpiTensorParallel, ScoreMatchesSingleRankAndReference) {
       // KV cache: 2 max(1, Hkv/T) D ceil((S - r)/N) fp32 values per layer.
       const int64_t kv_heads = std::max<int64_t>(1, cfg.n_kv_heads / tp);
       const int64_t held = local_len(static_cast<int64_t>(S), r, cp);
-      if (S >= 2)
+      if (S >= 2) {
         EXPECT_EQ(engine.last_stats().kv_bytes,
                   cfg.n_layers * 2 * kv_heads * cfg.head_dim * held * static_cast<int64_t>(sizeof(float)))
             << at << " S " << S;
+      }
       EXPECT_EQ(engine.kv_cache_tokens(), held) << at << " S " << S;
-      if (tp > 1 && S >= 2) EXPECT_GT(engine.last_stats().tp_bytes_sent, 0) << at;
+      if (tp > 1 && S >= 2) {
+        EXPECT_GT(engine.last_stats().tp_bytes_sent, 0) << at;
+      }
     }
   }
 }
@@ -234,7 +196,9 @@ TEST_P(MpiTensorParallel, EachRankHoldsOneTthOfEachShardedWeight) {
       EXPECT_EQ(L.wq.cols(), hid) << at;
       EXPECT_EQ(L.wk.rows(), kvh * D) << at;
       EXPECT_EQ(L.wv.rows(), kvh * D) << at;
-      if (tp <= Hkv) EXPECT_EQ(L.wk.rows() * tp, Hkv * D) << at;
+      if (tp <= Hkv) {
+        EXPECT_EQ(L.wk.rows() * tp, Hkv * D) << at;
+      }
       EXPECT_EQ(L.wo.rows(), hid) << at;
       EXPECT_EQ(L.wo.cols() * tp, H * D) << at;
       EXPECT_EQ(L.w_gate.rows() * tp, I) << at;
@@ -327,7 +291,7 @@ TEST(MpiTensorParallelErrors, StopOnOneTpRankStopsTheWholeGroup) {
     opt.max_new_tokens = 5;
     bool threw = false;
     try {
-      engine.generate_stripe(stripe_of(prefix(f.doc, 40), g.layout.cp_rank, cp), 40, opt);
+      engine.generate_stripe(stripe_of(prefix(f.longest(), 40), g.layout.cp_rank, cp), 40, opt);
     } catch (const StopRequested&) {
       threw = true;
     }

@@ -17,6 +17,7 @@
 
 #include "decode_attention.h"
 #include "flash_attention.h"
+#include "bench_timing.h"
 #include "ringinfer/cuda_check.h"
 
 using namespace ringinfer;
@@ -43,28 +44,6 @@ __nv_bfloat16* random_device_bf16(size_t n, uint32_t seed) {
   return p;
 }
 
-// Median milliseconds of `reps` timed calls after `warmup` untimed ones.
-template <class F>
-double time_ms(F&& f, int warmup, int reps) {
-  for (int i = 0; i < warmup; ++i) f();
-  cudaEvent_t a, b;
-  CUDA_CHECK(cudaEventCreate(&a));
-  CUDA_CHECK(cudaEventCreate(&b));
-  std::vector<double> t;
-  for (int i = 0; i < reps; ++i) {
-    CUDA_CHECK(cudaEventRecord(a));
-    f();
-    CUDA_CHECK(cudaEventRecord(b));
-    CUDA_CHECK(cudaEventSynchronize(b));
-    float ms = 0;
-    CUDA_CHECK(cudaEventElapsedTime(&ms, a, b));
-    t.push_back(ms);
-  }
-  CUDA_CHECK(cudaEventDestroy(a));
-  CUDA_CHECK(cudaEventDestroy(b));
-  std::sort(t.begin(), t.end());
-  return t[t.size() / 2];
-}
 
 FILE* json = nullptr;
 void emit(const char* line) {
@@ -95,16 +74,10 @@ int main(int argc, char** argv) {
     // ---- copy bandwidth (the memory ceiling)
     {
       const size_t bytes = size_t(2) << 30;
-      void *src, *dst;
-      CUDA_CHECK(cudaMalloc(&src, bytes));
-      CUDA_CHECK(cudaMalloc(&dst, bytes));
-      CUDA_CHECK(cudaMemset(src, 1, bytes));
-      const double ms = time_ms([&] { CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice)); }, 3, 20);
+      const double ms = bench::copy_ms(bytes);
       std::snprintf(line, sizeof line, "{\"kind\":\"copy\",\"bytes\":%zu,\"ms\":%.4f,\"gbps\":%.1f}", bytes, ms,
                     2.0 * bytes / ms / 1e6);
       emit(line);
-      CUDA_CHECK(cudaFree(src));
-      CUDA_CHECK(cudaFree(dst));
     }
 
     // ---- causal prefill
@@ -132,7 +105,7 @@ int main(int argc, char** argv) {
       const int reps = n >= 131072 ? 3 : n >= 32768 ? 10 : 30;
       for (int variant = 0; variant < flash_attention_variants(D); ++variant) {
         p.variant = variant;
-        const double ms = time_ms([&] { flash_attention_forward(p, nullptr); }, 1, reps);
+        const double ms = bench::median_ms([&] { flash_attention_forward(p, nullptr); }, 1, reps);
         const double flops = 4.0 * double(n) * n * D * H / 2;
         std::snprintf(line, sizeof line,
                       "{\"kind\":\"prefill\",\"n\":%d,\"H\":%d,\"Hkv\":%d,\"D\":%d,\"variant\":%d,\"ms\":%.4f,"
@@ -173,7 +146,7 @@ int main(int argc, char** argv) {
         const size_t ws_bytes = decode_attention_workspace_bytes(p);
         void* ws;
         CUDA_CHECK(cudaMalloc(&ws, ws_bytes));
-        const double ms = time_ms([&] { decode_attention(p, ws, ws_bytes, nullptr); }, 5, 50);
+        const double ms = bench::median_ms([&] { decode_attention(p, ws, ws_bytes, nullptr); }, 5, 50);
         const double bytes = 2.0 * n_k * Hkv * D * sizeof(__nv_bfloat16);
         std::snprintf(line, sizeof line,
                       "{\"kind\":\"decode\",\"n_k\":%d,\"H\":%d,\"Hkv\":%d,\"D\":%d,\"variant\":%d,\"splits\":%d,"
@@ -201,7 +174,7 @@ int main(int argc, char** argv) {
         const size_t ws_bytes = decode_attention_workspace_bytes(p);
         void* ws;
         CUDA_CHECK(cudaMalloc(&ws, ws_bytes));
-        const double ms = time_ms([&] { decode_attention(p, ws, ws_bytes, nullptr); }, 5, 50);
+        const double ms = bench::median_ms([&] { decode_attention(p, ws, ws_bytes, nullptr); }, 5, 50);
         const double bytes = 2.0 * n_k * Hkv * D * sizeof(__nv_bfloat16);
         std::snprintf(line, sizeof line, "{\"kind\":\"decode_sweep\",\"n_k\":%d,\"splits\":%d,\"ms\":%.4f,\"gbps\":%.1f}",
                       n_k, splits, ms, bytes / ms / 1e6);

@@ -26,6 +26,7 @@
 #include <thread>
 #include <vector>
 
+#include "bench_timing.h"
 #include "ringinfer/cuda_backend.h"
 #include "ringinfer/cuda_check.h"
 #include "ringinfer/engine.h"
@@ -96,27 +97,6 @@ ModelWeights random_weights(const ModelConfig& c) {
   return w;
 }
 
-template <class F>
-double median_ms(F&& f, int warmup, int reps) {
-  for (int i = 0; i < warmup; ++i) f();
-  cudaEvent_t a, b;
-  CUDA_CHECK(cudaEventCreate(&a));
-  CUDA_CHECK(cudaEventCreate(&b));
-  std::vector<double> t;
-  for (int i = 0; i < reps; ++i) {
-    CUDA_CHECK(cudaEventRecord(a));
-    f();
-    CUDA_CHECK(cudaEventRecord(b));
-    CUDA_CHECK(cudaEventSynchronize(b));
-    float ms = 0;
-    CUDA_CHECK(cudaEventElapsedTime(&ms, a, b));
-    t.push_back(ms);
-  }
-  CUDA_CHECK(cudaEventDestroy(a));
-  CUDA_CHECK(cudaEventDestroy(b));
-  std::sort(t.begin(), t.end());
-  return t[t.size() / 2];
-}
 
 // The bf16 GEMM rate cuBLAS reaches here: 8192^3, fp32 accumulation, random inputs.
 double measured_gemm_tflops() {
@@ -133,7 +113,7 @@ double measured_gemm_tflops() {
   cublasHandle_t h;
   if (cublasCreate(&h) != CUBLAS_STATUS_SUCCESS) throw Error("cublasCreate failed");
   const float one = 1.f, zero = 0.f;
-  const double ms = median_ms(
+  const double ms = bench::median_ms(
       [&] {
         cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, n, n, n, &one, a, CUDA_R_16BF, n, b, CUDA_R_16BF, n, &zero, c,
                      CUDA_R_16BF, n, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
@@ -148,14 +128,7 @@ double measured_gemm_tflops() {
 
 double measured_copy_gbps() {
   const size_t bytes = size_t(2) << 30;
-  void *a, *b;
-  CUDA_CHECK(cudaMalloc(&a, bytes));
-  CUDA_CHECK(cudaMalloc(&b, bytes));
-  CUDA_CHECK(cudaMemset(a, 1, bytes));
-  const double ms = median_ms([&] { CUDA_CHECK(cudaMemcpy(b, a, bytes, cudaMemcpyDeviceToDevice)); }, 2, 10);
-  CUDA_CHECK(cudaFree(a));
-  CUDA_CHECK(cudaFree(b));
-  return 2.0 * bytes / (ms * 1e-3) / 1e9;
+  return 2.0 * bytes / bench::copy_ms(bytes) / 1e6;
 }
 
 std::vector<int64_t> parse_list(const std::string& s) {

@@ -1,0 +1,49 @@
+#pragma once
+// The tiny reference models of tests/fixtures/models/<name>/ (config, safetensors, and
+// reference.json with float64 per-token logprobs from patched transformers), loaded once
+// per process, and helpers the multi-rank engine tests share.
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "ringinfer/model_loader.h"
+
+namespace ringinfer::test {
+
+struct ReferenceModel {
+  std::string dir;                           // tests/fixtures/models/<name>
+  LoadedModel model;                         // config + fp32 weights
+  std::vector<std::vector<int32_t>> docs;    // the reference documents
+  std::vector<std::vector<double>> logprobs; // float64 logprobs of each (size - 1 entries)
+  std::vector<int32_t> greedy_prompt;
+  const std::vector<int32_t>& longest() const { return docs.back(); }  // docs are by length
+  const std::vector<double>& longest_logprobs() const { return logprobs.back(); }
+};
+
+// Loaded on first use and cached; throws when the fixture is missing or malformed.
+const ReferenceModel& reference_model(const std::string& name);
+
+// The names of the three fixtures: GQA with llama3 RoPE, Qwen2 with bias and tied
+// embeddings, Mistral with one KV head.
+inline const std::vector<std::string>& reference_model_names() {
+  static const std::vector<std::string> names = {"llama3-gqa", "qwen2-bias-tied", "mistral-mqa"};
+  return names;
+}
+
+// The first n tokens of d, and the tokens t = r (mod N) of d.
+std::vector<int32_t> prefix(const std::vector<int32_t>& d, size_t n);
+std::vector<int32_t> stripe_of(const std::vector<int32_t>& d, int r, int N);
+
+// |a - b| / max(1, |b|): relative above magnitude 1, absolute below (logprobs near 0).
+double rel_diff(double a, double b);
+
+// MPI_COMM_WORLD's size and this rank; true on every rank only when ok on every rank.
+int world_size();
+int world_rank();
+bool all_ranks(bool ok);
+
+// One OpenMP / OpenBLAS thread per rank: oversubscribed ranks (np 4 on 2 cores) with a
+// thread team each crawl. Call first in a test binary's setup.
+void use_one_thread();
+
+}  // namespace ringinfer::test
