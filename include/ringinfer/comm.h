@@ -3,9 +3,11 @@
 // runs on (DESIGN §3), and the few collectives the engine needs (decode's all-gather of
 // (O, LSE), the sampled token's broadcast, the stop flag's reduction).
 //
-// One interface, two implementations, so the engine never branches on the device:
-//   MpiComm  (mpi_comm.cpp)        host buffers, over an MPI communicator
-//   NcclComm (cuda/nccl_comm.cpp)  device buffers, over an ncclComm_t (CUDA builds)
+// One interface, three implementations, so the engine never branches on the device:
+//   MpiComm    (mpi_comm.cpp)          host buffers, over an MPI communicator
+//   NcclComm   (cuda/nccl_comm.cpp)    device buffers, over an ncclComm_t (CUDA builds)
+//   StagedComm (cuda/staged_comm.cpp)  device buffers staged through pinned host memory
+//                                      over an MpiComm (CUDA builds; ranks may share a GPU)
 // Every call takes a Stream. NCCL enqueues on it and returns at once; MPI ignores it and
 // completes before returning (collectives) or when the pending handle completes (ring).
 //
@@ -185,5 +187,16 @@ class MpiComm final : public Comm {
 // ncclCommInitRank. Collective over `comm`; each rank must already be bound to its GPU
 // (bind_gpu in runtime.h). Throws Error("... built without CUDA ...") in CPU-only builds.
 std::unique_ptr<Comm> make_nccl_comm(MPI_Comm comm);
+
+#ifdef RINGINFER_HAVE_CUDA
+// Device-buffer communicator that stages through pinned host memory and runs `inner`'s
+// MPI operations there (cuda/staged_comm.cpp): device -> host copy on the given stream,
+// the MPI operation, host -> device copy. Slower than NCCL (two PCIe copies and a host
+// sync per operation), but it lets several ranks share one GPU, which NCCL refuses: the
+// multi-rank CUDA engine on a one-GPU machine (tests; RINGINFER_CUDA_COMM=mpi), and a
+// fallback where NCCL is unavailable. `inner` must outlive the result, and the result
+// every PendingComm it returns. Timeouts are inner's (comm_timeout()). CUDA builds only.
+std::unique_ptr<Comm> make_staged_comm(MpiComm& inner);
+#endif
 
 }  // namespace ringinfer

@@ -38,8 +38,10 @@ class MpiRuntime {
 int visible_gpu_count();
 
 // Binds this rank to GPU (local_rank mod visible GPUs) and returns its index. Throws
-// Error when there are fewer visible GPUs than ranks on this node.
-int bind_gpu(const RankInfo& info);
+// Error when there are fewer visible GPUs than ranks on this node, unless allow_shared:
+// then ranks share GPUs round-robin (logged once), which only the host-staged
+// communicator supports (make_staged_comm; NCCL refuses two ranks on one GPU).
+int bind_gpu(const RankInfo& info, bool allow_shared = false);
 
 // Runs body; on ringinfer::Error (or any exception) prints "[rank r] error: ..." and
 // returns exit_code. Every rank is expected to reach the same error for collective

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <memory>
 #include <map>
@@ -73,23 +74,59 @@ RunResult dry_run_document(const DocumentSet& docs, const DocInfo& doc, const Pa
   return res;
 }
 
+// RINGINFER_CUDA_COMM picks how a CUDA CP group (--cp > 1) communicates. An environment
+// variable, not an option: it is a test and fallback switch, not a tuning knob.
+//   nccl (default, or unset)  NCCL over device buffers (not wired yet: --cp > 1 is refused)
+//   mpi                       host-staged MPI (make_staged_comm): every transfer goes through
+//                             pinned host memory, so it is slower, but several ranks may share
+//                             one GPU, which NCCL refuses (the multi-rank CUDA engine on a
+//                             one-GPU test machine)
+#ifdef RINGINFER_HAVE_CUDA
+enum class CudaCommKind { nccl, staged_mpi };
+
+CudaCommKind cuda_comm_kind() {
+  const char* env = std::getenv("RINGINFER_CUDA_COMM");
+  const std::string v = env ? env : "";
+  if (v.empty() || v == "nccl") return CudaCommKind::nccl;
+  if (v == "mpi") return CudaCommKind::staged_mpi;
+  throw Error("RINGINFER_CUDA_COMM=" + v + ": unknown communicator (use nccl or mpi)");
+}
+#endif
+
 // The backend --device asks for: auto is cuda when a GPU is visible, else cpu.
 std::unique_ptr<Backend> make_backend(DeviceKind device, const RankInfo& me, const ParallelLayout& layout) {
   const bool cuda = device == DeviceKind::cuda || (device == DeviceKind::auto_detect && visible_gpu_count() > 0);
   if (!cuda) return make_cpu_backend();
 #ifdef RINGINFER_HAVE_CUDA
-  // The ring and the decode merge exchange device buffers, which needs the NCCL
-  // communicators; until they are wired, a CUDA group is one rank.
-  RI_CHECK(layout.cp == 1, "--device cuda with --cp " + std::to_string(layout.cp) +
-                               ": multi-rank CUDA rings are not available yet; use --cp 1 (data parallel) or "
-                               "--device cpu");
+  // The ring and the decode merge exchange device buffers: over NCCL (not wired yet) or
+  // staged through the host over MPI (RINGINFER_CUDA_COMM=mpi).
+  const bool staged = cuda_comm_kind() == CudaCommKind::staged_mpi;
+  RI_CHECK(layout.cp == 1 || staged,
+           "--device cuda with --cp " + std::to_string(layout.cp) +
+               ": multi-rank CUDA rings over NCCL are not available yet; use --cp 1 (data parallel), --device "
+               "cpu, or set RINGINFER_CUDA_COMM=mpi (host-staged MPI, slower; ranks may share a GPU)");
   RI_CHECK(layout.tp == 1, "--device cuda with --tp " + std::to_string(layout.tp) +
                                ": tensor parallelism on CUDA is not available yet; use --device cpu");
   CudaBackendOptions options;
-  options.device = bind_gpu(me);
+  // Without NCCL nothing stops ranks from sharing a GPU.
+  options.device = bind_gpu(me, staged);
   return make_cuda_backend(options);
 #else
+  (void)me;
+  (void)layout;
   throw Error("--device cuda: this build has no CUDA backend (use --device cpu)");
+#endif
+}
+
+// The device-buffer communicator of a CUDA CP group (null when the group is one rank or
+// the backend is the CPU's, which uses the MpiComm itself). make_backend has already
+// refused every other combination.
+std::unique_ptr<Comm> make_cp_device_comm(const Backend& backend, MpiComm& cp) {
+  if (std::string(backend.name()) != "cuda" || cp.size() == 1) return nullptr;
+#ifdef RINGINFER_HAVE_CUDA
+  return make_staged_comm(cp);
+#else
+  return nullptr;
 #endif
 }
 
@@ -240,6 +277,7 @@ int run_command(const RunConfig& config) {
 
         std::optional<ModelSource> model;
         std::unique_ptr<Backend> backend;
+        std::unique_ptr<Comm> cp_device;  // the CP group over device buffers (CUDA, cp > 1); outlives engine
         std::unique_ptr<Engine> engine;
         std::optional<Tokenizer> tokenizer;
         if (!dry) model.emplace(open_model(config.model));
@@ -273,7 +311,8 @@ int run_command(const RunConfig& config) {
           EngineOptions eo;
           eo.cp_rank = layout.cp_rank;
           eo.cp_size = layout.cp;
-          eo.cp_comm = groups.cp.get();
+          cp_device = make_cp_device_comm(*backend, *groups.cp);
+          eo.cp_comm = cp_device ? cp_device.get() : groups.cp.get();
           eo.tp_rank = layout.tp_rank;
           eo.tp_size = layout.tp;
           eo.tp_comm = groups.tp.get();

@@ -1,6 +1,7 @@
 #include <string>
 
 #include "ringinfer/error.h"
+#include "ringinfer/log.h"
 #include "ringinfer/runtime.h"
 
 #ifdef RINGINFER_HAVE_CUDA
@@ -23,11 +24,14 @@ int visible_gpu_count() {
 #endif
 }
 
-int bind_gpu(const RankInfo& info) {
+int bind_gpu(const RankInfo& info, bool allow_shared) {
 #ifdef RINGINFER_HAVE_CUDA
   const int n = visible_gpu_count();
   RI_CHECK(n > 0, "no GPU visible on host " + info.host + " (CUDA_VISIBLE_DEVICES?); use --device cpu");
-  RI_CHECK(info.local_size <= n,
+  if (allow_shared && info.local_size > n && info.local_rank == 0)
+    log::warn(std::to_string(info.local_size) + " ranks share " + std::to_string(n) + " visible GPU(s) on host " +
+              info.host + " (host-staged communication; slower than NCCL, meant for tests)");
+  RI_CHECK(allow_shared || info.local_size <= n,
            std::to_string(info.local_size) + " ranks on host " + info.host + " but only " + std::to_string(n) +
                " visible GPUs: one GPU per rank is required (under Slurm use --gpus-per-node with --gpu-bind=none)");
   const int device = info.local_rank % n;
@@ -35,6 +39,7 @@ int bind_gpu(const RankInfo& info) {
   return device;
 #else
   (void)info;
+  (void)allow_shared;
   throw Error("this ringinfer was built without CUDA; use --device cpu");
 #endif
 }

@@ -1,0 +1,448 @@
+// The multi-rank CUDA engine on ONE GPU, over the host-staged communicator
+// (make_staged_comm): every rank of the job binds to a visible GPU round-robin, so under
+// mpirun -np 2 on a one-GPU machine both ranks share device 0 (NCCL would refuse that).
+// Exits 77 (skipped) on every rank when no GPU is visible. Checks:
+//   StagedComm   ring exchange (two posted at once, growing and shrinking sizes, a
+//                self-exchange), all_gather (in place and not), all_reduce, broadcast,
+//                barrier on device buffers of fresh random data: bit-identical to the same
+//                operation run by the inner MpiComm on host copies, and to the value
+//                computed from every rank's data (regenerated locally from the shared seed)
+//   Engine, N = world size over StagedComm, for the three fixture models:
+//     score     max |logprob - float64 reference| <= 0.35 and mean <= 0.08 (the bf16 bounds
+//               of test_cuda_backend.cu), and max |logprob - the single-rank CUDA engine on
+//               the same GPU| <= kVsSingleTol = 0.05: both hold the same bf16 weights and
+//               bf16 K/V values; they differ by the fp32 order of the ring's LSE merge and
+//               of GEMM sums over other row counts, which can flip the bf16 rounding of a
+//               few activations (2^-9 relative), far below the ~1 a wrong mask or position
+//               moves a logprob. Each rank's KV cache holds ceil((S - r) / N) tokens.
+//     greedy    12 tokens identical to the single-rank engine; a bf16 near-tie may flip
+//               one late token, so the first 6 must match and the count is printed. The
+//               cache holds ceil((S + 11 - r) / N) tokens. Every rank returns the same.
+#include <cuda_runtime.h>
+#include <gtest/gtest.h>
+#include <mpi.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <random>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+#include "ringinfer/comm.h"
+#include "ringinfer/cuda_backend.h"
+#include "ringinfer/cuda_check.h"
+#include "ringinfer/engine.h"
+#include "ringinfer/model_loader.h"
+#include "ringinfer/runtime.h"
+#include "ringinfer/striped.h"
+#include "reference_models.h"
+#include "test_paths.h"
+
+namespace ringinfer {
+namespace {
+
+constexpr double kModelTol = 0.35, kModelMeanTol = 0.08;  // vs float64 (test_cuda_backend.cu)
+constexpr double kVsSingleTol = 0.05;                     // vs the single-rank CUDA engine
+constexpr int64_t kGreedyTokens = 12, kGreedyMinSame = 6;
+
+// ---------------------------------------------------------------- set-up
+
+struct Shared {
+  std::unique_ptr<MpiComm> mpi;
+  std::unique_ptr<Comm> staged;
+  cudaStream_t comm_stream = nullptr;     // where transfers are posted (the engine's comm_stream)
+  cudaStream_t compute_stream = nullptr;  // where results are consumed (the engine's stream)
+  uint64_t seed = 0;
+  int rank = 0, size = 1;
+};
+Shared g;
+
+RankInfo rank_info() {
+  RankInfo info;
+  MPI_Comm_rank(MPI_COMM_WORLD, &info.world_rank);
+  MPI_Comm_size(MPI_COMM_WORLD, &info.world_size);
+  MPI_Comm node;
+  MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, info.world_rank, MPI_INFO_NULL, &node);
+  MPI_Comm_rank(node, &info.local_rank);
+  MPI_Comm_size(node, &info.local_size);
+  MPI_Comm_free(&node);
+  char host[256] = {};
+  gethostname(host, sizeof(host) - 1);
+  info.host = host;
+  return info;
+}
+
+// Like tests/support/gpu_skip.h, but every rank must take the same exit (or the others
+// hang in the next collective) and MPI must be finalized first (or mpirun reports a
+// failure instead of the 77).
+class StagedEnvironment : public ::testing::Environment {
+ public:
+  void SetUp() override {
+    const RankInfo info = rank_info();
+    int gpus = 0;
+    if (cudaGetDeviceCount(&gpus) != cudaSuccess) {
+      cudaGetLastError();
+      gpus = 0;
+    }
+    int usable = gpus > 0 && info.world_size >= 2 ? 1 : 0;
+    MPI_Allreduce(MPI_IN_PLACE, &usable, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
+    if (!usable) {
+      if (info.world_rank == 0)
+        std::printf("skipped: %d visible GPU(s), %d rank(s) (needs a GPU and at least 2 ranks)\n", gpus,
+                    info.world_size);
+      MPI_Finalize();
+      std::exit(77);
+    }
+    set_comm_timeout(120);  // a rank that fails an ASSERT leaves the other waiting: not forever
+    const int device = bind_gpu(info, /*allow_shared=*/true);
+    if (device != info.local_rank % gpus) {
+      std::fprintf(stderr, "bind_gpu gave device %d, expected %d\n", device, info.local_rank % gpus);
+      MPI_Abort(MPI_COMM_WORLD, 1);
+    }
+    g.rank = info.world_rank;
+    g.size = info.world_size;
+    g.mpi = std::make_unique<MpiComm>(MPI_COMM_WORLD);
+    g.staged = make_staged_comm(*g.mpi);
+    CUDA_CHECK(cudaStreamCreateWithFlags(&g.comm_stream, cudaStreamNonBlocking));
+    CUDA_CHECK(cudaStreamCreateWithFlags(&g.compute_stream, cudaStreamNonBlocking));
+    if (info.world_rank == 0) g.seed = (uint64_t(std::random_device{}()) << 32) ^ std::random_device{}();
+    MPI_Bcast(&g.seed, 1, MPI_UINT64_T, 0, MPI_COMM_WORLD);
+    if (info.world_rank == 0)
+      std::printf("seed %llu, %d ranks on %d visible GPU(s)\n", (unsigned long long)g.seed, info.world_size, gpus);
+  }
+  void TearDown() override {
+    g.staged.reset();
+    g.mpi.reset();
+    if (g.comm_stream) cudaStreamDestroy(g.comm_stream);
+    if (g.compute_stream) cudaStreamDestroy(g.compute_stream);
+  }
+};
+const auto* const kEnvironment = ::testing::AddGlobalTestEnvironment(new StagedEnvironment);
+
+Stream comm_stream() { return Stream{g.comm_stream}; }
+Stream compute_stream() { return Stream{g.compute_stream}; }
+
+// Rank `r`'s random data for test `salt`: every rank can regenerate any rank's values.
+template <typename T>
+std::vector<T> rank_data(int r, size_t n, uint64_t salt) {
+  std::mt19937_64 rng(g.seed ^ (0x9E3779B97F4A7C15ull * uint64_t(r + 1)) ^ (salt << 20));
+  std::vector<T> v(n);
+  if constexpr (std::is_floating_point_v<T>) {
+    std::normal_distribution<T> d(T(0), T(3));
+    for (T& x : v) x = d(rng);
+  } else {
+    std::uniform_int_distribution<int64_t> d(-1000000000, 1000000000);
+    for (T& x : v) x = static_cast<T>(d(rng));
+  }
+  return v;
+}
+
+// A device buffer, poisoned with a non-zero pattern so an unwritten element shows.
+struct DeviceBuffer {
+  void* ptr = nullptr;
+  size_t bytes = 0;
+  explicit DeviceBuffer(size_t n) : bytes(n) {
+    CUDA_CHECK(cudaMalloc(&ptr, std::max<size_t>(n, 1)));
+    CUDA_CHECK(cudaMemset(ptr, 0xA5, std::max<size_t>(n, 1)));
+    // The test streams do not wait for the legacy default stream: finish it first.
+    CUDA_CHECK(cudaDeviceSynchronize());
+  }
+  ~DeviceBuffer() { cudaFree(ptr); }
+  DeviceBuffer(const DeviceBuffer&) = delete;
+  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
+  char* at(size_t offset) const { return static_cast<char*>(ptr) + offset; }
+  template <typename T>
+  void upload(const std::vector<T>& v, size_t offset = 0) {
+    if (v.empty()) return;
+    CUDA_CHECK(cudaMemcpy(at(offset), v.data(), v.size() * sizeof(T), cudaMemcpyHostToDevice));
+    CUDA_CHECK(cudaDeviceSynchronize());
+  }
+  // Read on the compute stream: what the engine's next kernel would see.
+  template <typename T>
+  std::vector<T> download(size_t count, size_t offset = 0) const {
+    std::vector<T> v(count);
+    if (count == 0) return v;
+    CUDA_CHECK(cudaMemcpyAsync(v.data(), at(offset), count * sizeof(T), cudaMemcpyDeviceToHost, g.compute_stream));
+    CUDA_CHECK(cudaStreamSynchronize(g.compute_stream));
+    return v;
+  }
+};
+
+// Collectives were issued on the comm stream: make the compute stream wait for them.
+void comm_to_compute() {
+  cudaEvent_t e;
+  CUDA_CHECK(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
+  CUDA_CHECK(cudaEventRecord(e, g.comm_stream));
+  CUDA_CHECK(cudaStreamWaitEvent(g.compute_stream, e, 0));
+  CUDA_CHECK(cudaEventDestroy(e));
+}
+
+template <typename T>
+bool same_bits(const std::vector<T>& a, const std::vector<T>& b) {
+  return a.size() == b.size() && (a.empty() || std::memcmp(a.data(), b.data(), a.size() * sizeof(T)) == 0);
+}
+
+// ---------------------------------------------------------------- StagedComm
+
+TEST(StagedComm, RingExchangeMatchesInnerMpiAndThePeer) {
+  const int r = g.rank, N = g.size, prev = (r + N - 1) % N;
+  // Growing then shrinking, so staging grows and is reused; two exchanges are posted before
+  // either is waited on, so two staging slots are in flight at once.
+  uint64_t salt = 1;
+  for (size_t n : {size_t(1), size_t(1000), size_t(300000), size_t(4097), size_t(0)}) {
+    const auto a = rank_data<float>(r, n, salt), b = rank_data<float>(r, n + 3, salt + 1);
+    DeviceBuffer da_send(n * 4), da_recv(n * 4), db_send((n + 3) * 4), db_recv((n + 3) * 4);
+    da_send.upload(a);
+    db_send.upload(b);
+    auto pa = g.staged->ring_exchange(da_send.ptr, da_recv.ptr, n, CommDtype::float32, comm_stream());
+    auto pb = g.staged->ring_exchange(db_send.ptr, db_recv.ptr, n + 3, CommDtype::float32, comm_stream());
+    while (!pb->test()) {
+    }
+    pb->wait(compute_stream());
+    pa->wait(compute_stream());
+    const auto got_a = da_recv.download<float>(n), got_b = db_recv.download<float>(n + 3);
+
+    std::vector<float> want_a(n), want_b(n + 3);
+    g.mpi->ring_exchange(a.data(), want_a.data(), n, CommDtype::float32, Stream{})->wait(Stream{});
+    g.mpi->ring_exchange(b.data(), want_b.data(), n + 3, CommDtype::float32, Stream{})->wait(Stream{});
+    EXPECT_TRUE(same_bits(got_a, want_a)) << "n " << n;
+    EXPECT_TRUE(same_bits(got_b, want_b)) << "n " << n;
+    EXPECT_TRUE(same_bits(got_a, rank_data<float>(prev, n, salt))) << "n " << n;
+    EXPECT_TRUE(same_bits(got_b, rank_data<float>(prev, n + 3, salt + 1))) << "n " << n;
+    salt += 2;
+  }
+}
+
+TEST(StagedComm, SelfExchangeAndDroppedHandleDeliver) {
+  const int r = g.rank, N = g.size;
+  const size_t n = 2049;
+  const auto a = rank_data<int32_t>(r, n, 50);
+  DeviceBuffer send(n * 4), recv(n * 4);
+  send.upload(a);
+  g.staged->send_recv(send.ptr, r, recv.ptr, r, n, CommDtype::int32, comm_stream())->wait(compute_stream());
+  EXPECT_TRUE(same_bits(recv.download<int32_t>(n), a));
+  // A handle destroyed without wait completes the transfer (buffers may be freed next).
+  DeviceBuffer recv2(n * 4);
+  { auto p = g.staged->ring_exchange(send.ptr, recv2.ptr, n, CommDtype::int32, comm_stream()); }
+  comm_to_compute();
+  EXPECT_TRUE(same_bits(recv2.download<int32_t>(n), rank_data<int32_t>((r + N - 1) % N, n, 50)));
+}
+
+TEST(StagedComm, AllGatherMatchesInnerMpi) {
+  const int r = g.rank, N = g.size;
+  for (size_t n : {size_t(777), size_t(65536), size_t(0)}) {
+    for (bool in_place : {false, true}) {
+      const auto mine = rank_data<float>(r, n, 100 + n);
+      DeviceBuffer send(n * 4), recv(n * 4 * N);
+      const void* src = send.ptr;
+      if (in_place) {
+        recv.upload(mine, size_t(r) * n * 4);
+        src = recv.at(size_t(r) * n * 4);
+      } else {
+        send.upload(mine);
+      }
+      g.staged->all_gather(src, recv.ptr, n, CommDtype::float32, comm_stream());
+      comm_to_compute();
+      const auto got = recv.download<float>(n * N);
+      std::vector<float> want(n * N), independent;
+      g.mpi->all_gather(mine.data(), want.data(), n, CommDtype::float32, Stream{});
+      for (int s = 0; s < N; ++s) {
+        const auto v = rank_data<float>(s, n, 100 + n);
+        independent.insert(independent.end(), v.begin(), v.end());
+      }
+      EXPECT_TRUE(same_bits(got, want)) << "n " << n << " in_place " << in_place;
+      EXPECT_TRUE(same_bits(got, independent)) << "n " << n << " in_place " << in_place;
+    }
+  }
+}
+
+TEST(StagedComm, AllReduceMatchesInnerMpi) {
+  const int r = g.rank, N = g.size;
+  const size_t n = 12345;
+  for (bool in_place : {false, true}) {
+    // float32 sum: bit-identical to the inner MpiComm on the same host values, and within
+    // (N - 1) float32 roundings of the float64 sum.
+    const auto f = rank_data<float>(r, n, 200);
+    DeviceBuffer fs(n * 4), fr(n * 4);
+    fs.upload(f);
+    g.staged->all_reduce(fs.ptr, in_place ? fs.ptr : fr.ptr, n, CommDtype::float32, ReduceOp::sum, comm_stream());
+    comm_to_compute();
+    const auto got_f = (in_place ? fs : fr).download<float>(n);
+    std::vector<float> want_f(n);
+    g.mpi->all_reduce(f.data(), want_f.data(), n, CommDtype::float32, ReduceOp::sum, Stream{});
+    EXPECT_TRUE(same_bits(got_f, want_f)) << "in_place " << in_place;
+    std::vector<double> sum(n, 0.0), mag(n, 0.0);
+    for (int s = 0; s < N; ++s) {
+      const auto v = rank_data<float>(s, n, 200);
+      for (size_t i = 0; i < n; ++i) sum[i] += v[i], mag[i] += std::fabs(v[i]);
+    }
+    double worst = 0;
+    for (size_t i = 0; i < n; ++i) worst = std::max(worst, std::fabs(got_f[i] - sum[i]) / (mag[i] + 1e-30));
+    EXPECT_LE(worst, N * 6e-8) << "in_place " << in_place;
+
+    // int64 max: exact.
+    const auto q = rank_data<int64_t>(r, n, 300);
+    DeviceBuffer qs(n * 8), qr(n * 8);
+    qs.upload(q);
+    g.staged->all_reduce(qs.ptr, in_place ? qs.ptr : qr.ptr, n, CommDtype::int64, ReduceOp::max, comm_stream());
+    comm_to_compute();
+    const auto got_q = (in_place ? qs : qr).download<int64_t>(n);
+    std::vector<int64_t> want_q(n), independent(n, INT64_MIN);
+    g.mpi->all_reduce(q.data(), want_q.data(), n, CommDtype::int64, ReduceOp::max, Stream{});
+    for (int s = 0; s < N; ++s) {
+      const auto v = rank_data<int64_t>(s, n, 300);
+      for (size_t i = 0; i < n; ++i) independent[i] = std::max(independent[i], v[i]);
+    }
+    EXPECT_EQ(got_q, want_q) << "in_place " << in_place;
+    EXPECT_EQ(got_q, independent) << "in_place " << in_place;
+  }
+  // bfloat16 cannot be reduced: the same refusal as the other communicators.
+  DeviceBuffer b(16);
+  try {
+    g.staged->all_reduce(b.ptr, b.ptr, 4, CommDtype::bfloat16, ReduceOp::sum, comm_stream());
+    ADD_FAILURE() << "bfloat16 all_reduce was accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("bfloat16 cannot be reduced"), std::string::npos) << e.what();
+  }
+}
+
+TEST(StagedComm, BroadcastAndBarrier) {
+  const int r = g.rank, N = g.size;
+  for (int root : {N - 1, 0}) {
+    const size_t n = 513;
+    const auto mine = rank_data<int32_t>(r, n, 400 + root);
+    DeviceBuffer buf(n * 4);
+    buf.upload(mine);
+    g.staged->broadcast(buf.ptr, n, CommDtype::int32, root, comm_stream());
+    comm_to_compute();
+    const auto got = buf.download<int32_t>(n);
+    std::vector<int32_t> want = mine;
+    g.mpi->broadcast(want.data(), n, CommDtype::int32, root, Stream{});
+    EXPECT_EQ(got, want) << "root " << root;
+    EXPECT_EQ(got, rank_data<int32_t>(root, n, 400 + root)) << "root " << root;
+  }
+  g.staged->barrier(comm_stream());
+}
+
+// ---------------------------------------------------------------- the engine
+
+using Reference = test::ReferenceModel;
+using test::stripe_of;
+
+const Reference& load_reference(const std::string& name) { return test::reference_model(name); }
+
+// Both engines chunk alike (several chunks per stripe, so the ring's test() runs between
+// attention blocks).
+EngineOptions single_options() {
+  EngineOptions o;
+  o.chunk_tokens = 32;
+  return o;
+}
+EngineOptions striped_options() {
+  EngineOptions o = single_options();
+  o.cp_rank = g.rank;
+  o.cp_size = g.size;
+  o.cp_comm = g.staged.get();
+  return o;
+}
+
+// Rank 0's copy of v, on every rank.
+template <typename T>
+std::vector<T> rank0_copy(std::vector<T> v) {
+  int64_t n = static_cast<int64_t>(v.size());
+  MPI_Bcast(&n, 1, MPI_INT64_T, 0, MPI_COMM_WORLD);
+  v.resize(size_t(n));
+  MPI_Bcast(v.data(), int(n * sizeof(T)), MPI_BYTE, 0, MPI_COMM_WORLD);
+  return v;
+}
+
+class StagedCudaEngine : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(StagedCudaEngine, ScoreWithinBf16OfFloat64AndCloseToSingleRank) {
+  const Reference& ref = load_reference(GetParam());
+  const int r = g.rank, N = g.size;
+  auto gpu = make_cuda_backend();
+  Engine single(*gpu, ref.model.config, ref.model.weights, single_options());
+  Engine striped(*gpu, ref.model.config, ref.model.weights, striped_options());
+  double vs_ref = 0, vs_ref_sum = 0, vs_single = 0;
+  size_t count = 0;
+  bool finite = true;
+  for (size_t d = 0; d < ref.docs.size(); ++d) {
+    const auto& doc = ref.docs[d];
+    const int64_t S = static_cast<int64_t>(doc.size());
+    const DocumentScore got = striped.score_stripes(stripe_of(doc, r, N), stripe_of(doc, (r + 1) % N, N), S);
+    const DocumentScore want = single.score(doc);
+    EXPECT_EQ(striped.kv_cache_tokens(), local_len(S, r, N)) << "S " << S;
+    EXPECT_EQ(striped.last_stats().tokens_held, local_len(S, r, N)) << "S " << S;
+    if (S > 1) {
+      EXPECT_GT(striped.last_stats().bytes_sent, 0) << "S " << S;
+    }
+    EXPECT_TRUE(same_bits(got.logprobs, rank0_copy(got.logprobs))) << "ranks disagree, S " << S;
+    if (got.logprobs.size() != ref.logprobs[d].size() || want.logprobs.size() != ref.logprobs[d].size()) {
+      ADD_FAILURE() << "S " << S << ": " << got.logprobs.size() << " / " << want.logprobs.size()
+                    << " logprobs, expected " << ref.logprobs[d].size();
+      continue;
+    }
+    for (size_t k = 0; k < got.logprobs.size(); ++k) {
+      finite = finite && std::isfinite(got.logprobs[k]);
+      const double e = std::fabs(double(got.logprobs[k]) - ref.logprobs[d][k]);
+      vs_ref = std::max(vs_ref, e);
+      vs_ref_sum += e;
+      vs_single = std::max(vs_single, std::fabs(double(got.logprobs[k]) - double(want.logprobs[k])));
+      ++count;
+    }
+  }
+  ASSERT_GT(count, 0u);
+  if (r == 0)
+    std::printf("[ measured ] %s cp %d on one GPU (staged MPI): max |logprob - float64| = %.3g, mean %.3g; "
+                "max |cp %d - cp 1| = %.3g over %zu tokens\n",
+                GetParam().c_str(), N, vs_ref, vs_ref_sum / double(count), N, vs_single, count);
+  EXPECT_TRUE(finite) << GetParam();
+  EXPECT_LT(vs_ref, kModelTol) << GetParam();
+  EXPECT_LT(vs_ref_sum / double(count), kModelMeanTol) << GetParam();
+  EXPECT_LT(vs_single, kVsSingleTol) << GetParam();
+}
+
+TEST_P(StagedCudaEngine, GreedyTokensMatchSingleRank) {
+  const Reference& ref = load_reference(GetParam());
+  const int r = g.rank, N = g.size;
+  ModelConfig cfg = ref.model.config;
+  cfg.eos_token_ids.clear();
+  auto gpu = make_cuda_backend();
+  Engine single(*gpu, cfg, ref.model.weights, single_options());
+  Engine striped(*gpu, cfg, ref.model.weights, striped_options());
+  GenerateOptions opt;
+  opt.max_new_tokens = kGreedyTokens;
+  const auto& prompt = ref.greedy_prompt;
+  const int64_t S = static_cast<int64_t>(prompt.size());
+  const GenerateResult want = single.generate(prompt, opt);
+  const GenerateResult got = striped.generate_stripe(stripe_of(prompt, r, N), S, opt);
+  EXPECT_EQ(got.tokens, rank0_copy(got.tokens)) << "ranks returned different tokens";
+  ASSERT_EQ(want.tokens.size(), size_t(kGreedyTokens));
+  ASSERT_EQ(got.tokens.size(), size_t(kGreedyTokens));
+  size_t same = 0;
+  while (same < got.tokens.size() && got.tokens[same] == want.tokens[same]) ++same;
+  if (r == 0)
+    std::printf("[ measured ] %s greedy cp %d vs cp 1: %zu of %lld tokens equal before the first difference\n",
+                GetParam().c_str(), N, same, (long long)kGreedyTokens);
+  EXPECT_GE(same, size_t(kGreedyMinSame)) << GetParam();
+  EXPECT_EQ(striped.kv_cache_tokens(), local_len(S + kGreedyTokens - 1, r, N));
+}
+
+INSTANTIATE_TEST_SUITE_P(Fixtures, StagedCudaEngine, ::testing::Values("llama3-gqa", "qwen2-bias-tied", "mistral-mqa"),
+                         [](const auto& info) {
+                           std::string s = info.param;
+                           for (char& c : s)
+                             if (c == '-') c = '_';
+                           return s;
+                         });
+
+}  // namespace
+}  // namespace ringinfer
