@@ -76,7 +76,8 @@ RunResult dry_run_document(const DocumentSet& docs, const DocInfo& doc, const Pa
 
 // RINGINFER_CUDA_COMM picks how a CUDA CP group (--cp > 1) communicates. An environment
 // variable, not an option: it is a test and fallback switch, not a tuning knob.
-//   nccl (default, or unset)  NCCL over device buffers (not wired yet: --cp > 1 is refused)
+//   nccl (default, or unset)  NCCL over device buffers (not wired yet: --cp > 1 and --tp > 1
+//                             are refused)
 //   mpi                       host-staged MPI (make_staged_comm): every transfer goes through
 //                             pinned host memory, so it is slower, but several ranks may share
 //                             one GPU, which NCCL refuses (the multi-rank CUDA engine on a
@@ -105,8 +106,10 @@ std::unique_ptr<Backend> make_backend(DeviceKind device, const RankInfo& me, con
            "--device cuda with --cp " + std::to_string(layout.cp) +
                ": multi-rank CUDA rings over NCCL are not available yet; use --cp 1 (data parallel), --device "
                "cpu, or set RINGINFER_CUDA_COMM=mpi (host-staged MPI, slower; ranks may share a GPU)");
-  RI_CHECK(layout.tp == 1, "--device cuda with --tp " + std::to_string(layout.tp) +
-                               ": tensor parallelism on CUDA is not available yet; use --device cpu");
+  RI_CHECK(layout.tp == 1 || staged,
+           "--device cuda with --tp " + std::to_string(layout.tp) +
+               ": tensor parallelism over NCCL is not available yet; use --device cpu, or set "
+               "RINGINFER_CUDA_COMM=mpi (host-staged MPI, slower; ranks may share a GPU)");
   CudaBackendOptions options;
   // Without NCCL nothing stops ranks from sharing a GPU.
   options.device = bind_gpu(me, staged);
@@ -118,13 +121,13 @@ std::unique_ptr<Backend> make_backend(DeviceKind device, const RankInfo& me, con
 #endif
 }
 
-// The device-buffer communicator of a CUDA CP group (null when the group is one rank or
-// the backend is the CPU's, which uses the MpiComm itself). make_backend has already
-// refused every other combination.
-std::unique_ptr<Comm> make_cp_device_comm(const Backend& backend, MpiComm& cp) {
-  if (std::string(backend.name()) != "cuda" || cp.size() == 1) return nullptr;
+// The device-buffer communicator of a CUDA CP or TP group (null when the group is one
+// rank or the backend is the CPU's, which uses the MpiComm itself). make_backend has
+// already refused every other combination.
+std::unique_ptr<Comm> make_device_comm(const Backend& backend, MpiComm& group) {
+  if (std::string(backend.name()) != "cuda" || group.size() == 1) return nullptr;
 #ifdef RINGINFER_HAVE_CUDA
-  return make_staged_comm(cp);
+  return make_staged_comm(group);
 #else
   return nullptr;
 #endif
@@ -277,7 +280,7 @@ int run_command(const RunConfig& config) {
 
         std::optional<ModelSource> model;
         std::unique_ptr<Backend> backend;
-        std::unique_ptr<Comm> cp_device;  // the CP group over device buffers (CUDA, cp > 1); outlives engine
+        std::unique_ptr<Comm> cp_device, tp_device;  // CP / TP groups over device buffers (CUDA); outlive engine
         std::unique_ptr<Engine> engine;
         std::optional<Tokenizer> tokenizer;
         if (!dry) model.emplace(open_model(config.model));
@@ -311,11 +314,12 @@ int run_command(const RunConfig& config) {
           EngineOptions eo;
           eo.cp_rank = layout.cp_rank;
           eo.cp_size = layout.cp;
-          cp_device = make_cp_device_comm(*backend, *groups.cp);
+          cp_device = make_device_comm(*backend, *groups.cp);
+          tp_device = make_device_comm(*backend, *groups.tp);
           eo.cp_comm = cp_device ? cp_device.get() : groups.cp.get();
           eo.tp_rank = layout.tp_rank;
           eo.tp_size = layout.tp;
-          eo.tp_comm = groups.tp.get();
+          eo.tp_comm = tp_device ? tp_device.get() : groups.tp.get();
           eo.should_stop = [] { return stop_requested(); };
           if (progress) {
             eo.on_progress = [p = progress.get()](const EngineProgress& e) {

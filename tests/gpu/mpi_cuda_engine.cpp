@@ -436,6 +436,47 @@ TEST_P(StagedCudaEngine, GreedyTokensMatchSingleRank) {
   EXPECT_EQ(striped.kv_cache_tokens(), local_len(S + kGreedyTokens - 1, r, N));
 }
 
+// Tensor parallel on CUDA: T = world size, one CP rank; every rank holds 1/T of the
+// heads and of the MLP and its vocabulary part of the LM head (the engine cuts the
+// slices from the whole weights). Same bounds as cp: the ranks' fp32 partial sums are
+// added in another order and the bf16 roundings fall elsewhere, nothing else changes.
+TEST_P(StagedCudaEngine, TensorParallelScoreAndGreedyMatchSingleRank) {
+  const Reference& ref = load_reference(GetParam());
+  const int r = g.rank, T = g.size;
+  ModelConfig cfg = ref.model.config;
+  cfg.eos_token_ids.clear();
+  auto gpu = make_cuda_backend();
+  Engine single(*gpu, cfg, ref.model.weights, single_options());
+  EngineOptions o = single_options();
+  o.tp_rank = r;
+  o.tp_size = T;
+  o.tp_comm = g.staged.get();
+  Engine tp(*gpu, cfg, ref.model.weights, o);
+  double vs_ref = 0, vs_single = 0;
+  for (size_t d = 0; d < ref.docs.size(); ++d) {
+    const DocumentScore got = tp.score(ref.docs[d]), want = single.score(ref.docs[d]);
+    ASSERT_EQ(got.logprobs.size(), ref.logprobs[d].size());
+    EXPECT_TRUE(same_bits(got.logprobs, rank0_copy(got.logprobs))) << "ranks disagree";
+    for (size_t k = 0; k < got.logprobs.size(); ++k) {
+      vs_ref = std::max(vs_ref, std::fabs(double(got.logprobs[k]) - ref.logprobs[d][k]));
+      vs_single = std::max(vs_single, std::fabs(double(got.logprobs[k]) - double(want.logprobs[k])));
+    }
+  }
+  GenerateOptions opt;
+  opt.max_new_tokens = kGreedyTokens;
+  const GenerateResult want = single.generate(ref.greedy_prompt, opt), got = tp.generate(ref.greedy_prompt, opt);
+  EXPECT_EQ(got.tokens, rank0_copy(got.tokens)) << "ranks returned different tokens";
+  size_t same = 0;
+  while (same < got.tokens.size() && same < want.tokens.size() && got.tokens[same] == want.tokens[same]) ++same;
+  if (r == 0)
+    std::printf("[ measured ] %s tp %d on one GPU (staged MPI): max |logprob - float64| = %.3g, max |tp %d - tp 1| "
+                "= %.3g; greedy %zu of %lld tokens equal\n",
+                GetParam().c_str(), T, vs_ref, T, vs_single, same, (long long)kGreedyTokens);
+  EXPECT_LT(vs_ref, kModelTol) << GetParam();
+  EXPECT_LT(vs_single, kVsSingleTol) << GetParam();
+  EXPECT_GE(same, size_t(kGreedyMinSame)) << GetParam();
+}
+
 INSTANTIATE_TEST_SUITE_P(Fixtures, StagedCudaEngine, ::testing::Values("llama3-gqa", "qwen2-bias-tied", "mistral-mqa"),
                          [](const auto& info) {
                            std::string s = info.param;
