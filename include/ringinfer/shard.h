@@ -3,13 +3,21 @@
 //
 //   /tokens       int32 [T], chunked (1 Mi elements); documents concatenated
 //   /doc_offsets  int64 [D+1]; document d is tokens[doc_offsets[d] : doc_offsets[d+1]]
-//   /doc_ids      variable-length UTF-8 strings [D], unique across all shards of a job
-//   attributes    format = "ringinfer.tokens", version = 1, vocab_size (int), tokenizer (string)
+//   /doc_ids      fixed-length UTF-8 strings [D], null-padded to the longest id (at least
+//                 1 byte, at most kMaxDocIdBytes), unique across all shards of a job
+//   attributes    format = "ringinfer.tokens", version = 2, vocab_size (int), tokenizer;
+//                 string attributes are fixed-length, null-padded, sized to their value
+//
+// Version 2 has no variable-length strings anywhere: reading one makes libhdf5 follow
+// global-heap references from the file unchecked, which a corrupt file turns into memory
+// corruption inside the library (found by fuzzing). The reader checks every string's
+// datatype before reading and refuses variable-length ones (version 1 shards) unread.
 //
 // Writing: ShardWriter (streaming, used by `ringinfer prep`) or write_shard (all at once).
 // Reading: open_documents validates every shard up front and lists the documents in
 // input order; read_stripe / read_stripes / read_document fetch one document's tokens.
 // Every problem a user can cause is a one-line ringinfer::Error naming the file.
+#include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -19,14 +27,17 @@
 namespace ringinfer {
 
 inline constexpr const char* kShardFormat = "ringinfer.tokens";
-inline constexpr int64_t kShardVersion = 1;
+inline constexpr int64_t kShardVersion = 2;
+inline constexpr size_t kMaxDocIdBytes = size_t(64) << 10;       // one /doc_ids entry
+inline constexpr size_t kMaxShardAttrBytes = size_t(1) << 20;    // one string attribute
 inline constexpr int64_t kTokenChunkElements = int64_t(1) << 20;  // /tokens chunk: 1 Mi int32 = 4 MiB
 
 // ---------------------------------------------------------------- writing
 
 // Writes a shard document by document. The file is built as "<path>.tmp" and renamed
 // to path by finish(), so an interrupted prep never leaves a half-written shard.
-// Tokens are checked against [0, vocab_size); ids must be non-empty and unique.
+// Tokens are checked against [0, vocab_size); ids must be non-empty, unique, free of NUL
+// bytes and at most kMaxDocIdBytes long; the tokenizer name at most kMaxShardAttrBytes.
 class ShardWriter {
  public:
   // chunk_elements: /tokens chunk size (tests pass small values to keep tiny files tiny).

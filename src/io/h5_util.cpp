@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
@@ -87,6 +88,7 @@ bool kind_matches(hid_t type, Kind kind) {
     case Kind::Float32: return cls == H5T_FLOAT && size == 4;
     case Kind::Float64: return cls == H5T_FLOAT && size == 8;
     case Kind::VlenString: return cls == H5T_STRING && H5Tis_variable_str(type) > 0;
+    case Kind::FixedString: return cls == H5T_STRING && H5Tis_variable_str(type) == 0;
     case Kind::String: return cls == H5T_STRING;
   }
   return false;
@@ -100,6 +102,27 @@ Handle vlen_string_type(H5T_cset_t cset) {
   return t;
 }
 
+// A null-padded fixed-length string memory type `width` bytes wide.
+Handle fixed_string_type(size_t width, H5T_cset_t cset) {
+  Handle t = datatype(H5_CHECK(H5Tcopy(H5T_C_S1)));
+  H5_CHECK(H5Tset_size(t.get(), width));
+  H5_CHECK(H5Tset_strpad(t.get(), H5T_STR_NULLPAD));
+  H5_CHECK(H5Tset_cset(t.get(), cset));
+  return t;
+}
+
+// The character set to read a file string type with: its own when it is one HDF5 knows
+// (string conversion refuses to change character sets), else ASCII.
+H5T_cset_t cset_of(hid_t type) {
+  H5T_cset_t c = H5Tget_cset(type);
+  if (c == H5T_CSET_UTF8) return c;
+  H5Eclear2(H5E_DEFAULT);
+  return H5T_CSET_ASCII;
+}
+
+// Fixed-length entries are read and written this many bytes at a time.
+constexpr size_t kStringBlockBytes = size_t(16) << 20;
+
 }  // namespace
 
 const char* kind_name(Kind k) {
@@ -110,6 +133,7 @@ const char* kind_name(Kind k) {
     case Kind::Float32: return "a 32-bit float";
     case Kind::Float64: return "a 64-bit float";
     case Kind::VlenString: return "a variable-length string";
+    case Kind::FixedString: return "a fixed-length string";
     case Kind::String: return "a string";
   }
   return "?";
@@ -332,6 +356,70 @@ std::vector<std::pair<std::string, std::string>> read_all_string_attrs(hid_t obj
   return ctx.out;
 }
 
+// ---------------------------------------------------------------- fixed-length strings
+
+bool is_variable_string(hid_t type) { return H5Tget_class(type) == H5T_STRING && H5Tis_variable_str(type) > 0; }
+
+std::string read_fixed_string_attr(hid_t obj, const std::string& path, const std::string& name, size_t max_bytes,
+                                   const std::string& vlen_advice) {
+  Handle a = open_attr(obj, path, name, Kind::String);
+  Handle ftype = datatype(H5_CHECK(H5Aget_type(a.get())));
+  if (H5Tis_variable_str(ftype.get()) != 0)
+    throw Error(path + ": attribute " + name + " uses variable-length strings" + vlen_advice);
+  const size_t width = H5Tget_size(ftype.get());
+  if (width == 0) throw Error(path + ": attribute " + name + " has an unreadable string type");
+  if (width > max_bytes)
+    throw Error(path + ": attribute " + name + " is " + std::to_string(width) + " bytes long, more than the " +
+                std::to_string(max_bytes) + " allowed");
+  Handle mtype = fixed_string_type(width, cset_of(ftype.get()));
+  std::string s(width, '\0');
+  H5_CHECK(H5Aread(a.get(), mtype.get(), s.data()));
+  s.resize(strnlen(s.data(), width));
+  return s;
+}
+
+size_t check_fixed_strings(hid_t dset, const std::string& path, const std::string& name, int64_t n,
+                           size_t max_width, uint64_t file_bytes, const std::string& vlen_advice) {
+  Handle ftype = datatype(H5_CHECK(H5Dget_type(dset)));
+  if (H5Tget_class(ftype.get()) != H5T_STRING)
+    throw Error(path + ": " + name + " is not a string dataset (found " + describe_type(ftype.get()) + ")");
+  if (H5Tis_variable_str(ftype.get()) != 0) throw Error(path + ": " + name + " uses variable-length strings" + vlen_advice);
+  const size_t width = H5Tget_size(ftype.get());
+  if (width == 0) throw Error(path + ": " + name + " has an unreadable string type");
+  if (width > max_width)
+    throw Error(path + ": " + name + " entries are " + std::to_string(width) + " bytes wide, more than the " +
+                std::to_string(max_width) + " allowed");
+  if (n < 0 || static_cast<uint64_t>(n) > file_bytes / width)
+    throw Error(path + ": " + name + " claims " + std::to_string(n) + " entries of " + std::to_string(width) +
+                " bytes, more than the file's " + std::to_string(file_bytes) + " bytes can hold");
+  return width;
+}
+
+std::vector<std::string> read_fixed_strings(hid_t dset, const std::string& path, const std::string& name, int64_t n,
+                                            size_t max_width, uint64_t file_bytes, const std::string& vlen_advice) {
+  const size_t width = check_fixed_strings(dset, path, name, n, max_width, file_bytes, vlen_advice);
+  std::vector<std::string> out(static_cast<size_t>(n));
+  if (n == 0) return out;
+  Handle ftype = datatype(H5_CHECK(H5Dget_type(dset)));
+  Handle mtype = fixed_string_type(width, cset_of(ftype.get()));
+  Handle fspace = dataspace(H5_CHECK(H5Dget_space(dset)));
+  const size_t rows_per_block = std::max<size_t>(1, kStringBlockBytes / width);
+  std::vector<char> buf;
+  for (size_t first = 0; first < out.size(); first += rows_per_block) {
+    const size_t rows = std::min(rows_per_block, out.size() - first);
+    buf.assign(rows * width, '\0');
+    hsize_t start[1] = {first}, count[1] = {rows};
+    H5_CHECK(H5Sselect_hyperslab(fspace.get(), H5S_SELECT_SET, start, nullptr, count, nullptr));
+    Handle mspace = dataspace(H5_CHECK(H5Screate_simple(1, count, nullptr)));
+    H5_CHECK(H5Dread(dset, mtype.get(), mspace.get(), fspace.get(), H5P_DEFAULT, buf.data()));
+    for (size_t i = 0; i < rows; ++i) {
+      const char* p = buf.data() + i * width;
+      out[first + i].assign(p, strnlen(p, width));
+    }
+  }
+  return out;
+}
+
 void check_offsets(const std::string& path, const std::string& name, const std::vector<int64_t>& offsets,
                    int64_t total, const std::string& total_name) {
   if (offsets.empty()) throw Error(path + ": " + name + " is empty");
@@ -388,6 +476,39 @@ void write_strings(hid_t loc, const std::string& name, const std::vector<std::st
   std::vector<const char*> ptrs(v.size());
   for (size_t i = 0; i < v.size(); ++i) ptrs[i] = v[i].c_str();
   write_1d(loc, name, type.get(), type.get(), v.size(), ptrs.data());
+}
+
+
+void write_fixed_string_attr(hid_t obj, const std::string& name, const std::string& value) {
+  const size_t width = std::max<size_t>(value.size(), 1);
+  Handle type = fixed_string_type(width, H5T_CSET_UTF8);
+  Handle space = dataspace(H5_CHECK(H5Screate(H5S_SCALAR)));
+  Handle a = attribute(H5_CHECK(H5Acreate2(obj, name.c_str(), type.get(), space.get(), H5P_DEFAULT, H5P_DEFAULT)));
+  std::string buf = value;
+  buf.resize(width, '\0');
+  H5_CHECK(H5Awrite(a.get(), type.get(), buf.data()));
+}
+
+void write_fixed_strings(hid_t loc, const std::string& name, const std::vector<std::string>& v) {
+  size_t width = 1;
+  for (const auto& s : v) width = std::max(width, s.size());
+  Handle type = fixed_string_type(width, H5T_CSET_UTF8);
+  hsize_t dims[1] = {v.size()};
+  Handle fspace = dataspace(H5_CHECK(H5Screate_simple(1, dims, nullptr)));
+  Handle d = dataset(H5_CHECK(H5Dcreate2(loc, name.c_str(), type.get(), fspace.get(), H5P_DEFAULT, H5P_DEFAULT,
+                                         H5P_DEFAULT)));
+  // In blocks: one long id would otherwise make the buffer D times its width.
+  const size_t rows_per_block = std::max<size_t>(1, kStringBlockBytes / width);
+  std::vector<char> buf;
+  for (size_t first = 0; first < v.size(); first += rows_per_block) {
+    const size_t rows = std::min(rows_per_block, v.size() - first);
+    buf.assign(rows * width, '\0');
+    for (size_t i = 0; i < rows; ++i) std::copy(v[first + i].begin(), v[first + i].end(), buf.begin() + i * width);
+    hsize_t start[1] = {first}, count[1] = {rows};
+    H5_CHECK(H5Sselect_hyperslab(fspace.get(), H5S_SELECT_SET, start, nullptr, count, nullptr));
+    Handle mspace = dataspace(H5_CHECK(H5Screate_simple(1, count, nullptr)));
+    H5_CHECK(H5Dwrite(d.get(), type.get(), mspace.get(), fspace.get(), H5P_DEFAULT, buf.data()));
+  }
 }
 
 }  // namespace ringinfer::h5

@@ -3,6 +3,13 @@
 // also used by the test fixtures): RAII holders for hid_t, opening files with the
 // right properties, and checked reads of datasets and attributes that turn expected
 // problems (missing, wrong type or shape) into ringinfer::Error "<file>: <problem>".
+//
+// Strings come in two families. The variable-length helpers (read_strings, write_strings,
+// write_string_attr, read_string_attr) serve our own run/score outputs only. Input shards,
+// which users hand us and which may be corrupt, use only the fixed-length helpers: reading
+// a variable-length string makes libhdf5 follow global-heap references taken from the file
+// unchecked (fuzzing found overlapping memcpy and heap overflows in H5HG_read), so those
+// check the datatype first and refuse variable-length strings without reading them.
 #include <hdf5.h>
 
 #include <cstdint>
@@ -85,7 +92,7 @@ class TempFile {
 // ---------------------------------------------------------------- reading (validated)
 
 // Element kinds a dataset or attribute is checked against.
-enum class Kind { Int32, Int64, AnyInt, Float32, Float64, VlenString, String };
+enum class Kind { Int32, Int64, AnyInt, Float32, Float64, VlenString, FixedString, String };
 const char* kind_name(Kind k);  // e.g. "a 32-bit integer"
 
 // True when loc has an object at name (each path component is checked, so "a/b" works
@@ -109,6 +116,28 @@ int64_t read_int_attr(hid_t obj, const std::string& path, const std::string& nam
 // All attributes of obj whose value is a string, in creation (or name) order.
 std::vector<std::pair<std::string, std::string>> read_all_string_attrs(hid_t obj);
 
+// ---------------------------------------------------------------- fixed-length strings (inputs)
+
+// True when `type` is a variable-length string (checked from the datatype alone).
+bool is_variable_string(hid_t type);
+
+// Attribute `name` of obj: one fixed-length string of at most max_bytes bytes, up to its
+// first NUL. Missing, non-scalar, not a string -> Error as read_string_attr; a variable-length
+// string is never read: "<path>: attribute <name> uses variable-length strings<vlen_advice>".
+std::string read_fixed_string_attr(hid_t obj, const std::string& path, const std::string& name,
+                                   size_t max_bytes, const std::string& vlen_advice = "");
+
+// Checks, without reading data, that dataset dset (`name`, rank 1 of n entries, opened with
+// open_dataset_1d) holds fixed-length strings of at most max_width bytes each and at most
+// file_bytes bytes in all (we store them uncompressed, so a larger claim is corrupt).
+// Variable-length -> "<path>: <name> uses variable-length strings<vlen_advice>". Returns the width.
+size_t check_fixed_strings(hid_t dset, const std::string& path, const std::string& name, int64_t n,
+                           size_t max_width, uint64_t file_bytes, const std::string& vlen_advice = "");
+// check_fixed_strings, then all n entries, each up to its first NUL (read in bounded blocks).
+std::vector<std::string> read_fixed_strings(hid_t dset, const std::string& path, const std::string& name,
+                                            int64_t n, size_t max_width, uint64_t file_bytes,
+                                            const std::string& vlen_advice = "");
+
 // Offsets [n+1] into a dataset of `total` entries (total_name, e.g. "/tokens"): must start
 // at 0, never decrease, and end at total.
 void check_offsets(const std::string& path, const std::string& name, const std::vector<int64_t>& offsets,
@@ -124,6 +153,11 @@ void write_int64(hid_t loc, const std::string& name, const std::vector<int64_t>&
 void write_int32(hid_t loc, const std::string& name, const std::vector<int32_t>& v);
 void write_float32(hid_t loc, const std::string& name, const std::vector<float>& v);
 void write_float64(hid_t loc, const std::string& name, const std::vector<double>& v);
-void write_strings(hid_t loc, const std::string& name, const std::vector<std::string>& v);
+void write_strings(hid_t loc, const std::string& name, const std::vector<std::string>& v);  // vlen UTF-8
+
+// Null-padded fixed-length UTF-8 strings (H5T_C_S1): the attribute sized to its value, the
+// dataset to its longest entry; both at least 1 byte wide. Values must not contain NUL.
+void write_fixed_string_attr(hid_t obj, const std::string& name, const std::string& value);
+void write_fixed_strings(hid_t loc, const std::string& name, const std::vector<std::string>& v);
 
 }  // namespace ringinfer::h5

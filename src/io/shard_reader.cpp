@@ -22,6 +22,9 @@ constexpr size_t kChunkCacheSlots = 12421;  // a prime, ~100x the chunks that fi
 
 std::string in_quotes(const std::string& s) { return "\"" + s + "\""; }
 
+// Appended to the message for a variable-length string, which is refused unread.
+const std::string kVlenAdvice = " (shard version 1, or not written by ringinfer prep): re-run ringinfer prep";
+
 // Reads and checks one shard's attributes and datasets; appends its documents.
 ShardInfo load_shard(const std::string& path, int shard_index, int64_t given_vocab, std::vector<DocInfo>* docs,
                      std::vector<std::string>* ids) {
@@ -30,33 +33,44 @@ ShardInfo load_shard(const std::string& path, int shard_index, int64_t given_voc
 
   ShardInfo info;
   info.path = path;
-  std::string format = h5::read_string_attr(fid, path, "format");
+  hsize_t file_bytes = 0;
+  H5_CHECK(H5Fget_filesize(fid, &file_bytes));
+  // Strings go through the fixed-length readers only, which check the datatype before
+  // reading: libhdf5's variable-length string reader trusts the file (ringinfer/shard.h).
+  std::string format = h5::read_fixed_string_attr(fid, path, "format", kMaxShardAttrBytes, kVlenAdvice);
   if (format != kShardFormat)
     throw Error(path + ": format attribute is " + in_quotes(format) + ", expected " + in_quotes(kShardFormat));
   int64_t version = h5::read_int_attr(fid, path, "version");
   if (version != kShardVersion)
     throw Error(path + ": unsupported version " + std::to_string(version) + " (this build reads version " +
-                std::to_string(kShardVersion) + ")");
+                std::to_string(kShardVersion) + ")" + (version < kShardVersion ? ": re-run ringinfer prep" : ""));
   info.vocab_size = h5::read_int_attr(fid, path, "vocab_size");
   if (info.vocab_size <= 0)
     throw Error(path + ": vocab_size attribute is " + std::to_string(info.vocab_size) + ", expected a positive count");
   if (given_vocab >= 0 && info.vocab_size != given_vocab)
     throw Error(path + ": vocab_size attribute is " + std::to_string(info.vocab_size) +
                 " but the model's vocabulary has " + std::to_string(given_vocab) + " tokens");
-  info.tokenizer = h5::read_string_attr(fid, path, "tokenizer");
+  info.tokenizer = h5::read_fixed_string_attr(fid, path, "tokenizer", kMaxShardAttrBytes, kVlenAdvice);
 
   int64_t n_offsets = 0, n_ids = 0;
   h5::Handle tokens = h5::open_dataset_1d(fid, path, "/tokens", h5::Kind::Int32, &info.n_tokens);
   h5::Handle offsets_d = h5::open_dataset_1d(fid, path, "/doc_offsets", h5::Kind::Int64, &n_offsets);
-  h5::Handle ids_d = h5::open_dataset_1d(fid, path, "/doc_ids", h5::Kind::VlenString, &n_ids);
+  h5::Handle ids_d = h5::open_dataset_1d(fid, path, "/doc_ids", h5::Kind::String, &n_ids);
+  h5::check_fixed_strings(ids_d.get(), path, "/doc_ids", n_ids, kMaxDocIdBytes, file_bytes, kVlenAdvice);
   if (n_offsets != n_ids + 1)
     throw Error(path + ": /doc_offsets has " + std::to_string(n_offsets) + " entries but /doc_ids has " +
                 std::to_string(n_ids) + " (expected " + std::to_string(n_ids + 1) + ")");
   info.n_documents = n_ids;
+  // /doc_offsets is stored uncompressed too: a length the file cannot hold is corrupt
+  // (and would otherwise become one huge allocation).
+  if (static_cast<uint64_t>(n_offsets) > file_bytes / sizeof(int64_t))
+    throw Error(path + ": /doc_offsets claims " + std::to_string(n_offsets) + " entries, more than the file's " +
+                std::to_string(file_bytes) + " bytes can hold");
 
   std::vector<int64_t> offsets = h5::read_int64(offsets_d.get(), n_offsets);
   h5::check_offsets(path, "/doc_offsets", offsets, info.n_tokens, "/tokens");
-  std::vector<std::string> shard_ids = h5::read_strings(ids_d.get(), n_ids);
+  std::vector<std::string> shard_ids =
+      h5::read_fixed_strings(ids_d.get(), path, "/doc_ids", n_ids, kMaxDocIdBytes, file_bytes, kVlenAdvice);
 
   std::unordered_map<std::string, int64_t> local;
   local.reserve(shard_ids.size());

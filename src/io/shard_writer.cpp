@@ -21,6 +21,10 @@ ShardWriter::ShardWriter(const std::string& path, int64_t vocab_size, const std:
   h5::init();
   if (vocab_size <= 0) throw Error(path + ": vocab_size must be positive, got " + std::to_string(vocab_size));
   if (chunk_elements <= 0) throw Error(path + ": chunk size must be positive");
+  if (tokenizer.size() > kMaxShardAttrBytes)
+    throw Error(path + ": tokenizer name is " + std::to_string(tokenizer.size()) + " bytes long, more than the " +
+                std::to_string(kMaxShardAttrBytes) + " a shard may hold");
+  if (tokenizer.find('\0') != std::string::npos) throw Error(path + ": tokenizer name contains a NUL byte");
   h_ = std::make_unique<Handles>(path);
   h_->file = h5::create(h_->tmp.tmp_path());
 
@@ -38,6 +42,12 @@ ShardWriter::~ShardWriter() = default;
 void ShardWriter::add(const std::string& id, const std::vector<int32_t>& tokens) {
   if (finished_) throw Error(path_ + ": add() after finish()");
   if (id.empty()) throw Error(path_ + ": empty document id (document " + std::to_string(ids_.size()) + ")");
+  // Ids are stored as null-padded fixed-length strings: a NUL would cut one short.
+  if (id.find('\0') != std::string::npos)
+    throw Error(path_ + ": document id contains a NUL byte (document " + std::to_string(ids_.size()) + ")");
+  if (id.size() > kMaxDocIdBytes)
+    throw Error(path_ + ": document id is " + std::to_string(id.size()) + " bytes long, more than the " +
+                std::to_string(kMaxDocIdBytes) + " allowed (document " + std::to_string(ids_.size()) + ")");
   if (!seen_.insert(id).second) throw Error(path_ + ": duplicate doc id \"" + id + "\"");
   for (size_t i = 0; i < tokens.size(); ++i)
     if (tokens[i] < 0 || tokens[i] >= vocab_size_)
@@ -69,12 +79,13 @@ void ShardWriter::finish() {
   if (finished_) return;
   flush_tokens(true);
   hid_t f = h_->file.get();
-  h5::write_string_attr(f, "format", kShardFormat);
+  // Fixed-length strings only (see ringinfer/shard.h): never h5::write_strings here.
+  h5::write_fixed_string_attr(f, "format", kShardFormat);
   h5::write_int_attr(f, "version", kShardVersion);
   h5::write_int_attr(f, "vocab_size", vocab_size_);
-  h5::write_string_attr(f, "tokenizer", tokenizer_);
+  h5::write_fixed_string_attr(f, "tokenizer", tokenizer_);
   h5::write_int64(f, "/doc_offsets", offsets_);
-  h5::write_strings(f, "/doc_ids", ids_);
+  h5::write_fixed_strings(f, "/doc_ids", ids_);
   h_->tokens.reset();
   H5_CHECK(H5Fflush(f, H5F_SCOPE_GLOBAL));
   h_->file.reset();

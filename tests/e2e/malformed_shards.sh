@@ -23,4 +23,14 @@ for variant in $("$T" list | cut -f1); do
   cd "$WORK"
   [[ ! -e "$dir/out.h5" ]] || fail "$variant: an output was written"
 done
+
+# A version-1 style shard (variable-length /doc_ids) is refused unread, with the advice to
+# re-run prep, on every rank (checked literally, in case the variant list changes).
+"$T" list | cut -f1 | grep -qx vlen-ids || fail "make_test_shard list has no vlen-ids variant"
+dir="$WORK/vlen-literal"; mkdir -p "$dir"; cd "$dir"
+"$T" vlen-ids v1.h5 >/dev/null
+expect_error "vlen /doc_ids refused" 60 \
+  "v1\.h5: /doc_ids uses variable-length strings \(shard version 1, or not written by ringinfer prep\): re-run ringinfer prep" \
+  $NP2 "$RINGINFER" run --dry-run -i v1.h5 -o out.h5
+cd "$WORK"
 finish

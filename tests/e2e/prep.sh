@@ -16,6 +16,11 @@ expected=""
 for f in "$IN"/docs/*.txt; do expected+="\"id\":\"$(basename "$f" .txt)\" "; done
 for id in $(grep -ho '"id": *"[^"]*"' "$IN"/docs/*.jsonl | sed 's/"id": *//'); do expected+="\"id\":$id "; done
 [[ "$ids" == "$expected" ]] && pass "documents in input order" || fail "ids: got [$ids] expected [$expected]"
+# Shard version 2: fixed-length strings only.
+header=$(h5dump -H "$WORK/docs.h5" 2>&1)
+if grep -q "H5T_VARIABLE" <<<"$header"; then fail "prep wrote variable-length strings"
+elif ! h5dump -a /version "$WORK/docs.h5" 2>/dev/null | grep -Eq "\(0\): 2$"; then fail "prep did not write version 2"
+else pass "prep writes shard version 2 (fixed-length strings)"; fi
 
 # The template's special tokens are parsed; the same text inside a document is not.
 printf '{"id": "inject", "text": "hello <|im_end|> world"}\n' > "$WORK/inject.jsonl"

@@ -137,5 +137,22 @@ TEST(StripeRead, SameErrorOnEveryRank) {
   remove_shared_dir(dir);
 }
 
+// A version-1 style shard (variable-length /doc_ids) is refused unread on every rank
+// with the same advice, read by all ranks at once from one file.
+TEST(StripeRead, VlenIdsRefusedOnEveryRank) {
+  const std::string dir = shared_temp_dir();
+  if (world_rank() == 0) test::write_malformed("vlen-ids", dir + "/v1.h5");
+  MPI_Barrier(MPI_COMM_WORLD);
+  std::string got;
+  try {
+    open_documents({dir + "/v1.h5"});
+  } catch (const Error& e) {
+    got = e.what();
+  }
+  EXPECT_EQ(got, dir + "/v1.h5: /doc_ids uses variable-length strings (shard version 1, or not written by "
+                       "ringinfer prep): re-run ringinfer prep");
+  remove_shared_dir(dir);
+}
+
 }  // namespace
 }  // namespace ringinfer

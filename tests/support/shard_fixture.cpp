@@ -67,19 +67,6 @@ void write_numbers(hid_t f, const char* name, hid_t file_type, const std::vector
   if (n > 0) H5_CHECK(H5Dwrite(d.get(), H5T_NATIVE_INT64, H5S_ALL, H5S_ALL, H5P_DEFAULT, v.data()));
 }
 
-void write_fixed_strings(hid_t f, const char* name, const std::vector<std::string>& v) {
-  size_t width = 1;
-  for (const auto& s : v) width = std::max(width, s.size() + 1);
-  std::vector<char> buf(width * v.size(), '\0');
-  for (size_t i = 0; i < v.size(); ++i) std::copy(v[i].begin(), v[i].end(), buf.begin() + i * width);
-  h5::Handle type = h5::datatype(H5_CHECK(H5Tcopy(H5T_C_S1)));
-  H5_CHECK(H5Tset_size(type.get(), width));
-  hsize_t dims[1] = {v.size()};
-  h5::Handle space = h5::dataspace(H5_CHECK(H5Screate_simple(1, dims, nullptr)));
-  h5::Handle d = h5::dataset(H5_CHECK(H5Dcreate2(f, name, type.get(), space.get(), H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT)));
-  if (!v.empty()) H5_CHECK(H5Dwrite(d.get(), type.get(), H5S_ALL, H5S_ALL, H5P_DEFAULT, buf.data()));
-}
-
 }  // namespace
 
 void write_raw_shard(const std::string& path, const RawShard& raw) {
@@ -88,11 +75,15 @@ void write_raw_shard(const std::string& path, const RawShard& raw) {
   hid_t fid = f.get();
   if (raw.format) {
     if (raw.format_as_int) h5::write_int_attr(fid, "format", 7);
-    else h5::write_string_attr(fid, "format", *raw.format);
+    else if (raw.vlen_attrs) h5::write_string_attr(fid, "format", *raw.format);
+    else h5::write_fixed_string_attr(fid, "format", *raw.format);
   }
   if (raw.version) h5::write_int_attr(fid, "version", *raw.version);
   if (raw.vocab_size) h5::write_int_attr(fid, "vocab_size", *raw.vocab_size);
-  if (raw.tokenizer) h5::write_string_attr(fid, "tokenizer", *raw.tokenizer);
+  if (raw.tokenizer) {
+    if (raw.vlen_attrs || raw.vlen_tokenizer) h5::write_string_attr(fid, "tokenizer", *raw.tokenizer);
+    else h5::write_fixed_string_attr(fid, "tokenizer", *raw.tokenizer);
+  }
   if (raw.tokens_as_group) {
     h5::group(H5_CHECK(H5Gcreate2(fid, "/tokens", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT)));
   } else if (raw.write_tokens) {
@@ -101,7 +92,7 @@ void write_raw_shard(const std::string& path, const RawShard& raw) {
   if (raw.write_offsets) write_numbers(fid, "/doc_offsets", raw.offsets_type, raw.offsets, false, false);
   switch (raw.ids_kind) {
     case RawShard::Ids::Vlen: h5::write_strings(fid, "/doc_ids", raw.ids); break;
-    case RawShard::Ids::Fixed: write_fixed_strings(fid, "/doc_ids", raw.ids); break;
+    case RawShard::Ids::Fixed: h5::write_fixed_strings(fid, "/doc_ids", raw.ids); break;
     case RawShard::Ids::Int: {
       std::vector<int64_t> n(raw.ids.size());
       for (size_t i = 0; i < n.size(); ++i) n[i] = static_cast<int64_t>(i);
@@ -125,7 +116,12 @@ const std::vector<MalformedCase>& malformed_cases() {
       {"bad-format", "format attribute \"something.else\""},
       {"format-not-string", "format attribute is an integer"},
       {"no-version", "no version attribute"},
-      {"bad-version", "version attribute 2"},
+      {"bad-version", "version attribute 3"},
+      {"old-version", "version attribute 1 (strings otherwise fixed-length)"},
+      {"version-1", "the version-1 layout: variable-length string attributes and /doc_ids"},
+      {"vlen-ids", "/doc_ids as variable-length strings, the rest version 2"},
+      {"vlen-tokenizer", "tokenizer attribute as a variable-length string"},
+      {"tokenizer-too-long", "tokenizer attribute of 1 MiB + 1 bytes"},
       {"no-vocab", "no vocab_size attribute"},
       {"bad-vocab", "vocab_size attribute 0"},
       {"no-tokenizer", "no tokenizer attribute"},
@@ -137,8 +133,9 @@ const std::vector<MalformedCase>& malformed_cases() {
       {"tokens-float", "/tokens stored as float32"},
       {"tokens-2d", "/tokens has shape [1, T]"},
       {"offsets-int32", "/doc_offsets stored as int32"},
-      {"ids-fixed", "/doc_ids as fixed-length strings"},
       {"ids-int", "/doc_ids as integers"},
+      {"id-too-wide", "/doc_ids entries 65537 bytes wide"},
+      {"ids-count-huge", "/doc_ids declares 2^40 entries the file cannot hold (never written)"},
       {"offsets-nonzero-start", "/doc_offsets starts at 2"},
       {"bad-offsets", "/doc_offsets decreases"},
       {"offsets-short", "/doc_offsets ends before the last token"},
@@ -210,8 +207,28 @@ MalformedShard write_malformed(const std::string& name, const std::string& path)
     raw.version.reset();
     expect("missing attribute version");
   } else if (name == "bad-version") {
-    raw.version = 2;
-    expect("unsupported version 2 (this build reads version 1)");
+    raw.version = 3;
+    expect("unsupported version 3 (this build reads version 2)");
+  } else if (name == "old-version") {
+    raw.version = 1;
+    expect("unsupported version 1 (this build reads version 2): re-run ringinfer prep");
+  } else if (name == "version-1") {
+    raw.version = 1;
+    raw.vlen_attrs = true;
+    raw.ids_kind = RawShard::Ids::Vlen;
+    expect("attribute format uses variable-length strings (shard version 1, or not written by ringinfer prep): "
+           "re-run ringinfer prep");
+  } else if (name == "vlen-ids") {
+    raw.ids_kind = RawShard::Ids::Vlen;
+    expect("/doc_ids uses variable-length strings (shard version 1, or not written by ringinfer prep): "
+           "re-run ringinfer prep");
+  } else if (name == "vlen-tokenizer") {
+    raw.vlen_tokenizer = true;
+    expect("attribute tokenizer uses variable-length strings (shard version 1, or not written by ringinfer prep): "
+           "re-run ringinfer prep");
+  } else if (name == "tokenizer-too-long") {
+    raw.tokenizer = std::string((size_t(1) << 20) + 1, 't');
+    expect("attribute tokenizer is 1048577 bytes long, more than the 1048576 allowed");
   } else if (name == "no-vocab") {
     raw.vocab_size.reset();
     expect("missing attribute vocab_size");
@@ -245,12 +262,27 @@ MalformedShard write_malformed(const std::string& name, const std::string& path)
   } else if (name == "offsets-int32") {
     raw.offsets_type = H5T_STD_I32LE;
     expect("/doc_offsets is not a 64-bit signed integer dataset (found 32-bit integer)");
-  } else if (name == "ids-fixed") {
-    raw.ids_kind = RawShard::Ids::Fixed;
-    expect("/doc_ids is not a variable-length string dataset (found fixed-length string)");
   } else if (name == "ids-int") {
     raw.ids_kind = RawShard::Ids::Int;
-    expect("/doc_ids is not a variable-length string dataset (found 64-bit integer)");
+    expect("/doc_ids is not a string dataset (found 64-bit integer)");
+  } else if (name == "id-too-wide") {
+    raw.ids[0] = std::string(65537, 'x');
+    expect("/doc_ids entries are 65537 bytes wide, more than the 65536 allowed");
+  } else if (name == "ids-count-huge") {
+    raw.ids_kind = RawShard::Ids::None;
+    write_raw_shard(path, raw);
+    write = false;
+    // Declared but never written: contiguous storage is allocated on first write, so the
+    // file stays small while its /doc_ids claims 2 TiB.
+    h5::Handle f = h5::file(H5_CHECK(H5Fopen(path.c_str(), H5F_ACC_RDWR, H5P_DEFAULT)));
+    h5::Handle type = h5::datatype(H5_CHECK(H5Tcopy(H5T_C_S1)));
+    H5_CHECK(H5Tset_size(type.get(), 2));
+    hsize_t dims[1] = {hsize_t(1) << 40};
+    h5::Handle space = h5::dataspace(H5_CHECK(H5Screate_simple(1, dims, nullptr)));
+    h5::dataset(H5_CHECK(H5Dcreate2(f.get(), "/doc_ids", type.get(), space.get(), H5P_DEFAULT, H5P_DEFAULT,
+                                    H5P_DEFAULT)));
+    m.prefix_only = true;
+    expect("/doc_ids claims 1099511627776 entries of 2 bytes, more than the file's ");
   } else if (name == "offsets-nonzero-start") {
     raw.offsets = {2, 5, 5, 22};
     expect("/doc_offsets[0] is 2, expected 0");

@@ -35,11 +35,14 @@ struct RawShard {
   bool write_offsets = true;
   hid_t offsets_type = H5T_STD_I64LE;
   std::vector<int64_t> offsets;             // [D+1]
-  enum class Ids { Vlen, Fixed, Int, None } ids_kind = Ids::Vlen;
+  // Fixed: version 2 (null-padded fixed-length); Vlen: version 1 (variable-length).
+  enum class Ids { Fixed, Vlen, Int, None } ids_kind = Ids::Fixed;
   std::vector<std::string> ids;             // [D]
   std::optional<std::string> format = "ringinfer.tokens";
   bool format_as_int = false;               // format attribute written as an integer
-  std::optional<int64_t> version = 1;
+  bool vlen_attrs = false;                  // format/tokenizer as variable-length strings (version 1)
+  bool vlen_tokenizer = false;              // only tokenizer as a variable-length string
+  std::optional<int64_t> version = 2;
   std::optional<int64_t> vocab_size = 1000;
   std::optional<std::string> tokenizer = "test-tokenizer";
 };

@@ -127,9 +127,25 @@ TEST_F(ShardTest, StreamingWriterLayout) {
 
   h5::Handle f = h5::open_readonly(file("s.h5"));
   EXPECT_EQ(h5::read_string_attr(f.get(), "s", "format"), "ringinfer.tokens");
-  EXPECT_EQ(h5::read_int_attr(f.get(), "s", "version"), 1);
+  EXPECT_EQ(h5::read_int_attr(f.get(), "s", "version"), 2);
   EXPECT_EQ(h5::read_int_attr(f.get(), "s", "vocab_size"), 7777);
   EXPECT_EQ(h5::read_string_attr(f.get(), "s", "tokenizer"), "my-tokenizer");
+  // Version 2: no variable-length string anywhere; attributes sized to their value.
+  for (auto [attr, size] : {std::pair<const char*, size_t>{"format", 16}, {"tokenizer", 12}}) {
+    h5::Handle a = h5::attribute(H5Aopen(f.get(), attr, H5P_DEFAULT));
+    h5::Handle t = h5::datatype(H5Aget_type(a.get()));
+    EXPECT_EQ(H5Tget_class(t.get()), H5T_STRING) << attr;
+    EXPECT_EQ(H5Tis_variable_str(t.get()), 0) << attr;
+    EXPECT_EQ(H5Tget_strpad(t.get()), H5T_STR_NULLPAD) << attr;
+    EXPECT_EQ(H5Tget_size(t.get()), size) << attr;
+  }
+  int64_t D = 0;
+  h5::Handle ids = h5::open_dataset_1d(f.get(), "s", "/doc_ids", h5::Kind::FixedString, &D);
+  ASSERT_EQ(D, 60);
+  h5::Handle ids_type = h5::datatype(H5Dget_type(ids.get()));
+  EXPECT_EQ(H5Tget_size(ids_type.get()), 3u);  // the longest id, "s59"; "s0" is null-padded
+  EXPECT_EQ(H5Tget_strpad(ids_type.get()), H5T_STR_NULLPAD);
+  EXPECT_EQ(h5::read_fixed_strings(ids.get(), "s", "/doc_ids", D, 3, 1 << 20), data.ids);
   int64_t T = 0, n_off = 0;
   h5::Handle tokens = h5::open_dataset_1d(f.get(), "s", "/tokens", h5::Kind::Int32, &T);
   h5::Handle dcpl = h5::plist(H5Dget_create_plist(tokens.get()));
@@ -144,6 +160,37 @@ TEST_F(ShardTest, StreamingWriterLayout) {
   std::vector<int64_t> offsets = h5::read_int64(off.get(), n_off);
   ASSERT_EQ(offsets.size(), 61u);
   for (size_t d = 0; d < 60; ++d) EXPECT_EQ(offsets[d + 1] - offsets[d], lengths[d]);
+}
+
+// Ids of many lengths (UTF-8, one at the 64 KiB limit) survive the null-padded
+// fixed-length /doc_ids; longer ids and ids with NUL bytes are refused when written.
+TEST_F(ShardTest, FixedLengthIdsRoundTrip) {
+  ShardData data = random_shard_data({3, 1, 4, 1, 5}, 100, 21, "");
+  data.ids = {"x", "d\xc3\xa9j\xc3\xa0-vu \xe6\x96\x87\xe6\x9b\xb8", std::string(kMaxDocIdBytes, 'L'),
+              "x ", "y\t"};
+  ringinfer::test::write_valid_shard(file("u.h5"), data);
+  DocumentSet set = open_documents({file("u.h5")}, 100);
+  ASSERT_EQ(set.size(), data.ids.size());
+  for (size_t d = 0; d < set.size(); ++d) {
+    EXPECT_EQ(set[d].id, data.ids[d]) << d;
+    EXPECT_EQ(set.read_document(set[d]), data.docs[d]);
+  }
+
+  ShardWriter w(file("w.h5"), 10, "t");
+  try {
+    w.add(std::string(kMaxDocIdBytes + 1, 'L'), {1});
+    FAIL() << "over-long id accepted";
+  } catch (const Error& e) {
+    EXPECT_EQ(std::string(e.what()),
+              file("w.h5") + ": document id is 65537 bytes long, more than the 65536 allowed (document 0)");
+  }
+  try {
+    w.add(std::string("a\0b", 3), {1});
+    FAIL() << "id with a NUL byte accepted";
+  } catch (const Error& e) {
+    EXPECT_EQ(std::string(e.what()), file("w.h5") + ": document id contains a NUL byte (document 0)");
+  }
+  EXPECT_THROW(ShardWriter(file("t.h5"), 10, std::string(kMaxShardAttrBytes + 1, 't')), Error);
 }
 
 TEST_F(ShardTest, DefaultChunkIsOneMi) {

@@ -2,6 +2,8 @@
 #include <gtest/gtest.h>
 
 #include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <set>
 
 #include "ringinfer/error.h"
@@ -88,5 +90,32 @@ TEST(MalformedShard, BaseContentIsValid) {
   DocumentSet set = open_documents({path}, 1000);
   ASSERT_EQ(set.size(), 3u);
   for (size_t i = 0; i < set.size(); ++i) EXPECT_NO_THROW(set.read_document(set[i]));
+  fs::remove_all(dir);
+}
+
+// A variable-length /doc_ids (a version-1 shard) is refused from its datatype, never read:
+// its global heap is overwritten with garbage, which libhdf5 would trust if it read it.
+TEST(MalformedShard, VlenIdsRefusedUnread) {
+  const std::string dir = ringinfer::test::make_temp_dir("ri-bad");
+  const std::string path = dir + "/shard.h5";
+  ringinfer::test::write_malformed("vlen-ids", path);
+  {
+    std::fstream f(path, std::ios::in | std::ios::out | std::ios::binary);
+    std::string bytes((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+    const size_t heap = bytes.find("GCOL");
+    ASSERT_NE(heap, std::string::npos) << "no global heap collection in a vlen shard?";
+    // Keep the signature and version; scribble over the collection size and the objects.
+    f.seekp(static_cast<std::streamoff>(heap + 8));
+    const std::string junk(64, '\xff');
+    f.write(junk.data(), static_cast<std::streamsize>(junk.size()));
+  }
+  try {
+    open_documents({path});
+    FAIL() << "vlen /doc_ids accepted";
+  } catch (const Error& e) {
+    EXPECT_EQ(std::string(e.what()), path +
+                                         ": /doc_ids uses variable-length strings (shard version 1, or not written "
+                                         "by ringinfer prep): re-run ringinfer prep");
+  }
   fs::remove_all(dir);
 }
