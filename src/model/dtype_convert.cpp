@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cmath>
 #include <cstring>
@@ -118,6 +119,14 @@ MappedFile::MappedFile(const std::string& path) : path_(path) {
     data_ = static_cast<const unsigned char*>(p);
   }
   ::close(fd);  // the mapping keeps the file alive
+}
+
+void MappedFile::drop_resident(uint64_t offset, uint64_t bytes) const {
+  if (!data_ || offset >= size_ || bytes == 0) return;
+  const uint64_t page = static_cast<uint64_t>(::sysconf(_SC_PAGESIZE));
+  const uint64_t begin = offset / page * page, end = std::min(size_, offset + bytes);
+  // Advice only: a failure leaves the pages resident, nothing else.
+  (void)::madvise(const_cast<unsigned char*>(data_) + begin, end - begin, MADV_DONTNEED);
 }
 
 MappedFile::~MappedFile() {

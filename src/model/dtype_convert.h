@@ -43,6 +43,10 @@ class MappedFile {
   const unsigned char* data() const { return data_; }
   uint64_t size() const { return size_; }
   const std::string& path() const { return path_; }
+  // Drops the pages of bytes [offset, offset + bytes) from this process's resident set
+  // once they have been converted (they stay in the page cache and fault back in if read
+  // again), so loading a model's shard keeps resident memory near the shard, not the file.
+  void drop_resident(uint64_t offset, uint64_t bytes) const;
 
  private:
   std::string path_;

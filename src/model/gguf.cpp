@@ -388,6 +388,7 @@ HostTensor GgufFile::read(const std::string& name) const {
   out.shape = t.hf_shape();
   out.data.resize(static_cast<size_t>(t.numel()));
   dequant(t, 0, t.numel(), out.data.data());
+  file_->drop_resident(data_start_ + t.offset, t.nbytes);
   return out;
 }
 
@@ -404,6 +405,7 @@ HostTensor GgufFile::read_rows(const std::string& name, int64_t begin, int64_t e
   out.shape = vec ? std::vector<int64_t>{end - begin} : std::vector<int64_t>{end - begin, row_elems};
   out.data.resize(static_cast<size_t>((end - begin) * row_elems));
   dequant(t, begin * row_elems, (end - begin) * row_elems, out.data.data());
+  file_->drop_resident(data_start_ + t.offset, t.nbytes);
   return out;
 }
 
@@ -418,6 +420,7 @@ HostTensor GgufFile::read_cols(const std::string& name, int64_t begin, int64_t e
   out.shape = {rows, end - begin};
   out.data.resize(static_cast<size_t>(rows * (end - begin)));
   for (int64_t r = 0; r < rows; ++r) dequant(t, r * cols + begin, end - begin, out.data.data() + r * (end - begin));
+  file_->drop_resident(data_start_ + t.offset, t.nbytes);  // a column read touches every page
   return out;
 }
 

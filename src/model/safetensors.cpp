@@ -158,6 +158,7 @@ HostTensor SafetensorsFile::read(const std::string& name) const {
   out.shape = t.shape;
   out.data.resize(static_cast<size_t>(t.numel()));
   convert(t.dtype, path_ + ": tensor '" + name + "'", bytes(t), t.numel(), out.data.data());
+  file_->drop_resident(data_start_ + t.begin, t.end - t.begin);
   return out;
 }
 
@@ -175,6 +176,7 @@ HostTensor SafetensorsFile::read_rows(const std::string& name, int64_t begin, in
   out.data.resize(static_cast<size_t>((end - begin) * row_elems));
   convert(t.dtype, path_ + ": tensor '" + name + "'", bytes(t) + begin * row_elems * t.elem_size,
           (end - begin) * row_elems, out.data.data());
+  file_->drop_resident(data_start_ + t.begin, t.end - t.begin);
   return out;
 }
 
@@ -193,6 +195,7 @@ HostTensor SafetensorsFile::read_cols(const std::string& name, int64_t begin, in
   for (int64_t r = 0; r < rows; ++r)
     convert(t.dtype, where, bytes(t) + (r * cols + begin) * t.elem_size, end - begin,
             out.data.data() + r * (end - begin));
+  file_->drop_resident(data_start_ + t.begin, t.end - t.begin);  // a column read touches every page
   return out;
 }
 

@@ -101,7 +101,8 @@ TEST_P(MpiTensorParallel, ScoreMatchesSingleRankAndReference) {
   const std::vector<size_t> lengths = {0, 1, 2, size_t(np - 1), size_t(np), size_t(np + 1), f.longest().size()};
   std::map<size_t, DocumentScore> want;
   for (size_t S : lengths) want[S] = single.score(prefix(f.longest(), S));
-  for (auto [cp, tp] : shapes(np)) {
+  for (const auto& shape : shapes(np)) {
+    const int cp = shape.first, tp = shape.second;
     ParallelGroups g = groups(cp, tp);
     const int r = g.layout.cp_rank;
     Engine engine(*be, cfg, sharded_weights(f, g.layout), options(g));
@@ -152,7 +153,8 @@ TEST_P(MpiTensorParallel, GreedyAndTopPTokensIdenticalToSingleRank) {
   top_p.seed = 1234;
   top_p.doc_key = 77;
   const std::vector<size_t> lengths = {0, 1, size_t(np), f.greedy_prompt.size()};
-  for (auto [cp, tp] : shapes(np)) {
+  for (const auto& shape : shapes(np)) {
+    const int cp = shape.first, tp = shape.second;
     ParallelGroups g = groups(cp, tp);
     const int r = g.layout.cp_rank;
     // Whole weights here (the engine cuts its slice); the score test reads them sharded.
@@ -277,7 +279,8 @@ TEST(MpiTensorParallelErrors, StopOnOneTpRankStopsTheWholeGroup) {
   ModelConfig cfg = f.model.config;
   cfg.eos_token_ids.clear();
   auto be = make_cpu_backend();
-  for (auto [cp, tp] : shapes(np)) {
+  for (const auto& shape : shapes(np)) {
+    const int cp = shape.first, tp = shape.second;
     if (tp == 1) continue;
     ParallelGroups g = groups(cp, tp);
     int64_t checks = 0;
