@@ -15,6 +15,7 @@ packages=(
   nlohmann-json3-dev
   libgtest-dev
   python3 python3-pip
+  clang libclang-rt-dev  # .ci/run: libFuzzer smoke (tools/fuzz.sh)
 )
 
 missing=()
