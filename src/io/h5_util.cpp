@@ -242,8 +242,69 @@ Handle open_dataset_1d(hid_t file_id, const std::string& path, const std::string
   if (!kind_matches(type.get(), kind))
     throw Error(path + ": " + name + " is not " + kind_name(kind) + " dataset (found " +
                 describe_type(type.get()) + ")");
+  // Strings are checked by their readers (check_fixed_strings first names a vlen or an
+  // oversized string dataset, then checks its storage).
+  if (H5Tget_class(type.get()) != H5T_STRING) check_storage(d.get(), path, name, dims[0], type.get());
   if (n) *n = static_cast<int64_t>(dims[0]);
   return d;
+}
+
+// libhdf5 1.10 trusts a dataset's storage description when it reads: a corrupt file whose
+// contiguous storage is smaller than its dataspace, or lies past the end of the file, makes
+// H5Dread copy out of bounds or allocate gigabytes (found by fuzzing). So before any read,
+// contiguous and compact storage must hold exactly n elements of the stored type, inside
+// the file; chunked storage must use chunks of a sane size.
+void check_storage(hid_t d, const std::string& path, const std::string& name, hsize_t n, hid_t type) {
+  const size_t elem = H5Tget_size(type);
+  if (elem == 0) throw Error(path + ": " + name + " has an element size of 0");
+  hid_t plist = H5_CHECK(H5Dget_create_plist(d));
+  const H5D_layout_t layout = H5Pget_layout(plist);
+  hsize_t chunk[1] = {0};
+  const int chunk_rank = layout == H5D_CHUNKED ? H5Pget_chunk(plist, 1, chunk) : 0;
+  const int filters = layout == H5D_CHUNKED ? H5Pget_nfilters(plist) : 0;
+  H5Pclose(plist);
+  Handle file = Handle(H5_CHECK(H5Iget_file_id(d)), H5Fclose);
+  hsize_t file_bytes = 0;
+  H5_CHECK(H5Fget_filesize(file.get(), &file_bytes));
+  const hsize_t want = n * elem;
+  if (n != 0 && want / n != elem) throw Error(path + ": " + name + " is impossibly large");
+  if (layout == H5D_CONTIGUOUS || layout == H5D_COMPACT) {
+    const hsize_t stored = H5Dget_storage_size(d);
+    if ((stored != 0 || layout == H5D_COMPACT) && stored != want)
+      throw Error(path + ": " + name + " stores " + std::to_string(stored) + " bytes for " + std::to_string(n) +
+                  " elements of " + std::to_string(elem) + " bytes (" + std::to_string(want) + "): corrupt file");
+    const haddr_t addr = layout == H5D_CONTIGUOUS ? H5Dget_offset(d) : HADDR_UNDEF;
+    if (addr != HADDR_UNDEF && (addr > file_bytes || stored > file_bytes - addr))
+      throw Error(path + ": " + name + " data lies past the end of the file: corrupt file");
+    if (stored == 0 && want > 0 && layout == H5D_CONTIGUOUS)
+      throw Error(path + ": " + name + " has " + std::to_string(n) + " elements but no data written");
+  } else if (layout == H5D_CHUNKED) {
+    if (chunk_rank != 1 || chunk[0] == 0 || chunk[0] * elem > (hsize_t(1) << 30))
+      throw Error(path + ": " + name + " has an invalid chunk layout: corrupt file");
+    // Without compression the data cannot exceed the file, and no chunk is larger than
+    // its elements or lies outside the file.
+    if (filters == 0) {
+      const hsize_t chunk_bytes = chunk[0] * elem;
+      if (want > file_bytes || H5Dget_storage_size(d) > file_bytes)
+        throw Error(path + ": " + name + " claims more bytes than its file of " + std::to_string(file_bytes) +
+                    ": corrupt file");
+      Handle space = dataspace(H5_CHECK(H5Dget_space(d)));
+      hsize_t n_chunks = 0;
+      H5_CHECK(H5Dget_num_chunks(d, space.get(), &n_chunks));
+      if (n_chunks > n / chunk[0] + 1) throw Error(path + ": " + name + " has too many chunks: corrupt file");
+      for (hsize_t i = 0; i < n_chunks; ++i) {
+        hsize_t offset[1] = {0}, size = 0;
+        haddr_t addr = HADDR_UNDEF;
+        unsigned mask = 0;
+        H5_CHECK(H5Dget_chunk_info(d, space.get(), i, offset, &mask, &addr, &size));
+        if (size > chunk_bytes || (addr != HADDR_UNDEF && (addr > file_bytes || size > file_bytes - addr)))
+          throw Error(path + ": " + name + " chunk " + std::to_string(i) + " claims " + std::to_string(size) +
+                      " bytes at " + std::to_string(addr) + ": corrupt file");
+      }
+    }
+  } else {
+    throw Error(path + ": " + name + " has an unsupported storage layout");
+  }
 }
 
 namespace {
@@ -392,6 +453,7 @@ size_t check_fixed_strings(hid_t dset, const std::string& path, const std::strin
   if (n < 0 || static_cast<uint64_t>(n) > file_bytes / width)
     throw Error(path + ": " + name + " claims " + std::to_string(n) + " entries of " + std::to_string(width) +
                 " bytes, more than the file's " + std::to_string(file_bytes) + " bytes can hold");
+  check_storage(dset, path, name, static_cast<hsize_t>(n), ftype.get());
   return width;
 }
 

@@ -103,6 +103,10 @@ bool exists(hid_t loc, const std::string& name);
 // exists, is a dataset, has rank 1 and elements of `kind`. Returns its length in *n.
 Handle open_dataset_1d(hid_t file, const std::string& path, const std::string& name, Kind kind,
                        int64_t* n);
+// Throws Error unless the dataset's storage can hold exactly n elements of `type` inside
+// the file (contiguous/compact), or uses sane chunks (chunked): libhdf5 trusts these on a
+// read. open_dataset_1d calls it for every kind but variable-length strings.
+void check_storage(hid_t dset, const std::string& path, const std::string& name, hsize_t n, hid_t type);
 
 std::vector<int64_t> read_int64(hid_t dset, int64_t n);  // whole dataset, any integer type
 std::vector<int32_t> read_int32(hid_t dset, int64_t n);

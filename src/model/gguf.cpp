@@ -248,6 +248,10 @@ const char* ggml_type_name(uint32_t type) {
 std::vector<int64_t> GgufTensorInfo::hf_shape() const { return std::vector<int64_t>(ne.rbegin(), ne.rend()); }
 
 int64_t GgufTensorInfo::numel() const {
+  // The parser bounds the product of the non-zero dimensions by the file size; with a zero
+  // dimension the others may be anything, so multiply only when none is zero.
+  for (int64_t d : ne)
+    if (d == 0) return 0;
   int64_t n = 1;
   for (int64_t d : ne) n *= d;
   return n;
@@ -298,13 +302,16 @@ GgufFile::GgufFile(const std::string& path) : path_(path) {
     if (n_dims < 1 || n_dims > kMaxDims) fail(tn + " has " + std::to_string(n_dims) + " dimensions (1 to 4 allowed)");
     // Every dimension is bounded by the file size so that products cannot overflow.
     uint64_t numel = 1;
+    bool empty = false;  // a zero dimension: no elements, whatever the others say
     for (uint32_t d = 0; d < n_dims; ++d) {
       const uint64_t ne = c.u64(tn + " shape");
       if (ne > (1ull << 62)) fail(tn + " dimension " + std::to_string(d) + " = " + std::to_string(ne) + " is absurd");
       t.ne.push_back(static_cast<int64_t>(ne));
-      if (ne != 0 && numel > (size * 32) / ne + 1) numel = size * 32 + 1;  // saturate: fails the size check below
+      if (ne == 0) empty = true;
+      else if (numel > (size * 32) / ne) numel = size * 32 + 1;  // saturate: fails the size check below
       else numel *= ne;
     }
+    if (empty) numel = 0;
     t.type = c.u32(tn + " type");
     const TypeTraits* tt = type_traits(t.type);
     if (!tt) fail(tn + " has unknown ggml type " + std::to_string(t.type));

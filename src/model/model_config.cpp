@@ -1,5 +1,7 @@
 #include "ringinfer/model_config.h"
 
+#include <cmath>
+
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
@@ -29,8 +31,9 @@ struct Reader {
     if (v.is_number_integer()) return v.get<int64_t>();
     // Some writers emit 576.0; accept integral floats, refuse 576.5.
     if (v.is_number_float()) {
-      double d = v.get<double>();
-      if (d == static_cast<double>(static_cast<int64_t>(d))) return static_cast<int64_t>(d);
+      const double d = v.get<double>();
+      // In range first: casting a double outside int64 is undefined behaviour.
+      if (std::isfinite(d) && std::fabs(d) < 9.0e18 && d == std::trunc(d)) return static_cast<int64_t>(d);
     }
     fail(key, "must be an integer, got " + type_name(v) + " " + v.dump());
   }
