@@ -32,6 +32,13 @@ for layout in "4 2 2" "2 1 2"; do
   else fail "--cp $cp --tp $tp"; tail -5 "$WORK/score$tag.log" "$WORK/run$tag.log"; fi
 done
 
+# The run summary lands in the output's attributes; per-document metrics in dump --jsonl.
+if "$R" dump "$WORK/score2.h5" > "$WORK/score2.txt" 2>&1 && grep -q "^# documents_run: 7$" "$WORK/score2.txt" &&
+   grep -q "^# tokens_per_second: [0-9]" "$WORK/score2.txt" && grep -q "^# peak_host_rss_bytes_per_rank: [1-9]" "$WORK/score2.txt" &&
+   grep -q '"tokens_per_rank":175' "$WORK/score2.jsonl"; then
+  pass "run summary and per-document metrics in the output"
+else fail "summary attributes / metrics"; head -30 "$WORK/score2.txt"; fi
+
 # Greedy token ids identical for every rank count.
 ids() { python3 -c 'import json,sys
 for l in open(sys.argv[1]): d=json.loads(l); print(d["id"], d["token_ids"], d["finish_reason"])' "$1"; }
