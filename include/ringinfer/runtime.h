@@ -16,6 +16,9 @@ struct RankInfo {
   std::string host;    // processor name, for messages
 };
 
+// This rank's place in MPI_COMM_WORLD and on its node (MPI must be initialized).
+RankInfo query_rank_info();
+
 // Owns MPI for the life of the program: MPI_Init_thread (MPI_THREAD_FUNNELED or better),
 // MPI_ERRORS_RETURN on MPI_COMM_WORLD so MPI_CHECK reports failures, and
 // MPI_Finalize in the destructor.

@@ -18,20 +18,24 @@ MpiRuntime::MpiRuntime(int* argc, char*** argv) {
     finalize_ = true;
   }
   MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
-  MPI_CHECK(MPI_Comm_rank(MPI_COMM_WORLD, &info_.world_rank));
-  MPI_CHECK(MPI_Comm_size(MPI_COMM_WORLD, &info_.world_size));
+  info_ = query_rank_info();
   set_this_rank(info_.world_rank);
+}
 
+RankInfo query_rank_info() {
+  RankInfo info;
+  MPI_CHECK(MPI_Comm_rank(MPI_COMM_WORLD, &info.world_rank));
+  MPI_CHECK(MPI_Comm_size(MPI_COMM_WORLD, &info.world_size));
   MPI_Comm node = MPI_COMM_NULL;
-  MPI_CHECK(MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, info_.world_rank, MPI_INFO_NULL, &node));
-  MPI_CHECK(MPI_Comm_rank(node, &info_.local_rank));
-  MPI_CHECK(MPI_Comm_size(node, &info_.local_size));
+  MPI_CHECK(MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, info.world_rank, MPI_INFO_NULL, &node));
+  MPI_CHECK(MPI_Comm_rank(node, &info.local_rank));
+  MPI_CHECK(MPI_Comm_size(node, &info.local_size));
   MPI_Comm_free(&node);
-
   char name[MPI_MAX_PROCESSOR_NAME] = {};
   int len = 0;
   MPI_Get_processor_name(name, &len);
-  info_.host.assign(name, len);
+  info.host.assign(name, len);
+  return info;
 }
 
 MpiRuntime::~MpiRuntime() {

@@ -21,7 +21,6 @@
 #include <cuda_runtime.h>
 #include <gtest/gtest.h>
 #include <mpi.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <cmath>
@@ -64,28 +63,13 @@ struct Shared {
 };
 Shared g;
 
-RankInfo rank_info() {
-  RankInfo info;
-  MPI_Comm_rank(MPI_COMM_WORLD, &info.world_rank);
-  MPI_Comm_size(MPI_COMM_WORLD, &info.world_size);
-  MPI_Comm node;
-  MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, info.world_rank, MPI_INFO_NULL, &node);
-  MPI_Comm_rank(node, &info.local_rank);
-  MPI_Comm_size(node, &info.local_size);
-  MPI_Comm_free(&node);
-  char host[256] = {};
-  gethostname(host, sizeof(host) - 1);
-  info.host = host;
-  return info;
-}
-
 // Like tests/support/gpu_skip.h, but every rank must take the same exit (or the others
 // hang in the next collective) and MPI must be finalized first (or mpirun reports a
 // failure instead of the 77).
 class StagedEnvironment : public ::testing::Environment {
  public:
   void SetUp() override {
-    const RankInfo info = rank_info();
+    const RankInfo info = query_rank_info();
     int gpus = 0;
     if (cudaGetDeviceCount(&gpus) != cudaSuccess) {
       cudaGetLastError();

@@ -5,7 +5,6 @@
 #include <cuda_runtime.h>
 #include <gtest/gtest.h>
 #include <mpi.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <cstdint>
@@ -34,25 +33,10 @@ struct Shared {
 };
 Shared g;
 
-RankInfo rank_info() {
-  RankInfo info;
-  MPI_Comm_rank(MPI_COMM_WORLD, &info.world_rank);
-  MPI_Comm_size(MPI_COMM_WORLD, &info.world_size);
-  MPI_Comm node;
-  MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, info.world_rank, MPI_INFO_NULL, &node);
-  MPI_Comm_rank(node, &info.local_rank);
-  MPI_Comm_size(node, &info.local_size);
-  MPI_Comm_free(&node);
-  char host[256] = {};
-  gethostname(host, sizeof(host) - 1);
-  info.host = host;
-  return info;
-}
-
 class NcclEnvironment : public ::testing::Environment {
  public:
   void SetUp() override {
-    const RankInfo info = rank_info();
+    const RankInfo info = query_rank_info();
     int gpus = 0;
     if (cudaGetDeviceCount(&gpus) != cudaSuccess) {
       cudaGetLastError();
