@@ -33,6 +33,7 @@
 #include "ringinfer/sampling.h"
 #include "ringinfer/schedule.h"
 #include "ringinfer/shard.h"
+#include "ringinfer/shard_isolation.h"
 #include "ringinfer/signals.h"
 #include "ringinfer/striped.h"
 #include "ringinfer/version.h"
@@ -74,21 +75,23 @@ RunResult dry_run_document(const DocumentSet& docs, const DocInfo& doc, const Pa
   return res;
 }
 
-// RINGINFER_CUDA_COMM picks how a CUDA CP group (--cp > 1) communicates. An environment
-// variable, not an option: it is a test and fallback switch, not a tuning knob.
-//   nccl (default, or unset)  NCCL over device buffers (not wired yet: --cp > 1 and --tp > 1
-//                             are refused)
-//   mpi                       host-staged MPI (make_staged_comm): every transfer goes through
-//                             pinned host memory, so it is slower, but several ranks may share
-//                             one GPU, which NCCL refuses (the multi-rank CUDA engine on a
-//                             one-GPU test machine)
+// RINGINFER_CUDA_COMM picks how a CUDA CP or TP group (--cp > 1, --tp > 1) communicates.
+// An environment variable, not an option: it is a test and fallback switch, not a tuning knob.
+//   nccl   NCCL over device buffers, one rank per GPU (bind_gpu refuses ranks sharing a
+//          GPU, which NCCL cannot serve). Not yet checked on two GPUs (no 2-GPU machine has
+//          been lent), so it must be asked for by name.
+//   mpi    host-staged MPI (make_staged_comm): every transfer goes through pinned host
+//          memory, so it is slower, but several ranks may share one GPU; checked against
+//          the CPU backend on one GPU.
+//   unset  --cp 1 --tp 1 only: groups of more ranks are refused with a message naming both.
 #ifdef RINGINFER_HAVE_CUDA
-enum class CudaCommKind { nccl, staged_mpi };
+enum class CudaCommKind { unset, nccl, staged_mpi };
 
 CudaCommKind cuda_comm_kind() {
   const char* env = std::getenv("RINGINFER_CUDA_COMM");
   const std::string v = env ? env : "";
-  if (v.empty() || v == "nccl") return CudaCommKind::nccl;
+  if (v.empty()) return CudaCommKind::unset;
+  if (v == "nccl") return CudaCommKind::nccl;
   if (v == "mpi") return CudaCommKind::staged_mpi;
   throw Error("RINGINFER_CUDA_COMM=" + v + ": unknown communicator (use nccl or mpi)");
 }
@@ -99,20 +102,15 @@ std::unique_ptr<Backend> make_backend(DeviceKind device, const RankInfo& me, con
   const bool cuda = device == DeviceKind::cuda || (device == DeviceKind::auto_detect && visible_gpu_count() > 0);
   if (!cuda) return make_cpu_backend();
 #ifdef RINGINFER_HAVE_CUDA
-  // The ring and the decode merge exchange device buffers: over NCCL (not wired yet) or
-  // staged through the host over MPI (RINGINFER_CUDA_COMM=mpi).
-  const bool staged = cuda_comm_kind() == CudaCommKind::staged_mpi;
-  RI_CHECK(layout.cp == 1 || staged,
-           "--device cuda with --cp " + std::to_string(layout.cp) +
-               ": multi-rank CUDA rings over NCCL are not available yet; use --cp 1 (data parallel), --device "
-               "cpu, or set RINGINFER_CUDA_COMM=mpi (host-staged MPI, slower; ranks may share a GPU)");
-  RI_CHECK(layout.tp == 1 || staged,
-           "--device cuda with --tp " + std::to_string(layout.tp) +
-               ": tensor parallelism over NCCL is not available yet; use --device cpu, or set "
-               "RINGINFER_CUDA_COMM=mpi (host-staged MPI, slower; ranks may share a GPU)");
+  const CudaCommKind kind = cuda_comm_kind();
+  RI_CHECK(kind != CudaCommKind::unset || (layout.cp == 1 && layout.tp == 1),
+           "--device cuda with --cp " + std::to_string(layout.cp) + " --tp " + std::to_string(layout.tp) +
+               ": choose the GPU communicator with RINGINFER_CUDA_COMM=nccl (NCCL, one GPU per rank; not yet "
+               "checked on two GPUs) or RINGINFER_CUDA_COMM=mpi (host-staged MPI, checked, slower; ranks may share "
+               "a GPU), and pass it to the ranks (mpirun -x RINGINFER_CUDA_COMM)");
   CudaBackendOptions options;
-  // Without NCCL nothing stops ranks from sharing a GPU.
-  options.device = bind_gpu(me, staged);
+  // NCCL needs a GPU per rank; staged MPI lets ranks share one.
+  options.device = bind_gpu(me, kind == CudaCommKind::staged_mpi);
   return make_cuda_backend(options);
 #else
   (void)me;
@@ -122,12 +120,13 @@ std::unique_ptr<Backend> make_backend(DeviceKind device, const RankInfo& me, con
 }
 
 // The device-buffer communicator of a CUDA CP or TP group (null when the group is one
-// rank or the backend is the CPU's, which uses the MpiComm itself). make_backend has
-// already refused every other combination.
+// rank or the backend is the CPU's, which uses the MpiComm itself). Collective over `group`.
 std::unique_ptr<Comm> make_device_comm(const Backend& backend, MpiComm& group) {
   if (std::string(backend.name()) != "cuda" || group.size() == 1) return nullptr;
 #ifdef RINGINFER_HAVE_CUDA
-  return make_staged_comm(group);
+  // make_backend refused an unset RINGINFER_CUDA_COMM for groups of more than one rank.
+  if (cuda_comm_kind() == CudaCommKind::staged_mpi) return make_staged_comm(group);
+  return make_nccl_comm(group.mpi_comm());
 #else
   return nullptr;
 #endif
@@ -284,7 +283,9 @@ int run_command(const RunConfig& config) {
         std::unique_ptr<Engine> engine;
         std::optional<Tokenizer> tokenizer;
         if (!dry) model.emplace(open_model(config.model));
-        DocumentSet docs = open_documents(config.inputs, model ? model->config.vocab_size : -1);
+        const int64_t vocab = model ? model->config.vocab_size : -1;
+        check_shards_isolated(config.inputs, vocab, *groups.world);
+        DocumentSet docs = open_documents(config.inputs, vocab);
         std::vector<int64_t> lengths;
         for (const DocInfo& d : docs.documents()) lengths.push_back(d.length);
         if (!dry) {

@@ -33,7 +33,8 @@ int bind_gpu(const RankInfo& info, bool allow_shared) {
               info.host + " (host-staged communication; slower than NCCL, meant for tests)");
   RI_CHECK(allow_shared || info.local_size <= n,
            std::to_string(info.local_size) + " ranks on host " + info.host + " but only " + std::to_string(n) +
-               " visible GPUs: one GPU per rank is required (under Slurm use --gpus-per-node with --gpu-bind=none)");
+               " visible GPUs: one GPU per rank is required (under Slurm use --gpus-per-node with --gpu-bind=none; "
+                                "RINGINFER_CUDA_COMM=mpi lets ranks share a GPU, slower)");
   const int device = info.local_rank % n;
   CUDA_CHECK(cudaSetDevice(device));
   return device;
