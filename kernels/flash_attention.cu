@@ -17,7 +17,13 @@ void check(bool ok, const std::string& what) {
 }
 }  // namespace
 
-int flash_attention_variants(int head_dim) { return head_dim == 128 ? 4 : 1; }
+// head_dim 128: four mma.sync tile shapes, then (on Hopper) the wgmma kernel with 128-
+// and 64-key tiles.
+int flash_attention_variants(int head_dim) {
+  if (head_dim != 128) return 1;
+  static const bool wgmma = cuda::flash_wgmma_supported();
+  return wgmma ? 6 : 4;
+}
 
 void flash_attention_forward(const FlashAttnParams& p, cudaStream_t stream) {
   check(p.head_dim == 64 || p.head_dim == 128, "head_dim " + std::to_string(p.head_dim) + " is not 64 or 128");
@@ -68,8 +74,10 @@ void flash_attention_forward(const FlashAttnParams& p, cudaStream_t stream) {
     cuda::flash_fwd_hdim128_w4(a, stream);
   else if (p.variant == 2)
     cuda::flash_fwd_hdim128_mt2(a, stream);
-  else
+  else if (p.variant == 3)
     cuda::flash_fwd_hdim128_mt2n32(a, stream);
+  else
+    cuda::flash_fwd_hdim128_wgmma(a, p.variant == 4 ? 128 : 64, stream);
 }
 
 }  // namespace ringinfer
