@@ -2,12 +2,16 @@
 // (attention is in cuda_attention.cpp, the kernels in kernels/backend_ops.cu).
 #include "backend/cuda/cuda_backend.h"
 
+#include <algorithm>
 #include <cstring>
+#include <exception>
 #include <limits>
 #include <vector>
 
 #include "backend_ops.h"
+#include "comm/comm_checks.h"
 #include "ringinfer/cuda_check.h"
+#include "ringinfer/log.h"
 #include "ringinfer/sampling.h"
 
 namespace ringinfer {
@@ -43,6 +47,13 @@ class CudaEvent final : public Event {
 
 cudaStream_t native(Stream s) { return static_cast<cudaStream_t>(s.native); }
 
+// cudaStreamQuery / cudaEventQuery as "done?": not ready is false, an error throws.
+bool finished(cudaError_t rc) {
+  if (rc == cudaErrorNotReady) return false;
+  CUDA_CHECK(rc);
+  return true;
+}
+
 // fp32 -> bf16 bits, round to nearest even (NaN stays a quiet NaN).
 uint16_t to_bf16_bits(float f) {
   uint32_t b;
@@ -75,18 +86,37 @@ CudaBackend::CudaBackend(const CudaBackendOptions& options) : options_(options) 
   CUBLAS_CHECK(cublasSetStream(cublas_, stream_));
   CUDA_CHECK(cudaMalloc(&error_, 2 * sizeof(int)));
   CUDA_CHECK(cudaMemset(error_, 0, 2 * sizeof(int)));
+  CUDA_CHECK(cudaMallocHost(&error_host_, 2 * sizeof(int)));
+  CUDA_CHECK(cudaMallocHost(&staging_, kStagingBytes));
+  CUDA_CHECK(cudaEventCreateWithFlags(&staging_free_, cudaEventDisableTiming));
 }
 
 CudaBackend::~CudaBackend() {
-  // No throwing here: the destructor may run while an exception unwinds.
-  cudaStreamSynchronize(stream_);
-  cudaStreamSynchronize(comm_stream_);
+  // No throwing here: the destructor may run while an exception unwinds. The streams may
+  // hold work that never finishes (a dead peer's NCCL kernel): wait a bounded time, and
+  // if they do not drain, leak everything rather than hang in cudaFree / cublasDestroy,
+  // which wait for the whole device. While an exception unwinds the job is ending: a
+  // second wait of the full timeout would only delay the abort.
+  const double seconds = std::uncaught_exceptions() > 0 ? std::min(1.0, comm_timeout()) : comm_timeout();
+  try {
+    const comm_detail::Deadline deadline(seconds);
+    comm_detail::wait_device("cuda backend destructor: the compute stream", deadline,
+                             [this] { return finished(cudaStreamQuery(stream_)); });
+    comm_detail::wait_device("cuda backend destructor: the communication stream", deadline,
+                             [this] { return finished(cudaStreamQuery(comm_stream_)); });
+  } catch (const std::exception& e) {
+    log::error(std::string(e.what()) + "; its device memory is not freed");
+  }
+  cudaEventDestroy(staging_free_);
+  cudaStreamDestroy(comm_stream_);
+  cudaStreamDestroy(stream_);
+  if (comm_detail::device_stuck().load()) return;
   for (void* p : scratch_)
     if (p) cudaFree(p);
   cudaFree(error_);
+  cudaFreeHost(error_host_);
+  cudaFreeHost(staging_);
   cublasDestroy(cublas_);
-  cudaStreamDestroy(comm_stream_);
-  cudaStreamDestroy(stream_);
 }
 
 std::unique_ptr<Event> CudaBackend::record(Stream s) {
@@ -102,16 +132,35 @@ void CudaBackend::wait(Stream s, const Event& e) {
 }
 
 void CudaBackend::synchronize() {
-  CUDA_CHECK(cudaStreamSynchronize(comm_stream_));
-  CUDA_CHECK(cudaStreamSynchronize(stream_));
-  check_kernel_errors();
+  read_kernel_errors();
+  wait_stream(comm_stream_, "synchronize", "the communication stream");
+  wait_stream(stream_, "synchronize", "the compute stream");
+  // Both streams drained: whatever an earlier timeout left stuck has finished.
+  comm_detail::device_stuck().store(false);
+  throw_kernel_errors();
 }
 
-void CudaBackend::check_kernel_errors() {
-  int err[2] = {0, 0};
-  CUDA_CHECK(cudaMemcpyAsync(err, error_, sizeof(err), cudaMemcpyDeviceToHost, stream_));
-  CUDA_CHECK(cudaStreamSynchronize(stream_));
+void CudaBackend::wait_stream(cudaStream_t s, const char* op, const char* which) {
+  const auto done = [s] { return finished(cudaStreamQuery(s)); };
+  if (done()) return;  // before building the message
+  comm_detail::wait_device(std::string("cuda backend ") + op + ": " + which, done);
+}
+
+void CudaBackend::wait_staging_free(const char* op) {
+  if (!staging_queued_) return;
+  comm_detail::wait_device(std::string("cuda backend ") + op + ": the previous upload from pinned staging",
+                           [this] { return finished(cudaEventQuery(staging_free_)); });
+  staging_queued_ = false;
+}
+
+void CudaBackend::read_kernel_errors() {
+  CUDA_CHECK(cudaMemcpyAsync(error_host_, error_, 2 * sizeof(int), cudaMemcpyDeviceToHost, stream_));
+}
+
+void CudaBackend::throw_kernel_errors() {
+  const int err[2] = {error_host_[0], error_host_[1]};
   if (err[0] == kErrNone) return;
+  error_host_[0] = kErrNone;
   CUDA_CHECK(cudaMemsetAsync(error_, 0, sizeof(err), stream_));
   if (err[0] == kErrTokenRange) throw Error("cuda backend: embed: token " + std::to_string(err[1]) + " outside the vocabulary");
   if (err[0] == kErrTargetRange)
@@ -150,7 +199,8 @@ Tensor CudaBackend::alloc(int64_t rows, int64_t cols, DType dtype) {
   }
   std::shared_ptr<MemoryCounters> mem = mem_;
   std::shared_ptr<void> storage(p, [mem, bytes](void* q) {
-    cudaFree(q);
+    // cudaFree waits for the whole device: after a device wait timed out it could hang.
+    if (!comm_detail::device_stuck().load()) cudaFree(q);
     mem->live.fetch_sub(static_cast<int64_t>(bytes));
   });
   return Tensor(std::move(storage), p, dtype, rows, cols);
@@ -161,6 +211,9 @@ Tensor CudaBackend::upload_weight(const HostTensor& w) {
   int64_t rows = w.shape[0], cols = 1;
   for (size_t i = 1; i < w.shape.size(); ++i) cols *= w.shape[i];
   check(rows * cols == w.numel(), "upload_weight", "shape does not match its data");
+  // Blocking cudaMemcpy on the legacy default stream is kept here: it does not wait for
+  // the non-blocking streams that carry NCCL work, so a dead peer cannot stall it, and
+  // pageable copies run at full speed (weights are gigabytes, loaded before any comm).
   // Vectors (norm weights, biases) stay fp32: tiny, and read once per row.
   if (w.shape.size() == 1) {
     Tensor t = alloc(rows, 1, DType::f32);
@@ -175,14 +228,54 @@ Tensor CudaBackend::upload_weight(const HostTensor& w) {
 }
 
 void CudaBackend::copy_from_host(const Tensor& dst, const void* src) {
-  // Pageable source: the call returns once src has been staged, so the caller may reuse it.
-  if (!dst.empty()) CUDA_CHECK(cudaMemcpyAsync(dst.data(), src, dst.bytes(), cudaMemcpyHostToDevice, stream_));
+  // Returns once src has been staged, so the caller may reuse it. Small copies: the
+  // driver stages a pageable source at once. Larger ones may make the driver wait for the
+  // stream, unbounded: they go through staging_ in chunks, each chunk waiting (bounded)
+  // until the previous upload from staging_ has reached the device.
+  const size_t bytes = dst.bytes();
+  if (bytes == 0) return;
+  if (bytes <= kDirectUploadBytes) {
+    CUDA_CHECK(cudaMemcpyAsync(dst.data(), src, bytes, cudaMemcpyHostToDevice, stream_));
+    return;
+  }
+  const char* from = static_cast<const char*>(src);
+  char* to = static_cast<char*>(dst.data());
+  for (size_t done = 0; done < bytes;) {
+    const size_t n = std::min(bytes - done, kStagingBytes);
+    wait_staging_free("copy_from_host");
+    std::memcpy(staging_, from + done, n);
+    CUDA_CHECK(cudaMemcpyAsync(to + done, staging_, n, cudaMemcpyHostToDevice, stream_));
+    CUDA_CHECK(cudaEventRecord(staging_free_, stream_));
+    staging_queued_ = true;
+    done += n;
+  }
 }
 
 void CudaBackend::copy_to_host(void* dst, const Tensor& src) {
-  if (!src.empty()) CUDA_CHECK(cudaMemcpyAsync(dst, src.data(), src.bytes(), cudaMemcpyDeviceToHost, stream_));
-  CUDA_CHECK(cudaStreamSynchronize(stream_));
-  check_kernel_errors();
+  // Async copy into pinned staging and a polled wait; the kernel error words come back
+  // with the last chunk, so a small copy costs one round trip.
+  const size_t bytes = src.bytes();
+  const char* from = static_cast<const char*>(src.data());
+  char* to = static_cast<char*>(dst);
+  size_t done = 0;
+  do {
+    const size_t n = std::min(bytes - done, kStagingBytes);
+    // Uploads queued from staging_ run before this copy on stream_: no extra wait needed.
+    if (n) CUDA_CHECK(cudaMemcpyAsync(staging_, from + done, n, cudaMemcpyDeviceToHost, stream_));
+    if (done + n == bytes) read_kernel_errors();
+    try {
+      wait_stream(stream_, "copy_to_host", "the compute stream");
+    } catch (...) {
+      // The copy into staging_ is still queued: a later upload must not write staging_
+      // before it has run.
+      if (n && cudaEventRecord(staging_free_, stream_) == cudaSuccess) staging_queued_ = true;
+      throw;
+    }
+    staging_queued_ = false;  // the stream has drained past every upload
+    if (n) std::memcpy(to + done, staging_, n);
+    done += n;
+  } while (done < bytes);
+  throw_kernel_errors();
 }
 
 // ---------------------------------------------------------------- ops
@@ -294,7 +387,7 @@ void CudaBackend::sample(const Tensor& logits, double temperature, double top_p,
   copy_to_host(row.data(), logits);
   const int32_t id = sample_token(row.data(), logits.cols(), temperature, top_p, u);
   copy_from_host(token, &id);
-  CUDA_CHECK(cudaStreamSynchronize(stream_));  // `id` lives on this frame
+  wait_stream(stream_, "sample", "the compute stream");  // `id` lives on this frame
 }
 
 }  // namespace cuda

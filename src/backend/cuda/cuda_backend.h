@@ -5,6 +5,11 @@
 // Memory: plain cudaMalloc at alloc() time (the engine allocates outside its layer loop)
 // plus grow-only scratch (bf16 copies of GEMM / attention inputs, the decode workspace)
 // taken stream-ordered with cudaMallocAsync. Private to backend/cuda/.
+// Host waits (synchronize, copy_to_host, large copy_from_host) never block in the CUDA
+// runtime: they poll the stream and throw after comm_timeout() seconds, because NCCL work
+// queued on these streams never finishes when a peer rank has died (comm_checks.h:
+// wait_device). Device -> host copies therefore go through pinned staging (a pageable
+// destination would make cudaMemcpyAsync itself block until the stream reaches it).
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
 
@@ -59,8 +64,15 @@ class CudaBackend final : public Backend {
   // Grow-only device scratch, one per use, so two live at once never alias.
   enum Slot { kGemmInput, kAttnQuery, kDecodeWork, kDecodeO, kDecodeLse, kSlots };
   void* scratch(Slot slot, size_t bytes);
-  // Throws the first error a kernel left in error_ (after the host has waited).
-  void check_kernel_errors();
+  // Enqueues the read of error_ into error_host_ on stream_; after the host has waited
+  // for stream_, throw_kernel_errors throws the first error a kernel left there.
+  void read_kernel_errors();
+  void throw_kernel_errors();
+  // Polls until all work queued on `s` has finished; throws the timeout Error naming
+  // `op` and `which` ("the compute stream") after comm_timeout() seconds.
+  void wait_stream(cudaStream_t s, const char* op, const char* which);
+  // The host may write staging_ once the uploads queued from it have been copied.
+  void wait_staging_free(const char* op);
 
   // Shared with every buffer's deleter, so a tensor may outlive the backend.
   struct MemoryCounters {
@@ -72,6 +84,16 @@ class CudaBackend final : public Backend {
   cudaStream_t stream_ = nullptr, comm_stream_ = nullptr;
   cublasHandle_t cublas_ = nullptr;
   int* error_ = nullptr;  // device int[2]: KernelError code and value (backend_ops.h)
+  int* error_host_ = nullptr;      // pinned int[2]: error_ as last read back
+  char* staging_ = nullptr;        // pinned kStagingBytes: host copies in chunks of this size
+  cudaEvent_t staging_free_ = nullptr;  // recorded after the last upload queued from staging_
+  bool staging_queued_ = false;    // staging_free_ recorded and not yet seen complete
+  // Copies at most this many bytes per host wait (pinned memory is scarce, 4 MiB keeps a
+  // logits row or a token chunk in one piece); larger copies loop over chunks.
+  static constexpr size_t kStagingBytes = size_t(4) << 20;
+  // Uploads up to this size go straight from pageable memory: the driver stages them at
+  // once, so cudaMemcpyAsync neither blocks nor needs our staging (the decode token).
+  static constexpr size_t kDirectUploadBytes = size_t(64) << 10;
   void* scratch_[kSlots] = {};
   size_t scratch_bytes_[kSlots] = {};
 };

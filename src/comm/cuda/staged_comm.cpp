@@ -8,8 +8,8 @@
 // where NCCL is unavailable. It is slower: each operation is a device -> host copy, a
 // host sync, the MPI operation and a host -> device copy.
 //
-// Every operation: device -> pinned host copy on the caller's stream and a
-// cudaStreamSynchronize (the data is on the host before MPI reads it), the inner MpiComm
+// Every operation: device -> pinned host copy on the caller's stream and a bounded wait
+// for it (the data is on the host before MPI reads it), the inner MpiComm
 // operation on host buffers (it polls with comm_timeout() and throws its timeout Error),
 // then a host -> device copy enqueued on the stream. A ring exchange is split the same
 // way: staged and posted at send_recv, driven by test(), and wait(consumer) completes it
@@ -18,10 +18,16 @@
 // Staging memory: a pool of slots (a send and a receive host buffer each), taken by an
 // operation and given back when it is done, grown in powers of two and kept, so a warm
 // communicator allocates nothing. A slot's host -> device copy may still be queued when
-// it is given back: an event recorded after it is synchronized before the host writes
-// the slot again.
+// it is given back: an event recorded after it is waited for before the host writes the
+// slot again.
+//
+// No host wait blocks in the CUDA runtime: the device -> host copy is queued behind
+// whatever the stream already holds (NCCL work of another communicator, a kernel), which
+// never finishes if a peer died, so every wait polls the stream or event and throws after
+// comm_timeout() seconds (comm_checks.h: wait_device).
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cstring>
 #include <exception>
 #include <memory>
@@ -40,6 +46,31 @@ namespace {
 
 cudaStream_t cuda_stream(Stream s) { return static_cast<cudaStream_t>(s.native); }
 
+// cudaStreamQuery / cudaEventQuery as "done?": not ready is false, an error throws.
+bool finished(cudaError_t rc) {
+  if (rc == cudaErrorNotReady) return false;
+  CUDA_CHECK(rc);
+  return true;
+}
+
+// Polls until the work queued on s has finished; the timeout Error names `what`.
+void wait_stream(cudaStream_t s, const char* what, const comm_detail::Deadline& deadline = {}) {
+  const auto done = [s] { return finished(cudaStreamQuery(s)); };
+  if (done()) return;
+  comm_detail::wait_device(std::string("staged mpi ") + what, deadline, done);
+}
+
+void wait_event(cudaEvent_t e, const char* what, const comm_detail::Deadline& deadline = {}) {
+  const auto done = [e] { return finished(cudaEventQuery(e)); };
+  if (done()) return;
+  comm_detail::wait_device(std::string("staged mpi ") + what, deadline, done);
+}
+
+// While an exception unwinds the job is ending: destructors wait at most this long.
+double destructor_wait_seconds() {
+  return std::uncaught_exceptions() > 0 ? std::min(1.0, comm_timeout()) : comm_timeout();
+}
+
 // Pinned host bytes, grown (never shrunk) to a power of two at least as large as asked.
 class PinnedBuffer {
  public:
@@ -47,7 +78,8 @@ class PinnedBuffer {
   PinnedBuffer(const PinnedBuffer&) = delete;
   PinnedBuffer& operator=(const PinnedBuffer&) = delete;
   ~PinnedBuffer() {
-    if (ptr_) cudaFreeHost(ptr_);
+    // cudaFreeHost waits for the whole device: after a device wait timed out it could hang.
+    if (ptr_ && !comm_detail::device_stuck().load()) cudaFreeHost(ptr_);
   }
   // Only while no copy or MPI operation uses the buffer.
   void reserve(size_t bytes) {
@@ -80,15 +112,20 @@ struct Slot {
   Slot(const Slot&) = delete;
   Slot& operator=(const Slot&) = delete;
   ~Slot() {
-    if (copied) {
-      if (copy_queued) cudaEventSynchronize(copied);
-      cudaEventDestroy(copied);
+    if (!copied) return;
+    if (copy_queued) {
+      try {
+        wait_event(copied, "slot release: the host -> device copy", comm_detail::Deadline(destructor_wait_seconds()));
+      } catch (const std::exception& e) {
+        log::error(e.what());  // device_stuck() is set: the buffers are leaked, not freed
+      }
     }
+    cudaEventDestroy(copied);
   }
   // The host may write the buffers now, and they hold at least the given sizes.
   void prepare(size_t send_bytes, size_t recv_bytes) {
     if (copy_queued) {
-      CUDA_CHECK(cudaEventSynchronize(copied));
+      wait_event(copied, "staging: the previous host -> device copy");
       copy_queued = false;
     }
     send.reserve(send_bytes);
@@ -104,11 +141,14 @@ struct Slot {
   }
 };
 
-// Device -> host copy of `bytes` on s, complete when this returns.
-void copy_in(void* host, const void* device, size_t bytes, cudaStream_t s) {
+// Device -> host copy of `bytes` on s, complete when this returns (host is pinned, so
+// the copy is asynchronous and the wait is ours, bounded). `call` names the operation.
+void copy_in(void* host, const void* device, size_t bytes, cudaStream_t s, const char* call) {
   if (bytes == 0) return;
   CUDA_CHECK(cudaMemcpyAsync(host, device, bytes, cudaMemcpyDeviceToHost, s));
-  CUDA_CHECK(cudaStreamSynchronize(s));
+  const auto done = [s] { return finished(cudaStreamQuery(s)); };
+  if (done()) return;
+  comm_detail::wait_device(std::string("staged mpi ") + call + ": the device -> host copy", done);
 }
 
 class StagedComm;
@@ -176,7 +216,7 @@ class StagedComm final : public Comm {
     }
     std::unique_ptr<Slot> slot = take_slot(bytes, bytes);
     try {
-      copy_in(slot->send.data(), send_buf, bytes, s);
+      copy_in(slot->send.data(), send_buf, bytes, s, "send_recv");
       auto inner = inner_.send_recv(slot->send.data(), dest, slot->recv.data(), source, bytes, CommDtype::uint8,
                                     Stream{});
       return std::make_unique<StagedPending>(*this, std::move(slot), std::move(inner), recv_buf, bytes, s);
@@ -196,7 +236,7 @@ class StagedComm final : public Comm {
     Operation op(*this, 0, total);
     char* host = op.slot->recv.data();
     // This rank's block goes straight to its place: the host gather runs in place.
-    copy_in(host + size_t(rank()) * bytes, send_buf, bytes, s);
+    copy_in(host + size_t(rank()) * bytes, send_buf, bytes, s, "all_gather");
     inner_.all_gather(host + size_t(rank()) * bytes, host, bytes, CommDtype::uint8, Stream{});
     op.finished = true;
     op.slot->copy_out(recv_buf, 0, total, s);
@@ -212,7 +252,7 @@ class StagedComm final : public Comm {
     const cudaStream_t s = cuda_stream(stream);
     Operation op(*this, 0, bytes);
     char* host = op.slot->recv.data();
-    copy_in(host, send_buf, bytes, s);
+    copy_in(host, send_buf, bytes, s, "all_reduce");
     inner_.all_reduce(host, host, count, dtype, reduce, Stream{});
     op.finished = true;
     op.slot->copy_out(recv_buf, 0, bytes, s);
@@ -225,7 +265,7 @@ class StagedComm final : public Comm {
     const cudaStream_t s = cuda_stream(stream);
     Operation op(*this, 0, bytes);
     char* host = op.slot->recv.data();
-    if (rank() == root) copy_in(host, buf, bytes, s);
+    if (rank() == root) copy_in(host, buf, bytes, s, "broadcast");
     inner_.broadcast(host, bytes, CommDtype::uint8, root, Stream{});
     op.finished = true;
     // The root's buffer already holds the value; the copy back would only repeat it.
@@ -235,7 +275,7 @@ class StagedComm final : public Comm {
   // Every staged operation has finished its MPI part before returning (or at wait); what
   // may still be queued on `stream` are host -> device copies: finish them, then meet.
   void barrier(Stream stream) override {
-    CUDA_CHECK(cudaStreamSynchronize(cuda_stream(stream)));
+    wait_stream(cuda_stream(stream), "barrier: the host -> device copies");
     inner_.barrier(Stream{});
   }
 
@@ -321,7 +361,8 @@ StagedPending::~StagedPending() {
     inner_->wait(Stream{});
     inner_.reset();
     slot_->copy_out(recv_buf_, 0, bytes_, post_stream_);
-    CUDA_CHECK(cudaStreamSynchronize(post_stream_));
+    wait_stream(post_stream_, "send_recv (dropped handle): the host -> device copy",
+                comm_detail::Deadline(destructor_wait_seconds()));
     give_back_slot();
   } catch (const std::exception& e) {
     log::error(e.what());
