@@ -1,6 +1,7 @@
 // Loads a Hugging Face tokenizer.json (byte-level BPE) into a TokenizerSpec.
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <sstream>
 
 #include <nlohmann/json.hpp>
@@ -39,6 +40,17 @@ std::string type_of(const json& j, const std::string& source, const char* what) 
   RI_CHECK(j.is_object() && j.contains("type") && j["type"].is_string(),
            source + ": " + what + " is not an object with a \"type\"");
   return j["type"].get<std::string>();
+}
+
+// A token id: an integer in [0, 2^31). JSON numbers may be floats or far out of range,
+// and converting those to int32 is undefined behaviour, so check first.
+int32_t token_id(const json& v, const std::string& source, const std::string& what) {
+  constexpr int64_t kMax = std::numeric_limits<int32_t>::max();
+  bool ok = false;
+  if (v.is_number_unsigned()) ok = v.get<uint64_t>() <= uint64_t(kMax);
+  else if (v.is_number_integer()) ok = v.get<int64_t>() >= 0 && v.get<int64_t>() <= kMax;
+  RI_CHECK(ok, source + ": " + what + " is not a token id (an integer from 0 to 2^31 - 1): " + v.dump().substr(0, 40));
+  return static_cast<int32_t>(v.get<int64_t>());
 }
 
 bool flag(const json& j, const char* key, bool dflt) {
@@ -149,7 +161,7 @@ void read_post_processor(const json& j, const std::string& source, const tok::To
   std::string name = single[0]["SpecialToken"].at("id").get<std::string>();
   const json& specials = j.value("special_tokens", json::object());
   if (specials.contains(name) && specials[name].contains("ids") && !specials[name]["ids"].empty()) {
-    bos_id = specials[name]["ids"][0].get<int32_t>();
+    bos_id = token_id(specials[name]["ids"][0], source, "post_processor special token '" + name + "' id");
     return;
   }
   for (const auto& a : spec.added)
@@ -218,8 +230,7 @@ tok::TokenizerSpec spec_from_json(const json& j, const std::string& source) {
 
   spec.vocab.reserve(model["vocab"].size());
   for (const auto& [text, id] : model["vocab"].items()) {
-    RI_CHECK(id.is_number_integer(), source + ": vocab entry '" + text + "' has a non-integer id");
-    spec.vocab.emplace_back(text, id.get<int32_t>());
+    spec.vocab.emplace_back(text, token_id(id, source, "the id of vocab entry '" + text + "'"));
   }
   const json& merges = model["merges"];
   spec.merges.reserve(merges.size());
@@ -241,7 +252,7 @@ tok::TokenizerSpec spec_from_json(const json& j, const std::string& source) {
   if (j.contains("added_tokens") && j["added_tokens"].is_array()) {
     for (const auto& a : j["added_tokens"]) {
       tok::AddedToken t;
-      t.id = a.at("id").get<int32_t>();
+      t.id = token_id(a.at("id"), source, "an added token's id");
       t.content = a.at("content").get<std::string>();
       t.special = flag(a, "special", false);
       t.lstrip = flag(a, "lstrip", false);
