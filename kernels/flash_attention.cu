@@ -17,8 +17,9 @@ void check(bool ok, const std::string& what) {
 }
 }  // namespace
 
-// head_dim 128: four mma.sync tile shapes, then (on Hopper) the wgmma kernel with 128-
-// and 64-key tiles.
+// head_dim 128 on Hopper: the wgmma kernel with 128-key tiles (variant 0, the fastest
+// measured: docs/PERFORMANCE.md) and 64-key tiles, then the four mma.sync tile shapes;
+// elsewhere only the mma.sync ones. head_dim 64: one mma.sync shape.
 int flash_attention_variants(int head_dim) {
   if (head_dim != 128) return 1;
   static const bool wgmma = cuda::flash_wgmma_supported();
@@ -66,18 +67,22 @@ void flash_attention_forward(const FlashAttnParams& p, cudaStream_t stream) {
   a.causal = m.causal;
   a.merge = p.merge;
 
-  if (p.head_dim == 64)
+  if (p.head_dim == 64) {
     cuda::flash_fwd_hdim64(a, p.variant, stream);
-  else if (p.variant == 0)  // fastest at 8K-32K on H100 (docs/PERFORMANCE.md)
+    return;
+  }
+  static const bool wgmma = cuda::flash_wgmma_supported();
+  const int mma_variant = wgmma ? p.variant - 2 : p.variant;  // index among the mma.sync shapes
+  if (wgmma && p.variant < 2)
+    cuda::flash_fwd_hdim128_wgmma(a, p.variant == 0 ? 128 : 64, stream);
+  else if (mma_variant == 0)  // the fastest mma.sync shape at 8K-32K on H100
     cuda::flash_fwd_hdim128_w8(a, stream);
-  else if (p.variant == 1)
+  else if (mma_variant == 1)
     cuda::flash_fwd_hdim128_w4(a, stream);
-  else if (p.variant == 2)
+  else if (mma_variant == 2)
     cuda::flash_fwd_hdim128_mt2(a, stream);
-  else if (p.variant == 3)
-    cuda::flash_fwd_hdim128_mt2n32(a, stream);
   else
-    cuda::flash_fwd_hdim128_wgmma(a, p.variant == 4 ? 128 : 64, stream);
+    cuda::flash_fwd_hdim128_mt2n32(a, stream);
 }
 
 }  // namespace ringinfer
