@@ -96,6 +96,8 @@ struct EngineStats {
   int64_t tp_bytes_sent = 0;  // payload bytes this rank handed to tp_comm (all-reduces, logits gathers)
 };
 
+struct ModelSource;  // model_loader.h
+
 class Engine {
  public:
   // Uploads the weights to the backend (the caller may free `weights` afterwards). With
@@ -104,6 +106,12 @@ class Engine {
   // config, when the model cannot be split over T ranks (the same message on every rank,
   // before any communication), or for an unsupported option.
   Engine(Backend& backend, const ModelConfig& config, const ModelWeights& weights, const EngineOptions& options = {});
+  // Reads this rank's slice of `model` and uploads it one tensor at a time, each freed on
+  // the host before the next is read: loading needs the rank's share of the weights on the
+  // backend plus about one tensor of host memory, never the whole shard twice. The same
+  // checks and errors as read_weights(model, slice) and the constructor above. `model`
+  // may be closed afterwards.
+  Engine(Backend& backend, const ModelSource& model, const EngineOptions& options = {});
   ~Engine();
   Engine(const Engine&) = delete;
   Engine& operator=(const Engine&) = delete;

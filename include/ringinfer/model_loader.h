@@ -97,6 +97,35 @@ TensorParallelSlice tensor_parallel_slice(const ModelConfig& config, int tp_rank
 // vocabulary rows (empty when tied: the engine takes them from the embedding).
 ModelWeights read_weights(const ModelSource& model, const TensorParallelSlice& slice);
 
+// ---- streaming: one tensor at a time
+
+// The ModelWeights / LayerWeights field a tensor fills.
+enum class WeightSlot { embed, final_norm, lm_head, attn_norm, wq, wk, wv, bq, bk, bv, wo, bo, ffn_norm, w_gate, w_up, w_down };
+
+// The per-layer slots in load order (LayerWeights' field order).
+const std::vector<WeightSlot>& layer_weight_slots();
+
+// The field of w that (slot, layer) names; layer is ignored for embed, final_norm, lm_head
+// and must be < w.layers.size() for the others.
+HostTensor& weight_of(ModelWeights& w, WeightSlot slot, int64_t layer);
+const HostTensor& weight_of(const ModelWeights& w, WeightSlot slot, int64_t layer);
+
+// Receives weights one tensor at a time. The tensor is the sink's to keep or to drop: a
+// sink that uploads each one and lets it go bounds loading's extra host memory by the
+// largest tensor instead of the rank's whole shard.
+class WeightSink {
+ public:
+  virtual ~WeightSink() = default;
+  // layer: 0..n_layers-1 for per-layer slots, -1 for embed, final_norm and lm_head.
+  virtual void take(WeightSlot slot, int64_t layer, HostTensor&& tensor) = 0;
+};
+
+// read_weights(model, slice) without the ModelWeights: after the same name and shape
+// checks (all of them, before any tensor is read), each tensor is read and handed to
+// `sink` before the next is read. The qkv/o biases come only when the config uses them;
+// lm_head does not come when embeddings are tied.
+void read_weights(const ModelSource& model, const TensorParallelSlice& slice, WeightSink& sink);
+
 struct LoadedModel {
   std::string path;
   ModelFormat format = ModelFormat::safetensors;

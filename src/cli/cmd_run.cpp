@@ -306,12 +306,9 @@ int run_command(const RunConfig& config) {
           if (kind == MemoryKind::host && limit < 0) available /= std::max(1, me.local_size);
           check_memory(model->config, need, kind, available);
 
-          // With --tp each rank reads only its slice of the sharded tensors (the same
-          // "cannot split" Error on every rank when the model does not divide).
-          const ModelWeights weights =
-              layout.tp > 1
-                  ? read_weights(*model, tensor_parallel_slice(model->config, layout.tp_rank, layout.tp))
-                  : read_weights(*model);
+          // The same "cannot split" Error on every rank when the model does not divide over
+          // --tp, before any communicator is made.
+          (void)tensor_parallel_slice(model->config, layout.tp_rank, layout.tp);
           EngineOptions eo;
           eo.cp_rank = layout.cp_rank;
           eo.cp_size = layout.cp;
@@ -328,7 +325,9 @@ int run_command(const RunConfig& config) {
               else p->decode_token(e.generated);
             };
           }
-          engine = std::make_unique<Engine>(*backend, model->config, weights, eo);
+          // Streams this rank's slice (only its rows/columns with --tp) to the backend one
+          // tensor at a time: peak host memory stays near the backend's share, not twice it.
+          engine = std::make_unique<Engine>(*backend, *model, eo);
           if (!scoring) tokenizer = find_tokenizer(*model);
         }
         const auto schedule = assign_documents(lengths, layout.dp, scoring ? 0 : config.max_new_tokens);

@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <functional>
 #include <limits>
 #include <string>
 #include <utility>
@@ -110,8 +111,11 @@ struct Engine::State {
   Tensor lg_pad;      // (1, vocab_part) decode logits of the local rows, padded for the gather
   Tensor lg_all;      // (1, T * vocab_part) every rank's part in rank order: its first vocab are the row
 
-  State(Backend& backend, const ModelConfig& c, const ModelWeights& weights, const EngineOptions& o)
-      : be(backend), cfg(c), opt(o), sl(checked_slice(c, o)), w(engine::upload_weights(backend, c, weights, sl)) {
+  // load: this rank's weights on the backend, given its slice (checked first: the "cannot
+  // split" Error comes before any weight is read).
+  State(Backend& backend, const ModelConfig& c, const EngineOptions& o,
+        const std::function<engine::BackendWeights(const TensorParallelSlice&)>& load)
+      : be(backend), cfg(c), opt(o), sl(checked_slice(c, o)), w(load(sl)) {
     RI_CHECK(o.cp_size >= 1 && o.cp_rank >= 0 && o.cp_rank < o.cp_size,
              "engine: CP rank " + std::to_string(o.cp_rank) + " outside a group of " + std::to_string(o.cp_size));
     RI_CHECK(o.cp_size == 1 || o.cp_comm != nullptr,
@@ -499,7 +503,14 @@ struct Engine::State {
 };
 
 Engine::Engine(Backend& backend, const ModelConfig& config, const ModelWeights& weights, const EngineOptions& options)
-    : s_(std::make_unique<State>(backend, config, weights, options)) {}
+    : s_(std::make_unique<State>(backend, config, options, [&](const TensorParallelSlice& sl) {
+        return engine::upload_weights(backend, config, weights, sl);
+      })) {}
+
+Engine::Engine(Backend& backend, const ModelSource& model, const EngineOptions& options)
+    : s_(std::make_unique<State>(backend, model.config, options, [&](const TensorParallelSlice& sl) {
+        return engine::load_weights(backend, model, sl);
+      })) {}
 
 Engine::~Engine() = default;
 

@@ -56,16 +56,105 @@ Tensor upload_part(Backend& be, const HostTensor& t, const std::vector<int64_t>&
   return be.upload_weight(p);
 }
 
-Tensor upload_optional(Backend& be, bool present, const HostTensor& t, const std::vector<int64_t>& full, Cut cut,
-                       RowRange r, const std::string& name) {
-  if (!present) {
-    RI_CHECK(t.empty(), "model: " + name + " is present but the config does not use it");
-    return Tensor();
+// How (slot, layer) is checked and cut: the model's shape of the tensor, the cut, this
+// rank's range of it, its name in messages, and whether the config uses it.
+struct SlotSpec {
+  std::vector<int64_t> full;
+  Cut cut = Cut::whole;
+  RowRange range;
+  std::string name;
+  bool used = true;
+};
+
+SlotSpec slot_spec(const ModelConfig& c, const TensorParallelSlice& sl, WeightSlot slot, int64_t layer) {
+  const int64_t hid = c.hidden_size, q = c.n_heads * c.head_dim, kv = c.n_kv_heads * c.head_dim;
+  const int64_t I = c.intermediate_size, V = c.vocab_size, D = c.head_dim;
+  const RowRange qr = sl.q_rows(D), kvr = sl.kv_rows(D), ir = sl.inter_rows();
+  const std::string p = "layers." + std::to_string(layer) + ".";
+  switch (slot) {
+    case WeightSlot::embed: return {{V, hid}, Cut::whole, {}, "embed_tokens"};
+    case WeightSlot::final_norm: return {{hid}, Cut::whole, {}, "norm"};
+    case WeightSlot::lm_head: return {{V, hid}, Cut::rows, sl.vocab_range(), "lm_head"};
+    case WeightSlot::attn_norm: return {{hid}, Cut::whole, {}, p + "input_layernorm"};
+    case WeightSlot::wq: return {{q, hid}, Cut::rows, qr, p + "q_proj"};
+    case WeightSlot::wk: return {{kv, hid}, Cut::rows, kvr, p + "k_proj"};
+    case WeightSlot::wv: return {{kv, hid}, Cut::rows, kvr, p + "v_proj"};
+    case WeightSlot::bq: return {{q}, Cut::rows, qr, p + "q_proj.bias", c.qkv_bias};
+    case WeightSlot::bk: return {{kv}, Cut::rows, kvr, p + "k_proj.bias", c.qkv_bias};
+    case WeightSlot::bv: return {{kv}, Cut::rows, kvr, p + "v_proj.bias", c.qkv_bias};
+    case WeightSlot::wo: return {{hid, q}, Cut::cols, qr, p + "o_proj"};
+    case WeightSlot::bo: return {{hid}, Cut::whole, {}, p + "o_proj.bias", c.o_bias};
+    case WeightSlot::ffn_norm: return {{hid}, Cut::whole, {}, p + "post_attention_layernorm"};
+    case WeightSlot::w_gate: return {{I, hid}, Cut::rows, ir, p + "gate_proj"};
+    case WeightSlot::w_up: return {{I, hid}, Cut::rows, ir, p + "up_proj"};
+    case WeightSlot::w_down: return {{hid, I}, Cut::cols, ir, p + "down_proj"};
   }
-  return upload_part(be, t, full, cut, r, name);
+  throw Error("model: unknown weight slot");
+}
+
+// Where (slot, layer) goes in `w`.
+Tensor& slot_tensor(BackendWeights& w, WeightSlot slot, int64_t layer) {
+  switch (slot) {
+    case WeightSlot::embed: return w.embed;
+    case WeightSlot::final_norm: return w.final_norm;
+    case WeightSlot::lm_head: return w.lm_head;
+    default: break;
+  }
+  RI_CHECK(layer >= 0 && layer < static_cast<int64_t>(w.layers.size()),
+           "model: layer " + std::to_string(layer) + " outside " + std::to_string(w.layers.size()) + " layers");
+  BackendLayer& L = w.layers[static_cast<size_t>(layer)];
+  switch (slot) {
+    case WeightSlot::attn_norm: return L.attn_norm;
+    case WeightSlot::wq: return L.wq;
+    case WeightSlot::wk: return L.wk;
+    case WeightSlot::wv: return L.wv;
+    case WeightSlot::bq: return L.bq;
+    case WeightSlot::bk: return L.bk;
+    case WeightSlot::bv: return L.bv;
+    case WeightSlot::wo: return L.wo;
+    case WeightSlot::bo: return L.bo;
+    case WeightSlot::ffn_norm: return L.ffn_norm;
+    case WeightSlot::w_gate: return L.w_gate;
+    case WeightSlot::w_up: return L.w_up;
+    default: return L.w_down;
+  }
 }
 
 }  // namespace
+
+WeightUploader::WeightUploader(Backend& be, const ModelConfig& c, const TensorParallelSlice& sl)
+    : be_(be), c_(c), sl_(sl) {
+  const int64_t hid = c.hidden_size;
+  RI_CHECK(hid > 0 && c.n_heads > 0 && c.n_kv_heads > 0 && c.head_dim > 0 && c.intermediate_size > 0 &&
+               c.vocab_size > 0 && c.n_heads % c.n_kv_heads == 0,
+           "model: inconsistent sizes (hidden " + std::to_string(hid) + ", heads " + std::to_string(c.n_heads) + "/" +
+               std::to_string(c.n_kv_heads) + ")");
+  RI_CHECK(c.n_layers >= 0, "model: " + std::to_string(c.n_layers) + " layers");
+}
+
+void WeightUploader::upload(WeightSlot slot, int64_t layer, const HostTensor& t) {
+  // Sized at the first tensor, after the caller's checks: a corrupt layer count fails
+  // with their message, not an out-of-memory here.
+  if (out_.layers.size() != static_cast<size_t>(c_.n_layers)) out_.layers.resize(static_cast<size_t>(c_.n_layers));
+  const SlotSpec s = slot_spec(c_, sl_, slot, layer);
+  Tensor& dst = slot_tensor(out_, slot, layer);
+  if (!s.used) {
+    RI_CHECK(t.empty(), "model: " + s.name + " is present but the config does not use it");
+    return;
+  }
+  dst = upload_part(be_, t, s.full, s.cut, s.range, s.name);
+}
+
+BackendWeights WeightUploader::finish() {
+  if (out_.lm_head.empty()) {
+    RI_CHECK(c_.tie_word_embeddings, "model: lm_head is missing and tie_word_embeddings is false");
+    out_.lm_head = out_.embed.rows(sl_.vocab_begin, sl_.vocab_rows);  // a view: no second copy
+  }
+  const std::vector<double> inv = rope_inv_freq(c_.rope, c_.head_dim);
+  out_.inv_freq = be_.alloc(1, static_cast<int64_t>(inv.size()), DType::f64);
+  be_.copy_from_host(out_.inv_freq, inv.data());
+  return std::move(out_);
+}
 
 BackendWeights upload_weights(Backend& be, const ModelConfig& c, const ModelWeights& w) {
   return upload_weights(be, c, w, tensor_parallel_slice(c, 0, 1));
@@ -73,48 +162,22 @@ BackendWeights upload_weights(Backend& be, const ModelConfig& c, const ModelWeig
 
 BackendWeights upload_weights(Backend& be, const ModelConfig& c, const ModelWeights& w,
                               const TensorParallelSlice& sl) {
-  const int64_t hid = c.hidden_size, q = c.n_heads * c.head_dim, kv = c.n_kv_heads * c.head_dim;
-  const int64_t I = c.intermediate_size, V = c.vocab_size, D = c.head_dim;
-  RI_CHECK(hid > 0 && c.n_heads > 0 && c.n_kv_heads > 0 && c.head_dim > 0 && I > 0 && V > 0 &&
-               c.n_heads % c.n_kv_heads == 0,
-           "model: inconsistent sizes (hidden " + std::to_string(hid) + ", heads " + std::to_string(c.n_heads) + "/" +
-               std::to_string(c.n_kv_heads) + ")");
+  WeightUploader up(be, c, sl);
   RI_CHECK(static_cast<int64_t>(w.layers.size()) == c.n_layers,
            "model: " + std::to_string(w.layers.size()) + " layers of weights, config says " +
                std::to_string(c.n_layers));
-  const RowRange qr = sl.q_rows(D), kvr = sl.kv_rows(D), ir = sl.inter_rows();
-  BackendWeights out;
-  out.embed = upload(be, w.embed, {V, hid}, "embed_tokens");
-  for (size_t l = 0; l < w.layers.size(); ++l) {
-    const LayerWeights& L = w.layers[l];
-    const std::string p = "layers." + std::to_string(l) + ".";
-    BackendLayer b;
-    b.attn_norm = upload(be, L.attn_norm, {hid}, p + "input_layernorm");
-    b.wq = upload_part(be, L.wq, {q, hid}, Cut::rows, qr, p + "q_proj");
-    b.wk = upload_part(be, L.wk, {kv, hid}, Cut::rows, kvr, p + "k_proj");
-    b.wv = upload_part(be, L.wv, {kv, hid}, Cut::rows, kvr, p + "v_proj");
-    b.bq = upload_optional(be, c.qkv_bias, L.bq, {q}, Cut::rows, qr, p + "q_proj.bias");
-    b.bk = upload_optional(be, c.qkv_bias, L.bk, {kv}, Cut::rows, kvr, p + "k_proj.bias");
-    b.bv = upload_optional(be, c.qkv_bias, L.bv, {kv}, Cut::rows, kvr, p + "v_proj.bias");
-    b.wo = upload_part(be, L.wo, {hid, q}, Cut::cols, qr, p + "o_proj");
-    b.bo = upload_optional(be, c.o_bias, L.bo, {hid}, Cut::whole, {}, p + "o_proj.bias");
-    b.ffn_norm = upload(be, L.ffn_norm, {hid}, p + "post_attention_layernorm");
-    b.w_gate = upload_part(be, L.w_gate, {I, hid}, Cut::rows, ir, p + "gate_proj");
-    b.w_up = upload_part(be, L.w_up, {I, hid}, Cut::rows, ir, p + "up_proj");
-    b.w_down = upload_part(be, L.w_down, {hid, I}, Cut::cols, ir, p + "down_proj");
-    out.layers.push_back(std::move(b));
-  }
-  out.final_norm = upload(be, w.final_norm, {hid}, "norm");
-  if (w.lm_head.empty()) {
-    RI_CHECK(c.tie_word_embeddings, "model: lm_head is missing and tie_word_embeddings is false");
-    out.lm_head = out.embed.rows(sl.vocab_begin, sl.vocab_rows);  // a view: no second copy
-  } else {
-    out.lm_head = upload_part(be, w.lm_head, {V, hid}, Cut::rows, sl.vocab_range(), "lm_head");
-  }
-  const std::vector<double> inv = rope_inv_freq(c.rope, c.head_dim);
-  out.inv_freq = be.alloc(1, static_cast<int64_t>(inv.size()), DType::f64);
-  be.copy_from_host(out.inv_freq, inv.data());
-  return out;
+  up.upload(WeightSlot::embed, -1, w.embed);
+  for (int64_t l = 0; l < c.n_layers; ++l)
+    for (WeightSlot slot : layer_weight_slots()) up.upload(slot, l, weight_of(w, slot, l));
+  up.upload(WeightSlot::final_norm, -1, w.final_norm);
+  if (!w.lm_head.empty()) up.upload(WeightSlot::lm_head, -1, w.lm_head);
+  return up.finish();
+}
+
+BackendWeights load_weights(Backend& be, const ModelSource& model, const TensorParallelSlice& sl) {
+  WeightUploader up(be, model.config, sl);
+  read_weights(model, sl, up);
+  return up.finish();
 }
 
 }  // namespace ringinfer::engine

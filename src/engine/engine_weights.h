@@ -3,11 +3,13 @@
 // Under tensor parallelism (DESIGN §5) a rank uploads only its slice; the shapes below
 // are this rank's: H_l = slice.q_heads, Hkv_l = slice.kv_heads, I_l = slice.inter,
 // V_l = slice.vocab_rows (all equal to the model's with T = 1).
+// Weights go up one tensor at a time (WeightUploader): loading from a model file never
+// holds more than the tensor in hand on the host beside what the backend keeps.
 #include <vector>
 
 #include "ringinfer/backend.h"
 #include "ringinfer/model.h"
-#include "ringinfer/model_loader.h"  // TensorParallelSlice
+#include "ringinfer/model_loader.h"  // TensorParallelSlice, WeightSink
 
 namespace ringinfer::engine {
 
@@ -30,12 +32,35 @@ struct BackendWeights {
   Tensor inv_freq;                  // (1, head_dim/2) f64, RoPE inverse frequencies
 };
 
-// Each sharded tensor of `weights` may be whole (the model's shape: this function cuts the
-// slice out on the host) or already the slice (read_weights with the slice). Throws
-// Error("model: <tensor> has shape [..], expected [..]") on any other shape.
+// Uploads weights as they come, each checked against the config and the slice. Each
+// sharded tensor may be whole (the model's shape: cut here, on the host) or already this
+// rank's part; any other shape throws Error("model: <tensor> has shape [..], expected [..]").
+class WeightUploader : public WeightSink {
+ public:
+  // Throws Error("model: inconsistent sizes ...") when the config cannot be a model.
+  WeightUploader(Backend& backend, const ModelConfig& config, const TensorParallelSlice& slice);
+  // Uploads t; a bias the config does not use must be empty (nothing is uploaded).
+  void upload(WeightSlot slot, int64_t layer, const HostTensor& t);
+  void take(WeightSlot slot, int64_t layer, HostTensor&& t) override { upload(slot, layer, t); }
+  // The weights, after the last tensor: lm_head becomes a view of the embedding when none
+  // came (tied embeddings only), and the RoPE frequencies are uploaded.
+  BackendWeights finish();
+
+ private:
+  Backend& be_;
+  const ModelConfig& c_;
+  TensorParallelSlice sl_;
+  BackendWeights out_;
+};
+
+// The weights of `weights` (whole or this rank's slice, see WeightUploader).
 BackendWeights upload_weights(Backend& backend, const ModelConfig& config, const ModelWeights& weights,
                               const TensorParallelSlice& slice);
 // T = 1.
 BackendWeights upload_weights(Backend& backend, const ModelConfig& config, const ModelWeights& weights);
+
+// Reads `slice` of the model and uploads it tensor by tensor (read_weights' checks, then
+// WeightUploader's); the host copy of each tensor is freed before the next is read.
+BackendWeights load_weights(Backend& backend, const ModelSource& model, const TensorParallelSlice& slice);
 
 }  // namespace ringinfer::engine

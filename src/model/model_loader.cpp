@@ -200,7 +200,63 @@ TensorParallelSlice tensor_parallel_slice(const ModelConfig& c, int tp_rank, int
 
 ModelWeights read_weights(const ModelSource& m) { return read_weights(m, tensor_parallel_slice(m.config, 0, 1)); }
 
+const std::vector<WeightSlot>& layer_weight_slots() {
+  using S = WeightSlot;
+  static const std::vector<WeightSlot> slots = {S::attn_norm, S::wq, S::wk,       S::wv,   S::bq,   S::bk,
+                                                S::bv,        S::wo, S::bo,       S::ffn_norm, S::w_gate, S::w_up,
+                                                S::w_down};
+  return slots;
+}
+
+const HostTensor& weight_of(const ModelWeights& w, WeightSlot slot, int64_t layer) {
+  switch (slot) {
+    case WeightSlot::embed: return w.embed;
+    case WeightSlot::final_norm: return w.final_norm;
+    case WeightSlot::lm_head: return w.lm_head;
+    default: break;
+  }
+  RI_CHECK(layer >= 0 && layer < static_cast<int64_t>(w.layers.size()),
+           "model: layer " + std::to_string(layer) + " outside " + std::to_string(w.layers.size()) + " layers");
+  const LayerWeights& L = w.layers[static_cast<size_t>(layer)];
+  switch (slot) {
+    case WeightSlot::attn_norm: return L.attn_norm;
+    case WeightSlot::wq: return L.wq;
+    case WeightSlot::wk: return L.wk;
+    case WeightSlot::wv: return L.wv;
+    case WeightSlot::bq: return L.bq;
+    case WeightSlot::bk: return L.bk;
+    case WeightSlot::bv: return L.bv;
+    case WeightSlot::wo: return L.wo;
+    case WeightSlot::bo: return L.bo;
+    case WeightSlot::ffn_norm: return L.ffn_norm;
+    case WeightSlot::w_gate: return L.w_gate;
+    case WeightSlot::w_up: return L.w_up;
+    default: return L.w_down;
+  }
+}
+
+HostTensor& weight_of(ModelWeights& w, WeightSlot slot, int64_t layer) {
+  return const_cast<HostTensor&>(weight_of(static_cast<const ModelWeights&>(w), slot, layer));
+}
+
 ModelWeights read_weights(const ModelSource& m, const TensorParallelSlice& tp) {
+  // Collects what the streaming read hands over: the one read path.
+  struct Collect : WeightSink {
+    ModelWeights w;
+    size_t n_layers = 0;
+    void take(WeightSlot slot, int64_t layer, HostTensor&& t) override {
+      // Sized at the first tensor, after every check: a corrupt layer count fails with a
+      // message before anything is allocated.
+      if (w.layers.size() != n_layers) w.layers.resize(n_layers);
+      weight_of(w, slot, layer) = std::move(t);
+    }
+  } sink;
+  sink.n_layers = static_cast<size_t>(std::max<int64_t>(m.config.n_layers, 0));
+  read_weights(m, tp, sink);
+  return std::move(sink.w);
+}
+
+void read_weights(const ModelSource& m, const TensorParallelSlice& tp, WeightSink& sink) {
   const ModelConfig& c = m.config;
   const TensorParallelSlice& sl = tp;
   const TensorSource& src = *m.tensors;
@@ -221,31 +277,28 @@ ModelWeights read_weights(const ModelSource& m, const TensorParallelSlice& tp) {
     return whole ? src.read(name) : read_tensor(src, name, ColRange{r.begin, r.end});
   };
   const int64_t D = c.head_dim;
-  ModelWeights w;
-  w.embed = src.read(top[0].first);
-  w.final_norm = src.read(top[1].first);
-  if (!c.tie_word_embeddings) w.lm_head = rows(top[2].first, sl.vocab_range());
-  w.layers.resize(static_cast<size_t>(c.n_layers));
+  sink.take(WeightSlot::embed, -1, src.read(top[0].first));
+  sink.take(WeightSlot::final_norm, -1, src.read(top[1].first));
+  if (!c.tie_word_embeddings) sink.take(WeightSlot::lm_head, -1, rows(top[2].first, sl.vocab_range()));
   for (int64_t l = 0; l < c.n_layers; ++l) {
-    LayerWeights& L = w.layers[static_cast<size_t>(l)];
     auto n = [&](const char* s) { return layer_tensor_name(l, s); };
-    L.attn_norm = src.read(n("input_layernorm.weight"));
-    L.wq = rows(n("self_attn.q_proj.weight"), sl.q_rows(D));
-    L.wk = rows(n("self_attn.k_proj.weight"), sl.kv_rows(D));
-    L.wv = rows(n("self_attn.v_proj.weight"), sl.kv_rows(D));
+    auto give = [&](WeightSlot slot, HostTensor&& t) { sink.take(slot, l, std::move(t)); };
+    give(WeightSlot::attn_norm, src.read(n("input_layernorm.weight")));
+    give(WeightSlot::wq, rows(n("self_attn.q_proj.weight"), sl.q_rows(D)));
+    give(WeightSlot::wk, rows(n("self_attn.k_proj.weight"), sl.kv_rows(D)));
+    give(WeightSlot::wv, rows(n("self_attn.v_proj.weight"), sl.kv_rows(D)));
     if (c.qkv_bias) {
-      L.bq = rows(n("self_attn.q_proj.bias"), sl.q_rows(D));
-      L.bk = rows(n("self_attn.k_proj.bias"), sl.kv_rows(D));
-      L.bv = rows(n("self_attn.v_proj.bias"), sl.kv_rows(D));
+      give(WeightSlot::bq, rows(n("self_attn.q_proj.bias"), sl.q_rows(D)));
+      give(WeightSlot::bk, rows(n("self_attn.k_proj.bias"), sl.kv_rows(D)));
+      give(WeightSlot::bv, rows(n("self_attn.v_proj.bias"), sl.kv_rows(D)));
     }
-    L.wo = cols(n("self_attn.o_proj.weight"), sl.q_rows(D));
-    if (c.o_bias) L.bo = src.read(n("self_attn.o_proj.bias"));
-    L.ffn_norm = src.read(n("post_attention_layernorm.weight"));
-    L.w_gate = rows(n("mlp.gate_proj.weight"), sl.inter_rows());
-    L.w_up = rows(n("mlp.up_proj.weight"), sl.inter_rows());
-    L.w_down = cols(n("mlp.down_proj.weight"), sl.inter_rows());
+    give(WeightSlot::wo, cols(n("self_attn.o_proj.weight"), sl.q_rows(D)));
+    if (c.o_bias) give(WeightSlot::bo, src.read(n("self_attn.o_proj.bias")));
+    give(WeightSlot::ffn_norm, src.read(n("post_attention_layernorm.weight")));
+    give(WeightSlot::w_gate, rows(n("mlp.gate_proj.weight"), sl.inter_rows()));
+    give(WeightSlot::w_up, rows(n("mlp.up_proj.weight"), sl.inter_rows()));
+    give(WeightSlot::w_down, cols(n("mlp.down_proj.weight"), sl.inter_rows()));
   }
-  return w;
 }
 
 LoadedModel load_model(const std::string& path) {
