@@ -119,6 +119,15 @@ std::unique_ptr<Backend> make_backend(DeviceKind device, const RankInfo& me, con
 #endif
 }
 
+// How many ranks of this node share the memory this rank plans against.
+int ranks_sharing(MemoryKind kind, const RankInfo& me) {
+  const int local = std::max(1, me.local_size);
+  if (kind == MemoryKind::host) return local;
+  const int gpus = std::max(1, visible_gpu_count());
+  const int device = me.local_rank % gpus;  // as bind_gpu
+  return std::max(1, (local - device + gpus - 1) / gpus);
+}
+
 // The device-buffer communicator of a CUDA CP or TP group (null when the group is one
 // rank or the backend is the CPU's, which uses the MpiComm itself). Collective over `group`.
 std::unique_ptr<Comm> make_device_comm(const Backend& backend, MpiComm& group) {
@@ -302,8 +311,10 @@ int run_command(const RunConfig& config) {
           const int64_t limit = config.memory_limit_gb > 0 ? static_cast<int64_t>(config.memory_limit_gb * 1e9) : -1;
           const MemoryKind kind = on_gpu ? MemoryKind::gpu : MemoryKind::host;
           int64_t available = available_bytes(kind, limit);
-          // Host memory is shared by the ranks of a node; a GPU belongs to one rank.
-          if (kind == MemoryKind::host && limit < 0) available /= std::max(1, me.local_size);
+          // Host memory is shared by the ranks of a node; a GPU by the ranks bound to it
+          // (one, except with RINGINFER_CUDA_COMM=mpi, where bind_gpu deals the node's ranks
+          // round-robin over its GPUs).
+          if (limit < 0) available /= ranks_sharing(kind, me);
           check_memory(model->config, need, kind, available);
 
           // The same "cannot split" Error on every rank when the model does not divide over
