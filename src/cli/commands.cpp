@@ -9,6 +9,7 @@
 #include "cli/options.h"
 #include "ringinfer/error.h"
 #include "ringinfer/log.h"
+#include "ringinfer/shard_isolation.h"
 #include "ringinfer/version.h"
 
 namespace ringinfer::cli {
@@ -21,6 +22,9 @@ int launcher_rank() {
 }
 
 int main(int argc, char** argv) {
+  // Hidden (not in --help): the shard-validation child that `run` spawns. Dispatched before
+  // anything else so that it never starts MPI (ringinfer/shard_isolation.h).
+  if (argc >= 2 && std::strcmp(argv[1], kShardCheckCommand) == 0) return shard_check_child_main(argc - 2, argv + 2);
   if (argc < 2 || std::strcmp(argv[1], "--help") == 0 || std::strcmp(argv[1], "-h") == 0) {
     (argc < 2 ? std::cerr : std::cout) << usage();
     return argc < 2 ? kExitUsage : kExitOk;
