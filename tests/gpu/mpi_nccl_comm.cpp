@@ -19,6 +19,7 @@
 #include "ringinfer/cuda_check.h"
 #include "ringinfer/error.h"
 #include "ringinfer/runtime.h"
+#include "gpu_mpi_env.h"
 
 namespace ringinfer {
 namespace {
@@ -37,22 +38,14 @@ class NcclEnvironment : public ::testing::Environment {
  public:
   void SetUp() override {
     const RankInfo info = query_rank_info();
-    int gpus = 0;
-    if (cudaGetDeviceCount(&gpus) != cudaSuccess) {
-      cudaGetLastError();
-      gpus = 0;
-    }
+    const int gpus = visible_gpu_count();
     // Every rank must take the same exit, or the others hang in the next collective.
-    int enough = gpus >= info.local_size ? 1 : 0;
-    MPI_Allreduce(MPI_IN_PLACE, &enough, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
-    if (!enough) {
-      if (info.world_rank == 0)
-        std::fprintf(stderr, "skipped: %d ranks on a node with %d visible GPUs\n", info.local_size, gpus);
-      MPI_Finalize();
-      std::exit(77);
-    }
+    test::skip_every_rank_unless(gpus >= info.local_size, std::to_string(info.local_size) +
+                                                              " ranks on a node with " + std::to_string(gpus) +
+                                                              " visible GPUs (NCCL needs a GPU per rank)");
     bind_gpu(info);
     g.comm = make_nccl_comm(MPI_COMM_WORLD);
+    if (info.world_rank == 0) std::printf("communicator: nccl, %d ranks, %d visible GPU(s)\n", info.world_size, gpus);
     CUDA_CHECK(cudaStreamCreateWithFlags(&g.comm_stream, cudaStreamNonBlocking));
     CUDA_CHECK(cudaStreamCreateWithFlags(&g.compute_stream, cudaStreamNonBlocking));
     if (info.world_rank == 0) g.seed = (uint64_t(std::random_device{}()) << 32) ^ std::random_device{}();

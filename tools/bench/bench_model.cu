@@ -1,36 +1,62 @@
 // Usage: bench_model [--config FILE] [--contexts 8192,32768,131072] [--decode N] [--chunk N]
-//                    [--layers L] [--json FILE]
-// End-to-end single-GPU throughput of the engine on the CUDA backend with random weights
-// of a real model shape (default tests/fixtures/configs/llama-3.1-8b.json): for each
-// context S, one generate call of a random S-token prompt: prefill seconds (the whole
-// prompt through every layer plus the first token), then decode tokens/s over N steps.
+//                    [--layers L] [--json FILE] [--peak-tflops T] [--cp N]
+//        mpirun -np N bench_model --cp N ...        (ring prefill over N ranks)
+// End-to-end throughput of the engine on the CUDA backend with random weights of a real
+// model shape (default tests/fixtures/configs/llama-3.1-8b.json): for each context S, one
+// generate call of a random S-token prompt: prefill seconds (the whole prompt through every
+// layer plus the first token), then decode tokens/s over N steps.
+//
+// --cp N (default 1): the N ranks of the job (mpirun -np N; the world size must be N) form
+// one context-parallel group; each holds its stripe of the prompt and of the KV cache
+// (EngineOptions cp_rank / cp_size / cp_comm), prefill is the ring of DESIGN §3. The device
+// communicator comes from RINGINFER_CUDA_COMM: nccl (one GPU per rank) or mpi (host-staged,
+// ranks may share a GPU); unset, nccl when every node has a GPU per rank, else mpi. The
+// times reported are the slowest rank's (prefill, decode); rank 0 prints and writes.
 //
 // Model FLOPs (MFU): per prompt token 2 * (linear parameters of all layers), plus causal
 // attention 4 * S^2 / 2 * H * D per layer (the FlashAttention convention), plus one LM-head
-// row. MFU is reported against two peaks: the bf16 GEMM rate cuBLAS reaches on this GPU in
-// the same run (8192^3, median of 10), and the datasheet dense bf16 peak given by
-// --peak-tflops (default 989.4, H100 SXM). Decode bytes/s counts the weights (bf16) and
-// the KV cache (bf16) read once per step, against a 2 GiB device copy measured here.
-// One JSON object per line goes to --json and stdout.
+// row. MFU is reported per GPU against two peaks: the bf16 GEMM rate cuBLAS reaches on rank
+// 0's GPU in the same run (8192^3, median of 10), and the datasheet dense bf16 peak given by
+// --peak-tflops (default 989.4, H100 SXM). Decode bytes/s counts, per rank, the weights
+// (bf16) and that rank's KV stripe (bf16) read once per step, against a 2 GiB device copy
+// measured here. With ranks sharing a GPU these per-GPU figures mean nothing (the JSON
+// says "shared_gpu": true).
+// One JSON object per line goes to --json and stdout:
+//   peaks     {"device", "gemm_bf16_tflops", "copy_gbps", "datasheet_bf16_tflops"}
+//   model     per context: the fields above, and "cp", "comm", "gpus", "shared_gpu",
+//             "prefill_s_min" (fastest rank), per-rank maxima of the engine's statistics
+//             (EngineStats: "tokens_held", "kv_bytes", "cp_bytes_sent" over prefill and
+//             decode) and "ring_gbps" = cp_bytes_sent / prefill_s (what the ring moved per
+//             rank per second of prefill; 0 at cp 1). EngineStats has no per-step compute
+//             or communication times.
+//   scaling   {"gpus", "n", "ms", "layers", "comm"}: the prefill for tools/plot.py's ring
+//             figure; written only when every rank has a GPU of its own.
 #include <cublas_v2.h>
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
+#include <mpi.h>
 
 #include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
+#include <memory>
 #include <sstream>
 #include <string>
 #include <thread>
+#include <type_traits>
 #include <vector>
 
 #include "bench_timing.h"
+#include "ringinfer/comm.h"
 #include "ringinfer/cuda_backend.h"
 #include "ringinfer/cuda_check.h"
+#include "ringinfer/error.h"
 #include "ringinfer/engine.h"
 #include "ringinfer/model_config.h"
+#include "ringinfer/runtime.h"
 
 using namespace ringinfer;
 
@@ -138,12 +164,55 @@ std::vector<int64_t> parse_list(const std::string& s) {
   return v;
 }
 
-}  // namespace
+// A message as a JSON string's contents (quotes, backslashes and control bytes escaped).
+std::string json_escape(const std::string& in) {
+  std::string out;
+  for (char c : in) {
+    if (c == '"' || c == '\\') out += '\\', out += c;
+    else if (static_cast<unsigned char>(c) < 0x20) out += ' ';
+    else out += c;
+  }
+  return out;
+}
 
-int main(int argc, char** argv) try {
+// How the ranks of the CP group move device buffers (see the header comment).
+enum class CommKind { none, nccl, staged };
+const char* to_string(CommKind k) { return k == CommKind::nccl ? "nccl" : k == CommKind::staged ? "mpi" : "none"; }
+
+// Collective over MPI_COMM_WORLD: every rank returns the same kind.
+CommKind choose_comm(int cp, const RankInfo& me, int gpus) {
+  if (cp == 1) return CommKind::none;
+  const char* env = std::getenv("RINGINFER_CUDA_COMM");
+  const std::string v = env ? env : "";
+  int own = gpus >= me.local_size ? 1 : 0;
+  MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, &own, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD));
+  int pick = v.empty() ? (own ? 0 : 1) : v == "nccl" ? 0 : v == "mpi" ? 1 : 2;
+  int lo = pick, hi = pick;
+  MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, &lo, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD));
+  MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, &hi, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD));
+  RI_CHECK(pick != 2, "RINGINFER_CUDA_COMM=" + v + ": unknown communicator (use nccl or mpi)");
+  RI_CHECK(hi != 2, "RINGINFER_CUDA_COMM: another rank has an unknown value (use nccl or mpi)");
+  RI_CHECK(lo == hi, "RINGINFER_CUDA_COMM differs between ranks (pass it to every rank: mpirun -x RINGINFER_CUDA_COMM)");
+  RI_CHECK(pick == 1 || own,
+           "RINGINFER_CUDA_COMM=nccl needs a GPU per rank: " + std::to_string(me.local_size) + " ranks on host " +
+               me.host + " with " + std::to_string(gpus) + " visible GPU(s) (RINGINFER_CUDA_COMM=mpi shares them)");
+  return pick == 0 ? CommKind::nccl : CommKind::staged;
+}
+
+// v reduced over MPI_COMM_WORLD with op (MPI_MAX, MPI_MIN, MPI_SUM).
+template <typename T>
+T reduce(T v, MPI_Op op) {
+  static_assert(std::is_same_v<T, double> || std::is_same_v<T, int64_t>, "double or int64_t");
+  MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, &v, 1, std::is_same_v<T, double> ? MPI_DOUBLE : MPI_INT64_T, op,
+                          MPI_COMM_WORLD));
+  return v;
+}
+
+int run_bench(int argc, char** argv, const RankInfo& me) {
   std::string config_path = "tests/fixtures/configs/llama-3.1-8b.json", json_path;
   std::vector<int64_t> contexts = {8192, 32768, 131072};
   int64_t decode = 32, chunk = 4096, layers = -1;
+  int cp = 1;
   double peak_tflops = 989.4;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
@@ -158,21 +227,49 @@ int main(int argc, char** argv) try {
     else if (a == "--layers") layers = std::stoll(next());
     else if (a == "--json") json_path = next();
     else if (a == "--peak-tflops") peak_tflops = std::stod(next());
+    else if (a == "--cp") cp = std::stoi(next());
     else throw Error("bench_model: unknown argument " + a);
   }
+  RI_CHECK(cp >= 1, "--cp " + std::to_string(cp) + ": must be at least 1");
+  RI_CHECK(me.world_size == cp, "--cp " + std::to_string(cp) + " needs exactly " + std::to_string(cp) +
+                                    " ranks (mpirun -np " + std::to_string(cp) + "); this job has " +
+                                    std::to_string(me.world_size));
+  const bool root = me.world_rank == 0;
   ModelConfig cfg = parse_model_config(config_path);
   if (layers > 0) cfg.n_layers = layers;
   cfg.eos_token_ids.clear();  // decode exactly --decode steps
-  FILE* json = json_path.empty() ? nullptr : std::fopen(json_path.c_str(), "a");
+  FILE* json = nullptr;
+  if (root && !json_path.empty()) {
+    json = std::fopen(json_path.c_str(), "a");
+    RI_CHECK(json != nullptr, json_path + ": cannot open for appending");
+  }
   auto emit = [&](const std::string& line) {
+    if (!root) return;
     std::printf("%s\n", line.c_str());
     std::fflush(stdout);
     if (json) std::fprintf(json, "%s\n", line.c_str()), std::fflush(json);
   };
+
+  const int gpus = visible_gpu_count();
+  const CommKind kind = choose_comm(cp, me, gpus);
+  CudaBackendOptions bo;
+  bo.device = bind_gpu(me, /*allow_shared=*/kind == CommKind::staged);
+  // Distinct GPUs of the group: bind_gpu deals local ranks round-robin, so the first
+  // `gpus` local ranks of each node are the first on their device.
+  const int64_t gpus_used = reduce<int64_t>(me.local_rank < gpus ? 1 : 0, MPI_SUM);
+  const bool shared_gpu = gpus_used < cp;
+  if (root && shared_gpu)
+    std::fprintf(stderr, "bench_model: %d ranks share %lld GPU(s): times are not a ring-scaling measurement\n", cp,
+                 static_cast<long long>(gpus_used));
+
   cudaDeviceProp prop{};
-  CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
-  const double gemm = measured_gemm_tflops(), copy = measured_copy_gbps();
-  char buf[1024];
+  CUDA_CHECK(cudaGetDeviceProperties(&prop, bo.device));
+  // Rank 0 alone, so ranks sharing a GPU do not halve each other's peaks.
+  double gemm = 0, copy = 0;
+  if (root) gemm = measured_gemm_tflops(), copy = measured_copy_gbps();
+  gemm = reduce(gemm, MPI_MAX);
+  copy = reduce(copy, MPI_MAX);
+  char buf[2048];
   std::snprintf(buf, sizeof buf,
                 "{\"kind\":\"peaks\",\"device\":\"%s\",\"gemm_bf16_tflops\":%.1f,\"copy_gbps\":%.0f,"
                 "\"datasheet_bf16_tflops\":%.1f}",
@@ -184,14 +281,27 @@ int main(int argc, char** argv) try {
   const double linear_params = double(L) * (double(h) * (H + 2 * Hkv) * D + double(H) * D * h + 3.0 * h * I);
   const double weight_bytes = 2.0 * (linear_params + double(V) * h);  // bf16, LM head included
   const auto t0 = std::chrono::steady_clock::now();
-  const ModelWeights weights = random_weights(cfg);
-  auto backend = make_cuda_backend();
+  auto backend = make_cuda_backend(bo);
+  MpiComm world(MPI_COMM_WORLD);
+  std::unique_ptr<Comm> device_comm;  // outlives the engine
+  if (kind == CommKind::nccl) device_comm = make_nccl_comm(MPI_COMM_WORLD);
+  if (kind == CommKind::staged) device_comm = make_staged_comm(world);
   EngineOptions eo;
   eo.chunk_tokens = chunk;
-  Engine engine(*backend, cfg, weights, eo);
-  const double setup_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  std::fprintf(stderr, "model %s x %lld layers ready in %.1f s (%.2f GB of bf16 weights)\n", config_path.c_str(),
-               static_cast<long long>(L), setup_s, weight_bytes / 1e9);
+  eo.cp_rank = me.world_rank;
+  eo.cp_size = cp;
+  eo.cp_comm = device_comm.get();
+  std::unique_ptr<Engine> engine;
+  {
+    // The host copy (fp32, every layer) is freed once the engine has uploaded it.
+    const ModelWeights weights = random_weights(cfg);
+    engine = std::make_unique<Engine>(*backend, cfg, weights, eo);
+  }
+  const double setup_s =
+      reduce(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), MPI_MAX);
+  if (root)
+    std::fprintf(stderr, "model %s x %lld layers ready in %.1f s (%.2f GB of bf16 weights per rank), cp %d over %s\n",
+                 config_path.c_str(), static_cast<long long>(L), setup_s, weight_bytes / 1e9, cp, to_string(kind));
 
   for (int64_t S : contexts) {
     std::vector<int32_t> prompt(static_cast<size_t>(S));
@@ -200,37 +310,72 @@ int main(int argc, char** argv) try {
     g.max_new_tokens = decode;
     backend->reset_peak_bytes();
     GenerateResult r;
+    // Start together: a rank still finishing the previous context would count as ring time.
+    CUDA_CHECK(cudaDeviceSynchronize());
+    MPI_CHECK(MPI_Barrier(MPI_COMM_WORLD));
     try {
-      r = engine.generate(prompt, g);
+      r = engine->generate(prompt, g);
     } catch (const std::exception& e) {
-      std::snprintf(buf, sizeof buf, "{\"kind\":\"model\",\"context\":%lld,\"error\":\"%s\"}",
-                    static_cast<long long>(S), e.what());
-      emit(buf);
-      continue;
+      std::snprintf(buf, sizeof buf, "{\"kind\":\"model\",\"context\":%lld,\"cp\":%d,\"rank\":%d,\"error\":\"%s\"}",
+                    static_cast<long long>(S), cp, me.world_rank, json_escape(e.what()).c_str());
+      if (cp == 1) {
+        emit(buf);
+        continue;
+      }
+      // Another rank may wait in a collective this one left: run_guarded aborts the job.
+      std::printf("%s\n", buf);
+      std::fflush(stdout);
+      throw;
     }
+    const EngineStats& st = engine->last_stats();
+    const double prefill_s = reduce(r.prefill_seconds, MPI_MAX), prefill_s_min = reduce(r.prefill_seconds, MPI_MIN);
+    const double decode_s = reduce(r.decode_seconds, MPI_MAX);
+    const int64_t tokens_held = reduce<int64_t>(st.tokens_held, MPI_MAX);
+    const int64_t kv_bytes = reduce<int64_t>(st.kv_bytes, MPI_MAX);
+    const int64_t sent = reduce<int64_t>(st.bytes_sent, MPI_MAX);
+    const int64_t peak = reduce<int64_t>(backend->peak_allocated_bytes(), MPI_MAX);
+
     const double attn_flops = 4.0 * double(S) * double(S) / 2.0 * double(H) * D * L;
     const double prefill_flops = 2.0 * linear_params * S + attn_flops + 2.0 * double(V) * h;
-    const double prefill_tflops = prefill_flops / r.prefill_seconds / 1e12;
+    const double prefill_tflops = prefill_flops / prefill_s / 1e12;  // the whole group
+    const double per_gpu_tflops = prefill_tflops / double(gpus_used);
     const double steps = static_cast<double>(r.tokens.size()) - 1;
-    const double decode_tps = r.decode_seconds > 0 ? steps / r.decode_seconds : 0;
-    // Per decode step: every weight once, and the KV cache of (about) S tokens.
-    const double kv_bytes = 2.0 * 2.0 * double(L) * Hkv * D * double(S);
-    const double decode_gbps = decode_tps * (weight_bytes + kv_bytes) / 1e9;
+    const double decode_tps = decode_s > 0 ? steps / decode_s : 0;
+    // Per decode step and rank: every weight once, and the rank's stripe of the KV cache
+    // of (about) S tokens.
+    const double kv_read = 2.0 * 2.0 * double(L) * Hkv * D * double(S) / double(cp);
+    const double decode_gbps = decode_tps * (weight_bytes + kv_read) / 1e9;
     std::snprintf(buf, sizeof buf,
                   "{\"kind\":\"model\",\"config\":\"%s\",\"layers\":%lld,\"context\":%lld,\"chunk\":%lld,"
                   "\"prefill_s\":%.3f,\"prefill_tokens_per_s\":%.0f,\"prefill_tflops\":%.1f,"
                   "\"mfu_vs_measured_gemm\":%.3f,\"mfu_vs_datasheet\":%.3f,\"attention_flop_share\":%.3f,"
                   "\"decode_steps\":%.0f,\"decode_tokens_per_s\":%.2f,\"decode_gbps\":%.0f,"
-                  "\"decode_fraction_of_copy_bw\":%.3f,\"peak_device_bytes\":%lld}",
+                  "\"decode_fraction_of_copy_bw\":%.3f,\"peak_device_bytes\":%lld,"
+                  "\"cp\":%d,\"comm\":\"%s\",\"gpus\":%lld,\"shared_gpu\":%s,\"prefill_s_min\":%.3f,"
+                  "\"tokens_held\":%lld,\"kv_bytes\":%lld,\"cp_bytes_sent\":%lld,\"ring_gbps\":%.1f}",
                   config_path.c_str(), static_cast<long long>(L), static_cast<long long>(S),
-                  static_cast<long long>(chunk), r.prefill_seconds, S / r.prefill_seconds, prefill_tflops,
-                  prefill_tflops / gemm, prefill_tflops / peak_tflops, attn_flops / prefill_flops, steps, decode_tps,
-                  decode_gbps, decode_gbps / copy, static_cast<long long>(backend->peak_allocated_bytes()));
+                  static_cast<long long>(chunk), prefill_s, S / prefill_s, prefill_tflops, per_gpu_tflops / gemm,
+                  per_gpu_tflops / peak_tflops, attn_flops / prefill_flops, steps, decode_tps, decode_gbps,
+                  decode_gbps / copy, static_cast<long long>(peak), cp, to_string(kind),
+                  static_cast<long long>(gpus_used), shared_gpu ? "true" : "false", prefill_s_min,
+                  static_cast<long long>(tokens_held), static_cast<long long>(kv_bytes), static_cast<long long>(sent),
+                  cp > 1 ? double(sent) / prefill_s / 1e9 : 0.0);
     emit(buf);
+    if (!shared_gpu) {
+      std::snprintf(buf, sizeof buf,
+                    "{\"kind\":\"scaling\",\"gpus\":%d,\"n\":%lld,\"ms\":%.1f,\"layers\":%lld,\"comm\":\"%s\"}", cp,
+                    static_cast<long long>(S), prefill_s * 1e3, static_cast<long long>(L), to_string(kind));
+      emit(buf);
+    }
   }
   if (json) std::fclose(json);
   return 0;
-} catch (const std::exception& e) {
-  std::fprintf(stderr, "bench_model: %s\n", e.what());
-  return 1;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  MpiRuntime mpi(&argc, &argv);
+  // Errors print "[rank r] error: ..." and abort the job when it has several ranks.
+  return run_guarded([&] { return run_bench(argc, argv, mpi.info()); }, 1);
 }
