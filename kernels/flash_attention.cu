@@ -71,7 +71,7 @@ void flash_attention_forward(const FlashAttnParams& p, cudaStream_t stream) {
     cuda::flash_fwd_hdim64(a, p.variant, stream);
     return;
   }
-  static const bool wgmma = cuda::flash_wgmma_supported();
+  const bool wgmma = flash_attention_variants(128) == 6;  // the Hopper kernel is there
   const int mma_variant = wgmma ? p.variant - 2 : p.variant;  // index among the mma.sync shapes
   if (wgmma && p.variant < 2)
     cuda::flash_fwd_hdim128_wgmma(a, p.variant == 0 ? 128 : 64, stream);

@@ -258,11 +258,15 @@ void launch_flash_fwd_wgmma(const FlashFwdArgs& a, cudaStream_t stream) {
 }  // namespace
 
 bool flash_wgmma_supported() {
+#ifdef RINGINFER_HAVE_SM90A
   int device = 0, major = 0, minor = 0;
   CUDA_CHECK(cudaGetDevice(&device));
   CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
   CUDA_CHECK(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device));
   return major == 9 && minor == 0;  // the sm_90a cubin runs on compute capability 9.0 only
+#else
+  return false;  // built without sm_90a code: the kernel body is a trap (CMakeLists.txt)
+#endif
 }
 
 void flash_fwd_hdim128_wgmma(const FlashFwdArgs& a, int block_n, cudaStream_t stream) {

@@ -25,6 +25,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <chrono>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <iostream>
@@ -160,9 +161,27 @@ void run_checks(const std::vector<std::string>& files, int64_t vocab, Reporter& 
 
 // ================================================================ parent
 
+// The signals a crashing or killed child dies of, by name (sigabbrev_np needs glibc 2.32).
 std::string signal_name(int sig) {
-  if (const char* abbrev = ::sigabbrev_np(sig)) return std::string("SIG") + abbrev;
-  return "signal " + std::to_string(sig);
+  switch (sig) {
+    case SIGSEGV: return "SIGSEGV";
+    case SIGBUS: return "SIGBUS";
+    case SIGFPE: return "SIGFPE";
+    case SIGILL: return "SIGILL";
+    case SIGABRT: return "SIGABRT";
+    case SIGKILL: return "SIGKILL";
+    case SIGTERM: return "SIGTERM";
+    case SIGXCPU: return "SIGXCPU";
+    case SIGXFSZ: return "SIGXFSZ";
+    default: return "signal " + std::to_string(sig);
+  }
+}
+
+// Seconds as a user reads them: "600", "1.5".
+std::string seconds_text(double s) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%g", s);
+  return buf;
 }
 
 // What the child said so far.
@@ -259,6 +278,7 @@ class Child {
     }
   }
   void kill_now() {
+    if (pid_ <= 0) return;  // reaped already; kill(-1) would signal every process of the user
     ::kill(pid_, SIGKILL);
     (void)wait_for(std::chrono::seconds(5));
     pid_ = -1;
@@ -408,7 +428,7 @@ std::string validate_shards_in_child(const std::vector<std::string>& paths, int6
     if (now - last_news >= stall) {
       child.kill_now();
       return blamed_files(report, paths) + ": validating " + this_shard(report, paths) + " made no progress for " +
-             std::to_string(static_cast<long long>(stall_s)) +
+             seconds_text(stall_s) +
              " s (libhdf5 hangs on it, or the file system stalls) and was stopped; if the file is corrupt, "
              "re-create it with `ringinfer prep`";
     }
@@ -440,7 +460,23 @@ std::string validate_shards_in_child(const std::vector<std::string>& paths, int6
   // The child closes the pipe by exiting; give it a moment to be reaped.
   // status: the wait status; -1 when it cannot be known (reaped elsewhere); -2 none (killed).
   int status = -2;
-  if (!report.garbled) status = child.wait_for(std::chrono::seconds(30)).value_or(-2);
+  // Waited in short steps so the heartbeat keeps going for ranks with a short --comm-timeout.
+  if (!report.garbled) {
+    const auto give_up = Clock::now() + std::chrono::seconds(30);
+    for (;;) {
+      const std::optional<int> st = child.wait_for(std::chrono::milliseconds(200));
+      if (st) {
+        status = *st;
+        break;
+      }
+      if (Clock::now() >= give_up) break;
+      if (on_tick && Clock::now() >= next_tick) {
+        on_tick();
+        next_tick = Clock::now() + std::chrono::duration_cast<Clock::duration>(
+                                       std::chrono::duration<double>(options.tick_interval_s));
+      }
+    }
+  }
   if (status == -2) child.kill_now();
   const bool clean_exit = status == -1 || (status >= 0 && WIFEXITED(status) && WEXITSTATUS(status) == 0);
   if (clean_exit && report.verdict == 'O') return "";
@@ -463,7 +499,10 @@ std::string validate_shards_in_child(const std::vector<std::string>& paths, int6
 // ---------------------------------------------------------------- the collective
 
 void check_shards_isolated(const std::vector<std::string>& paths, int64_t vocab_size, Comm& world) {
-  check_shards_isolated(paths, vocab_size, world, ShardCheckOptions{});
+  // The waiting ranks give up after comm_timeout() without a heartbeat: beat well inside it.
+  ShardCheckOptions options;
+  options.tick_interval_s = std::min(options.tick_interval_s, comm_timeout() / 4);
+  check_shards_isolated(paths, vocab_size, world, options);
 }
 
 void check_shards_isolated(const std::vector<std::string>& paths, int64_t vocab_size, Comm& world,
