@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include <cstdlib>
+#include <csignal>
 #include <cstring>
 #include <string>
 
@@ -44,6 +45,8 @@ int main(int argc, char** argv) {
     const std::string announce = "F " + std::to_string(i - first_file) + "\n";
     if (name.find("sigsegv") != std::string::npos) {
       say(fd, announce);
+      // The default action, not a sanitizer's handler (which would abort: SIGABRT instead).
+      std::signal(SIGSEGV, SIG_DFL);
       ::raise(SIGSEGV);
     } else if (name.find("hang") != std::string::npos) {
       say(fd, announce);
