@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "ringinfer/error.h"
 #include "ringinfer/gguf.h"
 #include "ringinfer/model.h"
 
@@ -109,6 +110,36 @@ const std::vector<WeightSlot>& layer_weight_slots();
 // and must be < w.layers.size() for the others.
 HostTensor& weight_of(ModelWeights& w, WeightSlot slot, int64_t layer);
 const HostTensor& weight_of(const ModelWeights& w, WeightSlot slot, int64_t layer);
+
+// The member of `w` that holds (slot, layer), for any weights struct with ModelWeights'
+// member names (ModelWeights on the host, the engine's BackendWeights on the backend).
+template <class Weights>
+auto& weight_slot(Weights& w, WeightSlot slot, int64_t layer) {
+  switch (slot) {
+    case WeightSlot::embed: return w.embed;
+    case WeightSlot::final_norm: return w.final_norm;
+    case WeightSlot::lm_head: return w.lm_head;
+    default: break;
+  }
+  RI_CHECK(layer >= 0 && layer < static_cast<int64_t>(w.layers.size()),
+           "model: layer " + std::to_string(layer) + " outside " + std::to_string(w.layers.size()) + " layers");
+  auto& L = w.layers[static_cast<size_t>(layer)];
+  switch (slot) {
+    case WeightSlot::attn_norm: return L.attn_norm;
+    case WeightSlot::wq: return L.wq;
+    case WeightSlot::wk: return L.wk;
+    case WeightSlot::wv: return L.wv;
+    case WeightSlot::bq: return L.bq;
+    case WeightSlot::bk: return L.bk;
+    case WeightSlot::bv: return L.bv;
+    case WeightSlot::wo: return L.wo;
+    case WeightSlot::bo: return L.bo;
+    case WeightSlot::ffn_norm: return L.ffn_norm;
+    case WeightSlot::w_gate: return L.w_gate;
+    case WeightSlot::w_up: return L.w_up;
+    default: return L.w_down;
+  }
+}
 
 // Receives weights one tensor at a time. The tensor is the sink's to keep or to drop: a
 // sink that uploads each one and lets it go bounds loading's extra host memory by the

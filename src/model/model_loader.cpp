@@ -209,30 +209,7 @@ const std::vector<WeightSlot>& layer_weight_slots() {
 }
 
 const HostTensor& weight_of(const ModelWeights& w, WeightSlot slot, int64_t layer) {
-  switch (slot) {
-    case WeightSlot::embed: return w.embed;
-    case WeightSlot::final_norm: return w.final_norm;
-    case WeightSlot::lm_head: return w.lm_head;
-    default: break;
-  }
-  RI_CHECK(layer >= 0 && layer < static_cast<int64_t>(w.layers.size()),
-           "model: layer " + std::to_string(layer) + " outside " + std::to_string(w.layers.size()) + " layers");
-  const LayerWeights& L = w.layers[static_cast<size_t>(layer)];
-  switch (slot) {
-    case WeightSlot::attn_norm: return L.attn_norm;
-    case WeightSlot::wq: return L.wq;
-    case WeightSlot::wk: return L.wk;
-    case WeightSlot::wv: return L.wv;
-    case WeightSlot::bq: return L.bq;
-    case WeightSlot::bk: return L.bk;
-    case WeightSlot::bv: return L.bv;
-    case WeightSlot::wo: return L.wo;
-    case WeightSlot::bo: return L.bo;
-    case WeightSlot::ffn_norm: return L.ffn_norm;
-    case WeightSlot::w_gate: return L.w_gate;
-    case WeightSlot::w_up: return L.w_up;
-    default: return L.w_down;
-  }
+  return weight_slot(w, slot, layer);
 }
 
 HostTensor& weight_of(ModelWeights& w, WeightSlot slot, int64_t layer) {
