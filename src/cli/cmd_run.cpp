@@ -6,8 +6,8 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdint>
 #include <cstdio>
-#include <cstdlib>
 #include <cstring>
 #include <memory>
 #include <map>
@@ -18,6 +18,7 @@
 #include "cli/commands.h"
 #include "cli/options.h"
 #include "cli/result_store.h"
+#include "comm/cuda_comm_choice.h"
 #include "ringinfer/comm.h"
 #include "ringinfer/engine.h"
 #include "ringinfer/error.h"
@@ -75,8 +76,8 @@ RunResult dry_run_document(const DocumentSet& docs, const DocInfo& doc, const Pa
   return res;
 }
 
-// RINGINFER_CUDA_COMM picks how a CUDA CP or TP group (--cp > 1, --tp > 1) communicates.
-// An environment variable, not an option: it is a test and fallback switch, not a tuning knob.
+// RINGINFER_CUDA_COMM (comm/cuda_comm_choice.h) picks how a CUDA CP or TP group (--cp > 1,
+// --tp > 1) communicates:
 //   nccl   NCCL over device buffers, one rank per GPU (bind_gpu refuses ranks sharing a
 //          GPU, which NCCL cannot serve). Not yet checked on two GPUs (no 2-GPU machine has
 //          been lent), so it must be asked for by name.
@@ -84,37 +85,42 @@ RunResult dry_run_document(const DocumentSet& docs, const DocInfo& doc, const Pa
 //          memory, so it is slower, but several ranks may share one GPU; checked against
 //          the CPU backend on one GPU.
 //   unset  --cp 1 --tp 1 only: groups of more ranks are refused with a message naming both.
-#ifdef RINGINFER_HAVE_CUDA
-enum class CudaCommKind { unset, nccl, staged_mpi };
-
-CudaCommKind cuda_comm_kind() {
-  const char* env = std::getenv("RINGINFER_CUDA_COMM");
-  const std::string v = env ? env : "";
-  if (v.empty()) return CudaCommKind::unset;
-  if (v == "nccl") return CudaCommKind::nccl;
-  if (v == "mpi") return CudaCommKind::staged_mpi;
-  throw Error("RINGINFER_CUDA_COMM=" + v + ": unknown communicator (use nccl or mpi)");
+// --device auto: cuda when every rank sees a GPU, cpu when none does. A mix is refused:
+// ranks on different backends would enter different collectives. Collective over `world`.
+bool auto_device_is_cuda(Comm& world) {
+  const int32_t sees = visible_gpu_count() > 0 ? 1 : 0;
+  const int32_t send[2] = {sees, -sees};  // max and -min in one reduction
+  int32_t recv[2] = {0, 0};
+  world.all_reduce(send, recv, 2, CommDtype::int32, ReduceOp::max, Stream{});
+  RI_CHECK(recv[0] == -recv[1],
+           "--device auto: some ranks see a GPU and others do not (check CUDA_VISIBLE_DEVICES and the nodes "
+           "of the allocation); pass --device cuda or --device cpu");
+  return sees == 1;
 }
-#endif
 
-// The backend --device asks for: auto is cuda when a GPU is visible, else cpu.
-std::unique_ptr<Backend> make_backend(DeviceKind device, const RankInfo& me, const ParallelLayout& layout) {
-  const bool cuda = device == DeviceKind::cuda || (device == DeviceKind::auto_detect && visible_gpu_count() > 0);
+// The backend --device asks for. Collective over `world` (auto_device_is_cuda,
+// agreed_cuda_comm): for cuda, `comm` is set to the RINGINFER_CUDA_COMM every rank agrees on.
+std::unique_ptr<Backend> make_backend(DeviceKind device, const RankInfo& me, const ParallelLayout& layout,
+                                      Comm& world, CudaCommChoice& comm) {
+  const bool cuda = device == DeviceKind::cuda || (device == DeviceKind::auto_detect && auto_device_is_cuda(world));
   if (!cuda) return make_cpu_backend();
 #ifdef RINGINFER_HAVE_CUDA
-  const CudaCommKind kind = cuda_comm_kind();
-  RI_CHECK(kind != CudaCommKind::unset || (layout.cp == 1 && layout.tp == 1),
+  const CudaCommChoice kind = agreed_cuda_comm(world);
+  RI_CHECK(kind != CudaCommChoice::unset || (layout.cp == 1 && layout.tp == 1),
            "--device cuda with --cp " + std::to_string(layout.cp) + " --tp " + std::to_string(layout.tp) +
                ": choose the GPU communicator with RINGINFER_CUDA_COMM=nccl (NCCL, one GPU per rank; not yet "
                "checked on two GPUs) or RINGINFER_CUDA_COMM=mpi (host-staged MPI, checked, slower; ranks may share "
                "a GPU), and pass it to the ranks (mpirun -x RINGINFER_CUDA_COMM)");
   CudaBackendOptions options;
   // NCCL needs a GPU per rank; staged MPI lets ranks share one.
-  options.device = bind_gpu(me, kind == CudaCommKind::staged_mpi);
+  options.device = bind_gpu(me, kind == CudaCommChoice::staged_mpi);
+  comm = kind;
   return make_cuda_backend(options);
 #else
   (void)me;
   (void)layout;
+  (void)world;
+  (void)comm;
   throw Error("--device cuda: this build has no CUDA backend (use --device cpu)");
 #endif
 }
@@ -130,13 +136,15 @@ int ranks_sharing(MemoryKind kind, const RankInfo& me) {
 
 // The device-buffer communicator of a CUDA CP or TP group (null when the group is one
 // rank or the backend is the CPU's, which uses the MpiComm itself). Collective over `group`.
-std::unique_ptr<Comm> make_device_comm(const Backend& backend, MpiComm& group) {
+// `comm` is make_backend's agreed RINGINFER_CUDA_COMM.
+std::unique_ptr<Comm> make_device_comm(const Backend& backend, MpiComm& group, CudaCommChoice comm) {
   if (std::string(backend.name()) != "cuda" || group.size() == 1) return nullptr;
 #ifdef RINGINFER_HAVE_CUDA
   // make_backend refused an unset RINGINFER_CUDA_COMM for groups of more than one rank.
-  if (cuda_comm_kind() == CudaCommKind::staged_mpi) return make_staged_comm(group);
+  if (comm == CudaCommChoice::staged_mpi) return make_staged_comm(group);
   return make_nccl_comm(group.mpi_comm());
 #else
+  (void)comm;
   return nullptr;
 #endif
 }
@@ -289,6 +297,7 @@ int run_command(const RunConfig& config) {
         std::optional<ModelSource> model;
         std::unique_ptr<Backend> backend;
         std::unique_ptr<Comm> cp_device, tp_device;  // CP / TP groups over device buffers (CUDA); outlive engine
+        CudaCommChoice cuda_comm = CudaCommChoice::unset;  // set by make_backend for the CUDA backend
         std::unique_ptr<Engine> engine;
         std::optional<Tokenizer> tokenizer;
         if (!dry) model.emplace(open_model(config.model));
@@ -298,7 +307,7 @@ int run_command(const RunConfig& config) {
         std::vector<int64_t> lengths;
         for (const DocInfo& d : docs.documents()) lengths.push_back(d.length);
         if (!dry) {
-          backend = make_backend(config.device, me, layout);
+          backend = make_backend(config.device, me, layout, *groups.world, cuda_comm);
           // Before any weight or cache is allocated: does the longest document fit? Every
           // rank sees the same documents and fails the same way.
           const bool on_gpu = std::string(backend->name()) == "cuda";
@@ -323,8 +332,8 @@ int run_command(const RunConfig& config) {
           EngineOptions eo;
           eo.cp_rank = layout.cp_rank;
           eo.cp_size = layout.cp;
-          cp_device = make_device_comm(*backend, *groups.cp);
-          tp_device = make_device_comm(*backend, *groups.tp);
+          cp_device = make_device_comm(*backend, *groups.cp, cuda_comm);
+          tp_device = make_device_comm(*backend, *groups.tp, cuda_comm);
           eo.cp_comm = cp_device ? cp_device.get() : groups.cp.get();
           eo.tp_rank = layout.tp_rank;
           eo.tp_size = layout.tp;

@@ -1,10 +1,8 @@
 #pragma once
 // Argument checks shared by MpiComm and NcclComm, so both reject the same calls with
 // the same message; the deadline, backoff and message of their timeouts; and MpiComm's
-// message tag and chunking rule (exposed for its test).
-// Also the polled, bounded host wait for device work that CUDA code uses instead of
-// cudaStreamSynchronize (wait_device).
-#include <atomic>
+// message tag and chunking rule (exposed for its test). The bounded host wait for device
+// work, which shares Deadline and format_seconds, is runtime/device_wait.h.
 #include <chrono>
 #include <climits>
 #include <cstddef>
@@ -12,7 +10,6 @@
 #include <cstdio>
 #include <string>
 #include <thread>
-#include <utility>
 
 #include "ringinfer/comm.h"
 #include "ringinfer/error.h"
@@ -96,78 +93,6 @@ class Backoff {
   int polls_ = 0;
   int sleep_us_ = 0;
 };
-
-// ---------------------------------------------------------------- host waits for device work
-// Work queued on a CUDA stream after NCCL (or a staged copy behind it) never finishes if a
-// peer rank died: cudaStreamSynchronize would block the host forever. CUDA code therefore
-// polls (cudaStreamQuery / cudaEventQuery) through wait_device, which gives up after
-// comm_timeout() seconds. Kept free of CUDA types so this header stays host-only.
-
-// The Error text of a host wait for device work that did not finish in time, e.g.
-// "cuda backend synchronize: the compute stream did not finish within 5 s
-// (--comm-timeout): a peer rank may have died or its GPU hung".
-inline std::string device_timeout_message(const std::string& what, double seconds) {
-  return what + " did not finish within " + format_seconds(seconds) +
-         " s (--comm-timeout): a peer rank may have died or its GPU hung";
-}
-
-// Set when a device wait timed out: some stream holds work that may never finish, and
-// calls that wait for the whole device (cudaFree, cudaFreeHost, cublasDestroy) would hang
-// while the Error unwinds. Destructors and buffer deleters of CUDA code leak instead of
-// freeing while it is set (the job is ending; the NCCL communicator's destructor aborts
-// the stuck kernels). CudaBackend::synchronize clears it once its streams have drained.
-inline std::atomic<bool>& device_stuck() {
-  static std::atomic<bool> stuck{false};
-  return stuck;
-}
-
-// Pauses between polls of device work. A host wait usually spans a whole GPU step (the
-// decode step's token read-back waits for every layer), so the poll must not add latency
-// to it: for the first kSpin the host polls back to back, yielding the core between polls
-// (CUDA's own default wait spins too; the yield lets ranks that share a core progress).
-// Past that the wait is long (prefill, a slow peer): it sleeps, at most 1/100 of the time
-// already waited and at most kMaxSleep, so the added latency stays under 1%.
-class DeviceBackoff {
- public:
-  using Clock = std::chrono::steady_clock;
-  static constexpr std::chrono::milliseconds kSpin{100};
-  static constexpr std::chrono::microseconds kMaxSleep{1000};
-  void pause() {
-    const Clock::duration waited = Clock::now() - start_;
-    if (waited < kSpin) {
-      std::this_thread::yield();
-      return;
-    }
-    const auto sleep = std::chrono::duration_cast<std::chrono::microseconds>(waited / 100);
-    std::this_thread::sleep_for(sleep < kMaxSleep ? sleep : kMaxSleep);
-  }
-
- private:
-  Clock::time_point start_ = Clock::now();
-};
-
-// Polls `done` (true once the device work has finished; it throws on a device error)
-// until it says so. After `deadline` passes, marks the device stuck and throws the
-// timeout Error naming `what`. The first poll reads no clock: a finished wait costs one
-// query.
-template <class Done>
-void wait_device(const std::string& what, const Deadline& deadline, Done&& done) {
-  if (done()) return;
-  DeviceBackoff backoff;
-  while (!done()) {
-    if (deadline.passed()) {
-      device_stuck().store(true);
-      throw Error(device_timeout_message(what, deadline.seconds()));
-    }
-    backoff.pause();
-  }
-}
-
-template <class Done>
-void wait_device(const std::string& what, Done&& done) {
-  if (done()) return;  // before reading the timeout and the clock
-  wait_device(what, Deadline(), std::forward<Done>(done));
-}
 
 // The tag of MpiComm's point-to-point messages. Its duplicate communicator carries only
 // its own messages, so one tag is enough; MPI keeps messages between two ranks in order,

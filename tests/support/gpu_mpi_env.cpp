@@ -5,7 +5,8 @@
 #include <cstdio>
 #include <cstdlib>
 
-#include "ringinfer/error.h"
+#include "comm/cuda_comm_choice.h"
+#include "ringinfer/comm.h"
 
 namespace ringinfer::test {
 
@@ -30,20 +31,13 @@ const char* to_string(DeviceComm kind) { return kind == DeviceComm::nccl ? "nccl
 bool gpu_per_rank(const RankInfo& info, int visible_gpus) { return on_every_rank(visible_gpus >= info.local_size); }
 
 DeviceComm choose_device_comm(const RankInfo& info, int visible_gpus) {
-  const char* env = std::getenv("RINGINFER_CUDA_COMM");
-  const std::string v = env ? env : "";
-  // Decided collectively even when named, so a rank that was not given the variable
-  // (mpirun without -x) cannot pick another communicator than its peers.
+  // The default is decided collectively too, so every rank that was not given the variable
+  // defaults alike; agreed_cuda_comm then checks every rank resolved to the same one.
   const bool own_gpus = gpu_per_rank(info, visible_gpus);
-  int pick = v.empty() ? (own_gpus ? 0 : 1) : v == "nccl" ? 0 : v == "mpi" ? 1 : 2;
-  int lo = pick, hi = pick;
-  MPI_Allreduce(MPI_IN_PLACE, &lo, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
-  MPI_Allreduce(MPI_IN_PLACE, &hi, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
-  if (pick == 2) throw Error("RINGINFER_CUDA_COMM=" + v + ": unknown communicator (use nccl or mpi)");
-  if (hi == 2) throw Error("RINGINFER_CUDA_COMM: another rank has an unknown value (use nccl or mpi)");
-  if (lo != hi)
-    throw Error("RINGINFER_CUDA_COMM differs between ranks (pass it to every rank: mpirun -x RINGINFER_CUDA_COMM)");
-  return pick == 0 ? DeviceComm::nccl : DeviceComm::staged;
+  MpiComm world(MPI_COMM_WORLD);
+  const CudaCommChoice choice =
+      agreed_cuda_comm(world, own_gpus ? CudaCommChoice::nccl : CudaCommChoice::staged_mpi);
+  return choice == CudaCommChoice::nccl ? DeviceComm::nccl : DeviceComm::staged;
 }
 
 }  // namespace ringinfer::test

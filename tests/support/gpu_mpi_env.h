@@ -27,8 +27,9 @@ const char* to_string(DeviceComm kind);  // "nccl" | "staged"
 
 // Collective over MPI_COMM_WORLD. RINGINFER_CUDA_COMM=nccl or =mpi names the communicator;
 // unset (or empty), NCCL when every rank has a GPU of its own (on every node, visible
-// GPUs >= ranks of the node), else staged. Every rank returns the same. Throws Error for
-// any other value: "RINGINFER_CUDA_COMM=x: unknown communicator (use nccl or mpi)".
+// GPUs >= ranks of the node), else staged. Every rank returns the same, or every rank
+// throws the Error of agreed_cuda_comm (comm/cuda_comm_choice.h), e.g.
+// "RINGINFER_CUDA_COMM=x: unknown communicator (use nccl or mpi)".
 DeviceComm choose_device_comm(const RankInfo& info, int visible_gpus);
 
 // True when every rank of every node has a GPU of its own (collective).

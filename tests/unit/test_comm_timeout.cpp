@@ -1,6 +1,8 @@
 // The process-wide communication timeout (comm.h) and its --comm-timeout option: what
 // is accepted, what is refused and with which message. (The timeout firing is tested
-// under mpirun: tests/mpi/mpi_comm.cpp, tests/e2e/rank_failure.sh.)
+// under mpirun: tests/mpi/mpi_comm.cpp, tests/e2e/rank_failure.sh.) Also the host-only
+// part of the bounded wait for device work (runtime/device_wait.h), driven by a fake
+// "done?" poll; its CUDA wrappers are tested on a GPU (tests/gpu/test_stream_watchdog.cu).
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -13,6 +15,7 @@
 #include "comm/comm_checks.h"
 #include "ringinfer/comm.h"
 #include "ringinfer/error.h"
+#include "runtime/device_wait.h"
 
 namespace ringinfer {
 namespace {
@@ -62,6 +65,73 @@ TEST(CommTimeout, DeadlineFollowsTheTimeout) {
   for (int i = 0; i < 1000 && !short_one.passed(); ++i) backoff.pause();
   EXPECT_TRUE(short_one.passed());
   EXPECT_EQ(short_one.seconds(), 1e-6);
+}
+
+// Records device_wait::destructor_seconds() as seen from a destructor.
+struct DestructorSeconds {
+  double& seen;
+  ~DestructorSeconds() { seen = device_wait::destructor_seconds(); }
+};
+
+// Clears device_wait::stuck() after a test that sets it.
+struct RestoreStuck {
+  ~RestoreStuck() { device_wait::stuck().store(false); }
+};
+
+TEST(DeviceWait, ReturnsOnceDoneWithoutMarkingStuck) {
+  RestoreStuck restore;
+  device_wait::stuck().store(false);
+  int polls = 0;
+  device_wait::wait("unit: the fake stream", device_wait::Deadline(60), [&] { return ++polls == 5; });
+  EXPECT_EQ(polls, 5) << "polled until done, and not after";
+  polls = 0;
+  device_wait::wait("unit: the fake stream", [&] { return ++polls == 1; });
+  EXPECT_EQ(polls, 1) << "a finished wait costs one poll";
+  EXPECT_FALSE(device_wait::stuck().load());
+}
+
+TEST(DeviceWait, TimesOutWithTheMessageAndMarksStuck) {
+  RestoreStuck restore;
+  device_wait::stuck().store(false);
+  int polls = 0;
+  std::string error = "no error";
+  try {
+    device_wait::wait("cuda backend synchronize: the compute stream", device_wait::Deadline(0.02), [&] {
+      ++polls;
+      return false;
+    });
+  } catch (const Error& e) {
+    error = e.what();
+  }
+  EXPECT_EQ(error,
+            "cuda backend synchronize: the compute stream did not finish within 0.02 s (--comm-timeout): a peer rank "
+            "may have died or its GPU hung");
+  EXPECT_GT(polls, 1);
+  EXPECT_TRUE(device_wait::stuck().load());
+}
+
+TEST(DeviceWait, DefaultDeadlineIsTheCommTimeout) {
+  RestoreTimeout restore_timeout;
+  RestoreStuck restore;
+  set_comm_timeout(0.01);
+  std::string error = "no error";
+  try {
+    device_wait::wait("staged mpi barrier: the host -> device copies", [] { return false; });
+  } catch (const Error& e) {
+    error = e.what();
+  }
+  EXPECT_EQ(error,
+            "staged mpi barrier: the host -> device copies did not finish within 0.01 s (--comm-timeout): a peer "
+            "rank may have died or its GPU hung");
+  set_comm_timeout(7);
+  EXPECT_EQ(device_wait::destructor_seconds(), 7.0) << "no exception unwinding: the full timeout";
+  double unwinding = 0;
+  try {
+    DestructorSeconds probe{unwinding};
+    throw Error("unwind");
+  } catch (const Error&) {
+  }
+  EXPECT_EQ(unwinding, 1.0) << "while an exception unwinds: at most 1 s";
 }
 
 // --comm-timeout on run and score: parsed, checked, printed by --print-config.

@@ -50,6 +50,7 @@
 #include <vector>
 
 #include "bench_timing.h"
+#include "comm/cuda_comm_choice.h"
 #include "ringinfer/comm.h"
 #include "ringinfer/cuda_backend.h"
 #include "ringinfer/cuda_check.h"
@@ -179,24 +180,17 @@ std::string json_escape(const std::string& in) {
 enum class CommKind { none, nccl, staged };
 const char* to_string(CommKind k) { return k == CommKind::nccl ? "nccl" : k == CommKind::staged ? "mpi" : "none"; }
 
-// Collective over MPI_COMM_WORLD: every rank returns the same kind.
-CommKind choose_comm(int cp, const RankInfo& me, int gpus) {
+// Collective over `world` (MPI_COMM_WORLD): every rank returns the same kind, or every
+// rank throws (agreed_cuda_comm).
+CommKind choose_comm(int cp, const RankInfo& me, int gpus, Comm& world) {
   if (cp == 1) return CommKind::none;
-  const char* env = std::getenv("RINGINFER_CUDA_COMM");
-  const std::string v = env ? env : "";
   int own = gpus >= me.local_size ? 1 : 0;
   MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, &own, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD));
-  int pick = v.empty() ? (own ? 0 : 1) : v == "nccl" ? 0 : v == "mpi" ? 1 : 2;
-  int lo = pick, hi = pick;
-  MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, &lo, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD));
-  MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, &hi, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD));
-  RI_CHECK(pick != 2, "RINGINFER_CUDA_COMM=" + v + ": unknown communicator (use nccl or mpi)");
-  RI_CHECK(hi != 2, "RINGINFER_CUDA_COMM: another rank has an unknown value (use nccl or mpi)");
-  RI_CHECK(lo == hi, "RINGINFER_CUDA_COMM differs between ranks (pass it to every rank: mpirun -x RINGINFER_CUDA_COMM)");
-  RI_CHECK(pick == 1 || own,
+  const CudaCommChoice pick = agreed_cuda_comm(world, own ? CudaCommChoice::nccl : CudaCommChoice::staged_mpi);
+  RI_CHECK(pick == CudaCommChoice::staged_mpi || own,
            "RINGINFER_CUDA_COMM=nccl needs a GPU per rank: " + std::to_string(me.local_size) + " ranks on host " +
                me.host + " with " + std::to_string(gpus) + " visible GPU(s) (RINGINFER_CUDA_COMM=mpi shares them)");
-  return pick == 0 ? CommKind::nccl : CommKind::staged;
+  return pick == CudaCommChoice::nccl ? CommKind::nccl : CommKind::staged;
 }
 
 // v reduced over MPI_COMM_WORLD with op (MPI_MAX, MPI_MIN, MPI_SUM).
@@ -251,7 +245,8 @@ int run_bench(int argc, char** argv, const RankInfo& me) {
   };
 
   const int gpus = visible_gpu_count();
-  const CommKind kind = choose_comm(cp, me, gpus);
+  MpiComm world(MPI_COMM_WORLD);
+  const CommKind kind = choose_comm(cp, me, gpus, world);
   CudaBackendOptions bo;
   bo.device = bind_gpu(me, /*allow_shared=*/kind == CommKind::staged);
   // Distinct GPUs of the group: bind_gpu deals local ranks round-robin, so the first
@@ -282,7 +277,6 @@ int run_bench(int argc, char** argv, const RankInfo& me) {
   const double weight_bytes = 2.0 * (linear_params + double(V) * h);  // bf16, LM head included
   const auto t0 = std::chrono::steady_clock::now();
   auto backend = make_cuda_backend(bo);
-  MpiComm world(MPI_COMM_WORLD);
   std::unique_ptr<Comm> device_comm;  // outlives the engine
   if (kind == CommKind::nccl) device_comm = make_nccl_comm(MPI_COMM_WORLD);
   if (kind == CommKind::staged) device_comm = make_staged_comm(world);

@@ -9,10 +9,10 @@
 #include <vector>
 
 #include "backend_ops.h"
-#include "comm/comm_checks.h"
 #include "ringinfer/cuda_check.h"
 #include "ringinfer/log.h"
 #include "ringinfer/sampling.h"
+#include "runtime/cuda/device_wait_cuda.h"
 
 namespace ringinfer {
 
@@ -46,13 +46,6 @@ class CudaEvent final : public Event {
 };
 
 cudaStream_t native(Stream s) { return static_cast<cudaStream_t>(s.native); }
-
-// cudaStreamQuery / cudaEventQuery as "done?": not ready is false, an error throws.
-bool finished(cudaError_t rc) {
-  if (rc == cudaErrorNotReady) return false;
-  CUDA_CHECK(rc);
-  return true;
-}
 
 // fp32 -> bf16 bits, round to nearest even (NaN stays a quiet NaN).
 uint16_t to_bf16_bits(float f) {
@@ -95,22 +88,19 @@ CudaBackend::~CudaBackend() {
   // No throwing here: the destructor may run while an exception unwinds. The streams may
   // hold work that never finishes (a dead peer's NCCL kernel): wait a bounded time, and
   // if they do not drain, leak everything rather than hang in cudaFree / cublasDestroy,
-  // which wait for the whole device. While an exception unwinds the job is ending: a
-  // second wait of the full timeout would only delay the abort.
-  const double seconds = std::uncaught_exceptions() > 0 ? std::min(1.0, comm_timeout()) : comm_timeout();
+  // which wait for the whole device. While an exception unwinds the wait is shorter
+  // (device_wait::destructor_seconds).
   try {
-    const comm_detail::Deadline deadline(seconds);
-    comm_detail::wait_device("cuda backend destructor: the compute stream", deadline,
-                             [this] { return finished(cudaStreamQuery(stream_)); });
-    comm_detail::wait_device("cuda backend destructor: the communication stream", deadline,
-                             [this] { return finished(cudaStreamQuery(comm_stream_)); });
+    const device_wait::Deadline deadline(device_wait::destructor_seconds());
+    device_wait::wait_stream(stream_, "cuda backend destructor: the compute stream", deadline);
+    device_wait::wait_stream(comm_stream_, "cuda backend destructor: the communication stream", deadline);
   } catch (const std::exception& e) {
     log::error(std::string(e.what()) + "; its device memory is not freed");
   }
   cudaEventDestroy(staging_free_);
   cudaStreamDestroy(comm_stream_);
   cudaStreamDestroy(stream_);
-  if (comm_detail::device_stuck().load()) return;
+  if (device_wait::stuck().load()) return;
   for (void* p : scratch_)
     if (p) cudaFree(p);
   cudaFree(error_);
@@ -133,23 +123,16 @@ void CudaBackend::wait(Stream s, const Event& e) {
 
 void CudaBackend::synchronize() {
   read_kernel_errors();
-  wait_stream(comm_stream_, "synchronize", "the communication stream");
-  wait_stream(stream_, "synchronize", "the compute stream");
+  device_wait::wait_stream(comm_stream_, "cuda backend synchronize: the communication stream");
+  device_wait::wait_stream(stream_, "cuda backend synchronize: the compute stream");
   // Both streams drained: whatever an earlier timeout left stuck has finished.
-  comm_detail::device_stuck().store(false);
+  device_wait::stuck().store(false);
   throw_kernel_errors();
 }
 
-void CudaBackend::wait_stream(cudaStream_t s, const char* op, const char* which) {
-  const auto done = [s] { return finished(cudaStreamQuery(s)); };
-  if (done()) return;  // before building the message
-  comm_detail::wait_device(std::string("cuda backend ") + op + ": " + which, done);
-}
-
-void CudaBackend::wait_staging_free(const char* op) {
+void CudaBackend::wait_staging_free() {
   if (!staging_queued_) return;
-  comm_detail::wait_device(std::string("cuda backend ") + op + ": the previous upload from pinned staging",
-                           [this] { return finished(cudaEventQuery(staging_free_)); });
+  device_wait::wait_event(staging_free_, "cuda backend copy_from_host: the previous upload from pinned staging");
   staging_queued_ = false;
 }
 
@@ -200,7 +183,7 @@ Tensor CudaBackend::alloc(int64_t rows, int64_t cols, DType dtype) {
   std::shared_ptr<MemoryCounters> mem = mem_;
   std::shared_ptr<void> storage(p, [mem, bytes](void* q) {
     // cudaFree waits for the whole device: after a device wait timed out it could hang.
-    if (!comm_detail::device_stuck().load()) cudaFree(q);
+    if (!device_wait::stuck().load()) cudaFree(q);
     mem->live.fetch_sub(static_cast<int64_t>(bytes));
   });
   return Tensor(std::move(storage), p, dtype, rows, cols);
@@ -242,7 +225,7 @@ void CudaBackend::copy_from_host(const Tensor& dst, const void* src) {
   char* to = static_cast<char*>(dst.data());
   for (size_t done = 0; done < bytes;) {
     const size_t n = std::min(bytes - done, kStagingBytes);
-    wait_staging_free("copy_from_host");
+    wait_staging_free();
     std::memcpy(staging_, from + done, n);
     CUDA_CHECK(cudaMemcpyAsync(to + done, staging_, n, cudaMemcpyHostToDevice, stream_));
     CUDA_CHECK(cudaEventRecord(staging_free_, stream_));
@@ -264,7 +247,7 @@ void CudaBackend::copy_to_host(void* dst, const Tensor& src) {
     if (n) CUDA_CHECK(cudaMemcpyAsync(staging_, from + done, n, cudaMemcpyDeviceToHost, stream_));
     if (done + n == bytes) read_kernel_errors();
     try {
-      wait_stream(stream_, "copy_to_host", "the compute stream");
+      device_wait::wait_stream(stream_, "cuda backend copy_to_host: the compute stream");
     } catch (...) {
       // The copy into staging_ is still queued: a later upload must not write staging_
       // before it has run.
@@ -387,7 +370,7 @@ void CudaBackend::sample(const Tensor& logits, double temperature, double top_p,
   copy_to_host(row.data(), logits);
   const int32_t id = sample_token(row.data(), logits.cols(), temperature, top_p, u);
   copy_from_host(token, &id);
-  wait_stream(stream_, "sample", "the compute stream");  // `id` lives on this frame
+  device_wait::wait_stream(stream_, "cuda backend sample: the compute stream");  // `id` lives on this frame
 }
 
 }  // namespace cuda

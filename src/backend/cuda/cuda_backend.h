@@ -7,8 +7,8 @@
 // taken stream-ordered with cudaMallocAsync. Private to backend/cuda/.
 // Host waits (synchronize, copy_to_host, large copy_from_host) never block in the CUDA
 // runtime: they poll the stream and throw after comm_timeout() seconds, because NCCL work
-// queued on these streams never finishes when a peer rank has died (comm_checks.h:
-// wait_device). Device -> host copies therefore go through pinned staging (a pageable
+// queued on these streams never finishes when a peer rank has died
+// (runtime/cuda/device_wait_cuda.h). Device -> host copies therefore go through pinned staging (a pageable
 // destination would make cudaMemcpyAsync itself block until the stream reaches it).
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
@@ -68,11 +68,9 @@ class CudaBackend final : public Backend {
   // for stream_, throw_kernel_errors throws the first error a kernel left there.
   void read_kernel_errors();
   void throw_kernel_errors();
-  // Polls until all work queued on `s` has finished; throws the timeout Error naming
-  // `op` and `which` ("the compute stream") after comm_timeout() seconds.
-  void wait_stream(cudaStream_t s, const char* op, const char* which);
-  // The host may write staging_ once the uploads queued from it have been copied.
-  void wait_staging_free(const char* op);
+  // The host may write staging_ once the uploads queued from it have been copied
+  // (a bounded wait, as every host wait here: device_wait_cuda.h).
+  void wait_staging_free();
 
   // Shared with every buffer's deleter, so a tensor may outlive the backend.
   struct MemoryCounters {

@@ -12,6 +12,7 @@
 #include "ringinfer/cuda_check.h"
 #include "ringinfer/error.h"
 #include "ringinfer/log.h"
+#include "runtime/cuda/device_wait_cuda.h"
 
 namespace ringinfer {
 namespace {
@@ -130,15 +131,15 @@ class NcclComm final : public Comm {
     throw Error(message);
   }
 
-  // Blocks the host until `ready` says the work is done, polling NCCL's error state
-  // with it; aborts and throws on an NCCL error or the timeout.
-  template <class Ready>
-  void host_wait(const char* call, const comm_detail::Deadline& deadline, Ready ready) {
+  // Blocks the host until `query` (cudaStreamQuery / cudaEventQuery) says the work is
+  // done, polling NCCL's error state with it; aborts and throws on an NCCL error or the
+  // timeout. Not device_wait::wait: NCCL's own error state must be polled too, and a
+  // timeout aborts the communicator and names it.
+  template <class Query>
+  void host_wait(const char* call, const comm_detail::Deadline& deadline, Query query) {
     comm_detail::Backoff backoff;
     for (;;) {
-      const cudaError_t rc = ready();
-      if (rc == cudaSuccess) return;
-      if (rc != cudaErrorNotReady) CUDA_CHECK(rc);
+      if (device_wait::finished(query())) return;
       check_health(call);
       if (deadline.passed()) fail(comm_detail::timeout_message(*this, call, deadline.seconds()));
       backoff.pause();
@@ -284,13 +285,11 @@ NcclPending::~NcclPending() {
 
 bool NcclPending::test() {
   if (settled_) return true;
-  const cudaError_t rc = cudaEventQuery(event_);
-  if (rc == cudaErrorNotReady) {
+  if (!device_wait::finished(cudaEventQuery(event_))) {
     comm_.check_health("send_recv");
     if (deadline_.passed()) comm_.fail(comm_detail::timeout_message(comm_, "send_recv", deadline_.seconds()));
     return false;
   }
-  CUDA_CHECK(rc);
   settled_ = true;
   return true;
 }

@@ -24,10 +24,9 @@
 // No host wait blocks in the CUDA runtime: the device -> host copy is queued behind
 // whatever the stream already holds (NCCL work of another communicator, a kernel), which
 // never finishes if a peer died, so every wait polls the stream or event and throws after
-// comm_timeout() seconds (comm_checks.h: wait_device).
+// comm_timeout() seconds (runtime/cuda/device_wait_cuda.h).
 #include <cuda_runtime.h>
 
-#include <algorithm>
 #include <cstring>
 #include <exception>
 #include <memory>
@@ -40,36 +39,12 @@
 #include "ringinfer/cuda_check.h"
 #include "ringinfer/error.h"
 #include "ringinfer/log.h"
+#include "runtime/cuda/device_wait_cuda.h"
 
 namespace ringinfer {
 namespace {
 
 cudaStream_t cuda_stream(Stream s) { return static_cast<cudaStream_t>(s.native); }
-
-// cudaStreamQuery / cudaEventQuery as "done?": not ready is false, an error throws.
-bool finished(cudaError_t rc) {
-  if (rc == cudaErrorNotReady) return false;
-  CUDA_CHECK(rc);
-  return true;
-}
-
-// Polls until the work queued on s has finished; the timeout Error names `what`.
-void wait_stream(cudaStream_t s, const char* what, const comm_detail::Deadline& deadline = {}) {
-  const auto done = [s] { return finished(cudaStreamQuery(s)); };
-  if (done()) return;
-  comm_detail::wait_device(std::string("staged mpi ") + what, deadline, done);
-}
-
-void wait_event(cudaEvent_t e, const char* what, const comm_detail::Deadline& deadline = {}) {
-  const auto done = [e] { return finished(cudaEventQuery(e)); };
-  if (done()) return;
-  comm_detail::wait_device(std::string("staged mpi ") + what, deadline, done);
-}
-
-// While an exception unwinds the job is ending: destructors wait at most this long.
-double destructor_wait_seconds() {
-  return std::uncaught_exceptions() > 0 ? std::min(1.0, comm_timeout()) : comm_timeout();
-}
 
 // Pinned host bytes, grown (never shrunk) to a power of two at least as large as asked.
 class PinnedBuffer {
@@ -79,7 +54,7 @@ class PinnedBuffer {
   PinnedBuffer& operator=(const PinnedBuffer&) = delete;
   ~PinnedBuffer() {
     // cudaFreeHost waits for the whole device: after a device wait timed out it could hang.
-    if (ptr_ && !comm_detail::device_stuck().load()) cudaFreeHost(ptr_);
+    if (ptr_ && !device_wait::stuck().load()) cudaFreeHost(ptr_);
   }
   // Only while no copy or MPI operation uses the buffer.
   void reserve(size_t bytes) {
@@ -115,9 +90,10 @@ struct Slot {
     if (!copied) return;
     if (copy_queued) {
       try {
-        wait_event(copied, "slot release: the host -> device copy", comm_detail::Deadline(destructor_wait_seconds()));
+        device_wait::wait_event(copied, "staged mpi slot release: the host -> device copy",
+                                device_wait::Deadline(device_wait::destructor_seconds()));
       } catch (const std::exception& e) {
-        log::error(e.what());  // device_stuck() is set: the buffers are leaked, not freed
+        log::error(e.what());  // device_wait::stuck() is set: the buffers are leaked, not freed
       }
     }
     cudaEventDestroy(copied);
@@ -125,7 +101,7 @@ struct Slot {
   // The host may write the buffers now, and they hold at least the given sizes.
   void prepare(size_t send_bytes, size_t recv_bytes) {
     if (copy_queued) {
-      wait_event(copied, "staging: the previous host -> device copy");
+      device_wait::wait_event(copied, "staged mpi staging: the previous host -> device copy");
       copy_queued = false;
     }
     send.reserve(send_bytes);
@@ -142,13 +118,12 @@ struct Slot {
 };
 
 // Device -> host copy of `bytes` on s, complete when this returns (host is pinned, so
-// the copy is asynchronous and the wait is ours, bounded). `call` names the operation.
-void copy_in(void* host, const void* device, size_t bytes, cudaStream_t s, const char* call) {
+// the copy is asynchronous and the wait is ours, bounded). `what` names the copy in the
+// timeout Error: "staged mpi <operation>: the device -> host copy".
+void copy_in(void* host, const void* device, size_t bytes, cudaStream_t s, const char* what) {
   if (bytes == 0) return;
   CUDA_CHECK(cudaMemcpyAsync(host, device, bytes, cudaMemcpyDeviceToHost, s));
-  const auto done = [s] { return finished(cudaStreamQuery(s)); };
-  if (done()) return;
-  comm_detail::wait_device(std::string("staged mpi ") + call + ": the device -> host copy", done);
+  device_wait::wait_stream(s, what);
 }
 
 class StagedComm;
@@ -216,7 +191,7 @@ class StagedComm final : public Comm {
     }
     std::unique_ptr<Slot> slot = take_slot(bytes, bytes);
     try {
-      copy_in(slot->send.data(), send_buf, bytes, s, "send_recv");
+      copy_in(slot->send.data(), send_buf, bytes, s, "staged mpi send_recv: the device -> host copy");
       auto inner = inner_.send_recv(slot->send.data(), dest, slot->recv.data(), source, bytes, CommDtype::uint8,
                                     Stream{});
       return std::make_unique<StagedPending>(*this, std::move(slot), std::move(inner), recv_buf, bytes, s);
@@ -236,7 +211,7 @@ class StagedComm final : public Comm {
     Operation op(*this, 0, total);
     char* host = op.slot->recv.data();
     // This rank's block goes straight to its place: the host gather runs in place.
-    copy_in(host + size_t(rank()) * bytes, send_buf, bytes, s, "all_gather");
+    copy_in(host + size_t(rank()) * bytes, send_buf, bytes, s, "staged mpi all_gather: the device -> host copy");
     inner_.all_gather(host + size_t(rank()) * bytes, host, bytes, CommDtype::uint8, Stream{});
     op.finished = true;
     op.slot->copy_out(recv_buf, 0, total, s);
@@ -252,7 +227,7 @@ class StagedComm final : public Comm {
     const cudaStream_t s = cuda_stream(stream);
     Operation op(*this, 0, bytes);
     char* host = op.slot->recv.data();
-    copy_in(host, send_buf, bytes, s, "all_reduce");
+    copy_in(host, send_buf, bytes, s, "staged mpi all_reduce: the device -> host copy");
     inner_.all_reduce(host, host, count, dtype, reduce, Stream{});
     op.finished = true;
     op.slot->copy_out(recv_buf, 0, bytes, s);
@@ -265,7 +240,7 @@ class StagedComm final : public Comm {
     const cudaStream_t s = cuda_stream(stream);
     Operation op(*this, 0, bytes);
     char* host = op.slot->recv.data();
-    if (rank() == root) copy_in(host, buf, bytes, s, "broadcast");
+    if (rank() == root) copy_in(host, buf, bytes, s, "staged mpi broadcast: the device -> host copy");
     inner_.broadcast(host, bytes, CommDtype::uint8, root, Stream{});
     op.finished = true;
     // The root's buffer already holds the value; the copy back would only repeat it.
@@ -275,7 +250,7 @@ class StagedComm final : public Comm {
   // Every staged operation has finished its MPI part before returning (or at wait); what
   // may still be queued on `stream` are host -> device copies: finish them, then meet.
   void barrier(Stream stream) override {
-    wait_stream(cuda_stream(stream), "barrier: the host -> device copies");
+    device_wait::wait_stream(cuda_stream(stream), "staged mpi barrier: the host -> device copies");
     inner_.barrier(Stream{});
   }
 
@@ -361,8 +336,8 @@ StagedPending::~StagedPending() {
     inner_->wait(Stream{});
     inner_.reset();
     slot_->copy_out(recv_buf_, 0, bytes_, post_stream_);
-    wait_stream(post_stream_, "send_recv (dropped handle): the host -> device copy",
-                comm_detail::Deadline(destructor_wait_seconds()));
+    device_wait::wait_stream(post_stream_, "staged mpi send_recv (dropped handle): the host -> device copy",
+                             device_wait::Deadline(device_wait::destructor_seconds()));
     give_back_slot();
   } catch (const std::exception& e) {
     log::error(e.what());
