@@ -1,5 +1,5 @@
 #pragma once
-// Argument checks shared by MpiComm and NcclComm, so both reject the same calls with
+// Argument checks shared by every communicator (MpiComm, NcclComm, staged MPI), so all reject the same calls with
 // the same message; the deadline, backoff and message of their timeouts; and MpiComm's
 // message tag and chunking rule (exposed for its test). The bounded host wait for device
 // work, which shares Deadline and format_seconds, is runtime/device_wait.h.
@@ -16,30 +16,69 @@
 
 namespace ringinfer::comm_detail {
 
-inline void check_rank(const Comm& comm, const char* call, const char* role, int r) {
+namespace checks {
+
+inline void rank_in_group(const Comm& comm, const char* call, const char* role, int r) {
   RI_CHECK(r >= 0 && r < comm.size(), std::string(comm.name()) + " " + call + ": " + role + " " +
                                           std::to_string(r) + " is not a rank of this group of " +
                                           std::to_string(comm.size()));
 }
 
-inline void check_buffer(const Comm& comm, const char* call, const void* buf, size_t count) {
+inline void buffer(const Comm& comm, const char* call, const void* buf, size_t count) {
   RI_CHECK(buf != nullptr || count == 0,
            std::string(comm.name()) + " " + call + ": null buffer for " + std::to_string(count) + " elements");
 }
 
-inline void check_reducible(const Comm& comm, CommDtype dtype) {
+// [a, a + a_bytes) and [b, b + b_bytes) must not overlap.
+inline void disjoint(const Comm& comm, const char* call, const void* a, size_t a_bytes, const void* b,
+                     size_t b_bytes) {
+  const auto pa = reinterpret_cast<uintptr_t>(a), pb = reinterpret_cast<uintptr_t>(b);
+  RI_CHECK(a_bytes == 0 || b_bytes == 0 || pa + a_bytes <= pb || pb + b_bytes <= pa,
+           std::string(comm.name()) + " " + call + ": the send and receive buffers overlap");
+}
+
+}  // namespace checks
+
+// The argument checks of each Comm operation (ringinfer/comm.h states the contracts).
+inline void check_send_recv(const Comm& comm, const void* send_buf, int dest, const void* recv_buf, int source,
+                            size_t count, CommDtype dtype) {
+  checks::rank_in_group(comm, "send_recv", "dest", dest);
+  checks::rank_in_group(comm, "send_recv", "source", source);
+  checks::buffer(comm, "send_recv", send_buf, count);
+  checks::buffer(comm, "send_recv", recv_buf, count);
+  const size_t bytes = count * dtype_size(dtype);
+  checks::disjoint(comm, "send_recv", send_buf, bytes, recv_buf, bytes);
+}
+
+// True when the call is in place: send_buf is this rank's block of recv_buf.
+inline bool check_all_gather(const Comm& comm, const void* send_buf, const void* recv_buf, size_t count,
+                             CommDtype dtype) {
+  checks::buffer(comm, "all_gather", send_buf, count);
+  checks::buffer(comm, "all_gather", recv_buf, count);
+  const size_t bytes = count * dtype_size(dtype);
+  const bool in_place = send_buf == static_cast<const char*>(recv_buf) + size_t(comm.rank()) * bytes;
+  if (!in_place) checks::disjoint(comm, "all_gather", send_buf, bytes, recv_buf, bytes * size_t(comm.size()));
+  return in_place;
+}
+
+// True when the call is in place (send_buf == recv_buf).
+inline bool check_all_reduce(const Comm& comm, const void* send_buf, const void* recv_buf, size_t count,
+                             CommDtype dtype) {
   RI_CHECK(dtype == CommDtype::float32 || dtype == CommDtype::float64 || dtype == CommDtype::int32 ||
                dtype == CommDtype::int64,
            std::string(comm.name()) + " all_reduce: " + dtype_name(dtype) +
                " cannot be reduced (float32, float64, int32 and int64 can)");
+  checks::buffer(comm, "all_reduce", send_buf, count);
+  checks::buffer(comm, "all_reduce", recv_buf, count);
+  const bool in_place = send_buf == recv_buf;
+  const size_t bytes = count * dtype_size(dtype);
+  if (!in_place) checks::disjoint(comm, "all_reduce", send_buf, bytes, recv_buf, bytes);
+  return in_place;
 }
 
-// [a, a + a_bytes) and [b, b + b_bytes) must not overlap.
-inline void check_disjoint(const Comm& comm, const char* call, const void* a, size_t a_bytes, const void* b,
-                           size_t b_bytes) {
-  const auto pa = reinterpret_cast<uintptr_t>(a), pb = reinterpret_cast<uintptr_t>(b);
-  RI_CHECK(a_bytes == 0 || b_bytes == 0 || pa + a_bytes <= pb || pb + b_bytes <= pa,
-           std::string(comm.name()) + " " + call + ": the send and receive buffers overlap");
+inline void check_broadcast(const Comm& comm, const void* buf, size_t count, int root) {
+  checks::rank_in_group(comm, "broadcast", "root", root);
+  checks::buffer(comm, "broadcast", buf, count);
 }
 
 // "5", "0.25", "1e+09": seconds as the user wrote them, for messages.

@@ -190,12 +190,8 @@ void MpiComm::wait_collective(const char* call, MPI_Request* request, const comm
 std::unique_ptr<PendingComm> MpiComm::send_recv(const void* send_buf, int dest, void* recv_buf, int source,
                                                 size_t count, CommDtype dtype, Stream) {
   check_usable("send_recv");
-  comm_detail::check_rank(*this, "send_recv", "dest", dest);
-  comm_detail::check_rank(*this, "send_recv", "source", source);
-  comm_detail::check_buffer(*this, "send_recv", send_buf, count);
-  comm_detail::check_buffer(*this, "send_recv", recv_buf, count);
+  comm_detail::check_send_recv(*this, send_buf, dest, recv_buf, source, count, dtype);
   const size_t bytes = count * dtype_size(dtype);
-  comm_detail::check_disjoint(*this, "send_recv", send_buf, bytes, recv_buf, bytes);
 
   if (dest == rank_ && source == rank_) {
     if (bytes) std::memcpy(recv_buf, send_buf, bytes);
@@ -228,12 +224,9 @@ std::unique_ptr<PendingComm> MpiComm::send_recv(const void* send_buf, int dest, 
 
 void MpiComm::all_gather(const void* send_buf, void* recv_buf, size_t count, CommDtype dtype, Stream) {
   check_usable("all_gather");
-  comm_detail::check_buffer(*this, "all_gather", send_buf, count);
-  comm_detail::check_buffer(*this, "all_gather", recv_buf, count);
+  const bool in_place = comm_detail::check_all_gather(*this, send_buf, recv_buf, count, dtype);
   const size_t bytes = count * dtype_size(dtype);
   auto* recv = static_cast<char*>(recv_buf);
-  const bool in_place = send_buf == recv + rank_ * bytes;
-  if (!in_place) comm_detail::check_disjoint(*this, "all_gather", send_buf, bytes, recv_buf, bytes * size_);
 
   const comm_detail::Deadline deadline;
   const size_t per = chunk_elements(1, max_message_bytes_);
@@ -259,12 +252,8 @@ void MpiComm::all_gather(const void* send_buf, void* recv_buf, size_t count, Com
 void MpiComm::all_reduce(const void* send_buf, void* recv_buf, size_t count, CommDtype dtype, ReduceOp op,
                          Stream) {
   check_usable("all_reduce");
-  comm_detail::check_reducible(*this, dtype);
-  comm_detail::check_buffer(*this, "all_reduce", send_buf, count);
-  comm_detail::check_buffer(*this, "all_reduce", recv_buf, count);
+  const bool in_place = comm_detail::check_all_reduce(*this, send_buf, recv_buf, count, dtype);
   const size_t es = dtype_size(dtype);
-  const bool in_place = send_buf == recv_buf;
-  if (!in_place) comm_detail::check_disjoint(*this, "all_reduce", send_buf, count * es, recv_buf, count * es);
 
   const size_t per = chunk_elements(es, max_message_bytes_);
   const MPI_Op mop = op == ReduceOp::sum ? MPI_SUM : MPI_MAX;
@@ -281,8 +270,7 @@ void MpiComm::all_reduce(const void* send_buf, void* recv_buf, size_t count, Com
 
 void MpiComm::broadcast(void* buf, size_t count, CommDtype dtype, int root, Stream) {
   check_usable("broadcast");
-  comm_detail::check_rank(*this, "broadcast", "root", root);
-  comm_detail::check_buffer(*this, "broadcast", buf, count);
+  comm_detail::check_broadcast(*this, buf, count, root);
   const size_t bytes = count * dtype_size(dtype);
   const comm_detail::Deadline deadline;
   const size_t per = chunk_elements(1, max_message_bytes_);

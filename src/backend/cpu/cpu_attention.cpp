@@ -25,19 +25,9 @@ inline float dot(const float* a, const float* b, int64_t d) {
 
 void CpuBackend::attention(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionShape& sh,
                            const Tensor& o, const Tensor& lse) {
+  backend_checks::check_attention("cpu", q, k, v, sh, o, lse, DType::f32);
   const int64_t H = sh.n_heads, Hkv = sh.n_kv_heads, D = sh.head_dim;
-  check(H > 0 && Hkv > 0 && D > 0 && H % Hkv == 0, "attention",
-        "heads " + std::to_string(H) + "/" + std::to_string(Hkv) + " x " + std::to_string(D));
-  check(sh.n_ranks >= 1 && sh.q_rank >= 0 && sh.q_rank < sh.n_ranks && sh.k_rank >= 0 && sh.k_rank < sh.n_ranks &&
-            sh.q_start >= 0,
-        "attention", "bad stripe coordinates");
   const int64_t nq = q.rows(), nk = k.rows();
-  check(q.dtype() == DType::f32 && q.cols() == H * D, "attention", "q has the wrong shape");
-  check(k.dtype() == DType::f32 && v.dtype() == DType::f32 && k.cols() == Hkv * D && v.cols() == Hkv * D &&
-            v.rows() == nk,
-        "attention", "k or v has the wrong shape");
-  check(o.dtype() == DType::f32 && o.rows() == nq && o.cols() == H * D, "attention", "o has the wrong shape");
-  check(lse.dtype() == DType::f32 && lse.rows() == nq && lse.cols() == H, "attention", "lse has the wrong shape");
   if (nq == 0 || nk == 0) return;  // an empty block merges as the identity
 
   const int64_t group = H / Hkv, q_tiles = (nq + kQueryTile - 1) / kQueryTile;

@@ -18,24 +18,6 @@ std::unique_ptr<Backend> make_cpu_backend(const CpuBackendOptions& options) {
 
 namespace cpu {
 
-void check(bool cond, const char* op, const std::string& what) {
-  if (!cond) throw Error(std::string("cpu backend: ") + op + ": " + what);
-}
-
-namespace {
-
-std::string shape(const Tensor& t) {
-  return "(" + std::to_string(t.rows()) + ", " + std::to_string(t.cols()) + ") " + dtype_name(t.dtype());
-}
-
-void expect(const Tensor& t, int64_t rows, int64_t cols, DType dtype, const char* op, const char* what) {
-  check(t.rows() == rows && t.cols() == cols && t.dtype() == dtype, op,
-        std::string(what) + " is " + shape(t) + ", expected (" + std::to_string(rows) + ", " +
-            std::to_string(cols) + ") " + dtype_name(dtype));
-}
-
-}  // namespace
-
 // ---------------------------------------------------------------- memory
 
 Tensor CpuBackend::alloc(int64_t rows, int64_t cols, DType dtype) {

@@ -5,6 +5,7 @@
 #include <atomic>
 #include <memory>
 
+#include "backend/backend_checks.h"
 #include "ringinfer/backend.h"
 
 namespace ringinfer::cpu {
@@ -53,7 +54,13 @@ class CpuBackend final : public Backend {
   std::shared_ptr<Counters> counters_;
 };
 
-// Throws Error("cpu backend: <op>: <what>") unless cond holds: shape checks on op inputs.
-void check(bool cond, const char* op, const std::string& what);
+// Throws Error("cpu backend: <op>: <what>") unless cond holds (backend/backend_checks.h).
+inline void check(bool cond, const char* op, const std::string& what) {
+  backend_checks::check(cond, "cpu", op, what);
+}
+inline void expect(const Tensor& t, int64_t rows, int64_t cols, DType dtype, const char* op, const char* what) {
+  backend_checks::expect(t, rows, cols, dtype, "cpu", op, what);
+}
+using backend_checks::shape;
 
 }  // namespace ringinfer::cpu

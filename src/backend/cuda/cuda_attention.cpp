@@ -19,19 +19,9 @@ namespace ringinfer::cuda {
 
 void CudaBackend::attention(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionShape& sh,
                             const Tensor& o, const Tensor& lse) {
+  backend_checks::check_attention("cuda", q, k, v, sh, o, lse, DType::bf16);
   const int64_t H = sh.n_heads, Hkv = sh.n_kv_heads, D = sh.head_dim;
-  check(H > 0 && Hkv > 0 && D > 0 && H % Hkv == 0, "attention",
-        "heads " + std::to_string(H) + "/" + std::to_string(Hkv) + " x " + std::to_string(D));
-  check(sh.n_ranks >= 1 && sh.q_rank >= 0 && sh.q_rank < sh.n_ranks && sh.k_rank >= 0 && sh.k_rank < sh.n_ranks &&
-            sh.q_start >= 0,
-        "attention", "bad stripe coordinates");
   const int64_t nq = q.rows(), nk = k.rows();
-  check(q.dtype() == DType::f32 && q.cols() == H * D, "attention", "q is " + shape(q));
-  check(k.dtype() == DType::bf16 && v.dtype() == DType::bf16 && k.cols() == Hkv * D && v.cols() == Hkv * D &&
-            v.rows() == nk,
-        "attention", "k is " + shape(k) + ", v is " + shape(v) + " (bf16 KV cache expected)");
-  expect(o, nq, H * D, DType::f32, "attention", "o");
-  expect(lse, nq, H, DType::f32, "attention", "lse");
   if (nq == 0 || nk == 0) return;  // an empty block merges as the identity
   const auto* kb = static_cast<const __nv_bfloat16*>(k.data());
   const auto* vb = static_cast<const __nv_bfloat16*>(v.data());

@@ -17,6 +17,7 @@
 #include <memory>
 #include <string>
 
+#include "backend/backend_checks.h"
 #include "ringinfer/cuda_backend.h"
 
 namespace ringinfer::cuda {
@@ -96,9 +97,13 @@ class CudaBackend final : public Backend {
   size_t scratch_bytes_[kSlots] = {};
 };
 
-// Throws Error("cuda backend: <op>: <what>") unless cond holds.
-void check(bool cond, const char* op, const std::string& what);
-std::string shape(const Tensor& t);
-void expect(const Tensor& t, int64_t rows, int64_t cols, DType dtype, const char* op, const char* what);
+// Throws Error("cuda backend: <op>: <what>") unless cond holds (backend/backend_checks.h).
+inline void check(bool cond, const char* op, const std::string& what) {
+  backend_checks::check(cond, "cuda", op, what);
+}
+inline void expect(const Tensor& t, int64_t rows, int64_t cols, DType dtype, const char* op, const char* what) {
+  backend_checks::expect(t, rows, cols, dtype, "cuda", op, what);
+}
+using backend_checks::shape;
 
 }  // namespace ringinfer::cuda

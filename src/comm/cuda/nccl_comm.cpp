@@ -148,12 +148,8 @@ class NcclComm final : public Comm {
 
   std::unique_ptr<PendingComm> send_recv(const void* send_buf, int dest, void* recv_buf, int source, size_t count,
                                          CommDtype dtype, Stream stream) override {
-    comm_detail::check_rank(*this, "send_recv", "dest", dest);
-    comm_detail::check_rank(*this, "send_recv", "source", source);
-    comm_detail::check_buffer(*this, "send_recv", send_buf, count);
-    comm_detail::check_buffer(*this, "send_recv", recv_buf, count);
+    comm_detail::check_send_recv(*this, send_buf, dest, recv_buf, source, count, dtype);
     const size_t bytes = count * dtype_size(dtype);
-    comm_detail::check_disjoint(*this, "send_recv", send_buf, bytes, recv_buf, bytes);
     const cudaStream_t s = cuda_stream(stream);
 
     cudaEvent_t done = nullptr;
@@ -176,11 +172,8 @@ class NcclComm final : public Comm {
   }
 
   void all_gather(const void* send_buf, void* recv_buf, size_t count, CommDtype dtype, Stream stream) override {
-    comm_detail::check_buffer(*this, "all_gather", send_buf, count);
-    comm_detail::check_buffer(*this, "all_gather", recv_buf, count);
+    comm_detail::check_all_gather(*this, send_buf, recv_buf, count, dtype);
     const size_t bytes = count * dtype_size(dtype);
-    const bool in_place = send_buf == static_cast<char*>(recv_buf) + rank_ * bytes;
-    if (!in_place) comm_detail::check_disjoint(*this, "all_gather", send_buf, bytes, recv_buf, bytes * size_);
     if (bytes == 0) return;
     check_health("all_gather");
     NCCL_CHECK(ncclAllGather(send_buf, recv_buf, bytes, ncclUint8, comm_, cuda_stream(stream)));
@@ -189,11 +182,7 @@ class NcclComm final : public Comm {
 
   void all_reduce(const void* send_buf, void* recv_buf, size_t count, CommDtype dtype, ReduceOp op,
                   Stream stream) override {
-    comm_detail::check_reducible(*this, dtype);
-    comm_detail::check_buffer(*this, "all_reduce", send_buf, count);
-    comm_detail::check_buffer(*this, "all_reduce", recv_buf, count);
-    const size_t es = dtype_size(dtype);
-    if (send_buf != recv_buf) comm_detail::check_disjoint(*this, "all_reduce", send_buf, count * es, recv_buf, count * es);
+    comm_detail::check_all_reduce(*this, send_buf, recv_buf, count, dtype);
     if (count == 0) return;
     check_health("all_reduce");
     NCCL_CHECK(ncclAllReduce(send_buf, recv_buf, count, nccl_type(dtype), op == ReduceOp::sum ? ncclSum : ncclMax,
@@ -202,8 +191,7 @@ class NcclComm final : public Comm {
   }
 
   void broadcast(void* buf, size_t count, CommDtype dtype, int root, Stream stream) override {
-    comm_detail::check_rank(*this, "broadcast", "root", root);
-    comm_detail::check_buffer(*this, "broadcast", buf, count);
+    comm_detail::check_broadcast(*this, buf, count, root);
     const size_t bytes = count * dtype_size(dtype);
     if (bytes == 0) return;
     check_health("broadcast");

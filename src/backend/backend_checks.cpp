@@ -1,0 +1,39 @@
+#include "backend/backend_checks.h"
+
+#include "ringinfer/error.h"
+
+namespace ringinfer::backend_checks {
+
+std::string shape(const Tensor& t) {
+  return "(" + std::to_string(t.rows()) + ", " + std::to_string(t.cols()) + ") " + dtype_name(t.dtype());
+}
+
+void check(bool cond, const char* backend, const char* op, const std::string& what) {
+  if (!cond) throw Error(std::string(backend) + " backend: " + op + ": " + what);
+}
+
+void expect(const Tensor& t, int64_t rows, int64_t cols, DType dtype, const char* backend, const char* op,
+            const char* what) {
+  if (t.rows() == rows && t.cols() == cols && t.dtype() == dtype) return;
+  check(false, backend, op,
+        std::string(what) + " is " + shape(t) + ", expected (" + std::to_string(rows) + ", " +
+            std::to_string(cols) + ") " + dtype_name(dtype));
+}
+
+void check_attention(const char* backend, const Tensor& q, const Tensor& k, const Tensor& v,
+                     const AttentionShape& sh, const Tensor& o, const Tensor& lse, DType kv_dtype) {
+  const int64_t H = sh.n_heads, Hkv = sh.n_kv_heads, D = sh.head_dim;
+  check(H > 0 && Hkv > 0 && D > 0 && H % Hkv == 0, backend, "attention",
+        "heads " + std::to_string(H) + "/" + std::to_string(Hkv) + " x " + std::to_string(D));
+  check(sh.n_ranks >= 1 && sh.q_rank >= 0 && sh.q_rank < sh.n_ranks && sh.k_rank >= 0 && sh.k_rank < sh.n_ranks &&
+            sh.q_start >= 0,
+        backend, "attention", "bad stripe coordinates");
+  const int64_t nq = q.rows(), nk = k.rows();
+  expect(q, nq, H * D, DType::f32, backend, "attention", "q");
+  expect(k, nk, Hkv * D, kv_dtype, backend, "attention", "k");
+  expect(v, nk, Hkv * D, kv_dtype, backend, "attention", "v");
+  expect(o, nq, H * D, DType::f32, backend, "attention", "o");
+  expect(lse, nq, H, DType::f32, backend, "attention", "lse");
+}
+
+}  // namespace ringinfer::backend_checks
