@@ -67,6 +67,40 @@ def title_of(rows, dates, what, override):
 PEER_STYLE = {"flash": ("PyTorch SDPA flash", "tab:orange", "s"), "cudnn": ("PyTorch SDPA cuDNN", "tab:green", "^")}
 
 
+def best_per_x(rows, x, y):
+    """The distinct r[x], sorted, and for each the first row with the largest r[y]."""
+    by_x = defaultdict(list)
+    for r in rows:
+        by_x[r[x]].append(r)
+    xs = sorted(by_x)
+    return xs, [max(by_x[n], key=lambda r: r[y]) for n in xs]
+
+
+def plot_peers(ax, peers, x, y):
+    """One line per peer ("flash", "cudnn", ...), points (r[x], r[y]) sorted by x."""
+    for name in sorted({r["peer"] for r in peers}):
+        pts = sorted((r[x], r[y]) for r in peers if r["peer"] == name)
+        label, color, marker = PEER_STYLE.get(name, (name, None, "x"))
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker=marker, ls="-", color=color, label=label)
+
+
+def finish_token_axis_figure(plt, fig, ax, ns, xlabel, ylabel, title, legend_loc, out):
+    """Log-2 x axis ticked at the token counts ns, y from 0; labels, grid and legend; saves to out."""
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(ns, [tokens_label(n) for n in ns])
+    ax.minorticks_off()
+    ax.set_ylim(bottom=0)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc=legend_loc)
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return out
+
+
 def plot_prefill(plt, rows, out, title):
     ours = [r for r in rows if r["kind"] == "prefill" and "peer" not in r and "tflops" in r]
     peers = [r for r in rows if r["kind"] == "prefill" and "peer" in r and "tflops" in r]
@@ -75,35 +109,17 @@ def plot_prefill(plt, rows, out, title):
         return None
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     if ours:
-        by_n = defaultdict(list)
-        for r in ours:
-            by_n[r["n"]].append(r)
-        ns = sorted(by_n)
+        ns, best = best_per_x(ours, "n", "tflops")
         variants = sorted({r.get("variant", 0) for r in ours})
         for v in variants:
             pts = sorted((r["n"], r["tflops"]) for r in ours if r.get("variant", 0) == v)
             ax.plot([p[0] for p in pts], [p[1] for p in pts], color="tab:blue", alpha=0.25, lw=1,
                     label="ours, other variants" if v == variants[0] and len(variants) > 1 else None)
-        best = [max(by_n[n], key=lambda r: r["tflops"]) for n in ns]
         ax.plot(ns, [r["tflops"] for r in best], "o-", color="tab:blue", lw=2, label="ours (best variant)")
-    for name in sorted({r["peer"] for r in peers}):
-        pts = sorted((r["n"], r["tflops"]) for r in peers if r["peer"] == name)
-        label, color, marker = PEER_STYLE.get(name, (name, None, "x"))
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker=marker, ls="-", color=color, label=label)
-    ns_all = sorted({r["n"] for r in ours + peers})
-    ax.set_xscale("log", base=2)
-    ax.set_xticks(ns_all, [tokens_label(n) for n in ns_all])
-    ax.minorticks_off()
-    ax.set_ylim(bottom=0)
-    ax.set_xlabel("context length (tokens), one sequence, causal")
-    ax.set_ylabel("TFLOP/s (4 n² D H / 2 per forward)")
-    ax.set_title(title, fontsize=10)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
-    fig.tight_layout()
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
-    return out
+    plot_peers(ax, peers, "n", "tflops")
+    return finish_token_axis_figure(plt, fig, ax, sorted({r["n"] for r in ours + peers}),
+                                    "context length (tokens), one sequence, causal",
+                                    "TFLOP/s (4 n² D H / 2 per forward)", title, "lower right", out)
 
 
 def plot_decode(plt, rows, out, title):
@@ -114,40 +130,22 @@ def plot_decode(plt, rows, out, title):
         return None
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     if ours:
-        by_n = defaultdict(list)
-        for r in ours:
-            by_n[r["n_k"]].append(r)
-        ns = sorted(by_n)
-        best = [max(by_n[n], key=lambda r: r["gbps"]) for n in ns]
+        ns, best = best_per_x(ours, "n_k", "gbps")
         ax.plot(ns, [r["gbps"] for r in best], "o-", color="tab:blue", lw=2, label="ours (best split count)")
         for n, r in zip(ns, best):
             if "splits" in r:
                 ax.annotate(f"{r['splits']} splits", (n, r["gbps"]), textcoords="offset points", xytext=(0, -14), ha="center",
                             fontsize=7, color="tab:blue")
-    for name in sorted({r["peer"] for r in peers}):
-        pts = sorted((r["n_k"], r["gbps"]) for r in peers if r["peer"] == name)
-        label, color, marker = PEER_STYLE.get(name, (name, None, "x"))
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker=marker, ls="-", color=color, label=label)
+    plot_peers(ax, peers, "n_k", "gbps")
     copies = [r for r in rows if r["kind"] == "copy" and "gbps" in r]
     if copies:
         # ours (cudaMemcpy) first when both are there: the figure PERFORMANCE.md quotes
         copy = next((r for r in copies if "peer" not in r), copies[0])
         ax.axhline(copy["gbps"], color="gray", ls="--", lw=1,
                    label=f"device copy, read + write ({copy['gbps']:.0f} GB/s)")
-    ns_all = sorted({r["n_k"] for r in ours + peers})
-    ax.set_xscale("log", base=2)
-    ax.set_xticks(ns_all, [tokens_label(n) for n in ns_all])
-    ax.minorticks_off()
-    ax.set_ylim(bottom=0)
-    ax.set_xlabel("keys per query (one token, GQA 32/8, D 128)")
-    ax.set_ylabel("GB/s of K and V read")
-    ax.set_title(title, fontsize=10)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="center right")
-    fig.tight_layout()
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
-    return out
+    return finish_token_axis_figure(plt, fig, ax, sorted({r["n_k"] for r in ours + peers}),
+                                    "keys per query (one token, GQA 32/8, D 128)", "GB/s of K and V read", title,
+                                    "center right", out)
 
 
 def plot_scaling(plt, rows, out, title):

@@ -49,12 +49,16 @@
 #include "ringinfer/model_loader.h"
 #include "ringinfer/runtime.h"
 #include "ringinfer/striped.h"
+#include "device_comm_buffers.h"
 #include "gpu_mpi_env.h"
+#include "gtest_helpers.h"
 #include "reference_models.h"
 #include "test_paths.h"
 
 namespace ringinfer {
 namespace {
+
+using namespace test;  // device_comm_buffers.h, gpu_mpi_env.h, reference_models.h
 
 constexpr double kModelTol = 0.35, kModelMeanTol = 0.08;  // vs float64 (test_cuda_backend.cu)
 constexpr double kVsSingleTol = 0.05;                     // vs the single-rank CUDA engine
@@ -66,8 +70,6 @@ struct Shared {
   std::unique_ptr<MpiComm> mpi;
   std::unique_ptr<Comm> dev;              // the communicator under test: NCCL or staged over *mpi
   test::DeviceComm kind = test::DeviceComm::staged;
-  cudaStream_t comm_stream = nullptr;     // where transfers are posted (the engine's comm_stream)
-  cudaStream_t compute_stream = nullptr;  // where results are consumed (the engine's stream)
   uint64_t seed = 0;
   int rank = 0, size = 1;
 };
@@ -105,10 +107,8 @@ class DeviceCommEnvironment : public ::testing::Environment {
     g.size = info.world_size;
     g.mpi = std::make_unique<MpiComm>(MPI_COMM_WORLD);
     g.dev = nccl ? make_nccl_comm(MPI_COMM_WORLD) : make_staged_comm(*g.mpi);
-    CUDA_CHECK(cudaStreamCreateWithFlags(&g.comm_stream, cudaStreamNonBlocking));
-    CUDA_CHECK(cudaStreamCreateWithFlags(&g.compute_stream, cudaStreamNonBlocking));
-    if (info.world_rank == 0) g.seed = (uint64_t(std::random_device{}()) << 32) ^ std::random_device{}();
-    MPI_Bcast(&g.seed, 1, MPI_UINT64_T, 0, MPI_COMM_WORLD);
+    test::streams().create();
+    g.seed = test::shared_seed();  // collective: every rank gets here
     if (info.world_rank == 0)
       std::printf("communicator: %s (%s); seed %llu, %d ranks on %d visible GPU(s) per rank\n", test::to_string(g.kind),
                   std::getenv("RINGINFER_CUDA_COMM") ? "RINGINFER_CUDA_COMM" : "chosen: RINGINFER_CUDA_COMM unset",
@@ -117,14 +117,11 @@ class DeviceCommEnvironment : public ::testing::Environment {
   void TearDown() override {
     g.dev.reset();
     g.mpi.reset();
-    if (g.comm_stream) cudaStreamDestroy(g.comm_stream);
-    if (g.compute_stream) cudaStreamDestroy(g.compute_stream);
+    test::streams().destroy();
   }
 };
 const auto* const kEnvironment = ::testing::AddGlobalTestEnvironment(new DeviceCommEnvironment);
 
-Stream comm_stream() { return Stream{g.comm_stream}; }
-Stream compute_stream() { return Stream{g.compute_stream}; }
 
 // Rank `r`'s random data for test `salt`: every rank can regenerate any rank's values.
 template <typename T>
@@ -139,46 +136,6 @@ std::vector<T> rank_data(int r, size_t n, uint64_t salt) {
     for (T& x : v) x = static_cast<T>(d(rng));
   }
   return v;
-}
-
-// A device buffer, poisoned with a non-zero pattern so an unwritten element shows.
-struct DeviceBuffer {
-  void* ptr = nullptr;
-  size_t bytes = 0;
-  explicit DeviceBuffer(size_t n) : bytes(n) {
-    CUDA_CHECK(cudaMalloc(&ptr, std::max<size_t>(n, 1)));
-    CUDA_CHECK(cudaMemset(ptr, 0xA5, std::max<size_t>(n, 1)));
-    // The test streams do not wait for the legacy default stream: finish it first.
-    CUDA_CHECK(cudaDeviceSynchronize());
-  }
-  ~DeviceBuffer() { cudaFree(ptr); }
-  DeviceBuffer(const DeviceBuffer&) = delete;
-  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
-  char* at(size_t offset) const { return static_cast<char*>(ptr) + offset; }
-  template <typename T>
-  void upload(const std::vector<T>& v, size_t offset = 0) {
-    if (v.empty()) return;
-    CUDA_CHECK(cudaMemcpy(at(offset), v.data(), v.size() * sizeof(T), cudaMemcpyHostToDevice));
-    CUDA_CHECK(cudaDeviceSynchronize());
-  }
-  // Read on the compute stream: what the engine's next kernel would see.
-  template <typename T>
-  std::vector<T> download(size_t count, size_t offset = 0) const {
-    std::vector<T> v(count);
-    if (count == 0) return v;
-    CUDA_CHECK(cudaMemcpyAsync(v.data(), at(offset), count * sizeof(T), cudaMemcpyDeviceToHost, g.compute_stream));
-    CUDA_CHECK(cudaStreamSynchronize(g.compute_stream));
-    return v;
-  }
-};
-
-// Collectives were issued on the comm stream: make the compute stream wait for them.
-void comm_to_compute() {
-  cudaEvent_t e;
-  CUDA_CHECK(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
-  CUDA_CHECK(cudaEventRecord(e, g.comm_stream));
-  CUDA_CHECK(cudaStreamWaitEvent(g.compute_stream, e, 0));
-  CUDA_CHECK(cudaEventDestroy(e));
 }
 
 template <typename T>
@@ -478,13 +435,8 @@ TEST_P(MultiRankCudaEngine, TensorParallelScoreAndGreedyMatchSingleRank) {
   EXPECT_GE(same, size_t(kGreedyMinSame)) << GetParam();
 }
 
-INSTANTIATE_TEST_SUITE_P(Fixtures, MultiRankCudaEngine, ::testing::Values("llama3-gqa", "qwen2-bias-tied", "mistral-mqa"),
-                         [](const auto& info) {
-                           std::string s = info.param;
-                           for (char& c : s)
-                             if (c == '-') c = '_';
-                           return s;
-                         });
+INSTANTIATE_TEST_SUITE_P(Fixtures, MultiRankCudaEngine, ::testing::ValuesIn(test::reference_model_names()),
+                         test::param_name);
 
 }  // namespace
 }  // namespace ringinfer

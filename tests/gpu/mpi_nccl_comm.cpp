@@ -11,7 +11,6 @@
 #include <cstdio>
 #include <cstdlib>
 #include <memory>
-#include <random>
 #include <string>
 #include <vector>
 
@@ -19,17 +18,19 @@
 #include "ringinfer/cuda_check.h"
 #include "ringinfer/error.h"
 #include "ringinfer/runtime.h"
+#include "comm_test_data.h"
+#include "device_comm_buffers.h"
 #include "gpu_mpi_env.h"
 
 namespace ringinfer {
 namespace {
 
+using namespace test;  // device_comm_buffers.h, comm_test_data.h, gpu_mpi_env.h
+
 // ---------------------------------------------------------------- set-up
 
 struct Shared {
   std::unique_ptr<Comm> comm;
-  cudaStream_t comm_stream = nullptr;     // where transfers are issued
-  cudaStream_t compute_stream = nullptr;  // where results are consumed
   uint64_t seed = 0;
 };
 Shared g;
@@ -46,87 +47,16 @@ class NcclEnvironment : public ::testing::Environment {
     bind_gpu(info);
     g.comm = make_nccl_comm(MPI_COMM_WORLD);
     if (info.world_rank == 0) std::printf("communicator: nccl, %d ranks, %d visible GPU(s)\n", info.world_size, gpus);
-    CUDA_CHECK(cudaStreamCreateWithFlags(&g.comm_stream, cudaStreamNonBlocking));
-    CUDA_CHECK(cudaStreamCreateWithFlags(&g.compute_stream, cudaStreamNonBlocking));
-    if (info.world_rank == 0) g.seed = (uint64_t(std::random_device{}()) << 32) ^ std::random_device{}();
-    MPI_Bcast(&g.seed, 1, MPI_UINT64_T, 0, MPI_COMM_WORLD);
+    test::streams().create();
+    g.seed = test::shared_seed();  // collective: every rank gets here
   }
   void TearDown() override {
     g.comm.reset();
-    if (g.comm_stream) cudaStreamDestroy(g.comm_stream);
-    if (g.compute_stream) cudaStreamDestroy(g.compute_stream);
+    test::streams().destroy();
   }
 };
 const auto* const kEnvironment = ::testing::AddGlobalTestEnvironment(new NcclEnvironment);
 
-Stream comm_stream() { return Stream{g.comm_stream}; }
-Stream compute_stream() { return Stream{g.compute_stream}; }
-
-// A device buffer of `bytes`, filled with a recognizable non-zero pattern.
-struct DeviceBuffer {
-  void* ptr = nullptr;
-  size_t bytes = 0;
-  explicit DeviceBuffer(size_t n) : bytes(n) {
-    CUDA_CHECK(cudaMalloc(&ptr, std::max<size_t>(n, 1)));
-    CUDA_CHECK(cudaMemset(ptr, 0xA5, std::max<size_t>(n, 1)));
-    // The test streams do not wait for the legacy default stream, where memset and
-    // pageable copies run: finish them before any transfer reads this buffer.
-    CUDA_CHECK(cudaDeviceSynchronize());
-  }
-  ~DeviceBuffer() { cudaFree(ptr); }
-  char* at(size_t offset) const { return static_cast<char*>(ptr) + offset; }
-  template <typename T>
-  void upload(const std::vector<T>& v, size_t offset = 0) {
-    CUDA_CHECK(cudaMemcpy(at(offset), v.data(), v.size() * sizeof(T), cudaMemcpyHostToDevice));
-    CUDA_CHECK(cudaDeviceSynchronize());
-  }
-  // Read on the compute stream: what the engine's next kernel would see.
-  template <typename T>
-  std::vector<T> download(size_t count, size_t offset = 0) const {
-    std::vector<T> v(count);
-    CUDA_CHECK(cudaMemcpyAsync(v.data(), at(offset), count * sizeof(T), cudaMemcpyDeviceToHost, g.compute_stream));
-    CUDA_CHECK(cudaStreamSynchronize(g.compute_stream));
-    return v;
-  }
-};
-
-// Collectives were issued on the comm stream: make the compute stream wait for them.
-void comm_to_compute() {
-  cudaEvent_t e;
-  CUDA_CHECK(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
-  CUDA_CHECK(cudaEventRecord(e, g.comm_stream));
-  CUDA_CHECK(cudaStreamWaitEvent(g.compute_stream, e, 0));
-  CUDA_CHECK(cudaEventDestroy(e));
-}
-
-std::vector<uint8_t> payload(int origin, size_t bytes, uint64_t salt) {
-  std::mt19937_64 gen(g.seed ^ (uint64_t(origin + 1) * 0x9E3779B97F4A7C15ull) ^ (salt * 0xD1B54A32D192ED03ull));
-  std::vector<uint8_t> out(bytes);
-  for (auto& b : out) b = uint8_t(gen() >> 56);
-  return out;
-}
-
-// Exact reduction inputs: integers, and for floats numerator / 64 (sums stay exact).
-int64_t numerator(CommDtype dtype, int origin, size_t i) {
-  // splitmix64 of (seed, dtype, origin, i): cheap enough to call per element.
-  uint64_t z = g.seed ^ (uint64_t(dtype) << 56) ^ (uint64_t(origin) << 40) ^ uint64_t(i);
-  z += 0x9E3779B97F4A7C15ull;
-  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-  z ^= z >> 31;
-  int64_t range = int64_t(1) << 60;
-  if (dtype == CommDtype::float32) range = int64_t(1) << 20;
-  if (dtype == CommDtype::float64) range = int64_t(1) << 45;
-  if (dtype == CommDtype::int32) range = int64_t(1) << 28;
-  const int64_t v = int64_t(z % uint64_t(2 * range)) - range;
-  return v == 0 ? 1 : v;
-}
-
-template <typename T>
-T value_of(CommDtype dtype, int64_t num) {
-  if (dtype == CommDtype::float32 || dtype == CommDtype::float64) return T(double(num) / 64.0);
-  return T(num);
-}
 
 template <typename T>
 void check_all_reduce(CommDtype dtype, ReduceOp op, size_t count, bool in_place) {
@@ -139,15 +69,9 @@ void check_all_reduce(CommDtype dtype, ReduceOp op, size_t count, bool in_place)
   comm.all_reduce(in_place ? recv.ptr : send.ptr, recv.ptr, count, dtype, op, comm_stream());
   comm_to_compute();
   const std::vector<T> got = recv.template download<T>(count);
-  for (size_t i = 0; i < count; ++i) {
-    int64_t expect = op == ReduceOp::sum ? 0 : INT64_MIN;
-    for (int r = 0; r < comm.size(); ++r) {
-      const int64_t v = numerator(dtype, r, i);
-      expect = op == ReduceOp::sum ? expect + v : std::max(expect, v);
-    }
-    ASSERT_EQ(got[i], value_of<T>(dtype, expect))
+  for (size_t i = 0; i < count; ++i)
+    ASSERT_EQ(got[i], value_of<T>(dtype, test::reduced_numerator(dtype, op, comm.size(), i)))
         << dtype_name(dtype) << (op == ReduceOp::sum ? " sum" : " max") << " element " << i << " seed " << g.seed;
-  }
 }
 
 // ---------------------------------------------------------------- tests

@@ -1,5 +1,6 @@
 // decode_attention (split-KV) against a float64 CPU reference on fresh random inputs.
-// Tolerances as for flash attention (bf16 inputs, fp32 accumulation, P rounded to bf16):
+// Tolerances as for flash attention (attention_reference.cuh; bf16 inputs, fp32
+// accumulation, P rounded to bf16):
 //   O:   ||out - ref|| / ||ref|| <= 1e-2;  LSE: max |out - ref| <= 2e-3.
 // Outputs and the workspace are NaN-poisoned before every run.
 #include <cuda_bf16.h>
@@ -11,18 +12,20 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
-#include <limits>
 #include <random>
 #include <string>
 #include <vector>
 
+#include "attention_reference.cuh"
 #include "decode_attention.h"
 #include "ringinfer/cuda_check.h"
 
 namespace ringinfer {
 namespace {
 
-constexpr double kNegInf = -std::numeric_limits<double>::infinity();
+using test::DeviceBuf;
+using test::HostBf16;
+
 std::mt19937_64 rng(777);
 
 struct Case {
@@ -33,34 +36,21 @@ struct Case {
 
 void run_case(const Case& c) {
   const size_t nq = size_t(c.n_q) * c.H * c.D, nkv = size_t(c.n_k) * c.Hkv * c.D;
-  std::normal_distribution<float> dist(0.f, 1.f);
-  std::vector<__nv_bfloat16> q(nq), k(nkv), v(nkv);
-  std::vector<double> qd(nq), kd(nkv), vd(nkv);
-  for (size_t i = 0; i < nq; ++i) qd[i] = __bfloat162float(q[i] = __float2bfloat16_rn(dist(rng)));
+  const HostBf16 q = test::random_bf16(nq, 1.0, rng);
   // Keys with a spread of scales so some splits dominate the merge.
-  for (size_t i = 0; i < nkv; ++i) kd[i] = __bfloat162float(k[i] = __float2bfloat16_rn(dist(rng) * 1.5f));
-  for (size_t i = 0; i < nkv; ++i) vd[i] = __bfloat162float(v[i] = __float2bfloat16_rn(dist(rng)));
-
-  __nv_bfloat16 *dq, *dk, *dv;
-  float *dO, *dL;
-  void* ws;
-  CUDA_CHECK(cudaMalloc(&dq, std::max<size_t>(nq, 1) * 2));
-  CUDA_CHECK(cudaMalloc(&dk, std::max<size_t>(nkv, 1) * 2));
-  CUDA_CHECK(cudaMalloc(&dv, std::max<size_t>(nkv, 1) * 2));
-  CUDA_CHECK(cudaMalloc(&dO, nq * 4));
-  CUDA_CHECK(cudaMalloc(&dL, size_t(c.n_q) * c.H * 4));
-  CUDA_CHECK(cudaMemcpy(dq, q.data(), nq * 2, cudaMemcpyHostToDevice));
-  CUDA_CHECK(cudaMemcpy(dk, k.data(), nkv * 2, cudaMemcpyHostToDevice));
-  CUDA_CHECK(cudaMemcpy(dv, v.data(), nkv * 2, cudaMemcpyHostToDevice));
-  CUDA_CHECK(cudaMemset(dO, 0xff, nq * 4));
-  CUDA_CHECK(cudaMemset(dL, 0xff, size_t(c.n_q) * c.H * 4));
+  const HostBf16 k = test::random_bf16(nkv, 1.5, rng);
+  const HostBf16 v = test::random_bf16(nkv, 1.0, rng);
+  DeviceBuf<__nv_bfloat16> dq(q.bits), dk(k.bits), dv(v.bits);
+  DeviceBuf<float> dO(nq), dL(size_t(c.n_q) * c.H);
+  dO.poison();
+  dL.poison();
 
   DecodeAttnParams p;
-  p.q = dq;
-  p.k = dk;
-  p.v = dv;
-  p.o = dO;
-  p.lse = dL;
+  p.q = dq.ptr;
+  p.k = dk.ptr;
+  p.v = dv.ptr;
+  p.o = dO.ptr;
+  p.lse = dL.ptr;
   p.n_q = c.n_q;
   p.n_k = c.n_k;
   p.n_heads = c.H;
@@ -70,67 +60,19 @@ void run_case(const Case& c) {
   p.variant = c.variant;
   p.num_splits = c.num_splits;
   const size_t ws_bytes = decode_attention_workspace_bytes(p);
-  CUDA_CHECK(cudaMalloc(&ws, ws_bytes));
-  CUDA_CHECK(cudaMemset(ws, 0xff, ws_bytes));
-  decode_attention(p, ws, ws_bytes, nullptr);
+  DeviceBuf<char> ws(ws_bytes);
+  ws.poison();
+  decode_attention(p, ws.ptr, ws_bytes, nullptr);
   CUDA_CHECK(cudaDeviceSynchronize());
-  std::vector<float> o(nq), lse(size_t(c.n_q) * c.H);
-  CUDA_CHECK(cudaMemcpy(o.data(), dO, nq * 4, cudaMemcpyDeviceToHost));
-  CUDA_CHECK(cudaMemcpy(lse.data(), dL, lse.size() * 4, cudaMemcpyDeviceToHost));
-  cudaFree(dq);
-  cudaFree(dk);
-  cudaFree(dv);
-  cudaFree(dO);
-  cudaFree(dL);
-  cudaFree(ws);
 
   // float64 reference: every key visible.
-  const int group = c.H / c.Hkv;
-  double num = 0, den = 0, worst_lse = 0;
-  int bad = 0;
-  std::vector<double> sc(c.n_k), ref(c.D);
-  for (int t = 0; t < c.n_q; ++t)
-    for (int h = 0; h < c.H; ++h) {
-      const double* qi = &qd[(size_t(t) * c.H + h) * c.D];
-      double mx = kNegInf;
-      for (int j = 0; j < c.n_k; ++j) {
-        const double* kj = &kd[(size_t(j) * c.Hkv + h / group) * c.D];
-        double dot = 0;
-        for (int d = 0; d < c.D; ++d) dot += qi[d] * kj[d];
-        sc[j] = dot * p.softmax_scale;
-        mx = std::max(mx, sc[j]);
-      }
-      double sum = 0;
-      std::fill(ref.begin(), ref.end(), 0.0);
-      for (int j = 0; j < c.n_k; ++j) {
-        const double w = std::exp(sc[j] - mx);
-        sum += w;
-        const double* vj = &vd[(size_t(j) * c.Hkv + h / group) * c.D];
-        for (int d = 0; d < c.D; ++d) ref[d] += w * vj[d];
-      }
-      const size_t row = size_t(t) * c.H + h;
-      const double ref_lse = c.n_k ? mx + std::log(sum) : kNegInf;
-      for (int d = 0; d < c.D; ++d) {
-        const double r = c.n_k ? ref[d] / sum : 0.0;
-        const double x = o[row * c.D + d];
-        bad += !std::isfinite(x);
-        num += (x - r) * (x - r);
-        den += r * r;
-      }
-      if (ref_lse == kNegInf)
-        bad += !(std::isinf(lse[row]) && lse[row] < 0);
-      else if (!std::isfinite(lse[row]))
-        ++bad;
-      else
-        worst_lse = std::max(worst_lse, std::fabs(lse[row] - ref_lse));
-    }
+  std::vector<double> ref_o, ref_lse;
+  test::reference_attention({c.n_q, c.n_k, c.H, c.Hkv, c.D}, q.val, k.val, v.val, p.softmax_scale,
+                            [](int, int) { return true; }, ref_o, ref_lse);
   const std::string what = "n_q=" + std::to_string(c.n_q) + " n_k=" + std::to_string(c.n_k) + " H=" +
                            std::to_string(c.H) + " Hkv=" + std::to_string(c.Hkv) + " D=" + std::to_string(c.D) +
                            " variant=" + std::to_string(c.variant) + " splits=" + std::to_string(c.num_splits);
-  EXPECT_EQ(bad, 0) << what << ": non-finite outputs or wrong -inf state";
-  const double rel = den > 0 ? std::sqrt(num / den) : std::sqrt(num);
-  EXPECT_LE(rel, 1e-2) << what << ": relative O error";
-  EXPECT_LE(worst_lse, 2e-3) << what << ": max LSE error";
+  test::expect_close(dO.download(), dL.download(), ref_o, ref_lse, what);
 }
 
 TEST(DecodeAttention, HeadDimsGqaRatiosAndKeyCounts) {

@@ -11,7 +11,6 @@
 #include <chrono>
 #include <cstdint>
 #include <cstring>
-#include <random>
 #include <string>
 #include <thread>
 #include <vector>
@@ -19,56 +18,16 @@
 #include "comm/comm_checks.h"
 #include "ringinfer/comm.h"
 #include "ringinfer/error.h"
+#include "comm_test_data.h"
 
 namespace ringinfer {
 namespace {
 
-// A fresh seed per run, the same on every rank (printed with every failure).
-uint64_t shared_seed() {
-  static uint64_t seed = [] {
-    uint64_t s = 0;
-    int rank = 0;
-    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-    if (rank == 0) s = (uint64_t(std::random_device{}()) << 32) ^ std::random_device{}();
-    MPI_Bcast(&s, 1, MPI_UINT64_T, 0, MPI_COMM_WORLD);
-    return s;
-  }();
-  return seed;
-}
-
-// The bytes rank `origin` sends in test `salt`: any rank can regenerate them.
-std::vector<uint8_t> payload(int origin, size_t bytes, uint64_t salt = 0) {
-  std::mt19937_64 gen(shared_seed() ^ (uint64_t(origin + 1) * 0x9E3779B97F4A7C15ull) ^ (salt * 0xD1B54A32D192ED03ull));
-  std::vector<uint8_t> out(bytes);
-  for (auto& b : out) b = uint8_t(gen() >> 56);
-  return out;
-}
-
-// Element i of rank `origin`'s reduction input, as an exact integer numerator:
-// floats are numerator / 64, small enough that sums over 4 ranks stay exact.
-int64_t numerator(CommDtype dtype, int origin, size_t i) {
-  // splitmix64 of (seed, dtype, origin, i): cheap enough to call per element.
-  uint64_t z = shared_seed() ^ (uint64_t(dtype) << 56) ^ (uint64_t(origin) << 40) ^ uint64_t(i);
-  z += 0x9E3779B97F4A7C15ull;
-  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-  z ^= z >> 31;
-  int64_t range = 0;
-  switch (dtype) {
-    case CommDtype::float32: range = int64_t(1) << 20; break;  // |x| < 2^14, 6 fraction bits: 21-bit mantissa
-    case CommDtype::float64: range = int64_t(1) << 45; break;
-    case CommDtype::int32: range = int64_t(1) << 28; break;
-    default: range = int64_t(1) << 60; break;  // int64: beyond 32 bits, sum of 4 fits
-  }
-  const int64_t v = int64_t(z % uint64_t(2 * range)) - range;
-  return v == 0 ? 1 : v;
-}
-
-template <typename T>
-T value_of(CommDtype dtype, int64_t num) {
-  if (dtype == CommDtype::float32 || dtype == CommDtype::float64) return T(double(num) / 64.0);
-  return T(num);
-}
+// Every rank regenerates what any rank sent (comm_test_data.h); failures print the seed.
+using test::numerator;
+using test::payload;
+using test::shared_seed;
+using test::value_of;
 
 template <typename T>
 void check_all_reduce(Comm& comm, CommDtype dtype, ReduceOp op, size_t count, bool in_place) {
@@ -80,16 +39,10 @@ void check_all_reduce(Comm& comm, CommDtype dtype, ReduceOp op, size_t count, bo
   } else {
     comm.all_reduce(send.data(), recv.data(), count, dtype, op, Stream{});
   }
-  for (size_t i = 0; i < count; ++i) {
-    int64_t expect = op == ReduceOp::sum ? 0 : INT64_MIN;
-    for (int r = 0; r < comm.size(); ++r) {
-      const int64_t v = numerator(dtype, r, i);
-      expect = op == ReduceOp::sum ? expect + v : std::max(expect, v);
-    }
-    ASSERT_EQ(recv[i], value_of<T>(dtype, expect))
+  for (size_t i = 0; i < count; ++i)
+    ASSERT_EQ(recv[i], value_of<T>(dtype, test::reduced_numerator(dtype, op, comm.size(), i)))
         << dtype_name(dtype) << (op == ReduceOp::sum ? " sum" : " max") << " element " << i << " seed "
         << shared_seed();
-  }
 }
 
 void check_all_reduce_every_dtype(Comm& comm, size_t count) {

@@ -22,27 +22,16 @@
 #include "ringinfer/model_loader.h"
 #include "ringinfer/signals.h"
 #include "ringinfer/striped.h"
+#include "gtest_helpers.h"
 #include "reference_models.h"
 #include "test_paths.h"
 
 namespace ringinfer {
 namespace {
 
-using test::all_ranks;
-using test::prefix;
-using test::rel_diff;
-using test::stripe_of;
-using test::world_rank;
-using test::world_size;
-using Fixture = test::ReferenceModel;
+using namespace test;  // reference_models.h: the fixture models, stripes, world rank and size
 
-const Fixture& fixture(const std::string& name) { return test::reference_model(name); }
-
-// Oversubscribed ranks (np up to 4 on 2 cores) with a thread team each crawl: one thread.
-[[maybe_unused]] const bool kOneThread = [] {
-  test::use_one_thread();
-  return true;
-}();
+const OneThreadPerRank kOneThread;
 
 // The CP group of `cp` consecutive world ranks containing this rank.
 struct Group {
@@ -70,7 +59,7 @@ EngineOptions cp_options(const Group& g) {
 class MpiEngine : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(MpiEngine, ScoreMatchesSingleRankAndReferenceForEveryCp) {
-  const Fixture& f = fixture(GetParam());
+  const ReferenceModel& f = reference_model(GetParam());
   const int np = world_size();
   auto be = make_cpu_backend();
   Engine single(*be, f.model.config, f.model.weights);
@@ -103,7 +92,7 @@ TEST_P(MpiEngine, ScoreMatchesSingleRankAndReferenceForEveryCp) {
 }
 
 TEST_P(MpiEngine, GreedyTokensIdenticalForEveryCp) {
-  const Fixture& f = fixture(GetParam());
+  const ReferenceModel& f = reference_model(GetParam());
   const int np = world_size();
   auto be = make_cpu_backend();
   ModelConfig cfg = f.model.config;
@@ -128,16 +117,10 @@ TEST_P(MpiEngine, GreedyTokensIdenticalForEveryCp) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Fixtures, MpiEngine, ::testing::Values("llama3-gqa", "qwen2-bias-tied", "mistral-mqa"),
-                         [](const auto& info) {
-                           std::string s = info.param;
-                           for (char& c : s)
-                             if (c == '-') c = '_';
-                           return s;
-                         });
+INSTANTIATE_TEST_SUITE_P(Fixtures, MpiEngine, ::testing::ValuesIn(test::reference_model_names()), test::param_name);
 
 TEST(MpiEngineLong, LongDocumentMatchesAndPeakMemoryFalls) {
-  const Fixture& f = fixture("llama3-gqa");
+  const ReferenceModel& f = reference_model("llama3-gqa");
   const int np = world_size();
   std::mt19937 rng(7);
   // Several thousand tokens, at every rank count (issue 4's acceptance).
@@ -173,7 +156,7 @@ TEST(MpiEngineLong, LongDocumentMatchesAndPeakMemoryFalls) {
 }
 
 TEST(MpiEngineLong, FlippedMaskDiagonalIsCaught) {
-  const Fixture& f = fixture("llama3-gqa");
+  const ReferenceModel& f = reference_model("llama3-gqa");
   const int np = world_size();
   CpuBackendOptions bad;
   bad.flip_mask_diagonal = true;
@@ -199,7 +182,7 @@ namespace {
 // call, makes every rank of the group throw StopRequested at the same checkpoint, and the
 // engine serves the next document normally afterwards.
 TEST(MpiEngineHooks, StopOnOneRankStopsTheWholeGroupAtTheSameStep) {
-  const Fixture& f = fixture("llama3-gqa");
+  const ReferenceModel& f = reference_model("llama3-gqa");
   const int np = world_size();
   auto be = make_cpu_backend();
   ModelConfig cfg = f.model.config;

@@ -4,7 +4,6 @@
 #include <gtest/gtest.h>
 #include <mpi.h>
 
-#include <cstdio>
 #include <filesystem>
 #include <string>
 #include <vector>
@@ -12,6 +11,7 @@
 #include "ringinfer/comm.h"
 #include "ringinfer/error.h"
 #include "ringinfer/shard_isolation.h"
+#include "mpi_world.h"
 #include "shard_fixture.h"
 #include "test_paths.h"
 
@@ -20,22 +20,7 @@ namespace fs = std::filesystem;
 namespace ringinfer {
 namespace {
 
-int world_rank() {
-  int r = 0;
-  MPI_Comm_rank(MPI_COMM_WORLD, &r);
-  return r;
-}
-
-// A directory shared by all ranks (same node), made by rank 0.
-std::string shared_dir() {
-  char buf[512] = {};
-  if (world_rank() == 0) {
-    const std::string d = test::make_temp_dir("ri-mpi-iso");
-    std::snprintf(buf, sizeof buf, "%s", d.c_str());
-  }
-  MPI_Bcast(buf, sizeof buf, MPI_CHAR, 0, MPI_COMM_WORLD);
-  return buf;
-}
+using test::world_rank;
 
 // What each rank got: "" or the Error's message; gathered so rank 0 can compare.
 std::string outcome(const std::vector<std::string>& paths, int64_t vocab, Comm& world, const ShardCheckOptions& o) {
@@ -54,7 +39,7 @@ void expect_same_everywhere(const std::string& mine, const std::string& expected
 class MpiShardIsolation : public ::testing::Test {
  protected:
   void SetUp() override {
-    dir_ = shared_dir();
+    dir_ = test::shared_temp_dir("ri-mpi-iso");
     good_ = dir_ + "/good.h5";
     hang_ = dir_ + "/hang.h5";
     if (world_rank() == 0) {
@@ -63,10 +48,7 @@ class MpiShardIsolation : public ::testing::Test {
     }
     MPI_Barrier(MPI_COMM_WORLD);
   }
-  void TearDown() override {
-    MPI_Barrier(MPI_COMM_WORLD);
-    if (world_rank() == 0) fs::remove_all(dir_);
-  }
+  void TearDown() override { test::remove_shared_temp_dir(dir_); }
   std::string dir_, good_, hang_;
 };
 

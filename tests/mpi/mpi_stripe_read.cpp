@@ -6,56 +6,21 @@
 #include <mpi.h>
 
 #include <cstdint>
-#include <filesystem>
-#include <random>
 #include <string>
 #include <vector>
 
 #include "ringinfer/error.h"
 #include "ringinfer/shard.h"
+#include "mpi_world.h"
 #include "shard_fixture.h"
 #include "test_paths.h"
 
 namespace ringinfer {
 namespace {
 
-int world_rank() {
-  int r = 0;
-  MPI_Comm_rank(MPI_COMM_WORLD, &r);
-  return r;
-}
-int world_size() {
-  int n = 1;
-  MPI_Comm_size(MPI_COMM_WORLD, &n);
-  return n;
-}
-
-// A fresh seed per run, the same on every rank.
-uint64_t shared_seed() {
-  static uint64_t seed = [] {
-    uint64_t s = 0;
-    if (world_rank() == 0) s = (uint64_t(std::random_device{}()) << 32) ^ std::random_device{}();
-    MPI_Bcast(&s, 1, MPI_UINT64_T, 0, MPI_COMM_WORLD);
-    return s;
-  }();
-  return seed;
-}
-
-// Rank 0 makes a temp dir; every rank gets its path.
-std::string shared_temp_dir() {
-  std::string dir;
-  if (world_rank() == 0) dir = test::make_temp_dir("ri-mpi-stripe");
-  int len = static_cast<int>(dir.size());
-  MPI_Bcast(&len, 1, MPI_INT, 0, MPI_COMM_WORLD);
-  dir.resize(static_cast<size_t>(len));
-  MPI_Bcast(dir.data(), len, MPI_CHAR, 0, MPI_COMM_WORLD);
-  return dir;
-}
-
-void remove_shared_dir(const std::string& dir) {
-  MPI_Barrier(MPI_COMM_WORLD);
-  if (world_rank() == 0) std::filesystem::remove_all(dir);
-}
+using test::shared_seed;
+using test::world_rank;
+using test::world_size;
 
 std::vector<int32_t> stripe_of(const std::vector<int32_t>& doc, int r, int n) {
   std::vector<int32_t> out;
@@ -73,7 +38,7 @@ TEST(StripeRead, MatchesFullRead) {
   const auto a = test::random_shard_data(lengths_a, vocab, seed, "a");
   const auto b = test::random_shard_data(lengths_b, vocab, seed + 1, "b");
 
-  const std::string dir = shared_temp_dir();
+  const std::string dir = test::shared_temp_dir("ri-mpi-stripe");
   if (rank == 0) {
     test::write_valid_shard(dir + "/a.h5", a);
     test::write_valid_shard(dir + "/b.h5", b);
@@ -115,12 +80,12 @@ TEST(StripeRead, MatchesFullRead) {
       EXPECT_EQ(rebuilt, expected) << "seed " << seed << " doc " << doc.id;
     }
   }
-  remove_shared_dir(dir);
+  test::remove_shared_temp_dir(dir);
 }
 
 // A bad shard gives the same message on every rank (so every rank stops, none hangs).
 TEST(StripeRead, SameErrorOnEveryRank) {
-  const std::string dir = shared_temp_dir();
+  const std::string dir = test::shared_temp_dir("ri-mpi-stripe");
   std::string expected;
   if (world_rank() == 0) expected = test::write_malformed("bad-offsets", dir + "/bad.h5").message;
   MPI_Barrier(MPI_COMM_WORLD);
@@ -134,13 +99,13 @@ TEST(StripeRead, SameErrorOnEveryRank) {
   if (world_rank() == 0) {
     EXPECT_EQ(got, expected);
   }
-  remove_shared_dir(dir);
+  test::remove_shared_temp_dir(dir);
 }
 
 // A version-1 style shard (variable-length /doc_ids) is refused unread on every rank
 // with the same advice, read by all ranks at once from one file.
 TEST(StripeRead, VlenIdsRefusedOnEveryRank) {
-  const std::string dir = shared_temp_dir();
+  const std::string dir = test::shared_temp_dir("ri-mpi-stripe");
   if (world_rank() == 0) test::write_malformed("vlen-ids", dir + "/v1.h5");
   MPI_Barrier(MPI_COMM_WORLD);
   std::string got;
@@ -151,7 +116,7 @@ TEST(StripeRead, VlenIdsRefusedOnEveryRank) {
   }
   EXPECT_EQ(got, dir + "/v1.h5: /doc_ids uses variable-length strings (shard version 1, or not written by "
                        "ringinfer prep): re-run ringinfer prep");
-  remove_shared_dir(dir);
+  test::remove_shared_temp_dir(dir);
 }
 
 }  // namespace

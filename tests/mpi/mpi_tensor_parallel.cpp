@@ -22,6 +22,7 @@
 #include <random>
 
 #include "engine/engine_weights.h"
+#include "gtest_helpers.h"
 #include "model_files.h"
 #include "ringinfer/comm.h"
 #include "ringinfer/engine.h"
@@ -35,21 +36,9 @@
 namespace ringinfer {
 namespace {
 
-using test::all_ranks;
-using test::prefix;
-using test::rel_diff;
-using test::stripe_of;
-using test::world_rank;
-using test::world_size;
-using Fixture = test::ReferenceModel;
+using namespace test;  // reference_models.h: the fixture models, stripes, world rank and size
 
-const Fixture& fixture(const std::string& name) { return test::reference_model(name); }
-
-// Oversubscribed ranks (np up to 4 on 2 cores) with a thread team each crawl: one thread.
-[[maybe_unused]] const bool kOneThread = [] {
-  test::use_one_thread();
-  return true;
-}();
+const OneThreadPerRank kOneThread;
 
 // Every (cp, tp) with cp * tp dividing the world size.
 std::vector<std::pair<int, int>> shapes(int np) {
@@ -63,24 +52,14 @@ std::vector<std::pair<int, int>> shapes(int np) {
 bool skip_world() { return world_size() != 2 && world_size() != 4; }
 
 EngineOptions options(const ParallelGroups& g) {
-  EngineOptions o;
-  o.cp_rank = g.layout.cp_rank;
-  o.cp_size = g.layout.cp;
-  o.cp_comm = g.cp.get();
-  o.tp_rank = g.layout.tp_rank;
-  o.tp_size = g.layout.tp;
-  o.tp_comm = g.tp.get();
+  EngineOptions o = test::group_engine_options(g);
   o.chunk_tokens = 64;  // several chunks per stripe
   o.logits_chunk = 32;
   return o;
 }
 
-ParallelGroups groups(int cp, int tp) {
-  return make_parallel_groups(make_parallel_layout(world_size(), world_rank(), cp, tp), MPI_COMM_WORLD);
-}
-
 // This rank's weights as run/score reads them: only its slice when T > 1.
-ModelWeights sharded_weights(const Fixture& f, const ParallelLayout& l) {
+ModelWeights sharded_weights(const ReferenceModel& f, const ParallelLayout& l) {
   if (l.tp == 1) return f.model.weights;
   return read_weights(open_model(f.dir), tensor_parallel_slice(f.model.config, l.tp_rank, l.tp));
 }
@@ -93,7 +72,7 @@ class MpiTensorParallel : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(MpiTensorParallel, ScoreMatchesSingleRankAndReference) {
   if (skip_world()) GTEST_SKIP() << "runs under np 2 and 4";
-  const Fixture& f = fixture(GetParam());
+  const ReferenceModel& f = reference_model(GetParam());
   const ModelConfig& cfg = f.model.config;
   const int np = world_size();
   auto be = make_cpu_backend();
@@ -103,7 +82,7 @@ TEST_P(MpiTensorParallel, ScoreMatchesSingleRankAndReference) {
   for (size_t S : lengths) want[S] = single.score(prefix(f.longest(), S));
   for (const auto& shape : shapes(np)) {
     const int cp = shape.first, tp = shape.second;
-    ParallelGroups g = groups(cp, tp);
+    ParallelGroups g = world_groups(cp, tp);
     const int r = g.layout.cp_rank;
     Engine engine(*be, cfg, sharded_weights(f, g.layout), options(g));
     const std::string at = label(GetParam(), cp, tp);
@@ -139,7 +118,7 @@ TEST_P(MpiTensorParallel, ScoreMatchesSingleRankAndReference) {
 
 TEST_P(MpiTensorParallel, GreedyAndTopPTokensIdenticalToSingleRank) {
   if (skip_world()) GTEST_SKIP() << "runs under np 2 and 4";
-  const Fixture& f = fixture(GetParam());
+  const ReferenceModel& f = reference_model(GetParam());
   ModelConfig cfg = f.model.config;
   cfg.eos_token_ids.clear();
   const int np = world_size();
@@ -155,7 +134,7 @@ TEST_P(MpiTensorParallel, GreedyAndTopPTokensIdenticalToSingleRank) {
   const std::vector<size_t> lengths = {0, 1, size_t(np), f.greedy_prompt.size()};
   for (const auto& shape : shapes(np)) {
     const int cp = shape.first, tp = shape.second;
-    ParallelGroups g = groups(cp, tp);
+    ParallelGroups g = world_groups(cp, tp);
     const int r = g.layout.cp_rank;
     // Whole weights here (the engine cuts its slice); the score test reads them sharded.
     Engine engine(*be, cfg, f.model.weights, options(g));
@@ -179,13 +158,13 @@ TEST_P(MpiTensorParallel, GreedyAndTopPTokensIdenticalToSingleRank) {
 // values), the vocabulary rows of the group add up to V, and the rest is whole.
 TEST_P(MpiTensorParallel, EachRankHoldsOneTthOfEachShardedWeight) {
   if (skip_world()) GTEST_SKIP() << "runs under np 2 and 4";
-  const Fixture& f = fixture(GetParam());
+  const ReferenceModel& f = reference_model(GetParam());
   const ModelConfig& c = f.model.config;
   const int np = world_size();
   auto be = make_cpu_backend();
   const int64_t hid = c.hidden_size, D = c.head_dim, H = c.n_heads, Hkv = c.n_kv_heads, I = c.intermediate_size;
   for (int tp = 1; tp <= np; tp *= 2) {
-    ParallelGroups g = groups(1, tp);
+    ParallelGroups g = world_groups(1, tp);
     const TensorParallelSlice sl = tensor_parallel_slice(c, g.layout.tp_rank, tp);
     const ModelWeights part = sharded_weights(f, g.layout);
     const engine::BackendWeights bw = engine::upload_weights(*be, c, part, sl);
@@ -230,13 +209,8 @@ TEST_P(MpiTensorParallel, EachRankHoldsOneTthOfEachShardedWeight) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Fixtures, MpiTensorParallel,
-                         ::testing::Values("llama3-gqa", "qwen2-bias-tied", "mistral-mqa"), [](const auto& info) {
-                           std::string s = info.param;
-                           for (char& ch : s)
-                             if (ch == '-') ch = '_';
-                           return s;
-                         });
+INSTANTIATE_TEST_SUITE_P(Fixtures, MpiTensorParallel, ::testing::ValuesIn(test::reference_model_names()),
+                         test::param_name);
 
 std::string engine_error(const ModelConfig& cfg, const ModelWeights& w, const EngineOptions& o) {
   auto be = make_cpu_backend();
@@ -252,9 +226,9 @@ std::string engine_error(const ModelConfig& cfg, const ModelWeights& w, const En
 // communication (this test returning at all shows none was left waiting).
 TEST(MpiTensorParallelErrors, InvalidTpFailsTheSameWayOnEveryRank) {
   if (skip_world()) GTEST_SKIP() << "runs under np 2 and 4";
-  const Fixture& f = fixture("llama3-gqa");
+  const ReferenceModel& f = reference_model("llama3-gqa");
   const int np = world_size();
-  ParallelGroups g = groups(1, np);
+  ParallelGroups g = world_groups(1, np);
   EngineOptions o = options(g);
   o.tp_size = 3;  // 4 query heads
   o.tp_rank = std::min(g.layout.tp_rank, 2);
@@ -274,7 +248,7 @@ TEST(MpiTensorParallelErrors, InvalidTpFailsTheSameWayOnEveryRank) {
 // checkpoint.
 TEST(MpiTensorParallelErrors, StopOnOneTpRankStopsTheWholeGroup) {
   if (skip_world()) GTEST_SKIP() << "runs under np 2 and 4";
-  const Fixture& f = fixture("llama3-gqa");
+  const ReferenceModel& f = reference_model("llama3-gqa");
   const int np = world_size();
   ModelConfig cfg = f.model.config;
   cfg.eos_token_ids.clear();
@@ -282,7 +256,7 @@ TEST(MpiTensorParallelErrors, StopOnOneTpRankStopsTheWholeGroup) {
   for (const auto& shape : shapes(np)) {
     const int cp = shape.first, tp = shape.second;
     if (tp == 1) continue;
-    ParallelGroups g = groups(cp, tp);
+    ParallelGroups g = world_groups(cp, tp);
     int64_t checks = 0;
     const int64_t stop_at = cfg.n_layers + 1;  // the second decode step
     EngineOptions o = options(g);

@@ -72,12 +72,10 @@ namespace {
 
 using test::all_ranks;
 using test::world_rank;
+using test::world_groups;
 using test::world_size;
 
-[[maybe_unused]] const bool kOneThread = [] {
-  test::use_one_thread();
-  return true;
-}();
+const test::OneThreadPerRank kOneThread;
 
 // Bytes alive at the peak of f() that are freed by its end.
 template <class F>
@@ -87,18 +85,8 @@ int64_t transient_bytes(F&& f) {
   return g_peak.load() - g_live.load();
 }
 
-ParallelGroups groups(int cp, int tp) {
-  return make_parallel_groups(make_parallel_layout(world_size(), world_rank(), cp, tp), MPI_COMM_WORLD);
-}
-
 EngineOptions options(const ParallelGroups& g) {
-  EngineOptions o;
-  o.cp_rank = g.layout.cp_rank;
-  o.cp_size = g.layout.cp;
-  o.cp_comm = g.cp.get();
-  o.tp_rank = g.layout.tp_rank;
-  o.tp_size = g.layout.tp;
-  o.tp_comm = g.tp.get();
+  EngineOptions o = test::group_engine_options(g);
   o.chunk_tokens = 16;
   return o;
 }
@@ -144,7 +132,7 @@ TEST(MpiWeightStreaming, HostHoldsAboutOneTensorWhileLoading) {
     const ModelSource m = open_model(dir);
     const ModelConfig& c = m.config;
     for (int tp : tp_sizes()) {
-      ParallelGroups g = groups(1, tp);
+      ParallelGroups g = world_groups(1, tp);
       const TensorParallelSlice sl = tensor_parallel_slice(c, g.layout.tp_rank, tp);
       const std::vector<int64_t> sizes = slice_sizes(c, sl);
       int64_t shard = 0, largest = 0;
@@ -185,7 +173,7 @@ void expect_same_scores(const std::string& model_path, const ModelWeights& whole
     for (int cp = 1; cp * tp <= world_size(); ++cp) {
       if (world_size() % (cp * tp) != 0) continue;
       if (c.n_heads % tp != 0) continue;
-      ParallelGroups g = groups(cp, tp);
+      ParallelGroups g = world_groups(cp, tp);
       const std::string at = name + " cp " + std::to_string(cp) + " tp " + std::to_string(tp);
       Engine streamed(*be, m, options(g));
       Engine given(*be, c, whole, options(g));

@@ -42,27 +42,24 @@ std::vector<int32_t> stripe_of(const std::vector<int32_t>& d, int r, int N) {
 
 double rel_diff(double a, double b) { return std::fabs(a - b) / std::max(1.0, std::fabs(b)); }
 
-int world_size() {
-  int n = 1;
-  MPI_Comm_size(MPI_COMM_WORLD, &n);
-  return n;
-}
-
-int world_rank() {
-  int r = 0;
-  MPI_Comm_rank(MPI_COMM_WORLD, &r);
-  return r;
-}
-
-bool all_ranks(bool ok) {
-  int v = ok ? 1 : 0, all = 0;
-  MPI_Allreduce(&v, &all, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
-  return all == 1;
-}
-
 void use_one_thread() {
   omp_set_num_threads(1);
   openblas_set_num_threads(1);
+}
+
+ParallelGroups world_groups(int cp, int tp) {
+  return make_parallel_groups(make_parallel_layout(world_size(), world_rank(), cp, tp), MPI_COMM_WORLD);
+}
+
+EngineOptions group_engine_options(const ParallelGroups& g) {
+  EngineOptions o;
+  o.cp_rank = g.layout.cp_rank;
+  o.cp_size = g.layout.cp;
+  o.cp_comm = g.cp.get();
+  o.tp_rank = g.layout.tp_rank;
+  o.tp_size = g.layout.tp;
+  o.tp_comm = g.tp.get();
+  return o;
 }
 
 }  // namespace ringinfer::test

@@ -6,7 +6,10 @@
 #include <string>
 #include <vector>
 
+#include "mpi_world.h"  // world_size, world_rank, all_ranks: the engine tests use them
+#include "ringinfer/engine.h"
 #include "ringinfer/model_loader.h"
+#include "ringinfer/parallel_layout.h"
 
 namespace ringinfer::test {
 
@@ -37,13 +40,19 @@ std::vector<int32_t> stripe_of(const std::vector<int32_t>& d, int r, int N);
 // |a - b| / max(1, |b|): relative above magnitude 1, absolute below (logprobs near 0).
 double rel_diff(double a, double b);
 
-// MPI_COMM_WORLD's size and this rank; true on every rank only when ok on every rank.
-int world_size();
-int world_rank();
-bool all_ranks(bool ok);
-
 // One OpenMP / OpenBLAS thread per rank: oversubscribed ranks (np 4 on 2 cores) with a
 // thread team each crawl. Call first in a test binary's setup.
 void use_one_thread();
+// use_one_thread() at static initialization, before any test runs: define one at
+// namespace scope of a test binary (`const test::OneThreadPerRank kOneThread;`).
+struct OneThreadPerRank {
+  OneThreadPerRank() { use_one_thread(); }
+};
+
+// Collective over MPI_COMM_WORLD: this rank's communicators for --cp cp --tp tp (MPI only).
+ParallelGroups world_groups(int cp, int tp);
+// Engine options for the CP ring and TP group of g (ranks, sizes, communicators); every
+// other option keeps its default.
+EngineOptions group_engine_options(const ParallelGroups& g);
 
 }  // namespace ringinfer::test

@@ -4,7 +4,9 @@
 
 #include <cstdlib>
 #include <filesystem>
+#include <stdexcept>
 #include <string>
+#include <system_error>
 
 namespace ringinfer::test {
 
@@ -17,6 +19,11 @@ std::string make_temp_dir(const std::string& prefix) {
   char* made = mkdtemp(tmpl.data());
   if (!made) throw std::runtime_error("mkdtemp failed for " + tmpl);
   return made;
+}
+
+TempDir::~TempDir() {
+  std::error_code ignored;  // a destructor must not throw; a leftover temp dir is harmless
+  std::filesystem::remove_all(path_, ignored);
 }
 
 }  // namespace ringinfer::test

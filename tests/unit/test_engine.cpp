@@ -11,6 +11,8 @@
 #include "ringinfer/engine.h"
 #include "ringinfer/model_loader.h"
 #include "ringinfer/sampling.h"
+#include "gtest_helpers.h"
+#include "reference_models.h"
 #include "test_paths.h"
 
 using namespace ringinfer;
@@ -113,14 +115,7 @@ TEST_P(EngineFixture, GreedyGenerationMatchesReferenceAndRepeats) {
     EXPECT_EQ(a.tokens[k], ref.greedy_tokens[k]) << GetParam() << " step " << k;
 }
 
-INSTANTIATE_TEST_SUITE_P(Fixtures, EngineFixture,
-                         ::testing::Values("llama3-gqa", "qwen2-bias-tied", "mistral-mqa"),
-                         [](const auto& info) {
-                           std::string s = info.param;
-                           for (char& c : s)
-                             if (c == '-') c = '_';
-                           return s;
-                         });
+INSTANTIATE_TEST_SUITE_P(Fixtures, EngineFixture, ::testing::ValuesIn(test::reference_model_names()), test::param_name);
 
 TEST(Engine, EmptyAndSingleTokenDocuments) {
   const Reference ref = load_reference("llama3-gqa");

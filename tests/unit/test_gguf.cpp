@@ -5,6 +5,7 @@
 
 #include <cstring>
 
+#include "gtest_helpers.h"
 #include "model_files.h"
 #include "ringinfer/error.h"
 #include "ringinfer/gguf.h"
@@ -16,14 +17,6 @@ using namespace ringinfer::test;
 
 namespace {
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
 
 size_t count_mismatches(const HostTensor& t, const std::vector<double>& want) {
   if (t.data.size() != want.size()) return want.size() + 1;

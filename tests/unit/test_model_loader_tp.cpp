@@ -5,6 +5,7 @@
 // errors.
 #include <gtest/gtest.h>
 
+#include "gtest_helpers.h"
 #include "model_files.h"
 #include "ringinfer/error.h"
 #include "ringinfer/model_loader.h"
@@ -15,14 +16,6 @@ using namespace ringinfer::test;
 
 namespace {
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
 
 HostTensor cut_rows(const HostTensor& t, RowRange r) {
   const int64_t row = t.shape.size() > 1 ? t.shape[1] : 1;

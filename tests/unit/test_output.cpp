@@ -11,6 +11,7 @@
 #include "io/h5_util.h"
 #include "ringinfer/error.h"
 #include "ringinfer/output.h"
+#include "gtest_helpers.h"
 #include "shard_fixture.h"
 #include "test_paths.h"
 
@@ -21,10 +22,8 @@ namespace {
 
 class OutputTest : public ::testing::Test {
  protected:
-  void SetUp() override { dir_ = ringinfer::test::make_temp_dir("ri-out"); }
-  void TearDown() override { fs::remove_all(dir_); }
-  std::string file(const std::string& name) const { return dir_ + "/" + name; }
-  std::string dir_;
+  std::string file(const std::string& name) const { return dir_.file(name); }
+  ringinfer::test::TempDir dir_{"ri-out"};
 };
 
 const OutputAttributes kAttrs = {{"model", "/models/llama"}, {"config", "max_new_tokens=8\ntemperature=0"},
@@ -87,13 +86,23 @@ void expect_same(const RunResult& a, const RunResult& b) {
 // Opens an output file read-write to break it.
 h5::Handle open_rw(const std::string& path) { return h5::file(H5Fopen(path.c_str(), H5F_ACC_RDWR, H5P_DEFAULT)); }
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "(no error)";
+using ringinfer::test::error_of;
+
+// What `dump --jsonl` (with --logprobs: logprobs) writes for path: one parsed object per
+// line, its keys in the order written.
+std::vector<nlohmann::ordered_json> dump_jsonl(const std::string& path, bool logprobs = false) {
+  std::ostringstream out;
+  dump_output(path, out, true, logprobs);
+  std::istringstream lines(out.str());
+  std::vector<nlohmann::ordered_json> rows;
+  for (std::string line; std::getline(lines, line);) rows.push_back(nlohmann::ordered_json::parse(line));
+  return rows;
+}
+
+std::vector<std::string> keys_of(const nlohmann::ordered_json& j) {
+  std::vector<std::string> keys;
+  for (auto it = j.begin(); it != j.end(); ++it) keys.push_back(it.key());
+  return keys;
 }
 
 }  // namespace
@@ -367,18 +376,12 @@ TEST_F(OutputTest, ReadersValidate) {
 TEST_F(OutputTest, DumpRunJsonl) {
   const auto results = random_run(9, 6);
   write_run_output(file("run.h5"), results, kAttrs);
-  std::ostringstream out;
-  dump_output(file("run.h5"), out, true);
-  std::istringstream lines(out.str());
-  std::string line;
-  size_t d = 0;
-  while (std::getline(lines, line)) {
-    ASSERT_LT(d, results.size());
+  auto rows = dump_jsonl(file("run.h5"));
+  ASSERT_EQ(rows.size(), results.size());
+  for (size_t d = 0; d < rows.size(); ++d) {
     const RunResult& r = results[d];
-    auto j = nlohmann::ordered_json::parse(line);
-    std::vector<std::string> keys;
-    for (auto it = j.begin(); it != j.end(); ++it) keys.push_back(it.key());
-    EXPECT_EQ(keys, (std::vector<std::string>{"id", "summary", "prompt_tokens", "generated_tokens", "token_ids",
+    auto& j = rows[d];
+    EXPECT_EQ(keys_of(j), (std::vector<std::string>{"id", "summary", "prompt_tokens", "generated_tokens", "token_ids",
                                               "finish_reason", "prefill_seconds", "decode_tokens_per_second",
                                               "tokens_per_rank"}));
     EXPECT_EQ(j["id"], r.id);
@@ -390,26 +393,18 @@ TEST_F(OutputTest, DumpRunJsonl) {
     EXPECT_EQ(j["prefill_seconds"].get<double>(), r.prefill_seconds);
     EXPECT_EQ(j["decode_tokens_per_second"].get<double>(), r.decode_tokens_per_second);
     EXPECT_EQ(j["tokens_per_rank"].get<int64_t>(), r.tokens_per_rank);
-    ++d;
   }
-  EXPECT_EQ(d, results.size());
 }
 
 TEST_F(OutputTest, DumpScoreJsonl) {
   const auto results = random_score(10, 5);
   write_score_output(file("s.h5"), results, kAttrs);
-  std::ostringstream out;
-  dump_output(file("s.h5"), out, true);
-  std::istringstream lines(out.str());
-  std::string line;
-  size_t d = 0;
-  while (std::getline(lines, line)) {
-    ASSERT_LT(d, results.size());
+  auto rows = dump_jsonl(file("s.h5"));
+  ASSERT_EQ(rows.size(), results.size());
+  for (size_t d = 0; d < rows.size(); ++d) {
     const ScoreResult& r = results[d];
-    auto j = nlohmann::ordered_json::parse(line);
-    std::vector<std::string> keys;
-    for (auto it = j.begin(); it != j.end(); ++it) keys.push_back(it.key());
-    EXPECT_EQ(keys, (std::vector<std::string>{"id", "tokens", "perplexity", "mean_logprob", "seconds",
+    auto& j = rows[d];
+    EXPECT_EQ(keys_of(j), (std::vector<std::string>{"id", "tokens", "perplexity", "mean_logprob", "seconds",
                                               "tokens_per_rank"}));
     EXPECT_EQ(j["id"], r.id);
     EXPECT_EQ(j["tokens"], r.token_logprobs.size());
@@ -427,26 +422,16 @@ TEST_F(OutputTest, DumpScoreJsonl) {
       EXPECT_NEAR(std::exp(-j["mean_logprob"].get<double>()), r.perplexity, 1e-9 * r.perplexity);
     }
     EXPECT_FALSE(j.contains("logprobs"));  // only with --logprobs
-    ++d;
   }
-  EXPECT_EQ(d, results.size());
 }
 
 TEST_F(OutputTest, DumpScoreJsonlLogprobs) {
   const auto results = random_score(7, 4);
   write_score_output(file("s.h5"), results, kAttrs);
-  std::ostringstream out;
-  dump_output(file("s.h5"), out, true, true);
-  std::istringstream lines(out.str());
-  std::string line;
-  size_t d = 0;
-  while (std::getline(lines, line)) {
-    ASSERT_LT(d, results.size());
-    const auto j = nlohmann::json::parse(line);
-    EXPECT_EQ(j["logprobs"].get<std::vector<float>>(), results[d].token_logprobs);  // floats round-trip exactly
-    ++d;
-  }
-  EXPECT_EQ(d, results.size());
+  const auto rows = dump_jsonl(file("s.h5"), /*logprobs=*/true);
+  ASSERT_EQ(rows.size(), results.size());
+  for (size_t d = 0; d < rows.size(); ++d)  // floats round-trip exactly
+    EXPECT_EQ(rows[d].at("logprobs").get<std::vector<float>>(), results[d].token_logprobs);
 }
 
 TEST_F(OutputTest, DumpText) {

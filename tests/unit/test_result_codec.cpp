@@ -8,6 +8,7 @@
 
 #include "ringinfer/error.h"
 #include "ringinfer/result_codec.h"
+#include "gtest_helpers.h"
 
 namespace ringinfer {
 namespace {
@@ -38,14 +39,7 @@ ScoreResult random_score(std::mt19937& rng) {
   return r;
 }
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "(no error)";
-}
+using test::error_of;
 
 // Little-endian appends, to build records of the older layout by hand.
 template <class T>

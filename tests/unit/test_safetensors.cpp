@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include "gtest_helpers.h"
 #include "model_files.h"
 #include "ringinfer/error.h"
 #include "ringinfer/model_loader.h"
@@ -26,14 +27,6 @@ void expect_exact(const HostTensor& t, const std::vector<double>& want, const st
   EXPECT_EQ(bad, 0u) << what;
 }
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
 
 class SafetensorsTest : public ::testing::Test {
  protected:

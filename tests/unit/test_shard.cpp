@@ -19,10 +19,8 @@ namespace {
 
 class ShardTest : public ::testing::Test {
  protected:
-  void SetUp() override { dir_ = ringinfer::test::make_temp_dir("ri-shard"); }
-  void TearDown() override { fs::remove_all(dir_); }
-  std::string file(const std::string& name) const { return dir_ + "/" + name; }
-  std::string dir_;
+  std::string file(const std::string& name) const { return dir_.file(name); }
+  ringinfer::test::TempDir dir_{"ri-shard"};
 };
 
 // The reference stripe: positions t with t % n == r.

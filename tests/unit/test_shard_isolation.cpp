@@ -59,15 +59,13 @@ bool starts_with(const std::string& s, const std::string& prefix) { return s.com
 
 class ShardIsolation : public ::testing::Test {
  protected:
-  void SetUp() override { dir_ = test::make_temp_dir("ri-iso"); }
-  void TearDown() override { fs::remove_all(dir_); }
-  std::string path(const std::string& name) const { return dir_ + "/" + name; }
+  std::string path(const std::string& name) const { return dir_.file(name); }
   std::string good(const std::string& name, const std::string& id_prefix = "doc", uint64_t seed = 1) const {
     const std::string p = path(name);
     test::write_valid_shard(p, test::random_shard_data({5, 0, 17, 300}, 1000, seed, id_prefix));
     return p;
   }
-  std::string dir_;
+  test::TempDir dir_{"ri-iso"};
 };
 
 // ---------------------------------------------------------------- real child

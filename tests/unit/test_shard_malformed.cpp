@@ -8,6 +8,7 @@
 
 #include "ringinfer/error.h"
 #include "ringinfer/shard.h"
+#include "gtest_helpers.h"
 #include "shard_fixture.h"
 #include "test_paths.h"
 
@@ -18,9 +19,7 @@ namespace {
 
 class MalformedShardTest : public ::testing::TestWithParam<std::string> {
  protected:
-  void SetUp() override { dir_ = ringinfer::test::make_temp_dir("ri-bad"); }
-  void TearDown() override { fs::remove_all(dir_); }
-  std::string dir_;
+  ringinfer::test::TempDir dir_{"ri-bad"};
 };
 
 std::vector<std::string> case_names() {
@@ -32,7 +31,7 @@ std::vector<std::string> case_names() {
 }  // namespace
 
 TEST_P(MalformedShardTest, GivesItsMessage) {
-  const std::string path = dir_ + "/shard.h5";
+  const std::string path = dir_.file("shard.h5");
   const auto m = ringinfer::test::write_malformed(GetParam(), path);
   std::string got;
   try {
@@ -51,13 +50,7 @@ TEST_P(MalformedShardTest, GivesItsMessage) {
   EXPECT_EQ(got.find('\n'), std::string::npos) << "message is not one line";
 }
 
-INSTANTIATE_TEST_SUITE_P(AllVariants, MalformedShardTest, ::testing::ValuesIn(case_names()),
-                         [](const ::testing::TestParamInfo<std::string>& info) {
-                           std::string n = info.param;
-                           for (char& c : n)
-                             if (c == '-') c = '_';
-                           return n;
-                         });
+INSTANTIATE_TEST_SUITE_P(AllVariants, MalformedShardTest, ::testing::ValuesIn(case_names()), test::param_name);
 
 // The stripe read finds an out-of-range token too, whichever rank reads.
 TEST(MalformedShard, BadTokenFoundByEveryStripe) {

@@ -15,6 +15,7 @@
 
 #include "ringinfer/error.h"
 #include "ringinfer/tokenizer.h"
+#include "gtest_helpers.h"
 #include "test_paths.h"
 
 using nlohmann::json;
@@ -234,14 +235,7 @@ TEST(Tokenizer, SmolLM2MillionTokensInSeconds) {
 
 namespace {
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const ringinfer::Error& e) {
-    return e.what();
-  }
-  return "(no error)";
-}
+using ringinfer::test::error_of;
 
 std::string write_temp(const std::string& dir, const std::string& name, const std::string& text) {
   std::string path = dir + "/" + name;

@@ -44,6 +44,41 @@ __nv_bfloat16* random_device_bf16(size_t n, uint32_t seed) {
   return p;
 }
 
+// Device buffers of one attention call: random q [n_q, H, D], k and v [n_k, Hkv, D]
+// (seeds seed, seed + 1, seed + 2) and fp32 outputs O [n_q, H, D], LSE [n_q, H].
+struct AttnBuffers {
+  __nv_bfloat16 *q, *k, *v;
+  float *o, *lse;
+  AttnBuffers(size_t n_q, size_t n_k, int H, int Hkv, int D, uint32_t seed)
+      : q(random_device_bf16(n_q * H * D, seed)),
+        k(random_device_bf16(n_k * Hkv * D, seed + 1)),
+        v(random_device_bf16(n_k * Hkv * D, seed + 2)) {
+    CUDA_CHECK(cudaMalloc(&o, n_q * H * D * sizeof(float)));
+    CUDA_CHECK(cudaMalloc(&lse, n_q * H * sizeof(float)));
+  }
+  // Unchecked: a destructor must not throw while an error unwinds; kernel errors surface
+  // in the timing's CUDA_CHECKs first.
+  ~AttnBuffers() {
+    cudaFree(q);
+    cudaFree(k);
+    cudaFree(v);
+    cudaFree(o);
+    cudaFree(lse);
+  }
+  AttnBuffers(const AttnBuffers&) = delete;
+  AttnBuffers& operator=(const AttnBuffers&) = delete;
+};
+
+// Median milliseconds of decode_attention(p) (5 warm-ups, 50 timed) with its own workspace.
+double decode_ms(const DecodeAttnParams& p) {
+  const size_t ws_bytes = decode_attention_workspace_bytes(p);
+  void* ws;
+  CUDA_CHECK(cudaMalloc(&ws, ws_bytes));
+  const double ms = bench::median_ms([&] { decode_attention(p, ws, ws_bytes, nullptr); }, 5, 50);
+  CUDA_CHECK(cudaFree(ws));
+  return ms;
+}
+
 
 FILE* json = nullptr;
 void emit(const char* line) {
@@ -84,18 +119,13 @@ int main(int argc, char** argv) {
     const int H = 32, Hkv = 8, D = 128;
     std::vector<int> lens = quick ? std::vector<int>{8192} : std::vector<int>{8192, 32768, 131072};
     for (int n : lens) {
-      __nv_bfloat16* q = random_device_bf16(size_t(n) * H * D, 1);
-      __nv_bfloat16* k = random_device_bf16(size_t(n) * Hkv * D, 2);
-      __nv_bfloat16* v = random_device_bf16(size_t(n) * Hkv * D, 3);
-      float *o, *lse;
-      CUDA_CHECK(cudaMalloc(&o, size_t(n) * H * D * sizeof(float)));
-      CUDA_CHECK(cudaMalloc(&lse, size_t(n) * H * sizeof(float)));
+      const AttnBuffers b(n, n, H, Hkv, D, 1);
       FlashAttnParams p;
-      p.q = q;
-      p.k = k;
-      p.v = v;
-      p.o = o;
-      p.lse = lse;
+      p.q = b.q;
+      p.k = b.k;
+      p.v = b.v;
+      p.o = b.o;
+      p.lse = b.lse;
       p.n_q = p.n_k = n;
       p.n_heads = H;
       p.n_kv_heads = Hkv;
@@ -113,79 +143,45 @@ int main(int argc, char** argv) {
                       n, H, Hkv, D, variant, ms, flops / ms / 1e9);
         emit(line);
       }
-      CUDA_CHECK(cudaFree(q));
-      CUDA_CHECK(cudaFree(k));
-      CUDA_CHECK(cudaFree(v));
-      CUDA_CHECK(cudaFree(o));
-      CUDA_CHECK(cudaFree(lse));
     }
 
     // ---- decode, one query token
     std::vector<int> keys = quick ? std::vector<int>{131072} : std::vector<int>{131072, 1048576};
     for (int n_k : keys) {
-      __nv_bfloat16* q = random_device_bf16(size_t(H) * D, 4);
-      __nv_bfloat16* k = random_device_bf16(size_t(n_k) * Hkv * D, 5);
-      __nv_bfloat16* v = random_device_bf16(size_t(n_k) * Hkv * D, 6);
-      float *o, *lse;
-      CUDA_CHECK(cudaMalloc(&o, size_t(H) * D * sizeof(float)));
-      CUDA_CHECK(cudaMalloc(&lse, size_t(H) * sizeof(float)));
+      const AttnBuffers b(1, n_k, H, Hkv, D, 4);
+      DecodeAttnParams base;
+      base.q = b.q;
+      base.k = b.k;
+      base.v = b.v;
+      base.o = b.o;
+      base.lse = b.lse;
+      base.n_q = 1;
+      base.n_k = n_k;
+      base.n_heads = H;
+      base.n_kv_heads = Hkv;
+      base.head_dim = D;
+      base.softmax_scale = 0.08838834764831845f;
+      const double bytes = 2.0 * n_k * Hkv * D * sizeof(__nv_bfloat16);
       for (int variant = 0; variant < decode_attention_variants(); ++variant) {
-        DecodeAttnParams p;
-        p.q = q;
-        p.k = k;
-        p.v = v;
-        p.o = o;
-        p.lse = lse;
-        p.n_q = 1;
-        p.n_k = n_k;
-        p.n_heads = H;
-        p.n_kv_heads = Hkv;
-        p.head_dim = D;
-        p.softmax_scale = 0.08838834764831845f;
+        DecodeAttnParams p = base;
         p.variant = variant;
-        const size_t ws_bytes = decode_attention_workspace_bytes(p);
-        void* ws;
-        CUDA_CHECK(cudaMalloc(&ws, ws_bytes));
-        const double ms = bench::median_ms([&] { decode_attention(p, ws, ws_bytes, nullptr); }, 5, 50);
-        const double bytes = 2.0 * n_k * Hkv * D * sizeof(__nv_bfloat16);
+        const double ms = decode_ms(p);
         std::snprintf(line, sizeof line,
                       "{\"kind\":\"decode\",\"n_k\":%d,\"H\":%d,\"Hkv\":%d,\"D\":%d,\"variant\":%d,\"splits\":%d,"
                       "\"ms\":%.4f,\"gbps\":%.1f}",
                       n_k, H, Hkv, D, variant, decode_attention_splits(p), ms, bytes / ms / 1e6);
         emit(line);
-        CUDA_CHECK(cudaFree(ws));
       }
       // Split-count sweep for the default variant (how many waves of blocks pay off).
       for (int splits : {16, 33, 132, 264}) {
         if (quick) break;
-        DecodeAttnParams p;
-        p.q = q;
-        p.k = k;
-        p.v = v;
-        p.o = o;
-        p.lse = lse;
-        p.n_q = 1;
-        p.n_k = n_k;
-        p.n_heads = H;
-        p.n_kv_heads = Hkv;
-        p.head_dim = D;
-        p.softmax_scale = 0.08838834764831845f;
+        DecodeAttnParams p = base;
         p.num_splits = splits;
-        const size_t ws_bytes = decode_attention_workspace_bytes(p);
-        void* ws;
-        CUDA_CHECK(cudaMalloc(&ws, ws_bytes));
-        const double ms = bench::median_ms([&] { decode_attention(p, ws, ws_bytes, nullptr); }, 5, 50);
-        const double bytes = 2.0 * n_k * Hkv * D * sizeof(__nv_bfloat16);
+        const double ms = decode_ms(p);
         std::snprintf(line, sizeof line, "{\"kind\":\"decode_sweep\",\"n_k\":%d,\"splits\":%d,\"ms\":%.4f,\"gbps\":%.1f}",
                       n_k, splits, ms, bytes / ms / 1e6);
         emit(line);
-        CUDA_CHECK(cudaFree(ws));
       }
-      CUDA_CHECK(cudaFree(q));
-      CUDA_CHECK(cudaFree(k));
-      CUDA_CHECK(cudaFree(v));
-      CUDA_CHECK(cudaFree(o));
-      CUDA_CHECK(cudaFree(lse));
     }
   } catch (const std::exception& e) {
     std::fprintf(stderr, "bench_attention: %s\n", e.what());

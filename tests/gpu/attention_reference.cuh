@@ -1,0 +1,140 @@
+#pragma once
+// What the attention kernel tests (test_flash_attention.cu, test_decode_attention.cu)
+// share: random bf16 inputs with their exact values, device buffers, the float64
+// reference attention and the comparison with its tolerances. Header-only, CUDA tests only.
+//
+// Tolerances (bf16 inputs, fp32 accumulation, P rounded to bf16 before P V):
+//   O:   ||out - ref|| / ||ref|| <= kTolO = 1e-2
+//   LSE: max |out - ref| <= kTolLse = 2e-3 over finite entries; -inf exactly where the
+//        reference has it.
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "ringinfer/cuda_check.h"
+
+namespace ringinfer::test {
+
+constexpr double kNegInf = -std::numeric_limits<double>::infinity();
+constexpr double kTolO = 1e-2, kTolLse = 2e-3;
+
+// bf16 tensor on host (the bits the GPU sees) and its exact values as double.
+struct HostBf16 {
+  std::vector<__nv_bfloat16> bits;
+  std::vector<double> val;
+};
+
+// n values drawn from N(0, stddev^2) with rng, rounded to bf16.
+inline HostBf16 random_bf16(size_t n, double stddev, std::mt19937_64& rng) {
+  std::normal_distribution<float> dist(0.f, float(stddev));
+  HostBf16 t;
+  t.bits.resize(n);
+  t.val.resize(n);
+  for (size_t i = 0; i < n; ++i) {
+    t.bits[i] = __float2bfloat16_rn(dist(rng));
+    t.val[i] = double(__bfloat162float(t.bits[i]));
+  }
+  return t;
+}
+
+// `count` elements of T on the device (at least one is allocated); freed on destruction.
+template <class T>
+struct DeviceBuf {
+  T* ptr = nullptr;
+  size_t n = 0;
+  explicit DeviceBuf(size_t count) : n(count) { CUDA_CHECK(cudaMalloc(&ptr, std::max<size_t>(count, 1) * sizeof(T))); }
+  DeviceBuf(const std::vector<T>& h) : DeviceBuf(h.size()) { upload(h); }
+  ~DeviceBuf() { cudaFree(ptr); }
+  DeviceBuf(const DeviceBuf&) = delete;
+  DeviceBuf& operator=(const DeviceBuf&) = delete;
+  void upload(const std::vector<T>& h) { CUDA_CHECK(cudaMemcpy(ptr, h.data(), h.size() * sizeof(T), cudaMemcpyHostToDevice)); }
+  // All bytes 0xff: NaN as float, so an element the kernel does not write fails the check.
+  void poison() { CUDA_CHECK(cudaMemset(ptr, 0xff, n * sizeof(T))); }
+  std::vector<T> download() const {
+    std::vector<T> h(n);
+    CUDA_CHECK(cudaMemcpy(h.data(), ptr, n * sizeof(T), cudaMemcpyDeviceToHost));
+    return h;
+  }
+};
+
+// q [n_q, H, D], k and v [n_k, Hkv, D].
+struct AttnShape {
+  int n_q, n_k, H, Hkv, D;
+};
+
+// Reference (O, LSE) in float64. visible(i, j): may query row i see key row j.
+// Rows that see no key get O = 0, LSE = -inf.
+template <class Visible>
+void reference_attention(const AttnShape& s, const std::vector<double>& q, const std::vector<double>& k,
+                         const std::vector<double>& v, double scale, Visible visible, std::vector<double>& o,
+                         std::vector<double>& lse) {
+  o.assign(size_t(s.n_q) * s.H * s.D, 0.0);
+  lse.assign(size_t(s.n_q) * s.H, kNegInf);
+  const int group = s.H / s.Hkv;
+  std::vector<double> score(s.n_k);
+  for (int i = 0; i < s.n_q; ++i)
+    for (int h = 0; h < s.H; ++h) {
+      const int kvh = h / group;
+      const double* qi = &q[(size_t(i) * s.H + h) * s.D];
+      double mx = kNegInf;
+      for (int j = 0; j < s.n_k; ++j) {
+        score[j] = kNegInf;
+        if (!visible(i, j)) continue;
+        const double* kj = &k[(size_t(j) * s.Hkv + kvh) * s.D];
+        double dot = 0;
+        for (int d = 0; d < s.D; ++d) dot += qi[d] * kj[d];
+        score[j] = dot * scale;
+        mx = std::max(mx, score[j]);
+      }
+      if (mx == kNegInf) continue;
+      double sum = 0;
+      double* oi = &o[(size_t(i) * s.H + h) * s.D];
+      for (int j = 0; j < s.n_k; ++j) {
+        if (score[j] == kNegInf) continue;
+        const double p = std::exp(score[j] - mx);
+        sum += p;
+        const double* vj = &v[(size_t(j) * s.Hkv + kvh) * s.D];
+        for (int d = 0; d < s.D; ++d) oi[d] += p * vj[d];
+      }
+      for (int d = 0; d < s.D; ++d) oi[d] /= sum;
+      lse[size_t(i) * s.H + h] = mx + std::log(sum);
+    }
+}
+
+// Checks device results (O, LSE) against the reference with kTolO and kTolLse; returns
+// the relative O error.
+inline double expect_close(const std::vector<float>& o, const std::vector<float>& lse, const std::vector<double>& ref_o,
+                           const std::vector<double>& ref_lse, const std::string& what) {
+  double num = 0, den = 0;
+  bool finite = true;
+  for (size_t i = 0; i < o.size(); ++i) {
+    finite = finite && std::isfinite(o[i]);
+    num += (o[i] - ref_o[i]) * (o[i] - ref_o[i]);
+    den += ref_o[i] * ref_o[i];
+  }
+  EXPECT_TRUE(finite) << what << ": O has NaN/inf (unwritten or broken)";
+  const double rel = den > 0 ? std::sqrt(num / den) : std::sqrt(num);
+  EXPECT_LE(rel, kTolO) << what << ": relative O error";
+  double worst = 0;
+  int bad_inf = 0;
+  for (size_t i = 0; i < lse.size(); ++i) {
+    if (ref_lse[i] == kNegInf) {
+      bad_inf += !(std::isinf(lse[i]) && lse[i] < 0);
+    } else {
+      if (!std::isfinite(lse[i])) ++bad_inf;
+      else worst = std::max(worst, std::fabs(lse[i] - ref_lse[i]));
+    }
+  }
+  EXPECT_EQ(bad_inf, 0) << what << ": LSE rows with the wrong -inf/finite state";
+  EXPECT_LE(worst, kTolLse) << what << ": max LSE error";
+  return rel;
+}
+
+}  // namespace ringinfer::test
