@@ -41,7 +41,8 @@ struct ShardCheckOptions {
 // error message, naming the file: open_documents' or read_stripes' own message for a bad
 // shard, or the crash / hang / start-up failure. on_tick, when set, is called every
 // tick_interval_s while the child runs; an exception from it kills the child and
-// propagates. Not collective.
+// propagates. A stop signal (signals.h) while it waits, or one that killed the child
+// along with this process, throws StopRequested (the child is killed). Not collective.
 std::string validate_shards_in_child(const std::vector<std::string>& paths, int64_t vocab_size,
                                      const ShardCheckOptions& options = {},
                                      const std::function<void()>& on_tick = {});
@@ -50,7 +51,8 @@ std::string validate_shards_in_child(const std::vector<std::string>& paths, int6
 // broadcasts the verdict over `world` (host buffers, MpiComm); every rank then throws the
 // same Error when a shard is bad or the child crashed. While the child runs, rank 0
 // broadcasts a heartbeat every tick_interval_s, so the other ranks wait as long as the
-// child makes progress, yet give up after comm_timeout() if rank 0 itself dies.
+// child makes progress, yet give up after comm_timeout() if rank 0 itself dies. When
+// rank 0 is stopped by a signal meanwhile, every rank throws StopRequested.
 // Collective over `world`. One child per job, not per rank.
 void check_shards_isolated(const std::vector<std::string>& paths, int64_t vocab_size, Comm& world);
 void check_shards_isolated(const std::vector<std::string>& paths, int64_t vocab_size, Comm& world,

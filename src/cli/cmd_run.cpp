@@ -302,7 +302,13 @@ int run_command(const RunConfig& config) {
         std::optional<Tokenizer> tokenizer;
         if (!dry) model.emplace(open_model(config.model));
         const int64_t vocab = model ? model->config.vocab_size : -1;
-        check_shards_isolated(config.inputs, vocab, *groups.world);
+        try {
+          check_shards_isolated(config.inputs, vocab, *groups.world);
+        } catch (const StopRequested&) {  // every rank: rank 0 broadcast the stop
+          log::warn("stop signal received while the input shards were checked: nothing ran; rerun the same "
+                    "command");
+          return kExitPreempted;
+        }
         DocumentSet docs = open_documents(config.inputs, vocab);
         std::vector<int64_t> lengths;
         for (const DocInfo& d : docs.documents()) lengths.push_back(d.length);

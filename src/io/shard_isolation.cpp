@@ -31,9 +31,11 @@
 #include <iostream>
 #include <new>
 #include <optional>
+#include <thread>
 
 #include "ringinfer/error.h"
 #include "ringinfer/shard.h"
+#include "ringinfer/signals.h"
 
 extern char** environ;
 
@@ -422,8 +424,12 @@ std::string validate_shards_in_child(const std::vector<std::string>& paths, int6
   auto last_news = Clock::now();
   auto next_tick = Clock::now() + std::chrono::duration_cast<Clock::duration>(
                                       std::chrono::duration<double>(options.tick_interval_s));
-  const auto stall = std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(stall_s));
+  // At most ~30 years: a larger --comm-timeout would overflow the clock's int64 nanoseconds.
+  const auto stall =
+      std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(std::min(stall_s, 1e9)));
   while (!eof) {
+    // SIGTERM / SIGUSR1 (preemption) reach the rank while it waits here: stop the check.
+    if (stop_requested()) throw StopRequested{stop_signal()};
     const auto now = Clock::now();
     if (now - last_news >= stall) {
       child.kill_now();
@@ -486,9 +492,18 @@ std::string validate_shards_in_child(const std::vector<std::string>& paths, int6
   const std::string what = this_shard(report, paths);
   if (clean_exit && report.verdict == 'X')
     return who + ": validating " + what + " failed (" + report.message + "): " + kRecreate;
-  if (status >= 0 && WIFSIGNALED(status))
-    return who + ": libhdf5 crashed (" + signal_name(WTERMSIG(status)) + ") while validating " + what + ": " +
-           kRecreate;
+  if (status >= 0 && WIFSIGNALED(status)) {
+    const int sig = WTERMSIG(status);
+    if (sig == SIGTERM || sig == SIGUSR1 || sig == SIGINT || sig == SIGHUP) {
+      // Sent from outside, usually to the whole process group (scancel, srun, mpirun
+      // ending the job): not a crash. This rank's own handler may run a moment later.
+      for (int i = 0; i < 20 && !stop_requested(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+      if (stop_requested()) throw StopRequested{stop_signal()};
+      return who + ": the shard validation process was killed by " + signal_name(sig) +
+             " from outside while validating " + what + " (not a fault of the file); rerun the job";
+    }
+    return who + ": libhdf5 crashed (" + signal_name(sig) + ") while validating " + what + ": " + kRecreate;
+  }
   std::string how = status >= 0 && WIFEXITED(status) ? "exit status " + std::to_string(WEXITSTATUS(status))
                                                      : std::string("exit status unknown");
   if (report.garbled) how = "garbled report from " + options.exe;
@@ -507,8 +522,9 @@ void check_shards_isolated(const std::vector<std::string>& paths, int64_t vocab_
 
 void check_shards_isolated(const std::vector<std::string>& paths, int64_t vocab_size, Comm& world,
                            const ShardCheckOptions& options) {
-  // header[0]: 0 = still running (heartbeat), 1 = verdict follows; header[1]: message bytes.
-  enum : int64_t { kRunning = 0, kVerdict = 1 };
+  // header[0]: 0 = still running (heartbeat), 1 = verdict follows, 2 = rank 0 got a stop
+  // signal; header[1]: message bytes (verdict) or the signal (stop).
+  enum : int64_t { kRunning = 0, kVerdict = 1, kStopped = 2 };
   int64_t header[2] = {kRunning, 0};
   std::string message;
   if (world.rank() == 0) {
@@ -518,7 +534,13 @@ void check_shards_isolated(const std::vector<std::string>& paths, int64_t vocab_
         int64_t h[2] = {kRunning, 0};
         world.broadcast(h, 2, CommDtype::int64, 0, Stream{});
       };
-    message = validate_shards_in_child(paths, vocab_size, options, heartbeat);
+    try {
+      message = validate_shards_in_child(paths, vocab_size, options, heartbeat);
+    } catch (const StopRequested& stop) {
+      int64_t h[2] = {kStopped, stop.signal};
+      world.broadcast(h, 2, CommDtype::int64, 0, Stream{});
+      throw;
+    }
     header[0] = kVerdict;
     header[1] = static_cast<int64_t>(message.size());
     world.broadcast(header, 2, CommDtype::int64, 0, Stream{});
@@ -527,6 +549,7 @@ void check_shards_isolated(const std::vector<std::string>& paths, int64_t vocab_
     do {
       world.broadcast(header, 2, CommDtype::int64, 0, Stream{});
     } while (header[0] == kRunning);
+    if (header[0] == kStopped) throw StopRequested{static_cast<int>(header[1])};
     message.resize(static_cast<size_t>(header[1]));
   }
   if (header[1] > 0) world.broadcast(message.data(), message.size(), CommDtype::uint8, 0, Stream{});

@@ -9,6 +9,7 @@
 //   sigsegv   die of SIGSEGV            hang      sleep forever (reporting nothing)
 //   exit7     exit with status 7        garbage   write a record the parent cannot parse
 //   throwbad  report a non-Error exception ("X" record)
+//   sigterm   die of SIGTERM (as when a job's processes are signalled from outside)
 #include <signal.h>
 #include <sys/resource.h>
 #include <unistd.h>
@@ -48,6 +49,10 @@ int main(int argc, char** argv) {
       // The default action, not a sanitizer's handler (which would abort: SIGABRT instead).
       std::signal(SIGSEGV, SIG_DFL);
       ::raise(SIGSEGV);
+    } else if (name.find("sigterm") != std::string::npos) {
+      say(fd, announce);
+      std::signal(SIGTERM, SIG_DFL);
+      ::raise(SIGTERM);
     } else if (name.find("hang") != std::string::npos) {
       say(fd, announce);
       for (;;) ::pause();

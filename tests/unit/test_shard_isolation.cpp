@@ -14,6 +14,7 @@
 #include "ringinfer/error.h"
 #include "ringinfer/shard.h"
 #include "ringinfer/shard_isolation.h"
+#include "ringinfer/signals.h"
 #include "shard_fixture.h"
 #include "test_paths.h"
 
@@ -153,6 +154,39 @@ TEST_F(ShardIsolation, ChildKilledBySignalNamesTheFileAndSignal) {
             crash + ": libhdf5 crashed (SIGSEGV) while validating this shard: " + kRecreate);
   // The stub is otherwise the real child: good files pass through it.
   EXPECT_EQ(validate_shards_in_child({a}, -1, stub_child()), "");
+}
+
+TEST_F(ShardIsolation, ChildKilledFromOutsideIsNotBlamedOnTheFile) {
+  set_stop_requested_for_testing(false);
+  const std::string a = good("a.h5"), term = good("sigterm.h5", "t");
+  EXPECT_EQ(validate_shards_in_child({a, term}, -1, stub_child()),
+            term + ": the shard validation process was killed by SIGTERM from outside while validating this "
+                   "shard (not a fault of the file); rerun the job");
+}
+
+// scancel / preemption signal the whole process group: the child dies of SIGTERM and
+// this process's stop flag is set. That is a stop (exit 75 in run), not a bad file.
+TEST_F(ShardIsolation, ChildKilledAlongWithAStoppedRankIsAStop) {
+  const std::string term = good("sigterm.h5");
+  set_stop_requested_for_testing(true);
+  EXPECT_THROW(validate_shards_in_child({term}, -1, stub_child()), StopRequested);
+  set_stop_requested_for_testing(false);
+}
+
+TEST_F(ShardIsolation, StopSignalWhileWaitingKillsTheChildAndStops) {
+  const std::string hang = good("hang.h5");
+  ShardCheckOptions o = stub_child(60.0);
+  o.tick_interval_s = 0.05;
+  int ticks = 0;
+  const auto t0 = std::chrono::steady_clock::now();
+  EXPECT_THROW(validate_shards_in_child({hang}, -1, o,
+                                        [&] {
+                                          if (++ticks == 3) set_stop_requested_for_testing(true);
+                                        }),
+               StopRequested);
+  set_stop_requested_for_testing(false);
+  EXPECT_EQ(ticks, 3);  // stopped at the next poll, not at the stall timeout
+  EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), 10.0);
 }
 
 TEST_F(ShardIsolation, HungChildIsKilledAfterTheStallTimeout) {
