@@ -166,13 +166,14 @@ __global__ void logprob_kernel(const float* logits, int64_t V, const int32_t* ta
 }
 
 // Single block: (value, index) pairs reduced with "larger value, then lower index".
-__global__ void argmax_kernel(const float* logits, int64_t V, int32_t* token) {
+__global__ void argmax_kernel(const float* logits, int64_t V, int32_t* token, int* error) {
   __shared__ float sv[kThreads];
   __shared__ int64_t si[kThreads];
   float best = -INFINITY;
   int64_t bi = V;  // V = "none yet"
   for (int64_t k = threadIdx.x; k < V; k += blockDim.x) {
     const float v = logits[k];
+    if (!isfinite(v)) report(error, kErrNonFiniteLogit, int(k));
     if (v > best || (bi == V && !isnan(v))) {  // strictly larger keeps the lowest index
       best = v;
       bi = k;
@@ -268,8 +269,8 @@ void target_logprobs_rows(const float* logits, int64_t n, int64_t V, const int32
   CUDA_CHECK_LAUNCH();
 }
 
-void argmax_row(const float* logits, int64_t V, int32_t* token, cudaStream_t stream) {
-  argmax_kernel<<<1, kThreads, 0, stream>>>(logits, V, token);
+void argmax_row(const float* logits, int64_t V, int32_t* token, int* error, cudaStream_t stream) {
+  argmax_kernel<<<1, kThreads, 0, stream>>>(logits, V, token, error);
   CUDA_CHECK_LAUNCH();
 }
 

@@ -12,7 +12,7 @@ namespace ringinfer {
 
 // Error codes a kernel leaves in error[0] (error[1] = the offending value) instead of
 // reading out of bounds; the backend checks them when the host next waits.
-enum KernelError : int { kErrNone = 0, kErrTokenRange = 1, kErrTargetRange = 2 };
+enum KernelError : int { kErrNone = 0, kErrTokenRange = 1, kErrTargetRange = 2, kErrNonFiniteLogit = 3 };
 
 // dst[i] = bf16(src[i]) (round to nearest even), n elements.
 void convert_f32_to_bf16(const float* src, __nv_bfloat16* dst, int64_t n, cudaStream_t stream);
@@ -52,7 +52,8 @@ void merge_attention(float* o, float* lse, const float* o2, const float* lse2, i
 void target_logprobs_rows(const float* logits, int64_t n, int64_t V, const int32_t* targets, float* out,
                           int* error, cudaStream_t stream);
 
-// token[0] = argmax of logits (V) f32, the lowest index among equal maxima (NaN never wins).
-void argmax_row(const float* logits, int64_t V, int32_t* token, cudaStream_t stream);
+// token[0] = argmax of logits (V) f32, the lowest index among equal maxima (NaN never wins);
+// a NaN or inf logit leaves kErrNonFiniteLogit in error (error[1] = its index).
+void argmax_row(const float* logits, int64_t V, int32_t* token, int* error, cudaStream_t stream);
 
 }  // namespace ringinfer

@@ -17,6 +17,11 @@ uint64_t doc_key(const std::string& doc_id);
 // Uniform double in [0, 1) for sampling step `step` (0 = first generated token).
 double sampling_uniform(uint64_t seed, uint64_t doc_key, uint64_t step);
 
+// NaN or inf logits mean the model's weights hold NaN/inf or its activations overflowed:
+// any token picked from them would be a silent wrong answer, so both pickers below throw
+// Error(non_finite_logits_message(id)) for them.
+std::string non_finite_logits_message(int64_t id);
+
 // Index of the largest logit; the lowest index among equal maxima. V >= 1.
 int32_t argmax_token(const float* logits, int64_t V);
 

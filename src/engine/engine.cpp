@@ -573,6 +573,10 @@ DocumentScore Engine::score_stripes(const std::vector<int32_t>& stripe, const st
   res.logprobs.resize(static_cast<size_t>(S - 1));
   for (int64_t p = 0; p < S - 1; ++p)
     res.logprobs[p] = all[static_cast<size_t>(stripe_owner(p, s.N) * mmax + local_index(p, s.N))];
+  for (int64_t p = 0; p < S - 1; ++p)
+    RI_CHECK(std::isfinite(res.logprobs[p]), "score: the log-probability of token " + std::to_string(p + 1) +
+                                                 " is NaN or inf: the model's weights hold NaN/inf values, or its "
+                                                 "activations overflowed");
   for (float v : res.logprobs) res.sum_logprob += v;  // in position order: the same on every N
   res.perplexity = std::exp(-res.sum_logprob / static_cast<double>(S - 1));
   res.seconds = seconds_since(t0);

@@ -5,6 +5,8 @@
 #include <numeric>
 #include <vector>
 
+#include "ringinfer/error.h"
+
 namespace ringinfer {
 
 uint64_t splitmix64(uint64_t x) {
@@ -32,7 +34,22 @@ double sampling_uniform(uint64_t seed, uint64_t doc, uint64_t step) {
   return static_cast<double>(h >> 11) * 0x1.0p-53;
 }
 
+std::string non_finite_logits_message(int64_t id) {
+  return "the logits hold NaN or inf (vocabulary id " + std::to_string(id) +
+         "): the model's weights hold NaN/inf values, or its activations overflowed";
+}
+
+namespace {
+
+void check_finite(const float* logits, int64_t V) {
+  for (int64_t i = 0; i < V; ++i)
+    if (!std::isfinite(logits[i])) throw Error("sample: " + non_finite_logits_message(i));
+}
+
+}  // namespace
+
 int32_t argmax_token(const float* logits, int64_t V) {
+  check_finite(logits, V);
   int64_t best = 0;
   for (int64_t i = 1; i < V; ++i)
     if (logits[i] > logits[best]) best = i;
@@ -41,6 +58,7 @@ int32_t argmax_token(const float* logits, int64_t V) {
 
 int32_t sample_token(const float* logits, int64_t V, double temperature, double top_p, double u) {
   if (temperature <= 0.0 || V == 1) return argmax_token(logits, V);
+  check_finite(logits, V);
   std::vector<int32_t> order(static_cast<size_t>(V));
   std::iota(order.begin(), order.end(), 0);
   // A strict total order (logit descending, id ascending), so the result is unique.

@@ -242,6 +242,34 @@ TEST(CudaBackendOps, SampleMatchesCpuGreedyWithTiesAndTopP) {
   }
 }
 
+// A NaN or inf logit stops decoding with the same message as the CPU rule (sampling.h),
+// at greedy (the device argmax) and at a temperature (the host sampler); the backend is
+// usable afterwards.
+TEST(CudaBackendOps, SampleRefusesNonFiniteLogits) {
+  Pair p;
+  const int64_t V = 3001;
+  for (const float bad : {std::nanf(""), INFINITY}) {
+    for (const double temp : {0.0, 0.8}) {
+      auto lg = randn(V, 3.0f);
+      lg[1234] = bad;
+      Tensor l = make(*p.gpu, 1, V, DType::f32, lg.data()), t = p.gpu->alloc(1, 1, DType::i32);
+      int32_t id = -1;
+      const std::string err = test::error_of([&] {
+        p.gpu->sample(l, temp, 0.9, 0.5, t);
+        p.gpu->copy_to_host(&id, t);
+      });
+      const std::string prefix = temp == 0.0 ? "cuda backend: sample: " : "sample: ";
+      EXPECT_EQ(err, prefix + non_finite_logits_message(1234)) << "logit " << bad << " temperature " << temp;
+    }
+  }
+  auto lg = randn(V, 3.0f);
+  Tensor l = make(*p.gpu, 1, V, DType::f32, lg.data()), t = p.gpu->alloc(1, 1, DType::i32);
+  int32_t id = -1;
+  p.gpu->sample(l, 0.0, 0.9, 0.5, t);
+  p.gpu->copy_to_host(&id, t);
+  EXPECT_EQ(id, argmax_token(lg.data(), V));
+}
+
 // ---------------------------------------------------------------- attention
 
 struct AttnCase {

@@ -3,8 +3,10 @@
 
 #include <cmath>
 #include <set>
+#include <string>
 #include <vector>
 
+#include "ringinfer/error.h"
 #include "ringinfer/sampling.h"
 
 using namespace ringinfer;
@@ -69,5 +71,24 @@ TEST(Sampling, FrequenciesFollowTemperedSoftmax) {
   for (size_t i = 0; i < l.size(); ++i) {
     const double want = p[i] / z, sd = std::sqrt(want * (1 - want) / n);
     EXPECT_NEAR(double(count[i]) / n, want, 5 * sd) << "token " << i;
+  }
+}
+
+// NaN or inf logits (NaN weights, overflowed activations) must stop the job with a
+// message, never pick a token: greedy would silently emit id 0 on every step.
+TEST(Sampling, NonFiniteLogitsAreAnError) {
+  for (const float bad : {std::nanf(""), INFINITY, -INFINITY}) {
+    std::vector<float> l = {0.5f, 2.0f, -1.0f, 1.0f};
+    l[2] = bad;
+    for (const double temperature : {0.0, 0.8}) {
+      try {
+        (void)sample_token(l.data(), 4, temperature, 0.9, 0.5);
+        ADD_FAILURE() << "no error for logit " << bad << " at temperature " << temperature;
+      } catch (const Error& e) {
+        EXPECT_EQ(std::string(e.what()), "sample: " + non_finite_logits_message(2));
+        EXPECT_NE(std::string(e.what()).find("NaN or inf (vocabulary id 2)"), std::string::npos);
+      }
+    }
+    EXPECT_THROW((void)argmax_token(l.data(), 4), Error);
   }
 }

@@ -134,6 +134,7 @@ void CudaBackend::throw_kernel_errors() {
   if (err[0] == kErrTokenRange) throw Error("cuda backend: embed: token " + std::to_string(err[1]) + " outside the vocabulary");
   if (err[0] == kErrTargetRange)
     throw Error("cuda backend: target_logprobs: target " + std::to_string(err[1]) + " outside the vocabulary");
+  if (err[0] == kErrNonFiniteLogit) throw Error("cuda backend: sample: " + non_finite_logits_message(err[1]));
   throw Error("cuda backend: kernel error code " + std::to_string(err[0]));
 }
 
@@ -347,7 +348,7 @@ void CudaBackend::sample(const Tensor& logits, double temperature, double top_p,
         "logits is " + shape(logits) + ", expected one f32 row");
   expect(token, 1, 1, DType::i32, "sample", "token");
   if (temperature <= 0.0) {
-    argmax_row(logits.f32(), logits.cols(), token.i32(), stream_);
+    argmax_row(logits.f32(), logits.cols(), token.i32(), error_, stream_);
     return;
   }
   // Top-p on the host with the one shared rule (sampling.h): one row of V floats per
