@@ -27,7 +27,8 @@ int64_t available_bytes(MemoryKind device, int64_t memory_limit = -1);
 //   "memory check: a document of S tokens needs X bytes (x.x GiB) per rank with N ranks
 //    (cp C x tp T), but only Y bytes (y.y GiB) of host memory are available; the smallest
 //    rank count that fits is R"  (or "...; no rank count fits: the weights alone need W bytes per rank")
-// Returns the plan when it fits.
+// Returns the plan when it fits. A context beyond kMaxContextTokens is refused first, naming
+// --max-new-tokens (the only way run gets there).
 MemoryPlan check_memory(const ModelConfig& config, const PlanInput& in, MemoryKind device, int64_t available);
 
 }  // namespace ringinfer

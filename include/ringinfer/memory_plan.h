@@ -2,12 +2,18 @@
 // Memory and transfer plan of one document on one rank (DESIGN §3 "Memory per rank", §5):
 // what `ringinfer plan` prints and what the memory check before work compares with the
 // device. Every figure is in bytes and counts only what scales with the model or the
-// context; the formulas are spelled out in memory_plan.cpp.
+// context; the formulas are spelled out in memory_plan.cpp. Every figure is computed with
+// overflow-checked 64-bit arithmetic: a plan too large to count refuses, it never wraps.
 #include <cstdint>
 
 #include "ringinfer/model.h"
 
 namespace ringinfer {
+
+// The longest document ringinfer handles, prompt and generated tokens together: positions
+// and per-rank lengths are int32 on the devices. run refuses --max-new-tokens (and prompt +
+// generation) beyond it, plan refuses --context beyond it.
+inline constexpr int64_t kMaxContextTokens = (int64_t(1) << 31) - 1;
 
 struct PlanInput {
   int64_t context = 0;          // S: tokens of the document (prompt + generated)
@@ -35,10 +41,14 @@ struct MemoryPlan {
   double ring_step_flops = 0;        // FLOPs of one ring step of one layer on one rank (QK^T and PV)
 };
 
+// Throws Error when in.context is outside [0, kMaxContextTokens], when --tp does not divide
+// the model (the rule of tensor_parallel_slice, which run applies too), or when a figure
+// would overflow 64 bits ("... does not fit in 64-bit byte counts").
 MemoryPlan plan_memory(const ModelConfig& config, const PlanInput& in);
 
 // Smallest rank count (a multiple of in.tp) whose per-rank total fits in `capacity` bytes,
-// or -1 when even a very large count does not (the weights alone do not fit).
+// or -1 when even a very large count does not (the weights alone do not fit). Counts whose
+// figures overflow count as not fitting.
 int smallest_fitting_ranks(const ModelConfig& config, PlanInput in, int64_t capacity);
 
 }  // namespace ringinfer

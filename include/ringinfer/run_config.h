@@ -10,6 +10,12 @@ namespace ringinfer {
 
 enum class DeviceKind { auto_detect, cpu, cuda };
 
+// Upper bounds of options whose larger values would overflow a conversion downstream
+// (chrono durations, int64 byte counts); the option parser refuses values beyond them.
+// --max-new-tokens and plan's --context are bounded by kMaxContextTokens (memory_plan.h).
+inline constexpr double kMaxCommTimeoutSeconds = 1e6;  // --comm-timeout: about 11.6 days
+inline constexpr double kMaxMemoryGb = 1e9;            // --memory-limit, --gpu-memory: 1 EB
+
 struct RunConfig {
   std::string command;               // run | score | prep | dump | plan
   std::string model;                 // HF folder or .gguf file
@@ -20,7 +26,7 @@ struct RunConfig {
   int64_t max_new_tokens = 256;      // run
   double temperature = 0.0;          // run: 0 = greedy
   double top_p = 1.0;                // run
-  uint64_t seed = 0;                 // run: sampling RNG key
+  uint64_t seed = 0;                 // run: sampling RNG key (a non-negative integer below 2^64)
   double memory_limit_gb = -1;       // run, score: memory per rank for the up-front check; -1 = what the device has
   double comm_timeout_s = 300;       // run, score: seconds a rank waits for the others before the job fails
   bool dry_run = false;              // run: read every stripe, write empty generations
@@ -37,7 +43,7 @@ struct RunConfig {
   double link_gbps = 358.0;          // plan: ring link bandwidth, GB/s (NVLink send/recv measured on H200)
   double attention_tflops = 300.0;   // plan: attention kernel rate for the prefill estimate
   double matmul_tflops = 700.0;      // plan: GEMM rate for the projections and MLP
-  bool quiet = false;
+  bool quiet = false;                // no progress output
 };
 
 const char* to_string(DeviceKind d);

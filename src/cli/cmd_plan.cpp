@@ -1,6 +1,8 @@
 // `ringinfer plan`: memory per rank, whether it fits, the smallest rank count that does,
 // and ring-step and prefill time estimates (DESIGN §3, §5, §8).
+#include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <cstdio>
 #include <filesystem>
 
@@ -35,8 +37,10 @@ int plan_command(const RunConfig& c) {
   in.ranks = c.ranks;
   in.tp = c.tp;
   in.kv_bytes = c.kv_dtype == "fp8" ? 1 : 2;
+  // plan_memory refuses a --tp the model does not split over (run's rule) and figures that
+  // overflow; the option parser bounds --gpu-memory, so the capacity fits int64.
   const MemoryPlan p = plan_memory(model, in);
-  const double capacity = c.gpu_memory_gb * 1e9;
+  const int64_t capacity = std::llround(c.gpu_memory_gb * 1e9);
 
   std::printf("model            %s: %lld layers, hidden %lld, heads %lld/%lld x %lld, vocab %lld\n",
               model.architecture.c_str(), (long long)model.n_layers, (long long)model.hidden_size,
@@ -53,11 +57,12 @@ int plan_command(const RunConfig& c) {
   std::printf("  activations    %s (%lld bytes per local token)\n", gb(p.activations_per_rank).c_str(),
               (long long)p.activation_bytes_per_local_token);
   std::printf("  scratch        %s\n", gb(p.scratch_per_rank).c_str());
-  std::printf("  total          %s of %s: %s\n", gb(p.total_per_rank).c_str(), gb(capacity).c_str(),
+  std::printf("  total          %s of %s: %s\n", gb(p.total_per_rank).c_str(), gb(double(capacity)).c_str(),
               p.total_per_rank <= capacity ? "fits" : "DOES NOT FIT");
-  const int smallest = smallest_fitting_ranks(model, in, static_cast<int64_t>(capacity));
+  const int smallest = smallest_fitting_ranks(model, in, capacity);
   if (smallest > 0) std::printf("smallest fitting %d ranks (--tp %d)\n", smallest, c.tp);
-  else std::printf("smallest fitting none: the weights alone exceed one GPU; raise --tp\n");
+  else if (p.weights_per_rank >= capacity) std::printf("smallest fitting none: the weights alone exceed one GPU; raise --tp\n");
+  else std::printf("smallest fitting none up to 1048576 ranks\n");
 
   // One ring step of one layer: send the local K,V block while computing on the one in hand.
   const double step_comm = p.ring_step_bytes / (c.link_gbps * 1e9);

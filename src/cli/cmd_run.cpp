@@ -291,6 +291,7 @@ int run_command(const RunConfig& config) {
                                  config.cp > 0 ? std::optional<int>(config.cp) : std::nullopt, config.tp);
         ParallelGroups groups = make_parallel_groups(layout, MPI_COMM_WORLD);
         check_tp_on_one_node(groups, config.allow_cross_node_tp);
+        check_output_path(config, *groups.world);  // before the model loads: not a file we read, writable
         const bool scoring = config.command == "score";
         const bool dry = config.dry_run && !scoring;
 
@@ -364,7 +365,7 @@ int run_command(const RunConfig& config) {
         const bool leader = layout.cp_rank == 0 && layout.tp_rank == 0;
         // Finished documents are journaled (fsynced) as they complete; a re-run of the
         // same command skips them (DESIGN §6).
-        ResultStore store(config.output, job_fingerprint(config), layout.dp_rank, leader);
+        ResultStore store(config.output, job_fingerprint(config, *groups.world), layout.dp_rank, leader);
         if (store.done_count() > 0)
           log::info("resuming: " + std::to_string(store.done_count()) + " of " + std::to_string(docs.size()) +
                     " documents are already journaled and will be skipped");

@@ -1,11 +1,18 @@
 #include "cli/options.h"
 
 #include <boost/program_options.hpp>
+#include <cctype>
+#include <charconv>
 #include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
 #include <fstream>
+#include <optional>
 #include <sstream>
 
 #include "ringinfer/error.h"
+#include "ringinfer/memory_plan.h"
 
 namespace po = boost::program_options;
 
@@ -55,13 +62,13 @@ po::options_description describe(const std::string& cmd, RunConfig& c) {
         ("memory-limit", po::value(&c.memory_limit_gb)->value_name("GB"),
          "memory per rank for the check before work (default: the device's free memory)")
         ("comm-timeout", po::value(&c.comm_timeout_s)->value_name("SECONDS"),
-         "fail the job when a rank waits this long for the others: one died or hangs (default 300)");
+         "fail the job when a rank waits this long for the others: one died or hangs (default 300, at most 1e6)");
     if (cmd == "run") {
       d.add_options()
-          ("max-new-tokens", po::value(&c.max_new_tokens)->value_name("N"), "tokens to generate at most (default 256)")
+          ("max-new-tokens", po::value(&c.max_new_tokens)->value_name("N"), "tokens to generate at most (default 256; prompt + generated at most 2^31 - 1)")
           ("temperature", po::value(&c.temperature)->value_name("T"), "sampling temperature; 0 = greedy (default)")
           ("top-p", po::value(&c.top_p)->value_name("P"), "nucleus sampling mass in (0, 1] (default 1)")
-          ("seed", po::value(&c.seed)->value_name("S"), "sampling seed (default 0)")
+          ("seed", po::value<std::string>()->value_name("S"), "sampling seed, an integer in [0, 2^64) (default 0)")
           ("dry-run", po::bool_switch(&c.dry_run), "read every stripe and write empty generations (I/O check)");
     }
   } else if (cmd == "prep") {
@@ -94,9 +101,24 @@ po::options_description describe(const std::string& cmd, RunConfig& c) {
   return d;
 }
 
+// The seed as given: a decimal integer in [0, 2^64). Boost's own conversion would take
+// "-1" as 2^64 - 1.
+uint64_t parse_seed(const std::string& cmd, const std::string& text) {
+  uint64_t v = 0;
+  const char* end = text.data() + text.size();
+  const auto r = std::from_chars(text.data(), end, v);
+  if (text.empty() || r.ec != std::errc() || r.ptr != end)
+    throw Error("ringinfer " + cmd + ": --seed must be an integer in [0, 18446744073709551615], not '" + text + "'");
+  return v;
+}
+
+bool finite_positive(double v) { return std::isfinite(v) && v > 0; }
+
 void check_config(RunConfig& c, const po::variables_map& vm) {
   const std::string& cmd = c.command;
-  auto need = [&](bool ok, const char* what) { RI_CHECK(ok, "ringinfer " + cmd + ": " + what); };
+  auto need = [&](bool ok, const std::string& what) { RI_CHECK(ok, "ringinfer " + cmd + ": " + what); };
+  const std::string max_context = std::to_string(kMaxContextTokens);
+  const std::string max_gb = std::to_string(static_cast<int64_t>(kMaxMemoryGb));
   if (vm.count("device")) {
     const std::string d = vm["device"].as<std::string>();
     if (d == "cpu") c.device = DeviceKind::cpu;
@@ -108,35 +130,220 @@ void check_config(RunConfig& c, const po::variables_map& vm) {
     need(!c.output.empty(), "--output is required");
     need(!c.model.empty() || c.dry_run, "--model is required");
     need(!vm.count("cp") || c.cp >= 1, "--cp must be at least 1");
-    need(!vm.count("memory-limit") || c.memory_limit_gb > 0, "--memory-limit must be a positive number of GB");
-    need(std::isfinite(c.comm_timeout_s) && c.comm_timeout_s > 0, "--comm-timeout must be a positive number of seconds");
+    need(!vm.count("memory-limit") || (finite_positive(c.memory_limit_gb) && c.memory_limit_gb <= kMaxMemoryGb),
+         "--memory-limit must be a positive number of GB, at most " + max_gb);
+    need(c.comm_timeout_s > 0, "--comm-timeout must be a positive number of seconds");  // NaN fails too
+    need(c.comm_timeout_s <= kMaxCommTimeoutSeconds,
+         "--comm-timeout must be at most 1000000 seconds (about 11.6 days)");
     need(c.tp >= 1, "--tp must be at least 1");
     need(c.log_format == "auto" || c.log_format == "bar" || c.log_format == "json",
-         ("--log-format must be auto, bar or json, not '" + c.log_format + "'").c_str());
-    for (auto& in : c.inputs) need(in != c.output, ("--output " + c.output + " is also an input").c_str());
+         "--log-format must be auto, bar or json, not '" + c.log_format + "'");
+    for (auto& in : c.inputs) need(in != c.output, "--output " + c.output + " is also an input");
   }
   if (cmd == "run") {
-    need(c.max_new_tokens >= 0, "--max-new-tokens must be >= 0");
-    need(c.temperature >= 0.0, "--temperature must be >= 0");
+    need(c.max_new_tokens >= 0 && c.max_new_tokens <= kMaxContextTokens,
+         "--max-new-tokens must be between 0 and " + max_context +
+             " (prompt plus generated tokens are at most " + max_context + ")");
+    need(std::isfinite(c.temperature) && c.temperature >= 0.0, "--temperature must be >= 0 and finite");
     need(c.top_p > 0.0 && c.top_p <= 1.0, "--top-p must be in (0, 1]");
     need(!(c.temperature == 0.0 && vm.count("top-p") && c.top_p < 1.0),
          "--top-p has no effect with greedy decoding (--temperature 0): give a temperature or drop --top-p");
+    if (vm.count("seed")) c.seed = parse_seed(cmd, vm["seed"].as<std::string>());
   }
   if (cmd == "prep") {
     need(!c.model.empty(), "--model is required (its tokenizer is used)");
     need(!c.inputs.empty(), "no input files given");
     need(!c.output.empty(), "--output is required");
   }
-  if (cmd == "dump") need(c.inputs.size() == 1, "give exactly one output file to dump");
+  if (cmd == "dump") {
+    need(c.inputs.size() == 1, "give exactly one output file to dump");
+    need(!c.logprobs || c.jsonl, "--logprobs needs --jsonl (per-token logprobs are printed only as JSONL)");
+  }
   if (cmd == "plan") {
     need(!c.model.empty(), "--model is required");
     need(c.context > 0, "--context must be a positive token count");
+    need(c.context <= kMaxContextTokens,
+         "--context must be at most " + max_context + " tokens, the longest context ringinfer supports");
     need(c.ranks > 0, "--ranks must be positive");
     need(c.kv_dtype == "bf16" || c.kv_dtype == "fp8", "--kv-dtype must be bf16 or fp8");
-    need(c.tp >= 1 && c.ranks % c.tp == 0, "--ranks must be a multiple of --tp");
-    need(c.gpu_memory_gb > 0 && c.link_gbps > 0 && c.attention_tflops > 0 && c.matmul_tflops > 0,
-         "--gpu-memory, --link-bandwidth and the rates must be positive");
+    need(c.tp >= 1, "--tp must be at least 1");
+    need(c.ranks % c.tp == 0, "--ranks must be a multiple of --tp");
+    need(finite_positive(c.gpu_memory_gb) && c.gpu_memory_gb <= kMaxMemoryGb,
+         "--gpu-memory must be a positive number of GB, at most " + max_gb);
+    need(finite_positive(c.link_gbps), "--link-bandwidth must be a positive finite number of GB/s");
+    need(finite_positive(c.attention_tflops), "--attention-tflops must be a positive finite number");
+    need(finite_positive(c.matmul_tflops), "--matmul-tflops must be a positive finite number");
   }
+}
+
+// ---------------------------------------------------------------- config files
+
+// Options that act on the command line itself: a config file that sets them is refused
+// rather than silently ignored.
+bool command_line_only(const std::string& key) { return key == "help" || key == "config" || key == "print-config"; }
+
+std::string trim(const std::string& s) {
+  const char* ws = " \t\r\v\f";
+  const size_t b = s.find_first_not_of(ws);
+  if (b == std::string::npos) return "";
+  return s.substr(b, s.find_last_not_of(ws) - b + 1);
+}
+
+bool is_blank(char ch) { return ch == ' ' || ch == '\t' || ch == '\r' || ch == '\v' || ch == '\f'; }
+
+// A line of the file in an error message: control bytes shown as '?', long lines cut.
+std::string shown(const std::string& line) {
+  std::string out;
+  for (unsigned char ch : line.substr(0, 60)) out += (ch < 0x20 || ch == 0x7f) ? '?' : char(ch);
+  return line.size() > 60 ? out + "..." : out;
+}
+
+void append_utf8(std::string& out, unsigned cp) {
+  if (cp < 0x80) {
+    out += char(cp);
+  } else if (cp < 0x800) {
+    out += char(0xC0 | (cp >> 6));
+    out += char(0x80 | (cp & 0x3F));
+  } else {
+    out += char(0xE0 | (cp >> 12));
+    out += char(0x80 | ((cp >> 6) & 0x3F));
+    out += char(0x80 | (cp & 0x3F));
+  }
+}
+
+// `v` starts with '"': the quoted string's contents (escapes \" \\ \/ \n \r \t \b \f
+// \uXXXX outside the surrogates), followed by nothing or a '#' comment. nullopt when malformed.
+std::optional<std::string> unquote(const std::string& v) {
+  std::string out;
+  size_t i = 1;
+  for (; i < v.size() && v[i] != '"'; ++i) {
+    if (v[i] != '\\') {
+      out += v[i];
+      continue;
+    }
+    if (++i >= v.size()) return std::nullopt;
+    switch (v[i]) {
+      case '"': case '\\': case '/': out += v[i]; break;
+      case 'n': out += '\n'; break;
+      case 'r': out += '\r'; break;
+      case 't': out += '\t'; break;
+      case 'b': out += '\b'; break;
+      case 'f': out += '\f'; break;
+      case 'u': {
+        if (i + 4 >= v.size()) return std::nullopt;
+        unsigned cp = 0;
+        for (int k = 1; k <= 4; ++k) {
+          const char h = v[i + k];
+          if (!std::isxdigit(static_cast<unsigned char>(h))) return std::nullopt;
+          cp = cp * 16 + unsigned(std::isdigit(static_cast<unsigned char>(h)) ? h - '0' : (std::tolower(h) - 'a' + 10));
+        }
+        if (cp >= 0xD800 && cp <= 0xDFFF) return std::nullopt;
+        append_utf8(out, cp);
+        i += 4;
+        break;
+      }
+      default: return std::nullopt;
+    }
+  }
+  if (i >= v.size()) return std::nullopt;  // no closing quote
+  const std::string rest = trim(v.substr(i + 1));
+  if (!rest.empty() && rest[0] != '#') return std::nullopt;
+  return out;
+}
+
+// A value as read_config_file reads it: plain (trimmed, cut at a '#' that starts it or
+// follows whitespace) or quoted.
+std::optional<std::string> config_value(const std::string& raw) {
+  const std::string v = trim(raw);
+  if (!v.empty() && v[0] == '"') return unquote(v);
+  for (size_t i = 0; i < v.size(); ++i)
+    if (v[i] == '#' && (i == 0 || is_blank(v[i - 1]))) return trim(v.substr(0, i));
+  return v;
+}
+
+// The INI form of `v` that config_value reads back as `v`: as is when it can be, else quoted.
+std::string ini_value(const std::string& v) {
+  bool quote = !v.empty() && (is_blank(v.front()) || is_blank(v.back()) || v.front() == '"' || v.front() == '#');
+  for (size_t i = 0; i < v.size() && !quote; ++i) {
+    const unsigned char ch = static_cast<unsigned char>(v[i]);
+    quote = ch < 0x20 || ch == 0x7f || (ch == '#' && i > 0 && is_blank(v[i - 1]));
+  }
+  if (!quote) return v;
+  std::string out = "\"";
+  for (unsigned char ch : v) {
+    if (ch == '"' || ch == '\\') {
+      out += '\\';
+      out += char(ch);
+    } else if (ch == '\n') {
+      out += "\\n";
+    } else if (ch == '\t') {
+      out += "\\t";
+    } else if (ch == '\r') {
+      out += "\\r";
+    } else if (ch < 0x20 || ch == 0x7f) {
+      char buf[8];
+      std::snprintf(buf, sizeof buf, "\\u%04x", unsigned(ch));
+      out += buf;
+    } else {
+      out += char(ch);
+    }
+  }
+  return out + "\"";
+}
+
+// Reads `path` as "name = value" lines (README "Usage"): blank lines and lines starting
+// with '#' are skipped. Boost's own reader cuts every value at its first '#', so a path
+// such as run#2.h5 could not round-trip through --print-config; here '#' starts a comment
+// only at the start of a value or after whitespace, and a value in double quotes may
+// hold anything (format_config quotes the values that need it).
+po::parsed_options read_config_file(const std::string& path, const po::options_description& desc) {
+  std::error_code ec;
+  RI_CHECK(!std::filesystem::is_directory(path, ec), path + ": is a directory, not a config file");
+  std::ifstream in(path, std::ios::binary);
+  RI_CHECK(in, path + ": cannot open config file");
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  std::string text = ss.str();
+  RI_CHECK(text.find('\0') == std::string::npos, path + ": not a text config file (it holds a NUL byte)");
+  if (text.compare(0, 3, "\xEF\xBB\xBF") == 0) text.erase(0, 3);  // UTF-8 BOM (editors on Windows)
+
+  po::parsed_options parsed(&desc);
+  std::istringstream lines(text);
+  std::string line;
+  for (int n = 1; std::getline(lines, line); ++n) {
+    const std::string where = " (line " + std::to_string(n) + ")";
+    const std::string t = trim(line);
+    if (t.empty() || t[0] == '#') continue;
+    RI_CHECK(t[0] != '[', path + ": sections such as '" + shown(t) + "' are not supported" + where);
+    const size_t eq = t.find('=');
+    RI_CHECK(eq != std::string::npos, path + ": expected 'name = value', got '" + shown(t) + "'" + where);
+    const std::string key = trim(t.substr(0, eq));
+    RI_CHECK(!key.empty() && key.find_first_of(" \t") == std::string::npos,
+             path + ": expected 'name = value', got '" + shown(t) + "'" + where);
+    RI_CHECK(!command_line_only(key),
+             path + ": '" + key + "' is a command-line option, not a config file key" + where);
+    RI_CHECK(desc.find_nothrow(key, /*approx=*/false) != nullptr,
+             path + ": unrecognised option '" + shown(key) + "'" + where);
+    const std::optional<std::string> value = config_value(t.substr(eq + 1));
+    RI_CHECK(value.has_value(), path + ": malformed quoted value for '" + key + "'" + where);
+    po::option opt(key, {*value});
+    opt.original_tokens = {key, *value};
+    parsed.options.push_back(opt);
+  }
+  return parsed;
+}
+
+// The shortest decimal form that reads back as exactly `v` ("0.7", not "0.69999999999999996").
+std::string number(double v) {
+  std::string s;
+  for (int precision = 6; precision <= 17; ++precision) {
+    std::ostringstream o;
+    o.precision(precision);
+    o << v;
+    s = o.str();
+    if (std::strtod(s.c_str(), nullptr) == v) break;
+  }
+  return s;
 }
 
 }  // namespace
@@ -166,10 +373,9 @@ std::optional<RunConfig> parse_options(const std::string& command, const std::ve
     }
     if (vm.count("config")) {
       const std::string path = vm["config"].as<std::string>();
-      std::ifstream in(path);
-      RI_CHECK(in, path + ": cannot open config file");
+      const po::parsed_options parsed = read_config_file(path, desc);
       try {
-        po::store(po::parse_config_file(in, desc, /*allow_unregistered=*/false), vm);
+        po::store(parsed, vm);
       } catch (const po::error& e) {
         throw Error(path + ": " + e.what());
       }
@@ -189,38 +395,42 @@ std::optional<RunConfig> parse_options(const std::string& command, const std::ve
 std::string format_config(const RunConfig& c) {
   std::ostringstream s;
   s << "# ringinfer " << c.command << "\n";
-  auto kv = [&](const char* k, const auto& v) { s << k << " = " << v << "\n"; };
+  auto kv = [&](const char* k, const std::string& v) { s << k << " = " << ini_value(v) << "\n"; };
+  auto kn = [&](const char* k, auto v) { s << k << " = " << v << "\n"; };  // integers
+  auto kd = [&](const char* k, double v) { s << k << " = " << number(v) << "\n"; };
   if (!c.model.empty()) kv("model", c.model);
   for (auto& in : c.inputs) kv("input", in);
   if (!c.output.empty()) kv("output", c.output);
   if (c.command == "run" || c.command == "score") {
     if (c.device != DeviceKind::auto_detect) kv("device", to_string(c.device));
-    if (c.cp > 0) kv("cp", c.cp);
-    if (c.tp > 1) kv("tp", c.tp);
+    if (c.cp > 0) kn("cp", c.cp);
+    if (c.tp > 1) kn("tp", c.tp);
     if (c.allow_cross_node_tp) kv("allow-cross-node-tp", "true");
     if (c.log_format != "auto") kv("log-format", c.log_format);
-    if (c.memory_limit_gb >= 0) kv("memory-limit", c.memory_limit_gb);
-    kv("comm-timeout", c.comm_timeout_s);
+    if (c.memory_limit_gb >= 0) kd("memory-limit", c.memory_limit_gb);
+    kd("comm-timeout", c.comm_timeout_s);
   }
   if (c.command == "run") {
-    kv("max-new-tokens", c.max_new_tokens);
-    kv("temperature", c.temperature);
-    kv("top-p", c.top_p);
-    kv("seed", c.seed);
+    kn("max-new-tokens", c.max_new_tokens);
+    kd("temperature", c.temperature);
+    kd("top-p", c.top_p);
+    kn("seed", c.seed);
     if (c.dry_run) kv("dry-run", "true");
   }
   if (c.command == "prep" && !c.prompt_template.empty()) kv("prompt-template", c.prompt_template);
   if (c.command == "dump" && c.jsonl) kv("jsonl", "true");
+  if (c.command == "dump" && c.logprobs) kv("logprobs", "true");
   if (c.command == "plan") {
-    kv("context", c.context);
-    kv("ranks", c.ranks);
+    kn("context", c.context);
+    kn("ranks", c.ranks);
     kv("kv-dtype", c.kv_dtype);
-    kv("tp", c.tp);
-    kv("gpu-memory", c.gpu_memory_gb);
-    kv("link-bandwidth", c.link_gbps);
-    kv("attention-tflops", c.attention_tflops);
-    kv("matmul-tflops", c.matmul_tflops);
+    kn("tp", c.tp);
+    kd("gpu-memory", c.gpu_memory_gb);
+    kd("link-bandwidth", c.link_gbps);
+    kd("attention-tflops", c.attention_tflops);
+    kd("matmul-tflops", c.matmul_tflops);
   }
+  if (c.quiet) kv("quiet", "true");
   return s.str();
 }
 

@@ -16,7 +16,10 @@ namespace ringinfer::cli {
 std::optional<RunConfig> parse_options(const std::string& command, const std::vector<std::string>& args,
                                        std::ostream& out);
 
-// The configuration as INI text, readable back with --config.
+// The configuration as INI text, readable back with --config: "name = value" lines; a value
+// that the plain form cannot hold (surrounding blanks, a leading '"' or '#', " #", control
+// characters) is written in double quotes with backslash escapes. Numbers are written in
+// the shortest form that reads back exactly.
 std::string format_config(const RunConfig& config);
 
 // Top-level usage text.

@@ -7,6 +7,7 @@
 #include <cstring>
 #include <filesystem>
 
+#include "cli/file_digest.h"
 #include "cli/options.h"
 #include "ringinfer/error.h"
 #include "ringinfer/log.h"
@@ -22,15 +23,6 @@ int64_t record_index(const Bytes& record, const std::string& where) {
   return index;
 }
 
-std::string file_identity(const std::string& path) {
-  namespace fs = std::filesystem;
-  std::error_code ec;
-  const fs::path abs = fs::absolute(path, ec);
-  std::string id = abs.lexically_normal().string();
-  if (fs::is_regular_file(abs, ec)) id += " size=" + std::to_string(fs::file_size(abs, ec));
-  return id;
-}
-
 }  // namespace
 
 std::string job_fingerprint(const RunConfig& c) {
@@ -42,24 +34,36 @@ std::string job_fingerprint(const RunConfig& c) {
   key.quiet = false;
   key.memory_limit_gb = -1;
   key.output.clear();
-  key.model = file_identity(c.model);
-  for (auto& in : key.inputs) in = file_identity(in);
-  return "ringinfer journal v2\n" + format_config(key);
+  // A dry run reads no weights and writes empty generations: the model changes nothing.
+  key.model = c.model.empty() || c.dry_run ? std::string() : model_identity(c.model, c.output);
+  for (auto& in : key.inputs) in = content_identity(in);
+  return std::string(kJournalFormat) + "\n" + format_config(key);
+}
+
+std::string job_fingerprint(const RunConfig& config, Comm& world) {
+  return agree_on_root(world, [&] { return job_fingerprint(config); });
 }
 
 ResultStore::ResultStore(const std::string& output, const std::string& fingerprint, int group, bool leader)
     : output_(output), fingerprint_(fingerprint) {
+  std::vector<std::string> damaged;
   for (const std::string& path : find_journals(output)) {
-    for (const Bytes& r : read_journal(path, fingerprint)) done_.insert(record_index(r, path));
+    JournalDamage damage;
+    for (const Bytes& r : read_journal(path, fingerprint, nullptr, &damage)) done_.insert(record_index(r, path));
+    if (damage.damaged()) damaged.push_back(describe_damage(path, damage));
   }
-  // Nobody may truncate a torn tail while another rank is still reading it.
+  // Nobody may truncate a damaged tail while another rank is still reading it.
   MPI_CHECK(MPI_Barrier(MPI_COMM_WORLD));
-  if (leader) {
-    writer_ = std::make_unique<JournalWriter>(journal_path(output, group), fingerprint);
-    if (writer_->dropped_bytes() > 0)
-      log::warn(writer_->path() + ": dropped a torn last record (" + std::to_string(writer_->dropped_bytes()) +
-                " bytes); that document runs again");
-  }
+  // Group 0's journal is the lock of the whole output: when another job holds it, this
+  // leader throws and the job aborts before any other leader creates its journal.
+  if (leader && group == 0) writer_ = std::make_unique<JournalWriter>(journal_path(output, group), fingerprint);
+  MPI_CHECK(MPI_Barrier(MPI_COMM_WORLD));
+  if (leader && group != 0) writer_ = std::make_unique<JournalWriter>(journal_path(output, group), fingerprint);
+  int world_rank = 0;
+  MPI_CHECK(MPI_Comm_rank(MPI_COMM_WORLD, &world_rank));
+  // Warned once, after the lock: another job's half-written record is not ours to report.
+  if (world_rank == 0)
+    for (const std::string& w : damaged) log::warn(w);
   if (!done_.empty()) log::info("resuming: " + std::to_string(done_.size()) + " documents already done");
 }
 

@@ -9,19 +9,31 @@
 #include <set>
 #include <string>
 
+#include "cli/output_path.h"
+#include "ringinfer/comm.h"
 #include "ringinfer/journal.h"
 #include "ringinfer/run_config.h"
 
 namespace ringinfer::cli {
 
+// The journal format, the first line of every fingerprint. v3: files are identified by
+// content (file_digest.h), not by path; a journal of another format is refused.
+constexpr const char* kJournalFormat = "ringinfer journal v3";
+
 // What must match for journaled results to be reused: everything that changes results
-// (command, model file, inputs, generation options, device), not the rank layout.
+// (command, the content of the model's files and of each input in order, generation
+// options, device), not the rank layout, the paths or the mtimes. Reads the files.
 std::string job_fingerprint(const RunConfig& config);
+// The same computed once, on rank 0 of `world`, and broadcast (an Error reading a file
+// is thrown on every rank). Collective over `world`.
+std::string job_fingerprint(const RunConfig& config, Comm& world);
 
 class ResultStore {
  public:
   // Collective over MPI_COMM_WORLD: reads existing journals on every rank, then the
-  // leader of `group` opens its journal for appending (repairing a torn tail).
+  // leader of `group` opens (and locks) its journal for appending, repairing a damaged
+  // tail; group 0's leader first, so a second job on the same output fails before any
+  // of its leaders creates a journal. World rank 0 warns about every damaged journal.
   ResultStore(const std::string& output, const std::string& fingerprint, int group, bool leader);
 
   bool done(int64_t doc_index) const { return done_.count(doc_index) != 0; }

@@ -57,6 +57,11 @@ int64_t available_bytes(MemoryKind device, int64_t memory_limit) {
 }
 
 MemoryPlan check_memory(const ModelConfig& config, const PlanInput& in, MemoryKind device, int64_t available) {
+  // Checked here, in run's words, before plan_memory's generic refusal.
+  RI_CHECK(in.context <= kMaxContextTokens,
+           "memory check: a document of " + std::to_string(in.context) +
+               " tokens (prompt plus --max-new-tokens) is longer than the " + std::to_string(kMaxContextTokens) +
+               " tokens of context ringinfer supports: lower --max-new-tokens");
   const MemoryPlan p = plan_memory(config, in);
   if (p.total_per_rank <= available) return p;
   std::string msg = "memory check: a document of " + std::to_string(in.context) + " tokens needs " +

@@ -58,6 +58,17 @@ TEST(MemoryCheck, WeightsAloneTooLarge) {
       << msg;
 }
 
+TEST(MemoryCheck, ContextBeyondTheLongestNamesMaxNewTokens) {
+  PlanInput in; in.context = kMaxContextTokens + 1000; in.ranks = 1;
+  EXPECT_EQ(message_of(llama_8b(), in, MemoryKind::host, INT64_MAX),
+            "memory check: a document of 2147484647 tokens (prompt plus --max-new-tokens) is longer than the "
+            "2147483647 tokens of context ringinfer supports: lower --max-new-tokens");
+  // The longest context itself is planned (and does not fit 1 TB on one rank).
+  in.context = kMaxContextTokens;
+  EXPECT_NE(message_of(llama_8b(), in, MemoryKind::host, int64_t(1) << 40).find("the smallest rank count that fits"),
+            std::string::npos);
+}
+
 TEST(MemoryCheck, MeminfoParsing) {
   EXPECT_EQ(parse_meminfo_available("MemTotal:       16000000 kB\nMemFree:  100 kB\nMemAvailable:   12345678 kB\n"),
             int64_t(12345678) * 1024);

@@ -1,8 +1,12 @@
 // Plan figures against hand-computed cases (DESIGN §3 and the issues' worked examples).
 #include <gtest/gtest.h>
 
+#include <random>
+#include <string>
+
 #include "ringinfer/error.h"
 #include "ringinfer/memory_plan.h"
+#include "ringinfer/model_loader.h"
 #include "model_shapes.h"
 
 namespace ringinfer {
@@ -60,6 +64,90 @@ TEST(MemoryPlan, SmallestFittingRanks) {
   EXPECT_EQ(smallest_fitting_ranks(llama_70b(), in, 10'000'000'000), -1);
   in.ranks = 3; in.tp = 2;
   EXPECT_THROW(plan_memory(llama_8b(), in), Error);
+}
+
+std::string error_of(const ModelConfig& c, const PlanInput& in) {
+  try {
+    plan_memory(c, in);
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "no error";
+}
+
+using i128 = __int128;
+
+// Figures over random contexts and rank counts up to the longest context, against the same
+// formulas in 128-bit integers: no figure may wrap or go negative.
+TEST(MemoryPlan, FiguresMatch128BitReferenceUpToTheLongestContext) {
+  std::mt19937_64 rng(7);
+  const ModelConfig c = llama_70b();
+  const i128 L = c.n_layers, Hkv = c.n_kv_heads, D = c.head_dim;
+  for (int iter = 0; iter < 2000; ++iter) {
+    PlanInput in;
+    in.context = iter == 0 ? kMaxContextTokens : int64_t(rng() % uint64_t(kMaxContextTokens)) + 1;
+    in.tp = std::vector<int>{1, 2, 4, 8, 16, 32, 64}[rng() % 7];
+    in.ranks = in.tp * int(1 + rng() % 4096);
+    in.kv_bytes = 1 + int(rng() % 2);
+    const MemoryPlan p = plan_memory(c, in);
+    const i128 N = in.ranks / in.tp, local = (i128(in.context) + N - 1) / N;
+    const i128 kv_local_heads = std::max<i128>(1, Hkv / in.tp);
+    ASSERT_EQ(i128(p.local_tokens), local);
+    ASSERT_EQ(i128(p.kv_total), 2 * L * Hkv * D * in.kv_bytes * i128(in.context));
+    ASSERT_EQ(i128(p.kv_per_rank), 2 * L * kv_local_heads * D * local * in.kv_bytes);
+    ASSERT_EQ(i128(p.activations_per_rank), i128(p.activation_bytes_per_local_token) * local);
+    ASSERT_EQ(i128(p.total_per_rank), i128(p.weights_per_rank) + p.kv_per_rank + p.activations_per_rank +
+                                          p.scratch_per_rank);
+    ASSERT_GT(p.total_per_rank, p.kv_per_rank);
+  }
+}
+
+TEST(MemoryPlan, RefusesContextsBeyondTheLongest) {
+  PlanInput in; in.context = kMaxContextTokens + 1; in.ranks = 1;
+  EXPECT_EQ(error_of(llama_8b(), in),
+            "plan: a context of 2147483648 tokens is outside [0, 2147483647], the longest context ringinfer supports");
+  in.context = int64_t(1) << 60;
+  EXPECT_THROW(plan_memory(llama_8b(), in), Error);
+  in.context = -5;
+  EXPECT_THROW(plan_memory(llama_8b(), in), Error);
+}
+
+// A model whose figures cannot be counted in 64 bits does not fit; it never wraps to a
+// small (or negative) number that "fits".
+TEST(MemoryPlan, OverflowingFiguresRefuse) {
+  ModelConfig c = llama_8b();
+  c.hidden_size = int64_t(1) << 50;  // h x intermediate alone is 2^50 x 14336 > 2^63
+  PlanInput in; in.context = 1000; in.ranks = 1;
+  EXPECT_EQ(error_of(c, in),
+            "plan: the memory of a 1000-token context on 1 ranks (--tp 1) does not fit in 64-bit byte counts: it fits "
+            "no machine");
+  EXPECT_EQ(smallest_fitting_ranks(c, in, INT64_MAX), -1);
+  // Per-token KV bytes near 2^63: one token fits the count, the longest context does not.
+  ModelConfig k = llama_8b();
+  k.n_layers = int64_t(1) << 40;
+  in.context = kMaxContextTokens;
+  EXPECT_NE(error_of(k, in).find("does not fit in 64-bit byte counts"), std::string::npos) << error_of(k, in);
+}
+
+// plan applies run's tensor-parallel rule (tensor_parallel_slice): the same --tp values are
+// refused, with the same message.
+TEST(MemoryPlan, TensorParallelRuleIsRuns) {
+  for (int tp : {3, 5, 64, 12}) {
+    PlanInput in; in.context = 1000; in.ranks = tp; in.tp = tp;
+    std::string run_msg;
+    try {
+      tensor_parallel_slice(llama_8b(), 0, tp);
+    } catch (const Error& e) {
+      run_msg = e.what();
+    }
+    ASSERT_FALSE(run_msg.empty()) << tp;
+    EXPECT_EQ(error_of(llama_8b(), in), run_msg) << tp;
+    EXPECT_THROW(smallest_fitting_ranks(llama_8b(), in, int64_t(1) << 40), Error);
+  }
+  for (int tp : {1, 2, 4, 8, 16, 32}) {
+    PlanInput in; in.context = 1000; in.ranks = tp; in.tp = tp;
+    EXPECT_EQ(error_of(llama_8b(), in), "no error") << tp;
+  }
 }
 
 }  // namespace
