@@ -7,12 +7,15 @@
 #include <fstream>
 #include <random>
 
+#include "gtest_helpers.h"
 #include "ringinfer/error.h"
 #include "ringinfer/journal.h"
 #include "test_paths.h"
 
 namespace ringinfer {
 namespace {
+
+using test::error_of;
 
 Bytes random_bytes(std::mt19937& rng, size_t n) {
   Bytes b(n);
@@ -104,15 +107,6 @@ Bytes slurp(const std::string& path) {
 void spit(const std::string& path, const Bytes& b) {
   std::ofstream out(path, std::ios::binary | std::ios::trunc);
   out.write(reinterpret_cast<const char*>(b.data()), static_cast<std::streamsize>(b.size()));
-}
-
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "(no error)";
 }
 
 TEST(Journal, TornTailIsReportedAsTorn) {

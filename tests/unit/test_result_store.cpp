@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "gtest_helpers.h"
 #include "cli/file_digest.h"
 #include "cli/output_path.h"
 #include "cli/result_store.h"
@@ -20,6 +21,8 @@
 
 namespace ringinfer::cli {
 namespace {
+
+using test::error_of;
 
 namespace fs = std::filesystem;
 
@@ -42,15 +45,6 @@ void poke(const std::string& path, uint64_t offset, char value) {
 
 void age(const std::string& path, int hours) {
   fs::last_write_time(path, fs::last_write_time(path) - std::chrono::hours(hours));
-}
-
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "(no error)";
 }
 
 TEST(FileDigest, Hash64SeesEveryWordAndTheLength) {
