@@ -14,7 +14,8 @@ R="$RINGINFER"
 M="$SOURCE_DIR/tests/fixtures/models/llama3-gqa"
 export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
 cd "$WORK"
-LENGTHS=300,40,1,250,7,0,120,310,90,60,200,33,280,12,150,75,299,5,180,2,260,44,130,3
+# Documents long enough (seconds of work in all) that a job can be stopped mid-run.
+LENGTHS=3000,400,1,2500,70,0,1200,3100,900,600,2000,330,2800,120,1500,750,2990,5,1800,2,2600,440,1300,3
 "$TESTBIN/make_test_shard" valid in.h5 --docs 24 --lengths $LENGTHS --vocab 300 --seed 11 >/dev/null &&
 "$TESTBIN/make_test_shard" valid other.h5 --docs 24 --lengths $LENGTHS --vocab 300 --seed 12 >/dev/null ||
   { fail "make_test_shard"; finish; exit 1; }

@@ -9,7 +9,10 @@ MODEL="$SOURCE_DIR/tests/fixtures/models/llama3-gqa"
 export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
 KILLS=${RESUME_KILLS:-20}
 cd "$WORK"
-"$TESTBIN/make_test_shard" valid in.h5 --docs 24 --lengths 300,40,1,250,7,0,120,310,90,60,200,33,280,12,150,75,299,5,180,2,260,44,130,3 \
+# Long enough documents (a few seconds of work in all) that kills and signals land while
+# documents are being processed, not only during start-up; empty and 1-token documents too.
+"$TESTBIN/make_test_shard" valid in.h5 --docs 20 \
+  --lengths 3000,40,1,2500,7,0,2800,1900,90,3500,2200,33,3100,12,2700,75,2000,5,3300,2600 \
   --vocab 300 --seed 11 >/dev/null || { fail "make_test_shard"; finish; exit 1; }
 job() { $MPIRUN -np 2 "$R" run -m "$MODEL" -i in.h5 -o "$1" --device cpu --max-new-tokens 12 --temperature 0.8 --top-p 0.9 --seed 3 -q "${@:2}"; }
 datasets() {  # every dataset outside /timing, as text
@@ -40,7 +43,14 @@ ls out.h5.journal.* >/dev/null 2>&1 && fail "journals left after completion" || 
 rm -f term.h5*
 job term.h5 >termlog 2>&1 & pid=$!
 # Signal once the first document is journaled: mid-run, with more documents to go.
-for _ in $(seq 1 300); do [[ $(stat -c %s term.h5.journal.0 2>/dev/null || echo 0) -gt 200 ]] && break; sleep 0.05; done
+# (The journal's header, with the job's fingerprint, is written in one piece first.)
+header=0
+for _ in $(seq 1 600); do
+  size=$(stat -c %s term.h5.journal.0 2>/dev/null || echo 0)
+  ((header == 0 && size > 0)) && header=$size
+  ((header > 0 && size > header)) && break
+  sleep 0.05
+done
 pkill -TERM -f "^$R run -m $MODEL -i in.h5 -o term.h5"  # the ranks, as Slurm signals them
 t0=$(date +%s); wait $pid; rc=$?; t1=$(date +%s)
 if ((rc == 75)); then pass "SIGTERM exits 75 in $((t1 - t0)) s"
@@ -48,12 +58,14 @@ else fail "SIGTERM exit $rc"; cat termlog; fi
 job term.h5 >/dev/null 2>&1 && datasets term.h5 | cmp -s - ref.txt && pass "resume after SIGTERM identical" || fail "resume after SIGTERM"
 
 # Other options over an existing journal: refused, not mixed.
-job mix.h5 >/dev/null 2>&1 &
-for _ in $(seq 1 300); do [[ -s mix.h5.journal.0 ]] && break; sleep 0.1; done  # wait for a journal
+job mix.h5 >mixlog 2>&1 & pid=$!
+# Wait for a journal while the job still runs (it is removed when the job completes).
+for _ in $(seq 1 600); do [[ -s mix.h5.journal.0 ]] || ! kill -0 $pid 2>/dev/null && break; sleep 0.05; done
 pkill -9 -f "^$R run .*-o mix.h5"; pkill -9 -f "mpirun.*-o mix.h5"; wait 2>/dev/null
-if ls mix.h5.journal.* >/dev/null 2>&1; then
+if [[ -e mix.h5 ]]; then fail "the job completed before it could be killed: no journal to test"
+elif ls mix.h5.journal.* >/dev/null 2>&1; then
   expect_error "journal of other options refused" 60 "different model or options" \
     $MPIRUN -np 2 "$R" run -m "$MODEL" -i in.h5 -o mix.h5 --device cpu --max-new-tokens 5 -q
   [[ ! -e mix.h5 ]] && pass "no mixed output written" || fail "an output was written from mixed options"
-else fail "no journal appeared within 30 s"; fi
+else fail "no journal appeared within 30 s"; cat mixlog; fi
 finish
