@@ -137,6 +137,16 @@ class Comm {
   virtual void barrier(Stream stream) = 0;
 };
 
+// The smallest and largest of one host int32 over the ranks of `comm`, in one all_reduce
+// (of {v, -v} with max): how ranks check that they agree on a setting before any of them
+// acts on it. Collective; `comm` must take host buffers (MpiComm).
+struct Int32Range {
+  int32_t lowest = 0;
+  int32_t highest = 0;
+  bool uniform() const { return lowest == highest; }
+};
+Int32Range range_over_ranks(Comm& comm, int32_t value);
+
 // Host-buffer communicator over MPI. Duplicates `comm` (collective over its ranks), so
 // its messages never match anyone else's; the caller keeps and frees its own `comm`.
 // Messages larger than max_message_bytes are split into several MPI calls: MPI counts

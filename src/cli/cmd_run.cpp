@@ -89,10 +89,7 @@ RunResult dry_run_document(const DocumentSet& docs, const DocInfo& doc, const Pa
 // ranks on different backends would enter different collectives. Collective over `world`.
 bool auto_device_is_cuda(Comm& world) {
   const int32_t sees = visible_gpu_count() > 0 ? 1 : 0;
-  const int32_t send[2] = {sees, -sees};  // max and -min in one reduction
-  int32_t recv[2] = {0, 0};
-  world.all_reduce(send, recv, 2, CommDtype::int32, ReduceOp::max, Stream{});
-  RI_CHECK(recv[0] == -recv[1],
+  RI_CHECK(range_over_ranks(world, sees).uniform(),
            "--device auto: some ranks see a GPU and others do not (check CUDA_VISIBLE_DEVICES and the nodes "
            "of the allocation); pass --device cuda or --device cpu");
   return sees == 1;

@@ -50,15 +50,12 @@ CudaCommChoice agreed_cuda_comm(Comm& comm, CudaCommChoice if_unset) {
   } catch (const Error&) {
     own_error = std::current_exception();
   }
-  // max(vote) and -min(vote) in one reduction.
-  const int32_t send[2] = {vote, -vote};
-  int32_t recv[2] = {0, 0};
-  comm.all_reduce(send, recv, 2, CommDtype::int32, ReduceOp::max, Stream{});
+  const Int32Range votes = range_over_ranks(comm, vote);
   if (own_error) std::rethrow_exception(own_error);
-  const int32_t highest = recv[0], lowest = -recv[1];
-  RI_CHECK(highest != kUnknown, std::string(kVariable) + ": another rank has an unknown value (use nccl or mpi)");
-  RI_CHECK(lowest == highest, std::string(kVariable) + " differs between ranks (pass it to every rank: mpirun -x " +
-                                  kVariable + ")");
+  RI_CHECK(votes.highest != kUnknown,
+           std::string(kVariable) + ": another rank has an unknown value (use nccl or mpi)");
+  RI_CHECK(votes.uniform(), std::string(kVariable) + " differs between ranks (pass it to every rank: mpirun -x " +
+                                kVariable + ")");
   return mine;
 }
 

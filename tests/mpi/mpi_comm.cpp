@@ -19,6 +19,7 @@
 #include "ringinfer/comm.h"
 #include "ringinfer/error.h"
 #include "comm_test_data.h"
+#include "gtest_helpers.h"
 
 namespace ringinfer {
 namespace {
@@ -189,6 +190,23 @@ TEST(MpiComm, AllReduceEveryDtypeSumAndMax) {
   check_all_reduce_every_dtype(comm, 1003);
 }
 
+TEST(MpiComm, RangeOverRanks) {
+  MpiComm comm(MPI_COMM_WORLD);
+  const int n = comm.size(), r = comm.rank();
+  // Distinct values, negative ones and the int32 extremes but INT32_MIN (not negatable).
+  const Int32Range spread = range_over_ranks(comm, 7 * r - 3);
+  EXPECT_EQ(spread.lowest, -3);
+  EXPECT_EQ(spread.highest, 7 * (n - 1) - 3);
+  EXPECT_EQ(spread.uniform(), n == 1);
+  const Int32Range extremes = range_over_ranks(comm, r == n - 1 ? INT32_MAX : -INT32_MAX);
+  EXPECT_EQ(extremes.lowest, n == 1 ? INT32_MAX : -INT32_MAX);
+  EXPECT_EQ(extremes.highest, INT32_MAX);
+  const Int32Range same = range_over_ranks(comm, 42);
+  EXPECT_TRUE(same.uniform());
+  EXPECT_EQ(same.lowest, 42);
+  EXPECT_NE(test::error_of([&] { range_over_ranks(comm, INT32_MIN); }), "");  // refused before any communication
+}
+
 TEST(MpiComm, BroadcastFromEveryRoot) {
   MpiComm comm(MPI_COMM_WORLD);
   check_broadcast_every_root(comm, 1);
@@ -312,7 +330,7 @@ TEST(MpiComm, CollectiveTimesOutWhenARankNeverArrives) {
                  timeout_text("all_reduce", world, "1.5"));
     const double waited = seconds_since(t0), cpu = cpu_seconds() - cpu0;
     EXPECT_GE(waited, 1.5 * 0.95);
-    EXPECT_LE(waited, 3.0) << "the timeout fired late";
+    EXPECT_LE(waited, 1.5 + 4.0) << "the timeout fired late";  // slack for a loaded 2-core CI machine
     EXPECT_LT(cpu, 0.5 * waited) << "the wait burned a core: " << cpu << " CPU s in " << waited << " s";
     expect_error([&] { comm->barrier(Stream{}); },
                  "mpi barrier: an earlier operation of this communicator timed out (--comm-timeout); it cannot be "
@@ -338,7 +356,7 @@ TEST(MpiComm, SendRecvWaitTimesOutWhenThePeerNeverSends) {
     expect_error([&] { pending->wait(Stream{}); }, timeout_text("send_recv", world, "1"));
     const double waited = seconds_since(t0);
     EXPECT_GE(waited, 0.95);
-    EXPECT_LE(waited, 2.0) << "the timeout fired late";
+    EXPECT_LE(waited, 1.0 + 4.0) << "the timeout fired late";
     pending.reset();  // must not wait again
     expect_error([&] { comm->all_gather(send, recv, 1, CommDtype::uint8, Stream{}); },
                  "mpi all_gather: an earlier operation of this communicator timed out (--comm-timeout); it cannot "
