@@ -238,7 +238,9 @@ TEST(CudaBackendOps, SampleMatchesCpuGreedyWithTiesAndTopP) {
     p.cpu->copy_to_host(&a, tc);
     p.gpu->copy_to_host(&b, tg);
     EXPECT_EQ(a, b) << "V " << V << " temperature " << temp;
-    if (temp == 0.0) EXPECT_EQ(b, argmax_token(lg.data(), V));
+    if (temp == 0.0) {
+      EXPECT_EQ(b, argmax_token(lg.data(), V));
+    }
   }
 }
 

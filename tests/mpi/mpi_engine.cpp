@@ -83,8 +83,11 @@ TEST_P(MpiEngine, ScoreMatchesSingleRankAndReferenceForEveryCp) {
       }
       EXPECT_LT(vs_single, 1e-5) << GetParam() << " cp " << cp << " S " << S;
       EXPECT_LT(vs_ref, 1e-4) << GetParam() << " cp " << cp << " S " << S;
-      if (S >= 2) EXPECT_NEAR(got.sum_logprob, want.sum_logprob, 1e-5 * S);
-      else EXPECT_TRUE(std::isnan(got.perplexity));
+      if (S >= 2) {
+        EXPECT_NEAR(got.sum_logprob, want.sum_logprob, 1e-5 * S);
+      } else {
+        EXPECT_TRUE(std::isnan(got.perplexity));
+      }
       EXPECT_EQ(engine.kv_cache_tokens(), local_len(static_cast<int64_t>(S), r, cp)) << "cp " << cp << " S " << S;
       EXPECT_EQ(engine.last_stats().tokens_held, local_len(static_cast<int64_t>(S), r, cp));
     }

@@ -98,8 +98,11 @@ TEST_P(MpiTensorParallel, ScoreMatchesSingleRankAndReference) {
       }
       EXPECT_LT(vs_single, 1e-5) << at << " S " << S;
       EXPECT_LT(vs_ref, 1e-4) << at << " S " << S;
-      if (S >= 2) EXPECT_NEAR(got.sum_logprob, want[S].sum_logprob, 1e-5 * S) << at;
-      else EXPECT_TRUE(std::isnan(got.perplexity));
+      if (S >= 2) {
+        EXPECT_NEAR(got.sum_logprob, want[S].sum_logprob, 1e-5 * S) << at;
+      } else {
+        EXPECT_TRUE(std::isnan(got.perplexity));
+      }
       // KV cache: 2 max(1, Hkv/T) D ceil((S - r)/N) fp32 values per layer.
       const int64_t kv_heads = std::max<int64_t>(1, cfg.n_kv_heads / tp);
       const int64_t held = local_len(static_cast<int64_t>(S), r, cp);

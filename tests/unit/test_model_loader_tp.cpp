@@ -52,8 +52,11 @@ void check_slices(const ModelSource& src, const std::string& label) {
       const int64_t D = c.head_dim;
       expect_same(part.embed, whole.embed, at + "embed");
       expect_same(part.final_norm, whole.final_norm, at + "norm");
-      if (c.tie_word_embeddings) EXPECT_TRUE(part.lm_head.empty());
-      else expect_same(part.lm_head, cut_rows(whole.lm_head, sl.vocab_range()), at + "lm_head");
+      if (c.tie_word_embeddings) {
+        EXPECT_TRUE(part.lm_head.empty());
+      } else {
+        expect_same(part.lm_head, cut_rows(whole.lm_head, sl.vocab_range()), at + "lm_head");
+      }
       vocab_total += sl.vocab_rows;
       for (int64_t l = 0; l < c.n_layers; ++l) {
         const LayerWeights &P = part.layers[l], &W = whole.layers[l];

@@ -43,7 +43,9 @@ TEST(ParserRegressions, GgufElementCountsNeverOverflow) {
         EXPECT_GE(t.numel(), 0) << path << " " << t.name;
         bool zero = false;
         for (int64_t d : t.ne) zero = zero || d == 0;
-        if (zero) EXPECT_EQ(t.numel(), 0) << path << " " << t.name;
+        if (zero) {
+          EXPECT_EQ(t.numel(), 0) << path << " " << t.name;
+        }
       }
       try { (void)gguf_model_config(f); } catch (const Error&) {}
     } catch (const Error& e) {

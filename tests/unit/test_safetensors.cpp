@@ -169,8 +169,11 @@ TEST_F(SafetensorsTest, LoadsTinyModelSingleAndSharded) {
     };
     same(lm.weights.embed, "model.embed_tokens.weight");
     same(lm.weights.final_norm, "model.norm.weight");
-    if (shards == 1) EXPECT_TRUE(lm.weights.lm_head.empty());
-    else same(lm.weights.lm_head, "lm_head.weight");
+    if (shards == 1) {
+      EXPECT_TRUE(lm.weights.lm_head.empty());
+    } else {
+      same(lm.weights.lm_head, "lm_head.weight");
+    }
     for (int l = 0; l < 2; ++l) {
       const auto& L = lm.weights.layers[l];
       auto n = [&](const char* s) { return layer_tensor_name(l, s); };
