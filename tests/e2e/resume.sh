@@ -25,15 +25,25 @@ span=$(python3 -c "import time; print(max(0.5, time.time() - $start))")
 datasets ref.h5 > ref.txt
 
 # SIGKILL at random moments (the whole job: every rank and mpirun), then resume.
+journal_bytes() { cat out.h5.journal.* 2>/dev/null | wc -c; }
+mid_run=0 progressed=0
 for i in $(seq 1 "$KILLS"); do
   delay=$(python3 -c "import random; random.seed($i); print(round(random.uniform(0.05, 0.8 * $span), 2))")
+  before=$(journal_bytes)
   job out.h5 >/dev/null 2>&1 &
   sleep "$delay"
   pkill -9 -f "ringinfer run -m $MODEL -i in.h5 -o out.h5" ; pkill -9 -f "mpirun.*-o out.h5"
   wait 2>/dev/null
+  after=$(journal_bytes)
+  ((after > 0)) && mid_run=$((mid_run + 1))            # killed while documents were being run
+  ((after > before && before > 0)) && progressed=$((progressed + 1))  # a resumed attempt journaled more
 done
 journals=$(ls out.h5.journal.* 2>/dev/null | wc -l)
-echo "after $KILLS kills: $journals journal(s), $( [[ -e out.h5 ]] && echo output || echo 'no output')"
+echo "after $KILLS kills: $mid_run mid-run, $progressed resumed attempts added documents; now $journals journal(s)," \
+  "$( [[ -e out.h5 ]] && echo output || echo 'no output')"
+# Otherwise the kills all landed in start-up or after the end, and resume went untested.
+((mid_run >= KILLS / 4 && progressed >= 2)) && pass "kills landed mid-run and resumed attempts made progress" ||
+  fail "too few kills mid-run ($mid_run) or resumed attempts with progress ($progressed)"
 if job out.h5 >log 2>&1; then pass "resume after $KILLS SIGKILLs completes"; else fail "resume"; cat log; fi
 datasets out.h5 > out.txt
 cmp -s ref.txt out.txt && pass "resumed datasets identical to an uninterrupted run" || { fail "datasets differ"; diff ref.txt out.txt | head; }
