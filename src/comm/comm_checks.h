@@ -108,6 +108,7 @@ class Deadline {
   }
   bool passed() const { return Clock::now() >= end_; }
   double seconds() const { return seconds_; }
+  Clock::time_point end() const { return end_; }
 
  private:
   double seconds_;

@@ -33,6 +33,7 @@
 #include <optional>
 #include <thread>
 
+#include "comm/comm_checks.h"
 #include "ringinfer/error.h"
 #include "ringinfer/shard.h"
 #include "ringinfer/signals.h"
@@ -421,30 +422,28 @@ std::string validate_shards_in_child(const std::vector<std::string>& paths, int6
   ChildReport report;
   std::string buf;
   bool eof = false;
-  auto last_news = Clock::now();
-  auto next_tick = Clock::now() + std::chrono::duration_cast<Clock::duration>(
-                                      std::chrono::duration<double>(options.tick_interval_s));
-  // At most ~30 years: a larger --comm-timeout would overflow the clock's int64 nanoseconds.
-  const auto stall =
-      std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(std::min(stall_s, 1e9)));
+  // The communicators' deadline: a huge --comm-timeout saturates instead of overflowing the clock.
+  using comm_detail::Deadline;
+  Deadline stall(stall_s);  // restarted by every report from the child
+  Deadline tick(options.tick_interval_s);
+  const auto tick_if_due = [&] {
+    if (!on_tick || !tick.passed()) return;
+    on_tick();
+    tick = Deadline(options.tick_interval_s);
+  };
   while (!eof) {
     // SIGTERM / SIGUSR1 (preemption) reach the rank while it waits here: stop the check.
     if (stop_requested()) throw StopRequested{stop_signal()};
-    const auto now = Clock::now();
-    if (now - last_news >= stall) {
+    if (stall.passed()) {
       child.kill_now();
       return blamed_files(report, paths) + ": validating " + this_shard(report, paths) + " made no progress for " +
              seconds_text(stall_s) +
              " s (libhdf5 hangs on it, or the file system stalls) and was stopped; if the file is corrupt, "
              "re-create it with `ringinfer prep`";
     }
-    if (on_tick && now >= next_tick) {
-      on_tick();
-      next_tick = Clock::now() + std::chrono::duration_cast<Clock::duration>(
-                                     std::chrono::duration<double>(options.tick_interval_s));
-    }
-    auto until = last_news + stall;
-    if (on_tick) until = std::min(until, next_tick);
+    tick_if_due();
+    auto until = stall.end();
+    if (on_tick) until = std::min(until, tick.end());
     const auto wait_ms = std::chrono::duration_cast<std::chrono::milliseconds>(until - Clock::now()).count() + 1;
     pollfd pfd{rd.get(), POLLIN, 0};
     const int ready = ::poll(&pfd, 1, static_cast<int>(std::clamp<long long>(wait_ms, 1, 1000)));
@@ -457,7 +456,7 @@ std::string validate_shards_in_child(const std::vector<std::string>& paths, int6
       eof = true;
       break;
     }
-    last_news = Clock::now();
+    stall = Deadline(stall_s);
     buf.append(chunk, static_cast<size_t>(n));
     parse_records(buf, report, paths.size());
     if (report.garbled) break;
@@ -476,11 +475,7 @@ std::string validate_shards_in_child(const std::vector<std::string>& paths, int6
         break;
       }
       if (Clock::now() >= give_up) break;
-      if (on_tick && Clock::now() >= next_tick) {
-        on_tick();
-        next_tick = Clock::now() + std::chrono::duration_cast<Clock::duration>(
-                                       std::chrono::duration<double>(options.tick_interval_s));
-      }
+      tick_if_due();
     }
   }
   if (status == -2) child.kill_now();
