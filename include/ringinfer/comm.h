@@ -25,7 +25,9 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
+#include <string>
 
 namespace ringinfer {
 
@@ -137,15 +139,21 @@ class Comm {
   virtual void barrier(Stream stream) = 0;
 };
 
-// The smallest and largest of one host int32 over the ranks of `comm`, in one all_reduce
-// (of {v, -v} with max): how ranks check that they agree on a setting before any of them
-// acts on it. Collective; `comm` must take host buffers (MpiComm).
+// ---- agreement between ranks (comm/agreement.cpp). Collective; `comm` must take host
+// buffers (MpiComm).
+
+// The smallest and largest of one int32 over the ranks of `comm`, in one all_reduce (of
+// {v, -v} with max): how ranks check that they agree on a setting before any acts on it.
 struct Int32Range {
   int32_t lowest = 0;
   int32_t highest = 0;
   bool uniform() const { return lowest == highest; }
 };
 Int32Range range_over_ranks(Comm& comm, int32_t value);
+
+// Runs `compute` on rank 0 of `comm` and returns its result on every rank; an Error it
+// throws is thrown on every rank with the same message.
+std::string agree_on_root(Comm& comm, const std::function<std::string()>& compute);
 
 // Host-buffer communicator over MPI. Duplicates `comm` (collective over its ranks), so
 // its messages never match anyone else's; the caller keeps and frees its own `comm`.

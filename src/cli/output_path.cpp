@@ -114,23 +114,4 @@ void check_output_path(const RunConfig& config, Comm& world) {
   });
 }
 
-std::string agree_on_root(Comm& comm, const std::function<std::string()>& compute) {
-  int64_t head[2] = {0, 0};  // {1 if compute threw an Error, length of the text}
-  std::string text;
-  if (comm.rank() == 0) {
-    try {
-      text = compute();
-    } catch (const Error& e) {
-      text = e.what();
-      head[0] = 1;
-    }
-    head[1] = static_cast<int64_t>(text.size());
-  }
-  comm.broadcast(head, 2, CommDtype::int64, 0, Stream{});
-  text.resize(static_cast<size_t>(head[1]));
-  if (head[1] > 0) comm.broadcast(text.data(), text.size(), CommDtype::uint8, 0, Stream{});
-  if (head[0] != 0) throw Error(text);
-  return text;
-}
-
 }  // namespace ringinfer::cli

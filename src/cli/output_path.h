@@ -6,7 +6,6 @@
 //     the job runs) are not the same file as an input, the prompt template, the model
 //     file, or any file inside the model folder (same inode, or the same canonical path);
 //   - the output is not a directory, its folder exists and a file can be created there.
-#include <functional>
 #include <string>
 
 #include "ringinfer/comm.h"
@@ -26,9 +25,5 @@ void check_output_path(const RunConfig& config, Comm& world);
 // OUT.journal.<g>, the writability probe): a file the job itself writes. The output
 // itself counts only with `with_output`.
 bool is_output_companion(const std::string& file, const std::string& output, bool with_output);
-
-// Runs `compute` on rank 0 of `comm` and returns its result on every rank; an Error it
-// throws is thrown on every rank with the same message. Collective over `comm`.
-std::string agree_on_root(Comm& comm, const std::function<std::string()>& compute);
 
 }  // namespace ringinfer::cli

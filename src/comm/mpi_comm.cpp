@@ -2,7 +2,6 @@
 #include <algorithm>
 #include <atomic>
 #include <cmath>
-#include <cstdint>
 #include <cstring>
 #include <exception>
 #include <memory>
@@ -157,14 +156,6 @@ void set_comm_timeout(double seconds) {
 }
 
 double comm_timeout() { return g_comm_timeout.load(); }
-
-Int32Range range_over_ranks(Comm& comm, int32_t value) {
-  RI_CHECK(value != INT32_MIN, "range_over_ranks: INT32_MIN cannot be negated");
-  const int32_t send[2] = {value, -value};
-  int32_t recv[2] = {0, 0};
-  comm.all_reduce(send, recv, 2, CommDtype::int32, ReduceOp::max, Stream{});
-  return Int32Range{-recv[1], recv[0]};
-}
 
 MpiComm::MpiComm(MPI_Comm comm, size_t max_message_bytes) : max_message_bytes_(max_message_bytes) {
   RI_CHECK(comm != MPI_COMM_NULL, "MpiComm: MPI_COMM_NULL given (this rank is not in the group)");

@@ -207,6 +207,17 @@ TEST(MpiComm, RangeOverRanks) {
   EXPECT_NE(test::error_of([&] { range_over_ranks(comm, INT32_MIN); }), "");  // refused before any communication
 }
 
+TEST(MpiComm, AgreeOnRootCarriesLongAndEmptyTextAndRootsError) {
+  MpiComm world(MPI_COMM_WORLD);
+  const std::string big(100000, 'q');
+  EXPECT_EQ(agree_on_root(world, [&] { return big + std::to_string(world.rank()); }), big + "0");
+  EXPECT_EQ(agree_on_root(world, [] { return std::string(); }), "");
+  EXPECT_EQ(test::error_of([&] {
+              agree_on_root(world, [&]() -> std::string { throw Error("root says no " + std::to_string(world.rank())); });
+            }),
+            "root says no 0");
+}
+
 TEST(MpiComm, BroadcastFromEveryRoot) {
   MpiComm comm(MPI_COMM_WORLD);
   check_broadcast_every_root(comm, 1);

@@ -86,12 +86,5 @@ TEST(MpiResultStore, RankZerosErrorIsThrownEverywhere) {
   EXPECT_NO_THROW(check_output_path(files.config, world));
 }
 
-TEST(MpiResultStore, AgreeOnRootCarriesLongAndEmptyText) {
-  MpiComm world(MPI_COMM_WORLD);
-  const std::string big(100000, 'q');
-  EXPECT_EQ(agree_on_root(world, [&] { return big + std::to_string(world.rank()); }), big + "0");
-  EXPECT_EQ(agree_on_root(world, [] { return std::string(); }), "");
-}
-
 }  // namespace
 }  // namespace ringinfer::cli
