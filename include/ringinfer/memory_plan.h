@@ -46,9 +46,10 @@ struct MemoryPlan {
 // would overflow 64 bits ("... does not fit in 64-bit byte counts").
 MemoryPlan plan_memory(const ModelConfig& config, const PlanInput& in);
 
-// Smallest rank count (a multiple of in.tp) whose per-rank total fits in `capacity` bytes,
-// or -1 when even a very large count does not (the weights alone do not fit). Counts whose
-// figures overflow count as not fitting.
+// Smallest rank count (a multiple of in.tp, at most kMaxPlanRanks) whose per-rank total
+// fits in `capacity` bytes, or -1 when none does (e.g. the weights alone do not fit).
+// Counts whose figures overflow count as not fitting.
+constexpr int kMaxPlanRanks = 1 << 20;
 int smallest_fitting_ranks(const ModelConfig& config, PlanInput in, int64_t capacity);
 
 }  // namespace ringinfer

@@ -62,7 +62,7 @@ int plan_command(const RunConfig& c) {
   const int smallest = smallest_fitting_ranks(model, in, capacity);
   if (smallest > 0) std::printf("smallest fitting %d ranks (--tp %d)\n", smallest, c.tp);
   else if (p.weights_per_rank >= capacity) std::printf("smallest fitting none: the weights alone exceed one GPU; raise --tp\n");
-  else std::printf("smallest fitting none up to 1048576 ranks\n");
+  else std::printf("smallest fitting none up to %d ranks\n", kMaxPlanRanks);
 
   // One ring step of one layer: send the local K,V block while computing on the one in hand.
   const double step_comm = p.ring_step_bytes / (c.link_gbps * 1e9);

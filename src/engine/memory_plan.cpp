@@ -41,13 +41,18 @@ int64_t parameter_count(const ModelConfig& c) {
   return total;
 }
 
+// Tensor parallelism splits every matrix by T (vocabulary-parallel LM head included);
+// more CP ranks do not shrink it.
+int64_t weights_per_rank(const ModelConfig& c, const PlanInput& in) {
+  return mul((parameter_count(c) + in.tp - 1) / in.tp, in.weight_bytes);
+}
+
 MemoryPlan plan_unchecked(const ModelConfig& c, const PlanInput& in) {
   MemoryPlan p;
   const int64_t T = in.tp, N = in.ranks / in.tp, D = c.head_dim, L = c.n_layers;
   p.cp = static_cast<int>(N);
   p.params_total = parameter_count(c);
-  // Tensor parallelism splits every matrix by T (vocabulary-parallel LM head included).
-  p.weights_per_rank = mul((p.params_total + T - 1) / T, in.weight_bytes);
+  p.weights_per_rank = weights_per_rank(c, in);
 
   // KV heads per TP rank: Hkv/T, or one replicated head when T > Hkv (DESIGN §5).
   const int64_t kv_heads_local = std::max<int64_t>(1, c.n_kv_heads / T);
@@ -108,12 +113,11 @@ int smallest_fitting_ranks(const ModelConfig& c, PlanInput in, int64_t capacity)
   in.ranks = in.tp;
   check_input(c, in);
   try {
-    // The weights do not shrink with more CP ranks: too many to count fits nowhere.
-    (void)mul((parameter_count(c) + in.tp - 1) / in.tp, in.weight_bytes);
+    (void)weights_per_rank(c, in);  // weights too large to count fit on no rank count: no search
   } catch (const Overflow&) {
     return -1;
   }
-  for (int64_t ranks = in.tp; ranks <= (1 << 20); ranks += in.tp) {
+  for (int64_t ranks = in.tp; ranks <= kMaxPlanRanks; ranks += in.tp) {
     in.ranks = static_cast<int>(ranks);
     try {
       const MemoryPlan p = plan_unchecked(c, in);
