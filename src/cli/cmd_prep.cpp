@@ -29,8 +29,8 @@ void strip_bom(std::string& s) {
   if (s.compare(0, 3, "\xEF\xBB\xBF") == 0) s.erase(0, 3);
 }
 
+// The caller has refused a directory (check_not_directory).
 std::string read_text_file(const std::string& path) {
-  check_not_directory(path);
   std::ifstream in(path, std::ios::binary);
   RI_CHECK(in, path + ": cannot open");
   std::ostringstream s;
