@@ -130,8 +130,8 @@ TEST_P(MpiTensorParallel, GreedyAndTopPTokensIdenticalToSingleRank) {
   GenerateOptions greedy;
   greedy.max_new_tokens = 9;
   GenerateOptions top_p = greedy;
-  top_p.temperature = 1.3;  // flat enough that the draws wander through the vocabulary
-  top_p.top_p = 0.95;
+  top_p.sampling.temperature = 1.3;  // flat enough that the draws wander through the vocabulary
+  top_p.sampling.top_p = 0.95;
   top_p.seed = 1234;
   top_p.doc_key = 77;
   const std::vector<size_t> lengths = {0, 1, size_t(np), f.greedy_prompt.size()};
