@@ -32,6 +32,7 @@ struct RunConfig {
   double frequency_penalty = 0.0;    // run: 0 = off
   double presence_penalty = 0.0;     // run: 0 = off
   std::vector<std::string> stop;     // run: generation ends where the decoded text shows one of these
+  int64_t max_sentences = 0;         // run: generation ends after this many sentences; 0 = off
   uint64_t seed = 0;                 // run: sampling RNG key (a non-negative integer below 2^64)
   double memory_limit_gb = -1;       // run, score: memory per rank for the up-front check; -1 = what the device has
   double comm_timeout_s = 300;       // run, score: seconds a rank waits for the others before the job fails

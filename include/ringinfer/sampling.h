@@ -81,6 +81,12 @@ int32_t sample_token(const float* logits, int64_t V, const SamplingParams& p, do
 // std::string::npos when none shows. Empty stop strings never match.
 size_t find_stop(const std::string& text, const std::vector<std::string>& stops);
 
+// Where the text is cut after its n-th sentence (n >= 1): just past the n-th '.', '!' or '?'
+// (with any closing quotes or brackets) that is followed by whitespace; npos while fewer
+// sentences have ended. A sentence end is known only once the next character shows, so
+// "3.5" and a closing '.' at the very end of the text are not ends yet.
+size_t find_sentence_end(const std::string& text, int64_t n);
+
 // Refuses values outside the ranges above: Error "<what>: --<option> must ...".
 void check_sampling_params(const SamplingParams& p, const std::string& what);
 

@@ -56,6 +56,13 @@ OutputAttributes output_attributes(const RunConfig& config, const ParallelLayout
 
 // --dry-run: every rank reads its stripes; the ring checks that the stripes add up to the
 // document; generations are empty.
+// Where the stop rules cut a generation's text: the earliest --stop string (left out) or
+// the end of the --max-sentences-th sentence; npos when neither applies yet.
+size_t stop_position(const std::string& text, const RunConfig& config) {
+  const size_t s = find_stop(text, config.stop);
+  return config.max_sentences > 0 ? std::min(s, find_sentence_end(text, config.max_sentences)) : s;
+}
+
 // Tokens document `doc` may generate: its own max_tokens from the JSONL body, else the job's.
 int64_t doc_budget(const RunConfig& config, const DocInfo& doc) {
   return doc.options.max_new_tokens >= 0 ? doc.options.max_new_tokens : config.max_new_tokens;
@@ -210,8 +217,8 @@ RunResult generate_document(Engine& engine, const DocumentSet& docs, const DocIn
   if (doc.options.temperature >= 0.0) g.sampling.temperature = doc.options.temperature;  // the JSONL body's
   g.seed = config.seed;
   g.doc_key = doc_key(doc.id);
-  if (tokenizer && !config.stop.empty())  // the same tokens and tokenizer on every rank: the same answer
-    g.stop_here = [&](const std::vector<int32_t>& t) { return find_stop(tokenizer->decode(t), config.stop) != std::string::npos; };
+  if (tokenizer && (!config.stop.empty() || config.max_sentences > 0))  // the same tokens and tokenizer on every rank
+    g.stop_here = [&](const std::vector<int32_t>& t) { return stop_position(tokenizer->decode(t), config) != std::string::npos; };
   const GenerateResult gen = engine.generate_stripe(stripes[0], doc.length, g);
   log_document(doc, engine.last_stats(), totals, quiet);
   RunResult res;
@@ -224,7 +231,7 @@ RunResult generate_document(Engine& engine, const DocumentSet& docs, const DocIn
     std::vector<int32_t> shown = gen.tokens;
     if (gen.finish == FinishReason::eos && !shown.empty()) shown.pop_back();
     res.text = tokenizer->decode(shown);
-    const size_t cut = find_stop(res.text, config.stop);  // the stop string is left out
+    const size_t cut = stop_position(res.text, config);  // the stop string is left out
     if (gen.finish == FinishReason::stop && cut != std::string::npos) res.text.resize(cut);
   }
   // An empty prompt generated nothing: length.

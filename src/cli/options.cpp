@@ -78,6 +78,8 @@ po::options_description describe(const std::string& cmd, RunConfig& c) {
            "subtract P from the logit of every token generated so far (default 0)")
           ("stop", po::value(&c.stop)->value_name("STRING"),
            "end a generation where its text shows STRING (left out of the text; repeatable)")
+          ("max-sentences", po::value(&c.max_sentences)->value_name("N"),
+           "end a generation after N sentences ('.', '!' or '?' then a space; default 0 = off)")
           ("seed", po::value<std::string>()->value_name("S"), "sampling seed, an integer in [0, 2^64) (default 0)")
           ("on-error", po::value(&c.on_error)->value_name("fail|skip"),
            "skip: a document that cannot run (too long for memory) gets an error record and the job goes on (default fail)")
@@ -166,6 +168,7 @@ void check_config(RunConfig& c, const po::variables_map& vm) {
     need(!(c.temperature == 0.0 && (vm.count("top-k") || vm.count("min-p")) && (c.top_k > 0 || c.min_p > 0.0)),
          "--top-k and --min-p have no effect with greedy decoding (--temperature 0): give a temperature or drop them");
     for (const std::string& st : c.stop) need(!st.empty(), "--stop must not be empty");
+    need(c.max_sentences >= 0, "--max-sentences must not be negative");
     need(c.on_error == "fail" || c.on_error == "skip", "--on-error must be fail or skip, not '" + c.on_error + "'");
     need(!(c.temperature == 0.0 && vm.count("top-p") && c.top_p < 1.0),
          "--top-p has no effect with greedy decoding (--temperature 0): give a temperature or drop --top-p");
@@ -462,6 +465,7 @@ std::string format_config(const RunConfig& c) {
     if (c.frequency_penalty != 0.0) kd("frequency-penalty", c.frequency_penalty);
     if (c.presence_penalty != 0.0) kd("presence-penalty", c.presence_penalty);
     for (const std::string& st : c.stop) kv("stop", st);
+    if (c.max_sentences != 0) kn("max-sentences", c.max_sentences);
     kn("seed", c.seed);
     if (c.on_error != "fail") kv("on-error", c.on_error);
     if (c.dry_run) kv("dry-run", "true");

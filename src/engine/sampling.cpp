@@ -1,6 +1,7 @@
 #include "ringinfer/sampling.h"
 
 #include <algorithm>
+#include <cctype>
 #include <cmath>
 #include <numeric>
 #include <vector>
@@ -67,6 +68,19 @@ size_t find_stop(const std::string& text, const std::vector<std::string>& stops)
   for (const std::string& st : stops)
     if (!st.empty()) best = std::min(best, text.find(st));
   return best;
+}
+
+size_t find_sentence_end(const std::string& text, int64_t n) {
+  int64_t seen = 0;
+  for (size_t i = 0; i < text.size(); ++i) {
+    const char c = text[i];
+    if (c != '.' && c != '!' && c != '?') continue;
+    size_t end = i + 1;
+    while (end < text.size() && (text[end] == '"' || text[end] == '\'' || text[end] == ')' || text[end] == ']')) ++end;
+    if (end < text.size() && std::isspace(static_cast<unsigned char>(text[end])) && ++seen == n) return end;
+    i = end - 1;
+  }
+  return std::string::npos;
 }
 
 void check_sampling_params(const SamplingParams& p, const std::string& what) {

@@ -233,6 +233,15 @@ TEST(SamplingControls, StopStringsAndRanges) {
   EXPECT_EQ(find_stop("one. two\n\nthree", {"\n\n"}), 8u);
   EXPECT_EQ(find_stop("one. two\n\nthree", {"three", "two"}), 5u);  // the earliest wins
   EXPECT_EQ(find_stop("abc", {"x", ""}), std::string::npos);
+  // Sentence ends: punctuation (with closing quotes) then whitespace; "3.5" is not one, nor a
+  // final '.' whose next character has not come yet.
+  const std::string t = "It rose 3.5 m. \"Why?\" she asked. Then";
+  EXPECT_EQ(find_sentence_end(t, 1), t.find(" \"Why"));
+  EXPECT_EQ(find_sentence_end(t, 2), t.find(" she"));
+  EXPECT_EQ(find_sentence_end(t, 3), t.find(" Then"));
+  EXPECT_EQ(find_sentence_end(t, 4), std::string::npos);
+  EXPECT_EQ(find_sentence_end("One. Two.", 2), std::string::npos);
+  EXPECT_EQ(find_sentence_end("One. Two.\n", 2), 9u);
   SamplingParams bad;
   bad.top_k = -1;
   EXPECT_THROW(check_sampling_params(bad, "t"), Error);
