@@ -403,6 +403,9 @@ int run_command(const RunConfig& config) {
           // tensor at a time: peak host memory stays near the backend's share, not twice it.
           engine = std::make_unique<Engine>(*backend, *model, eo);
           if (!scoring) tokenizer = find_tokenizer(*model);
+          // Stop rules read the decoded text: without a tokenizer they could never fire.
+          RI_CHECK(scoring || tokenizer || (config.stop.empty() && config.max_sentences == 0),
+                   config.model + ": --stop and --max-sentences need the model's tokenizer, and it has none");
         }
         for (const auto& f : failed) lengths[static_cast<size_t>(f.first)] = 0;  // nothing to run: no cost
         const auto schedule = assign_documents(lengths, layout.dp, scoring ? 0 : config.max_new_tokens);
