@@ -18,6 +18,9 @@ long=$(python3 -c 'print(" ".join(["The river rose and the town watched it."] * 
   echo '{"custom_id": "prompt-2", "body": {"prompt": "Once upon a time", "max_tokens": 4, "temperature": 0.7}}'
   echo "{\"custom_id\": \"long-3\", \"body\": {\"prompt\": \"$long\"}}"
   echo '{"custom_id": "chat-4", "body": {"messages": [{"role": "user", "content": [{"type": "text", "text": "Say hello."}]}]}}'
+  # The same prompt greedy (the job's temperature 0) and at the body's temperature 1.5.
+  echo '{"custom_id": "same-greedy", "body": {"prompt": "My favourite animal is", "max_tokens": 12}}'
+  echo '{"custom_id": "same-hot", "body": {"prompt": "My favourite animal is", "max_tokens": 12, "temperature": 1.5}}'
 } > batch.jsonl
 if "$R" prep --model "$MODEL" batch.jsonl --output batch.h5 >prep.log 2>&1; then pass "prep OpenAI batch lines"
 else fail "prep"; cat prep.log; fi
@@ -32,15 +35,16 @@ if timeout 300 $MPIRUN -np 2 "$R" "${RUN[@]}" -o out.h5 --on-error skip >run.log
 else fail "run --on-error skip"; tail -5 run.log; fi
 "$R" dump --jsonl --format openai out.h5 > openai.jsonl 2>dump.log || { fail "dump --format openai"; cat dump.log; }
 "$R" dump --jsonl out.h5 > plain.jsonl 2>/dev/null
-python3 - <<'PY' && pass "openai lines: ids, order, usage, max_tokens, error line" || fail "openai lines"
+python3 - <<'PY' && pass "openai lines: ids, order, usage, max_tokens and temperature per document, error line" || fail "openai lines"
 import json, h5py
 lines = [json.loads(l) for l in open("openai.jsonl")]
 plain = [json.loads(l) for l in open("plain.jsonl")]
 with h5py.File("batch.h5") as f:
     offsets = f["doc_offsets"][:]
     max_new = f["max_new_tokens"][:]
-assert [l["custom_id"] for l in lines] == ["chat-1", "prompt-2", "long-3", "chat-4"], lines
-assert list(max_new) == [6, 4, -1, -1], max_new
+assert [l["custom_id"] for l in lines] == ["chat-1", "prompt-2", "long-3", "chat-4", "same-greedy", "same-hot"], lines
+assert list(max_new) == [6, 4, -1, -1, 12, 12], max_new
+assert plain[4]["token_ids"] != plain[5]["token_ids"], "the body's temperature changed nothing"
 for d, (l, p) in enumerate(zip(lines, plain)):
     if l["custom_id"] == "long-3":
         assert l["response"] is None and l["error"]["code"] == "document_failed" and l["error"]["message"], l
