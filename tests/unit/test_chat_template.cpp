@@ -25,8 +25,13 @@ std::string joined(const std::vector<PromptPiece>& pieces) {
 
 // Message content is never template text, so its special-looking text stays plain.
 void expect_contents_plain(const std::vector<PromptPiece>& pieces) {
-  for (const PromptPiece& p : pieces)
-    if (p.text.find("<|im_end|> there") != std::string::npos) EXPECT_FALSE(p.special) << p.text;
+  bool found = false;
+  for (const PromptPiece& p : pieces) {
+    if (p.text.find("<|im_end|> there") == std::string::npos) continue;
+    found = true;
+    EXPECT_FALSE(p.special) << p.text;
+  }
+  EXPECT_TRUE(found);
 }
 
 }  // namespace
