@@ -23,6 +23,7 @@
 #include "ringinfer/comm.h"   // Stream
 #include "ringinfer/error.h"
 #include "ringinfer/model.h"  // HostTensor, RopeConfig
+#include "ringinfer/sampling.h"  // SamplingParams
 #include "ringinfer/striped.h"  // merge_lse, for merge_attention's default
 
 namespace ringinfer {
@@ -154,9 +155,12 @@ class Backend {
   virtual void swiglu(const Tensor& gate, const Tensor& up) = 0;
   // out (n, 1) = log_softmax(logits (n, V))[targets[i]]; targets (n, 1) i32.
   virtual void target_logprobs(const Tensor& logits, const Tensor& targets, const Tensor& out) = 0;
-  // token (1, 1) i32 from logits (1, V): argmax (lowest id on ties) when temperature <= 0,
-  // else top-p sampling with the uniform u in [0, 1) (sampling.h defines the rule).
-  virtual void sample(const Tensor& logits, double temperature, double top_p, double u, const Tensor& token) = 0;
+  // token (1, 1) i32 from logits (1, V): first the penalties of p on the tokens with
+  // counts (1, V) i32 > 0 (counts may be empty when !p.penalized(); logits are changed in
+  // place), then argmax (lowest id on ties) when p.temperature <= 0, else top-k / min-p /
+  // top-p sampling with the uniform u in [0, 1). sampling.h defines the rule.
+  virtual void sample(const Tensor& logits, const SamplingParams& p, double u, const Tensor& counts,
+                      const Tensor& token) = 0;
 
   // Merges the partial attention (o2, lse2) into (o, lse) per row and head, as
   // striped.h's merge_lse does: decode's fixed-order merge of the ranks' gathered parts.

@@ -10,9 +10,9 @@
 //            then one all-gather gives every rank the whole document's logprobs
 //   generate prefill, then decode steps (DESIGN §4): the token is replicated, the owner
 //            rank appends its K,V, each rank attends over its cache, one all-gather of
-//            (O, LSE) per layer and a fixed-order merge; greedy or top-p sampling with a
-//            counter-based RNG keyed on (seed, document, step); one rank samples and
-//            broadcasts; stops at EOS or length
+//            (O, LSE) per layer and a fixed-order merge; penalties, then greedy or top-k /
+//            min-p / top-p sampling with a counter-based RNG keyed on (seed, document, step);
+//            one rank samples and broadcasts; stops at EOS, a stop string or length
 // With N > 1 every rank of the CP group calls the same method for the same document (the
 // calls are collective over options.cp_comm); ranks holding no token (S < N) take part too.
 // Tensor parallel (DESIGN §5, T = tp_size > 1): the T ranks of a TP group hold the same
@@ -31,6 +31,7 @@
 #include "ringinfer/backend.h"
 #include "ringinfer/comm.h"
 #include "ringinfer/model.h"
+#include "ringinfer/sampling.h"
 
 namespace ringinfer {
 
@@ -68,15 +69,18 @@ struct DocumentScore {
   double seconds = 0.0;         // wall time of the whole call
 };
 
-enum class FinishReason { eos, length, empty_prompt };
-const char* to_string(FinishReason f);  // "eos" | "length" | "empty_prompt"
+enum class FinishReason { eos, length, empty_prompt, stop };
+const char* to_string(FinishReason f);  // "eos" | "length" | "empty_prompt" | "stop"
 
 struct GenerateOptions {
   int64_t max_new_tokens = 256;
-  double temperature = 0.0;  // 0 = greedy
-  double top_p = 1.0;
+  SamplingParams sampling;   // temperature 0 = greedy; penalties count this document's generated tokens
   uint64_t seed = 0;
   uint64_t doc_key = 0;      // sampling.h doc_key(doc_id): the per-document RNG key
+  // Asked after each generated token with all tokens so far (may be empty): true ends the
+  // generation there with finish `stop` (a stop string showed in the decoded text). It must
+  // answer the same on every rank; it sees the same tokens everywhere.
+  std::function<bool(const std::vector<int32_t>& tokens)> stop_here;
 };
 
 struct GenerateResult {

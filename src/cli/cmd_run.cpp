@@ -56,6 +56,18 @@ OutputAttributes output_attributes(const RunConfig& config, const ParallelLayout
 
 // --dry-run: every rank reads its stripes; the ring checks that the stripes add up to the
 // document; generations are empty.
+// Where the stop rules cut a generation's text: the earliest --stop string (left out) or
+// the end of the --max-sentences-th sentence; npos when neither applies yet.
+size_t stop_position(const std::string& text, const RunConfig& config) {
+  const size_t s = find_stop(text, config.stop);
+  return config.max_sentences > 0 ? std::min(s, find_sentence_end(text, config.max_sentences)) : s;
+}
+
+// Tokens document `doc` may generate: its own max_tokens from the JSONL body, else the job's.
+int64_t doc_budget(const RunConfig& config, const DocInfo& doc) {
+  return doc.options.max_new_tokens >= 0 ? doc.options.max_new_tokens : config.max_new_tokens;
+}
+
 RunResult dry_run_document(const DocumentSet& docs, const DocInfo& doc, const ParallelLayout& layout,
                            ParallelGroups& groups) {
   const int N = layout.cp, r = layout.cp_rank;
@@ -183,17 +195,30 @@ ScoreResult score_document(Engine& engine, const DocumentSet& docs, const DocInf
   return res;
 }
 
+// The record of a document that could not run (--on-error skip): no tokens, finish
+// "error", the reason in place of the text.
+RunResult error_result(const DocInfo& doc, const std::string& why) {
+  RunResult res;
+  res.id = doc.id;
+  res.prompt_tokens = doc.length;
+  res.text = why;
+  res.finish_reason = "error";
+  return res;
+}
+
 RunResult generate_document(Engine& engine, const DocumentSet& docs, const DocInfo& doc,
                             const ParallelLayout& layout, const RunConfig& config, const Tokenizer* tokenizer,
                             RankTotals& totals, bool quiet) {
   const int N = layout.cp, r = layout.cp_rank;
   const auto stripes = docs.read_stripes(doc, {r}, N);
   GenerateOptions g;
-  g.max_new_tokens = config.max_new_tokens;
-  g.temperature = config.temperature;
-  g.top_p = config.top_p;
+  g.max_new_tokens = doc_budget(config, doc);
+  g.sampling = sampling_params(config);
+  if (doc.options.temperature >= 0.0) g.sampling.temperature = doc.options.temperature;  // the JSONL body's
   g.seed = config.seed;
   g.doc_key = doc_key(doc.id);
+  if (tokenizer && (!config.stop.empty() || config.max_sentences > 0))  // the same tokens and tokenizer on every rank
+    g.stop_here = [&](const std::vector<int32_t>& t) { return stop_position(tokenizer->decode(t), config) != std::string::npos; };
   const GenerateResult gen = engine.generate_stripe(stripes[0], doc.length, g);
   log_document(doc, engine.last_stats(), totals, quiet);
   RunResult res;
@@ -206,9 +231,11 @@ RunResult generate_document(Engine& engine, const DocumentSet& docs, const DocIn
     std::vector<int32_t> shown = gen.tokens;
     if (gen.finish == FinishReason::eos && !shown.empty()) shown.pop_back();
     res.text = tokenizer->decode(shown);
+    const size_t cut = stop_position(res.text, config);  // the stop string is left out
+    if (gen.finish == FinishReason::stop && cut != std::string::npos) res.text.resize(cut);
   }
-  // The output knows only eos and length; an empty prompt generated nothing: length.
-  res.finish_reason = gen.finish == FinishReason::eos ? "eos" : "length";
+  // An empty prompt generated nothing: length.
+  res.finish_reason = gen.finish == FinishReason::eos ? "eos" : gen.finish == FinishReason::stop ? "stop" : "length";
   res.prefill_seconds = gen.prefill_seconds;
   const size_t after_first = gen.tokens.empty() ? 0 : gen.tokens.size() - 1;
   res.decode_tokens_per_second = gen.decode_seconds > 0 ? after_first / gen.decode_seconds : 0.0;
@@ -307,7 +334,10 @@ int run_command(const RunConfig& config) {
                     "command");
           return kExitPreempted;
         }
-        DocumentSet docs = open_documents(config.inputs, vocab);
+        DocumentSet docs = open_documents(config.inputs, vocab, ShardStrings::variable_checked);  // checked above
+        // --on-error skip: documents that cannot run, by index, with the reason (the same on every rank).
+        const bool skip_errors = config.on_error == "skip" && !scoring;
+        std::map<int64_t, std::string> failed;
         std::vector<int64_t> lengths;
         for (const DocInfo& d : docs.documents()) lengths.push_back(d.length);
         if (!dry) {
@@ -315,9 +345,10 @@ int run_command(const RunConfig& config) {
           // Before any weight or cache is allocated: does the longest document fit? Every
           // rank sees the same documents and fails the same way.
           const bool on_gpu = std::string(backend->name()) == "cuda";
-          const int64_t longest = lengths.empty() ? 0 : *std::max_element(lengths.begin(), lengths.end());
           PlanInput need;
-          need.context = longest + (scoring ? 0 : config.max_new_tokens);
+          need.context = 0;
+          for (const DocInfo& d : docs.documents())
+            need.context = std::max(need.context, d.length + (scoring ? 0 : doc_budget(config, d)));
           need.ranks = layout.cp * layout.tp;
           need.tp = layout.tp;
           need.weight_bytes = need.kv_bytes = need.act_bytes = on_gpu ? 2 : 4;  // bf16 on the GPU, fp32 on the CPU
@@ -328,6 +359,25 @@ int run_command(const RunConfig& config) {
           // (one, except with RINGINFER_CUDA_COMM=mpi, where bind_gpu deals the node's ranks
           // round-robin over its GPUs).
           if (limit < 0) available /= ranks_sharing(kind, me);
+          if (skip_errors) {
+            // Every rank must skip the same documents: plan against the least memory any rank has.
+            int64_t neg = -available, most_neg = 0;  // min as the max of negatives
+            groups.world->all_reduce(&neg, &most_neg, 1, CommDtype::int64, ReduceOp::max, Stream{});
+            available = -most_neg;
+            need.context = 0;
+            for (const DocInfo& d : docs.documents()) {
+              PlanInput one = need;
+              one.context = d.length + doc_budget(config, d);
+              try {
+                (void)check_memory(model->config, one, kind, available);
+                need.context = std::max(need.context, one.context);
+              } catch (const Error& e) {
+                failed[d.index] = e.what();
+              }
+            }
+            if (!failed.empty())
+              log::warn(std::to_string(failed.size()) + " document(s) cannot run and get an error record (--on-error skip)");
+          }
           check_memory(model->config, need, kind, available);
 
           // The same "cannot split" Error on every rank when the model does not divide over
@@ -353,7 +403,11 @@ int run_command(const RunConfig& config) {
           // tensor at a time: peak host memory stays near the backend's share, not twice it.
           engine = std::make_unique<Engine>(*backend, *model, eo);
           if (!scoring) tokenizer = find_tokenizer(*model);
+          // Stop rules read the decoded text: without a tokenizer they could never fire.
+          RI_CHECK(scoring || tokenizer || (config.stop.empty() && config.max_sentences == 0),
+                   config.model + ": --stop and --max-sentences need the model's tokenizer, and it has none");
         }
+        for (const auto& f : failed) lengths[static_cast<size_t>(f.first)] = 0;  // nothing to run: no cost
         const auto schedule = assign_documents(lengths, layout.dp, scoring ? 0 : config.max_new_tokens);
         log::info(std::to_string(docs.size()) + " documents, " + std::to_string(layout.dp) + " group(s) of " +
                   std::to_string(layout.cp) + " rank(s)" +
@@ -367,11 +421,11 @@ int run_command(const RunConfig& config) {
           log::info("resuming: " + std::to_string(store.done_count()) + " of " + std::to_string(docs.size()) +
                     " documents are already journaled and will be skipped");
         const auto& mine = schedule[layout.dp_rank];
-        const int64_t budget = scoring ? 0 : config.max_new_tokens;
+        auto budget = [&](int64_t d) { return scoring || failed.count(d) ? 0 : doc_budget(config, docs[d]); };
         if (progress) {  // world rank 0 shows its own group's documents
           int64_t work = 0;
           for (int64_t d : mine)
-            if (!store.done(d)) work += docs[d].length + budget;
+            if (!store.done(d)) work += docs[d].length + budget(d);
           progress->job_start(static_cast<int64_t>(mine.size()), work);
         }
         RankTotals totals;
@@ -388,11 +442,15 @@ int run_command(const RunConfig& config) {
             groups.cp->all_reduce(&stop, &any_stop, 1, CommDtype::int32, ReduceOp::max, Stream{});
             groups.tp->all_reduce(&any_stop, &any_stop, 1, CommDtype::int32, ReduceOp::max, Stream{});
             if (any_stop) throw StopRequested{stop_signal()};
-            if (progress) progress->document_start(d, docs[d].id, docs[d].length, budget);
+            if (progress) progress->document_start(d, docs[d].id, docs[d].length, budget(d));
             Bytes encoded;
             int64_t generated = 0;
             std::string finish = "length";
-            if (dry) {
+            if (failed.count(d)) {
+              RunResult r = error_result(docs[d], failed.at(d));
+              finish = r.finish_reason;
+              encoded = encode_result(d, r);
+            } else if (dry) {
               encoded = encode_result(d, dry_run_document(docs, docs[d], layout, groups));
             } else if (scoring) {
               encoded = encode_result(d, score_document(*engine, docs, docs[d], layout, totals, config.quiet));

@@ -22,6 +22,7 @@ const char* to_string(FinishReason f) {
     case FinishReason::eos: return "eos";
     case FinishReason::length: return "length";
     case FinishReason::empty_prompt: return "empty_prompt";
+    case FinishReason::stop: return "stop";
   }
   return "?";
 }
@@ -110,6 +111,11 @@ struct Engine::State {
   Tensor red_sum;     // (logits_chunk, 2) f64: (sum of exp(lse - max), target logit), sum-reduced
   Tensor lg_pad;      // (1, vocab_part) decode logits of the local rows, padded for the gather
   Tensor lg_all;      // (1, T * vocab_part) every rank's part in rank order: its first vocab are the row
+  // Penalties only: how often each token was generated in this document, on the backend
+  // (so the device sampler reads it in place) and on the host (which knows each token
+  // anyway: it writes the one changed count per step).
+  Tensor counts;                     // (1, vocab) i32
+  std::vector<int32_t> host_counts;  // (vocab)
 
   // load: this rank's weights on the backend, given its slice (checked first: the "cannot
   // split" Error comes before any weight is read).
@@ -410,7 +416,7 @@ struct Engine::State {
   int32_t sample_on(int root, const Tensor& x_row, const GenerateOptions& g, uint64_t step) {
     const Tensor t = tok.rows(0, 1);
     if (r == root) {
-      be.sample(head_logits(x_row), g.temperature, g.top_p, sampling_uniform(g.seed, g.doc_key, step), t);
+      be.sample(head_logits(x_row), g.sampling, sampling_uniform(g.seed, g.doc_key, step), counts, t);
       if (tp) {
         tp->broadcast(t.data(), 1, CommDtype::int32, 0, be.stream());
         if (tr == 0) stats.tp_bytes_sent += sizeof(int32_t);
@@ -423,6 +429,23 @@ struct Engine::State {
     int32_t id = 0;
     be.copy_to_host(&id, t);
     return id;
+  }
+
+  // Penalties: start a document with no token generated, and count each one as it comes.
+  void reset_counts(const SamplingParams& p) {
+    if (!p.penalized()) {
+      counts = Tensor();
+      host_counts.clear();
+      return;
+    }
+    host_counts.assign(static_cast<size_t>(vocab), 0);
+    counts = be.alloc(1, vocab, DType::i32);
+    be.copy_from_host(counts, host_counts.data());
+  }
+  void count_token(int32_t id) {
+    if (counts.empty()) return;
+    ++host_counts[static_cast<size_t>(id)];
+    be.copy_from_host(row_cols(counts, id, 1), &host_counts[static_cast<size_t>(id)]);
   }
 
   // ---------------------------------------------------------------- vocabulary-parallel LM head
@@ -586,8 +609,7 @@ DocumentScore Engine::score_stripes(const std::vector<int32_t>& stripe, const st
 GenerateResult Engine::generate_stripe(const std::vector<int32_t>& stripe, int64_t S, const GenerateOptions& g) {
   State& s = *s_;
   RI_CHECK(g.max_new_tokens >= 0, "generate: --max-new-tokens must not be negative");
-  RI_CHECK(g.temperature >= 0.0 && g.top_p > 0.0 && g.top_p <= 1.0,
-           "generate: --temperature must be >= 0 and --top-p in (0, 1]");
+  check_sampling_params(g.sampling, "generate");
   const auto t0 = std::chrono::steady_clock::now();
   const int64_t G = g.max_new_tokens;
   s.stats = EngineStats();
@@ -603,6 +625,7 @@ GenerateResult Engine::generate_stripe(const std::vector<int32_t>& stripe, int64
   // Capacity ceil((S + G - r) / N): the last generated token is never run through the
   // model, but the formula keeps one rule for every rank.
   s.prefill(stripe, local_len(S + G, s.r, s.N));
+  s.reset_counts(g.sampling);
   // The last prompt position's owner samples the first token and broadcasts it.
   const int64_t last = S - 1;
   const int first_root = stripe_owner(last, s.N);
@@ -618,12 +641,17 @@ GenerateResult Engine::generate_stripe(const std::vector<int32_t>& stripe, int64
   };
   for (int64_t step = 0;; ++step) {
     res.tokens.push_back(next);
+    s.count_token(next);
     EngineProgress p;
     p.kind = EngineProgress::Kind::decode_token;
     p.generated = static_cast<int64_t>(res.tokens.size());
     s.report(p);
     if (is_eos(next)) {
       res.finish = FinishReason::eos;
+      break;
+    }
+    if (g.stop_here && g.stop_here(res.tokens)) {
+      res.finish = FinishReason::stop;
       break;
     }
     if (static_cast<int64_t>(res.tokens.size()) == G) {

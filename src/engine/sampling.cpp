@@ -1,6 +1,7 @@
 #include "ringinfer/sampling.h"
 
 #include <algorithm>
+#include <cctype>
 #include <cmath>
 #include <numeric>
 #include <vector>
@@ -56,7 +57,49 @@ int32_t argmax_token(const float* logits, int64_t V) {
   return static_cast<int32_t>(best);
 }
 
-int32_t sample_token(const float* logits, int64_t V, double temperature, double top_p, double u) {
+void apply_penalties(float* logits, int64_t V, const int32_t* counts, const SamplingParams& p) {
+  if (!p.penalized()) return;
+  for (int64_t v = 0; v < V; ++v)
+    logits[v] = penalized_logit(logits[v], counts[v], p.repetition_penalty, p.frequency_penalty, p.presence_penalty);
+}
+
+size_t find_stop(const std::string& text, const std::vector<std::string>& stops) {
+  size_t best = std::string::npos;
+  for (const std::string& st : stops)
+    if (!st.empty()) best = std::min(best, text.find(st));
+  return best;
+}
+
+size_t find_sentence_end(const std::string& text, int64_t n) {
+  int64_t seen = 0;
+  for (size_t i = 0; i < text.size(); ++i) {
+    const char c = text[i];
+    if (c != '.' && c != '!' && c != '?') continue;
+    size_t end = i + 1;
+    while (end < text.size() && (text[end] == '"' || text[end] == '\'' || text[end] == ')' || text[end] == ']')) ++end;
+    if (end < text.size() && std::isspace(static_cast<unsigned char>(text[end])) && ++seen == n) return end;
+    i = end - 1;
+  }
+  return std::string::npos;
+}
+
+void check_sampling_params(const SamplingParams& p, const std::string& what) {
+  auto need = [&](bool ok, const std::string& msg) {
+    if (!ok) throw Error(what + ": " + msg);
+  };
+  need(std::isfinite(p.temperature) && p.temperature >= 0.0, "--temperature must be >= 0 and finite");
+  need(p.top_p > 0.0 && p.top_p <= 1.0, "--top-p must be in (0, 1]");
+  need(p.top_k >= 0, "--top-k must be >= 0");
+  need(p.min_p >= 0.0 && p.min_p <= 1.0, "--min-p must be in [0, 1]");
+  need(std::isfinite(p.repetition_penalty) && p.repetition_penalty > 0.0, "--repetition-penalty must be > 0 and finite");
+  need(std::isfinite(p.frequency_penalty) && std::fabs(p.frequency_penalty) <= 100.0,
+       "--frequency-penalty must be in [-100, 100]");
+  need(std::isfinite(p.presence_penalty) && std::fabs(p.presence_penalty) <= 100.0,
+       "--presence-penalty must be in [-100, 100]");
+}
+
+int32_t sample_token(const float* logits, int64_t V, const SamplingParams& sp, double u) {
+  const double temperature = sp.temperature;
   if (temperature <= 0.0 || V == 1) return argmax_token(logits, V);
   check_finite(logits, V);
   std::vector<int32_t> order(static_cast<size_t>(V));
@@ -66,16 +109,20 @@ int32_t sample_token(const float* logits, int64_t V, double temperature, double 
     return logits[a] > logits[b] || (logits[a] == logits[b] && a < b);
   });
   const double m = logits[order[0]];
-  std::vector<double> p(static_cast<size_t>(V));
+  // Top-k and min-p each keep a prefix of `order` (p_max = p[0] is always kept).
+  const int64_t n = sp.top_k > 0 ? std::min<int64_t>(sp.top_k, V) : V;
+  std::vector<double> p(static_cast<size_t>(n));
   double total = 0.0;
-  for (int64_t k = 0; k < V; ++k) {
-    p[k] = std::exp((static_cast<double>(logits[order[k]]) - m) / temperature);
-    total += p[k];
+  int64_t cand = 0;
+  for (; cand < n; ++cand) {
+    p[cand] = std::exp((static_cast<double>(logits[order[cand]]) - m) / temperature);
+    if (p[cand] < sp.min_p) break;  // p[0] = 1, so this is p < min_p * p_max
+    total += p[cand];
   }
-  const double want = std::min(top_p, 1.0) * total;
+  const double want = std::min(sp.top_p, 1.0) * total;
   double mass = 0.0;
   int64_t kept = 0;
-  while (kept < V) {
+  while (kept < cand) {
     mass += p[kept++];
     if (mass >= want) break;
   }

@@ -39,6 +39,7 @@
 #include <random>
 #include <string>
 #include <type_traits>
+#include <set>
 #include <vector>
 
 #include "ringinfer/comm.h"
@@ -392,6 +393,30 @@ TEST_P(MultiRankCudaEngine, GreedyTokensMatchSingleRank) {
                 GetParam().c_str(), N, test::to_string(g.kind), same, (long long)kGreedyTokens);
   EXPECT_GE(same, size_t(kGreedyMinSame)) << GetParam();
   EXPECT_EQ(striped.kv_cache_tokens(), local_len(S + kGreedyTokens - 1, r, N));
+}
+
+// Penalties on the device (the counts live on the GPU; the penalize kernel): a presence
+// penalty far above the logits' spread makes greedy pick each token once, every rank
+// returns the same tokens, and the first token (nothing generated yet) is the plain one.
+TEST_P(MultiRankCudaEngine, PenalizedGreedyOnTheDevice) {
+  const Reference& ref = load_reference(GetParam());
+  const int r = g.rank, N = g.size;
+  ModelConfig cfg = ref.model.config;
+  cfg.eos_token_ids.clear();
+  auto gpu = make_cuda_backend();
+  Engine striped(*gpu, cfg, ref.model.weights, striped_options());
+  GenerateOptions plain;
+  plain.max_new_tokens = kGreedyTokens;
+  GenerateOptions fresh = plain;
+  fresh.sampling.presence_penalty = 100.0;
+  const auto& prompt = ref.greedy_prompt;
+  const int64_t S = static_cast<int64_t>(prompt.size());
+  const GenerateResult a = striped.generate_stripe(stripe_of(prompt, r, N), S, plain);
+  const GenerateResult b = striped.generate_stripe(stripe_of(prompt, r, N), S, fresh);
+  EXPECT_EQ(b.tokens, rank0_copy(b.tokens)) << "ranks returned different tokens";
+  ASSERT_EQ(b.tokens.size(), size_t(kGreedyTokens));
+  EXPECT_EQ(std::set<int32_t>(b.tokens.begin(), b.tokens.end()).size(), b.tokens.size()) << GetParam();
+  EXPECT_EQ(b.tokens[0], a.tokens[0]);
 }
 
 // Tensor parallel on CUDA: T = world size, one CP rank; every rank holds 1/T of the

@@ -232,8 +232,11 @@ TEST(CudaBackendOps, SampleMatchesCpuGreedyWithTiesAndTopP) {
     Tensor lc = make(*p.cpu, 1, V, DType::f32, lg.data()), lgd = make(*p.gpu, 1, V, DType::f32, lg.data());
     Tensor tc = p.cpu->alloc(1, 1, DType::i32), tg = p.gpu->alloc(1, 1, DType::i32);
     const double temp = trial < 10 ? 0.0 : 1.3, u = std::uniform_real_distribution<double>(0, 1)(rng);
-    p.cpu->sample(lc, temp, 0.9, u, tc);
-    p.gpu->sample(lgd, temp, 0.9, u, tg);
+    SamplingParams sp;
+    sp.temperature = temp;
+    sp.top_p = 0.9;
+    p.cpu->sample(lc, sp, u, Tensor(), tc);
+    p.gpu->sample(lgd, sp, u, Tensor(), tg);
     int32_t a = -1, b = -2;
     p.cpu->copy_to_host(&a, tc);
     p.gpu->copy_to_host(&b, tg);
@@ -241,6 +244,39 @@ TEST(CudaBackendOps, SampleMatchesCpuGreedyWithTiesAndTopP) {
     if (temp == 0.0) {
       EXPECT_EQ(b, argmax_token(lg.data(), V));
     }
+  }
+}
+
+// Penalties (the device kernel), top-k and min-p: the same penalized logits, bit for bit,
+// and the same token as the CPU backend, greedy and sampled.
+TEST(CudaBackendOps, SamplePenaltiesTopKMinPMatchCpu) {
+  Pair p;
+  for (int trial = 0; trial < 20; ++trial) {
+    const int64_t V = 2 + static_cast<int64_t>(rng() % 3000);
+    const auto lg = randn(V, 3.0f);
+    std::vector<int32_t> counts(static_cast<size_t>(V), 0);
+    for (int k = 0; k < 40; ++k) ++counts[rng() % V];
+    Tensor lc = make(*p.cpu, 1, V, DType::f32, lg.data()), lgd = make(*p.gpu, 1, V, DType::f32, lg.data());
+    Tensor cc = make(*p.cpu, 1, V, DType::i32, counts.data()), cg = make(*p.gpu, 1, V, DType::i32, counts.data());
+    Tensor tc = p.cpu->alloc(1, 1, DType::i32), tg = p.gpu->alloc(1, 1, DType::i32);
+    SamplingParams sp;
+    sp.temperature = trial < 10 ? 0.0 : 1.1;
+    sp.top_k = trial % 3 == 0 ? 0 : 1 + trial * 7;
+    sp.min_p = sp.temperature > 0 && trial % 2 ? 0.05 : 0.0;
+    sp.repetition_penalty = 1.0 + 0.05 * trial;
+    sp.frequency_penalty = 0.1 * (trial % 4);
+    sp.presence_penalty = trial % 5 == 0 ? -0.3 : 0.7;
+    const double u = std::uniform_real_distribution<double>(0, 1)(rng);
+    p.cpu->sample(lc, sp, u, cc, tc);
+    p.gpu->sample(lgd, sp, u, cg, tg);
+    std::vector<float> a(V), b(V);
+    p.cpu->copy_to_host(a.data(), lc);
+    p.gpu->copy_to_host(b.data(), lgd);
+    EXPECT_EQ(std::memcmp(a.data(), b.data(), V * sizeof(float)), 0) << "penalized logits differ, V " << V;
+    int32_t ta = -1, tb = -2;
+    p.cpu->copy_to_host(&ta, tc);
+    p.gpu->copy_to_host(&tb, tg);
+    EXPECT_EQ(ta, tb) << "V " << V << " trial " << trial;
   }
 }
 
@@ -257,7 +293,10 @@ TEST(CudaBackendOps, SampleRefusesNonFiniteLogits) {
       Tensor l = make(*p.gpu, 1, V, DType::f32, lg.data()), t = p.gpu->alloc(1, 1, DType::i32);
       int32_t id = -1;
       const std::string err = test::error_of([&] {
-        p.gpu->sample(l, temp, 0.9, 0.5, t);
+        SamplingParams sp;
+        sp.temperature = temp;
+        sp.top_p = 0.9;
+        p.gpu->sample(l, sp, 0.5, Tensor(), t);
         p.gpu->copy_to_host(&id, t);
       });
       const std::string prefix = temp == 0.0 ? "cuda backend: sample: " : "sample: ";
@@ -267,7 +306,7 @@ TEST(CudaBackendOps, SampleRefusesNonFiniteLogits) {
   auto lg = randn(V, 3.0f);
   Tensor l = make(*p.gpu, 1, V, DType::f32, lg.data()), t = p.gpu->alloc(1, 1, DType::i32);
   int32_t id = -1;
-  p.gpu->sample(l, 0.0, 0.9, 0.5, t);
+  p.gpu->sample(l, SamplingParams(), 0.5, Tensor(), t);
   p.gpu->copy_to_host(&id, t);
   EXPECT_EQ(id, argmax_token(lg.data(), V));
 }

@@ -183,13 +183,31 @@ TEST(CpuBackend, TargetLogprobsAndSample) {
     EXPECT_NEAR(got[i], want, 1e-5 * std::max(1.0, std::fabs(want)));
   }
   Tensor tok = f.be->alloc(1, 1, DType::i32);
-  f.be->sample(tl.rows(2, 1), 0.0, 1.0, 0.5, tok);
+  SamplingParams sp;
+  f.be->sample(tl.rows(2, 1), sp, 0.5, Tensor(), tok);
   int32_t id = -1;
   f.be->copy_to_host(&id, tok);
   EXPECT_EQ(id, argmax_token(l.data() + 2 * V, V));
-  f.be->sample(tl.rows(2, 1), 0.9, 0.8, 0.37, tok);
+  sp.temperature = 0.9;
+  sp.top_p = 0.8;
+  f.be->sample(tl.rows(2, 1), sp, 0.37, Tensor(), tok);
   f.be->copy_to_host(&id, tok);
-  EXPECT_EQ(id, sample_token(l.data() + 2 * V, V, 0.9, 0.8, 0.37));
+  EXPECT_EQ(id, sample_token(l.data() + 2 * V, V, sp, 0.37));
+  // Penalties change the logits in place, by the rule of sampling.h, before the pick.
+  std::vector<int32_t> counts(static_cast<size_t>(V), 0);
+  counts[1] = 2;
+  counts[3] = 1;
+  Tensor tc = f.be->alloc(1, V, DType::i32);
+  f.be->copy_from_host(tc, counts.data());
+  sp.temperature = 0.0;
+  sp.repetition_penalty = 1.3;
+  sp.frequency_penalty = 0.25;
+  f.be->sample(tl.rows(1, 1), sp, 0.5, tc, tok);
+  std::vector<float> want(l.begin() + V, l.begin() + 2 * V);
+  apply_penalties(want.data(), V, counts.data(), sp);
+  EXPECT_EQ(f.get(tl.rows(1, 1)), want);
+  f.be->copy_to_host(&id, tok);
+  EXPECT_EQ(id, argmax_token(want.data(), V));
 }
 
 // Reference attention in double for one (query block, key block) pair under key_visible,

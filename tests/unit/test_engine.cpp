@@ -6,6 +6,7 @@
 
 #include <cmath>
 #include <fstream>
+#include <set>
 #include <nlohmann/json.hpp>
 
 #include "ringinfer/engine.h"
@@ -163,8 +164,8 @@ TEST(Engine, SamplingIsReproducibleAndKeyed) {
   Engine engine(*be, cfg, ref.model.weights);
   GenerateOptions g;
   g.max_new_tokens = 24;
-  g.temperature = 1.5;
-  g.top_p = 0.95;
+  g.sampling.temperature = 1.5;
+  g.sampling.top_p = 0.95;
   g.seed = 1234;
   g.doc_key = doc_key("doc-a");
   const GenerateResult a = engine.generate(ref.greedy_prompt, g), b = engine.generate(ref.greedy_prompt, g);
@@ -176,10 +177,42 @@ TEST(Engine, SamplingIsReproducibleAndKeyed) {
   other = g;
   other.doc_key = doc_key("doc-b");
   EXPECT_NE(engine.generate(ref.greedy_prompt, other).tokens, a.tokens);
-  g.temperature = 0.0;  // greedy ignores the RNG entirely
+  g.sampling.temperature = 0.0;  // greedy ignores the RNG entirely
   GenerateOptions g2 = g;
   g2.seed = 99;
   EXPECT_EQ(engine.generate(ref.greedy_prompt, g).tokens, engine.generate(ref.greedy_prompt, g2).tokens);
+}
+
+// The penalties see the document's generated tokens: with a presence penalty far above
+// the logits' spread, greedy never picks a token twice; neutral controls give today's
+// tokens; stop_here ends the generation with finish `stop`.
+TEST(Engine, PenaltiesAndStopActOnTheGeneratedTokens) {
+  const Reference ref = load_reference("qwen2-bias-tied");
+  auto be = make_cpu_backend();
+  ModelConfig cfg = ref.model.config;
+  cfg.eos_token_ids.clear();
+  Engine engine(*be, cfg, ref.model.weights);
+  GenerateOptions g;
+  g.max_new_tokens = 40;
+  const GenerateResult greedy = engine.generate(ref.greedy_prompt, g);
+  const std::set<int32_t> distinct_greedy(greedy.tokens.begin(), greedy.tokens.end());
+  ASSERT_LT(distinct_greedy.size(), greedy.tokens.size()) << "the fixture's greedy run should repeat itself";
+  GenerateOptions neutral = g;
+  neutral.sampling.repetition_penalty = 1.0;
+  neutral.sampling.frequency_penalty = 0.0;
+  neutral.sampling.presence_penalty = 0.0;
+  neutral.sampling.top_k = 5;  // no effect on greedy
+  EXPECT_EQ(engine.generate(ref.greedy_prompt, neutral).tokens, greedy.tokens);
+  GenerateOptions fresh = g;
+  fresh.sampling.presence_penalty = 100.0;
+  const GenerateResult f = engine.generate(ref.greedy_prompt, fresh);
+  EXPECT_EQ(std::set<int32_t>(f.tokens.begin(), f.tokens.end()).size(), f.tokens.size());
+  EXPECT_EQ(f.tokens[0], greedy.tokens[0]);  // nothing generated yet: the first pick is unchanged
+  GenerateOptions stopping = g;
+  stopping.stop_here = [&](const std::vector<int32_t>& t) { return t.size() == 5; };
+  const GenerateResult s = engine.generate(ref.greedy_prompt, stopping);
+  EXPECT_EQ(s.finish, FinishReason::stop);
+  EXPECT_EQ(s.tokens, std::vector<int32_t>(greedy.tokens.begin(), greedy.tokens.begin() + 5));
 }
 
 TEST(Engine, RejectsBadInputsWithMessages) {

@@ -177,11 +177,16 @@ void CpuBackend::target_logprobs(const Tensor& logits, const Tensor& targets, co
   }
 }
 
-void CpuBackend::sample(const Tensor& logits, double temperature, double top_p, double u, const Tensor& token) {
+void CpuBackend::sample(const Tensor& logits, const SamplingParams& p, double u, const Tensor& counts,
+                        const Tensor& token) {
   check(logits.rows() == 1 && logits.cols() >= 1 && logits.dtype() == DType::f32, "sample",
         "logits is " + shape(logits) + ", expected one f32 row");
   expect(token, 1, 1, DType::i32, "sample", "token");
-  token.i32()[0] = sample_token(logits.f32(), logits.cols(), temperature, top_p, u);
+  if (p.penalized()) {
+    expect(counts, 1, logits.cols(), DType::i32, "sample", "counts");
+    apply_penalties(logits.f32(), logits.cols(), counts.i32(), p);
+  }
+  token.i32()[0] = sample_token(logits.f32(), logits.cols(), p, u);
 }
 
 }  // namespace cpu

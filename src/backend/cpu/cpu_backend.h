@@ -38,7 +38,8 @@ class CpuBackend final : public Backend {
                  const Tensor& lse) override;
   void swiglu(const Tensor& gate, const Tensor& up) override;
   void target_logprobs(const Tensor& logits, const Tensor& targets, const Tensor& out) override;
-  void sample(const Tensor& logits, double temperature, double top_p, double u, const Tensor& token) override;
+  void sample(const Tensor& logits, const SamplingParams& p, double u, const Tensor& counts,
+              const Tensor& token) override;
 
   int64_t allocated_bytes() const override { return counters_->live.load(); }
   int64_t peak_allocated_bytes() const override { return counters_->peak.load(); }

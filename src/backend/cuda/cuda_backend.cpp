@@ -343,11 +343,19 @@ void CudaBackend::target_logprobs(const Tensor& logits, const Tensor& targets, c
   target_logprobs_rows(logits.f32(), n, V, targets.i32(), out.f32(), error_, stream_);
 }
 
-void CudaBackend::sample(const Tensor& logits, double temperature, double top_p, double u, const Tensor& token) {
+void CudaBackend::sample(const Tensor& logits, const SamplingParams& p, double u, const Tensor& counts,
+                         const Tensor& token) {
   check(logits.rows() == 1 && logits.cols() >= 1 && logits.dtype() == DType::f32, "sample",
         "logits is " + shape(logits) + ", expected one f32 row");
   expect(token, 1, 1, DType::i32, "sample", "token");
-  if (temperature <= 0.0) {
+  // The counts live on the device (the engine keeps them there), so penalties cost one
+  // kernel and no transfer.
+  if (p.penalized()) {
+    expect(counts, 1, logits.cols(), DType::i32, "sample", "counts");
+    penalize_row(logits.f32(), logits.cols(), counts.i32(), p.repetition_penalty, p.frequency_penalty,
+                 p.presence_penalty, stream_);
+  }
+  if (p.temperature <= 0.0) {
     argmax_row(logits.f32(), logits.cols(), token.i32(), error_, stream_);
     return;
   }
@@ -355,7 +363,7 @@ void CudaBackend::sample(const Tensor& logits, double temperature, double top_p,
   // generated token, and bit-identical choices to the CPU backend for equal logits.
   std::vector<float> row(static_cast<size_t>(logits.cols()));
   copy_to_host(row.data(), logits);
-  const int32_t id = sample_token(row.data(), logits.cols(), temperature, top_p, u);
+  const int32_t id = sample_token(row.data(), logits.cols(), p, u);
   copy_from_host(token, &id);
   device_wait::wait_stream(stream_, "cuda backend sample: the compute stream");  // `id` lives on this frame
 }

@@ -52,7 +52,8 @@ class CudaBackend final : public Backend {
                  const Tensor& lse) override;
   void swiglu(const Tensor& gate, const Tensor& up) override;
   void target_logprobs(const Tensor& logits, const Tensor& targets, const Tensor& out) override;
-  void sample(const Tensor& logits, double temperature, double top_p, double u, const Tensor& token) override;
+  void sample(const Tensor& logits, const SamplingParams& p, double u, const Tensor& counts,
+              const Tensor& token) override;
   void merge_attention(const Tensor& o, const Tensor& lse, const Tensor& o2, const Tensor& lse2) override;
 
   // Bytes of alloc()/alloc_kv()/upload_weight() buffers alive now and their high-water
