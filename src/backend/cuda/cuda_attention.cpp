@@ -4,7 +4,11 @@
 //           scratch (O, LSE), then merge_attention (the kernel writes, it does not merge);
 //   flash   head_dim 64/128: flash_attention_forward with merge = true;
 //   generic any head_dim <= 256: generic_attention (small models, tests).
-// The fp32 queries are rounded to bf16 for the two tensor-core kernels.
+// The fp32 queries are rounded to bf16 for the two tensor-core kernels. An fp8 KV block
+// is first dequantized to a bf16 scratch copy (value * scale, rounded to bf16), which
+// every path then reads: one pass over the block, small beside the O(nq nk) attention of
+// prefill, but decode reads 5 bytes per element where bf16 reads 2 (an fp8-native decode
+// kernel is the next step).
 #include <string>
 
 #include "backend/cuda/cuda_backend.h"
@@ -12,19 +16,31 @@
 #include "decode_attention.h"
 #include "flash_attention.h"
 #include "generic_attention.h"
+#include "kv_cache_ops.h"
 #include "ringinfer/cuda_check.h"
 #include "ringinfer/striped.h"
 
 namespace ringinfer::cuda {
 
-void CudaBackend::attention(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionShape& sh,
-                            const Tensor& o, const Tensor& lse) {
-  backend_checks::check_attention("cuda", q, k, v, sh, o, lse, DType::bf16);
+void CudaBackend::attention(const Tensor& q, const KvBlock& kv, const AttentionShape& sh, const Tensor& o,
+                            const Tensor& lse) {
+  backend_checks::check_attention("cuda", q, kv, sh, o, lse, supports_kv_dtype(kv.dtype));
   const int64_t H = sh.n_heads, Hkv = sh.n_kv_heads, D = sh.head_dim;
-  const int64_t nq = q.rows(), nk = k.rows();
+  const int64_t nq = q.rows(), nk = kv.rows();
   if (nq == 0 || nk == 0) return;  // an empty block merges as the identity
-  const auto* kb = static_cast<const __nv_bfloat16*>(k.data());
-  const auto* vb = static_cast<const __nv_bfloat16*>(v.data());
+  const auto* kb = static_cast<const __nv_bfloat16*>(kv.k.data());
+  const auto* vb = static_cast<const __nv_bfloat16*>(kv.v.data());
+  if (kv.dtype == KvDtype::fp8) {
+    const size_t bytes = static_cast<size_t>(nk * Hkv * D) * sizeof(__nv_bfloat16);
+    auto* kd = static_cast<__nv_bfloat16*>(scratch(kFp8KeysBf16, bytes));
+    auto* vd = static_cast<__nv_bfloat16*>(scratch(kFp8ValuesBf16, bytes));
+    dequantize_kv_fp8(static_cast<const uint8_t*>(kv.k.data()), kv.k_scale.f32(), nk * Hkv, static_cast<int>(D), kd,
+                      stream_);
+    dequantize_kv_fp8(static_cast<const uint8_t*>(kv.v.data()), kv.v_scale.f32(), nk * Hkv, static_cast<int>(D), vd,
+                      stream_);
+    kb = kd;
+    vb = vd;
+  }
   const bool tensor_core_dim = D == 64 || D == 128;
 
   if (options_.use_decode && tensor_core_dim && nq == 1 && H / Hkv <= 16 &&
