@@ -103,8 +103,7 @@ TEST(CudaBackendOps, CopyRoundsToBf16AndBack) {
   Pair p;
   const auto x = randn(37 * 24);
   Tensor src = make(*p.gpu, 37, 24, DType::f32, x.data());
-  Tensor kv = p.gpu->alloc_kv(37, 24);
-  ASSERT_EQ(kv.dtype(), DType::bf16);
+  Tensor kv = p.gpu->alloc(37, 24, DType::bf16);
   p.gpu->copy(src, kv);
   Tensor back = poisoned(*p.gpu, 37, 24);
   p.gpu->copy(kv, back);
@@ -279,8 +278,11 @@ struct AttnCase {
   int q_rank, k_rank, N;
 };
 
-// Two key blocks merged into (O, LSE) after a reset, like two ring steps.
-void check_attention(const AttnCase& c, const CudaBackendOptions& opt, const char* label) {
+// Two key blocks merged into (O, LSE) after a reset, like two ring steps. Both backends
+// store the same fp32 K,V into a cache of `kv` dtype (the same bytes: kv_quant.h), so the
+// CPU's attention over them (itself checked against float64) is the reference.
+void check_attention(const AttnCase& c, const CudaBackendOptions& opt, const char* label,
+                     KvDtype kv = KvDtype::bf16) {
   std::unique_ptr<Backend> cpu = make_cpu_backend(), gpu = make_cuda_backend(opt);
   const auto q = randn(c.nq * c.H * c.D);
   std::vector<float> o_ref, l_ref, o_got, l_got;
@@ -292,13 +294,11 @@ void check_attention(const AttnCase& c, const CudaBackendOptions& opt, const cha
   for (int step = 0; step < 2; ++step) {
     const int k_rank = step == 0 ? c.k_rank : (c.k_rank + 1) % c.N;
     auto k = randn(c.nk * c.Hkv * c.D), v = randn(c.nk * c.Hkv * c.D);
-    for (float& x : k) x = bf16_round(x);  // the CPU sees the values the bf16 cache holds
-    for (float& x : v) x = bf16_round(x);
     Tensor kc = make(*cpu, c.nk, c.Hkv * c.D, DType::f32, k.data()), vc = make(*cpu, c.nk, c.Hkv * c.D, DType::f32, v.data());
     Tensor kf = make(*gpu, c.nk, c.Hkv * c.D, DType::f32, k.data()), vf = make(*gpu, c.nk, c.Hkv * c.D, DType::f32, v.data());
-    Tensor kg = gpu->alloc_kv(c.nk, c.Hkv * c.D), vg = gpu->alloc_kv(c.nk, c.Hkv * c.D);
-    gpu->copy(kf, kg);
-    gpu->copy(vf, vg);
+    KvBlock kvc = cpu->alloc_kv(c.nk, c.Hkv, c.D, kv), kvg = gpu->alloc_kv(c.nk, c.Hkv, c.D, kv);
+    cpu->store_kv(kc, vc, kvc);
+    gpu->store_kv(kf, vf, kvg);
     AttentionShape sh;
     sh.n_heads = c.H;
     sh.n_kv_heads = c.Hkv;
@@ -308,8 +308,8 @@ void check_attention(const AttnCase& c, const CudaBackendOptions& opt, const cha
     sh.k_rank = k_rank;
     sh.n_ranks = c.N;
     sh.scale = static_cast<float>(1.0 / std::sqrt(double(c.D)));
-    cpu->attention(qc, kc, vc, sh, oc, lc);
-    gpu->attention(qg, kg, vg, sh, og, lg);
+    cpu->attention(qc, kvc, sh, oc, lc);
+    gpu->attention(qg, kvg, sh, og, lg);
   }
   o_ref = get(*cpu, oc);
   l_ref = get(*cpu, lc);
@@ -325,8 +325,8 @@ void check_attention(const AttnCase& c, const CudaBackendOptions& opt, const cha
       el = std::max(el, std::fabs(double(l_got[i]) - l_ref[i]));
     }
   }
-  std::printf("[ measured ] attention %-8s H %lld/%lld D %3lld nq %4lld nk %4lld: O rel %.3g, LSE abs %.3g\n", label,
-              (long long)c.H, (long long)c.Hkv, (long long)c.D, (long long)c.nq, (long long)c.nk, eo, el);
+  std::printf("[ measured ] attention %-8s %-4s H %lld/%lld D %3lld nq %4lld nk %4lld: O rel %.3g, LSE abs %.3g\n", label,
+              kv_dtype_name(kv), (long long)c.H, (long long)c.Hkv, (long long)c.D, (long long)c.nq, (long long)c.nk, eo, el);
   EXPECT_LT(eo, 1e-2) << label;
   EXPECT_LT(el, 1e-2) << label;
 }
@@ -341,6 +341,45 @@ TEST(CudaBackendAttention, DecodePathMatchesCpu) {
   // One query at local index q_start that sees every key of both blocks (k_rank <= q_rank).
   for (AttnCase c : {AttnCase{8, 2, 128, 1, 501, 500, 3, 0, 4}, AttnCase{4, 1, 64, 1, 77, 80, 1, 0, 2}})
     check_attention(c, {}, "decode");
+}
+
+// fp8 KV: the GPU dequantizes to a bf16 copy (value * scale rounded to bf16) that every
+// path reads; the CPU reads the exact dequantized values, so the bf16 tolerance holds.
+TEST(CudaBackendAttention, Fp8KvEveryPathMatchesCpu) {
+  CudaBackendOptions generic;
+  generic.use_flash = false;
+  generic.use_decode = false;
+  check_attention(AttnCase{4, 2, 64, 100, 130, 30, 1, 1, 3}, {}, "flash", KvDtype::fp8);
+  check_attention(AttnCase{6, 2, 128, 33, 300, 200, 2, 3, 4}, {}, "flash", KvDtype::fp8);
+  check_attention(AttnCase{8, 2, 128, 1, 501, 500, 3, 0, 4}, {}, "decode", KvDtype::fp8);
+  check_attention(AttnCase{4, 1, 64, 1, 77, 80, 1, 0, 2}, {}, "decode", KvDtype::fp8);
+  check_attention(AttnCase{4, 2, 16, 50, 60, 5, 1, 0, 2}, {}, "generic", KvDtype::fp8);
+  check_attention(AttnCase{4, 2, 64, 40, 50, 3, 1, 2, 3}, generic, "generic", KvDtype::fp8);
+}
+
+// The GPU stores the bytes the CPU stores (one rule, kv_quant.h): fp8 bytes and scales,
+// bf16 bits, including a zero row and rows of very different magnitudes.
+TEST(CudaBackendOps, StoreKvGivesTheCpuBytes) {
+  Pair p;
+  const int64_t n = 33, Hkv = 3, D = 128;
+  auto k = randn(n * Hkv * D), v = randn(n * Hkv * D);
+  for (size_t i = 0; i < k.size(); ++i) k[i] *= std::ldexp(1.0f, int(i / D) % 13 - 6);
+  for (int64_t d = 0; d < D; ++d) v[(5 * Hkv + 2) * D + d] = 0.0f;
+  for (KvDtype dt : {KvDtype::bf16, KvDtype::fp8}) {
+    Tensor kc = make(*p.cpu, n, Hkv * D, DType::f32, k.data()), vc = make(*p.cpu, n, Hkv * D, DType::f32, v.data());
+    Tensor kg = make(*p.gpu, n, Hkv * D, DType::f32, k.data()), vg = make(*p.gpu, n, Hkv * D, DType::f32, v.data());
+    KvBlock bc = p.cpu->alloc_kv(n, Hkv, D, dt), bg = p.gpu->alloc_kv(n, Hkv, D, dt);
+    p.cpu->store_kv(kc, vc, bc);
+    p.gpu->store_kv(kg, vg, bg);
+    for (const auto& [tc, tg] : {std::pair{bc.k, bg.k}, std::pair{bc.v, bg.v}, std::pair{bc.k_scale, bg.k_scale},
+                                 std::pair{bc.v_scale, bg.v_scale}}) {
+      if (tc.empty()) continue;  // bf16 has no scales
+      std::vector<unsigned char> hc(tc.bytes()), hg(tg.bytes(), 0xcd);
+      p.cpu->copy_to_host(hc.data(), tc);
+      p.gpu->copy_to_host(hg.data(), tg);
+      ASSERT_EQ(hc, hg) << kv_dtype_name(dt);
+    }
+  }
 }
 
 TEST(CudaBackendAttention, GenericPathMatchesCpu) {
