@@ -4,7 +4,9 @@
 namespace ringinfer::cuda {
 
 void decode_split_hdim64(const DecodeArgs& a, int n_kv_heads, int variant, cudaStream_t stream) {
-  if (variant == 0)
+  if (a.k8)  // fp8 cache (variant 0's tile shape)
+    launch_decode_split<64, 4, 32, 2, true>(a, n_kv_heads, stream);
+  else if (variant == 0)
     launch_decode_split<64, 4, 32, 2>(a, n_kv_heads, stream);
   else
     launch_decode_split<64, 4, 16, 3>(a, n_kv_heads, stream);

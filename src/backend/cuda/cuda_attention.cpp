@@ -4,11 +4,10 @@
 //           scratch (O, LSE), then merge_attention (the kernel writes, it does not merge);
 //   flash   head_dim 64/128: flash_attention_forward with merge = true;
 //   generic any head_dim <= 256: generic_attention (small models, tests).
-// The fp32 queries are rounded to bf16 for the two tensor-core kernels. An fp8 KV block
-// is first dequantized to a bf16 scratch copy (value * scale, rounded to bf16), which
-// every path then reads: one pass over the block, small beside the O(nq nk) attention of
-// prefill, but decode reads 5 bytes per element where bf16 reads 2 (an fp8-native decode
-// kernel is the next step).
+// The fp32 queries are rounded to bf16 for the two tensor-core kernels. An fp8 KV block:
+// the decode kernel reads its bytes and scales directly (bandwidth-bound: half of bf16's
+// traffic); the other paths first dequantize it to a bf16 scratch copy (value * scale,
+// rounded to bf16): one pass over the block, small beside prefill's O(nq nk) attention.
 #include <string>
 
 #include "backend/cuda/cuda_backend.h"
@@ -28,9 +27,14 @@ void CudaBackend::attention(const Tensor& q, const KvBlock& kv, const AttentionS
   const int64_t H = sh.n_heads, Hkv = sh.n_kv_heads, D = sh.head_dim;
   const int64_t nq = q.rows(), nk = kv.rows();
   if (nq == 0 || nk == 0) return;  // an empty block merges as the identity
+  const bool tensor_core_dim = D == 64 || D == 128;
+  const bool fp8 = kv.dtype == KvDtype::fp8;
+  const bool decode = options_.use_decode && tensor_core_dim && nq == 1 && H / Hkv <= 16 &&
+                      visible_key_count(sh.q_start, sh.q_rank, sh.k_rank, sh.n_ranks) >= nk &&
+                      nk < (int64_t(1) << 31);
   const auto* kb = static_cast<const __nv_bfloat16*>(kv.k.data());
   const auto* vb = static_cast<const __nv_bfloat16*>(kv.v.data());
-  if (kv.dtype == KvDtype::fp8) {
+  if (fp8 && !decode) {
     const size_t bytes = static_cast<size_t>(nk * Hkv * D) * sizeof(__nv_bfloat16);
     auto* kd = static_cast<__nv_bfloat16*>(scratch(kFp8KeysBf16, bytes));
     auto* vd = static_cast<__nv_bfloat16*>(scratch(kFp8ValuesBf16, bytes));
@@ -41,16 +45,21 @@ void CudaBackend::attention(const Tensor& q, const KvBlock& kv, const AttentionS
     kb = kd;
     vb = vd;
   }
-  const bool tensor_core_dim = D == 64 || D == 128;
 
-  if (options_.use_decode && tensor_core_dim && nq == 1 && H / Hkv <= 16 &&
-      visible_key_count(sh.q_start, sh.q_rank, sh.k_rank, sh.n_ranks) >= nk && nk < (int64_t(1) << 31)) {
+  if (decode) {
     auto* qb = static_cast<__nv_bfloat16*>(scratch(kAttnQuery, static_cast<size_t>(H * D) * 2));
     convert_f32_to_bf16(q.f32(), qb, H * D, stream_);
     DecodeAttnParams p;
     p.q = qb;
-    p.k = kb;
-    p.v = vb;
+    if (fp8) {
+      p.k_fp8 = static_cast<const uint8_t*>(kv.k.data());
+      p.v_fp8 = static_cast<const uint8_t*>(kv.v.data());
+      p.k_scale = kv.k_scale.f32();
+      p.v_scale = kv.v_scale.f32();
+    } else {
+      p.k = kb;
+      p.v = vb;
+    }
     p.n_q = 1;
     p.n_k = static_cast<int>(nk);
     p.n_heads = static_cast<int>(H);
