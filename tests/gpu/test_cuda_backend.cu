@@ -428,6 +428,34 @@ TEST_P(CudaEngineFixture, ScoreWithinBf16ToleranceOfFloat64) {
   }
 }
 
+// fp8 KV on the fixtures (head_dim 16: the generic kernel over the dequantized copy)
+// against float64: the CPU emulation's bounds (tests/mpi/mpi_kv_dtype.cpp: max 2.5, mean
+// 0.3, measured 1.25 / 0.16) plus the bf16 path's own (kModelTol, kModelMeanTol).
+TEST_P(CudaEngineFixture, ScoreWithFp8KvWithinItsBound) {
+  const Reference& ref = load_reference(GetParam());
+  auto gpu = make_cuda_backend();
+  EngineOptions opt;
+  opt.kv_dtype = KvDtype::fp8;
+  Engine engine(*gpu, ref.model.config, ref.model.weights, opt);
+  double worst = 0, sum_abs = 0;
+  size_t count = 0;
+  for (size_t d = 0; d < ref.docs.size(); ++d) {
+    const auto r = engine.score(ref.docs[d]);
+    ASSERT_EQ(r.logprobs.size(), ref.logprobs[d].size());
+    for (size_t k = 0; k < r.logprobs.size(); ++k) {
+      ASSERT_FALSE(std::isnan(r.logprobs[k]));
+      const double e = std::fabs(double(r.logprobs[k]) - ref.logprobs[d][k]);
+      worst = std::max(worst, e);
+      sum_abs += e;
+      ++count;
+    }
+  }
+  std::printf("[ measured ] %s fp8 KV on cuda: max |logprob - float64| = %.3g, mean %.3g over %zu tokens\n",
+              GetParam().c_str(), worst, sum_abs / double(count), count);
+  EXPECT_LT(worst, 2.5 + kModelTol) << GetParam();
+  EXPECT_LT(sum_abs / double(count), 0.3 + kModelMeanTol) << GetParam();
+}
+
 TEST_P(CudaEngineFixture, GreedyTokensMatchCpuBackend) {
   const Reference& ref = load_reference(GetParam());
   ModelConfig cfg = ref.model.config;
@@ -493,10 +521,9 @@ TEST_P(CudaEngineFixture, ScoreMatchesCpuEngineOnTheSameBf16Weights) {
 INSTANTIATE_TEST_SUITE_P(Fixtures, CudaEngineFixture, ::testing::ValuesIn(test::reference_model_names()),
                          test::param_name);
 
-// A random model with head_dim 64 runs the flash (prefill) and decode (generation)
-// kernels inside the engine; CUDA against CPU (no float64 reference for it).
-TEST(CudaEngine, HeadDim64ModelMatchesCpuBackend) {
-  ModelConfig c;
+// A random model with head_dim 64: it runs the flash (prefill) and decode (generation)
+// kernels inside the engine (the fixtures' head_dim 16 takes the generic kernel).
+void head_dim64_model(ModelConfig& c, ModelWeights& w) {
   c.architecture = "LlamaForCausalLM";
   c.hidden_size = 256;
   c.n_layers = 2;
@@ -506,7 +533,6 @@ TEST(CudaEngine, HeadDim64ModelMatchesCpuBackend) {
   c.intermediate_size = 512;
   c.vocab_size = 512;
   c.max_position_embeddings = 4096;
-  ModelWeights w;
   const float s = 1.0f / 16.0f;
   w.embed = host_tensor({c.vocab_size, c.hidden_size}, 1.0f);
   for (int l = 0; l < c.n_layers; ++l) {
@@ -525,6 +551,13 @@ TEST(CudaEngine, HeadDim64ModelMatchesCpuBackend) {
   }
   w.final_norm = w.layers[0].attn_norm;
   w.lm_head = host_tensor({c.vocab_size, c.hidden_size}, s);
+}
+
+// CUDA against CPU (no float64 reference for this model).
+TEST(CudaEngine, HeadDim64ModelMatchesCpuBackend) {
+  ModelConfig c;
+  ModelWeights w;
+  head_dim64_model(c, w);
   std::vector<int32_t> doc(700);
   for (auto& t : doc) t = static_cast<int32_t>(rng() % c.vocab_size);
   auto cpu = make_cpu_backend(), gpu = make_cuda_backend();
@@ -547,6 +580,55 @@ TEST(CudaEngine, HeadDim64ModelMatchesCpuBackend) {
   std::printf("[ measured ] head_dim 64 model greedy: %zu of %zu tokens equal before the first difference\n", same,
               ga.tokens.size());
   EXPECT_GE(same, ga.tokens.size() / 2);
+}
+
+// fp8 KV through the engine on the kernels (prefill: flash over the dequantized bf16
+// copy; generation: the decode kernel reading fp8 directly). Its distance from the CPU f32
+// engine must be about that of the CPU's exact fp8 emulation (the same stored rule), plus
+// the bf16 slack of the CUDA path; greedy tokens mostly follow the CPU fp8 engine's.
+TEST(CudaEngine, HeadDim64ModelWithFp8Kv) {
+  ModelConfig c;
+  ModelWeights w;
+  head_dim64_model(c, w);
+  std::vector<int32_t> doc(700);
+  for (auto& t : doc) t = static_cast<int32_t>(rng() % c.vocab_size);
+  EngineOptions fp8;
+  fp8.kv_dtype = KvDtype::fp8;
+  auto cpu = make_cpu_backend(), gpu = make_cuda_backend();
+  Engine ec(*cpu, c, w), ec8(*cpu, c, w, fp8), eg8(*gpu, c, w, fp8);
+  ASSERT_EQ(eg8.kv_dtype(), KvDtype::fp8);
+  const auto a = ec.score(doc), a8 = ec8.score(doc), b8 = eg8.score(doc);
+  double cpu_fp8 = 0, gpu_fp8 = 0;
+  for (size_t k = 0; k < a.logprobs.size(); ++k) {
+    ASSERT_FALSE(std::isnan(b8.logprobs[k]));
+    cpu_fp8 = std::max(cpu_fp8, std::fabs(double(a8.logprobs[k]) - a.logprobs[k]));
+    gpu_fp8 = std::max(gpu_fp8, std::fabs(double(b8.logprobs[k]) - a.logprobs[k]));
+  }
+  std::printf("[ measured ] head_dim 64 model, 700 tokens, fp8 KV: max |logprob - cpu f32| = %.3g on cuda, %.3g on "
+              "the cpu emulation\n",
+              gpu_fp8, cpu_fp8);
+  EXPECT_LT(gpu_fp8, 2 * cpu_fp8 + kModelTol);
+  EXPECT_GT(cpu_fp8, 0.0);
+  GenerateOptions g;
+  g.max_new_tokens = 12;
+  const std::vector<int32_t> prompt(doc.begin(), doc.begin() + 300);
+  const auto ga = ec8.generate(prompt, g), gb = eg8.generate(prompt, g);
+  size_t same = 0;
+  while (same < ga.tokens.size() && same < gb.tokens.size() && ga.tokens[same] == gb.tokens[same]) ++same;
+  std::printf("[ measured ] head_dim 64 model greedy, fp8 KV: %zu of %zu tokens equal to the cpu fp8 engine's\n",
+              same, ga.tokens.size());
+  EXPECT_GE(same, ga.tokens.size() / 2);
+}
+
+// The CUDA backend stores bf16 or fp8, not f32: the engine says so before any work.
+TEST(CudaEngine, F32KvIsRefused) {
+  ModelConfig c;
+  ModelWeights w;
+  head_dim64_model(c, w);
+  EngineOptions f32;
+  f32.kv_dtype = KvDtype::f32;
+  auto gpu = make_cuda_backend();
+  EXPECT_THROW({ Engine e(*gpu, c, w, f32); }, Error);
 }
 
 }  // namespace
