@@ -187,6 +187,11 @@ class Backend {
   // normalised) and lse (nq, H), fp32.
   virtual void attention(const Tensor& q, const KvBlock& kv, const AttentionShape& shape, const Tensor& o,
                          const Tensor& lse) = 0;
+  // The form of kv that attention() reads fastest when it is called many times on the same
+  // block (prefill's query chunks): kv itself, or on CUDA an fp8 block dequantized once to a
+  // bf16 copy in scratch. Valid until the next attention_input() call; kv must not change
+  // meanwhile.
+  virtual KvBlock attention_input(const KvBlock& kv) { return kv; }
   // gate = silu(gate) * up, elementwise (n, intermediate).
   virtual void swiglu(const Tensor& gate, const Tensor& up) = 0;
   // out (n, 1) = log_softmax(logits (n, V))[targets[i]]; targets (n, 1) i32.

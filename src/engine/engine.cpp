@@ -323,7 +323,8 @@ struct Engine::State {
                                       comm_dtype(out.dtype()), be.comm_stream());
         stats.bytes_sent += static_cast<int64_t>(out.bytes());
       }
-      const KvBlock kv = step == 0 ? kv_cache[l].rows(0, n) : cur.rows(0, ns);
+      // Read by every query chunk below: in the backend's fastest form, made once per step.
+      const KvBlock kv = be.attention_input(step == 0 ? kv_cache[l].rows(0, n) : cur.rows(0, ns));
       for (int64_t c = 0; c < n; c += chunk) {
         const int64_t cn = std::min(chunk, n - c);
         be.attention(q.rows(c, cn), kv, attention_shape(c, r, s), o.rows(c, cn), lse.rows(c, cn));

@@ -107,7 +107,9 @@ TEST(MpiKvDtype, ScoreIsRankCountInvariantAndWithinItsBound) {
     const double share = double(close) / double(e.n);
     EXPECT_LT(vs_single, inv.max) << kv_dtype_name(dt) << " np " << np;
     EXPECT_GE(share, inv.within_1e5) << kv_dtype_name(dt) << " np " << np;
-    if (np == 1) EXPECT_EQ(vs_single, 0.0) << kv_dtype_name(dt);  // same chunks, same rank: bitwise
+    if (np == 1) {
+      EXPECT_EQ(vs_single, 0.0) << kv_dtype_name(dt);  // same chunks, same rank: bitwise
+    }
     EXPECT_LT(e.max, bound(dt).max) << kv_dtype_name(dt);
     EXPECT_LT(e.sum / double(e.n), bound(dt).mean) << kv_dtype_name(dt);
     max_err[static_cast<int>(dt)] = e.max;

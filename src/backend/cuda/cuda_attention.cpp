@@ -6,8 +6,10 @@
 //   generic any head_dim <= 256: generic_attention (small models, tests).
 // The fp32 queries are rounded to bf16 for the two tensor-core kernels. An fp8 KV block:
 // the decode kernel reads its bytes and scales directly (bandwidth-bound: half of bf16's
-// traffic); the other paths first dequantize it to a bf16 scratch copy (value * scale,
-// rounded to bf16): one pass over the block, small beside prefill's O(nq nk) attention.
+// traffic); the other paths read a bf16 copy (value * scale rounded to bf16) that
+// attention_input() makes once per block (the engine calls it once per ring step, so it
+// is one pass over the block, small beside the step's O(n^2) attention), or attention()
+// makes per call when handed the fp8 block itself.
 #include <string>
 
 #include "backend/cuda/cuda_backend.h"
@@ -35,15 +37,9 @@ void CudaBackend::attention(const Tensor& q, const KvBlock& kv, const AttentionS
   const auto* kb = static_cast<const __nv_bfloat16*>(kv.k.data());
   const auto* vb = static_cast<const __nv_bfloat16*>(kv.v.data());
   if (fp8 && !decode) {
-    const size_t bytes = static_cast<size_t>(nk * Hkv * D) * sizeof(__nv_bfloat16);
-    auto* kd = static_cast<__nv_bfloat16*>(scratch(kFp8KeysBf16, bytes));
-    auto* vd = static_cast<__nv_bfloat16*>(scratch(kFp8ValuesBf16, bytes));
-    dequantize_kv_fp8(static_cast<const uint8_t*>(kv.k.data()), kv.k_scale.f32(), nk * Hkv, static_cast<int>(D), kd,
-                      stream_);
-    dequantize_kv_fp8(static_cast<const uint8_t*>(kv.v.data()), kv.v_scale.f32(), nk * Hkv, static_cast<int>(D), vd,
-                      stream_);
-    kb = kd;
-    vb = vd;
+    const KvBlock copy = attention_input(kv);
+    kb = static_cast<const __nv_bfloat16*>(copy.k.data());
+    vb = static_cast<const __nv_bfloat16*>(copy.v.data());
   }
 
   if (decode) {
@@ -121,6 +117,25 @@ void CudaBackend::attention(const Tensor& q, const KvBlock& kv, const AttentionS
   p.n_ranks = sh.n_ranks;
   p.scale = sh.scale;
   generic_attention(p, stream_);
+}
+
+KvBlock CudaBackend::attention_input(const KvBlock& kv) {
+  if (kv.dtype != KvDtype::fp8 || kv.rows() == 0) return kv;
+  backend_checks::check_kv_block("cuda", "attention_input", kv);
+  const int64_t nk = kv.rows(), Hkv = kv.n_kv_heads, D = kv.head_dim;
+  const size_t bytes = static_cast<size_t>(nk * Hkv * D) * sizeof(__nv_bfloat16);
+  // Views of grow-only scratch (no ownership): valid until the slots are used again.
+  KvBlock out;
+  out.dtype = KvDtype::bf16;
+  out.n_kv_heads = Hkv;
+  out.head_dim = D;
+  out.k = Tensor(nullptr, scratch(kFp8KeysBf16, bytes), DType::bf16, nk, Hkv * D);
+  out.v = Tensor(nullptr, scratch(kFp8ValuesBf16, bytes), DType::bf16, nk, Hkv * D);
+  dequantize_kv_fp8(static_cast<const uint8_t*>(kv.k.data()), kv.k_scale.f32(), nk * Hkv, static_cast<int>(D),
+                    static_cast<__nv_bfloat16*>(out.k.data()), stream_);
+  dequantize_kv_fp8(static_cast<const uint8_t*>(kv.v.data()), kv.v_scale.f32(), nk * Hkv, static_cast<int>(D),
+                    static_cast<__nv_bfloat16*>(out.v.data()), stream_);
+  return out;
 }
 
 void CudaBackend::merge_attention(const Tensor& o, const Tensor& lse, const Tensor& o2, const Tensor& lse2) {

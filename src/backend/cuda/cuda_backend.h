@@ -52,6 +52,7 @@ class CudaBackend final : public Backend {
   void attention_reset(const Tensor& o, const Tensor& lse) override;
   void attention(const Tensor& q, const KvBlock& kv, const AttentionShape& shape, const Tensor& o,
                  const Tensor& lse) override;
+  KvBlock attention_input(const KvBlock& kv) override;
   void swiglu(const Tensor& gate, const Tensor& up) override;
   void target_logprobs(const Tensor& logits, const Tensor& targets, const Tensor& out) override;
   void sample(const Tensor& logits, double temperature, double top_p, double u, const Tensor& token) override;
