@@ -161,7 +161,7 @@ class Backend {
   virtual void copy_to_host(void* dst, const Tensor& src) = 0;         // waits for stream()
 
   // ---------------------------------------------------------------- ops
-  // dst = src, same shape; f32 -> bf16 rounds to nearest even (KV cache stores).
+  // dst = src, same shape; f32 -> bf16 rounds to nearest even.
   virtual void copy(const Tensor& src, const Tensor& dst) = 0;
   // out (n, hidden) = table[tokens[i]]; tokens (n, 1) i32, each in [0, table.rows()).
   virtual void embed(const Tensor& table, const Tensor& tokens, const Tensor& out) = 0;
