@@ -10,7 +10,8 @@
 #              fp32 result, mean and max |dlogprob| (for docs/PERFORMANCE.md)
 #   bandwidth  bench_attention --quick: the decode lines at 128K keys, bf16 ("decode") and
 #              fp8 ("decode_fp8": GB/s over the fp8 bytes and scales read, and vs_bf16 = the
-#              bf16 time over the fp8 time), against the device copy rate ("copy")
+#              bf16 time over the fp8 time), against the device copy rate ("copy"); and the
+#              8K prefill, bf16 ("prefill") and fp8 ("prefill_fp8": dequantize + flash)
 #   longest    bench_model, Llama-3.1-8B shape, fp8 KV, one rank, at KV_CONTEXTS (default
 #              "262144 524288 786432 1048576"); each line has peak_device_bytes, printed
 #              beside `ringinfer plan`'s total for the same context; a context that does
@@ -70,7 +71,7 @@ EOF
     ;;
   bandwidth)
     "$build/bench_attention" --quick --json "$out/attention.json" > "$out/attention.log" 2>&1 || status=1
-    grep -E '"kind":"(copy|decode|decode_fp8)"' "$out/attention.json" | tee -a "$summary"
+    grep -E '"kind":"(copy|decode|decode_fp8|prefill|prefill_fp8)"' "$out/attention.json" | tee -a "$summary"
     ;;
   longest)
     for S in ${KV_CONTEXTS:-262144 524288 786432 1048576}; do
