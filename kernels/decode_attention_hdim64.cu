@@ -4,8 +4,8 @@
 namespace ringinfer::cuda {
 
 void decode_split_hdim64(const DecodeArgs& a, int n_kv_heads, int variant, cudaStream_t stream) {
-  if (a.k8)  // fp8 cache (variant 0's tile shape)
-    launch_decode_split<64, 4, 32, 2, true>(a, n_kv_heads, stream);
+  if (a.k8)  // fp8 cache: 32-key tiles, 3 stages (decode_attention.cu config())
+    launch_decode_split<64, 4, 32, 3, true>(a, n_kv_heads, stream);
   else if (variant == 0)
     launch_decode_split<64, 4, 32, 2>(a, n_kv_heads, stream);
   else

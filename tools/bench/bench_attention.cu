@@ -222,7 +222,7 @@ int main(int argc, char** argv) {
                       n_k, H, Hkv, D, variant, decode_attention_splits(p), ms, bytes / ms / 1e6);
         emit(line);
       }
-      // fp8 cache, read directly by the same kernel (variant 0's tiles).
+      // fp8 cache, read directly by the same kernel (its own tile shape: 32 keys, 3 stages).
       {
         const size_t n_val = size_t(n_k) * Hkv * D, n_sc = size_t(n_k) * Hkv;
         uint8_t *k8, *v8;
