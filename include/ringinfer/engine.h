@@ -95,7 +95,8 @@ struct EngineStats {
   int64_t tokens_held = 0;  // prompt tokens in this rank's stripe: ceil((S - r) / N)
   int64_t kv_tokens = 0;    // tokens in the local KV cache of each layer at the end
   int64_t kv_bytes = 0;     // bytes allocated for the KV cache (all layers, K and V, full capacity):
-                            // per layer capacity * kv_bytes_per_token(dtype, max(1, Hkv/T), D), padded
+                            // per layer capacity * kv_bytes_per_token(dtype, max(1, Hkv/T), D) (the
+                            // allocation pads each of its parts to 256 bytes besides)
   int64_t bytes_sent = 0;   // payload bytes this rank handed to cp_comm (ring blocks, gathers, broadcasts)
   int64_t tp_bytes_sent = 0;  // payload bytes this rank handed to tp_comm (all-reduces, logits gathers)
 };

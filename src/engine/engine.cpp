@@ -345,7 +345,7 @@ struct Engine::State {
     kv_cache.assign(cfg.n_layers, KvBlock());
     for (int64_t l = 0; l < cfg.n_layers; ++l) {
       kv_cache[l] = be.alloc_kv(capacity, Hkv, D, kv_dtype);
-      stats.kv_bytes += static_cast<int64_t>(kv_cache[l].packed.bytes());
+      stats.kv_bytes += capacity * kv_bytes_per_token(kv_dtype, Hkv, D);
     }
     stats.tokens_held = n;
     stats.kv_tokens = n;
