@@ -5,7 +5,7 @@
 // within the dtype's stated bound of the float64 reference. Rank 0 prints the mean and max
 // |logprob - reference| per dtype (the README's table). fp8 must land visibly farther from
 // the reference than f32 (the quantization really runs) and its ring must move fewer
-// bytes than bf16's.
+// bytes than bf16's. Greedy generation with an fp8 cache: the group matches one rank.
 #include <gtest/gtest.h>
 #include <mpi.h>
 
@@ -14,6 +14,7 @@
 
 #include "ringinfer/comm.h"
 #include "ringinfer/engine.h"
+#include "ringinfer/striped.h"
 #include "reference_models.h"
 
 namespace ringinfer {
@@ -125,6 +126,48 @@ TEST(MpiKvDtype, ScoreIsRankCountInvariantAndWithinItsBound) {
     // Ring traffic of the longest documents: fp8 (1 byte + 4/D of scales) under bf16's 2 bytes.
     EXPECT_LT(sent[static_cast<int>(KvDtype::fp8)], sent[static_cast<int>(KvDtype::bf16)]);
     EXPECT_LT(sent[static_cast<int>(KvDtype::bf16)], sent[static_cast<int>(KvDtype::f32)]);
+  }
+}
+
+// Generation with an fp8 cache (decode appends one row at a time through store_kv and
+// attends over the fp8 stripe): the group of all ranks generates what one rank does. A
+// rounding flip (see invariance_bound) could change a near-tie late in the run, so the
+// first half must match exactly and the count is printed; every rank returns the same.
+TEST(MpiKvDtype, Fp8GreedyTokensMatchSingleRank) {
+  const int np = world_size();
+  MpiComm world(MPI_COMM_WORLD);
+  auto be = make_cpu_backend();
+  for (const std::string& name : reference_model_names()) {
+    const ReferenceModel& f = reference_model(name);
+    ModelConfig cfg = f.model.config;
+    cfg.eos_token_ids.clear();
+    EngineOptions one;
+    one.chunk_tokens = 64;
+    one.kv_dtype = KvDtype::fp8;
+    EngineOptions o = one;
+    o.cp_rank = world_rank();
+    o.cp_size = np;
+    o.cp_comm = &world;
+    Engine single(*be, cfg, f.model.weights, one), ring(*be, cfg, f.model.weights, o);
+    GenerateOptions g;
+    g.max_new_tokens = 12;
+    const GenerateResult want = single.generate(f.greedy_prompt, g);
+    const int r = world_rank();
+    const GenerateResult got =
+        ring.generate_stripe(stripe_of(f.greedy_prompt, r, np), static_cast<int64_t>(f.greedy_prompt.size()), g);
+    ASSERT_EQ(got.tokens.size(), want.tokens.size()) << name;
+    size_t same = 0;
+    while (same < got.tokens.size() && got.tokens[same] == want.tokens[same]) ++same;
+    if (r == 0)
+      std::printf("[ measured ] %s fp8 greedy np %d: %zu of %zu tokens equal to one rank's before the first difference\n",
+                  name.c_str(), np, same, got.tokens.size());
+    EXPECT_GE(same, got.tokens.size() / 2) << name;
+    EXPECT_EQ(ring.kv_cache_tokens(),
+              local_len(static_cast<int64_t>(f.greedy_prompt.size()) + g.max_new_tokens - 1, r, np));
+    int64_t first = got.tokens.empty() ? -1 : got.tokens[0], lo = 0, hi = 0;
+    MPI_Allreduce(&first, &lo, 1, MPI_INT64_T, MPI_MIN, MPI_COMM_WORLD);
+    MPI_Allreduce(&first, &hi, 1, MPI_INT64_T, MPI_MAX, MPI_COMM_WORLD);
+    EXPECT_EQ(lo, hi) << name << ": ranks disagree";
   }
 }
 
