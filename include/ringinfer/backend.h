@@ -12,7 +12,8 @@
 //   (comm.h) takes stream() or comm_stream(); events order the two. On the CPU ops run
 //   at once and streams and events are no-ops.
 // - Activations, (O, LSE), logits and logprobs are fp32. Weights and the KV cache may be
-//   stored narrower (bf16 on CUDA); upload_weight() and alloc_kv() pick the storage.
+//   stored narrower (bf16 on CUDA); upload_weight() picks the weights' storage, the
+//   caller the KV cache's (KvDtype; each backend names its default and what it supports).
 // - Masking follows striped.h's key_visible() alone; RoPE angles are computed in float64
 //   from global positions, cos/sin then rounded to fp32 (DESIGN §9).
 #include <cstdint>
@@ -28,10 +29,11 @@
 
 namespace ringinfer {
 
-enum class DType { f32, bf16, i32, f64 };
+enum class DType { f32, bf16, i32, f64, u8 };  // u8: raw bytes (fp8 e4m3 bits, packed buffers)
 
 inline size_t dtype_bytes(DType t) {
   switch (t) {
+    case DType::u8: return 1;
     case DType::bf16: return 2;
     case DType::f32: case DType::i32: return 4;
     case DType::f64: return 8;
@@ -45,6 +47,7 @@ inline const char* dtype_name(DType t) {
     case DType::bf16: return "bf16";
     case DType::i32: return "i32";
     case DType::f64: return "f64";
+    case DType::u8: return "u8";
   }
   return "?";
 }
@@ -57,6 +60,7 @@ class Tensor {
 
   bool empty() const { return data_ == nullptr || rows_ * cols_ == 0; }
   void* data() const { return data_; }
+  const std::shared_ptr<void>& storage() const { return storage_; }  // for views of other types (KvBlock)
   DType dtype() const { return dtype_; }
   int64_t rows() const { return rows_; }
   int64_t cols() const { return cols_; }
@@ -103,6 +107,30 @@ struct AttentionShape {
   float scale = 0.0f;      // softmax scale, 1/sqrt(D)
 };
 
+// ---------------------------------------------------------------- the KV cache
+// Element type of the KV cache (kv_quant.h defines the rounding of each): f32 (CPU
+// only), bf16, or fp8 e4m3 with one f32 scale per token and KV head.
+enum class KvDtype { f32, bf16, fp8 };
+const char* kv_dtype_name(KvDtype t);             // "f32" | "bf16" | "fp8"
+KvDtype parse_kv_dtype(const std::string& name);  // throws Error for any other name
+// Bytes of one token's K and V, Hkv heads of D values, scales included.
+int64_t kv_bytes_per_token(KvDtype t, int64_t n_kv_heads, int64_t head_dim);
+
+// K and V of `rows` tokens, Hkv heads of D values each: a layer's cache, a ring block, or
+// a row range of one. Backend::alloc_kv() makes the four parts views of one allocation,
+// `packed`, so a ring step moves one buffer (values and scales together).
+struct KvBlock {
+  KvDtype dtype = KvDtype::f32;
+  int64_t n_kv_heads = 0, head_dim = 0;
+  Tensor k, v;              // (rows, Hkv*D): f32, bf16, or u8 holding e4m3 bits (fp8)
+  Tensor k_scale, v_scale;  // (rows, Hkv) f32 dequantization scales; fp8 only, else empty
+  Tensor packed;            // (1, bytes) u8: the whole allocation; empty in a rows() view
+
+  int64_t rows() const { return k.rows(); }
+  // Tokens [begin, begin + count), sharing storage (not packed). Throws when out of range.
+  KvBlock rows(int64_t begin, int64_t count) const;
+};
+
 // An ordering point on a stream (cudaEvent_t on CUDA; nothing on the CPU).
 class Event {
  public:
@@ -125,13 +153,16 @@ class Backend {
   virtual Tensor alloc(int64_t rows, int64_t cols, DType dtype) = 0;  // uninitialised
   // A weight matrix (out, in) or vector (n): rows = shape[0], cols = the rest (1 for vectors).
   virtual Tensor upload_weight(const HostTensor& w) = 0;
-  // KV cache storage for `rows` tokens of `cols` = Hkv * D values (fp32 CPU, bf16 CUDA).
-  virtual Tensor alloc_kv(int64_t rows, int64_t cols) = 0;
+  // KV storage for `rows` tokens (uninitialised), one allocation; throws Error when this
+  // backend does not store `dtype`.
+  KvBlock alloc_kv(int64_t rows, int64_t n_kv_heads, int64_t head_dim, KvDtype dtype);
+  virtual KvDtype default_kv_dtype() const = 0;  // f32 on the CPU, bf16 on CUDA
+  virtual bool supports_kv_dtype(KvDtype t) const = 0;
   virtual void copy_from_host(const Tensor& dst, const void* src) = 0;  // dst.bytes() bytes
   virtual void copy_to_host(void* dst, const Tensor& src) = 0;         // waits for stream()
 
   // ---------------------------------------------------------------- ops
-  // dst = src, same shape; f32 -> bf16 rounds to nearest even (KV cache stores).
+  // dst = src, same shape; f32 -> bf16 rounds to nearest even.
   virtual void copy(const Tensor& src, const Tensor& dst) = 0;
   // out (n, hidden) = table[tokens[i]]; tokens (n, 1) i32, each in [0, table.rows()).
   virtual void embed(const Tensor& table, const Tensor& tokens, const Tensor& out) = 0;
@@ -145,12 +176,23 @@ class Backend {
   // inv_freq (1, D/2) f64 from rope_inv_freq().
   virtual void rope(const Tensor& x, int64_t n_heads, const Tensor& inv_freq, int64_t pos_start,
                     int64_t pos_stride) = 0;
+  // Writes the fp32 rows k, v (n, Hkv*D) into dst (n rows) in dst's dtype, rounding as
+  // kv_quant.h defines (fp8: each (token, head) gets its scale here).
+  virtual void store_kv(const Tensor& k, const Tensor& v, const KvBlock& dst) = 0;
+  // dst = src: the same dtype and heads, dst.rows() == src.rows() (packing a ring block).
+  void copy_kv(const KvBlock& src, const KvBlock& dst);
   // o = 0, lse = -inf: the identity of the merge.
   virtual void attention_reset(const Tensor& o, const Tensor& lse) = 0;
-  // Attention of q (nq, H*D) against keys k, values v (nk, Hkv*D) under the striped mask,
-  // merged into the running o (nq, H*D, normalised) and lse (nq, H), fp32.
-  virtual void attention(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionShape& shape,
-                         const Tensor& o, const Tensor& lse) = 0;
+  // Attention of q (nq, H*D) against the nk = kv.rows() keys and values of kv (their
+  // dequantized values) under the striped mask, merged into the running o (nq, H*D,
+  // normalised) and lse (nq, H), fp32.
+  virtual void attention(const Tensor& q, const KvBlock& kv, const AttentionShape& shape, const Tensor& o,
+                         const Tensor& lse) = 0;
+  // The form of kv that attention() reads fastest when it is called many times on the same
+  // block (prefill's query chunks): kv itself, or on CUDA an fp8 block dequantized once to a
+  // bf16 copy in scratch. Valid until the next attention_input() call; kv must not change
+  // meanwhile.
+  virtual KvBlock attention_input(const KvBlock& kv) { return kv; }
   // gate = silu(gate) * up, elementwise (n, intermediate).
   virtual void swiglu(const Tensor& gate, const Tensor& up) = 0;
   // out (n, 1) = log_softmax(logits (n, V))[targets[i]]; targets (n, 1) i32.

@@ -1,5 +1,5 @@
 #pragma once
-// The CUDA backend (backend/cuda/): bf16 weight matrices and KV cache, fp32 residual
+// The CUDA backend (backend/cuda/): bf16 weight matrices, bf16 or fp8 KV cache, fp32 residual
 // stream, activations and accumulation; cuBLAS for the weight GEMMs, the striped flash /
 // split-KV decode kernels for attention. Available in CUDA builds only
 // (RINGINFER_HAVE_CUDA); this header includes no CUDA header, so host-only code may

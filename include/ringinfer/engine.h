@@ -26,6 +26,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <vector>
 
 #include "ringinfer/backend.h"
@@ -53,6 +54,9 @@ struct EngineOptions {
                                 // Moves backend tensors, like cp_comm.
   int64_t chunk_tokens = 256;   // rows per projection / MLP chunk (bounds scratch memory)
   int64_t logits_chunk = 32;    // rows per LM-head chunk in score (logits_chunk x vocab fp32)
+  // The KV cache's element type; empty: the backend's default (f32 CPU, bf16 CUDA). The
+  // constructor throws Error when the backend does not store it.
+  std::optional<KvDtype> kv_dtype;
   // Called after each prefill layer and each generated token (may be empty).
   std::function<void(const EngineProgress&)> on_progress;
   // Asked at the same points (may be empty). When it is true on any rank of the CP x TP
@@ -95,7 +99,8 @@ struct EngineStats {
   int64_t tokens_held = 0;  // prompt tokens in this rank's stripe: ceil((S - r) / N)
   int64_t kv_tokens = 0;    // tokens in the local KV cache of each layer at the end
   int64_t kv_bytes = 0;     // bytes allocated for the KV cache (all layers, K and V, full capacity):
-                            // per layer 2 * max(1, Hkv/T) * D * capacity elements
+                            // per layer capacity * kv_bytes_per_token(dtype, max(1, Hkv/T), D) (the
+                            // allocation pads each of its parts to 256 bytes besides)
   int64_t bytes_sent = 0;   // payload bytes this rank handed to cp_comm (ring blocks, gathers, broadcasts)
   int64_t tp_bytes_sent = 0;  // payload bytes this rank handed to tp_comm (all-reduces, logits gathers)
 };
@@ -138,6 +143,7 @@ class Engine {
   int64_t kv_cache_tokens() const;
   const EngineStats& last_stats() const;
   const ModelConfig& config() const;
+  KvDtype kv_dtype() const;  // the KV cache's element type
 
  private:
   struct State;

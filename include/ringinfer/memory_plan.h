@@ -21,6 +21,9 @@ struct PlanInput {
   int tp = 1;                   // tensor-parallel size T (CP size N = ranks / T)
   int weight_bytes = 2;         // bytes per weight element (bf16 = 2, fp32 = 4)
   int kv_bytes = 2;             // bytes per KV element (bf16 = 2, fp8 = 1)
+  int kv_scale_bytes = 0;       // bytes of scale per token and KV head, for K and for V (fp8: 4)
+  int kv_copy_bytes = 0;        // per KV element of the copy attention reads of one ring block
+                                // (CUDA fp8 prefill: a bf16 copy, 2); 0 = attention reads the cache
   int act_bytes = 2;            // bytes per activation element of Q and the ring buffers
   int64_t token_chunk = 4096;   // tokens per chunk of the projections, MLP and LM head (bounds scratch)
 };
@@ -32,9 +35,10 @@ struct MemoryPlan {
   int64_t kv_bytes_per_token = 0;    // bytes of K and V of one token over all layers, whole model
   int64_t kv_total = 0;              // bytes of the whole document's KV cache (all ranks)
   int64_t local_tokens = 0;          // ceil(S / N): tokens held by the fullest rank
-  int64_t kv_per_rank = 0;           // 2 L max(1, Hkv/T) D ceil(S/N) kv_bytes
+  int64_t kv_per_rank = 0;           // 2 L max(1, Hkv/T) (D kv_bytes + kv_scale_bytes) ceil(S/N)
   int64_t activation_bytes_per_local_token = 0;
-  int64_t activations_per_rank = 0;  // residual stream, Q and O of one layer, two ring KV buffers
+  int64_t activations_per_rank = 0;  // residual stream, Q and O of one layer, two ring KV buffers (and
+                                     // the dequantized copy of one, kv_copy_bytes)
   int64_t scratch_per_rank = 0;      // one token chunk of MLP, norm and fp32 LM-head logits
   int64_t total_per_rank = 0;        // weights + KV + activations + scratch
   int64_t ring_step_bytes = 0;       // bytes one rank sends per ring step of one layer (its local K and V)

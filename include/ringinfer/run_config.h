@@ -46,7 +46,8 @@ struct RunConfig {
   bool logprobs = false;             // dump --jsonl of a score output: per-token logprobs
   int64_t context = 0;               // plan: tokens
   int ranks = 0;                     // plan
-  std::string kv_dtype = "bf16";     // plan
+  std::string kv_dtype = "bf16";     // plan: bf16 | fp8; run, score: auto (the device's default: f32 on the
+                                     // CPU, bf16 on CUDA) | f32 (CPU only) | bf16 | fp8
   int tp = 1;                        // run, score, plan: tensor-parallel size
   bool allow_cross_node_tp = false;  // run, score: let a TP group span nodes (slow: TP all-reduces every layer)
   std::string log_format = "auto";   // run, score: progress as auto | bar | json

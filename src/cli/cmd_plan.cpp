@@ -37,6 +37,7 @@ int plan_command(const RunConfig& c) {
   in.ranks = c.ranks;
   in.tp = c.tp;
   in.kv_bytes = c.kv_dtype == "fp8" ? 1 : 2;
+  if (c.kv_dtype == "fp8") in.kv_scale_bytes = 4, in.kv_copy_bytes = 2;  // CUDA: scales; prefill's bf16 block copy
   // plan_memory refuses a --tp the model does not split over (run's rule) and figures that
   // overflow; the option parser bounds --gpu-memory, so the capacity fits int64.
   const MemoryPlan p = plan_memory(model, in);

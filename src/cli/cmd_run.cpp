@@ -342,6 +342,11 @@ int run_command(const RunConfig& config) {
         for (const DocInfo& d : docs.documents()) lengths.push_back(d.length);
         if (!dry) {
           backend = make_backend(config.device, me, layout, *groups.world, cuda_comm);
+          const KvDtype kv_dtype =
+              config.kv_dtype == "auto" ? backend->default_kv_dtype() : parse_kv_dtype(config.kv_dtype);
+          RI_CHECK(backend->supports_kv_dtype(kv_dtype), "ringinfer " + config.command + ": --kv-dtype " +
+                                                             config.kv_dtype + " is not supported on the " +
+                                                             backend->name() + " backend (CUDA: bf16 or fp8)");
           // Before any weight or cache is allocated: does the longest document fit? Every
           // rank sees the same documents and fails the same way.
           const bool on_gpu = std::string(backend->name()) == "cuda";
@@ -351,7 +356,12 @@ int run_command(const RunConfig& config) {
             need.context = std::max(need.context, d.length + (scoring ? 0 : doc_budget(config, d)));
           need.ranks = layout.cp * layout.tp;
           need.tp = layout.tp;
-          need.weight_bytes = need.kv_bytes = need.act_bytes = on_gpu ? 2 : 4;  // bf16 on the GPU, fp32 on the CPU
+          need.weight_bytes = need.act_bytes = on_gpu ? 2 : 4;  // bf16 on the GPU, fp32 on the CPU
+          need.kv_bytes = kv_dtype == KvDtype::fp8 ? 1 : kv_dtype == KvDtype::bf16 ? 2 : 4;
+          if (kv_dtype == KvDtype::fp8) {
+            need.kv_scale_bytes = 4;
+            need.kv_copy_bytes = on_gpu ? 2 : 0;  // CUDA prefill attends over a bf16 copy of the block
+          }
           const int64_t limit = config.memory_limit_gb > 0 ? static_cast<int64_t>(config.memory_limit_gb * 1e9) : -1;
           const MemoryKind kind = on_gpu ? MemoryKind::gpu : MemoryKind::host;
           int64_t available = available_bytes(kind, limit);
@@ -384,6 +394,7 @@ int run_command(const RunConfig& config) {
           // --tp, before any communicator is made.
           (void)tensor_parallel_slice(model->config, layout.tp_rank, layout.tp);
           EngineOptions eo;
+          eo.kv_dtype = kv_dtype;
           eo.cp_rank = layout.cp_rank;
           eo.cp_size = layout.cp;
           cp_device = make_device_comm(*backend, *groups.cp, cuda_comm);
@@ -484,6 +495,7 @@ int run_command(const RunConfig& config) {
         OutputAttributes attrs = output_attributes(config, layout);
         const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - job_start).count();
         for (auto& kv : job_summary(*groups.world, totals, backend.get(), seconds, config.quiet)) attrs.push_back(kv);
+        if (engine) attrs.push_back({"kv_dtype", kv_dtype_name(engine->kv_dtype())});  // what auto resolved to
         if (me.world_rank == 0) {
           std::vector<Bytes> all;
           for (auto& [index, record] : store.collect()) all.push_back(std::move(record));

@@ -61,6 +61,9 @@ po::options_description describe(const std::string& cmd, RunConfig& c) {
          "progress on rank 0: a bar (terminal) or JSON lines (default auto: bar on a terminal, else json)")
         ("memory-limit", po::value(&c.memory_limit_gb)->value_name("GB"),
          "memory per rank for the check before work (default: the device's free memory)")
+        ("kv-dtype", po::value(&c.kv_dtype)->value_name("auto|f32|bf16|fp8"),
+         "KV cache element type: fp8 = e4m3 with a scale per token and KV head (default auto: f32 on the CPU, "
+         "bf16 on CUDA; f32 is CPU only)")
         ("comm-timeout", po::value(&c.comm_timeout_s)->value_name("SECONDS"),
          "fail the job when a rank waits this long for the others: one died or hangs (default 300, at most 1e6)");
     if (cmd == "run") {
@@ -156,6 +159,9 @@ void check_config(RunConfig& c, const po::variables_map& vm) {
     need(c.comm_timeout_s <= kMaxCommTimeoutSeconds,
          "--comm-timeout must be at most 1000000 seconds (about 11.6 days)");
     need(c.tp >= 1, "--tp must be at least 1");
+    if (!vm.count("kv-dtype")) c.kv_dtype = "auto";
+    need(c.kv_dtype == "auto" || c.kv_dtype == "f32" || c.kv_dtype == "bf16" || c.kv_dtype == "fp8",
+         "--kv-dtype must be auto, f32, bf16 or fp8, not '" + c.kv_dtype + "'");
     need(c.log_format == "auto" || c.log_format == "bar" || c.log_format == "json",
          "--log-format must be auto, bar or json, not '" + c.log_format + "'");
     for (auto& in : c.inputs) need(in != c.output, "--output " + c.output + " is also an input");
@@ -452,6 +458,7 @@ std::string format_config(const RunConfig& c) {
     if (c.allow_cross_node_tp) kv("allow-cross-node-tp", "true");
     if (c.log_format != "auto") kv("log-format", c.log_format);
     if (c.memory_limit_gb >= 0) kd("memory-limit", c.memory_limit_gb);
+    if (c.kv_dtype != "auto") kv("kv-dtype", c.kv_dtype);  // part of the journal fingerprint: it changes results
     kd("comm-timeout", c.comm_timeout_s);
   }
   if (c.command == "run") {

@@ -38,6 +38,7 @@ CommDtype comm_dtype(DType t) {
     case DType::bf16: return CommDtype::bfloat16;
     case DType::i32: return CommDtype::int32;
     case DType::f64: return CommDtype::float64;
+    case DType::u8: return CommDtype::uint8;
   }
   return CommDtype::uint8;
 }
@@ -85,11 +86,12 @@ struct Engine::State {
   int64_t S = 0;  // length of the current document
 
   // Per document. Shapes: n = local tokens of the prompt on this rank, cap = KV capacity.
-  std::vector<Tensor> k_cache, v_cache;  // n_layers x (cap, Hkv*D), backend KV storage (local heads)
+  KvDtype kv_dtype = KvDtype::f32;       // the cache's element type (options, else the backend's default)
+  std::vector<KvBlock> kv_cache;         // n_layers x cap tokens of K,V (local heads)
   Tensor x;                              // (n, hidden) residual stream
   Tensor q, o, lse;                      // (n, H*D), (n, H*D), (n, H): one layer's Q and (O, LSE)
-  Tensor ring[2];                        // 2 x (2 nmax, Hkv*D) KV storage, nmax = ceil(S/N): a
-                                         // block in flight, K in rows [0, nmax), V in [nmax, 2 nmax)
+  KvBlock ring[2];                       // 2 x nmax = ceil(S/N) tokens of K,V: a block in flight,
+                                         // sent as its one packed buffer (values and scales)
   // Scratch, bounded by chunk_tokens / logits_chunk rows, allocated once.
   Tensor h;           // (chunk, hidden) normed input
   Tensor k_new, v_new;  // (chunk, Hkv*D) fp32 K,V before the cache store
@@ -139,6 +141,9 @@ struct Engine::State {
     inter = sl.inter, vocab = c.vocab_size, vl = sl.vocab_rows, chunk = o.chunk_tokens;
     eps = static_cast<float>(c.rms_norm_eps);
     scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(D)));
+    kv_dtype = o.kv_dtype ? *o.kv_dtype : be.default_kv_dtype();
+    RI_CHECK(be.supports_kv_dtype(kv_dtype), std::string("engine: the ") + be.name() + " backend does not store a " +
+                                                 kv_dtype_name(kv_dtype) + " KV cache (--kv-dtype)");
     h = be.alloc(std::max(chunk, o.logits_chunk), hidden, DType::f32);
     k_new = be.alloc(chunk, Hkv * D, DType::f32);
     v_new = be.alloc(chunk, Hkv * D, DType::f32);
@@ -286,8 +291,7 @@ struct Engine::State {
     be.matmul(hn, L.wk, L.bk, kn, false);
     be.matmul(hn, L.wv, L.bv, vn, false);
     be.rope(kn, Hkv, w.inv_freq, pos_start, N);
-    be.copy(kn, k_cache[l].rows(cache_row, n));
-    be.copy(vn, v_cache[l].rows(cache_row, n));
+    be.store_kv(kn, vn, kv_cache[l].rows(cache_row, n));
   }
 
   AttentionShape attention_shape(int64_t q_start, int q_rank, int k_rank) const {
@@ -310,13 +314,8 @@ struct Engine::State {
   // progresses), the block goes to rank r+1 and the next arrives from rank r-1.
   void ring_attention(int l, int64_t n) {
     be.attention_reset(o, lse);
-    const int64_t nmax = local_len(S, 0, N);
-    const size_t count = static_cast<size_t>(ring[0].numel());
-    Tensor cur = ring[0], nxt = ring[1];
-    if (N > 1) {  // the local block, packed for sending
-      be.copy(k_cache[l].rows(0, n), cur.rows(0, n));
-      be.copy(v_cache[l].rows(0, n), cur.rows(nmax, n));
-    }
+    KvBlock cur = ring[0], nxt = ring[1];
+    if (N > 1) be.copy_kv(kv_cache[l].rows(0, n), cur.rows(0, n));  // the local block, packed for sending
     for (int step = 0; step < N; ++step) {
       const int s = (r - step + N) % N;
       const int64_t ns = local_len(S, s, N);
@@ -325,14 +324,16 @@ struct Engine::State {
         // The transfer may overwrite nxt only after earlier work read it (CUDA streams).
         const auto ready = be.record(be.stream());
         be.wait(be.comm_stream(), *ready);
-        pending = comm->ring_exchange(cur.data(), nxt.data(), count, comm_dtype(cur.dtype()), be.comm_stream());
-        stats.bytes_sent += static_cast<int64_t>(cur.bytes());
+        const Tensor& out = cur.packed;
+        pending = comm->ring_exchange(out.data(), nxt.packed.data(), static_cast<size_t>(out.numel()),
+                                      comm_dtype(out.dtype()), be.comm_stream());
+        stats.bytes_sent += static_cast<int64_t>(out.bytes());
       }
-      const Tensor kb = step == 0 ? k_cache[l].rows(0, n) : cur.rows(0, ns);
-      const Tensor vb = step == 0 ? v_cache[l].rows(0, n) : cur.rows(nmax, ns);
+      // Read by every query chunk below: in the backend's fastest form, made once per step.
+      const KvBlock kv = be.attention_input(step == 0 ? kv_cache[l].rows(0, n) : cur.rows(0, ns));
       for (int64_t c = 0; c < n; c += chunk) {
         const int64_t cn = std::min(chunk, n - c);
-        be.attention(q.rows(c, cn), kb, vb, attention_shape(c, r, s), o.rows(c, cn), lse.rows(c, cn));
+        be.attention(q.rows(c, cn), kv, attention_shape(c, r, s), o.rows(c, cn), lse.rows(c, cn));
         if (pending) pending->test();
       }
       if (pending) {
@@ -347,12 +348,10 @@ struct Engine::State {
   // leaving the final residual stream in x and K,V in a cache of `capacity` rows.
   void prefill(const std::vector<int32_t>& stripe, int64_t capacity) {
     const int64_t n = static_cast<int64_t>(stripe.size());
-    k_cache.assign(cfg.n_layers, Tensor());
-    v_cache.assign(cfg.n_layers, Tensor());
+    kv_cache.assign(cfg.n_layers, KvBlock());
     for (int64_t l = 0; l < cfg.n_layers; ++l) {
-      k_cache[l] = be.alloc_kv(capacity, Hkv * D);
-      v_cache[l] = be.alloc_kv(capacity, Hkv * D);
-      stats.kv_bytes += static_cast<int64_t>(k_cache[l].bytes() + v_cache[l].bytes());
+      kv_cache[l] = be.alloc_kv(capacity, Hkv, D, kv_dtype);
+      stats.kv_bytes += capacity * kv_bytes_per_token(kv_dtype, Hkv, D);
     }
     stats.tokens_held = n;
     stats.kv_tokens = n;
@@ -361,7 +360,7 @@ struct Engine::State {
     o = be.alloc(n, H * D, DType::f32);
     lse = be.alloc(n, H, DType::f32);
     if (N > 1) {
-      for (Tensor& b : ring) b = be.alloc_kv(2 * local_len(S, 0, N), Hkv * D);
+      for (KvBlock& b : ring) b = be.alloc_kv(local_len(S, 0, N), Hkv, D, kv_dtype);
     }
     for (int64_t c = 0; c < n; c += chunk) {
       const int64_t cn = std::min(chunk, n - c);
@@ -387,7 +386,7 @@ struct Engine::State {
       stop_point();
     }
     q = o = lse = Tensor();  // not needed by decode
-    ring[0] = ring[1] = Tensor();
+    ring[0] = ring[1] = KvBlock();
   }
 
   // Final norm + LM head of one residual row: the whole (1, vocab) logits row. With T > 1
@@ -505,7 +504,7 @@ struct Engine::State {
     for (int l = 0; l < cfg.n_layers; ++l) {
       project_qkv(l, x1, q1, pos, owner == r, qi);
       be.attention_reset(o1, lse1);
-      be.attention(q1, k_cache[l].rows(0, nk), v_cache[l].rows(0, nk), attention_shape(qi, owner, r), o1, lse1);
+      be.attention(q1, kv_cache[l].rows(0, nk), attention_shape(qi, owner, r), o1, lse1);
       if (comm) {
         // One all-gather of every rank's (O, LSE), then the same merge in rank order on
         // every rank, so all ranks keep bitwise the same hidden state.
@@ -538,6 +537,7 @@ Engine::Engine(Backend& backend, const ModelSource& model, const EngineOptions& 
 Engine::~Engine() = default;
 
 const ModelConfig& Engine::config() const { return s_->cfg; }
+KvDtype Engine::kv_dtype() const { return s_->kv_dtype; }
 int64_t Engine::kv_cache_tokens() const { return s_->stats.kv_tokens; }
 const EngineStats& Engine::last_stats() const { return s_->stats; }
 

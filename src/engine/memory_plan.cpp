@@ -56,17 +56,20 @@ MemoryPlan plan_unchecked(const ModelConfig& c, const PlanInput& in) {
 
   // KV heads per TP rank: Hkv/T, or one replicated head when T > Hkv (DESIGN §5).
   const int64_t kv_heads_local = std::max<int64_t>(1, c.n_kv_heads / T);
-  p.kv_bytes_per_token = mul(2, L, c.n_kv_heads, D, in.kv_bytes);
+  const int64_t head_bytes = add(mul(D, in.kv_bytes), in.kv_scale_bytes);  // one token's K (or V) of one head
+  p.kv_bytes_per_token = mul(2, L, c.n_kv_heads, head_bytes);
   p.kv_total = mul(p.kv_bytes_per_token, in.context);
   p.local_tokens = in.context / N + (in.context % N != 0 ? 1 : 0);  // ceil without overflow
-  p.kv_per_rank = mul(2, L, kv_heads_local, D, p.local_tokens, in.kv_bytes);
+  p.kv_per_rank = mul(2, L, kv_heads_local, head_bytes, p.local_tokens);
 
   // Per local token, layer-major prefill keeps: the residual stream (fp32, replicated
   // over TP), Q of one layer and its output O (fp32 for the LSE merge), and two ring
-  // buffers of one layer's K and V (DESIGN §3).
+  // buffers of one layer's K and V (DESIGN §3), and with kv_copy_bytes the dequantized copy
+  // of the block attention reads (CUDA fp8 prefill).
   const int64_t q_local = mul(c.n_heads / T, D);
   p.activation_bytes_per_local_token =
-      add(mul(c.hidden_size, 4), mul(q_local, in.act_bytes), mul(q_local, 4), mul(2, 2, kv_heads_local, D, in.kv_bytes));
+      add(mul(c.hidden_size, 4), mul(q_local, in.act_bytes), mul(q_local, 4), mul(2, 2, kv_heads_local, head_bytes),
+          mul(2, kv_heads_local, D, in.kv_copy_bytes));
   p.activations_per_rank = mul(p.activation_bytes_per_local_token, p.local_tokens);
   // Bounded scratch, independent of S: one chunk of tokens through the MLP (gate and up,
   // I/T wide), three hidden-wide fp32 temporaries, and fp32 logits of the LM head
@@ -76,7 +79,7 @@ MemoryPlan plan_unchecked(const ModelConfig& c, const PlanInput& in) {
                                       mul((c.vocab_size + T - 1) / T, 4)));
   p.total_per_rank = add(p.weights_per_rank, p.kv_per_rank, p.activations_per_rank, p.scratch_per_rank);
 
-  p.ring_step_bytes = mul(2, kv_heads_local, D, p.local_tokens, in.kv_bytes);
+  p.ring_step_bytes = mul(2, kv_heads_local, head_bytes, p.local_tokens);
   // Causal striped blocks are lower-triangular: half of n x n scores, two matmuls (QK^T, PV).
   p.ring_step_flops = 4.0 * static_cast<double>(c.n_heads / T) * D * static_cast<double>(p.local_tokens) *
                       static_cast<double>(p.local_tokens) / 2.0;
@@ -91,6 +94,7 @@ void check_input(const ModelConfig& c, const PlanInput& in) {
                std::to_string(kMaxContextTokens) + "], the longest context ringinfer supports");
   RI_CHECK(in.weight_bytes > 0 && in.kv_bytes > 0 && in.act_bytes > 0 && in.token_chunk > 0,
            "plan: element sizes and the token chunk must be positive");
+  RI_CHECK(in.kv_scale_bytes >= 0 && in.kv_copy_bytes >= 0, "plan: KV scale and copy sizes must not be negative");
   // The divisibility rule of the tensor-parallel loader: plan and run agree on which
   // --tp values split the model.
   (void)tensor_parallel_slice(c, 0, in.tp);

@@ -368,6 +368,54 @@ TEST_P(MultiRankCudaEngine, ScoreWithinBf16OfFloat64AndCloseToSingleRank) {
   EXPECT_LT(vs_single, kVsSingleTol) << GetParam();
 }
 
+// fp8 KV over the ring: the fp8 bytes and their scales travel (fewer bytes than bf16's
+// ring), the result stays within the fp8 bounds of float64 (the CPU emulation's, tests/mpi/
+// mpi_kv_dtype.cpp, plus the bf16 path's) and close to the single-rank fp8 engine: a few
+// values near an e4m3 rounding boundary may round the other way when the fp32/bf16 inputs
+// differ in their last bits between rank counts, one e4m3 step (2^-4) each, hence 10x the
+// bf16 tolerance. Measured figures are printed.
+TEST_P(MultiRankCudaEngine, Fp8KvScoreOverTheRing) {
+  const Reference& ref = load_reference(GetParam());
+  const int r = g.rank, N = g.size;
+  auto gpu = make_cuda_backend();
+  EngineOptions one = single_options(), ring = striped_options(), ring_bf16 = striped_options();
+  one.kv_dtype = ring.kv_dtype = KvDtype::fp8;
+  Engine single(*gpu, ref.model.config, ref.model.weights, one);
+  Engine striped(*gpu, ref.model.config, ref.model.weights, ring);
+  Engine striped_bf16(*gpu, ref.model.config, ref.model.weights, ring_bf16);
+  double vs_ref = 0, vs_ref_sum = 0, vs_single = 0;
+  size_t count = 0;
+  for (size_t d = 0; d < ref.docs.size(); ++d) {
+    const auto& doc = ref.docs[d];
+    const int64_t S = static_cast<int64_t>(doc.size());
+    const DocumentScore got = striped.score_stripes(stripe_of(doc, r, N), stripe_of(doc, (r + 1) % N, N), S);
+    const DocumentScore want = single.score(doc);
+    EXPECT_TRUE(same_bits(got.logprobs, rank0_copy(got.logprobs))) << "ranks disagree, S " << S;
+    ASSERT_EQ(got.logprobs.size(), ref.logprobs[d].size());
+    ASSERT_EQ(want.logprobs.size(), ref.logprobs[d].size());
+    for (size_t k = 0; k < got.logprobs.size(); ++k) {
+      ASSERT_TRUE(std::isfinite(got.logprobs[k]));
+      const double e = std::fabs(double(got.logprobs[k]) - ref.logprobs[d][k]);
+      vs_ref = std::max(vs_ref, e);
+      vs_ref_sum += e;
+      vs_single = std::max(vs_single, std::fabs(double(got.logprobs[k]) - double(want.logprobs[k])));
+      ++count;
+    }
+    if (d + 1 == ref.docs.size()) {  // the longest: fp8's ring traffic under bf16's
+      const int64_t fp8_sent = striped.last_stats().bytes_sent;
+      striped_bf16.score_stripes(stripe_of(doc, r, N), stripe_of(doc, (r + 1) % N, N), S);
+      EXPECT_LT(fp8_sent, striped_bf16.last_stats().bytes_sent) << GetParam();
+    }
+  }
+  if (r == 0)
+    std::printf("[ measured ] %s fp8 KV cp %d over %s: max |logprob - float64| = %.3g, mean %.3g; "
+                "max |cp %d - cp 1| = %.3g over %zu tokens\n",
+                GetParam().c_str(), N, test::to_string(g.kind), vs_ref, vs_ref_sum / double(count), N, vs_single, count);
+  EXPECT_LT(vs_ref, 2.5 + kModelTol) << GetParam();
+  EXPECT_LT(vs_ref_sum / double(count), 0.3 + kModelMeanTol) << GetParam();
+  EXPECT_LT(vs_single, 10 * kVsSingleTol) << GetParam();
+}
+
 TEST_P(MultiRankCudaEngine, GreedyTokensMatchSingleRank) {
   const Reference& ref = load_reference(GetParam());
   const int r = g.rank, N = g.size;

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "ringinfer/backend.h"
+#include "ringinfer/kv_quant.h"
 #include "ringinfer/sampling.h"
 #include "ringinfer/striped.h"
 
@@ -31,6 +32,12 @@ struct Fixture {
     Tensor t = be->alloc(rows, cols, DType::f32);
     be->copy_from_host(t, v.data());
     return t;
+  }
+  // An f32 KV block holding k, v (nk, Hkv*D).
+  KvBlock put_kv(const std::vector<float>& k, const std::vector<float>& v, int64_t nk, int64_t Hkv, int64_t D) {
+    KvBlock b = be->alloc_kv(nk, Hkv, D, KvDtype::f32);
+    be->store_kv(put(k, nk, Hkv * D), put(v, nk, Hkv * D), b);
+    return b;
   }
   std::vector<float> get(const Tensor& t) {
     std::vector<float> v(t.numel());
@@ -273,7 +280,7 @@ TEST(CpuBackend, AttentionBlocksUnderStripedMaskGqa) {
       for (size_t i = 0; i < ro.size(); ++i) ro[i] = o0[i];
       for (size_t i = 0; i < rl.size(); ++i) rl[i] = l0[i];
     }
-    f.be->attention(f.put(q, c.nq, c.H * c.D), f.put(k, c.nk, c.Hkv * c.D), f.put(v, c.nk, c.Hkv * c.D), sh, o, lse);
+    f.be->attention(f.put(q, c.nq, c.H * c.D), f.put_kv(k, v, c.nk, c.Hkv, c.D), sh, o, lse);
     reference_attention(q, k, v, c.nq, c.nk, sh, ro, rl);
     auto go = f.get(o), gl = f.get(lse);
     EXPECT_LT(rel_err(go, ro), kRelTol) << "case r=" << c.r << " s=" << c.s << " N=" << c.N;
@@ -286,6 +293,66 @@ TEST(CpuBackend, AttentionBlocksUnderStripedMaskGqa) {
       }
     }
     for (float x : go) ASSERT_FALSE(std::isnan(x));
+  }
+}
+
+// bf16 and fp8 caches: attention equals the float64 reference over the dequantized
+// values the block holds (read back through kv_quant.h), and differs from attention over
+// the unrounded values (so the rounding really happened).
+TEST(CpuBackend, AttentionReadsBf16AndFp8KvAsTheirDequantizedValues) {
+  Fixture f;
+  struct Case {
+    int64_t H, Hkv, D, nq, nk, q_start;
+    int r, s, N;
+  };
+  const Case cases[] = {
+      {4, 2, 16, 37, 150, 0, 0, 0, 1},  // causal, crosses key tiles
+      {4, 2, 16, 40, 40, 0, 1, 2, 3},   // s > r
+      {4, 1, 32, 1, 70, 69, 1, 1, 2},   // decode form
+  };
+  for (KvDtype dt : {KvDtype::bf16, KvDtype::fp8}) {
+    for (const Case& c : cases) {
+      AttentionShape sh;
+      sh.n_heads = c.H, sh.n_kv_heads = c.Hkv, sh.head_dim = c.D, sh.q_start = c.q_start;
+      sh.q_rank = c.r, sh.k_rank = c.s, sh.n_ranks = c.N, sh.scale = float(1.0 / std::sqrt(double(c.D)));
+      auto q = f.randn(c.nq * c.H * c.D, 1.5f), k = f.randn(c.nk * c.Hkv * c.D, 1.5f), v = f.randn(c.nk * c.Hkv * c.D);
+      for (size_t i = 0; i < k.size(); ++i) k[i] *= float(1 + (i / c.D) % 5);  // rows of different scales
+      KvBlock b = f.be->alloc_kv(c.nk, c.Hkv, c.D, dt);
+      f.be->store_kv(f.put(k, c.nk, c.Hkv * c.D), f.put(v, c.nk, c.Hkv * c.D), b);
+      // The stored values, dequantized on the host.
+      std::vector<float> kd(k.size()), vd(v.size());
+      if (dt == KvDtype::bf16) {
+        std::vector<uint16_t> kb(k.size()), vb(v.size());
+        f.be->copy_to_host(kb.data(), b.k);
+        f.be->copy_to_host(vb.data(), b.v);
+        for (size_t i = 0; i < k.size(); ++i) kd[i] = kvq::bf16_value(kb[i]), vd[i] = kvq::bf16_value(vb[i]);
+      } else {
+        std::vector<uint8_t> kq(k.size()), vq(v.size());
+        std::vector<float> ks(c.nk * c.Hkv), vs(ks.size());
+        f.be->copy_to_host(kq.data(), b.k);
+        f.be->copy_to_host(vq.data(), b.v);
+        f.be->copy_to_host(ks.data(), b.k_scale);
+        f.be->copy_to_host(vs.data(), b.v_scale);
+        for (size_t i = 0; i < k.size(); ++i) {
+          kd[i] = kvq::fp8_e4m3_value(kq[i]) * ks[i / c.D];
+          vd[i] = kvq::fp8_e4m3_value(vq[i]) * vs[i / c.D];
+        }
+      }
+      Tensor o = f.be->alloc(c.nq, c.H * c.D, DType::f32), lse = f.be->alloc(c.nq, c.H, DType::f32);
+      f.be->attention_reset(o, lse);
+      f.be->attention(f.put(q, c.nq, c.H * c.D), b, sh, o, lse);
+      std::vector<double> ro(c.nq * c.H * c.D, 0.0), rl(c.nq * c.H, -std::numeric_limits<double>::infinity());
+      std::vector<double> uo = ro, ul = rl;
+      reference_attention(q, kd, vd, c.nq, c.nk, sh, ro, rl);
+      reference_attention(q, k, v, c.nq, c.nk, sh, uo, ul);
+      const auto go = f.get(o), gl = f.get(lse);
+      EXPECT_LT(rel_err(go, ro), kRelTol) << kv_dtype_name(dt) << " N=" << c.N;
+      EXPECT_GT(rel_err(go, uo), 10 * kRelTol) << kv_dtype_name(dt) << ": no rounding visible";
+      for (size_t i = 0; i < rl.size(); ++i)
+        if (!std::isinf(rl[i])) {
+          ASSERT_NEAR(gl[i], rl[i], 1e-5 * std::max(1.0, std::fabs(rl[i])));
+        }
+    }
   }
 }
 
@@ -316,8 +383,7 @@ TEST(CpuBackend, StripedBlocksMergeToFullCausalAttention) {
         const int64_t m = local_len(S, s, N);
         AttentionShape sh = full;
         sh.q_rank = r, sh.k_rank = s, sh.n_ranks = N;
-        f.be->attention(tq, f.put(stripe(k, s, Hkv * D), m, Hkv * D), f.put(stripe(v, s, Hkv * D), m, Hkv * D), sh, o,
-                        lse);
+        f.be->attention(tq, f.put_kv(stripe(k, s, Hkv * D), stripe(v, s, Hkv * D), m, Hkv, D), sh, o, lse);
       }
       auto go = f.get(o);
       std::vector<double> want;

@@ -188,6 +188,9 @@ TEST_F(Fingerprint, FormatLineAndWhatCounts) {
   RunConfig swapped = config;  // the inputs' order is the documents' order
   std::swap(swapped.inputs[0], swapped.inputs[1]);
   EXPECT_NE(job_fingerprint(swapped), fp);
+  RunConfig fp8 = config;  // the KV cache's rounding changes results
+  fp8.kv_dtype = "fp8";
+  EXPECT_NE(job_fingerprint(fp8), fp);
 }
 
 // A byte-identical copy elsewhere, at another mtime, is the same job (a requeue that

@@ -9,7 +9,9 @@
 #include <vector>
 
 #include "backend_ops.h"
+#include "kv_cache_ops.h"
 #include "ringinfer/cuda_check.h"
+#include "ringinfer/kv_quant.h"
 #include "ringinfer/log.h"
 #include "ringinfer/sampling.h"
 #include "runtime/cuda/device_wait_cuda.h"
@@ -32,14 +34,6 @@ class CudaEvent final : public Event {
 };
 
 cudaStream_t native(Stream s) { return static_cast<cudaStream_t>(s.native); }
-
-// fp32 -> bf16 bits, round to nearest even (NaN stays a quiet NaN).
-uint16_t to_bf16_bits(float f) {
-  uint32_t b;
-  std::memcpy(&b, &f, 4);
-  if ((b & 0x7fffffffu) > 0x7f800000u) return 0x7fc0;
-  return static_cast<uint16_t>((b + 0x7fffu + ((b >> 16) & 1u)) >> 16);
-}
 
 }  // namespace
 
@@ -192,7 +186,7 @@ Tensor CudaBackend::upload_weight(const HostTensor& w) {
   }
   Tensor t = alloc(rows, cols, DType::bf16);
   std::vector<uint16_t> bits(static_cast<size_t>(rows * cols));
-  for (size_t i = 0; i < bits.size(); ++i) bits[i] = to_bf16_bits(w.data[i]);
+  for (size_t i = 0; i < bits.size(); ++i) bits[i] = kvq::bf16_bits(w.data[i]);
   if (!t.empty()) CUDA_CHECK(cudaMemcpy(t.data(), bits.data(), t.bytes(), cudaMemcpyHostToDevice));
   return t;
 }
@@ -320,6 +314,24 @@ void CudaBackend::rope(const Tensor& x, int64_t n_heads, const Tensor& inv_freq,
         "x is " + shape(x) + " for " + std::to_string(n_heads) + " heads of " + std::to_string(2 * half));
   expect(inv_freq, 1, half, DType::f64, "rope", "inv_freq");
   rope_rows(x.f32(), n, n_heads, half, inv_freq.f64(), pos_start, pos_stride, stream_);
+}
+
+void CudaBackend::store_kv(const Tensor& k, const Tensor& v, const KvBlock& dst) {
+  check(supports_kv_dtype(dst.dtype), "store_kv", std::string("a ") + kv_dtype_name(dst.dtype) + " KV cache");
+  backend_checks::check_kv_block("cuda", "store_kv", dst);
+  const int64_t n = dst.rows(), Hkv = dst.n_kv_heads, D = dst.head_dim;
+  expect(k, n, Hkv * D, DType::f32, "store_kv", "k");
+  expect(v, n, Hkv * D, DType::f32, "store_kv", "v");
+  if (dst.dtype == KvDtype::bf16) {
+    copy(k, dst.k);
+    copy(v, dst.v);
+    return;
+  }
+  check(D < (int64_t(1) << 31), "store_kv", "head_dim over 2^31");
+  quantize_kv_fp8(k.f32(), n * Hkv, static_cast<int>(D), static_cast<uint8_t*>(dst.k.data()), dst.k_scale.f32(),
+                  stream_);
+  quantize_kv_fp8(v.f32(), n * Hkv, static_cast<int>(D), static_cast<uint8_t*>(dst.v.data()), dst.v_scale.f32(),
+                  stream_);
 }
 
 void CudaBackend::attention_reset(const Tensor& o, const Tensor& lse) {
