@@ -427,8 +427,8 @@ TEST_P(CudaEngineFixture, ScoreMatchesCpuEngineOnTheSameBf16Weights) {
   round_to_bf16(w.final_norm);
   round_to_bf16(w.lm_head);
   for (LayerWeights& L : w.layers)
-    for (HostTensor* t : {&L.attn_norm, &L.wq, &L.wk, &L.wv, &L.bq, &L.bk, &L.bv, &L.wo, &L.bo, &L.ffn_norm,
-                          &L.w_gate, &L.w_up, &L.w_down})
+    for (HostTensor* t : {&L.attn_norm, &L.wq, &L.wk, &L.wv, &L.bq, &L.bk, &L.bv, &L.q_norm, &L.k_norm, &L.wo,
+                          &L.bo, &L.ffn_norm, &L.w_gate, &L.w_up, &L.w_down})
       round_to_bf16(*t);
   auto cpu = make_cpu_backend(), gpu = make_cuda_backend();
   Engine ec(*cpu, ref.model.config, w), eg(*gpu, ref.model.config, w);
