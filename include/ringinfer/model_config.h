@@ -23,6 +23,9 @@ void validate_model_config(const ModelConfig& c, const std::string& source);
 // 1 when factor <= 1.
 double yarn_default_attention_factor(double factor, double mscale = 1.0);
 
+// The RoPE settings for logs and plan: "theta 500000, llama3 x8 (original 8192, low 1, high 4)".
+std::string describe_rope(const RopeConfig& rope);
+
 // One line for logs: "LlamaForCausalLM: 30 layers, hidden 576, heads 9/3 x 64, ffn 1536, vocab 49152, ...".
 std::string describe(const ModelConfig& c);
 

@@ -266,18 +266,30 @@ double yarn_default_attention_factor(double factor, double mscale) {
   return factor <= 1 ? 1.0 : 0.1 * mscale * std::log(factor) + 1.0;
 }
 
+std::string describe_rope(const RopeConfig& r) {
+  std::ostringstream o;
+  o << "theta " << r.theta;
+  switch (r.scaling) {
+    case RopeScalingType::none: break;
+    case RopeScalingType::linear: o << ", linear x" << r.factor; break;
+    case RopeScalingType::llama3:
+      o << ", llama3 x" << r.factor << " (original " << r.original_max_position << ", low " << r.low_freq_factor
+        << ", high " << r.high_freq_factor << ")";
+      break;
+    case RopeScalingType::yarn:
+      o << ", yarn x" << r.factor << " (original " << r.original_max_position << ", beta " << r.beta_fast << "/"
+        << r.beta_slow << ", attention factor " << r.attention_factor << ")";
+      break;
+    case RopeScalingType::freq_factors: o << ", rope_freqs divisors applied verbatim"; break;
+  }
+  return o.str();
+}
+
 std::string describe(const ModelConfig& c) {
   std::ostringstream o;
   o << c.architecture << ": " << c.n_layers << " layers, hidden " << c.hidden_size << ", heads " << c.n_heads
     << "/" << c.n_kv_heads << " x " << c.head_dim << ", ffn " << c.intermediate_size << ", vocab "
-    << c.vocab_size << ", rope_theta " << c.rope.theta;
-  if (c.rope.scaling == RopeScalingType::linear) o << " (linear x" << c.rope.factor << ")";
-  if (c.rope.scaling == RopeScalingType::llama3)
-    o << " (llama3 x" << c.rope.factor << ", original " << c.rope.original_max_position << ")";
-  if (c.rope.scaling == RopeScalingType::yarn)
-    o << " (yarn x" << c.rope.factor << ", original " << c.rope.original_max_position << ", attention factor "
-      << c.rope.attention_factor << ")";
-  if (c.rope.scaling == RopeScalingType::freq_factors) o << " (rope_freqs divisors, verbatim)";
+    << c.vocab_size << ", rope " << describe_rope(c.rope);
   o << ", eps " << c.rms_norm_eps << (c.qkv_bias ? ", qkv bias" : "") << (c.o_bias ? ", o bias" : "")
     << (c.qk_norm ? ", qk norm" : "")
     << (c.tie_word_embeddings ? ", tied embeddings" : "") << ", max positions " << c.max_position_embeddings;

@@ -270,7 +270,7 @@ TEST_F(GgufTest, RopeFreqsOfAnyOriginalContextLoad) {
   EXPECT_EQ(c.rope.scaling, RopeScalingType::llama3);
   EXPECT_EQ(c.rope.original_max_position, 64);
   EXPECT_DOUBLE_EQ(c.rope.factor, 8.0);
-  EXPECT_NE(describe(c).find("llama3 x8, original 64"), std::string::npos) << describe(c);
+  EXPECT_NE(describe(c).find("llama3 x8 (original 64, low 1, high 4)"), std::string::npos) << describe(c);
 
   // Nudge one divisor: no llama3 form matches any more, so the divisors apply verbatim.
   const HostTensor rf = f.read("rope_freqs.weight");

@@ -134,7 +134,7 @@ TEST_F(ModelConfigTest, Qwen3QkNormHeadDimAndYarn) {
   EXPECT_DOUBLE_EQ(c.rope.beta_slow, 1.0);
   EXPECT_TRUE(c.rope.truncate);
   EXPECT_DOUBLE_EQ(c.rope.attention_factor, 0.1 * std::log(4.0) + 1.0);
-  EXPECT_NE(ringinfer::describe(c).find("yarn x4, original 32768"), std::string::npos) << ringinfer::describe(c);
+  EXPECT_NE(ringinfer::describe(c).find("yarn x4 (original 32768, beta 32/1"), std::string::npos) << ringinfer::describe(c);
   EXPECT_NE(ringinfer::describe(c).find("qk norm"), std::string::npos);
 
   // The factor as written, whatever max_position_embeddings / original says (transformers
