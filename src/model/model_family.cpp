@@ -10,8 +10,10 @@ using S = WeightSlot;
 using P = Presence;
 using C = TpCut;
 
-// The decoder of Llama, Mistral and Qwen2 (the biases are optional); llama.cpp's
-// converter permutes the Q/K rows of the llama architecture only (its rope is not NeoX).
+// The pre-norm SwiGLU decoder the four families share, in load order: biases and the
+// untied LM head optional (Presence), Qwen3's q_norm/k_norm when qk_norm. llama.cpp's
+// converter permutes the Q/K rows of the llama architecture only (its RoPE pairs
+// neighbours; qwen2/qwen3 use the NeoX pairing, HF's, and are stored as they are).
 std::vector<TensorSpec> decoder_tensors(bool gguf_permutes_qk, bool qk_norm) {
   const bool pq = gguf_permutes_qk;
   std::vector<TensorSpec> t = {
