@@ -147,8 +147,9 @@ void check_model_tensors(const ModelSource& m) {
   const std::string mismatch = m.format == ModelFormat::safetensors
                                    ? (fs::path(m.path) / "config.json").string() + " does not match the weights"
                                    : src.path();
+  const bool gguf = m.format == ModelFormat::gguf;
   for_each_model_tensor(m.config, [&](const ModelTensor& t) {
-    if (!src.has(t.hf_name)) throw Error(src.path() + ": tensor '" + t.hf_name + "' is missing");
+    if (!src.has(t.hf_name)) throw Error(src.path() + ": tensor '" + (gguf ? t.gguf_name : t.hf_name) + "' is missing");
     const std::vector<int64_t> got = src.shape(t.hf_name);
     if (got != t.shape)
       throw Error(mismatch + ": tensor '" + t.hf_name + "' has shape " + shape_str(got) + " but the config implies " +

@@ -424,6 +424,29 @@ TEST_F(GgufTest, ConfigErrors) {
   EXPECT_EQ(error_of([&] { load_model(dir + "/absent.gguf"); }), dir + "/absent.gguf: no such file or folder");
 }
 
+TEST_F(GgufTest, Qwen3FileErrors) {
+  const std::vector<uint8_t> good = read_bytes(source_dir() + "/tests/fixtures/models/qwen3-qknorm-yarn/model.gguf");
+  auto edited = [&](const std::string& from, const std::string& to, const char* name) {
+    std::vector<uint8_t> b = good;
+    auto it = std::search(b.begin(), b.end(), from.begin(), from.end());
+    EXPECT_NE(it, b.end()) << from;
+    if (it != b.end()) std::copy(to.begin(), to.end(), it);
+    return write(b, name);
+  };
+  // The family's table asks for every layer's QK-norm weights.
+  const std::string no_norm = edited("blk.1.attn_k_norm.weight", "blk.1.attn_k_nurm.weight", "nonorm.gguf");
+  EXPECT_EQ(error_of([&] { load_model(no_norm); }), no_norm + ": tensor 'blk.1.attn_k_norm.weight' is missing");
+  // The value: a u64 length 4, then the bytes (general.name holds "yarn" too).
+  const std::string yorn = edited(std::string("\x04\0\0\0\0\0\0\0yarn", 12), std::string("\x04\0\0\0\0\0\0\0yorn", 12),
+                                  "yorn.gguf");
+  EXPECT_EQ(error_of([&] { load_model(yorn); }),
+            yorn + ": qwen3.rope.scaling.type 'yorn' is not supported (none, linear, yarn)");
+  const std::string no_orig =
+      edited("qwen3.rope.scaling.original_context_length", "qwen3.rope.scaling.original_context_lengtx", "noorig.gguf");
+  EXPECT_EQ(error_of([&] { load_model(no_orig); }),
+            no_orig + ": metadata key 'qwen3.rope.scaling.original_context_length' is missing");
+}
+
 TEST_F(GgufTest, TruncationsNeverCrash) {
   // A small file with every part: strings, arrays, two tensor types, alignment padding.
   GgufBuilder g;
