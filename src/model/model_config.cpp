@@ -131,11 +131,14 @@ RopeConfig parse_rope(const Reader& r) {
       rope.factor = static_cast<double>(max_pos) / static_cast<double>(rope.original_max_position);
     rope.beta_fast = sr.has("beta_fast") ? need("beta_fast") : 32.0;
     rope.beta_slow = sr.has("beta_slow") ? need("beta_slow") : 1.0;
+    if (sr.has("truncate") && !s.at("truncate").is_boolean())
+      r.fail("rope_scaling.truncate", "must be true or false, got " + type_name(s.at("truncate")));
     rope.truncate = sr.opt_bool("truncate", true);
     if (sr.has("attention_factor")) {
       rope.attention_factor = need("attention_factor");
     } else {
-      const double mscale = sr.opt_num("mscale", 0.0), mscale_all = sr.opt_num("mscale_all_dim", 0.0);
+      const double mscale = sr.has("mscale") ? need("mscale") : 0.0;
+      const double mscale_all = sr.has("mscale_all_dim") ? need("mscale_all_dim") : 0.0;
       rope.attention_factor = mscale != 0 && mscale_all != 0
                                   ? yarn_default_attention_factor(rope.factor, mscale) /
                                         yarn_default_attention_factor(rope.factor, mscale_all)
