@@ -231,8 +231,11 @@ class Backend {
   virtual void reset_peak_bytes() {}
 };
 
-// RoPE inverse frequencies (D/2 values) in float64, with llama3 or linear scaling.
+// RoPE inverse frequencies (D/2 values) in float64, with linear, llama3, yarn or
+// rope_freqs (verbatim divisors) scaling.
 std::vector<double> rope_inv_freq(const RopeConfig& rope, int64_t head_dim);
+// The softmax scale 1/sqrt(D), times YaRN's attention factor squared (rope_freq.cpp says why).
+double rope_softmax_scale(const RopeConfig& rope, int64_t head_dim);
 
 struct CpuBackendOptions {
   // Test only: flips the diagonal of the causal mask (a query does not see its own key),

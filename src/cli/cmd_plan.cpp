@@ -47,6 +47,7 @@ int plan_command(const RunConfig& c) {
               model.architecture.c_str(), (long long)model.n_layers, (long long)model.hidden_size,
               (long long)model.n_heads, (long long)model.n_kv_heads, (long long)model.head_dim,
               (long long)model.vocab_size);
+  std::printf("rope             %s\n", describe_rope(model.rope).c_str());
   std::printf("layout           %d ranks = %d CP x %d TP; %lld tokens, %lld per rank\n", c.ranks, p.cp, c.tp,
               (long long)c.context, (long long)p.local_tokens);
   std::printf("parameters       %.3f B\n", p.params_total / 1e9);

@@ -140,7 +140,7 @@ struct Engine::State {
     H = sl.q_heads, Hkv = sl.kv_heads, D = c.head_dim, hidden = c.hidden_size;
     inter = sl.inter, vocab = c.vocab_size, vl = sl.vocab_rows, chunk = o.chunk_tokens;
     eps = static_cast<float>(c.rms_norm_eps);
-    scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(D)));
+    scale = static_cast<float>(rope_softmax_scale(c.rope, D));
     kv_dtype = o.kv_dtype ? *o.kv_dtype : be.default_kv_dtype();
     RI_CHECK(be.supports_kv_dtype(kv_dtype), std::string("engine: the ") + be.name() + " backend does not store a " +
                                                  kv_dtype_name(kv_dtype) + " KV cache (--kv-dtype)");
@@ -276,6 +276,14 @@ struct Engine::State {
     stats.tp_bytes_sent += static_cast<int64_t>(p.bytes());
   }
 
+  // QK-norm (Qwen3): RMSNorm of each head of x (n, heads * D) over its D values, in place;
+  // nothing when the model has none. A (n * heads, D) view makes each head a row.
+  void head_norm(const Tensor& x, const Tensor& weight, int64_t heads) {
+    if (weight.empty() || x.empty()) return;
+    const Tensor per_head = x.reshaped(x.rows() * heads, D);
+    be.rmsnorm(per_head, weight, eps, per_head);
+  }
+
   // Projects rows of x at global positions pos_start + i * N: Q into q_rows, K and V
   // (after RoPE in fp32) stored into the layer's cache at local rows cache_row...
   void project_qkv(int l, const Tensor& x_rows, const Tensor& q_rows, int64_t pos_start, bool store_kv,
@@ -285,11 +293,13 @@ struct Engine::State {
     const Tensor hn = h.rows(0, n);
     be.rmsnorm(x_rows, L.attn_norm, eps, hn);
     be.matmul(hn, L.wq, L.bq, q_rows, false);
+    head_norm(q_rows, L.q_norm, H);
     be.rope(q_rows, H, w.inv_freq, pos_start, N);
     if (!store_kv) return;
     const Tensor kn = k_new.rows(0, n), vn = v_new.rows(0, n);
     be.matmul(hn, L.wk, L.bk, kn, false);
     be.matmul(hn, L.wv, L.bv, vn, false);
+    head_norm(kn, L.k_norm, Hkv);
     be.rope(kn, Hkv, w.inv_freq, pos_start, N);
     be.store_kv(kn, vn, kv_cache[l].rows(cache_row, n));
   }

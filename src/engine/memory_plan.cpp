@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "ringinfer/error.h"
+#include "ringinfer/model_family.h"
 #include "ringinfer/model_loader.h"
 
 namespace ringinfer {
@@ -31,14 +32,17 @@ int64_t add(int64_t a, int64_t b, Rest... rest) {
   return add(add(a, b), rest...);
 }
 
+// Every tensor of the family's table (model_family.h) that the config uses.
 int64_t parameter_count(const ModelConfig& c) {
-  const int64_t h = c.hidden_size, q = mul(c.n_heads, c.head_dim), kv = mul(c.n_kv_heads, c.head_dim);
-  int64_t layer = add(mul(h, q), mul(2, h, kv), mul(q, h), mul(3, h, c.intermediate_size), mul(2, h));
-  if (c.qkv_bias) layer = add(layer, q, mul(2, kv));
-  if (c.o_bias) layer = add(layer, h);
-  int64_t total = add(mul(c.n_layers, layer), mul(c.vocab_size, h), h);
-  if (!c.tie_word_embeddings) total = add(total, mul(c.vocab_size, h));
-  return total;
+  int64_t layer = 0, global = 0;
+  for (const TensorSpec& s : *family_of(c).tensors) {
+    if (!tensor_present(s, c)) continue;
+    int64_t n = 1;
+    for (int64_t d : tensor_shape(s, c)) n = mul(n, d);
+    int64_t& sum = is_global_slot(s.slot) ? global : layer;
+    sum = add(sum, n);
+  }
+  return add(mul(c.n_layers, layer), global);
 }
 
 // Tensor parallelism splits every matrix by T (vocabulary-parallel LM head included);

@@ -11,7 +11,9 @@
 //     near -12), so bf16 moves them a lot: the CPU backend in fp32 with only the weight
 //     matrices rounded to bf16 is already off by 0.11 / 0.11 / 0.19 (llama3 / qwen2 /
 //     mistral); the CUDA backend measured 0.19 / 0.14 / 0.23 max, 0.039 / 0.026 / 0.045 mean
-//     (H100, 2026-11-23). The CUDA-vs-CPU check of a head_dim-64 model uses the same bounds.
+//     (H100, 2026-11-23). The CUDA-vs-CPU checks of random head_dim-64 and Qwen3-shaped
+//     (head_dim 128, QK-norm, YaRN) models use the same bounds; the qwen3-qknorm-yarn
+//     fixture (head_dim 24: the generic attention kernel) the same float64 bounds.
 // Device outputs are NaN-poisoned before each op, so an unwritten element fails.
 #include <cuda_runtime.h>
 #include <gtest/gtest.h>
@@ -29,6 +31,7 @@
 #include "ringinfer/backend.h"
 #include "ringinfer/cuda_backend.h"
 #include "ringinfer/engine.h"
+#include "ringinfer/model_family.h"
 #include "ringinfer/model_loader.h"
 #include "ringinfer/sampling.h"
 #include "gtest_helpers.h"
@@ -533,8 +536,8 @@ TEST_P(CudaEngineFixture, ScoreMatchesCpuEngineOnTheSameBf16Weights) {
   round_to_bf16(w.final_norm);
   round_to_bf16(w.lm_head);
   for (LayerWeights& L : w.layers)
-    for (HostTensor* t : {&L.attn_norm, &L.wq, &L.wk, &L.wv, &L.bq, &L.bk, &L.bv, &L.wo, &L.bo, &L.ffn_norm,
-                          &L.w_gate, &L.w_up, &L.w_down})
+    for (HostTensor* t : {&L.attn_norm, &L.wq, &L.wk, &L.wv, &L.bq, &L.bk, &L.bv, &L.q_norm, &L.k_norm, &L.wo,
+                          &L.bo, &L.ffn_norm, &L.w_gate, &L.w_up, &L.w_down})
       round_to_bf16(*t);
   auto cpu = make_cpu_backend(), gpu = make_cuda_backend();
   Engine ec(*cpu, ref.model.config, w), eg(*gpu, ref.model.config, w);
@@ -668,6 +671,63 @@ TEST(CudaEngine, F32KvIsRefused) {
   f32.kv_dtype = KvDtype::f32;
   auto gpu = make_cuda_backend();
   EXPECT_THROW({ Engine e(*gpu, c, w, f32); }, Error);
+}
+
+// A Qwen3-shaped random model: head_dim 128 with hidden 256 / 4 heads (q_out 512, not
+// hidden), QK-norm and YaRN, so the flash (prefill) and decode kernels run at a head_dim
+// that is not hidden / heads; CUDA against CPU, the bounds of the head_dim-64 model.
+TEST(CudaEngine, Qwen3ShapeHeadDim128MatchesCpuBackend) {
+  ModelConfig c;
+  c.architecture = "Qwen3ForCausalLM";
+  c.hidden_size = 256;
+  c.n_layers = 2;
+  c.n_heads = 4;
+  c.n_kv_heads = 2;
+  c.head_dim = 128;
+  c.intermediate_size = 512;
+  c.vocab_size = 512;
+  c.qk_norm = true;
+  c.rms_norm_eps = 1e-6;
+  c.rope.theta = 1000000.0;
+  c.rope.scaling = RopeScalingType::yarn;
+  c.rope.factor = 4.0;
+  c.rope.original_max_position = 256;
+  c.rope.attention_factor = 0.1 * std::log(4.0) + 1.0;
+  c.max_position_embeddings = 1024;
+  // Random weights of the family table's shapes: norms near 1, matrices ~ 1/sqrt(in).
+  ModelWeights w;
+  w.layers.resize(static_cast<size_t>(c.n_layers));
+  for_each_model_tensor(c, [&](const ModelTensor& t) {
+    HostTensor& dst = t.layer < 0 ? weight_of(w, t.spec->slot, 0) : weight_of(w, t.spec->slot, t.layer);
+    if (t.shape.size() == 1) {
+      dst = host_tensor(t.shape, 0.1f);
+      for (float& x : dst.data) x += 1.0f;
+    } else {
+      dst = host_tensor(t.shape, t.spec->slot == WeightSlot::embed ? 1.0f : 1.0f / std::sqrt(float(t.shape[1])));
+    }
+  });
+  std::vector<int32_t> doc(700);
+  for (auto& t : doc) t = static_cast<int32_t>(rng() % c.vocab_size);
+  auto cpu = make_cpu_backend(), gpu = make_cuda_backend();
+  Engine ec(*cpu, c, w), eg(*gpu, c, w);
+  const auto a = ec.score(doc), b = eg.score(doc);
+  ASSERT_EQ(a.logprobs.size(), b.logprobs.size());
+  double worst = 0;
+  for (size_t k = 0; k < a.logprobs.size(); ++k) {
+    ASSERT_FALSE(std::isnan(b.logprobs[k]));
+    worst = std::max(worst, std::fabs(double(a.logprobs[k]) - b.logprobs[k]));
+  }
+  std::printf("[ measured ] qwen3-shape head_dim 128 model, 700 tokens: max |cuda - cpu| logprob = %.3g\n", worst);
+  EXPECT_LT(worst, kModelTol);
+  GenerateOptions g;
+  g.max_new_tokens = 12;
+  const std::vector<int32_t> prompt(doc.begin(), doc.begin() + 300);
+  const auto ga = ec.generate(prompt, g), gb = eg.generate(prompt, g);
+  size_t same = 0;
+  while (same < ga.tokens.size() && same < gb.tokens.size() && ga.tokens[same] == gb.tokens[same]) ++same;
+  std::printf("[ measured ] qwen3-shape model greedy: %zu of %zu tokens equal before the first difference\n", same,
+              ga.tokens.size());
+  EXPECT_GE(same, ga.tokens.size() / 2);
 }
 
 }  // namespace

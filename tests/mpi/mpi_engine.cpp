@@ -157,6 +157,7 @@ TEST_P(MpiEngine, PenalizedSamplingIdenticalForEveryCp) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Fixtures, MpiEngine, ::testing::ValuesIn(test::reference_model_names()), test::param_name);
+INSTANTIATE_TEST_SUITE_P(Gguf, MpiEngine, ::testing::ValuesIn(test::gguf_reference_model_names()), test::param_name);
 
 TEST(MpiEngineLong, LongDocumentMatchesAndPeakMemoryFalls) {
   const ReferenceModel& f = reference_model("llama3-gqa");

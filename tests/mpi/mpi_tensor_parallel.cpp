@@ -247,7 +247,7 @@ TEST(MpiTensorParallelErrors, InvalidTpFailsTheSameWayOnEveryRank) {
   odd.intermediate_size = 130;  // not divisible by 4; by 2 but the weights do not match
   const std::string inter = engine_error(odd, f.model.weights, options(g));
   const std::string want_inter = np == 4 ? "--tp 4: the model's intermediate size 130 is not divisible by 4"
-                                         : "model: layers.0.gate_proj has shape [128, 64], expected [130, 64] or "
+                                         : "model: model.layers.0.mlp.gate_proj.weight has shape [128, 64], expected [130, 64] or "
                                            "this rank's part [65, 64]";
   EXPECT_EQ(inter, want_inter);
   EXPECT_TRUE(all_ranks(heads == "--tp 3: the model's 4 query heads are not divisible by 3" && inter == want_inter));

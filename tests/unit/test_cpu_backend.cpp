@@ -157,6 +157,35 @@ TEST(CpuBackend, RopeInvFreqScalings) {
   EXPECT_NEAR(l3[1], (1 - sm) * base[1] / 8 + sm * base[1], 1e-15);
   EXPECT_DOUBLE_EQ(l3[2], base[2] / 8);
   EXPECT_DOUBLE_EQ(l3[3], base[3] / 8);
+  // yarn, original 64, factor 4, beta 32 / 1: the dimensions turning 32 and 1 times over
+  // 64 positions are 8 ln(64 / (2 pi n)) / (2 ln 10000) = -0.497 and 1.008, truncated
+  // outwards to [0, 2]: frequency 0 kept, 1 half-way, 2 and 3 divided by 4.
+  rc = RopeConfig();
+  rc.scaling = RopeScalingType::yarn;
+  rc.factor = 4.0;
+  rc.original_max_position = 64;
+  auto y = rope_inv_freq(rc, 8);
+  EXPECT_DOUBLE_EQ(y[0], base[0]);
+  EXPECT_NEAR(y[1], 0.5 * base[1] + 0.5 * base[1] / 4, 1e-15);
+  EXPECT_DOUBLE_EQ(y[2], base[2] / 4);
+  EXPECT_DOUBLE_EQ(y[3], base[3] / 4);
+  rc.truncate = false;  // the ramp runs over [0, 1.008]
+  const double high = 8 * std::log(64 / (2 * M_PI)) / (2 * std::log(10000.0)), r1 = 1 / high;
+  y = rope_inv_freq(rc, 8);
+  EXPECT_NEAR(y[1], (1 - r1) * base[1] + r1 * base[1] / 4, 1e-15);
+  EXPECT_DOUBLE_EQ(y[2], base[2] / 4);
+  // YaRN's attention factor m scales cos and sin, so the logits by m^2.
+  rc.attention_factor = 1.2;
+  EXPECT_DOUBLE_EQ(rope_softmax_scale(rc, 16), 1.2 * 1.2 / 4);
+  rc.scaling = RopeScalingType::none;
+  EXPECT_DOUBLE_EQ(rope_softmax_scale(rc, 16), 0.25);
+  // A GGUF's rope_freqs, verbatim: one divisor per frequency.
+  rc.scaling = RopeScalingType::freq_factors;
+  rc.freq_divisors = {1.0, 1.5, 3.25, 8.0};
+  auto ff = rope_inv_freq(rc, 8);
+  for (int i = 0; i < 4; ++i) EXPECT_DOUBLE_EQ(ff[i], base[i] / rc.freq_divisors[i]);
+  rc.freq_divisors.pop_back();
+  EXPECT_THROW(rope_inv_freq(rc, 8), Error);
 }
 
 TEST(CpuBackend, SwigluAndCopy) {

@@ -6,6 +6,7 @@
 
 #include <cmath>
 #include <fstream>
+#include <functional>
 #include <set>
 #include <nlohmann/json.hpp>
 
@@ -29,9 +30,9 @@ struct Reference {
 };
 
 Reference load_reference(const std::string& name) {
-  const std::string dir = test::source_dir() + "/tests/fixtures/models/" + name;
+  const std::string dir = test::reference_model_dir(name);
   Reference ref;
-  ref.model = load_model(dir);
+  ref.model = load_model(test::reference_model_path(name));
   std::ifstream in(dir + "/reference.json");
   const nlohmann::json j = nlohmann::json::parse(in);
   for (const auto& d : j.at("documents")) {
@@ -117,6 +118,8 @@ TEST_P(EngineFixture, GreedyGenerationMatchesReferenceAndRepeats) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Fixtures, EngineFixture, ::testing::ValuesIn(test::reference_model_names()), test::param_name);
+INSTANTIATE_TEST_SUITE_P(Gguf, EngineFixture, ::testing::ValuesIn(test::gguf_reference_model_names()),
+                         test::param_name);
 
 TEST(Engine, EmptyAndSingleTokenDocuments) {
   const Reference ref = load_reference("llama3-gqa");
@@ -140,6 +143,42 @@ TEST(Engine, EmptyAndSingleTokenDocuments) {
   // Perplexity is exp(-mean logprob) of the scored entries.
   const DocumentScore s2 = engine.score(ref.docs[2]);
   EXPECT_NEAR(s2.perplexity, std::exp(-s2.sum_logprob / s2.logprobs.size()), 1e-9 * s2.perplexity);
+}
+
+// Negative controls for the Qwen3 fixture: dropping any of its differences (QK-norm,
+// YaRN's frequencies, YaRN's attention factor) moves logprobs far past the 1e-4
+// tolerance, so ScoreMatchesFloat64Reference checks each of them.
+TEST(Engine, Qwen3DifferencesAreEachCaught) {
+  const Reference ref = load_reference("qwen3-qknorm-yarn");
+  auto be = make_cpu_backend();
+  struct Case {
+    const char* what;
+    std::function<void(ModelConfig&, ModelWeights&)> edit;
+  };
+  const std::vector<Case> cases = {
+      {"no QK-norm",
+       [](ModelConfig& c, ModelWeights& w) {
+         c.qk_norm = false;
+         for (LayerWeights& L : w.layers) L.q_norm = L.k_norm = HostTensor();
+       }},
+      {"no YaRN frequencies", [](ModelConfig& c, ModelWeights&) {
+         const double m = c.rope.attention_factor;
+         c.rope = RopeConfig{c.rope.theta};
+         c.rope.scaling = RopeScalingType::yarn;  // the attention factor alone
+         c.rope.factor = 1.0;
+         c.rope.attention_factor = m;
+       }},
+      {"no attention factor", [](ModelConfig& c, ModelWeights&) { c.rope.attention_factor = 1.0; }},
+  };
+  for (const Case& k : cases) {
+    ModelConfig c = ref.model.config;
+    ModelWeights w = ref.model.weights;
+    k.edit(c, w);
+    Engine engine(*be, c, w);
+    const double err = max_score_error(engine, ref, false);
+    EXPECT_GT(err, 1e-2) << k.what;
+    std::printf("[ engine   ] qwen3-qknorm-yarn with %s: max error %.6g\n", k.what, err);
+  }
 }
 
 TEST(Engine, StopsAtEos) {
@@ -232,7 +271,7 @@ TEST(Engine, RejectsBadInputsWithMessages) {
     Engine bad(*be, ref.model.config, w);
     FAIL() << "no error for a weight of the wrong shape";
   } catch (const Error& e) {
-    EXPECT_STREQ(e.what(), "model: layers.1.k_proj has shape [16, 64], expected [32, 64]");
+    EXPECT_STREQ(e.what(), "model: model.layers.1.self_attn.k_proj.weight has shape [16, 64], expected [32, 64]");
   }
   EngineOptions cp;
   cp.cp_size = 2;
