@@ -322,10 +322,12 @@ std::vector<T> rank0_copy(std::vector<T> v) {
 
 class MultiRankCudaEngine : public ::testing::TestWithParam<std::string> {};
 
-TEST_P(MultiRankCudaEngine, ScoreWithinBf16OfFloat64AndCloseToSingleRank) {
-  const Reference& ref = load_reference(GetParam());
+void check_score(const std::string& model, AttentionPath path) {
+  const Reference& ref = load_reference(model);
   const int r = g.rank, N = g.size;
-  auto gpu = make_cuda_backend();
+  CudaBackendOptions options;
+  options.attention = path;
+  auto gpu = make_cuda_backend(options);
   Engine single(*gpu, ref.model.config, ref.model.weights, single_options());
   Engine striped(*gpu, ref.model.config, ref.model.weights, striped_options());
   double vs_ref = 0, vs_ref_sum = 0, vs_single = 0;
@@ -358,13 +360,27 @@ TEST_P(MultiRankCudaEngine, ScoreWithinBf16OfFloat64AndCloseToSingleRank) {
   }
   ASSERT_GT(count, 0u);
   if (r == 0)
-    std::printf("[ measured ] %s cp %d over %s: max |logprob - float64| = %.3g, mean %.3g; "
+    std::printf("[ measured ] %s attention %s, cp %d over %s: max |logprob - float64| = %.3g, mean %.3g; "
                 "max |cp %d - cp 1| = %.3g over %zu tokens\n",
-                GetParam().c_str(), N, test::to_string(g.kind), vs_ref, vs_ref_sum / double(count), N, vs_single, count);
-  EXPECT_TRUE(finite) << GetParam();
-  EXPECT_LT(vs_ref, kModelTol) << GetParam();
-  EXPECT_LT(vs_ref_sum / double(count), kModelMeanTol) << GetParam();
-  EXPECT_LT(vs_single, kVsSingleTol) << GetParam();
+                model.c_str(), to_string(path), N, test::to_string(g.kind), vs_ref, vs_ref_sum / double(count), N, vs_single, count);
+  EXPECT_TRUE(finite) << model;
+  EXPECT_LT(vs_ref, kModelTol) << model;
+  EXPECT_LT(vs_ref_sum / double(count), kModelMeanTol) << model;
+  EXPECT_LT(vs_single, kVsSingleTol) << model;
+}
+
+// The paths the 1-rank and the N-rank engines are checked with (--attention native|cudnn).
+std::vector<AttentionPath> attention_paths() {
+  std::vector<AttentionPath> paths = {AttentionPath::native};
+  if (cuda_build_has_cudnn()) paths.push_back(AttentionPath::cudnn);
+  return paths;
+}
+
+TEST_P(MultiRankCudaEngine, ScoreWithinBf16OfFloat64AndCloseToSingleRank) {
+  for (const AttentionPath path : attention_paths()) {
+    SCOPED_TRACE(to_string(path));
+    check_score(GetParam(), path);
+  }
 }
 
 TEST_P(MultiRankCudaEngine, GreedyTokensMatchSingleRank) {
