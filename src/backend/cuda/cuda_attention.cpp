@@ -2,7 +2,7 @@
 // the striped mask, merged into the running (O, LSE). Four paths, tried in this order:
 //   decode  one query that sees every key, head_dim 64/128: split-KV decode kernel into a
 //           scratch (O, LSE), then merge_attention (the kernel writes, it does not merge);
-//   cudnn   --attention auto|cudnn, at least 2 query rows, a shape cuDNN takes: cuDNN SDPA
+//   cudnn   --attention cudnn (auto: head_dim 128 only), at least 2 query rows, a shape cuDNN takes: cuDNN SDPA
 //           (cudnn_attention.h) into a bf16 O and fp32 LSE scratch, then merge_attention_sdpa;
 //   flash   head_dim 64/128: flash_attention_forward with merge = true;
 //   generic any head_dim <= 256: generic_attention (small models, tests).
@@ -166,7 +166,11 @@ void CudaBackend::attention(const Tensor& q, const Tensor& k, const Tensor& v, c
     return;
   }
 
-  if (options_.attention != AttentionPath::native && nq >= 2 && attention_cudnn(q, k, v, sh, o, lse)) return;
+  // auto takes cuDNN where it was measured faster: head_dim 128 (1.26-1.40x the native
+  // kernel at 8K-128K on an H100, docs/PERFORMANCE.md); other head_dims stay native.
+  const bool want_cudnn = options_.attention == AttentionPath::cudnn ||
+                          (options_.attention == AttentionPath::auto_select && D == 128);
+  if (want_cudnn && nq >= 2 && attention_cudnn(q, k, v, sh, o, lse)) return;
 
   if (options_.use_flash && tensor_core_dim && nq < (int64_t(1) << 31) && nk < (int64_t(1) << 31) &&
       sh.q_start < (int64_t(1) << 31)) {
