@@ -2,7 +2,7 @@
 // float64 reference, on fresh random inputs: two key blocks merged into (O, LSE) after a
 // reset, as two ring steps do, under the striped mask of both block kinds (key rank s <= r:
 // causal with its diagonal; s > r: without it, "q[1:] against k[:-1]"), GQA, query chunks
-// at q_start > 0, head_dim 64 and 128, the fixtures' 16/32 and the odd 80/96 (which the
+// at q_start > 0, head_dim 64 and 128, the fixtures' 16/32, the odd 80/96 and 20 (which the
 // cuDNN path may refuse: then the native kernels serve them, and the result is the same).
 // Tolerances: attention_reference.cuh (O rel 1e-2, LSE abs 2e-3, -inf exactly where the
 // reference has it); the cuDNN path rounds each block's O to bf16 once before the fp32 merge.
@@ -152,6 +152,7 @@ const std::vector<Case>& cases() {
       {4, 2, 96, 100, 100, 0, 1, 0, 2, false},
       {4, 2, 16, 50, 60, 5, 1, 0, 2, false},       // the fixtures' head_dims
       {4, 1, 32, 40, 40, 0, 0, 1, 2, false},
+      {4, 2, 20, 60, 60, 0, 1, 0, 2, false},       // head_dim 20: cuDNN may refuse it (native generic)
   };
   return all;
 }
