@@ -51,6 +51,7 @@ struct RunConfig {
   int tp = 1;                        // run, score, plan: tensor-parallel size
   bool allow_cross_node_tp = false;  // run, score: let a TP group span nodes (slow: TP all-reduces every layer)
   std::string log_format = "auto";   // run, score: progress as auto | bar | json
+  std::string attention = "auto";    // run, score: attention kernels on CUDA, auto | native | cudnn (cuda_backend.h)
   double gpu_memory_gb = 141.0;      // plan: usable memory per GPU (H200: 141 GB)
   double link_gbps = 358.0;          // plan: ring link bandwidth, GB/s (NVLink send/recv measured on H200)
   double attention_tflops = 300.0;   // plan: attention kernel rate for the prefill estimate

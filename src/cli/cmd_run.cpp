@@ -109,8 +109,8 @@ bool auto_device_is_cuda(Comm& world) {
 
 // The backend --device asks for. Collective over `world` (auto_device_is_cuda,
 // agreed_cuda_comm): for cuda, `comm` is set to the RINGINFER_CUDA_COMM every rank agrees on.
-std::unique_ptr<Backend> make_backend(DeviceKind device, const RankInfo& me, const ParallelLayout& layout,
-                                      Comm& world, CudaCommChoice& comm) {
+std::unique_ptr<Backend> make_backend(DeviceKind device, const std::string& attention, const RankInfo& me,
+                                      const ParallelLayout& layout, Comm& world, CudaCommChoice& comm) {
   const bool cuda = device == DeviceKind::cuda || (device == DeviceKind::auto_detect && auto_device_is_cuda(world));
   if (!cuda) return make_cpu_backend();
 #ifdef RINGINFER_HAVE_CUDA
@@ -123,9 +123,11 @@ std::unique_ptr<Backend> make_backend(DeviceKind device, const RankInfo& me, con
   CudaBackendOptions options;
   // NCCL needs a GPU per rank; staged MPI lets ranks share one.
   options.device = bind_gpu(me, kind == CudaCommChoice::staged_mpi);
+  options.attention = parse_attention_path(attention);
   comm = kind;
   return make_cuda_backend(options);
 #else
+  (void)attention;
   (void)me;
   (void)layout;
   (void)world;
@@ -341,7 +343,7 @@ int run_command(const RunConfig& config) {
         std::vector<int64_t> lengths;
         for (const DocInfo& d : docs.documents()) lengths.push_back(d.length);
         if (!dry) {
-          backend = make_backend(config.device, me, layout, *groups.world, cuda_comm);
+          backend = make_backend(config.device, config.attention, me, layout, *groups.world, cuda_comm);
           const KvDtype kv_dtype =
               config.kv_dtype == "auto" ? backend->default_kv_dtype() : parse_kv_dtype(config.kv_dtype);
           RI_CHECK(backend->supports_kv_dtype(kv_dtype), "ringinfer " + config.command + ": --kv-dtype " +

@@ -57,6 +57,9 @@ po::options_description describe(const std::string& cmd, RunConfig& c) {
         ("tp", po::value(&c.tp)->value_name("T"), "tensor-parallel group size, inside a node (default 1)")
         ("allow-cross-node-tp", po::bool_switch(&c.allow_cross_node_tp),
          "let a tensor-parallel group span nodes (refused by default: it all-reduces twice per layer)")
+        ("attention", po::value(&c.attention)->value_name("auto|native|cudnn"),
+         "CUDA attention kernels: cuDNN SDPA where it takes the block (auto, the default, when the build and the "
+         "machine have cuDNN; cudnn insists), or ringinfer's own (native)")
         ("log-format", po::value(&c.log_format)->value_name("auto|bar|json"),
          "progress on rank 0: a bar (terminal) or JSON lines (default auto: bar on a terminal, else json)")
         ("memory-limit", po::value(&c.memory_limit_gb)->value_name("GB"),
@@ -149,6 +152,8 @@ void check_config(RunConfig& c, const po::variables_map& vm) {
     else throw Error("ringinfer " + cmd + ": --device must be cpu or cuda, not '" + d + "'");
   }
   if (cmd == "run" || cmd == "score") {
+    need(c.attention == "auto" || c.attention == "native" || c.attention == "cudnn",
+         "--attention must be auto, native or cudnn, not '" + c.attention + "'");
     need(!c.inputs.empty(), "--input is required (one or more shards)");
     need(!c.output.empty(), "--output is required");
     need(!c.model.empty() || c.dry_run, "--model is required");
@@ -456,6 +461,7 @@ std::string format_config(const RunConfig& c) {
     if (c.cp > 0) kn("cp", c.cp);
     if (c.tp > 1) kn("tp", c.tp);
     if (c.allow_cross_node_tp) kv("allow-cross-node-tp", "true");
+    if (c.attention != "auto") kv("attention", c.attention);
     if (c.log_format != "auto") kv("log-format", c.log_format);
     if (c.memory_limit_gb >= 0) kd("memory-limit", c.memory_limit_gb);
     if (c.kv_dtype != "auto") kv("kv-dtype", c.kv_dtype);  // part of the journal fingerprint: it changes results

@@ -22,6 +22,12 @@
 //               of GEMM sums over other row counts, which can flip the bf16 rounding of a
 //               few activations (2^-9 relative), far below the ~1 a wrong mask or position
 //               moves a logprob. Each rank's KV cache holds ceil((S - r) / N) tokens.
+//               With --attention cudnn (each block's O rounded to bf16 by cuDNN before the
+//               fp32 merge, a different rounding at 1 and at N ranks) the bounds are
+//               kModelTolCudnn = 0.45 and kVsSingleTolCudnn = 0.2: measured 2026-12-07 on an
+//               H100, 2 ranks sharing it, max 0.367 vs float64 (mistral-mqa) and 0.121 vs
+//               1 rank, where native measured 0.232 and 0.039. These are NOT the bounds
+//               issue #16 asks of every path; see docs/PERFORMANCE.md.
 //     greedy    12 tokens identical to the single-rank engine; a bf16 near-tie may flip
 //               one late token, so the first 6 must match and the count is printed. The
 //               cache holds ceil((S + 11 - r) / N) tokens. Every rank returns the same.
@@ -63,6 +69,7 @@ using namespace test;  // device_comm_buffers.h, gpu_mpi_env.h, reference_models
 
 constexpr double kModelTol = 0.35, kModelMeanTol = 0.08;  // vs float64 (test_cuda_backend.cu)
 constexpr double kVsSingleTol = 0.05;                     // vs the single-rank CUDA engine
+constexpr double kModelTolCudnn = 0.45, kVsSingleTolCudnn = 0.2;  // the cuDNN path (see above)
 constexpr int64_t kGreedyTokens = 12, kGreedyMinSame = 6;
 
 // ---------------------------------------------------------------- set-up
@@ -323,10 +330,12 @@ std::vector<T> rank0_copy(std::vector<T> v) {
 
 class MultiRankCudaEngine : public ::testing::TestWithParam<std::string> {};
 
-TEST_P(MultiRankCudaEngine, ScoreWithinBf16OfFloat64AndCloseToSingleRank) {
-  const Reference& ref = load_reference(GetParam());
+void check_score(const std::string& model, AttentionPath path) {
+  const Reference& ref = load_reference(model);
   const int r = g.rank, N = g.size;
-  auto gpu = make_cuda_backend();
+  CudaBackendOptions options;
+  options.attention = path;
+  auto gpu = make_cuda_backend(options);
   Engine single(*gpu, ref.model.config, ref.model.weights, single_options());
   Engine striped(*gpu, ref.model.config, ref.model.weights, striped_options());
   double vs_ref = 0, vs_ref_sum = 0, vs_single = 0;
@@ -359,13 +368,28 @@ TEST_P(MultiRankCudaEngine, ScoreWithinBf16OfFloat64AndCloseToSingleRank) {
   }
   ASSERT_GT(count, 0u);
   if (r == 0)
-    std::printf("[ measured ] %s cp %d over %s: max |logprob - float64| = %.3g, mean %.3g; "
+    std::printf("[ measured ] %s attention %s, cp %d over %s: max |logprob - float64| = %.3g, mean %.3g; "
                 "max |cp %d - cp 1| = %.3g over %zu tokens\n",
-                GetParam().c_str(), N, test::to_string(g.kind), vs_ref, vs_ref_sum / double(count), N, vs_single, count);
-  EXPECT_TRUE(finite) << GetParam();
-  EXPECT_LT(vs_ref, kModelTol) << GetParam();
-  EXPECT_LT(vs_ref_sum / double(count), kModelMeanTol) << GetParam();
-  EXPECT_LT(vs_single, kVsSingleTol) << GetParam();
+                model.c_str(), to_string(path), N, test::to_string(g.kind), vs_ref, vs_ref_sum / double(count), N, vs_single, count);
+  EXPECT_TRUE(finite) << model;
+  const bool cudnn = path == AttentionPath::cudnn;
+  EXPECT_LT(vs_ref, cudnn ? kModelTolCudnn : kModelTol) << model;
+  EXPECT_LT(vs_ref_sum / double(count), kModelMeanTol) << model;
+  EXPECT_LT(vs_single, cudnn ? kVsSingleTolCudnn : kVsSingleTol) << model;
+}
+
+// The paths the 1-rank and the N-rank engines are checked with (--attention native|cudnn).
+std::vector<AttentionPath> attention_paths() {
+  std::vector<AttentionPath> paths = {AttentionPath::native};
+  if (cuda_build_has_cudnn()) paths.push_back(AttentionPath::cudnn);
+  return paths;
+}
+
+TEST_P(MultiRankCudaEngine, ScoreWithinBf16OfFloat64AndCloseToSingleRank) {
+  for (const AttentionPath path : attention_paths()) {
+    SCOPED_TRACE(to_string(path));
+    check_score(GetParam(), path);
+  }
 }
 
 // fp8 KV over the ring: the fp8 bytes and their scales travel (fewer bytes than bf16's

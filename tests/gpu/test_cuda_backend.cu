@@ -428,6 +428,7 @@ TEST(CudaBackendAttention, GenericPathMatchesCpu) {
   CudaBackendOptions generic;
   generic.use_flash = false;
   generic.use_decode = false;
+  generic.attention = AttentionPath::native;
   for (AttnCase c : {AttnCase{4, 2, 16, 50, 60, 5, 1, 0, 2}, AttnCase{4, 1, 32, 1, 40, 39, 0, 0, 1},
                      AttnCase{2, 2, 96, 20, 20, 0, 0, 1, 3}})
     check_attention(c, {}, "generic");

@@ -57,6 +57,19 @@ TEST(Options, MaxNewTokensIsBoundedByTheLongestContext) {
   EXPECT_EQ(parsed("run", with(kRunBase, {"--max-new-tokens", "0"})).max_new_tokens, 0);
 }
 
+TEST(Options, AttentionIsAutoNativeOrCudnn) {
+  EXPECT_EQ(parsed("run", kRunBase).attention, "auto");
+  for (const char* v : {"auto", "native", "cudnn"}) {
+    EXPECT_EQ(parsed("score", with(kRunBase, {"--attention", v})).attention, v);
+    std::ostringstream out;
+    cli::parse_options("run", with(kRunBase, {"--attention", v, "--print-config"}), out);
+    EXPECT_EQ(out.str().find("attention = "), std::string(v) == "auto" ? std::string::npos : out.str().find("attention = " + std::string(v)))
+        << out.str();
+  }
+  EXPECT_EQ(error_of("run", with(kRunBase, {"--attention", "flash"})),
+            "ringinfer run: --attention must be auto, native or cudnn, not 'flash'");
+}
+
 TEST(Options, TemperatureMustBeFinite) {
   for (const char* v : {"inf", "-inf", "nan", "-1"})
     EXPECT_EQ(error_of("run", with(kRunBase, {"--temperature", v})),

@@ -11,20 +11,29 @@
 //   prefill_fp8: the CUDA backend's fp8 prefill step, the block dequantized to bf16 once
 //            (dequantize_kv_fp8 of K and V) then the variant-0 flash kernel; TFLOP/s as for
 //            prefill, "vs_bf16" = the bf16 variant-0 time over this one
+//   path:    the CUDA backend's attention op (what the engine calls: fp32 Q rounded to bf16,
+//            merged into fp32 (O, LSE)) on each --attention path (native, cudnn), same
+//            shapes as prefill, one call over all n queries ("chunk": n) and the engine's
+//            4096-row query chunks; wall time of the calls plus one synchronize, median;
+//            "first_ms" is the first call, plan building included
 // tools/bench_attention_peer.py times PyTorch SDPA on the same shapes and prints the table.
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <cstring>
 #include <string>
 #include <vector>
 
+#include "backend_ops.h"
 #include "decode_attention.h"
 #include "flash_attention.h"
 #include "kv_cache_ops.h"
 #include "bench_timing.h"
+#include "ringinfer/backend.h"
+#include "ringinfer/cuda_backend.h"
 #include "ringinfer/cuda_check.h"
 
 using namespace ringinfer;
@@ -98,6 +107,23 @@ double decode_ms(const DecodeAttnParams& p) {
   return ms;
 }
 
+
+// Wall milliseconds of f() followed by be.synchronize(): the first call, then the median
+// of `reps` more.
+template <class F>
+std::pair<double, double> backend_ms(Backend& be, F&& f, int reps) {
+  auto once = [&] {
+    const auto t0 = std::chrono::steady_clock::now();
+    f();
+    be.synchronize();
+    return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+  };
+  const double first = once();
+  std::vector<double> t;
+  for (int i = 0; i < reps; ++i) t.push_back(once());
+  std::sort(t.begin(), t.end());
+  return {first, t[t.size() / 2]};
+}
 
 FILE* json = nullptr;
 void emit(const char* line) {
@@ -192,6 +218,51 @@ int main(int argc, char** argv) {
         CUDA_CHECK(cudaFree(v8));
         CUDA_CHECK(cudaFree(ks));
         CUDA_CHECK(cudaFree(vs));
+      }
+    }
+
+    // ---- the backend's attention op on each path
+    for (int n : lens) {
+      for (const AttentionPath path : {AttentionPath::native, AttentionPath::cudnn}) {
+        if (path == AttentionPath::cudnn && !cuda_build_has_cudnn()) {
+          emit("{\"kind\":\"path\",\"path\":\"cudnn\",\"error\":\"this build has no cuDNN path\"}");
+          continue;
+        }
+        CudaBackendOptions opt;
+        opt.attention = path;
+        auto be = make_cuda_backend(opt);
+        const AttnBuffers b(n, n, H, Hkv, D, 7);
+        Tensor q = be->alloc(n, int64_t(H) * D, DType::f32), o = be->alloc(n, int64_t(H) * D, DType::f32);
+        Tensor lse = be->alloc(n, H, DType::f32);
+        const KvBlock kv = be->alloc_kv(n, Hkv, D, KvDtype::bf16);
+        convert_bf16_to_f32(b.q, q.f32(), int64_t(n) * H * D, nullptr);
+        CUDA_CHECK(cudaMemcpy(kv.k.data(), b.k, kv.k.bytes(), cudaMemcpyDeviceToDevice));
+        CUDA_CHECK(cudaMemcpy(kv.v.data(), b.v, kv.v.bytes(), cudaMemcpyDeviceToDevice));
+        CUDA_CHECK(cudaDeviceSynchronize());
+        AttentionShape sh;
+        sh.n_heads = H;
+        sh.n_kv_heads = Hkv;
+        sh.head_dim = D;
+        sh.scale = 0.08838834764831845f;
+        const int reps = n >= 131072 ? 3 : n >= 32768 ? 10 : 30;
+        for (const int chunk : {n, 4096}) {
+          if (chunk == 4096 && n == 4096) continue;
+          const auto [first, ms] = backend_ms(*be, [&] {
+            be->attention_reset(o, lse);
+            for (int c = 0; c < n; c += chunk) {
+              const int cn = std::min(chunk, n - c);
+              sh.q_start = c;
+              be->attention(q.rows(c, cn), kv, sh, o.rows(c, cn), lse.rows(c, cn));
+            }
+          }, reps);
+          const double flops = 4.0 * double(n) * n * D * H / 2;
+          std::snprintf(line, sizeof line,
+                        "{\"kind\":\"path\",\"path\":\"%s\",\"n\":%d,\"H\":%d,\"Hkv\":%d,\"D\":%d,"
+                        "\"chunk\":%d,\"ms\":%.4f,\"tflops\":%.1f,\"first_ms\":%.1f,\"cudnn_plans\":%lld}",
+                        to_string(path), n, H, Hkv, D, chunk, ms, flops / ms / 1e9, first,
+                        static_cast<long long>(cuda_backend_cudnn_plans(*be)));
+          emit(line);
+        }
       }
     }
 

@@ -8,6 +8,7 @@
 #include <limits>
 #include <vector>
 
+#include "backend/cuda/cudnn_attention.h"
 #include "backend_ops.h"
 #include "kv_cache_ops.h"
 #include "ringinfer/cuda_check.h"
@@ -62,6 +63,14 @@ CudaBackend::CudaBackend(const CudaBackendOptions& options) : options_(options) 
   CUDA_CHECK(cudaMallocHost(&error_host_, 2 * sizeof(int)));
   CUDA_CHECK(cudaMallocHost(&staging_, kStagingBytes));
   CUDA_CHECK(cudaEventCreateWithFlags(&staging_free_, cudaEventDisableTiming));
+  if (options.attention == AttentionPath::cudnn) {
+    check(cuda_build_has_cudnn(), "attention",
+          "--attention cudnn: this build has no cuDNN path (CMake did not find cuDNN 9 and the cuDNN frontend "
+          "headers; see the configure log)");
+#ifdef RINGINFER_HAVE_CUDNN
+    cudnn_ = new CudnnSdpa();  // throws when the library does not start
+#endif
+  }
 }
 
 CudaBackend::~CudaBackend() {
@@ -81,6 +90,9 @@ CudaBackend::~CudaBackend() {
   cudaStreamDestroy(comm_stream_);
   cudaStreamDestroy(stream_);
   if (device_wait::stuck().load()) return;
+#ifdef RINGINFER_HAVE_CUDNN
+  delete cudnn_;
+#endif
   for (void* p : scratch_)
     if (p) cudaFree(p);
   cudaFree(error_);

@@ -22,6 +22,8 @@
 
 namespace ringinfer::cuda {
 
+class CudnnSdpa;
+
 class CudaBackend final : public Backend {
  public:
   explicit CudaBackend(const CudaBackendOptions& options);
@@ -64,11 +66,19 @@ class CudaBackend final : public Backend {
   int64_t allocated_bytes() const override { return mem_->live.load(); }
   int64_t peak_allocated_bytes() const override { return mem_->peak.load(); }
   void reset_peak_bytes() override { mem_->peak.store(mem_->live.load()); }
+  // cuDNN SDPA plans built so far (cuda_backend_cudnn_plans).
+  int64_t cudnn_plans() const;
 
  private:
   // Grow-only device scratch, one per use, so two live at once never alias.
-  enum Slot { kGemmInput, kAttnQuery, kDecodeWork, kDecodeO, kDecodeLse, kFp8KeysBf16, kFp8ValuesBf16, kSlots };
+  enum Slot { kGemmInput, kAttnQuery, kDecodeWork, kDecodeO, kDecodeLse, kFp8KeysBf16, kFp8ValuesBf16, kSdpaO, kSdpaStats,
+              kSdpaWork, kSdpaLens, kSlots };
   void* scratch(Slot slot, size_t bytes);
+  // The cuDNN path of attention() (cuda_attention.cpp): false when it does not take this
+  // call (no cuDNN, a shape cuDNN refuses, a mask that is not one bottom-right block), and
+  // the caller runs the native kernels instead.
+  bool attention_cudnn(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionShape& shape,
+                       const Tensor& o, const Tensor& lse);
   // Enqueues the read of error_ into error_host_ on stream_; after the host has waited
   // for stream_, throw_kernel_errors throws the first error a kernel left there.
   void read_kernel_errors();
@@ -97,6 +107,8 @@ class CudaBackend final : public Backend {
   // Uploads up to this size go straight from pageable memory: the driver stages them at
   // once, so cudaMemcpyAsync neither blocks nor needs our staging (the decode token).
   static constexpr size_t kDirectUploadBytes = size_t(64) << 10;
+  CudnnSdpa* cudnn_ = nullptr;  // created on first use by attention_cudnn (cudnn_attention.h)
+  bool cudnn_unavailable_ = false;  // the build has no cuDNN path or the library did not start
   void* scratch_[kSlots] = {};
   size_t scratch_bytes_[kSlots] = {};
 };
