@@ -10,6 +10,7 @@
 #include <utility>
 
 #include "engine/engine_weights.h"
+#include "ringinfer/attention.h"
 #include "ringinfer/error.h"
 #include "ringinfer/sampling.h"
 #include "ringinfer/signals.h"
@@ -30,17 +31,6 @@ const char* to_string(FinishReason f) {
 namespace {
 double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-}
-
-CommDtype comm_dtype(DType t) {
-  switch (t) {
-    case DType::f32: return CommDtype::float32;
-    case DType::bf16: return CommDtype::bfloat16;
-    case DType::i32: return CommDtype::int32;
-    case DType::f64: return CommDtype::float64;
-    case DType::u8: return CommDtype::uint8;
-  }
-  return CommDtype::uint8;
 }
 
 // Columns [begin, begin + count) of a one-row tensor, as a (1, count) view.
@@ -85,13 +75,15 @@ struct Engine::State {
   EngineStats stats;
   int64_t S = 0;  // length of the current document
 
-  // Per document. Shapes: n = local tokens of the prompt on this rank, cap = KV capacity.
+  AttentionHeads heads;                  // this rank's heads and the softmax scale
+  std::unique_ptr<RingAttention> ring;   // prefill's pass-KV ring (attention/)
+  std::unique_ptr<DecodeAttention> decode_attn;  // decode's split-KV attention and merge
+
+  // Per document. Shapes: n = local tokens of the prompt on this rank.
   KvDtype kv_dtype = KvDtype::f32;       // the cache's element type (options, else the backend's default)
-  std::vector<KvBlock> kv_cache;         // n_layers x cap tokens of K,V (local heads)
+  KvCache kv;                            // this rank's stripe of every layer's K,V (local heads)
   Tensor x;                              // (n, hidden) residual stream
   Tensor q, o, lse;                      // (n, H*D), (n, H*D), (n, H): one layer's Q and (O, LSE)
-  KvBlock ring[2];                       // 2 x nmax = ceil(S/N) tokens of K,V: a block in flight,
-                                         // sent as its one packed buffer (values and scales)
   // Scratch, bounded by chunk_tokens / logits_chunk rows, allocated once.
   Tensor h;           // (chunk, hidden) normed input
   Tensor k_new, v_new;  // (chunk, Hkv*D) fp32 K,V before the cache store
@@ -100,9 +92,6 @@ struct Engine::State {
   Tensor hl;          // (logits_chunk, hidden) final-normed rows for the LM head
   Tensor logits;      // (logits_chunk, vl)
   Tensor x1, q1;      // decode: (1, hidden), (1, H*D)
-  Tensor part;        // decode: (1, H*D + H) this rank's partial (O, LSE), o1 and lse1 are views
-  Tensor o1, lse1;    // (1, H*D), (1, H): views of part
-  Tensor parts;       // decode: (N, H*D + H) every rank's part, gathered
   Tensor flags;       // (1, 2) i32: the stop flag to reduce, and the reduced flag
   Tensor bad_token;   // (1, 2) f64: (global index, token) of this rank's first bad token
   Tensor bad_tokens;  // (max(N, T), 2) f64: every rank's, gathered
@@ -154,10 +143,9 @@ struct Engine::State {
     logits = be.alloc(o.logits_chunk, vl, DType::f32);
     x1 = be.alloc(1, hidden, DType::f32);
     q1 = be.alloc(1, H * D, DType::f32);
-    part = be.alloc(1, H * D + H, DType::f32);
-    o1 = row_cols(part, 0, H * D);
-    lse1 = row_cols(part, H * D, H);
-    parts = be.alloc(N, H * D + H, DType::f32);
+    heads = AttentionHeads{H, Hkv, D, scale};
+    ring = std::make_unique<RingAttention>(be, comm, r, N, heads, chunk);
+    decode_attn = std::make_unique<DecodeAttention>(be, comm, r, N, heads, 1);
     flags = be.alloc(1, 2, DType::i32);
     bad_token = be.alloc(1, 2, DType::f64);
     bad_tokens = be.alloc(std::max(N, T), 2, DType::f64);
@@ -291,77 +279,25 @@ struct Engine::State {
     be.matmul(hn, L.wk, L.bk, kn, false);
     be.matmul(hn, L.wv, L.bv, vn, false);
     be.rope(kn, Hkv, w.inv_freq, pos_start, N);
-    be.store_kv(kn, vn, kv_cache[l].rows(cache_row, n));
-  }
-
-  AttentionShape attention_shape(int64_t q_start, int q_rank, int k_rank) const {
-    AttentionShape sh;
-    sh.n_heads = H;
-    sh.n_kv_heads = Hkv;
-    sh.head_dim = D;
-    sh.q_start = q_start;
-    sh.q_rank = q_rank;
-    sh.k_rank = k_rank;
-    sh.n_ranks = N;
-    sh.scale = scale;
-    return sh;
-  }
-
-  // ---------------------------------------------------------------- ring attention
-  // Attention of this rank's n local queries (q) against the whole document's keys of
-  // layer l, into (o, lse). Step t holds the KV block of rank s = (r - t) mod N: while
-  // local queries attend to it (in chunks, testing the transfer between chunks so MPI
-  // progresses), the block goes to rank r+1 and the next arrives from rank r-1.
-  void ring_attention(int l, int64_t n) {
-    be.attention_reset(o, lse);
-    KvBlock cur = ring[0], nxt = ring[1];
-    if (N > 1) be.copy_kv(kv_cache[l].rows(0, n), cur.rows(0, n));  // the local block, packed for sending
-    for (int step = 0; step < N; ++step) {
-      const int s = (r - step + N) % N;
-      const int64_t ns = local_len(S, s, N);
-      std::unique_ptr<PendingComm> pending;
-      if (step + 1 < N) {
-        // The transfer may overwrite nxt only after earlier work read it (CUDA streams).
-        const auto ready = be.record(be.stream());
-        be.wait(be.comm_stream(), *ready);
-        const Tensor& out = cur.packed;
-        pending = comm->ring_exchange(out.data(), nxt.packed.data(), static_cast<size_t>(out.numel()),
-                                      comm_dtype(out.dtype()), be.comm_stream());
-        stats.bytes_sent += static_cast<int64_t>(out.bytes());
-      }
-      // Read by every query chunk below: in the backend's fastest form, made once per step.
-      const KvBlock kv = be.attention_input(step == 0 ? kv_cache[l].rows(0, n) : cur.rows(0, ns));
-      for (int64_t c = 0; c < n; c += chunk) {
-        const int64_t cn = std::min(chunk, n - c);
-        be.attention(q.rows(c, cn), kv, attention_shape(c, r, s), o.rows(c, cn), lse.rows(c, cn));
-        if (pending) pending->test();
-      }
-      if (pending) {
-        pending->wait(be.stream());
-        std::swap(cur, nxt);
-      }
-    }
+    be.store_kv(kn, vn, kv.layers[l].rows(cache_row, n));
   }
 
   // ---------------------------------------------------------------- prefill
   // Runs this rank's stripe of an S-token document through every layer (layer-major),
   // leaving the final residual stream in x and K,V in a cache of `capacity` rows.
-  void prefill(const std::vector<int32_t>& stripe, int64_t capacity) {
+  void prefill(const std::vector<int32_t>& stripe, int64_t G) {
     const int64_t n = static_cast<int64_t>(stripe.size());
-    kv_cache.assign(cfg.n_layers, KvBlock());
-    for (int64_t l = 0; l < cfg.n_layers; ++l) {
-      kv_cache[l] = be.alloc_kv(capacity, Hkv, D, kv_dtype);
-      stats.kv_bytes += capacity * kv_bytes_per_token(kv_dtype, Hkv, D);
-    }
+    kv = KvCache();  // the last document's cache goes first
+    kv = KvCache::allocate(be, cfg.n_layers, Hkv, D, kv_dtype, S, G, r, N);
+    kv.length = n;
+    stats.kv_bytes = kv.bytes();
     stats.tokens_held = n;
     stats.kv_tokens = n;
     x = be.alloc(n, hidden, DType::f32);
     q = be.alloc(n, H * D, DType::f32);
     o = be.alloc(n, H * D, DType::f32);
     lse = be.alloc(n, H, DType::f32);
-    if (N > 1) {
-      for (KvBlock& b : ring) b = be.alloc_kv(local_len(S, 0, N), Hkv, D, kv_dtype);
-    }
+    ring->begin(kv);
     for (int64_t c = 0; c < n; c += chunk) {
       const int64_t cn = std::min(chunk, n - c);
       be.copy_from_host(tok.rows(0, cn), stripe.data() + c);
@@ -372,7 +308,7 @@ struct Engine::State {
         const int64_t cn = std::min(chunk, n - c);
         project_qkv(l, x.rows(c, cn), q.rows(c, cn), global_pos(c, r, N), true, c);
       }
-      ring_attention(l, n);
+      ring->layer(kv, l, q, o, lse, stats.bytes_sent);
       for (int64_t c = 0; c < n; c += chunk) {
         const int64_t cn = std::min(chunk, n - c);
         row_parallel(o.rows(c, cn), w.layers[l].wo, w.layers[l].bo, x.rows(c, cn));
@@ -386,7 +322,7 @@ struct Engine::State {
       stop_point();
     }
     q = o = lse = Tensor();  // not needed by decode
-    ring[0] = ring[1] = KvBlock();
+    ring->end();
   }
 
   // Final norm + LM head of one residual row: the whole (1, vocab) logits row. With T > 1
@@ -500,27 +436,14 @@ struct Engine::State {
     be.copy_from_host(tok.rows(0, 1), &token);
     be.embed(w.embed, tok.rows(0, 1), x1);
     const int owner = stripe_owner(pos, N);
-    const int64_t qi = local_index(pos, N), nk = local_len(pos + 1, r, N);
+    kv.length = local_len(pos + 1, r, N);  // the owner stores row local_index(pos) below
     for (int l = 0; l < cfg.n_layers; ++l) {
-      project_qkv(l, x1, q1, pos, owner == r, qi);
-      be.attention_reset(o1, lse1);
-      be.attention(q1, kv_cache[l].rows(0, nk), attention_shape(qi, owner, r), o1, lse1);
-      if (comm) {
-        // One all-gather of every rank's (O, LSE), then the same merge in rank order on
-        // every rank, so all ranks keep bitwise the same hidden state.
-        comm->all_gather(part.data(), parts.data(), static_cast<size_t>(part.numel()), CommDtype::float32,
-                         be.stream());
-        stats.bytes_sent += static_cast<int64_t>(part.bytes());
-        be.attention_reset(o1, lse1);
-        for (int s = 0; s < N; ++s) {
-          const Tensor ps = parts.rows(s, 1);
-          be.merge_attention(o1, lse1, row_cols(ps, 0, H * D), row_cols(ps, H * D, H));
-        }
-      }
+      project_qkv(l, x1, q1, pos, owner == r, local_index(pos, N));
+      const Tensor o1 = decode_attn->layer({&kv}, l, {pos}, q1, stats.bytes_sent);
       row_parallel(o1, w.layers[l].wo, w.layers[l].bo, x1);
       mlp(w.layers[l], x1);
     }
-    stats.kv_tokens = nk;
+    stats.kv_tokens = kv.length;
   }
 };
 
@@ -565,7 +488,7 @@ DocumentScore Engine::score_stripes(const std::vector<int32_t>& stripe, const st
     res.seconds = seconds_since(t0);
     return res;
   }
-  s.prefill(stripe, local_len(S, s.r, s.N));
+  s.prefill(stripe, 0);
   // Local row i (global iN + r) predicts global iN + r + 1: local index i of rank r+1, or
   // i+1 of rank 0 when r = N-1 (with N = 1, next is this stripe). Rows up to global S-2.
   const int64_t m = local_len(S - 1, s.r, s.N), mmax = local_len(S - 1, 0, s.N), lc = s.opt.logits_chunk;
@@ -622,9 +545,7 @@ GenerateResult Engine::generate_stripe(const std::vector<int32_t>& stripe, int64
     return res;
   }
   if (G == 0) return res;  // finish = length
-  // Capacity ceil((S + G - r) / N): the last generated token is never run through the
-  // model, but the formula keeps one rule for every rank.
-  s.prefill(stripe, local_len(S + G, s.r, s.N));
+  s.prefill(stripe, G);
   s.reset_counts(g.sampling);
   // The last prompt position's owner samples the first token and broadcasts it.
   const int64_t last = S - 1;
