@@ -48,15 +48,15 @@ TEST(Progress, JsonEventsRatesAndEta) {
   }
   for (int g = 1; g <= 10; ++g) {
     c.t += 0.1;
-    p.decode_token(g);
+    p.decode_token(1, g);
   }
-  p.document_done(10, "length");
+  p.document_done(1, 10, "length");
   p.document_start(2, "two", 1000, 10);
   c.t += 2.0;
   p.prefill_layer(1, 1);
   c.t += 0.5;
-  p.decode_token(1);
-  p.document_done(1, "eos");
+  p.decode_token(2, 1);
+  p.document_done(2, 1, "eos");
   p.job_done();
 
   const auto lines = c.json_lines();
@@ -126,9 +126,9 @@ TEST(Progress, JsonThrottlesLayerAndTokenEvents) {
   }
   for (int g = 1; g <= 30; ++g) {
     c.t += 0.125;
-    p.decode_token(g);
+    p.decode_token(0, g);
   }
-  p.document_done(30, "length");
+  p.document_done(0, 30, "length");
   p.job_done(true);
   std::vector<int> layers, tokens;
   for (auto& j : c.json_lines()) {
@@ -162,14 +162,14 @@ TEST(Progress, BarRedrawsInPlaceThrottledWithSummaryLines) {
   const size_t before = c.writes.size();
   for (int g = 1; g <= 100; ++g) {
     c.t += 0.01;
-    p.decode_token(g);
+    p.decode_token(0, g);
   }
   const size_t redraws = c.writes.size() - before;
   EXPECT_GE(redraws, 4u);
   EXPECT_LE(redraws, 6u);
   for (size_t i = before; i < c.writes.size(); ++i) EXPECT_NE(c.writes[i].find("decode "), std::string::npos);
   const std::string last_bar = c.writes.back();
-  p.document_done(100, "eos");
+  p.document_done(0, 100, "eos");
   const std::string& done = c.writes.back();
   EXPECT_EQ(done.front(), '\r');
   EXPECT_EQ(done.back(), '\n');
@@ -209,8 +209,8 @@ TEST(Progress, QuietWritesNothing) {
   p.job_start(1, 10);
   p.document_start(0, "a", 5, 5);
   p.prefill_layer(1, 1);
-  p.decode_token(1);
-  p.document_done(1, "eos");
+  p.decode_token(0, 1);
+  p.document_done(0, 1, "eos");
   p.job_done();
   EXPECT_TRUE(c.writes.empty());
   EXPECT_EQ(default_progress_format(true), ProgressFormat::none);
@@ -223,8 +223,8 @@ TEST(Progress, EventsOutsideADocumentAreIgnored) {
   Progress p(o);
   p.job_start(1, 10);
   p.prefill_layer(1, 2);
-  p.decode_token(3);
-  p.document_done(3, "eos");
+  p.decode_token(0, 3);
+  p.document_done(0, 3, "eos");
   ASSERT_EQ(c.writes.size(), 1u);
   EXPECT_EQ(p.documents_done(), 0);
   EXPECT_LT(p.eta_seconds(), 0);
