@@ -29,7 +29,7 @@ struct KvCache {
   KvDtype dtype() const { return layers.empty() ? KvDtype::f32 : layers[0].dtype; }
   // Bytes of every layer at full capacity (without the allocation's padding).
   int64_t bytes() const;
-  // Does this rank hold global position t, and at which local row?
+  // Does this rank hold global position t (at local row local_index(t, N))?
   bool holds(int64_t t) const { return stripe_owner(t, n_ranks) == rank; }
   // Layer l's rows written so far.
   KvBlock stored(int l) const { return layers[static_cast<size_t>(l)].rows(0, length); }

@@ -59,6 +59,7 @@ std::vector<int32_t> cut_stripe(const std::vector<int32_t>& doc, int r, int N) {
 }
 }  // namespace
 
+namespace {
 // Global positions of projected rows: start + i * N (a stripe), or each[i] (a decode batch,
 // one row per document).
 struct RowPositions {
@@ -83,6 +84,7 @@ struct Sequence {
   // Global position of the last token, the one the next decode step runs.
   int64_t position() const { return S + static_cast<int64_t>(result.tokens.size()) - 1; }
 };
+}  // namespace
 
 struct Engine::State {
   Backend& be;
@@ -470,7 +472,6 @@ struct Engine::State {
     for (int64_t i = 0; i < n; ++i) lp[i] = static_cast<float>(sums[2 * i + 1] - mx[i] - std::log(sums[2 * i]));
     be.copy_from_host(out, lp.data());
   }
-
 
   // ---------------------------------------------------------------- decode
   // Runs each document's last token at its own global position through every layer on
