@@ -2,7 +2,8 @@
 # Batched decode (DESIGN §5, issue 20): `run --max-batch 1, 3, 8` under mpirun -np 1..4
 # (one CP group of all ranks, two DP groups, and 2 CP x 2 TP) writes the same datasets as
 # the unbatched one-rank run, greedy and sampled (temperature, top-p, top-k, penalties);
-# so does the default batch (as many documents as memory holds), which the log names.
+# so do an fp8 cache and the default batch (as many documents as memory holds), which the
+# log names.
 source "$(dirname "$0")/lib/common.bash"
 R="$RINGINFER"
 MODEL="$SOURCE_DIR/tests/fixtures/models/llama3-gqa"
@@ -33,6 +34,12 @@ for mode in greedy sampled; do
     else fail "$mode: -np $np --cp $cp --tp $tp --max-batch $b"; tail -5 log; fi
   done
 done
+# An fp8 cache: each row's K,V stored by its owner mid-batch, read by the batched attention.
+rm -f ref8.h5 out8.h5
+if job 1 ref8.h5 --max-batch 1 --kv-dtype fp8 -q >log 2>&1 && job 4 out8.h5 --max-batch 3 --kv-dtype fp8 -q >log 2>&1 &&
+   cmp -s <(datasets ref8.h5) <(datasets out8.h5); then
+  pass "fp8 KV: -np 4 --max-batch 3 identical to the unbatched run"
+else fail "fp8 KV batched"; tail -5 log; fi
 # The default batch: as many documents as memory holds (at most 32), printed.
 rm -f out.h5
 job 2 out.h5 >log 2>&1 && datasets out.h5 | cmp -s - ref_greedy.txt && pass "default batch identical" || { fail "default batch"; tail -5 log; }
