@@ -24,6 +24,8 @@ struct RunConfig {
   DeviceKind device = DeviceKind::auto_detect;
   int cp = 0;                        // context-parallel group size; 0 = world size
   int64_t max_new_tokens = 256;      // run
+  int64_t max_batch = 0;             // run: documents of a DP group decoded together (1..256); 0 = as many as the
+                                     // memory plan holds, at most kAutoMaxBatch (memory_plan.h); outputs do not depend on it
   double temperature = 0.0;          // run: 0 = greedy
   double top_p = 1.0;                // run
   int64_t top_k = 0;                 // run: 0 = off (sampling.h SamplingParams for these five)

@@ -208,11 +208,9 @@ RunResult error_result(const DocInfo& doc, const std::string& why) {
   return res;
 }
 
-RunResult generate_document(Engine& engine, const DocumentSet& docs, const DocInfo& doc,
-                            const ParallelLayout& layout, const RunConfig& config, const Tokenizer* tokenizer,
-                            RankTotals& totals, bool quiet) {
-  const int N = layout.cp, r = layout.cp_rank;
-  const auto stripes = docs.read_stripes(doc, {r}, N);
+// How document `doc` generates: the job's options, the JSONL body's overrides, its RNG key
+// and the stop rules (which read the decoded text; the tokenizer and config outlive it).
+GenerateOptions generate_options(const DocInfo& doc, const RunConfig& config, const Tokenizer* tokenizer) {
   GenerateOptions g;
   g.max_new_tokens = doc_budget(config, doc);
   g.sampling = sampling_params(config);
@@ -220,9 +218,16 @@ RunResult generate_document(Engine& engine, const DocumentSet& docs, const DocIn
   g.seed = config.seed;
   g.doc_key = doc_key(doc.id);
   if (tokenizer && (!config.stop.empty() || config.max_sentences > 0))  // the same tokens and tokenizer on every rank
-    g.stop_here = [&](const std::vector<int32_t>& t) { return stop_position(tokenizer->decode(t), config) != std::string::npos; };
-  const GenerateResult gen = engine.generate_stripe(stripes[0], doc.length, g);
-  log_document(doc, engine.last_stats(), totals, quiet);
+    g.stop_here = [tokenizer, &config](const std::vector<int32_t>& t) {
+      return stop_position(tokenizer->decode(t), config) != std::string::npos;
+    };
+  return g;
+}
+
+// The record of a generated document.
+RunResult run_result(const DocInfo& doc, const GenerateResult& gen, const ParallelLayout& layout,
+                     const RunConfig& config, const Tokenizer* tokenizer) {
+  const int N = layout.cp;
   RunResult res;
   res.id = doc.id;
   res.prompt_tokens = doc.length;
@@ -391,6 +396,22 @@ int run_command(const RunConfig& config) {
               log::warn(std::to_string(failed.size()) + " document(s) cannot run and get an error record (--on-error skip)");
           }
           check_memory(model->config, need, kind, available);
+          // The decode batch (DESIGN §5): --max-batch, or as many documents of the longest
+          // length as memory holds (at most kAutoMaxBatch); the least any rank gets, since
+          // every rank of a group makes the same join/step calls.
+          int64_t batch = 1;
+          if (!scoring) {
+            batch = config.max_batch > 0
+                        ? config.max_batch
+                        : std::max<int64_t>(1, largest_fitting_batch(model->config, need, available, kAutoMaxBatch));
+            int64_t neg = -batch, most_neg = 0;  // min as the max of negatives
+            groups.world->all_reduce(&neg, &most_neg, 1, CommDtype::int64, ReduceOp::max, Stream{});
+            batch = -most_neg;
+            need.batch = batch;
+            check_memory(model->config, need, kind, available);  // an explicit --max-batch may not fit
+            log::info("decode batch: up to " + std::to_string(batch) + " document(s) per group" +
+                      (config.max_batch > 0 ? " (--max-batch)" : " (as many as memory holds; --max-batch sets it)"));
+          }
 
           // The same "cannot split" Error on every rank when the model does not divide over
           // --tp, before any communicator is made.
@@ -406,10 +427,11 @@ int run_command(const RunConfig& config) {
           eo.tp_size = layout.tp;
           eo.tp_comm = tp_device ? tp_device.get() : groups.tp.get();
           eo.should_stop = [] { return stop_requested(); };
+          eo.max_batch = batch;
           if (progress) {
             eo.on_progress = [p = progress.get()](const EngineProgress& e) {
               if (e.kind == EngineProgress::Kind::prefill_layer) p->prefill_layer(e.layer, e.layers);
-              else p->decode_token(e.generated);
+              else p->decode_token(static_cast<int64_t>(e.tag), e.generated);
             };
           }
           // Streams this rank's slice (only its rows/columns with --tp) to the backend one
@@ -444,43 +466,61 @@ int run_command(const RunConfig& config) {
         RankTotals totals;
         bool stopped = false;
         try {
+          std::vector<int64_t> todo;  // not journaled yet, in schedule order
           for (int64_t d : mine) {
             if (store.done(d)) {
               if (progress) progress->document_skipped(d, docs[d].id);
               continue;
             }
-            // Stop signals reach ranks at different moments: the group agrees at each
-            // document boundary (and, inside the engine, at each layer and decode step).
-            int stop = stop_requested() ? 1 : 0, any_stop = 0;
-            groups.cp->all_reduce(&stop, &any_stop, 1, CommDtype::int32, ReduceOp::max, Stream{});
-            groups.tp->all_reduce(&any_stop, &any_stop, 1, CommDtype::int32, ReduceOp::max, Stream{});
-            if (any_stop) throw StopRequested{stop_signal()};
-            if (progress) progress->document_start(d, docs[d].id, docs[d].length, budget(d));
-            Bytes encoded;
-            int64_t generated = 0;
-            std::string finish = "length";
-            if (failed.count(d)) {
-              RunResult r = error_result(docs[d], failed.at(d));
-              finish = r.finish_reason;
-              encoded = encode_result(d, r);
-            } else if (dry) {
-              encoded = encode_result(d, dry_run_document(docs, docs[d], layout, groups));
-            } else if (scoring) {
-              encoded = encode_result(d, score_document(*engine, docs, docs[d], layout, totals, config.quiet));
-            } else {
-              RunResult r = generate_document(*engine, docs, docs[d], layout, config,
-                                              tokenizer ? &*tokenizer : nullptr, totals, config.quiet);
-              generated = static_cast<int64_t>(r.generated.size());
-              finish = r.finish_reason;
-              encoded = encode_result(d, r);
-            }
+            todo.push_back(d);
+          }
+          // Journaled as it finishes, whatever else is still decoding.
+          auto document_done = [&](int64_t d, const Bytes& encoded, int64_t generated, const std::string& finish) {
             if (leader) {
               store.add(encoded);
               totals.documents += 1;
               totals.prompt_tokens += docs[d].length;
               totals.generated_tokens += generated;
             }
-            if (progress) progress->document_done(generated, finish);
+            if (progress) progress->document_done(d, generated, finish);
+          };
+          // Continuous batching (DESIGN §5): a document's prefill runs alone on the ring,
+          // then it joins the decode batch; the batch steps while it is full or no document
+          // is left to join.
+          const Tokenizer* tok = tokenizer ? &*tokenizer : nullptr;
+          for (size_t next = 0; next < todo.size() || (engine && engine->batch_size() > 0);) {
+            if (next < todo.size() && (!engine || engine->batch_size() < engine->max_batch())) {
+              const int64_t d = todo[next++];
+              // Stop signals reach ranks at different moments: the group agrees at each
+              // document boundary (and, inside the engine, at each layer and decode step).
+              int stop = stop_requested() ? 1 : 0, any_stop = 0;
+              groups.cp->all_reduce(&stop, &any_stop, 1, CommDtype::int32, ReduceOp::max, Stream{});
+              groups.tp->all_reduce(&any_stop, &any_stop, 1, CommDtype::int32, ReduceOp::max, Stream{});
+              if (any_stop) throw StopRequested{stop_signal()};
+              if (progress) progress->document_start(d, docs[d].id, docs[d].length, budget(d));
+              if (failed.count(d)) {
+                const RunResult r = error_result(docs[d], failed.at(d));
+                document_done(d, encode_result(d, r), 0, r.finish_reason);
+              } else if (dry) {
+                document_done(d, encode_result(d, dry_run_document(docs, docs[d], layout, groups)), 0, "length");
+              } else if (scoring) {
+                document_done(d, encode_result(d, score_document(*engine, docs, docs[d], layout, totals, config.quiet)),
+                              0, "length");
+              } else {
+                const auto stripes = docs.read_stripes(docs[d], {layout.cp_rank}, layout.cp);
+                engine->join(stripes[0], docs[d].length, generate_options(docs[d], config, tok),
+                             static_cast<uint64_t>(d));
+              }
+            } else {
+              engine->step();
+            }
+            if (!engine) continue;
+            for (FinishedDocument& f : engine->take_finished()) {
+              const int64_t d = static_cast<int64_t>(f.tag);
+              log_document(docs[d], f.stats, totals, config.quiet);
+              const RunResult r = run_result(docs[d], f.result, layout, config, tok);
+              document_done(d, encode_result(d, r), static_cast<int64_t>(r.generated.size()), r.finish_reason);
+            }
           }
         } catch (const StopRequested&) {
           stopped = true;  // the group stopped together; the document in hand is dropped

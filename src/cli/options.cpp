@@ -72,6 +72,9 @@ po::options_description describe(const std::string& cmd, RunConfig& c) {
     if (cmd == "run") {
       d.add_options()
           ("max-new-tokens", po::value(&c.max_new_tokens)->value_name("N"), "tokens to generate at most (default 256; prompt + generated at most 2^31 - 1)")
+          ("max-batch", po::value(&c.max_batch)->value_name("B"),
+           "documents of a group decoded together, each joining after its own prefill (default: as many as memory "
+           "holds, at most 32; at most 256; the tokens do not depend on it)")
           ("temperature", po::value(&c.temperature)->value_name("T"), "sampling temperature; 0 = greedy (default)")
           ("top-p", po::value(&c.top_p)->value_name("P"), "nucleus sampling mass in (0, 1] (default 1)")
           ("top-k", po::value(&c.top_k)->value_name("K"), "sample among the K most likely tokens; 0 = all (default)")
@@ -176,6 +179,9 @@ void check_config(RunConfig& c, const po::variables_map& vm) {
          "--max-new-tokens must be between 0 and " + max_context +
              " (prompt plus generated tokens are at most " + max_context + ")");
     check_sampling_params(sampling_params(c), "ringinfer " + cmd);
+    // The decode batch runs through the engine's 256-row chunk scratch.
+    if (vm.count("max-batch")) need(c.max_batch >= 1 && c.max_batch <= 256, "--max-batch must be between 1 and 256");
+    else c.max_batch = 0;  // as many as memory holds (cmd_run)
     need(!(c.temperature == 0.0 && (vm.count("top-k") || vm.count("min-p")) && (c.top_k > 0 || c.min_p > 0.0)),
          "--top-k and --min-p have no effect with greedy decoding (--temperature 0): give a temperature or drop them");
     for (const std::string& st : c.stop) need(!st.empty(), "--stop must not be empty");
@@ -469,6 +475,7 @@ std::string format_config(const RunConfig& c) {
   }
   if (c.command == "run") {
     kn("max-new-tokens", c.max_new_tokens);
+    if (c.max_batch != 0) kn("max-batch", c.max_batch);
     kd("temperature", c.temperature);
     kd("top-p", c.top_p);
     // The controls added later only when set, so older configurations keep their fingerprint.

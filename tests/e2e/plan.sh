@@ -13,6 +13,11 @@ check "8B KV per token" "$out" "^KV per token +131072 bytes"
 check "8B KV per rank" "$out" "^  KV cache +68\.7[0-9] GB"
 check "8B fits on 2 H200" "$out" "total .*: fits$"
 check "8B smallest" "$out" "^smallest fitting 2 ranks"
+check "8B one document of 1M at a time" "$out" "^decode batch +1 documents"
+# Issue 20's job: 32 documents of 8K prompt + 128 new tokens (34 GB of KV) fit one H100.
+out=$("$RINGINFER" plan --model "$C/llama-3.1-8b.json" --context 8320 --ranks 1 --gpu-memory 80 2>&1)
+check "8B 8K: the default batch is 32" "$out" "^decode batch +32 documents"
+check "8B 8K: the batch's KV" "$out" "^  KV cache +1\.09 GB per document, 34\.9[0-9] GB for the decode batch"
 out=$("$RINGINFER" plan --model "$C/llama-3.1-70b.json" --context 1000000 --ranks 1 2>&1)
 check "70B KV total" "$out" "^KV total +327\.68 GB"
 check "70B does not fit one GPU" "$out" "DOES NOT FIT"

@@ -35,6 +35,24 @@ TEST(MemoryPlan, Llama8BOneMillionTokensOnTwoRanks) {
   EXPECT_NEAR(p8.total_per_rank / 1e9, 43.0, 3.0);
 }
 
+// Batched decode (DESIGN §5) holds one KV cache per document of the batch and everything
+// else once; the largest fitting batch is the last B whose total fits.
+TEST(MemoryPlan, DecodeBatchCountsOneKvCachePerDocument) {
+  PlanInput in; in.context = 8192; in.ranks = 1;
+  const MemoryPlan one = plan_memory(llama_8b(), in);
+  in.batch = 3;
+  const MemoryPlan three = plan_memory(llama_8b(), in);
+  EXPECT_EQ(three.kv_per_rank, one.kv_per_rank);
+  EXPECT_EQ(three.kv_batch_per_rank, 3 * one.kv_per_rank);
+  EXPECT_EQ(three.total_per_rank, one.total_per_rank + 2 * one.kv_per_rank);
+  const int64_t cap = one.total_per_rank + one.kv_per_rank * 5 / 2;  // room for 2.5 more caches
+  EXPECT_EQ(largest_fitting_batch(llama_8b(), in, cap, 32), 3);
+  EXPECT_EQ(largest_fitting_batch(llama_8b(), in, cap, 2), 2);  // capped
+  EXPECT_EQ(largest_fitting_batch(llama_8b(), in, one.total_per_rank - 1, 32), 0);
+  // The job: 32 documents of 8K tokens fit one 80 GB H100 (34 GB of bf16 KV).
+  EXPECT_EQ(largest_fitting_batch(llama_8b(), in, int64_t(80e9), 32), 32);
+}
+
 // fp8 KV: one byte per value plus a 4-byte scale per token and KV head (for K and for V),
 // and on CUDA a bf16 copy of one ring block for prefill's attention.
 TEST(MemoryPlan, Fp8KvCountsScalesAndTheDequantizedBlock) {

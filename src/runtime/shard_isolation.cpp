@@ -33,10 +33,10 @@
 #include <optional>
 #include <thread>
 
-#include "comm/comm_checks.h"
 #include "ringinfer/error.h"
 #include "ringinfer/shard.h"
 #include "ringinfer/signals.h"
+#include "runtime/deadline.h"
 
 extern char** environ;
 
@@ -425,7 +425,6 @@ std::string validate_shards_in_child(const std::vector<std::string>& paths, int6
   std::string buf;
   bool eof = false;
   // The communicators' deadline: a huge --comm-timeout saturates instead of overflowing the clock.
-  using comm_detail::Deadline;
   Deadline stall(stall_s);  // restarted by every report from the child
   Deadline tick(options.tick_interval_s);
   const auto tick_if_due = [&] {

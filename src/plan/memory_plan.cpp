@@ -65,6 +65,7 @@ MemoryPlan plan_unchecked(const ModelConfig& c, const PlanInput& in) {
   p.kv_total = mul(p.kv_bytes_per_token, in.context);
   p.local_tokens = in.context / N + (in.context % N != 0 ? 1 : 0);  // ceil without overflow
   p.kv_per_rank = mul(2, L, kv_heads_local, head_bytes, p.local_tokens);
+  p.kv_batch_per_rank = mul(p.kv_per_rank, in.batch);
 
   // Per local token, layer-major prefill keeps: the residual stream (fp32, replicated
   // over TP), Q of one layer and its output O (fp32 for the LSE merge), and two ring
@@ -81,7 +82,7 @@ MemoryPlan plan_unchecked(const ModelConfig& c, const PlanInput& in) {
   const int64_t chunk = std::min<int64_t>(in.token_chunk, std::max<int64_t>(1, p.local_tokens));
   p.scratch_per_rank = mul(chunk, add(mul(2, c.intermediate_size / T, in.act_bytes), mul(3, c.hidden_size, 4),
                                       mul((c.vocab_size + T - 1) / T, 4)));
-  p.total_per_rank = add(p.weights_per_rank, p.kv_per_rank, p.activations_per_rank, p.scratch_per_rank);
+  p.total_per_rank = add(p.weights_per_rank, p.kv_batch_per_rank, p.activations_per_rank, p.scratch_per_rank);
 
   p.ring_step_bytes = mul(2, kv_heads_local, head_bytes, p.local_tokens);
   // Causal striped blocks are lower-triangular: half of n x n scores, two matmuls (QK^T, PV).
@@ -96,8 +97,8 @@ void check_input(const ModelConfig& c, const PlanInput& in) {
   RI_CHECK(in.context >= 0 && in.context <= kMaxContextTokens,
            "plan: a context of " + std::to_string(in.context) + " tokens is outside [0, " +
                std::to_string(kMaxContextTokens) + "], the longest context ringinfer supports");
-  RI_CHECK(in.weight_bytes > 0 && in.kv_bytes > 0 && in.act_bytes > 0 && in.token_chunk > 0,
-           "plan: element sizes and the token chunk must be positive");
+  RI_CHECK(in.weight_bytes > 0 && in.kv_bytes > 0 && in.act_bytes > 0 && in.token_chunk > 0 && in.batch > 0,
+           "plan: element sizes, the token chunk and the batch must be positive");
   RI_CHECK(in.kv_scale_bytes >= 0 && in.kv_copy_bytes >= 0, "plan: KV scale and copy sizes must not be negative");
   // The divisibility rule of the tensor-parallel loader: plan and run agree on which
   // --tp values split the model.
@@ -115,6 +116,15 @@ MemoryPlan plan_memory(const ModelConfig& c, const PlanInput& in) {
                 std::to_string(in.ranks) + " ranks (--tp " + std::to_string(in.tp) +
                 ") does not fit in 64-bit byte counts: it fits no machine");
   }
+}
+
+int64_t largest_fitting_batch(const ModelConfig& c, PlanInput in, int64_t capacity, int64_t max_batch) {
+  in.batch = 1;
+  const MemoryPlan one = plan_memory(c, in);
+  if (one.total_per_rank > capacity) return 0;
+  // Each document more adds one KV cache; everything else is held once.
+  if (one.kv_per_rank == 0) return max_batch;
+  return std::min(max_batch, 1 + (capacity - one.total_per_rank) / one.kv_per_rank);
 }
 
 int smallest_fitting_ranks(const ModelConfig& c, PlanInput in, int64_t capacity) {
