@@ -100,7 +100,6 @@ struct Engine::State {
   int64_t H = 0, Hkv = 0, D = 0, hidden = 0, inter = 0, vocab = 0, vl = 0, chunk = 0;
   float eps = 0.0f, scale = 0.0f;
   EngineStats stats;
-  int64_t S = 0;  // length of the current document
 
   AttentionHeads heads;                  // this rank's heads and the softmax scale
   std::unique_ptr<RingAttention> ring;   // prefill's pass-KV ring (attention/)
@@ -388,11 +387,6 @@ struct Engine::State {
     return row_cols(lg_all, 0, vocab);
   }
 
-  // The token sampled on CP rank `root` from the hidden row x_row (ignored elsewhere), on
-  // every rank: root samples, then broadcasts the id. With T > 1 the TP ranks of root
-  // sample from the same gathered row, and TP rank 0's token is broadcast over the TP group
-  // so that rounding differences can never make them disagree.
-
   // The tokens sampled on CP rank `root` from the hidden rows x_rows (row b: document
   // seqs[b], at its step = tokens generated so far; x_rows is ignored elsewhere), on every
   // rank: root samples, then broadcasts the ids. With T > 1 the TP ranks of root sample
@@ -577,7 +571,6 @@ DocumentScore Engine::score_stripes(const std::vector<int32_t>& stripe, const st
   State& s = *s_;
   const auto t0 = std::chrono::steady_clock::now();
   s.stats = EngineStats();
-  s.S = S;
   s.check_document(stripe, &next, S, S);
   DocumentScore res;
   if (S < 2) {  // nothing to predict; every rank knows S, so all return here together

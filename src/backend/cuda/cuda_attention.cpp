@@ -2,7 +2,7 @@
 // the striped mask, merged into the running (O, LSE). Four paths, tried in this order:
 //   decode  one query that sees every key, head_dim 64/128: split-KV decode kernel into a
 //           scratch (O, LSE), then merge_attention (the kernel writes, it does not merge);
-//   cudnn   --attention cudnn (auto: head_dim 128 only), at least 2 query rows, a shape cuDNN takes: cuDNN SDPA
+//   cudnn   --attention cudnn only, at least 2 query rows, a shape cuDNN takes: cuDNN SDPA
 //           (cudnn_attention.h) into a bf16 O and fp32 LSE scratch, then merge_attention_sdpa;
 //   flash   head_dim 64/128: flash_attention_forward with merge = true;
 //   generic any head_dim <= 256: generic_attention (small models, tests).
@@ -85,16 +85,7 @@ bool CudaBackend::attention_cudnn(const Tensor& q, const Tensor& k, const Tensor
   const int64_t q_len = nq - skip, kv_len = nq + off;
   if (q_len <= 0) return true;  // no row sees a key: (O, LSE) unchanged
   if (kv_len > nk || nq >= (int64_t(1) << 31) || nk >= (int64_t(1) << 31)) return false;
-  if (cudnn_unavailable_) return false;
-  if (!cudnn_) {
-    try {
-      cudnn_ = new CudnnSdpa();
-    } catch (const std::exception& e) {
-      cudnn_unavailable_ = true;
-      log::warn(std::string(e.what()) + "; attention uses the native kernels");
-      return false;
-    }
-  }
+  if (!cudnn_) return false;  // made by the constructor for --attention cudnn
   SdpaShape shape;
   shape.q_rows = nq;
   shape.kv_rows = nk;

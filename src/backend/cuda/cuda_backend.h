@@ -107,8 +107,7 @@ class CudaBackend final : public Backend {
   // Uploads up to this size go straight from pageable memory: the driver stages them at
   // once, so cudaMemcpyAsync neither blocks nor needs our staging (the decode token).
   static constexpr size_t kDirectUploadBytes = size_t(64) << 10;
-  CudnnSdpa* cudnn_ = nullptr;  // created on first use by attention_cudnn (cudnn_attention.h)
-  bool cudnn_unavailable_ = false;  // the build has no cuDNN path or the library did not start
+  CudnnSdpa* cudnn_ = nullptr;  // --attention cudnn only: made by the constructor (cudnn_attention.h)
   void* scratch_[kSlots] = {};
   size_t scratch_bytes_[kSlots] = {};
 };
