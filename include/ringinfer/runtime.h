@@ -36,6 +36,18 @@ class MpiRuntime {
   bool finalize_ = false;
 };
 
+// libgomp's default barrier spins for up to ~1 ms before sleeping: on a loaded or shared
+// machine a spinning thread takes the core its peer needs (measured on 2 shared cores:
+// decode 4.4 tok/s spinning, 29 passive). libgomp reads the policy once, when it loads,
+// so this re-executes the program with OMP_WAIT_POLICY=passive unless the user set
+// OMP_WAIT_POLICY or GOMP_SPINCOUNT. Call first thing in main, before MPI_Init.
+void exec_with_passive_omp_wait(char** argv);
+
+// Sets this rank's OpenMP team size to the CPUs of its affinity mask divided by the
+// ranks of this node whose masks overlap it (at least 1; OMP_NUM_THREADS, when set, wins)
+// and OpenBLAS to one thread per caller; returns the team size. Collective over the node.
+int configure_cpu_threads();
+
 // Number of GPUs visible to this process (respects CUDA_VISIBLE_DEVICES); 0 in builds
 // without CUDA or when the driver finds none.
 int visible_gpu_count();

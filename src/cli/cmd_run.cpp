@@ -279,6 +279,7 @@ int run_command(const RunConfig& config) {
   return run_guarded(
       [&]() -> int {
         set_comm_timeout(config.comm_timeout_s);  // before the first collective
+        configure_cpu_threads();                   // before any OpenMP region or BLAS call
         const auto job_start = std::chrono::steady_clock::now();
         const RankInfo& me = mpi.info();
         // Rank 0 reports progress (a bar on a terminal, JSON lines otherwise, none with -q).
