@@ -37,8 +37,8 @@ CommDtype comm_dtype(DType t) {
     case DType::bf16: return CommDtype::bfloat16;
     case DType::i32: return CommDtype::int32;
     case DType::f64: return CommDtype::float64;
+    default: return CommDtype::uint8;  // weight storage types: never communicated
   }
-  return CommDtype::uint8;
 }
 
 // Columns [begin, begin + count) of a one-row tensor, as a (1, count) view.

@@ -1,25 +1,39 @@
 // CPU attention: one block of local queries against one block of keys under the striped
 // causal mask, merged into the running (O, LSE). Tiled with online softmax, so memory is
-// O(tile) whatever the sequence length (no S x S matrix); GQA by head index.
+// O(tile) whatever the sequence length (no S x S matrix); GQA by head index. The tile
+// products are OpenBLAS sgemm calls and the exponentials AVX2 when the CPU has it.
+#include <cblas.h>
+
 #include <algorithm>
 #include <cmath>
 #include <limits>
 #include <vector>
 
 #include "backend/cpu/cpu_backend.h"
+#include "backend/cpu/cpu_simd.h"
 #include "ringinfer/striped.h"
 
 namespace ringinfer::cpu {
 
 namespace {
-constexpr int64_t kQueryTile = 16;
-constexpr int64_t kKeyTile = 64;
+constexpr int64_t kQueryTile = 64;  // query rows per task: S and P tiles stay in L2
+constexpr int64_t kKeyTile = 128;
 
-inline float dot(const float* a, const float* b, int64_t d) {
-  float s = 0.0f;
-#pragma omp simd reduction(+ : s)
-  for (int64_t k = 0; k < d; ++k) s += a[k] * b[k];
-  return s;
+// p[j] = exp(s[j] - m) for j < n, returning their sum; s[j] = -inf gives 0.
+float exp_row(const float* s, float m, int64_t n, float* p) {
+  int64_t j = 0;
+  float sum = 0.0f;
+#if RI_X86_SIMD
+  if (have_avx2()) {
+    sum = exp_row_avx2(s, m, n, p);
+    j = n / 8 * 8;
+  }
+#endif
+  for (; j < n; ++j) {
+    p[j] = std::exp(s[j] - m);
+    sum += p[j];
+  }
+  return sum;
 }
 }  // namespace
 
@@ -35,6 +49,8 @@ void CpuBackend::attention(const Tensor& q, const Tensor& k, const Tensor& v, co
   const float ninf = -std::numeric_limits<float>::infinity();
   const bool flip = options_.flip_mask_diagonal;
 
+  // Per (head, query tile): online softmax over key tiles; S = Q K^T and O += P V are
+  // sgemm calls on the strided head slices (single-threaded; the team splits the tasks).
 #pragma omp parallel
   {
     std::vector<float> acc(kQueryTile * D), sc(kQueryTile * kKeyTile), ob(D);
@@ -55,33 +71,36 @@ void CpuBackend::attention(const Tensor& q, const Tensor& k, const Tensor& v, co
           l[t] = 0.0f;
         }
         std::fill(acc.begin(), acc.begin() + rows * D, 0.0f);
+        const float* qh = q.f32() + i0 * qs + h * D;
         for (int64_t j0 = 0; j0 < kmax; j0 += kKeyTile) {
           const int64_t jn = std::min(kKeyTile, kmax - j0);
+          const float* kh = k.f32() + j0 * ks + kvh * D;
+          const float* vh = v.f32() + j0 * ks + kvh * D;
+          cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(rows), static_cast<int>(jn),
+                      static_cast<int>(D), sh.scale, qh, static_cast<int>(qs), kh, static_cast<int>(ks), 0.0f,
+                      sc.data(), static_cast<int>(kKeyTile));
           for (int64_t t = 0; t < rows; ++t) {
-            const float* qrow = q.f32() + (i0 + t) * qs + h * D;
             float* srow = sc.data() + t * kKeyTile;
+            const int64_t vis = std::clamp<int64_t>(cnt[t] - j0, 0, jn);  // keys j0 + [0, vis) are visible
             float rmax = ninf;
-            for (int64_t jj = 0; jj < jn; ++jj) {
-              const int64_t j = j0 + jj;
-              srow[jj] = j < cnt[t] ? dot(qrow, k.f32() + j * ks + kvh * D, D) * sh.scale : ninf;
-              rmax = std::max(rmax, srow[jj]);
+            for (int64_t jj = 0; jj < vis; ++jj) rmax = std::max(rmax, srow[jj]);
+            if (rmax == ninf) {  // nothing visible in this tile for this row: P row = 0
+              std::fill(srow, srow + jn, 0.0f);
+              continue;
             }
-            if (rmax == ninf) continue;  // nothing visible in this tile for this row
             const float m_new = std::max(m[t], rmax);
             const float alpha = std::exp(m[t] - m_new);  // 0 when m[t] = -inf
-            float* a = acc.data() + t * D;
-            l[t] *= alpha;
-            for (int64_t d = 0; d < D; ++d) a[d] *= alpha;
-            for (int64_t jj = 0; jj < jn; ++jj) {
-              if (srow[jj] == ninf) continue;
-              const float p = std::exp(srow[jj] - m_new);
-              l[t] += p;
-              const float* vrow = v.f32() + (j0 + jj) * ks + kvh * D;
-#pragma omp simd
-              for (int64_t d = 0; d < D; ++d) a[d] += p * vrow[d];
+            l[t] = l[t] * alpha + exp_row(srow, m_new, vis, srow);
+            std::fill(srow + vis, srow + jn, 0.0f);
+            if (alpha != 1.0f) {
+              float* a = acc.data() + t * D;
+              for (int64_t d = 0; d < D; ++d) a[d] *= alpha;
             }
             m[t] = m_new;
           }
+          cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<int>(rows), static_cast<int>(D),
+                      static_cast<int>(jn), 1.0f, sc.data(), static_cast<int>(kKeyTile), vh, static_cast<int>(ks),
+                      1.0f, acc.data(), static_cast<int>(D));
         }
         for (int64_t t = 0; t < rows; ++t) {
           const int64_t row = i0 + t;

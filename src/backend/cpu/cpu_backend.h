@@ -1,6 +1,6 @@
 #pragma once
-// The CPU backend: fp32 everywhere, OpenBLAS sgemm for matmuls, OpenMP loops for the
-// rest. Ops run synchronously on the calling thread's team, so streams and events are
+// The CPU backend: fp32 activations, fp32 or GGUF-quantized weights (cpu_matmul.cpp),
+// OpenBLAS sgemm and OpenMP loops. Ops run synchronously on the calling thread's team, so streams and events are
 // no-ops. Private to backend/cpu/.
 #include <atomic>
 #include <memory>
@@ -24,6 +24,7 @@ class CpuBackend final : public Backend {
 
   Tensor alloc(int64_t rows, int64_t cols, DType dtype) override;
   Tensor upload_weight(const HostTensor& w) override;
+  bool takes_quantized_weights() const override { return true; }
   Tensor alloc_kv(int64_t rows, int64_t cols) override { return alloc(rows, cols, DType::f32); }
   void copy_from_host(const Tensor& dst, const void* src) override;
   void copy_to_host(void* dst, const Tensor& src) override;
@@ -53,6 +54,14 @@ class CpuBackend final : public Backend {
   CpuBackendOptions options_;
   std::shared_ptr<Counters> counters_;
 };
+
+// Weight storage matmul() and embed() accept: fp32, or a GGUF type kept as stored.
+inline bool is_weight_dtype(DType t) {
+  return t == DType::f32 || t == DType::f16 || t == DType::bf16 || t == DType::q8_0 || t == DType::q4_0 ||
+         t == DType::q4_1;
+}
+// n elements (whole blocks) of weight storage type t at src as fp32 (cpu_matmul.cpp).
+void dequant_row(DType t, const unsigned char* src, int64_t n, float* dst);
 
 // Throws Error("cpu backend: <op>: <what>") unless cond holds (backend/backend_checks.h).
 inline void check(bool cond, const char* op, const std::string& what) {
