@@ -58,10 +58,11 @@ int visible_gpu_count();
 // communicator supports (make_staged_comm; NCCL refuses two ranks on one GPU).
 int bind_gpu(const RankInfo& info, bool allow_shared = false);
 
-// Runs body; on ringinfer::Error (or any exception) prints "[rank r] error: ..." and
-// returns exit_code. Every rank is expected to reach the same error for collective
-// problems (bad input files); when only some ranks fail, they call MPI_Abort so the
-// others cannot hang in a collective.
+// Runs body; on ringinfer::Error (or any exception) returns exit_code (1 for a non-Error
+// exception). When every rank fails (they agree within seconds, on a communicator of
+// their own), rank 0 alone prints "[rank 0] error: ..." and every rank returns, so the
+// job ends by MPI_Finalize without MPI_Abort's banner; when only some ranks fail, each
+// prints its error and calls MPI_Abort so the others cannot hang in a collective.
 int run_guarded(const std::function<int()>& body, int exit_code_on_error = 2);
 
 }  // namespace ringinfer
