@@ -112,6 +112,51 @@ TEST(Progress, JsonEventsRatesAndEta) {
   EXPECT_NEAR(lines.back().at("elapsed_s").get<double>(), 7.5, 1e-3);
 }
 
+// The ETA follows the recent rates, phase by phase (the case: 22 tokens left at
+// 2.9 tok/s read 0.9 s when prefill tokens and decode tokens were averaged together).
+TEST(Progress, EtaFromRecentRates) {
+  Capture c;
+  Progress p(c.options(ProgressFormat::none));
+  p.job_start(2, 2 * (1000 + 50));
+  p.document_start(0, "a", 1000, 50);
+  EXPECT_LT(p.eta_seconds(), 0);  // nothing known yet
+  for (int k = 1; k <= 10; ++k) {  // prefill: 10 layers, 0.1 s each
+    c.t += 0.1;
+    p.prefill_layer(k, 10);
+  }
+  for (int g = 1; g <= 10; ++g) {  // a first burst at 10 tok/s, then 20 tokens at 2.9 tok/s
+    c.t += 0.1;
+    p.decode_token(g);
+  }
+  for (int g = 11; g <= 28; ++g) {
+    c.t += 1 / 2.9;
+    p.decode_token(g);
+  }
+  // 22 tokens left at ~2.9 tok/s (moving average) = 7.6 s, then the second document:
+  // its 1050 units of work at this document's seconds per unit so far... the recent
+  // token rate rules this document's part:
+  const double token_s = 1 / 2.9;
+  const double this_doc = 22 * token_s;
+  const double eta = p.eta_seconds();
+  EXPECT_GT(eta, this_doc * 0.97);
+  // The next document is estimated from this one's time per unit of work, projected to its end.
+  const double elapsed = 1.0 + 1.0 + 18 / 2.9;
+  const double projected = (elapsed + this_doc) / 1050.0 * 1050.0;
+  EXPECT_NEAR(eta, this_doc + projected, 0.05 * (this_doc + projected));
+  for (int g = 29; g <= 50; ++g) {
+    c.t += 1 / 2.9;
+    p.decode_token(g);
+  }
+  p.document_done(50, "length");
+  const double doc_s = c.t - 100.0;
+  // The second document: at the first one's seconds per unit of work.
+  EXPECT_NEAR(p.eta_seconds(), doc_s, 1e-6);
+  p.document_start(1, "b", 1000, 50);
+  c.t += 0.5;
+  p.prefill_layer(5, 10);  // half the layers in 0.5 s; 50 tokens at the last rate (~2.9/s)
+  EXPECT_NEAR(p.eta_seconds(), 0.5 + 50 / 2.9, 0.3);
+}
+
 TEST(Progress, JsonThrottlesLayerAndTokenEvents) {
   Capture c;
   auto o = c.options(ProgressFormat::json);
