@@ -212,6 +212,8 @@ struct CpuBackendOptions {
   // Test only: flips the diagonal of the causal mask (a query does not see its own key),
   // so the suite can show it detects striping errors.
   bool flip_mask_diagonal = false;
+  // Test only: the portable C++ kernels even on a CPU with AVX2/FMA, so the suite checks both.
+  bool portable_kernels = false;
 };
 
 std::unique_ptr<Backend> make_cpu_backend(const CpuBackendOptions& options = {});

@@ -20,14 +20,16 @@ constexpr int64_t kQueryTile = 64;  // query rows per task: S and P tiles stay i
 constexpr int64_t kKeyTile = 128;
 
 // p[j] = exp(s[j] - m) for j < n, returning their sum; s[j] = -inf gives 0.
-float exp_row(const float* s, float m, int64_t n, float* p) {
+float exp_row(const float* s, float m, int64_t n, float* p, bool simd) {
   int64_t j = 0;
   float sum = 0.0f;
 #if RI_X86_SIMD
-  if (have_avx2()) {
+  if (simd) {
     sum = exp_row_avx2(s, m, n, p);
     j = n / 8 * 8;
   }
+#else
+  (void)simd;
 #endif
   for (; j < n; ++j) {
     p[j] = std::exp(s[j] - m);
@@ -90,7 +92,7 @@ void CpuBackend::attention(const Tensor& q, const Tensor& k, const Tensor& v, co
             }
             const float m_new = std::max(m[t], rmax);
             const float alpha = std::exp(m[t] - m_new);  // 0 when m[t] = -inf
-            l[t] = l[t] * alpha + exp_row(srow, m_new, vis, srow);
+            l[t] = l[t] * alpha + exp_row(srow, m_new, vis, srow, simd_);
             std::fill(srow + vis, srow + jn, 0.0f);
             if (alpha != 1.0f) {
               float* a = acc.data() + t * D;

@@ -89,10 +89,10 @@ void CpuBackend::embed(const Tensor& table, const Tensor& tokens, const Tensor& 
   for (int64_t i = 0; i < n; ++i)
     check(ids[i] >= 0 && ids[i] < vocab, "embed",
           "token " + std::to_string(ids[i]) + " outside the vocabulary of " + std::to_string(vocab));
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (n * hidden >= kParallelMin)
   for (int64_t i = 0; i < n; ++i)
     dequant_row(table.dtype(), static_cast<const unsigned char*>(table.data()) + storage_bytes(table.dtype(), ids[i] * hidden),
-                hidden, out.f32() + i * hidden);
+                hidden, out.f32() + i * hidden, simd_);
 }
 
 void CpuBackend::rmsnorm(const Tensor& x, const Tensor& weight, float eps, const Tensor& out) {
@@ -100,7 +100,7 @@ void CpuBackend::rmsnorm(const Tensor& x, const Tensor& weight, float eps, const
   expect(weight, d, 1, DType::f32, "rmsnorm", "weight");
   expect(out, n, d, DType::f32, "rmsnorm", "out");
   const float* w = weight.f32();
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (n * d >= kParallelMin)
   for (int64_t i = 0; i < n; ++i) {
     const float* xi = x.f32() + i * d;
     float* oi = out.f32() + i * d;
@@ -118,7 +118,7 @@ void CpuBackend::rope(const Tensor& x, int64_t n_heads, const Tensor& inv_freq, 
         "x is " + shape(x) + " for " + std::to_string(n_heads) + " heads of " + std::to_string(2 * half));
   expect(inv_freq, 1, half, DType::f64, "rope", "inv_freq");
   const double* f = inv_freq.f64();
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (n * x.cols() >= kParallelMin)
   for (int64_t i = 0; i < n; ++i) {
     const double pos = static_cast<double>(pos_start + i * pos_stride);
     float* row = x.f32() + i * x.cols();
@@ -150,7 +150,7 @@ void CpuBackend::swiglu(const Tensor& gate, const Tensor& up) {
   float* g = gate.f32();
   const float* u = up.f32();
   const int64_t n = gate.numel();
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (n >= kParallelMin)
   for (int64_t i = 0; i < n; ++i) g[i] = g[i] / (1.0f + std::exp(-g[i])) * u[i];
 }
 
@@ -162,7 +162,7 @@ void CpuBackend::target_logprobs(const Tensor& logits, const Tensor& targets, co
   for (int64_t i = 0; i < n; ++i)
     check(targets.i32()[i] >= 0 && targets.i32()[i] < V, "target_logprobs",
           "target " + std::to_string(targets.i32()[i]) + " outside the vocabulary of " + std::to_string(V));
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (n * V >= kParallelMin)
   for (int64_t i = 0; i < n; ++i) {
     const float* l = logits.f32() + i * V;
     float m = l[0];

@@ -6,6 +6,7 @@
 #include <memory>
 
 #include "backend/backend_checks.h"
+#include "backend/cpu/cpu_simd.h"
 #include "ringinfer/backend.h"
 
 namespace ringinfer::cpu {
@@ -13,7 +14,7 @@ namespace ringinfer::cpu {
 class CpuBackend final : public Backend {
  public:
   explicit CpuBackend(const CpuBackendOptions& options)
-      : options_(options), counters_(std::make_shared<Counters>()) {}
+      : options_(options), simd_(!options.portable_kernels && have_avx2()), counters_(std::make_shared<Counters>()) {}
   const char* name() const override { return "cpu"; }
 
   Stream stream() override { return Stream{}; }
@@ -52,8 +53,14 @@ class CpuBackend final : public Backend {
     std::atomic<int64_t> peak{0};  // high-water mark of live
   };
   CpuBackendOptions options_;
+  bool simd_;  // AVX2/FMA kernels (cpu_simd.h) rather than the portable ones
   std::shared_ptr<Counters> counters_;
 };
+
+// Elements of work below which an elementwise op runs on the calling thread alone: waking
+// the team costs microseconds (more with a passive wait policy), and decode runs hundreds
+// of one-row ops per token.
+constexpr int64_t kParallelMin = 1 << 15;
 
 // Weight storage matmul() and embed() accept: fp32, or a GGUF type kept as stored.
 inline bool is_weight_dtype(DType t) {
@@ -61,7 +68,8 @@ inline bool is_weight_dtype(DType t) {
          t == DType::q4_1;
 }
 // n elements (whole blocks) of weight storage type t at src as fp32 (cpu_matmul.cpp).
-void dequant_row(DType t, const unsigned char* src, int64_t n, float* dst);
+// simd: the AVX2 code (only where have_avx2(), cpu_simd.h).
+void dequant_row(DType t, const unsigned char* src, int64_t n, float* dst, bool simd);
 
 // Throws Error("cpu backend: <op>: <what>") unless cond holds (backend/backend_checks.h).
 inline void check(bool cond, const char* op, const std::string& what) {

@@ -1,7 +1,6 @@
 // CPU matmul: out = x W^T for fp32 weights and for GGUF weights kept quantized
-// (Q8_0, Q4_0, Q4_1, F16, BF16). Quantized weights are dequantized block by block inside
-// the loops, to the same fp32 values as dequantizing at load (q * d is exact in fp32, so
-// q * d + m rounds once either way), with fp32 accumulation: a quarter of the bytes read.
+// (Q8_0, Q4_0, Q4_1, F16, BF16), which stay as stored and are dequantized block by block
+// inside the loops, fp32 arithmetic throughout: a quarter of the bytes of fp32 weights.
 //   - a few rows of x (decode): a GEMV per weight row, AVX2/FMA when the CPU has it
 //     (runtime dispatch: the binary keeps the x86-64 baseline), else portable C++;
 //   - more rows (prefill): each thread dequantizes a panel of weight rows to fp32 scratch
@@ -27,79 +26,103 @@ constexpr int64_t kPanelRows = 256;   // weight rows per dequantized panel (scra
 // ---------------------------------------------------------------- portable kernels
 
 float dot_portable(DType t, const unsigned char* w, const float* x, int64_t n, float* tmp) {
-  dequant_row(t, w, n, tmp);
+  dequant_row(t, w, n, tmp, false);
   float s = 0.0f;
   for (int64_t k = 0; k < n; ++k) s += tmp[k] * x[k];
   return s;
 }
 
 // ---------------------------------------------------------------- AVX2 + FMA kernels
+// Per block, sum_j w_j x_j = d sum_j q_j x_j (+ m sum_j x_j for Q4_1, with the block sums
+// of x computed once per x row): the integer codes meet x in fp32 and the scale is applied
+// once per block. The same sum as with dequantized weights, rounded in another order.
 #if RI_X86_SIMD
-RI_AVX2 float dot_q4_1_avx2(const unsigned char* w, const float* x, int64_t nb) {
-  __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+// The 16 code bytes at p as 32 values: element j in the low nibble of byte j, element
+// j + 16 in the high nibble; minus `bias` (8 for Q4_0, 0 for Q4_1). Returns sum_j q_j x_j.
+RI_AVX2 inline __m256 nibbles_dot_avx2(const unsigned char* p, const float* x, __m128i bias) {
   const __m128i low = _mm_set1_epi8(0x0f);
+  const __m128i q = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+  const __m128i lo = _mm_sub_epi8(_mm_and_si128(q, low), bias);
+  const __m128i hi = _mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(q, 4), low), bias);
+  __m256 s = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(lo)), _mm256_loadu_ps(x));
+  s = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(lo, 8))), _mm256_loadu_ps(x + 8), s);
+  s = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(hi)), _mm256_loadu_ps(x + 16), s);
+  return _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(hi, 8))), _mm256_loadu_ps(x + 24), s);
+}
+
+RI_AVX2 float dot_q4_1_avx2(const unsigned char* w, const float* x, const float* xsum, int64_t nb) {
+  __m256 acc = _mm256_setzero_ps();
+  float macc = 0.0f;
+  const __m128i zero = _mm_setzero_si128();
   for (int64_t b = 0; b < nb; ++b, w += dtype::kQ4_1Bytes, x += dtype::kQBlock) {
-    const __m256 d = _mm256_set1_ps(f16_avx2(w)), m = _mm256_set1_ps(f16_avx2(w + 2));
-    const __m128i q = _mm_loadu_si128(reinterpret_cast<const __m128i*>(w + 4));
-    const __m128i lo = _mm_and_si128(q, low), hi = _mm_and_si128(_mm_srli_epi16(q, 4), low);
-    // Byte j holds element j (low nibble) and j + 16 (high nibble).
-    const __m256 w0 = _mm256_fmadd_ps(u8_to_ps(lo), d, m), w1 = _mm256_fmadd_ps(u8_to_ps(_mm_srli_si128(lo, 8)), d, m);
-    const __m256 w2 = _mm256_fmadd_ps(u8_to_ps(hi), d, m), w3 = _mm256_fmadd_ps(u8_to_ps(_mm_srli_si128(hi, 8)), d, m);
-    acc0 = _mm256_fmadd_ps(w0, _mm256_loadu_ps(x), acc0);
-    acc1 = _mm256_fmadd_ps(w1, _mm256_loadu_ps(x + 8), acc1);
-    acc0 = _mm256_fmadd_ps(w2, _mm256_loadu_ps(x + 16), acc0);
-    acc1 = _mm256_fmadd_ps(w3, _mm256_loadu_ps(x + 24), acc1);
+    acc = _mm256_fmadd_ps(nibbles_dot_avx2(w + 4, x, zero), _mm256_set1_ps(f16_avx2(w)), acc);
+    macc += f16_avx2(w + 2) * xsum[b];
   }
-  return hsum_avx2(_mm256_add_ps(acc0, acc1));
+  return hsum_avx2(acc) + macc;
 }
 
 RI_AVX2 float dot_q4_0_avx2(const unsigned char* w, const float* x, int64_t nb) {
-  __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
-  const __m128i low = _mm_set1_epi8(0x0f);
-  for (int64_t b = 0; b < nb; ++b, w += dtype::kQ4_0Bytes, x += dtype::kQBlock) {
-    const float dd = f16_avx2(w);
-    // (q - 8) d = q d - 8 d, both products exact: one rounding, as at load.
-    const __m256 d = _mm256_set1_ps(dd), m = _mm256_set1_ps(-8.0f * dd);
-    const __m128i q = _mm_loadu_si128(reinterpret_cast<const __m128i*>(w + 2));
-    const __m128i lo = _mm_and_si128(q, low), hi = _mm_and_si128(_mm_srli_epi16(q, 4), low);
-    const __m256 w0 = _mm256_fmadd_ps(u8_to_ps(lo), d, m), w1 = _mm256_fmadd_ps(u8_to_ps(_mm_srli_si128(lo, 8)), d, m);
-    const __m256 w2 = _mm256_fmadd_ps(u8_to_ps(hi), d, m), w3 = _mm256_fmadd_ps(u8_to_ps(_mm_srli_si128(hi, 8)), d, m);
-    acc0 = _mm256_fmadd_ps(w0, _mm256_loadu_ps(x), acc0);
-    acc1 = _mm256_fmadd_ps(w1, _mm256_loadu_ps(x + 8), acc1);
-    acc0 = _mm256_fmadd_ps(w2, _mm256_loadu_ps(x + 16), acc0);
-    acc1 = _mm256_fmadd_ps(w3, _mm256_loadu_ps(x + 24), acc1);
-  }
-  return hsum_avx2(_mm256_add_ps(acc0, acc1));
+  __m256 acc = _mm256_setzero_ps();
+  const __m128i eight = _mm_set1_epi8(8);
+  for (int64_t b = 0; b < nb; ++b, w += dtype::kQ4_0Bytes, x += dtype::kQBlock)
+    acc = _mm256_fmadd_ps(nibbles_dot_avx2(w + 2, x, eight), _mm256_set1_ps(f16_avx2(w)), acc);
+  return hsum_avx2(acc);
 }
 
 RI_AVX2 float dot_q8_0_avx2(const unsigned char* w, const float* x, int64_t nb) {
-  __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+  __m256 acc = _mm256_setzero_ps();
   for (int64_t b = 0; b < nb; ++b, w += dtype::kQ8_0Bytes, x += dtype::kQBlock) {
-    const __m256 d = _mm256_set1_ps(f16_avx2(w));
-    for (int k = 0; k < 32; k += 16) {
-      const __m128i q0 = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(w + 2 + k));
-      const __m128i q1 = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(w + 10 + k));
-      const __m256 w0 = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q0)), d);
-      const __m256 w1 = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q1)), d);
-      acc0 = _mm256_fmadd_ps(w0, _mm256_loadu_ps(x + k), acc0);
-      acc1 = _mm256_fmadd_ps(w1, _mm256_loadu_ps(x + k + 8), acc1);
-    }
+    const unsigned char* q = w + 2;
+    __m256 s = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(q)))),
+                             _mm256_loadu_ps(x));
+    for (int k = 8; k < 32; k += 8)
+      s = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(q + k)))),
+                          _mm256_loadu_ps(x + k), s);
+    acc = _mm256_fmadd_ps(s, _mm256_set1_ps(f16_avx2(w)), acc);
   }
-  return hsum_avx2(_mm256_add_ps(acc0, acc1));
+  return hsum_avx2(acc);
+}
+
+// Dequantization to fp32 scratch (prefill panels, embed): the same values as the
+// portable code (q d is exact in fp32, so q d + m rounds once either way).
+RI_AVX2 void dequant_q4_avx2(const unsigned char* w, int64_t nb, float* dst, bool has_min) {
+  const __m128i low = _mm_set1_epi8(0x0f);
+  const int64_t bytes = has_min ? dtype::kQ4_1Bytes : dtype::kQ4_0Bytes;
+  for (int64_t b = 0; b < nb; ++b, w += bytes, dst += dtype::kQBlock) {
+    const float d = f16_avx2(w);
+    const __m256 vd = _mm256_set1_ps(d), vm = _mm256_set1_ps(has_min ? f16_avx2(w + 2) : -8.0f * d);
+    const __m128i q = _mm_loadu_si128(reinterpret_cast<const __m128i*>(w + (has_min ? 4 : 2)));
+    const __m128i lo = _mm_and_si128(q, low), hi = _mm_and_si128(_mm_srli_epi16(q, 4), low);
+    const __m128i parts[4] = {lo, _mm_srli_si128(lo, 8), hi, _mm_srli_si128(hi, 8)};
+    for (int k = 0; k < 4; ++k)
+      _mm256_storeu_ps(dst + 8 * k, _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(parts[k])), vd, vm));
+  }
+}
+
+RI_AVX2 void dequant_q8_0_avx2(const unsigned char* w, int64_t nb, float* dst) {
+  for (int64_t b = 0; b < nb; ++b, w += dtype::kQ8_0Bytes, dst += dtype::kQBlock) {
+    const __m256 vd = _mm256_set1_ps(f16_avx2(w));
+    for (int k = 0; k < 32; k += 8)
+      _mm256_storeu_ps(dst + k, _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(
+                                                  _mm_loadl_epi64(reinterpret_cast<const __m128i*>(w + 2 + k)))),
+                                              vd));
+  }
 }
 #endif
 
-// One weight row (n elements of type t) dotted with x.
-float dot_row(DType t, const unsigned char* w, const float* x, int64_t n, float* tmp) {
+// One weight row (n elements of type t) dotted with x; xsum: x's sums per 32-block.
+float dot_row(DType t, const unsigned char* w, const float* x, const float* xsum, int64_t n, float* tmp, bool simd) {
 #if RI_X86_SIMD
-  if (have_avx2()) {
+  if (simd) {
     switch (t) {
-      case DType::q4_1: return dot_q4_1_avx2(w, x, n / dtype::kQBlock);
+      case DType::q4_1: return dot_q4_1_avx2(w, x, xsum, n / dtype::kQBlock);
       case DType::q4_0: return dot_q4_0_avx2(w, x, n / dtype::kQBlock);
       case DType::q8_0: return dot_q8_0_avx2(w, x, n / dtype::kQBlock);
       default: break;
     }
   }
+#else
+  (void)xsum, (void)simd;
 #endif
   return dot_portable(t, w, x, n, tmp);
 }
@@ -108,7 +131,19 @@ float dot_row(DType t, const unsigned char* w, const float* x, int64_t n, float*
 
 // ---------------------------------------------------------------- dequantization
 
-void dequant_row(DType t, const unsigned char* src, int64_t n, float* dst) {
+void dequant_row(DType t, const unsigned char* src, int64_t n, float* dst, bool simd) {
+#if RI_X86_SIMD
+  if (simd) {
+    switch (t) {
+      case DType::q8_0: return dequant_q8_0_avx2(src, n / dtype::kQBlock, dst);
+      case DType::q4_0: return dequant_q4_avx2(src, n / dtype::kQBlock, dst, false);
+      case DType::q4_1: return dequant_q4_avx2(src, n / dtype::kQBlock, dst, true);
+      default: break;
+    }
+  }
+#else
+  (void)simd;
+#endif
   switch (t) {
     case DType::f32: std::memcpy(dst, src, static_cast<size_t>(n) * sizeof(float)); return;
     case DType::f16: dtype::f16_to_f32(src, n, dst); return;
@@ -138,13 +173,18 @@ void CpuBackend::matmul(const Tensor& x, const Tensor& w, const Tensor& bias, co
   if (in == 0) {
     if (!accumulate) std::memset(out.data(), 0, out.bytes());
   } else if (t != DType::f32 && n <= kGemvMaxRows) {
+    const int64_t nb = in / dtype::kQBlock;  // x's sums per block (Q4_1's offsets multiply them)
+    std::vector<float> xsum(static_cast<size_t>(n * nb), 0.0f);
+    for (int64_t i = 0; i < n; ++i)
+      for (int64_t b = 0; b < nb; ++b)
+        for (int64_t k = 0; k < dtype::kQBlock; ++k) xsum[i * nb + b] += xs[i * in + b * dtype::kQBlock + k];
 #pragma omp parallel
     {
       std::vector<float> tmp(static_cast<size_t>(in));
 #pragma omp for schedule(static)
       for (int64_t r = 0; r < of; ++r)
         for (int64_t i = 0; i < n; ++i) {
-          const float v = dot_row(t, wb + r * row_bytes, xs + i * in, in, tmp.data());
+          const float v = dot_row(t, wb + r * row_bytes, xs + i * in, xsum.data() + i * nb, in, tmp.data(), simd_);
           o[i * of + r] = accumulate ? o[i * of + r] + v : v;
         }
     }
@@ -162,7 +202,7 @@ void CpuBackend::matmul(const Tensor& x, const Tensor& w, const Tensor& bias, co
         const float* wp = w.f32() + r0 * in;
         if (t != DType::f32) {
           for (int64_t r = 0; r < rows; ++r)
-            dequant_row(t, wb + (r0 + r) * row_bytes, in, scratch.data() + r * in);
+            dequant_row(t, wb + (r0 + r) * row_bytes, in, scratch.data() + r * in, simd_);
           wp = scratch.data();
         }
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(n), static_cast<int>(rows),
@@ -173,7 +213,7 @@ void CpuBackend::matmul(const Tensor& x, const Tensor& w, const Tensor& bias, co
   }
   if (!bias.empty()) {
     const float* b = bias.f32();
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (n * of >= kParallelMin)
     for (int64_t i = 0; i < n; ++i)
       for (int64_t k = 0; k < of; ++k) o[i * of + k] += b[k];
   }

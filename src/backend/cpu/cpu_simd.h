@@ -27,9 +27,6 @@ RI_AVX2 inline float hsum_avx2(__m256 v) {
   return _mm_cvtss_f32(s);
 }
 
-// The low 8 bytes of q as 8 floats (unsigned).
-RI_AVX2 inline __m256 u8_to_ps(__m128i q) { return _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(q)); }
-
 // The little-endian fp16 at p as fp32 (exact).
 RI_AVX2 inline float f16_avx2(const unsigned char* p) {
   uint16_t h;
