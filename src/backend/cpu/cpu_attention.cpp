@@ -51,17 +51,22 @@ void CpuBackend::attention(const Tensor& q, const Tensor& k, const Tensor& v, co
   const float ninf = -std::numeric_limits<float>::infinity();
   const bool flip = options_.flip_mask_diagonal;
 
-  // Per (head, query tile): online softmax over key tiles; S = Q K^T and O += P V are
-  // sgemm calls on the strided head slices (single-threaded; the team splits the tasks).
+  // Per (KV head, query tile): online softmax over key tiles; S = Q K^T and O += P V are
+  // sgemm calls (single-threaded; the team splits the tasks). With a full query tile the
+  // `group` query heads that read one KV head go together (their rows packed), so each
+  // K,V tile is packed once for all of them; fewer rows (decode) keep a task per head.
+  const int64_t hg = nq >= kQueryTile ? group : 1;  // query heads per task
+  const int64_t rmax_rows = kQueryTile * hg;
 #pragma omp parallel
   {
-    std::vector<float> acc(kQueryTile * D), sc(kQueryTile * kKeyTile), ob(D);
+    std::vector<float> qp(hg > 1 ? rmax_rows * D : 0), acc(rmax_rows * D), sc(rmax_rows * kKeyTile), ob(D);
+    std::vector<float> m(rmax_rows), l(rmax_rows);
+    int64_t cnt[kQueryTile];
 #pragma omp for collapse(2) schedule(dynamic)
-    for (int64_t h = 0; h < H; ++h) {
+    for (int64_t hh = 0; hh < H / hg; ++hh) {
       for (int64_t qt = 0; qt < q_tiles; ++qt) {
-        const int64_t kvh = h / group, i0 = qt * kQueryTile, rows = std::min(kQueryTile, nq - i0);
-        float m[kQueryTile], l[kQueryTile];
-        int64_t cnt[kQueryTile];
+        const int64_t h0 = hh * hg, kvh = h0 / group, i0 = qt * kQueryTile, rows = std::min(kQueryTile, nq - i0);
+        const int64_t R = rows * hg;  // row rr = j * rows + t: query i0 + t of head h0 + j
         int64_t kmax = 0;
         for (int64_t t = 0; t < rows; ++t) {
           const int64_t qi = sh.q_start + i0 + t;
@@ -69,48 +74,56 @@ void CpuBackend::attention(const Tensor& q, const Tensor& k, const Tensor& v, co
           if (flip && sh.k_rank == sh.q_rank) c = key_visible(qi, sh.q_rank, qi, sh.k_rank, sh.n_ranks) ? qi : qi + 1;
           cnt[t] = std::min(c, nk);
           kmax = std::max(kmax, cnt[t]);
-          m[t] = ninf;
-          l[t] = 0.0f;
         }
-        std::fill(acc.begin(), acc.begin() + rows * D, 0.0f);
-        const float* qh = q.f32() + i0 * qs + h * D;
+        std::fill(m.begin(), m.begin() + R, ninf);
+        std::fill(l.begin(), l.begin() + R, 0.0f);
+        std::fill(acc.begin(), acc.begin() + R * D, 0.0f);
+        const float* qh = q.f32() + i0 * qs + h0 * D;
+        int64_t lda = qs;
+        if (hg > 1) {
+          for (int64_t j = 0; j < hg; ++j)
+            for (int64_t t = 0; t < rows; ++t)
+              std::copy_n(qh + t * qs + j * D, D, qp.data() + (j * rows + t) * D);
+          qh = qp.data();
+          lda = D;
+        }
         for (int64_t j0 = 0; j0 < kmax; j0 += kKeyTile) {
           const int64_t jn = std::min(kKeyTile, kmax - j0);
           const float* kh = k.f32() + j0 * ks + kvh * D;
           const float* vh = v.f32() + j0 * ks + kvh * D;
-          cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(rows), static_cast<int>(jn),
-                      static_cast<int>(D), sh.scale, qh, static_cast<int>(qs), kh, static_cast<int>(ks), 0.0f,
+          cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(R), static_cast<int>(jn),
+                      static_cast<int>(D), sh.scale, qh, static_cast<int>(lda), kh, static_cast<int>(ks), 0.0f,
                       sc.data(), static_cast<int>(kKeyTile));
-          for (int64_t t = 0; t < rows; ++t) {
-            float* srow = sc.data() + t * kKeyTile;
-            const int64_t vis = std::clamp<int64_t>(cnt[t] - j0, 0, jn);  // keys j0 + [0, vis) are visible
+          for (int64_t rr = 0; rr < R; ++rr) {
+            float* srow = sc.data() + rr * kKeyTile;
+            const int64_t vis = std::clamp<int64_t>(cnt[rr % rows] - j0, 0, jn);  // keys j0 + [0, vis) are visible
             float rmax = ninf;
             for (int64_t jj = 0; jj < vis; ++jj) rmax = std::max(rmax, srow[jj]);
             if (rmax == ninf) {  // nothing visible in this tile for this row: P row = 0
               std::fill(srow, srow + jn, 0.0f);
               continue;
             }
-            const float m_new = std::max(m[t], rmax);
-            const float alpha = std::exp(m[t] - m_new);  // 0 when m[t] = -inf
-            l[t] = l[t] * alpha + exp_row(srow, m_new, vis, srow, simd_);
+            const float m_new = std::max(m[rr], rmax);
+            const float alpha = std::exp(m[rr] - m_new);  // 0 when m[rr] = -inf
+            l[rr] = l[rr] * alpha + exp_row(srow, m_new, vis, srow, simd_);
             std::fill(srow + vis, srow + jn, 0.0f);
             if (alpha != 1.0f) {
-              float* a = acc.data() + t * D;
+              float* a = acc.data() + rr * D;
               for (int64_t d = 0; d < D; ++d) a[d] *= alpha;
             }
-            m[t] = m_new;
+            m[rr] = m_new;
           }
-          cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<int>(rows), static_cast<int>(D),
+          cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<int>(R), static_cast<int>(D),
                       static_cast<int>(jn), 1.0f, sc.data(), static_cast<int>(kKeyTile), vh, static_cast<int>(ks),
                       1.0f, acc.data(), static_cast<int>(D));
         }
-        for (int64_t t = 0; t < rows; ++t) {
-          const int64_t row = i0 + t;
+        for (int64_t rr = 0; rr < R; ++rr) {
+          const int64_t row = i0 + rr % rows, h = h0 + rr / rows;
           float lse_blk = ninf;
-          if (l[t] > 0.0f) {
-            const float inv = 1.0f / l[t];
-            for (int64_t d = 0; d < D; ++d) ob[d] = acc[t * D + d] * inv;
-            lse_blk = m[t] + std::log(l[t]);
+          if (l[rr] > 0.0f) {
+            const float inv = 1.0f / l[rr];
+            for (int64_t d = 0; d < D; ++d) ob[d] = acc[rr * D + d] * inv;
+            lse_blk = m[rr] + std::log(l[rr]);
           } else {
             std::fill(ob.begin(), ob.end(), 0.0f);
           }
