@@ -18,6 +18,7 @@ namespace ringinfer::cpu {
 namespace {
 constexpr int64_t kQueryTile = 64;  // query rows per task: S and P tiles stay in L2
 constexpr int64_t kKeyTile = 128;
+constexpr int64_t kGemvRows = 4;    // up to this many rows per task (decode), sgemv per row
 
 // p[j] = exp(s[j] - m) for j < n, returning their sum; s[j] = -inf gives 0.
 float exp_row(const float* s, float m, int64_t n, float* p, bool simd) {
@@ -91,9 +92,15 @@ void CpuBackend::attention(const Tensor& q, const Tensor& k, const Tensor& v, co
           const int64_t jn = std::min(kKeyTile, kmax - j0);
           const float* kh = k.f32() + j0 * ks + kvh * D;
           const float* vh = v.f32() + j0 * ks + kvh * D;
-          cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(R), static_cast<int>(jn),
-                      static_cast<int>(D), sh.scale, qh, static_cast<int>(lda), kh, static_cast<int>(ks), 0.0f,
-                      sc.data(), static_cast<int>(kKeyTile));
+          if (R <= kGemvRows) {  // decode: sgemv, without sgemm's packing of one query row
+            for (int64_t rr = 0; rr < R; ++rr)
+              cblas_sgemv(CblasRowMajor, CblasNoTrans, static_cast<int>(jn), static_cast<int>(D), sh.scale, kh,
+                          static_cast<int>(ks), qh + rr * lda, 1, 0.0f, sc.data() + rr * kKeyTile, 1);
+          } else {
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(R), static_cast<int>(jn),
+                        static_cast<int>(D), sh.scale, qh, static_cast<int>(lda), kh, static_cast<int>(ks), 0.0f,
+                        sc.data(), static_cast<int>(kKeyTile));
+          }
           for (int64_t rr = 0; rr < R; ++rr) {
             float* srow = sc.data() + rr * kKeyTile;
             const int64_t vis = std::clamp<int64_t>(cnt[rr % rows] - j0, 0, jn);  // keys j0 + [0, vis) are visible
@@ -113,9 +120,15 @@ void CpuBackend::attention(const Tensor& q, const Tensor& k, const Tensor& v, co
             }
             m[rr] = m_new;
           }
-          cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<int>(R), static_cast<int>(D),
-                      static_cast<int>(jn), 1.0f, sc.data(), static_cast<int>(kKeyTile), vh, static_cast<int>(ks),
-                      1.0f, acc.data(), static_cast<int>(D));
+          if (R <= kGemvRows) {
+            for (int64_t rr = 0; rr < R; ++rr)
+              cblas_sgemv(CblasRowMajor, CblasTrans, static_cast<int>(jn), static_cast<int>(D), 1.0f, vh,
+                          static_cast<int>(ks), sc.data() + rr * kKeyTile, 1, 1.0f, acc.data() + rr * D, 1);
+          } else {
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<int>(R), static_cast<int>(D),
+                        static_cast<int>(jn), 1.0f, sc.data(), static_cast<int>(kKeyTile), vh, static_cast<int>(ks),
+                        1.0f, acc.data(), static_cast<int>(D));
+          }
         }
         for (int64_t rr = 0; rr < R; ++rr) {
           const int64_t row = i0 + rr % rows, h = h0 + rr / rows;
