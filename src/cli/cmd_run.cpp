@@ -277,7 +277,7 @@ int run_command(const RunConfig& config) {
   return run_guarded(
       [&]() -> int {
         set_comm_timeout(config.comm_timeout_s);  // before the first collective
-        configure_cpu_threads();                   // before any OpenMP region or BLAS call
+        const int cpu_threads = configure_cpu_threads();  // before any OpenMP region or BLAS call
         const auto job_start = std::chrono::steady_clock::now();
         const RankInfo& me = mpi.info();
         // Rank 0 reports progress (a bar on a terminal, JSON lines otherwise, none with -q).
@@ -315,6 +315,7 @@ int run_command(const RunConfig& config) {
         for (const DocInfo& d : docs.documents()) lengths.push_back(d.length);
         if (!dry) {
           backend = make_backend(config.device, me, layout, *groups.world, cuda_comm);
+          if (std::string(backend->name()) == "cpu") log::info("cpu: " + std::to_string(cpu_threads) + " thread(s) per rank");
           // Before any weight or cache is allocated: does the longest document fit? Every
           // rank sees the same documents and fails the same way.
           const bool on_gpu = std::string(backend->name()) == "cuda";
