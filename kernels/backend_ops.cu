@@ -6,6 +6,7 @@
 
 #include "backend_ops.h"
 #include "ringinfer/cuda_check.h"
+#include "ringinfer/sampling.h"  // penalized_logit: the host rule, compiled for the device
 
 namespace ringinfer {
 namespace {
@@ -165,6 +166,12 @@ __global__ void logprob_kernel(const float* logits, int64_t V, const int32_t* ta
   if (threadIdx.x == 0) out[row] = float(double(l[t] - m) - log(sum));
 }
 
+__global__ void penalize_kernel(float* logits, int64_t V, const int32_t* counts, double repetition, double frequency,
+                                double presence) {
+  for (int64_t v = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; v < V; v += int64_t(gridDim.x) * blockDim.x)
+    logits[v] = penalized_logit(logits[v], counts[v], repetition, frequency, presence);
+}
+
 // Single block: (value, index) pairs reduced with "larger value, then lower index".
 __global__ void argmax_kernel(const float* logits, int64_t V, int32_t* token, int* error) {
   __shared__ float sv[kThreads];
@@ -266,6 +273,13 @@ void target_logprobs_rows(const float* logits, int64_t n, int64_t V, const int32
                           cudaStream_t stream) {
   if (n <= 0) return;
   logprob_kernel<<<unsigned(n), kThreads, 0, stream>>>(logits, V, targets, out, error);
+  CUDA_CHECK_LAUNCH();
+}
+
+void penalize_row(float* logits, int64_t V, const int32_t* counts, double repetition, double frequency,
+                  double presence, cudaStream_t stream) {
+  if (V <= 0) return;
+  penalize_kernel<<<grid_for(V), kThreads, 0, stream>>>(logits, V, counts, repetition, frequency, presence);
   CUDA_CHECK_LAUNCH();
 }
 

@@ -52,6 +52,9 @@ void merge_attention(float* o, float* lse, const float* o2, const float* lse2, i
 void target_logprobs_rows(const float* logits, int64_t n, int64_t V, const int32_t* targets, float* out,
                           int* error, cudaStream_t stream);
 
+// logits[v] = penalized_logit(logits[v], counts[v], ...) (sampling.h) for the V tokens, in place.
+void penalize_row(float* logits, int64_t V, const int32_t* counts, double repetition, double frequency,
+                  double presence, cudaStream_t stream);
 // token[0] = argmax of logits (V) f32, the lowest index among equal maxima (NaN never wins);
 // a NaN or inf logit leaves kErrNonFiniteLogit in error (error[1] = its index).
 void argmax_row(const float* logits, int64_t V, int32_t* token, int* error, cudaStream_t stream);

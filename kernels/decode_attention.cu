@@ -31,10 +31,18 @@ void validate(const DecodeAttnParams& p) {
   const long stride = p.kv_row_stride ? p.kv_row_stride : long(p.n_kv_heads) * p.head_dim;
   check(stride >= long(p.n_kv_heads) * p.head_dim && stride % 8 == 0,
         "kv_row_stride must cover the KV heads and be a multiple of 8 elements (16-byte loads)");
+  const bool fp8 = p.k_fp8 != nullptr || p.v_fp8 != nullptr;
+  check(!fp8 || (p.k_fp8 && p.v_fp8 && p.k_scale && p.v_scale && !p.k && !p.v && stride % 16 == 0 && p.variant == 0),
+        "an fp8 cache needs k_fp8, v_fp8 and both scales (not k, v), a stride of 16-byte multiples, variant 0");
 }
 
-cuda::DecodeConfig config(int head_dim, int variant) {
+bool is_fp8(const DecodeAttnParams& p) { return p.k_fp8 != nullptr; }
+
+cuda::DecodeConfig config(int head_dim, int variant, bool fp8) {
   using namespace cuda;
+  if (fp8)  // 3 stages: an fp8 stage is half a bf16 one, so more bytes stay in flight
+    return head_dim == 64 ? DecodeConfig{32, 4, DecodeTile<64, 4, 32, 3, true>::kSmemBytes}
+                          : DecodeConfig{32, 4, DecodeTile<128, 4, 32, 3, true>::kSmemBytes};
   if (head_dim == 64)
     return variant == 0 ? DecodeConfig{32, 4, DecodeTile<64, 4, 32, 2>::kSmemBytes}
                         : DecodeConfig{16, 4, DecodeTile<64, 4, 16, 3>::kSmemBytes};
@@ -48,7 +56,7 @@ int decode_attention_variants() { return 2; }
 
 int decode_attention_splits(const DecodeAttnParams& p) {
   validate(p);
-  const cuda::DecodeConfig c = config(p.head_dim, p.variant);
+  const cuda::DecodeConfig c = config(p.head_dim, p.variant, is_fp8(p));
   const int n_tiles = (p.n_k + c.block_n - 1) / c.block_n;
   if (p.num_splits > 0) return std::max(1, std::min(p.num_splits, std::max(1, n_tiles)));
   int device = 0, sms = 0, smem_per_sm = 0;
@@ -73,20 +81,28 @@ size_t decode_attention_workspace_bytes(const DecodeAttnParams& p) {
 void decode_attention(const DecodeAttnParams& p, void* workspace, size_t workspace_bytes, cudaStream_t stream) {
   validate(p);
   if (p.n_q == 0) return;
-  check(p.q && p.o && p.lse && (p.n_k == 0 || (p.k && p.v)), "null pointer");
+  const bool fp8 = is_fp8(p);
+  check(p.q && p.o && p.lse && (p.n_k == 0 || (fp8 ? (p.k_fp8 && p.v_fp8) : (p.k && p.v))), "null pointer");
   auto aligned = [](const void* ptr) { return reinterpret_cast<uintptr_t>(ptr) % 16 == 0; };
-  check(aligned(p.q) && aligned(p.k) && aligned(p.v) && aligned(workspace), "q, k, v and workspace must be 16-byte aligned");
+  check(aligned(p.q) && aligned(p.k) && aligned(p.v) && aligned(p.k_fp8) && aligned(p.v_fp8) && aligned(workspace),
+        "q, k, v and workspace must be 16-byte aligned");
+  check(reinterpret_cast<uintptr_t>(p.k_scale) % 4 == 0 && reinterpret_cast<uintptr_t>(p.v_scale) % 4 == 0,
+        "fp8 scales must be 4-byte aligned");
   const size_t need = decode_attention_workspace_bytes(p);
   check(workspace != nullptr && workspace_bytes >= need,
         "workspace of " + std::to_string(workspace_bytes) + " bytes, need " + std::to_string(need));
   const int splits = decode_attention_splits(p);
-  const cuda::DecodeConfig c = config(p.head_dim, p.variant);
+  const cuda::DecodeConfig c = config(p.head_dim, p.variant, fp8);
   const int group = p.n_heads / p.n_kv_heads;
   const int tokens_per_launch = cuda::kDecodeRows / group;
 
   cuda::DecodeArgs a;
   a.k = p.k;
   a.v = p.v;
+  a.k8 = p.k_fp8;
+  a.v8 = p.v_fp8;
+  a.k_scale = p.k_scale;
+  a.v_scale = p.v_scale;
   a.ws_lse = static_cast<float*>(workspace);
   a.ws_o = a.ws_lse + size_t(splits) * p.n_kv_heads * cuda::kDecodeRows;
   a.kv_stride = p.kv_row_stride ? p.kv_row_stride : long(p.n_kv_heads) * p.head_dim;

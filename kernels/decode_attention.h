@@ -4,10 +4,13 @@
 // so each KV byte is read once; the keys are split across thread blocks, each writes a
 // partial (O, LSE) to a workspace, and a combine kernel merges the splits into (O, LSE)
 // per query row and head (fp32), ready to be merged across ranks by log-sum-exp.
+// The cache is bf16 (k, v) or fp8 (k_fp8, v_fp8: e4m3 bytes, value = e4m3 * scale of the
+// (token, KV head), ringinfer/kv_quant.h), read directly: half the bytes of bf16.
 // Host-callable; raw device pointers; CUDA builds only.
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 #include <stddef.h>
+#include <stdint.h>
 
 namespace ringinfer {
 
@@ -15,6 +18,10 @@ struct DecodeAttnParams {
   const __nv_bfloat16* q = nullptr;  // [n_q, H, D] (dense)
   const __nv_bfloat16* k = nullptr;  // [n_k, Hkv, D] (token t at k + t * kv_row_stride)
   const __nv_bfloat16* v = nullptr;  // [n_k, Hkv, D] (same strides as k)
+  const uint8_t* k_fp8 = nullptr;    // fp8 cache instead of k, v: [n_k, Hkv, D] e4m3 bytes (same strides)
+  const uint8_t* v_fp8 = nullptr;
+  const float* k_scale = nullptr;    // fp8: [n_k, Hkv] dense
+  const float* v_scale = nullptr;
   float* o = nullptr;                // [n_q, H, D] fp32, normalized (dense)
   float* lse = nullptr;              // [n_q, H] fp32, natural log; -inf (and O = 0) when n_k = 0
   int n_q = 0;                       // query tokens (each sees all n_k keys)
@@ -22,10 +29,10 @@ struct DecodeAttnParams {
   int n_heads = 0;                   // H; the H/Hkv heads of a group must be <= 16
   int n_kv_heads = 0;                // Hkv, H % Hkv == 0
   int head_dim = 0;                  // D: 64 or 128
-  long kv_row_stride = 0;            // elements between key tokens; 0 means Hkv * D
+  long kv_row_stride = 0;            // elements between key tokens; 0 means Hkv * D (fp8: a multiple of 16)
   float softmax_scale = 0.f;         // usually 1/sqrt(D)
   int num_splits = 0;                // key splits per KV head; 0 = chosen from the device
-  int variant = 0;                   // tile configuration (tools/bench compares them)
+  int variant = 0;                   // tile configuration (tools/bench compares them); fp8: 0 only
 };
 
 // Workspace bytes decode_attention needs for these parameters on the current device.

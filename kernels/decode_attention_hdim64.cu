@@ -4,7 +4,9 @@
 namespace ringinfer::cuda {
 
 void decode_split_hdim64(const DecodeArgs& a, int n_kv_heads, int variant, cudaStream_t stream) {
-  if (variant == 0)
+  if (a.k8)  // fp8 cache: 32-key tiles, 3 stages (decode_attention.cu config())
+    launch_decode_split<64, 4, 32, 3, true>(a, n_kv_heads, stream);
+  else if (variant == 0)
     launch_decode_split<64, 4, 32, 2>(a, n_kv_heads, stream);
   else
     launch_decode_split<64, 4, 16, 3>(a, n_kv_heads, stream);

@@ -12,6 +12,15 @@
 // At the end the warps' (m, l, O) meet in shared memory and the block writes one
 // normalized partial (O, LSE) per row to the workspace; decode_combine_kernel merges the
 // splits in a fixed order (deterministic).
+//
+// fp8 cache (kFp8): cp.async lands the e4m3 bytes of a tile and the tile's per-key scales
+// (4-byte copies) in the warp's staging stages; before use the warp converts the bytes to
+// bf16 (exact: every e4m3 value is a bf16 value) into one swizzled bf16 tile, so the MMA
+// code is the bf16 kernel's. A key's scale is per (token, KV head), so it factors out of
+// the dot product and of the value row: S[:, j] *= k_scale[j] after Q K^T, and P[:, j] is
+// multiplied by v_scale[j] before P V (l sums the unscaled P). Memory traffic per key is
+// D + 4 bytes for K and the same for V, half of bf16's.
+#include <cuda_fp8.h>
 #include <math.h>
 
 #include "cuda_common.cuh"
@@ -25,8 +34,12 @@ constexpr int kDecodeRows = 16;  // query rows per KV head per launch (one MMA r
 
 struct DecodeArgs {
   const bf16* q;      // [nt, H, D]: the tokens of this launch
-  const bf16* k;      // [n_k, kv_stride]
+  const bf16* k;      // [n_k, kv_stride] (bf16 cache)
   const bf16* v;      // [n_k, kv_stride]
+  const uint8_t* k8;  // [n_k, kv_stride] e4m3 bytes (fp8 cache)
+  const uint8_t* v8;  // [n_k, kv_stride]
+  const float* k_scale;  // [n_k, Hkv] (fp8 cache)
+  const float* v_scale;  // [n_k, Hkv]
   float* ws_lse;      // [n_splits, Hkv, 16]
   float* ws_o;        // [n_splits, Hkv, 16, D]
   long kv_stride;     // elements between key tokens
@@ -39,20 +52,45 @@ struct DecodeArgs {
   float scale_log2;   // softmax_scale * log2(e)
 };
 
-template <int D, int kWarps, int kBlockN, int kStages>
+template <int D, int kWarps, int kBlockN, int kStages, bool kFp8 = false>
 struct DecodeTile {
   static constexpr int kThreads = 32 * kWarps;
-  static constexpr int kChunks = D / 8;
-  static constexpr int kWarpSmem = kStages * 2 * kBlockN * D;  // bf16 elements per warp
-  static constexpr size_t kKvBytes = size_t(kWarps) * kWarpSmem * sizeof(bf16);
+  static constexpr int kChunks = D / 8;  // 16-byte chunks of a bf16 row
+  static constexpr size_t kBf16Tile = size_t(kBlockN) * D * sizeof(bf16);
+  static constexpr size_t kFp8Tile = size_t(kBlockN) * D;
+  static constexpr size_t kScales = size_t(kBlockN) * sizeof(float);
+  // Per warp. bf16: kStages x (K, V) tiles. fp8: one converted bf16 (K, V) pair, then
+  // kStages x (K, V) byte tiles, then kStages x (K, V) scale rows.
+  static constexpr size_t kWarpBytes =
+      kFp8 ? 2 * kBf16Tile + size_t(kStages) * 2 * (kFp8Tile + kScales) : size_t(kStages) * 2 * kBf16Tile;
+  static constexpr size_t kKvBytes = size_t(kWarps) * kWarpBytes;
   static constexpr size_t kCombineBytes = size_t(kWarps) * kDecodeRows * (D + 2) * sizeof(float);
   static constexpr size_t kSmemBytes =
       kDecodeRows * D * sizeof(bf16) + (kKvBytes > kCombineBytes ? kKvBytes : kCombineBytes);
 };
 
-template <int D, int kWarps, int kBlockN, int kStages>
+// 4 bytes global -> shared asynchronously (zeros when !valid): the per-key fp8 scales.
+__device__ __forceinline__ void cp_async_4(void* smem, const void* gmem, bool valid) {
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(smem_addr(smem)), "l"(gmem),
+               "r"(valid ? 4 : 0));
+}
+
+// 8 e4m3 bytes -> 8 bf16 (exact) as one 16-byte chunk.
+__device__ __forceinline__ uint4 e4m3x8_to_bf16x8(uint2 bytes) {
+  uint32_t out[4];
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    const uint32_t word = i < 2 ? bytes.x : bytes.y;
+    const __nv_fp8x2_storage_t pair = static_cast<__nv_fp8x2_storage_t>(word >> (16 * (i % 2)));
+    const float2 f = __half22float2(__half2(__nv_cvt_fp8x2_to_halfraw2(pair, __NV_E4M3)));
+    out[i] = pack_bf16x2(f.x, f.y);  // element 2i in the low half, as in memory
+  }
+  return make_uint4(out[0], out[1], out[2], out[3]);
+}
+
+template <int D, int kWarps, int kBlockN, int kStages, bool kFp8>
 __global__ void __launch_bounds__(32 * kWarps) decode_split_kernel(const DecodeArgs a) {
-  using Tile = DecodeTile<D, kWarps, kBlockN, kStages>;
+  using Tile = DecodeTile<D, kWarps, kBlockN, kStages, kFp8>;
   constexpr int kChunks = Tile::kChunks;
   extern __shared__ __align__(128) unsigned char smem_raw[];
   bf16* sQ = reinterpret_cast<bf16*>(smem_raw);  // [16][D] swizzled
@@ -73,20 +111,45 @@ __global__ void __launch_bounds__(32 * kWarps) decode_split_kernel(const DecodeA
   cp_async_commit();
 
   // ---- this warp's tiles and private pipeline
-  bf16* sK = reinterpret_cast<bf16*>(work) + warp * Tile::kWarpSmem;  // [kStages][kBlockN][D]
-  bf16* sV = sK + kStages * kBlockN * D;                               // [kStages][kBlockN][D]
+  unsigned char* wbase = work + warp * Tile::kWarpBytes;
+  bf16* sK = reinterpret_cast<bf16*>(wbase);  // bf16: [kStages][kBlockN][D]; fp8: [kBlockN][D] converted
+  bf16* sV = sK + (kFp8 ? 1 : kStages) * kBlockN * D;
+  uint8_t* s8 = wbase + 2 * Tile::kBf16Tile;                                          // fp8: [kStages][K, V][kBlockN][D]
+  float* sScale = reinterpret_cast<float*>(s8 + size_t(kStages) * 2 * Tile::kFp8Tile);  // fp8: [kStages][K, V][kBlockN]
   const int my_tiles = tile_end - tile_begin > warp ? (tile_end - tile_begin - warp + kWarps - 1) / kWarps : 0;
   auto load_tile = [&](int i) {  // the warp's i-th tile into stage i % kStages
     const int stage = i % kStages, key0 = (tile_begin + warp + i * kWarps) * kBlockN;
-    bf16* k_dst = sK + stage * kBlockN * D;
-    bf16* v_dst = sV + stage * kBlockN * D;
+    if constexpr (kFp8) {
+      uint8_t* k_dst = s8 + stage * 2 * Tile::kFp8Tile;
+      uint8_t* v_dst = k_dst + Tile::kFp8Tile;
+      constexpr int kChunks8 = D / 16;  // 16-byte chunks of an fp8 row
 #pragma unroll
-    for (int c = lane; c < kBlockN * kChunks; c += 32) {
-      const int r = c / kChunks, ch = c % kChunks, key = key0 + r;
-      const bool ok = key < a.n_k;
-      const long off = (ok ? key : 0) * a.kv_stride + kv_head * D + ch * 8;
-      cp_async_16(k_dst + swizzle<D>(r, ch), a.k + off, ok);
-      cp_async_16(v_dst + swizzle<D>(r, ch), a.v + off, ok);
+      for (int c = lane; c < kBlockN * kChunks8; c += 32) {
+        const int r = c / kChunks8, ch = c % kChunks8, key = key0 + r;
+        const bool ok = key < a.n_k;
+        const long off = (ok ? key : 0) * a.kv_stride + kv_head * D + ch * 16;
+        cp_async_16(k_dst + r * D + ch * 16, a.k8 + off, ok);
+        cp_async_16(v_dst + r * D + ch * 16, a.v8 + off, ok);
+      }
+      float* ks = sScale + stage * 2 * kBlockN;
+      for (int r = lane; r < kBlockN; r += 32) {
+        const int key = key0 + r;
+        const bool ok = key < a.n_k;
+        const long off = long(ok ? key : 0) * gridDim.y + kv_head;  // gridDim.y = Hkv
+        cp_async_4(ks + r, a.k_scale + off, ok);
+        cp_async_4(ks + kBlockN + r, a.v_scale + off, ok);
+      }
+    } else {
+      bf16* k_dst = sK + stage * kBlockN * D;
+      bf16* v_dst = sV + stage * kBlockN * D;
+#pragma unroll
+      for (int c = lane; c < kBlockN * kChunks; c += 32) {
+        const int r = c / kChunks, ch = c % kChunks, key = key0 + r;
+        const bool ok = key < a.n_k;
+        const long off = (ok ? key : 0) * a.kv_stride + kv_head * D + ch * 8;
+        cp_async_16(k_dst + swizzle<D>(r, ch), a.k + off, ok);
+        cp_async_16(v_dst + swizzle<D>(r, ch), a.v + off, ok);
+      }
     }
   };
 #pragma unroll
@@ -112,9 +175,24 @@ __global__ void __launch_bounds__(32 * kWarps) decode_split_kernel(const DecodeA
     cp_async_commit();
     cp_async_wait<kStages - 1>();  // tile i has landed
     __syncwarp();
-    const bf16* k_s = sK + (i % kStages) * kBlockN * D;
-    const bf16* v_s = sV + (i % kStages) * kBlockN * D;
+    const bf16* k_s = sK + (kFp8 ? 0 : (i % kStages) * kBlockN * D);
+    const bf16* v_s = sV + (kFp8 ? 0 : (i % kStages) * kBlockN * D);
     const int key0 = (tile_begin + warp + i * kWarps) * kBlockN;
+    const float* k_scale = sScale + (i % kStages) * 2 * kBlockN;  // fp8 only
+    const float* v_scale = k_scale + kBlockN;
+    if constexpr (kFp8) {  // the stage's bytes -> the swizzled bf16 tiles the MMAs read
+      const uint8_t* k_src = s8 + (i % kStages) * 2 * Tile::kFp8Tile;
+      const uint8_t* v_src = k_src + Tile::kFp8Tile;
+#pragma unroll 4
+      for (int c = lane; c < kBlockN * kChunks; c += 32) {
+        const int r = c / kChunks, ch = c % kChunks;
+        *reinterpret_cast<uint4*>(sK + swizzle<D>(r, ch)) =
+            e4m3x8_to_bf16x8(*reinterpret_cast<const uint2*>(k_src + r * D + ch * 8));
+        *reinterpret_cast<uint4*>(sV + swizzle<D>(r, ch)) =
+            e4m3x8_to_bf16x8(*reinterpret_cast<const uint2*>(v_src + r * D + ch * 8));
+      }
+      __syncwarp();
+    }
 
     float s[kBlockN / 8][4];
 #pragma unroll
@@ -127,6 +205,16 @@ __global__ void __launch_bounds__(32 * kWarps) decode_split_kernel(const DecodeA
         ldmatrix_x4(b, k_s + swizzle<D>(nn * 16 + (lane / 16) * 8 + lane % 8, kk * 2 + (lane / 8) % 2));
         mma_bf16_16816(s[2 * nn], qf[kk], b[0], b[1]);
         mma_bf16_16816(s[2 * nn + 1], qf[kk], b[2], b[3]);
+      }
+    }
+    if constexpr (kFp8) {  // S[:, j] *= k_scale[j]; column n * 8 + (lane % 4) * 2 + (e & 1)
+#pragma unroll
+      for (int n = 0; n < kBlockN / 8; ++n) {
+        const float2 ks = *reinterpret_cast<const float2*>(k_scale + n * 8 + (lane % 4) * 2);
+        s[n][0] *= ks.x;
+        s[n][1] *= ks.y;
+        s[n][2] *= ks.x;
+        s[n][3] *= ks.y;
       }
     }
     if (key0 + kBlockN > a.n_k) {  // the last tile: keys past the end are not there
@@ -168,6 +256,16 @@ __global__ void __launch_bounds__(32 * kWarps) decode_split_kernel(const DecodeA
       acc[n][2] *= alpha_b;
       acc[n][3] *= alpha_b;
     }
+    if constexpr (kFp8) {  // P[:, j] *= v_scale[j] (after l took the unscaled P)
+#pragma unroll
+      for (int n = 0; n < kBlockN / 8; ++n) {
+        const float2 vs = *reinterpret_cast<const float2*>(v_scale + n * 8 + (lane % 4) * 2);
+        s[n][0] *= vs.x;
+        s[n][1] *= vs.y;
+        s[n][2] *= vs.x;
+        s[n][3] *= vs.y;
+      }
+    }
 #pragma unroll
     for (int kk = 0; kk < kBlockN / 16; ++kk) {
       const uint32_t pa[4] = {pack_bf16x2(s[2 * kk][0], s[2 * kk][1]), pack_bf16x2(s[2 * kk][2], s[2 * kk][3]),
@@ -181,7 +279,7 @@ __global__ void __launch_bounds__(32 * kWarps) decode_split_kernel(const DecodeA
         mma_bf16_16816(acc[2 * dd + 1], pa, b[2], b[3]);
       }
     }
-    __syncwarp();  // the stage is refilled by the next iteration's load
+    __syncwarp();  // the stage (and the converted tile) is refilled by the next iteration
   }
 
   // ---- the warps meet: (m, l, acc) per warp into shared memory (over the K/V stages)
@@ -251,10 +349,10 @@ __global__ void decode_combine_kernel(const float* ws_lse, const float* ws_o, in
   if (d == 0) lse[out] = l > 0.f ? m + logf(l) : -INFINITY;
 }
 
-template <int D, int kWarps, int kBlockN, int kStages>
+template <int D, int kWarps, int kBlockN, int kStages, bool kFp8 = false>
 void launch_decode_split(const DecodeArgs& a, int n_kv_heads, cudaStream_t stream) {
-  using Tile = DecodeTile<D, kWarps, kBlockN, kStages>;
-  auto kernel = decode_split_kernel<D, kWarps, kBlockN, kStages>;
+  using Tile = DecodeTile<D, kWarps, kBlockN, kStages, kFp8>;
+  auto kernel = decode_split_kernel<D, kWarps, kBlockN, kStages, kFp8>;
   CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(Tile::kSmemBytes)));
   kernel<<<dim3(a.n_splits, n_kv_heads), Tile::kThreads, Tile::kSmemBytes, stream>>>(a);
   CUDA_CHECK_LAUNCH();
@@ -267,6 +365,7 @@ struct DecodeConfig {
   int warps;             // warps per block
   size_t smem_bytes;     // dynamic shared memory of one block
 };
+// fp8 (a.k8 set): one tile shape, 32 keys x 4 warps, 3 stages.
 DecodeConfig decode_config(int head_dim, int variant);
 void decode_split_hdim64(const DecodeArgs& a, int n_kv_heads, int variant, cudaStream_t stream);
 void decode_split_hdim128(const DecodeArgs& a, int n_kv_heads, int variant, cudaStream_t stream);

@@ -142,6 +142,24 @@ def table(ours_path, peer_path):
                 print(f"{'':<34} {'':>9} {'':>12} {p['peer']:>14} {p['gbps']:5.0f}GB/s {p['ms']:9.3f}"
                       f" {p['ms'] / best['ms']:6.2f}")
     print("ratio = peer ms / our best ms (> 1: ours faster); * = our best variant")
+    paths = [r for r in ours if r["kind"] == "path" and "ms" in r]
+    if paths:
+        print()
+        print("the backend's attention op (fp32 Q in, merged into fp32 (O, LSE), what the engine calls) per "
+              "--attention path,\nbeside PyTorch SDPA on the cuDNN backend; ratio = torch cuDNN ms / ours ms "
+              "(>= 1: at or above cuDNN)")
+        print(f"{'path':<8} {'n':>7} {'chunk':>7} {'ms':>9} {'TF/s':>7} {'first ms':>9} {'plans':>6} "
+              f"{'torch cudnn ms':>15} {'ratio':>6}")
+        for r in paths:
+            peer_ms = min((p["ms"] for p in peer if p["kind"] == "prefill" and p.get("n") == r["n"]
+                           and p.get("peer") == "cudnn" and "ms" in p), default=None)
+            ratio = f"{peer_ms / r['ms']:6.2f}" if peer_ms else "   n/a"
+            pm = f"{peer_ms:15.3f}" if peer_ms else f"{'n/a':>15}"
+            print(f"{r['path']:<8} {r['n']:>7} {r['chunk']:>7} {r['ms']:9.3f} {r['tflops']:7.1f} "
+                  f"{r['first_ms']:9.1f} {r['cudnn_plans']:>6} {pm} {ratio}")
+    for r in ours:
+        if r["kind"] == "path" and "error" in r:
+            print(f"path {r['path']}: {r['error']}")
 
 
 def main():

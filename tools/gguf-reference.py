@@ -42,6 +42,7 @@ def rope_config(cfg):
         scaling = None
     return {"head_dim": cfg.get("head_dim") or cfg["hidden_size"] // cfg["num_attention_heads"],
             "hidden_size": cfg["hidden_size"], "num_attention_heads": cfg["num_attention_heads"],
+            "max_position_embeddings": cfg.get("max_position_embeddings"),
             "rope_theta": theta, "rope_scaling": scaling}
 
 
@@ -95,7 +96,8 @@ def main():
     lp32 = logprobs(model)
     cfg = model.config.to_dict()
     model = model.to(torch.float64)
-    hf_float64.patch_float64(model, ref.inv_freq_f64(rope_config(cfg)), path)
+    rc = rope_config(cfg)
+    hf_float64.patch_float64(model, ref.inv_freq_f64(rc), path, ref.attention_factor_of(rc))
     lp64 = logprobs(model)
     gap32 = max(max(abs(a - b) for a, b in zip(x, y)) for x, y in zip(lp32, lp64) if x)
     allv = [v for x in lp64 for v in x]

@@ -2,8 +2,9 @@
 
 transformers computes RoPE cos/sin and RMSNorm in float32 even when the model is cast to
 float64; patch_float64() replaces those forwards with float64 ones: RoPE angles from our
-float64 inverse frequencies, RMSNorm in float64. check_inv_freq() only checks that
-transformers read the RoPE config as we do. Needs torch.
+float64 inverse frequencies (cos/sin times our float64 YaRN attention factor), RMSNorm in
+float64 (Qwen3's q_norm/k_norm are RMSNorm modules too). check_inv_freq() only checks that
+transformers read the RoPE config (frequencies, attention scaling) as we do. Needs torch.
 """
 
 
@@ -11,8 +12,9 @@ def _rotary_modules(model):
     return [m for m in model.modules() if type(m).__name__.endswith("RotaryEmbedding")]
 
 
-def check_inv_freq(model, inv_freq_f64, what):
-    """Raises SystemExit when transformers' (float32) inverse frequencies differ from ours."""
+def check_inv_freq(model, inv_freq_f64, what, attention_factor=1.0):
+    """Raises SystemExit when transformers' (float32) inverse frequencies or attention
+    scaling differ from ours."""
     import torch
     inv64 = torch.tensor(inv_freq_f64, dtype=torch.float64)
     mods = _rotary_modules(model)
@@ -27,20 +29,20 @@ def check_inv_freq(model, inv_freq_f64, what):
         if rel > 1e-6:
             raise SystemExit(f"{what}: transformers inv_freq differs from ours (rel {rel:.3g})")
         scaling = float(getattr(mod, "attention_scaling", 1.0))
-        if scaling != 1.0:
-            raise SystemExit(f"{what}: unexpected attention_scaling {scaling}")
+        if abs(scaling - attention_factor) > 1e-6 * attention_factor:
+            raise SystemExit(f"{what}: attention_scaling {scaling}, ours {attention_factor}")
     return mods
 
 
-def patch_float64(model, inv_freq_f64, what):
+def patch_float64(model, inv_freq_f64, what, attention_factor=1.0):
     """Checks the RoPE config, then patches RoPE and RMSNorm forwards to float64."""
     import torch
     inv64 = torch.tensor(inv_freq_f64, dtype=torch.float64)
-    for mod in check_inv_freq(model, inv_freq_f64, what):
+    for mod in check_inv_freq(model, inv_freq_f64, what, attention_factor):
         def rot_forward(self, x, position_ids, *args, **kwargs):
             ang = position_ids.to(torch.float64)[..., None] * inv64.to(x.device)[None, None, :]
             emb = torch.cat((ang, ang), dim=-1)
-            return emb.cos().to(x.dtype), emb.sin().to(x.dtype)
+            return (emb.cos() * attention_factor).to(x.dtype), (emb.sin() * attention_factor).to(x.dtype)
         mod.forward = rot_forward.__get__(mod)
     n_norm = 0
     for mod in model.modules():

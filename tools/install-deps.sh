@@ -33,3 +33,11 @@ req="$(dirname "$0")/requirements.txt"
 if [[ -f "$req" ]] && grep -qv "^\s*\(#\|$\)" "$req"; then
   python3 -m pip install -q --disable-pip-version-check -r "$req"
 fi
+
+# The cuDNN frontend's C++ headers for the cuDNN attention path (CMake looks in
+# <site-packages>/include). --no-deps: the package's Python side pulls the CUTLASS DSL,
+# which the headers do not need. Pinned: the path is tested against this version.
+cudnn_frontend=nvidia-cudnn-frontend==1.32.0
+if [[ "$(python3 -m pip show nvidia-cudnn-frontend 2>/dev/null | sed -n 's/^Version: //p')" != "${cudnn_frontend#*==}" ]]; then
+  python3 -m pip install -q --disable-pip-version-check --no-deps "$cudnn_frontend"
+fi

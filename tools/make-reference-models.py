@@ -2,10 +2,11 @@
 """Builds tiny random-weight reference models and their float64 logprobs.
 
 Usage: tools/make-reference-models.py [--out-dir tests/fixtures/models] [--tar FILE.tar.gz]
-                                      [--numpy-only]
+                                      [--numpy-only] [--only NAME ...]
 
 For each model (llama3-scaled GQA Llama, Qwen2 with QKV bias and tied embeddings,
-Mistral with one KV head and an explicit head_dim) it writes under OUT_DIR/<name>/:
+Mistral with one KV head and an explicit head_dim, Qwen3 with QK-norm, YaRN, tied
+embeddings and a head_dim that is not hidden / heads) it writes under OUT_DIR/<name>/:
   config.json          Hugging Face config (classic rope_theta / rope_scaling keys)
   model.safetensors    float32 weights
   reference.json       documents: tokens, float64 logprobs of tokens[k+1] given tokens[..k],
@@ -55,6 +56,16 @@ MODELS = {
         head_dim=32, vocab_size=300, rms_norm_eps=1e-5, rope_theta=10000.0,
         max_position_embeddings=4096, bos_token_id=1, eos_token_id=2, tie_word_embeddings=False,
         sliding_window=None, hidden_act="silu"),
+    # head_dim 24 != 64 / 4; YaRN over an original context of 64 tokens (documents reach
+    # 300), max_position_embeddings = factor x original so that every transformers version
+    # reads the same factor (some 4.x took max_position_embeddings / original over it).
+    "qwen3-qknorm-yarn": dict(
+        architectures=["Qwen3ForCausalLM"], model_type="qwen3", hidden_size=64,
+        intermediate_size=96, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+        head_dim=24, vocab_size=300, rms_norm_eps=1e-6, rope_theta=10000.0,
+        rope_scaling=dict(rope_type="yarn", factor=4.0, original_max_position_embeddings=64),
+        max_position_embeddings=256, bos_token_id=1, eos_token_id=2, tie_word_embeddings=True,
+        attention_bias=False, use_sliding_window=False, sliding_window=None, hidden_act="silu"),
 }
 DOC_LENGTHS = [1, 2, 7, 90, 300]
 GREEDY_PROMPT_LEN, GREEDY_STEPS = 20, 12
@@ -83,6 +94,9 @@ def make_weights(cfg, seed):
             W[p + "self_attn.q_proj.bias"] = 0.5 * rng.normal(size=H * D)
             W[p + "self_attn.k_proj.bias"] = 0.5 * rng.normal(size=Hkv * D)
             W[p + "self_attn.v_proj.bias"] = 0.5 * rng.normal(size=Hkv * D)
+        if cfg["model_type"] == "qwen3":  # QK-norm weights; gain > 1 keeps attention peaked
+            W[p + "self_attn.q_norm.weight"] = 1.3 + 0.3 * rng.normal(size=D)
+            W[p + "self_attn.k_norm.weight"] = 1.3 + 0.3 * rng.normal(size=D)
         W[p + "self_attn.o_proj.weight"] = mat(Hd, H * D, 1.0)
         W[p + "post_attention_layernorm.weight"] = 1.0 + 0.2 * rng.normal(size=Hd)
         W[p + "mlp.gate_proj.weight"] = mat(I, Hd, 1.5)
@@ -115,9 +129,9 @@ def transformers_logprobs(model_dir, cfg, W, docs, patched):
         if not np.array_equal(got, w.astype(np.float64)):
             raise SystemExit(f"{model_dir}: transformers loaded {name} differently")
     if patched:
-        hf_float64.patch_float64(model, ref.inv_freq_f64(cfg), model_dir)
+        hf_float64.patch_float64(model, ref.inv_freq_f64(cfg), model_dir, ref.attention_factor_of(cfg))
     else:
-        hf_float64.check_inv_freq(model, ref.inv_freq_f64(cfg), model_dir)
+        hf_float64.check_inv_freq(model, ref.inv_freq_f64(cfg), model_dir, ref.attention_factor_of(cfg))
     out = []
     with torch.no_grad():
         for toks in docs:
@@ -136,6 +150,7 @@ def main():
     ap.add_argument("--out-dir", default=os.path.join(os.path.dirname(__file__), "..", "tests", "fixtures", "models"))
     ap.add_argument("--tar", default=None, help="also pack OUT_DIR into this .tar.gz")
     ap.add_argument("--numpy-only", action="store_true")
+    ap.add_argument("--only", nargs="+", default=None, help="make only these models (the others stay as they are)")
     args = ap.parse_args()
     from safetensors.numpy import save_file
 
@@ -150,6 +165,8 @@ def main():
                      "machine), or pass --numpy-only to use the numpy float64 forward alone")
 
     for seed, (name, cfg) in enumerate(MODELS.items()):
+        if args.only and name not in args.only:
+            continue
         d = os.path.join(args.out_dir, name)
         os.makedirs(d, exist_ok=True)
         with open(os.path.join(d, "config.json"), "w") as f:

@@ -1,12 +1,14 @@
 #!/usr/bin/env python3
-"""Independent float64 forward pass of Llama/Mistral/Qwen2 models in numpy.
+"""Independent float64 forward pass of Llama/Mistral/Qwen2/Qwen3 models in numpy.
 
 Usage: tools/reference_forward.py MODEL_DIR TOKEN [TOKEN ...]
   prints the per-token logprobs log p(tokens[k+1] | tokens[..k]) as JSON.
 
 Used by tools/make-reference-models.py to cross-check patched transformers (and as the
 fixture source where torch is missing). Everything is float64: RoPE inverse frequencies,
-llama3/linear scaling, angles, cos/sin, RMSNorm, softmax, LM head (DESIGN §9).
+llama3/linear/yarn scaling (and YaRN's attention factor on cos/sin), angles, cos/sin,
+RMSNorm (and Qwen3's per-head QK-norm), softmax, LM head (DESIGN §9). head_dim may
+differ from hidden_size / num_attention_heads.
 Needs: numpy, safetensors.
 """
 import json
@@ -31,13 +33,59 @@ def head_dim_of(cfg):
     return cfg.get("head_dim") or cfg["hidden_size"] // cfg["num_attention_heads"]
 
 
-def inv_freq_f64(cfg):
-    """RoPE inverse frequencies with llama3/linear scaling, all in float64."""
+def yarn_f64(cfg, inv):
+    """YaRN (transformers' _compute_yarn_parameters) in float64: (inv_freq, attention_factor)."""
+    sc = cfg["rope_scaling"]
+    d = head_dim_of(cfg)
+    base = float(cfg.get("rope_theta", 10000.0))
+    # transformers 5: the original context from rope_scaling, else max_position_embeddings;
+    # the factor as written, else max_position_embeddings / original.
+    orig = float(sc.get("original_max_position_embeddings") or cfg["max_position_embeddings"])
+    factor = float(sc["factor"]) if sc.get("factor") is not None else float(cfg["max_position_embeddings"]) / orig
+
+    def mscale(scale, m=1.0):
+        return 1.0 if scale <= 1 else 0.1 * m * math.log(scale) + 1.0
+
+    att = sc.get("attention_factor")
+    if att is None:
+        if sc.get("mscale") and sc.get("mscale_all_dim"):
+            att = mscale(factor, sc["mscale"]) / mscale(factor, sc["mscale_all_dim"])
+        else:
+            att = mscale(factor)
+
+    def corr_dim(rot):
+        return d * math.log(orig / (rot * 2 * math.pi)) / (2 * math.log(base))
+
+    low, high = corr_dim(sc.get("beta_fast") or 32), corr_dim(sc.get("beta_slow") or 1)
+    if sc.get("truncate", True):
+        low, high = math.floor(low), math.ceil(high)
+    low, high = max(low, 0), min(high, d - 1)
+    if low == high:
+        high += 0.001
+    ramp = np.clip((np.arange(d // 2, dtype=np.float64) - low) / (high - low), 0.0, 1.0)
+    extrap = 1.0 - ramp
+    return inv / factor * (1.0 - extrap) + inv * extrap, float(att)
+
+
+def attention_factor_of(cfg):
+    sc = cfg.get("rope_scaling") or {}
+    if sc.get("rope_type", sc.get("type")) != "yarn":
+        return 1.0
+    return yarn_f64(cfg, inv_freq_f64(dict(cfg, rope_scaling=None)))[1]
+
+
+def inv_freq_f64(cfg, rope_freqs=None):
+    """RoPE inverse frequencies with llama3/linear/yarn scaling, all in float64; rope_freqs:
+    a GGUF's per-frequency divisors, applied verbatim instead."""
     d = head_dim_of(cfg)
     base = float(cfg.get("rope_theta", 10000.0))
     inv = 1.0 / base ** (np.arange(0, d, 2, dtype=np.float64) / d)
     sc = cfg.get("rope_scaling") or {}
     kind = sc.get("rope_type", sc.get("type", "default"))
+    if rope_freqs is not None:
+        return inv / np.asarray(rope_freqs, dtype=np.float64)
+    if kind == "yarn":
+        return yarn_f64(cfg, inv)[0]
     if kind == "linear":
         inv = inv / float(sc["factor"])
     elif kind == "llama3":
@@ -67,15 +115,16 @@ def rope(x, cos, sin):
     return x * cos[:, None, :] + rot * sin[:, None, :]
 
 
-def forward_logits(cfg, W, tokens):
+def forward_logits(cfg, W, tokens, rope_freqs=None):
     """Returns float64 logits (S, vocab) for the token list."""
     S = len(tokens)
     H, Hkv, D = cfg["num_attention_heads"], cfg["num_key_value_heads"], head_dim_of(cfg)
     eps = float(cfg["rms_norm_eps"])
     x = W["model.embed_tokens.weight"][np.asarray(tokens, dtype=np.int64)]
-    ang = np.arange(S, dtype=np.float64)[:, None] * inv_freq_f64(cfg)[None, :]
+    ang = np.arange(S, dtype=np.float64)[:, None] * inv_freq_f64(cfg, rope_freqs)[None, :]
     ang = np.concatenate([ang, ang], axis=-1)
-    cos, sin = np.cos(ang), np.sin(ang)
+    att = attention_factor_of(cfg)  # YaRN scales cos and sin (transformers' attention_scaling)
+    cos, sin = np.cos(ang) * att, np.sin(ang) * att
     causal = np.tril(np.ones((S, S), dtype=bool))
     for l in range(cfg["num_hidden_layers"]):
         p = f"model.layers.{l}."
@@ -85,8 +134,12 @@ def forward_logits(cfg, W, tokens):
             y = h @ W[p + f"self_attn.{n}_proj.weight"].T
             b = W.get(p + f"self_attn.{n}_proj.bias")
             proj[n] = y if b is None else y + b
-        q = rope(proj["q"].reshape(S, H, D), cos, sin)
-        k = rope(proj["k"].reshape(S, Hkv, D), cos, sin)
+        q, k = proj["q"].reshape(S, H, D), proj["k"].reshape(S, Hkv, D)
+        if p + "self_attn.q_norm.weight" in W:  # Qwen3: RMSNorm of each head before RoPE
+            q = rmsnorm(q, W[p + "self_attn.q_norm.weight"], eps)
+            k = rmsnorm(k, W[p + "self_attn.k_norm.weight"], eps)
+        q = rope(q, cos, sin)
+        k = rope(k, cos, sin)
         v = proj["v"].reshape(S, Hkv, D)
         g = H // Hkv
         o = np.empty((S, H, D))
@@ -112,11 +165,11 @@ def log_softmax(logits):
     return logits - m - np.log(np.exp(logits - m).sum(axis=-1, keepdims=True))
 
 
-def token_logprobs(cfg, W, tokens):
+def token_logprobs(cfg, W, tokens, rope_freqs=None):
     """log p(tokens[k+1] | tokens[..k]) for k = 0..S-2 (float64)."""
     if len(tokens) < 2:
         return np.zeros(0)
-    lp = log_softmax(forward_logits(cfg, W, tokens))
+    lp = log_softmax(forward_logits(cfg, W, tokens, rope_freqs))
     return lp[np.arange(len(tokens) - 1), np.asarray(tokens[1:])]
 
 

@@ -12,7 +12,8 @@
 //   (comm.h) takes stream() or comm_stream(); events order the two. On the CPU ops run
 //   at once and streams and events are no-ops.
 // - Activations, (O, LSE), logits and logprobs are fp32. Weights and the KV cache may be
-//   stored narrower (bf16 on CUDA); upload_weight() and alloc_kv() pick the storage.
+//   stored narrower (bf16 on CUDA); upload_weight() picks the weights' storage, the
+//   caller the KV cache's (KvDtype; each backend names its default and what it supports).
 // - Masking follows striped.h's key_visible() alone; RoPE angles are computed in float64
 //   from global positions, cos/sin then rounded to fp32 (DESIGN §9).
 #include <cstdint>
@@ -23,18 +24,21 @@
 #include "ringinfer/comm.h"   // Stream
 #include "ringinfer/error.h"
 #include "ringinfer/model.h"  // HostTensor, RopeConfig
+#include "ringinfer/sampling.h"  // SamplingParams
 #include "ringinfer/striped.h"  // merge_lse, for merge_attention's default
 
 namespace ringinfer {
 
+// u8: raw bytes (fp8 e4m3 bits, packed buffers).
 // q8_0, q4_0, q4_1: ggml's blocks of 32 weights (model/dtype_convert.h gives the layouts),
 // kept quantized by the CPU backend for GGUF weights (Backend::takes_quantized_weights).
-enum class DType { f32, bf16, i32, f64, f16, q8_0, q4_0, q4_1 };
+enum class DType { f32, bf16, i32, f64, u8, f16, q8_0, q4_0, q4_1 };
 
 // Elements per storage block (32 for the quantized types, else 1) and bytes per block.
 inline int64_t dtype_block(DType t) { return t == DType::q8_0 || t == DType::q4_0 || t == DType::q4_1 ? 32 : 1; }
 inline size_t dtype_block_bytes(DType t) {
   switch (t) {
+    case DType::u8: return 1;
     case DType::bf16: case DType::f16: return 2;
     case DType::f32: case DType::i32: return 4;
     case DType::f64: return 8;
@@ -57,6 +61,7 @@ inline const char* dtype_name(DType t) {
     case DType::bf16: return "bf16";
     case DType::i32: return "i32";
     case DType::f64: return "f64";
+    case DType::u8: return "u8";
     case DType::f16: return "f16";
     case DType::q8_0: return "q8_0";
     case DType::q4_0: return "q4_0";
@@ -73,6 +78,7 @@ class Tensor {
 
   bool empty() const { return data_ == nullptr || rows_ * cols_ == 0; }
   void* data() const { return data_; }
+  const std::shared_ptr<void>& storage() const { return storage_; }  // for views of other types (KvBlock)
   DType dtype() const { return dtype_; }
   int64_t rows() const { return rows_; }
   int64_t cols() const { return cols_; }
@@ -119,6 +125,30 @@ struct AttentionShape {
   float scale = 0.0f;      // softmax scale, 1/sqrt(D)
 };
 
+// ---------------------------------------------------------------- the KV cache
+// Element type of the KV cache (kv_quant.h defines the rounding of each): f32 (CPU
+// only), bf16, or fp8 e4m3 with one f32 scale per token and KV head.
+enum class KvDtype { f32, bf16, fp8 };
+const char* kv_dtype_name(KvDtype t);             // "f32" | "bf16" | "fp8"
+KvDtype parse_kv_dtype(const std::string& name);  // throws Error for any other name
+// Bytes of one token's K and V, Hkv heads of D values, scales included.
+int64_t kv_bytes_per_token(KvDtype t, int64_t n_kv_heads, int64_t head_dim);
+
+// K and V of `rows` tokens, Hkv heads of D values each: a layer's cache, a ring block, or
+// a row range of one. Backend::alloc_kv() makes the four parts views of one allocation,
+// `packed`, so a ring step moves one buffer (values and scales together).
+struct KvBlock {
+  KvDtype dtype = KvDtype::f32;
+  int64_t n_kv_heads = 0, head_dim = 0;
+  Tensor k, v;              // (rows, Hkv*D): f32, bf16, or u8 holding e4m3 bits (fp8)
+  Tensor k_scale, v_scale;  // (rows, Hkv) f32 dequantization scales; fp8 only, else empty
+  Tensor packed;            // (1, bytes) u8: the whole allocation; empty in a rows() view
+
+  int64_t rows() const { return k.rows(); }
+  // Tokens [begin, begin + count), sharing storage (not packed). Throws when out of range.
+  KvBlock rows(int64_t begin, int64_t count) const;
+};
+
 // An ordering point on a stream (cudaEvent_t on CUDA; nothing on the CPU).
 class Event {
  public:
@@ -144,13 +174,16 @@ class Backend {
   // Whether upload_weight() takes GGUF weights still quantized (HostTensor::blocks) and
   // computes on them; otherwise loaders hand it fp32.
   virtual bool takes_quantized_weights() const { return false; }
-  // KV cache storage for `rows` tokens of `cols` = Hkv * D values (fp32 CPU, bf16 CUDA).
-  virtual Tensor alloc_kv(int64_t rows, int64_t cols) = 0;
+  // KV storage for `rows` tokens (uninitialised), one allocation; throws Error when this
+  // backend does not store `dtype`.
+  KvBlock alloc_kv(int64_t rows, int64_t n_kv_heads, int64_t head_dim, KvDtype dtype);
+  virtual KvDtype default_kv_dtype() const = 0;  // f32 on the CPU, bf16 on CUDA
+  virtual bool supports_kv_dtype(KvDtype t) const = 0;
   virtual void copy_from_host(const Tensor& dst, const void* src) = 0;  // dst.bytes() bytes
   virtual void copy_to_host(void* dst, const Tensor& src) = 0;         // waits for stream()
 
   // ---------------------------------------------------------------- ops
-  // dst = src, same shape; f32 -> bf16 rounds to nearest even (KV cache stores).
+  // dst = src, same shape; f32 -> bf16 rounds to nearest even.
   virtual void copy(const Tensor& src, const Tensor& dst) = 0;
   // out (n, hidden) = table[tokens[i]]; tokens (n, 1) i32, each in [0, table.rows()).
   virtual void embed(const Tensor& table, const Tensor& tokens, const Tensor& out) = 0;
@@ -164,19 +197,33 @@ class Backend {
   // inv_freq (1, D/2) f64 from rope_inv_freq().
   virtual void rope(const Tensor& x, int64_t n_heads, const Tensor& inv_freq, int64_t pos_start,
                     int64_t pos_stride) = 0;
+  // Writes the fp32 rows k, v (n, Hkv*D) into dst (n rows) in dst's dtype, rounding as
+  // kv_quant.h defines (fp8: each (token, head) gets its scale here).
+  virtual void store_kv(const Tensor& k, const Tensor& v, const KvBlock& dst) = 0;
+  // dst = src: the same dtype and heads, dst.rows() == src.rows() (packing a ring block).
+  void copy_kv(const KvBlock& src, const KvBlock& dst);
   // o = 0, lse = -inf: the identity of the merge.
   virtual void attention_reset(const Tensor& o, const Tensor& lse) = 0;
-  // Attention of q (nq, H*D) against keys k, values v (nk, Hkv*D) under the striped mask,
-  // merged into the running o (nq, H*D, normalised) and lse (nq, H), fp32.
-  virtual void attention(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionShape& shape,
-                         const Tensor& o, const Tensor& lse) = 0;
+  // Attention of q (nq, H*D) against the nk = kv.rows() keys and values of kv (their
+  // dequantized values) under the striped mask, merged into the running o (nq, H*D,
+  // normalised) and lse (nq, H), fp32.
+  virtual void attention(const Tensor& q, const KvBlock& kv, const AttentionShape& shape, const Tensor& o,
+                         const Tensor& lse) = 0;
+  // The form of kv that attention() reads fastest when it is called many times on the same
+  // block (prefill's query chunks): kv itself, or on CUDA an fp8 block dequantized once to a
+  // bf16 copy in scratch. Valid until the next attention_input() call; kv must not change
+  // meanwhile.
+  virtual KvBlock attention_input(const KvBlock& kv) { return kv; }
   // gate = silu(gate) * up, elementwise (n, intermediate).
   virtual void swiglu(const Tensor& gate, const Tensor& up) = 0;
   // out (n, 1) = log_softmax(logits (n, V))[targets[i]]; targets (n, 1) i32.
   virtual void target_logprobs(const Tensor& logits, const Tensor& targets, const Tensor& out) = 0;
-  // token (1, 1) i32 from logits (1, V): argmax (lowest id on ties) when temperature <= 0,
-  // else top-p sampling with the uniform u in [0, 1) (sampling.h defines the rule).
-  virtual void sample(const Tensor& logits, double temperature, double top_p, double u, const Tensor& token) = 0;
+  // token (1, 1) i32 from logits (1, V): first the penalties of p on the tokens with
+  // counts (1, V) i32 > 0 (counts may be empty when !p.penalized(); logits are changed in
+  // place), then argmax (lowest id on ties) when p.temperature <= 0, else top-k / min-p /
+  // top-p sampling with the uniform u in [0, 1). sampling.h defines the rule.
+  virtual void sample(const Tensor& logits, const SamplingParams& p, double u, const Tensor& counts,
+                      const Tensor& token) = 0;
 
   // Merges the partial attention (o2, lse2) into (o, lse) per row and head, as
   // striped.h's merge_lse does: decode's fixed-order merge of the ranks' gathered parts.
@@ -205,8 +252,11 @@ class Backend {
   virtual void reset_peak_bytes() {}
 };
 
-// RoPE inverse frequencies (D/2 values) in float64, with llama3 or linear scaling.
+// RoPE inverse frequencies (D/2 values) in float64, with linear, llama3, yarn or
+// rope_freqs (verbatim divisors) scaling.
 std::vector<double> rope_inv_freq(const RopeConfig& rope, int64_t head_dim);
+// The softmax scale 1/sqrt(D), times YaRN's attention factor squared (rope_freq.cpp says why).
+double rope_softmax_scale(const RopeConfig& rope, int64_t head_dim);
 
 struct CpuBackendOptions {
   // Test only: flips the diagonal of the causal mask (a query does not see its own key),

@@ -31,9 +31,7 @@
 
 namespace ringinfer {
 
-namespace comm_detail {
-class Deadline;  // src/comm/comm_checks.h
-}
+class Deadline;  // src/runtime/deadline.h
 
 // An ordering handle for device work: a cudaStream_t held as void*, so this header
 // needs no CUDA include. nullptr is CUDA's default stream; the CPU ignores it.
@@ -187,7 +185,7 @@ class MpiComm final : public Comm {
   // Polls one collective's request until it completes or `deadline` passes (all chunks of
   // one call share one deadline); on the timeout marks the communicator broken and throws
   // the timeout Error for `call`.
-  void wait_collective(const char* call, MPI_Request* request, const comm_detail::Deadline& deadline);
+  void wait_collective(const char* call, MPI_Request* request, const Deadline& deadline);
   void check_usable(const char* call) const;
 
   MPI_Comm comm_ = MPI_COMM_NULL;

@@ -1,20 +1,47 @@
 #pragma once
-// The CUDA backend (backend/cuda/): bf16 weight matrices and KV cache, fp32 residual
+// The CUDA backend (backend/cuda/): bf16 weight matrices, bf16 or fp8 KV cache, fp32 residual
 // stream, activations and accumulation; cuBLAS for the weight GEMMs, the striped flash /
 // split-KV decode kernels for attention. Available in CUDA builds only
 // (RINGINFER_HAVE_CUDA); this header includes no CUDA header, so host-only code may
 // include it under #ifdef RINGINFER_HAVE_CUDA.
+#include <cstdint>
 #include <memory>
+#include <string>
 
 #include "ringinfer/backend.h"
 
 namespace ringinfer {
 
+// Which kernel serves the attention blocks of prefill (--attention):
+//   auto_select  the native kernels for now (cuDNN is 1.26-1.40x faster at head_dim 128,
+//                docs/PERFORMANCE.md, but see Numerics below: its rank-count drift is outside
+//                DESIGN §9's bound, so it is not chosen silently);
+//   native       our kernels (flash / decode / generic) only;
+//   cudnn        cuDNN SDPA for every block it takes (blocks it cannot take, e.g. an
+//                unsupported head_dim, still run native); construction throws when the build
+//                has no cuDNN path or the library does not start.
+// Single-query decode calls keep the split-KV decode kernel in every mode.
+// Numerics: cuDNN writes each block's O in bf16 (its only output type with bf16 inputs on
+// Hopper) before the fp32 merge; the native kernels merge fp32. On the random-weight fixtures
+// that moves score logprobs by up to ~0.12 between 1 and 2 ranks (native: <= 0.04).
+enum class AttentionPath { auto_select, native, cudnn };
+
+// "auto" | "native" | "cudnn" (the --attention values); throws ringinfer::Error otherwise.
+AttentionPath parse_attention_path(const std::string& name);
+const char* to_string(AttentionPath p);
+// Whether this build has the cuDNN attention path (CMake found cuDNN and its frontend).
+bool cuda_build_has_cudnn();
+
 struct CudaBackendOptions {
   int device = -1;          // CUDA device to use; -1 keeps the current one
+  AttentionPath attention = AttentionPath::auto_select;
   bool use_flash = true;    // head_dim 64/128: flash / decode kernels; false: the generic kernel (tests)
   bool use_decode = true;   // single-query calls that see every key: the split-KV decode kernel
 };
+
+// cuDNN SDPA plans `backend` (a CUDA backend) has built so far: > 0 once the cuDNN path
+// served a block (tests, benchmarks); 0 for any other backend.
+int64_t cuda_backend_cudnn_plans(const Backend& backend);
 
 // Creates the stream pair and the cuBLAS handle on options.device. Throws ringinfer::Error
 // when no device is usable.

@@ -10,9 +10,16 @@
 //            then one all-gather gives every rank the whole document's logprobs
 //   generate prefill, then decode steps (DESIGN §4): the token is replicated, the owner
 //            rank appends its K,V, each rank attends over its cache, one all-gather of
-//            (O, LSE) per layer and a fixed-order merge; greedy or top-p sampling with a
-//            counter-based RNG keyed on (seed, document, step); one rank samples and
-//            broadcasts; stops at EOS or length
+//            (O, LSE) per layer and a fixed-order merge; penalties, then greedy or top-k /
+//            min-p / top-p sampling with a counter-based RNG keyed on (seed, document, step);
+//            one rank samples and broadcasts; stops at EOS, a stop string or length
+//   batch    continuous batching (DESIGN §5): join() prefills a document alone on the
+//            whole ring and adds it to the decode batch (up to max_batch documents); each
+//            step() runs one token of every document of the batch: one GEMM per projection
+//            for the B rows, attention of each row over its own document's stripe, one
+//            merge collective for all rows; documents leave as they finish
+//            (take_finished()). A document's tokens do not depend on the batch: the RNG is
+//            keyed on (seed, document, step) and penalties count its own tokens.
 // With N > 1 every rank of the CP group calls the same method for the same document (the
 // calls are collective over options.cp_comm); ranks holding no token (S < N) take part too.
 // Tensor parallel (DESIGN §5, T = tp_size > 1): the T ranks of a TP group hold the same
@@ -26,11 +33,13 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <vector>
 
 #include "ringinfer/backend.h"
 #include "ringinfer/comm.h"
 #include "ringinfer/model.h"
+#include "ringinfer/sampling.h"
 
 namespace ringinfer {
 
@@ -39,6 +48,7 @@ struct EngineProgress {
   enum class Kind { prefill_layer, decode_token } kind = Kind::prefill_layer;
   int layer = 0, layers = 0;  // prefill_layer: layer (1-based) of layers has finished
   int64_t generated = 0;      // decode_token: tokens generated so far (1-based)
+  uint64_t tag = 0;           // decode_token: the document's tag (join())
 };
 
 struct EngineOptions {
@@ -52,6 +62,10 @@ struct EngineOptions {
                                 // Moves backend tensors, like cp_comm.
   int64_t chunk_tokens = 256;   // rows per projection / MLP chunk (bounds scratch memory)
   int64_t logits_chunk = 32;    // rows per LM-head chunk in score (logits_chunk x vocab fp32)
+  int64_t max_batch = 1;        // documents decoded together (1..chunk_tokens); each holds its own KV cache
+  // The KV cache's element type; empty: the backend's default (f32 CPU, bf16 CUDA). The
+  // constructor throws Error when the backend does not store it.
+  std::optional<KvDtype> kv_dtype;
   // Called after each prefill layer and each generated token (may be empty).
   std::function<void(const EngineProgress&)> on_progress;
   // Asked at the same points (may be empty). When it is true on any rank of the CP x TP
@@ -68,15 +82,18 @@ struct DocumentScore {
   double seconds = 0.0;         // wall time of the whole call
 };
 
-enum class FinishReason { eos, length, empty_prompt };
-const char* to_string(FinishReason f);  // "eos" | "length" | "empty_prompt"
+enum class FinishReason { eos, length, empty_prompt, stop };
+const char* to_string(FinishReason f);  // "eos" | "length" | "empty_prompt" | "stop"
 
 struct GenerateOptions {
   int64_t max_new_tokens = 256;
-  double temperature = 0.0;  // 0 = greedy
-  double top_p = 1.0;
+  SamplingParams sampling;   // temperature 0 = greedy; penalties count this document's generated tokens
   uint64_t seed = 0;
   uint64_t doc_key = 0;      // sampling.h doc_key(doc_id): the per-document RNG key
+  // Asked after each generated token with all tokens so far (may be empty): true ends the
+  // generation there with finish `stop` (a stop string showed in the decoded text). It must
+  // answer the same on every rank; it sees the same tokens everywhere.
+  std::function<bool(const std::vector<int32_t>& tokens)> stop_here;
 };
 
 struct GenerateResult {
@@ -91,9 +108,18 @@ struct EngineStats {
   int64_t tokens_held = 0;  // prompt tokens in this rank's stripe: ceil((S - r) / N)
   int64_t kv_tokens = 0;    // tokens in the local KV cache of each layer at the end
   int64_t kv_bytes = 0;     // bytes allocated for the KV cache (all layers, K and V, full capacity):
-                            // per layer 2 * max(1, Hkv/T) * D * capacity elements
+                            // per layer capacity * kv_bytes_per_token(dtype, max(1, Hkv/T), D) (the
+                            // allocation pads each of its parts to 256 bytes besides)
   int64_t bytes_sent = 0;   // payload bytes this rank handed to cp_comm (ring blocks, gathers, broadcasts)
   int64_t tp_bytes_sent = 0;  // payload bytes this rank handed to tp_comm (all-reduces, logits gathers)
+};
+
+// A document the decode batch finished.
+struct FinishedDocument {
+  uint64_t tag = 0;       // join()'s tag
+  GenerateResult result;  // decode_seconds counts from its first token to its last, other
+                          // documents' prefills in between included
+  EngineStats stats;      // this rank's share of its work
 };
 
 struct ModelSource;  // model_loader.h
@@ -122,8 +148,24 @@ class Engine {
   // of the wrong length.
   DocumentScore score_stripes(const std::vector<int32_t>& stripe, const std::vector<int32_t>& next_stripe, int64_t S);
   // An empty prompt (S = 0) generates nothing (finish empty_prompt). Every rank returns
-  // the same tokens.
+  // the same tokens. join() + step() until it finishes; the batch must be empty.
   GenerateResult generate_stripe(const std::vector<int32_t>& stripe, int64_t S, const GenerateOptions& options);
+
+  // Continuous batching (collective like the calls above; every rank of the group makes
+  // the same calls in the same order). join: validates the document, prefills it alone on
+  // the ring (stop checks after each layer; a stop drops the batch, as in step()) and
+  // samples its first token; the document then joins the decode batch, or is finished at
+  // once (empty prompt, max_new_tokens 0, or a first token that ends it). Needs
+  // batch_size() < max_batch.
+  void join(const std::vector<int32_t>& stripe, int64_t S, const GenerateOptions& options, uint64_t tag);
+  // One token for every document of the batch; first the group's stop check (StopRequested
+  // drops the whole batch: those documents restart on resume). No-op on an empty batch.
+  void step();
+  int64_t batch_size() const;  // documents in decode now
+  int64_t max_batch() const;   // options.max_batch
+  // The documents finished since the last call, in the order they finished (within a
+  // step, in the order they joined). last_stats() is then the last one's.
+  std::vector<FinishedDocument> take_finished();
 
   // Conveniences taking the whole document; they cut this rank's stripes out of it.
   DocumentScore score(const std::vector<int32_t>& tokens);
@@ -134,6 +176,7 @@ class Engine {
   int64_t kv_cache_tokens() const;
   const EngineStats& last_stats() const;
   const ModelConfig& config() const;
+  KvDtype kv_dtype() const;  // the KV cache's element type
 
  private:
   struct State;

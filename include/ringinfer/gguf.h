@@ -127,16 +127,16 @@ class GgufFile {
   std::map<std::string, size_t> index_;
 };
 
-// llama-architecture metadata -> ModelConfig (architecture reported as LlamaForCausalLM).
-// Tensor-derived facts (vocab size, tied embeddings, biases, rope_freqs) come from the file.
+// Metadata of a supported general.architecture (model_family.h: llama, qwen2, qwen3) ->
+// ModelConfig, architecture reported as the family's HF class (src/model/gguf_config.cpp).
+// Tensor-derived facts (vocab size, tied embeddings, biases, QK-norm, rope_freqs) come
+// from the file. A rope_freqs.weight that matches llama3 scaling is reported as llama3
+// (its exact float64 form); any other is applied verbatim (RopeScalingType::freq_factors).
 ModelConfig gguf_model_config(const GgufFile& f);
 
-// llama.cpp's converter permutes the rows of Q and K (and their biases) per head:
+// llama.cpp's converter permutes the rows of Q and K (and their biases) per head for the
+// llama architecture (model_family.h says which tensors):
 // HF row h*D + s*(D/2) + j is stored at GGUF row h*D + 2*j + s (D = head_dim).
 int64_t gguf_permuted_row(int64_t hf_row, int64_t head_dim);
-
-// GGUF tensor name of an HF tensor name ("model.layers.3.mlp.up_proj.weight" ->
-// "blk.3.ffn_up.weight"); "" when there is none.
-std::string gguf_tensor_name(const std::string& hf_name);
 
 }  // namespace ringinfer

@@ -15,14 +15,22 @@ namespace ringinfer {
 // generation) beyond it, plan refuses --context beyond it.
 inline constexpr int64_t kMaxContextTokens = (int64_t(1) << 31) - 1;
 
+// The decode batch run picks without --max-batch: as many documents as memory holds, at
+// most this many (DESIGN §4: past a few dozen rows a step is no longer bound by the weights).
+inline constexpr int64_t kAutoMaxBatch = 32;
+
 struct PlanInput {
   int64_t context = 0;          // S: tokens of the document (prompt + generated)
   int ranks = 1;                // ranks in the job
   int tp = 1;                   // tensor-parallel size T (CP size N = ranks / T)
   int weight_bytes = 2;         // bytes per weight element (bf16 = 2, fp32 = 4)
   int kv_bytes = 2;             // bytes per KV element (bf16 = 2, fp8 = 1)
+  int kv_scale_bytes = 0;       // bytes of scale per token and KV head, for K and for V (fp8: 4)
+  int kv_copy_bytes = 0;        // per KV element of the copy attention reads of one ring block
+                                // (CUDA fp8 prefill: a bf16 copy, 2); 0 = attention reads the cache
   int act_bytes = 2;            // bytes per activation element of Q and the ring buffers
   int64_t token_chunk = 4096;   // tokens per chunk of the projections, MLP and LM head (bounds scratch)
+  int64_t batch = 1;            // documents decoded together (run --max-batch): B KV caches of `context`
 };
 
 struct MemoryPlan {
@@ -32,11 +40,13 @@ struct MemoryPlan {
   int64_t kv_bytes_per_token = 0;    // bytes of K and V of one token over all layers, whole model
   int64_t kv_total = 0;              // bytes of the whole document's KV cache (all ranks)
   int64_t local_tokens = 0;          // ceil(S / N): tokens held by the fullest rank
-  int64_t kv_per_rank = 0;           // 2 L max(1, Hkv/T) D ceil(S/N) kv_bytes
+  int64_t kv_per_rank = 0;           // 2 L max(1, Hkv/T) (D kv_bytes + kv_scale_bytes) ceil(S/N): one document's
+  int64_t kv_batch_per_rank = 0;     // batch x kv_per_rank: the caches of the decode batch
   int64_t activation_bytes_per_local_token = 0;
-  int64_t activations_per_rank = 0;  // residual stream, Q and O of one layer, two ring KV buffers
+  int64_t activations_per_rank = 0;  // residual stream, Q and O of one layer, two ring KV buffers (and
+                                     // the dequantized copy of one, kv_copy_bytes)
   int64_t scratch_per_rank = 0;      // one token chunk of MLP, norm and fp32 LM-head logits
-  int64_t total_per_rank = 0;        // weights + KV + activations + scratch
+  int64_t total_per_rank = 0;        // weights + the batch's KV + activations + scratch (one prefill at a time)
   int64_t ring_step_bytes = 0;       // bytes one rank sends per ring step of one layer (its local K and V)
   double ring_step_flops = 0;        // FLOPs of one ring step of one layer on one rank (QK^T and PV)
 };
@@ -45,6 +55,10 @@ struct MemoryPlan {
 // the model (the rule of tensor_parallel_slice, which run applies too), or when a figure
 // would overflow 64 bits ("... does not fit in 64-bit byte counts").
 MemoryPlan plan_memory(const ModelConfig& config, const PlanInput& in);
+
+// Largest batch B in [1, max_batch] whose plan (in with batch = B) fits in `capacity`
+// bytes; 0 when not even one document fits.
+int64_t largest_fitting_batch(const ModelConfig& config, PlanInput in, int64_t capacity, int64_t max_batch);
 
 // Smallest rank count (a multiple of in.tp, at most kMaxPlanRanks) whose per-rank total
 // fits in `capacity` bytes, or -1 when none does (e.g. the weights alone do not fit).

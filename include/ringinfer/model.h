@@ -10,19 +10,26 @@
 
 namespace ringinfer {
 
-enum class RopeScalingType { none, linear, llama3 };
+// freq_factors: a GGUF's rope_freqs.weight that matches no standard scaling, applied
+// verbatim (one divisor per frequency), as llama.cpp does.
+enum class RopeScalingType { none, linear, llama3, yarn, freq_factors };
 
 struct RopeConfig {
   double theta = 10000.0;                // rope_theta
   RopeScalingType scaling = RopeScalingType::none;
-  double factor = 1.0;                   // linear and llama3
+  double factor = 1.0;                   // linear, llama3 and yarn
   double low_freq_factor = 1.0;          // llama3
   double high_freq_factor = 4.0;         // llama3
-  int64_t original_max_position = 8192;  // llama3: original_max_position_embeddings
+  int64_t original_max_position = 8192;  // llama3, yarn: original_max_position_embeddings
+  double beta_fast = 32.0;               // yarn: ramp bounds, in rotations over the original context
+  double beta_slow = 1.0;                // yarn
+  bool truncate = true;                  // yarn: round the ramp bounds outwards to whole dimensions
+  double attention_factor = 1.0;         // yarn: multiplies cos/sin (so q.k by its square)
+  std::vector<double> freq_divisors;     // freq_factors: head_dim/2 divisors of the inverse frequencies
 };
 
 struct ModelConfig {
-  std::string architecture;          // LlamaForCausalLM | MistralForCausalLM | Qwen2ForCausalLM
+  std::string architecture;          // an HF class of model_family.h: LlamaForCausalLM, Qwen3ForCausalLM, ...
   int64_t hidden_size = 0;           // d_model
   int64_t n_layers = 0;
   int64_t n_heads = 0;               // query heads
@@ -34,6 +41,7 @@ struct ModelConfig {
   RopeConfig rope;
   bool qkv_bias = false;             // Qwen2: q/k/v projections carry a bias
   bool o_bias = false;               // Llama attention_bias=true: o_proj carries a bias too
+  bool qk_norm = false;              // Qwen3: RMSNorm of each q and k head (over head_dim) before RoPE
   bool tie_word_embeddings = false;  // LM head shares the embedding matrix
   int64_t bos_token_id = -1;         // -1 when absent
   std::vector<int64_t> eos_token_ids;
@@ -63,12 +71,22 @@ struct LayerWeights {
   HostTensor wk;         // (n_kv_heads * head_dim, hidden)
   HostTensor wv;         // (n_kv_heads * head_dim, hidden)
   HostTensor bq, bk, bv; // (out) when qkv_bias, else empty
+  HostTensor q_norm;     // (head_dim) when qk_norm, else empty  self_attn.q_norm.weight
+  HostTensor k_norm;     // (head_dim) when qk_norm, else empty  self_attn.k_norm.weight
   HostTensor wo;         // (hidden, n_heads * head_dim)   self_attn.o_proj.weight
   HostTensor bo;         // (hidden) when o_bias, else empty
   HostTensor ffn_norm;   // (hidden)                      post_attention_layernorm.weight
   HostTensor w_gate;     // (intermediate, hidden)         mlp.gate_proj.weight
   HostTensor w_up;       // (intermediate, hidden)         mlp.up_proj.weight
   HostTensor w_down;     // (hidden, intermediate)         mlp.down_proj.weight
+};
+
+// The ModelWeights / LayerWeights field a tensor fills (model_family.h maps each to its
+// file names, shape and tensor-parallel cut): the global slots, then the layer slots from
+// attn_norm to w_down in LayerWeights' field order.
+enum class WeightSlot {
+  embed, final_norm, lm_head,
+  attn_norm, wq, wk, wv, bq, bk, bv, q_norm, k_norm, wo, bo, ffn_norm, w_gate, w_up, w_down
 };
 
 struct ModelWeights {

@@ -54,12 +54,19 @@ struct ModelSource {
   std::shared_ptr<const GgufMetadata> gguf_metadata;  // GGUF only (tokenizer.ggml.* lives here)
 };
 
-// Opens path: a .gguf file, or a folder with config.json. Validates the config and every
-// tensor header; reads no weights. Throws Error("<path>: ...").
+// Opens path: a .gguf file, or a folder with config.json. Validates the config, and every
+// tensor the config calls for against its shape (check_model_tensors), so a config that
+// contradicts its tensors is reported before any memory is planned from it; reads no
+// weights. Throws Error("<path>: ...").
 ModelSource open_model(const std::string& path);
 
 // HF tensor names of layer l ("model.layers.<l>.<suffix>").
 std::string layer_tensor_name(int64_t layer, const std::string& suffix);
+
+// Checks that every tensor the config calls for is present with the shape the config
+// implies. Throws Error("<config file>: does not match the weights: tensor 'x' has shape
+// [..] but the config implies [..]") (config file: config.json, or the GGUF itself).
+void check_model_tensors(const ModelSource& model);
 
 // Reads every weight the config calls for, checking each tensor's shape against the
 // config ("<path>: tensor 'x' has shape [a, b] but the config implies [c, d]") and that
@@ -103,10 +110,7 @@ ModelWeights read_weights(const ModelSource& model, const TensorParallelSlice& s
 
 // ---- streaming: one tensor at a time
 
-// The ModelWeights / LayerWeights field a tensor fills.
-enum class WeightSlot { embed, final_norm, lm_head, attn_norm, wq, wk, wv, bq, bk, bv, wo, bo, ffn_norm, w_gate, w_up, w_down };
-
-// The per-layer slots in load order (LayerWeights' field order).
+// The per-layer slots (WeightSlot, model.h) in LayerWeights' field order.
 const std::vector<WeightSlot>& layer_weight_slots();
 
 // The field of w that (slot, layer) names; layer is ignored for embed, final_norm, lm_head
@@ -135,6 +139,8 @@ auto& weight_slot(Weights& w, WeightSlot slot, int64_t layer) {
     case WeightSlot::bq: return L.bq;
     case WeightSlot::bk: return L.bk;
     case WeightSlot::bv: return L.bv;
+    case WeightSlot::q_norm: return L.q_norm;
+    case WeightSlot::k_norm: return L.k_norm;
     case WeightSlot::wo: return L.wo;
     case WeightSlot::bo: return L.bo;
     case WeightSlot::ffn_norm: return L.ffn_norm;
@@ -155,9 +161,10 @@ class WeightSink {
 };
 
 // read_weights(model, slice) without the ModelWeights: after the same name and shape
-// checks (all of them, before any tensor is read), each tensor is read and handed to
-// `sink` before the next is read. The qkv/o biases come only when the config uses them;
-// lm_head does not come when embeddings are tied.
+// checks (all of them, before any tensor is read), each tensor of the family's table
+// (model_family.h) that the config uses is read and handed to `sink` before the next is
+// read: the qkv/o biases and q/k norms only when the config uses them; lm_head not when
+// embeddings are tied.
 void read_weights(const ModelSource& model, const TensorParallelSlice& slice, WeightSink& sink);
 
 struct LoadedModel {

@@ -8,7 +8,7 @@
 //   /gen_tokens     int32 [G]                /perplexity       float64 [D]
 //   /text           vlen UTF-8 [D]           /timing/seconds          float64 [D]
 //   /finish_reason  vlen UTF-8 [D]           /timing/tokens_per_rank  int64 [D]
-//                   ("eos" or "length")
+//                   ("eos", "stop", "length", or "error": /text then holds the reason)
 //   /timing/prefill_seconds           float64 [D]
 //   /timing/decode_tokens_per_second  float64 [D]
 //   /timing/tokens_per_rank           int64 [D]
@@ -41,7 +41,7 @@ struct RunResult {
   int64_t prompt_tokens = 0;       // document length
   std::vector<int32_t> generated;  // [G_d] generated token ids
   std::string text;                // generated text, decoded (empty without a tokenizer)
-  std::string finish_reason;       // "eos" or "length"
+  std::string finish_reason;       // "eos", "stop" (a --stop string), "length", or "error" (text = why)
   double prefill_seconds = 0;           // wall time of the prefill
   double decode_tokens_per_second = 0;  // generated tokens after the first / decode wall time
   int64_t tokens_per_rank = 0;          // most prompt tokens any rank of the document's CP group
@@ -87,6 +87,13 @@ ScoreOutput read_score_output(const std::string& path);
 // where "tokens" is the number of scored tokens (logprob entries, n-1 for n tokens) and
 // "mean_logprob" is null for a document with none.
 // logprobs: score outputs in JSONL also carry "logprobs", the per-token list.
-void dump_output(const std::string& path, std::ostream& out, bool jsonl, bool logprobs = false);
+// openai (with jsonl, run outputs only): OpenAI batch output lines, as vLLM's run-batch
+// writes them: {"id": "batch_req_<d>", "custom_id": doc id, "response": {"status_code": 200,
+// "body": {"object": "chat.completion", "model", "choices": [{"index": 0, "message":
+// {"role": "assistant", "content"}, "finish_reason"}], "usage": {"prompt_tokens",
+// "completion_tokens", "total_tokens"}}}, "error": null}; finish_reason "stop" for eos and
+// stop strings, "length"; a document that could not run: "response": null, "error":
+// {"code": "document_failed", "message"}.
+void dump_output(const std::string& path, std::ostream& out, bool jsonl, bool logprobs = false, bool openai = false);
 
 }  // namespace ringinfer

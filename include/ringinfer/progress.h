@@ -2,6 +2,9 @@
 // Progress of a run, reported by rank 0 (the caller makes a reporter on rank 0 only, or
 // passes quiet elsewhere). Events: job start, document start, prefill layer k of L done,
 // decode token g of G done, document done (or skipped: already journaled), job done.
+// With batched decode (run --max-batch) several documents are in flight: token and done
+// events name their document; a prefill layer is the last started document's (a prefill
+// runs alone); the bar shows the document of the latest event.
 //
 // Formats:
 //   bar   one line rewritten in place with '\r' (a terminal), at most ~5 updates per
@@ -15,9 +18,10 @@
 //
 // Rates and ETA: prefill tokens/s = prompt tokens x (k / L) / seconds since the document
 // started; decode tokens/s = g / seconds since its prefill ended. The job ETA comes from
-// recent rates, phase by phase: the current document's layers left at its own seconds
-// per layer, its tokens left at the recent seconds per token (a moving average over the
-// last tokens, or the previous document's), and the documents still to start at the
+// recent rates, phase by phase: each document in flight has its layers left at its own
+// seconds per layer and its tokens left at the recent seconds per token (a moving average
+// over its last tokens, or the previous document's); those in flight together (a batch)
+// take the longest of theirs; then the documents still to start go at the
 // seconds per unit of work of the last finished one, with work = prompt tokens +
 // generation budget (max_new_tokens). Until those rates exist (the first document's
 // prefill) it is the remaining work at the job's average rate so far. A document that
@@ -25,6 +29,7 @@
 // not as work.
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <string>
 
@@ -70,10 +75,10 @@ class Progress {
   void document_start(int64_t doc, const std::string& doc_id, int64_t prompt_tokens, int64_t max_new_tokens);
   // Prefill of layer `layer` (1-based) of `layers` has finished.
   void prefill_layer(int layer, int layers);
-  // Generated token `generated` (1-based) of at most `max_new_tokens`.
-  void decode_token(int64_t generated);
-  // The document is finished (journaled) with `generated` tokens; reason "eos" or "length".
-  void document_done(int64_t generated, const std::string& finish_reason);
+  // Generated token `generated` (1-based) of at most `max_new_tokens` of document `doc`.
+  void decode_token(int64_t doc, int64_t generated);
+  // Document `doc` is finished (journaled) with `generated` tokens; reason "eos" or "length".
+  void document_done(int64_t doc, int64_t generated, const std::string& finish_reason);
   // Once, at the end (also after a stop on a signal: `stopped` = true).
   void job_done(bool stopped = false);
 
@@ -97,9 +102,10 @@ class Progress {
   };
 
   double now() const { return options_.clock(); }
-  double work_done() const;  // finished work + the current document's share
-  double prefill_rate() const;
-  double decode_rate() const;
+  double work_done() const;  // finished work + the share of the documents in flight
+  double prefill_rate(const Doc& d) const;
+  double decode_rate(const Doc& d) const;
+  Doc* in_flight(int64_t doc);  // null when `doc` was not started or is done
   bool due(double& last, double interval, bool force);
   void emit_json(const std::string& event, const std::string& fields);
   void draw_bar(bool force);
@@ -109,8 +115,8 @@ class Progress {
   int64_t docs_total_ = 0, docs_done_ = 0;
   double work_total_ = 0, work_finished_ = 0;
   double job_start_ = 0;
-  bool in_doc_ = false;
-  Doc doc_;
+  std::map<int64_t, Doc> docs_;  // documents started and not done, by index
+  int64_t current_ = -1;         // the document of the latest event (the bar's)
   double prev_token_s_ = -1;  // seconds per token at the end of the last document that decoded
   double prev_work_s_ = -1;   // seconds per unit of work of the last finished document
   double last_bar_ = -1e300, last_json_ = -1e300;

@@ -7,11 +7,18 @@
 //                 1 byte, at most kMaxDocIdBytes), unique across all shards of a job
 //   attributes    format = "ringinfer.tokens", version = 2, vocab_size (int), tokenizer;
 //                 string attributes are fixed-length, null-padded, sized to their value
+//   optional, per document (written by prep when a JSONL body gives them):
+//   /max_new_tokens  int64 [D]: tokens to generate at most; -1 = run's --max-new-tokens
+//   /temperature     float64 [D]: sampling temperature; -1 = run's --temperature
 //
-// Version 2 has no variable-length strings anywhere: reading one makes libhdf5 follow
-// global-heap references from the file unchecked, which a corrupt file turns into memory
-// corruption inside the library (found by fuzzing). The reader checks every string's
-// datatype before reading and refuses variable-length ones (version 1 shards) unread.
+// prep writes version 2, which has no variable-length strings anywhere: reading one makes
+// libhdf5 follow global-heap references from the file unchecked, which a corrupt file
+// turns into memory corruption inside the library (found by fuzzing). Shards written with
+// h5py's defaults (variable-length UTF-8 attributes and /doc_ids) are accepted as well, but
+// only by a reader told that the file has passed the isolated check (shard_isolation.h:
+// a crash there is an error message, not a dead job): open_documents(..., variable_checked).
+// Any other reader checks every string's datatype first and refuses variable-length ones
+// unread. Either way every string is bounded (kMaxDocIdBytes, kMaxShardAttrBytes).
 //
 // Writing: ShardWriter (streaming, used by `ringinfer prep`) or write_shard (all at once).
 // Reading: open_documents validates every shard up front and lists the documents in
@@ -31,6 +38,16 @@ inline constexpr int64_t kShardVersion = 2;
 inline constexpr size_t kMaxDocIdBytes = size_t(64) << 10;       // one /doc_ids entry
 inline constexpr size_t kMaxShardAttrBytes = size_t(1) << 20;    // one string attribute
 inline constexpr int64_t kTokenChunkElements = int64_t(1) << 20;  // /tokens chunk: 1 Mi int32 = 4 MiB
+inline constexpr int64_t kMaxDocNewTokens = int64_t(2147483647);    // /max_new_tokens entry (2^31 - 1)
+inline constexpr double kMaxDocTemperature = 1e6;                   // /temperature entry
+
+// What a document asks of `run` beyond its tokens (OpenAI batch bodies: max_tokens,
+// temperature); -1 = the job's option.
+struct DocOptions {
+  int64_t max_new_tokens = -1;  // in [0, kMaxDocNewTokens], or -1
+  double temperature = -1.0;    // in [0, kMaxDocTemperature], or -1
+  bool any() const { return max_new_tokens >= 0 || temperature >= 0.0; }
+};
 
 // ---------------------------------------------------------------- writing
 
@@ -47,7 +64,7 @@ class ShardWriter {
   ShardWriter(const ShardWriter&) = delete;
   ShardWriter& operator=(const ShardWriter&) = delete;
 
-  void add(const std::string& id, const std::vector<int32_t>& tokens);
+  void add(const std::string& id, const std::vector<int32_t>& tokens, const DocOptions& options = {});
   void finish();  // writes /doc_offsets, /doc_ids and the attributes, then renames
 
   int64_t documents() const { return static_cast<int64_t>(ids_.size()); }
@@ -67,6 +84,8 @@ class ShardWriter {
   int64_t written_ = 0;            // tokens already in /tokens
   std::vector<int64_t> offsets_{0};  // [D+1]
   std::vector<std::string> ids_;     // [D]
+  std::vector<int64_t> max_new_tokens_;  // [D] DocOptions, written when any document sets one
+  std::vector<double> temperature_;      // [D]
   std::unordered_set<std::string> seen_;
   bool finished_ = false;
 };
@@ -76,6 +95,10 @@ void write_shard(const std::string& path, const std::vector<std::vector<int32_t>
                  const std::vector<std::string>& ids, int64_t vocab_size, const std::string& tokenizer);
 
 // ---------------------------------------------------------------- reading
+
+// Which string datatypes a reader accepts: fixed-length only, or variable-length as well
+// (only for files that passed check_shards_isolated, or inside the isolated check itself).
+enum class ShardStrings { fixed_only, variable_checked };
 
 // One shard as found on disk.
 struct ShardInfo {
@@ -93,6 +116,7 @@ struct DocInfo {
   int shard = 0;       // index into DocumentSet::shards()
   int64_t offset = 0;  // first token's index in the shard's /tokens
   int64_t length = 0;  // number of tokens (0 allowed)
+  DocOptions options;  // /max_new_tokens and /temperature entries (-1 when the shard has none)
 };
 
 // The validated documents of one or many shards. Files are opened read-only with HDF5
@@ -123,7 +147,7 @@ class DocumentSet {
   std::vector<int32_t> read_document(const DocInfo& doc) const;
 
  private:
-  friend DocumentSet open_documents(const std::vector<std::string>& paths, int64_t vocab_size);
+  friend DocumentSet open_documents(const std::vector<std::string>& paths, int64_t vocab_size, ShardStrings strings);
   struct Reader;
 
   std::vector<ShardInfo> shards_;
@@ -135,6 +159,7 @@ class DocumentSet {
 // Opens and validates every shard (see the file comment) and lists its documents.
 // vocab_size: the model's vocabulary, or -1 when unknown; when given, each shard's
 // vocab_size attribute must equal it. Token ids are range-checked while reading.
-DocumentSet open_documents(const std::vector<std::string>& paths, int64_t vocab_size = -1);
+DocumentSet open_documents(const std::vector<std::string>& paths, int64_t vocab_size = -1,
+                           ShardStrings strings = ShardStrings::fixed_only);
 
 }  // namespace ringinfer

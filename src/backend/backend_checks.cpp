@@ -20,18 +20,30 @@ void expect(const Tensor& t, int64_t rows, int64_t cols, DType dtype, const char
             std::to_string(cols) + ") " + dtype_name(dtype));
 }
 
-void check_attention(const char* backend, const Tensor& q, const Tensor& k, const Tensor& v,
-                     const AttentionShape& sh, const Tensor& o, const Tensor& lse, DType kv_dtype) {
+void check_kv_block(const char* backend, const char* op, const KvBlock& kv) {
+  const int64_t n = kv.k.rows(), Hkv = kv.n_kv_heads, D = kv.head_dim;
+  const DType vt = kv.dtype == KvDtype::f32 ? DType::f32 : kv.dtype == KvDtype::bf16 ? DType::bf16 : DType::u8;
+  expect(kv.k, n, Hkv * D, vt, backend, op, "k");
+  expect(kv.v, n, Hkv * D, vt, backend, op, "v");
+  if (kv.dtype == KvDtype::fp8) {
+    expect(kv.k_scale, n, Hkv, DType::f32, backend, op, "k_scale");
+    expect(kv.v_scale, n, Hkv, DType::f32, backend, op, "v_scale");
+  }
+}
+
+void check_attention(const char* backend, const Tensor& q, const KvBlock& kv, const AttentionShape& sh,
+                     const Tensor& o, const Tensor& lse, bool kv_dtype_supported) {
   const int64_t H = sh.n_heads, Hkv = sh.n_kv_heads, D = sh.head_dim;
   check(H > 0 && Hkv > 0 && D > 0 && H % Hkv == 0, backend, "attention",
         "heads " + std::to_string(H) + "/" + std::to_string(Hkv) + " x " + std::to_string(D));
   check(sh.n_ranks >= 1 && sh.q_rank >= 0 && sh.q_rank < sh.n_ranks && sh.k_rank >= 0 && sh.k_rank < sh.n_ranks &&
             sh.q_start >= 0,
         backend, "attention", "bad stripe coordinates");
-  const int64_t nq = q.rows(), nk = k.rows();
+  check(kv_dtype_supported, backend, "attention", std::string("a ") + kv_dtype_name(kv.dtype) + " KV cache");
+  check(kv.n_kv_heads == Hkv && kv.head_dim == D, backend, "attention", "the KV block's heads differ from the shape's");
+  check_kv_block(backend, "attention", kv);
+  const int64_t nq = q.rows();
   expect(q, nq, H * D, DType::f32, backend, "attention", "q");
-  expect(k, nk, Hkv * D, kv_dtype, backend, "attention", "k");
-  expect(v, nk, Hkv * D, kv_dtype, backend, "attention", "v");
   expect(o, nq, H * D, DType::f32, backend, "attention", "o");
   expect(lse, nq, H, DType::f32, backend, "attention", "lse");
 }

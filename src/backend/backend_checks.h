@@ -20,9 +20,12 @@ void expect(const Tensor& t, int64_t rows, int64_t cols, DType dtype, const char
             const char* what);
 
 // The contract of Backend::attention (ringinfer/backend.h): head counts, stripe
-// coordinates, q / o (nq, H*D) f32, k / v (nk, Hkv*D) of the backend's KV dtype, lse
-// (nq, H) f32.
-void check_attention(const char* backend, const Tensor& q, const Tensor& k, const Tensor& v,
-                     const AttentionShape& sh, const Tensor& o, const Tensor& lse, DType kv_dtype);
+// coordinates, q / o (nq, H*D) f32, kv of Hkv heads of D in a dtype the backend stores
+// (its k / v (nk, Hkv*D), fp8 scales (nk, Hkv) f32), lse (nq, H) f32.
+void check_attention(const char* backend, const Tensor& q, const KvBlock& kv, const AttentionShape& sh,
+                     const Tensor& o, const Tensor& lse, bool kv_dtype_supported);
+
+// A KV block's parts: k / v (rows, Hkv*D) of its dtype's element type, scales when fp8.
+void check_kv_block(const char* backend, const char* op, const KvBlock& kv);
 
 }  // namespace ringinfer::backend_checks

@@ -6,7 +6,7 @@
 namespace ringinfer::cli {
 
 int dump_command(const RunConfig& config) {
-  dump_output(config.inputs.front(), std::cout, config.jsonl, config.logprobs);
+  dump_output(config.inputs.front(), std::cout, config.jsonl, config.logprobs, config.dump_format == "openai");
   return kExitOk;
 }
 

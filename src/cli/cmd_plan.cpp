@@ -37,15 +37,19 @@ int plan_command(const RunConfig& c) {
   in.ranks = c.ranks;
   in.tp = c.tp;
   in.kv_bytes = c.kv_dtype == "fp8" ? 1 : 2;
+  if (c.kv_dtype == "fp8") in.kv_scale_bytes = 4, in.kv_copy_bytes = 2;  // CUDA: scales; prefill's bf16 block copy
   // plan_memory refuses a --tp the model does not split over (run's rule) and figures that
   // overflow; the option parser bounds --gpu-memory, so the capacity fits int64.
-  const MemoryPlan p = plan_memory(model, in);
   const int64_t capacity = std::llround(c.gpu_memory_gb * 1e9);
+  // run's default decode batch: as many documents of this context as fit (DESIGN §5).
+  in.batch = std::max<int64_t>(1, largest_fitting_batch(model, in, capacity, kAutoMaxBatch));
+  const MemoryPlan p = plan_memory(model, in);
 
   std::printf("model            %s: %lld layers, hidden %lld, heads %lld/%lld x %lld, vocab %lld\n",
               model.architecture.c_str(), (long long)model.n_layers, (long long)model.hidden_size,
               (long long)model.n_heads, (long long)model.n_kv_heads, (long long)model.head_dim,
               (long long)model.vocab_size);
+  std::printf("rope             %s\n", describe_rope(model.rope).c_str());
   std::printf("layout           %d ranks = %d CP x %d TP; %lld tokens, %lld per rank\n", c.ranks, p.cp, c.tp,
               (long long)c.context, (long long)p.local_tokens);
   std::printf("parameters       %.3f B\n", p.params_total / 1e9);
@@ -53,12 +57,16 @@ int plan_command(const RunConfig& c) {
   std::printf("KV total         %s\n", gb(p.kv_total).c_str());
   std::printf("per rank:\n");
   std::printf("  weights        %s\n", gb(p.weights_per_rank).c_str());
-  std::printf("  KV cache       %s\n", gb(p.kv_per_rank).c_str());
+  std::printf("  KV cache       %s per document, %s for the decode batch\n", gb(p.kv_per_rank).c_str(),
+              gb(p.kv_batch_per_rank).c_str());
   std::printf("  activations    %s (%lld bytes per local token)\n", gb(p.activations_per_rank).c_str(),
               (long long)p.activation_bytes_per_local_token);
   std::printf("  scratch        %s\n", gb(p.scratch_per_rank).c_str());
   std::printf("  total          %s of %s: %s\n", gb(p.total_per_rank).c_str(), gb(double(capacity)).c_str(),
               p.total_per_rank <= capacity ? "fits" : "DOES NOT FIT");
+  std::printf("decode batch     %lld documents of this context (run's default --max-batch: as many as fit, at most "
+              "%lld)\n", (long long)in.batch, (long long)kAutoMaxBatch);
+  in.batch = 1;  // the fewest ranks that hold one document
   const int smallest = smallest_fitting_ranks(model, in, capacity);
   if (smallest > 0) std::printf("smallest fitting %d ranks (--tp %d)\n", smallest, c.tp);
   else if (p.weights_per_rank >= capacity) std::printf("smallest fitting none: the weights alone exceed one GPU; raise --tp\n");

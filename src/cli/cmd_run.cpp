@@ -56,6 +56,18 @@ OutputAttributes output_attributes(const RunConfig& config, const ParallelLayout
 
 // --dry-run: every rank reads its stripes; the ring checks that the stripes add up to the
 // document; generations are empty.
+// Where the stop rules cut a generation's text: the earliest --stop string (left out) or
+// the end of the --max-sentences-th sentence; npos when neither applies yet.
+size_t stop_position(const std::string& text, const RunConfig& config) {
+  const size_t s = find_stop(text, config.stop);
+  return config.max_sentences > 0 ? std::min(s, find_sentence_end(text, config.max_sentences)) : s;
+}
+
+// Tokens document `doc` may generate: its own max_tokens from the JSONL body, else the job's.
+int64_t doc_budget(const RunConfig& config, const DocInfo& doc) {
+  return doc.options.max_new_tokens >= 0 ? doc.options.max_new_tokens : config.max_new_tokens;
+}
+
 RunResult dry_run_document(const DocumentSet& docs, const DocInfo& doc, const ParallelLayout& layout,
                            ParallelGroups& groups) {
   const int N = layout.cp, r = layout.cp_rank;
@@ -97,8 +109,8 @@ bool auto_device_is_cuda(Comm& world) {
 
 // The backend --device asks for. Collective over `world` (auto_device_is_cuda,
 // agreed_cuda_comm): for cuda, `comm` is set to the RINGINFER_CUDA_COMM every rank agrees on.
-std::unique_ptr<Backend> make_backend(DeviceKind device, const RankInfo& me, const ParallelLayout& layout,
-                                      Comm& world, CudaCommChoice& comm) {
+std::unique_ptr<Backend> make_backend(DeviceKind device, const std::string& attention, const RankInfo& me,
+                                      const ParallelLayout& layout, Comm& world, CudaCommChoice& comm) {
   const bool cuda = device == DeviceKind::cuda || (device == DeviceKind::auto_detect && auto_device_is_cuda(world));
   if (!cuda) return make_cpu_backend();
 #ifdef RINGINFER_HAVE_CUDA
@@ -111,9 +123,11 @@ std::unique_ptr<Backend> make_backend(DeviceKind device, const RankInfo& me, con
   CudaBackendOptions options;
   // NCCL needs a GPU per rank; staged MPI lets ranks share one.
   options.device = bind_gpu(me, kind == CudaCommChoice::staged_mpi);
+  options.attention = parse_attention_path(attention);
   comm = kind;
   return make_cuda_backend(options);
 #else
+  (void)attention;
   (void)me;
   (void)layout;
   (void)world;
@@ -181,19 +195,37 @@ ScoreResult score_document(Engine& engine, const DocumentSet& docs, const DocInf
   return res;
 }
 
-RunResult generate_document(Engine& engine, const DocumentSet& docs, const DocInfo& doc,
-                            const ParallelLayout& layout, const RunConfig& config, const Tokenizer* tokenizer,
-                            RankTotals& totals, bool quiet) {
-  const int N = layout.cp, r = layout.cp_rank;
-  const auto stripes = docs.read_stripes(doc, {r}, N);
+// The record of a document that could not run (--on-error skip): no tokens, finish
+// "error", the reason in place of the text.
+RunResult error_result(const DocInfo& doc, const std::string& why) {
+  RunResult res;
+  res.id = doc.id;
+  res.prompt_tokens = doc.length;
+  res.text = why;
+  res.finish_reason = "error";
+  return res;
+}
+
+// How document `doc` generates: the job's options, the JSONL body's overrides, its RNG key
+// and the stop rules (which read the decoded text; the tokenizer and config outlive it).
+GenerateOptions generate_options(const DocInfo& doc, const RunConfig& config, const Tokenizer* tokenizer) {
   GenerateOptions g;
-  g.max_new_tokens = config.max_new_tokens;
-  g.temperature = config.temperature;
-  g.top_p = config.top_p;
+  g.max_new_tokens = doc_budget(config, doc);
+  g.sampling = sampling_params(config);
+  if (doc.options.temperature >= 0.0) g.sampling.temperature = doc.options.temperature;  // the JSONL body's
   g.seed = config.seed;
   g.doc_key = doc_key(doc.id);
-  const GenerateResult gen = engine.generate_stripe(stripes[0], doc.length, g);
-  log_document(doc, engine.last_stats(), totals, quiet);
+  if (tokenizer && (!config.stop.empty() || config.max_sentences > 0))  // the same tokens and tokenizer on every rank
+    g.stop_here = [tokenizer, &config](const std::vector<int32_t>& t) {
+      return stop_position(tokenizer->decode(t), config) != std::string::npos;
+    };
+  return g;
+}
+
+// The record of a generated document.
+RunResult run_result(const DocInfo& doc, const GenerateResult& gen, const ParallelLayout& layout,
+                     const RunConfig& config, const Tokenizer* tokenizer) {
+  const int N = layout.cp;
   RunResult res;
   res.id = doc.id;
   res.prompt_tokens = doc.length;
@@ -204,9 +236,11 @@ RunResult generate_document(Engine& engine, const DocumentSet& docs, const DocIn
     std::vector<int32_t> shown = gen.tokens;
     if (gen.finish == FinishReason::eos && !shown.empty()) shown.pop_back();
     res.text = tokenizer->decode(shown);
+    const size_t cut = stop_position(res.text, config);  // the stop string is left out
+    if (gen.finish == FinishReason::stop && cut != std::string::npos) res.text.resize(cut);
   }
-  // The output knows only eos and length; an empty prompt generated nothing: length.
-  res.finish_reason = gen.finish == FinishReason::eos ? "eos" : "length";
+  // An empty prompt generated nothing: length.
+  res.finish_reason = gen.finish == FinishReason::eos ? "eos" : gen.finish == FinishReason::stop ? "stop" : "length";
   res.prefill_seconds = gen.prefill_seconds;
   const size_t after_first = gen.tokens.empty() ? 0 : gen.tokens.size() - 1;
   res.decode_tokens_per_second = gen.decode_seconds > 0 ? after_first / gen.decode_seconds : 0.0;
@@ -310,21 +344,36 @@ int run_command(const RunConfig& config) {
                     "command");
           return kExitPreempted;
         }
-        DocumentSet docs = open_documents(config.inputs, vocab);
+        DocumentSet docs = open_documents(config.inputs, vocab, ShardStrings::variable_checked);  // checked above
+        // --on-error skip: documents that cannot run, by index, with the reason (the same on every rank).
+        const bool skip_errors = config.on_error == "skip" && !scoring;
+        std::map<int64_t, std::string> failed;
         std::vector<int64_t> lengths;
         for (const DocInfo& d : docs.documents()) lengths.push_back(d.length);
         if (!dry) {
-          backend = make_backend(config.device, me, layout, *groups.world, cuda_comm);
+          backend = make_backend(config.device, config.attention, me, layout, *groups.world, cuda_comm);
           if (std::string(backend->name()) == "cpu") log::info("cpu: " + std::to_string(cpu_threads) + " thread(s) per rank");
+          backend = make_backend(config.device, config.attention, me, layout, *groups.world, cuda_comm);
+          const KvDtype kv_dtype =
+              config.kv_dtype == "auto" ? backend->default_kv_dtype() : parse_kv_dtype(config.kv_dtype);
+          RI_CHECK(backend->supports_kv_dtype(kv_dtype), "ringinfer " + config.command + ": --kv-dtype " +
+                                                             config.kv_dtype + " is not supported on the " +
+                                                             backend->name() + " backend (CUDA: bf16 or fp8)");
           // Before any weight or cache is allocated: does the longest document fit? Every
           // rank sees the same documents and fails the same way.
           const bool on_gpu = std::string(backend->name()) == "cuda";
-          const int64_t longest = lengths.empty() ? 0 : *std::max_element(lengths.begin(), lengths.end());
           PlanInput need;
-          need.context = longest + (scoring ? 0 : config.max_new_tokens);
+          need.context = 0;
+          for (const DocInfo& d : docs.documents())
+            need.context = std::max(need.context, d.length + (scoring ? 0 : doc_budget(config, d)));
           need.ranks = layout.cp * layout.tp;
           need.tp = layout.tp;
-          need.weight_bytes = need.kv_bytes = need.act_bytes = on_gpu ? 2 : 4;  // bf16 on the GPU, fp32 on the CPU
+          need.weight_bytes = need.act_bytes = on_gpu ? 2 : 4;  // bf16 on the GPU, fp32 on the CPU
+          need.kv_bytes = kv_dtype == KvDtype::fp8 ? 1 : kv_dtype == KvDtype::bf16 ? 2 : 4;
+          if (kv_dtype == KvDtype::fp8) {
+            need.kv_scale_bytes = 4;
+            need.kv_copy_bytes = on_gpu ? 2 : 0;  // CUDA prefill attends over a bf16 copy of the block
+          }
           const int64_t limit = config.memory_limit_gb > 0 ? static_cast<int64_t>(config.memory_limit_gb * 1e9) : -1;
           const MemoryKind kind = on_gpu ? MemoryKind::gpu : MemoryKind::host;
           int64_t available = available_bytes(kind, limit);
@@ -332,12 +381,48 @@ int run_command(const RunConfig& config) {
           // (one, except with RINGINFER_CUDA_COMM=mpi, where bind_gpu deals the node's ranks
           // round-robin over its GPUs).
           if (limit < 0) available /= ranks_sharing(kind, me);
+          if (skip_errors) {
+            // Every rank must skip the same documents: plan against the least memory any rank has.
+            int64_t neg = -available, most_neg = 0;  // min as the max of negatives
+            groups.world->all_reduce(&neg, &most_neg, 1, CommDtype::int64, ReduceOp::max, Stream{});
+            available = -most_neg;
+            need.context = 0;
+            for (const DocInfo& d : docs.documents()) {
+              PlanInput one = need;
+              one.context = d.length + doc_budget(config, d);
+              try {
+                (void)check_memory(model->config, one, kind, available);
+                need.context = std::max(need.context, one.context);
+              } catch (const Error& e) {
+                failed[d.index] = e.what();
+              }
+            }
+            if (!failed.empty())
+              log::warn(std::to_string(failed.size()) + " document(s) cannot run and get an error record (--on-error skip)");
+          }
           check_memory(model->config, need, kind, available);
+          // The decode batch (DESIGN §5): --max-batch, or as many documents of the longest
+          // length as memory holds (at most kAutoMaxBatch); the least any rank gets, since
+          // every rank of a group makes the same join/step calls.
+          int64_t batch = 1;
+          if (!scoring) {
+            batch = config.max_batch > 0
+                        ? config.max_batch
+                        : std::max<int64_t>(1, largest_fitting_batch(model->config, need, available, kAutoMaxBatch));
+            int64_t neg = -batch, most_neg = 0;  // min as the max of negatives
+            groups.world->all_reduce(&neg, &most_neg, 1, CommDtype::int64, ReduceOp::max, Stream{});
+            batch = -most_neg;
+            need.batch = batch;
+            check_memory(model->config, need, kind, available);  // an explicit --max-batch may not fit
+            log::info("decode batch: up to " + std::to_string(batch) + " document(s) per group" +
+                      (config.max_batch > 0 ? " (--max-batch)" : " (as many as memory holds; --max-batch sets it)"));
+          }
 
           // The same "cannot split" Error on every rank when the model does not divide over
           // --tp, before any communicator is made.
           (void)tensor_parallel_slice(model->config, layout.tp_rank, layout.tp);
           EngineOptions eo;
+          eo.kv_dtype = kv_dtype;
           eo.cp_rank = layout.cp_rank;
           eo.cp_size = layout.cp;
           cp_device = make_device_comm(*backend, *groups.cp, cuda_comm);
@@ -347,17 +432,22 @@ int run_command(const RunConfig& config) {
           eo.tp_size = layout.tp;
           eo.tp_comm = tp_device ? tp_device.get() : groups.tp.get();
           eo.should_stop = [] { return stop_requested(); };
+          eo.max_batch = batch;
           if (progress) {
             eo.on_progress = [p = progress.get()](const EngineProgress& e) {
               if (e.kind == EngineProgress::Kind::prefill_layer) p->prefill_layer(e.layer, e.layers);
-              else p->decode_token(e.generated);
+              else p->decode_token(static_cast<int64_t>(e.tag), e.generated);
             };
           }
           // Streams this rank's slice (only its rows/columns with --tp) to the backend one
           // tensor at a time: peak host memory stays near the backend's share, not twice it.
           engine = std::make_unique<Engine>(*backend, *model, eo);
           if (!scoring) tokenizer = find_tokenizer(*model);
+          // Stop rules read the decoded text: without a tokenizer they could never fire.
+          RI_CHECK(scoring || tokenizer || (config.stop.empty() && config.max_sentences == 0),
+                   config.model + ": --stop and --max-sentences need the model's tokenizer, and it has none");
         }
+        for (const auto& f : failed) lengths[static_cast<size_t>(f.first)] = 0;  // nothing to run: no cost
         const auto schedule = assign_documents(lengths, layout.dp, scoring ? 0 : config.max_new_tokens);
         log::info(std::to_string(docs.size()) + " documents, " + std::to_string(layout.dp) + " group(s) of " +
                   std::to_string(layout.cp) + " rank(s)" +
@@ -371,49 +461,71 @@ int run_command(const RunConfig& config) {
           log::info("resuming: " + std::to_string(store.done_count()) + " of " + std::to_string(docs.size()) +
                     " documents are already journaled and will be skipped");
         const auto& mine = schedule[layout.dp_rank];
-        const int64_t budget = scoring ? 0 : config.max_new_tokens;
+        auto budget = [&](int64_t d) { return scoring || failed.count(d) ? 0 : doc_budget(config, docs[d]); };
         if (progress) {  // world rank 0 shows its own group's documents
           int64_t work = 0;
           for (int64_t d : mine)
-            if (!store.done(d)) work += docs[d].length + budget;
+            if (!store.done(d)) work += docs[d].length + budget(d);
           progress->job_start(static_cast<int64_t>(mine.size()), work);
         }
         RankTotals totals;
         bool stopped = false;
         try {
+          std::vector<int64_t> todo;  // not journaled yet, in schedule order
           for (int64_t d : mine) {
             if (store.done(d)) {
               if (progress) progress->document_skipped(d, docs[d].id);
               continue;
             }
-            // Stop signals reach ranks at different moments: the group agrees at each
-            // document boundary (and, inside the engine, at each layer and decode step).
-            int stop = stop_requested() ? 1 : 0, any_stop = 0;
-            groups.cp->all_reduce(&stop, &any_stop, 1, CommDtype::int32, ReduceOp::max, Stream{});
-            groups.tp->all_reduce(&any_stop, &any_stop, 1, CommDtype::int32, ReduceOp::max, Stream{});
-            if (any_stop) throw StopRequested{stop_signal()};
-            if (progress) progress->document_start(d, docs[d].id, docs[d].length, budget);
-            Bytes encoded;
-            int64_t generated = 0;
-            std::string finish = "length";
-            if (dry) {
-              encoded = encode_result(d, dry_run_document(docs, docs[d], layout, groups));
-            } else if (scoring) {
-              encoded = encode_result(d, score_document(*engine, docs, docs[d], layout, totals, config.quiet));
-            } else {
-              RunResult r = generate_document(*engine, docs, docs[d], layout, config,
-                                              tokenizer ? &*tokenizer : nullptr, totals, config.quiet);
-              generated = static_cast<int64_t>(r.generated.size());
-              finish = r.finish_reason;
-              encoded = encode_result(d, r);
-            }
+            todo.push_back(d);
+          }
+          // Journaled as it finishes, whatever else is still decoding.
+          auto document_done = [&](int64_t d, const Bytes& encoded, int64_t generated, const std::string& finish) {
             if (leader) {
               store.add(encoded);
               totals.documents += 1;
               totals.prompt_tokens += docs[d].length;
               totals.generated_tokens += generated;
             }
-            if (progress) progress->document_done(generated, finish);
+            if (progress) progress->document_done(d, generated, finish);
+          };
+          // Continuous batching (DESIGN §5): a document's prefill runs alone on the ring,
+          // then it joins the decode batch; the batch steps while it is full or no document
+          // is left to join.
+          const Tokenizer* tok = tokenizer ? &*tokenizer : nullptr;
+          for (size_t next = 0; next < todo.size() || (engine && engine->batch_size() > 0);) {
+            if (next < todo.size() && (!engine || engine->batch_size() < engine->max_batch())) {
+              const int64_t d = todo[next++];
+              // Stop signals reach ranks at different moments: the group agrees at each
+              // document boundary (and, inside the engine, at each layer and decode step).
+              int stop = stop_requested() ? 1 : 0, any_stop = 0;
+              groups.cp->all_reduce(&stop, &any_stop, 1, CommDtype::int32, ReduceOp::max, Stream{});
+              groups.tp->all_reduce(&any_stop, &any_stop, 1, CommDtype::int32, ReduceOp::max, Stream{});
+              if (any_stop) throw StopRequested{stop_signal()};
+              if (progress) progress->document_start(d, docs[d].id, docs[d].length, budget(d));
+              if (failed.count(d)) {
+                const RunResult r = error_result(docs[d], failed.at(d));
+                document_done(d, encode_result(d, r), 0, r.finish_reason);
+              } else if (dry) {
+                document_done(d, encode_result(d, dry_run_document(docs, docs[d], layout, groups)), 0, "length");
+              } else if (scoring) {
+                document_done(d, encode_result(d, score_document(*engine, docs, docs[d], layout, totals, config.quiet)),
+                              0, "length");
+              } else {
+                const auto stripes = docs.read_stripes(docs[d], {layout.cp_rank}, layout.cp);
+                engine->join(stripes[0], docs[d].length, generate_options(docs[d], config, tok),
+                             static_cast<uint64_t>(d));
+              }
+            } else {
+              engine->step();
+            }
+            if (!engine) continue;
+            for (FinishedDocument& f : engine->take_finished()) {
+              const int64_t d = static_cast<int64_t>(f.tag);
+              log_document(docs[d], f.stats, totals, config.quiet);
+              const RunResult r = run_result(docs[d], f.result, layout, config, tok);
+              document_done(d, encode_result(d, r), static_cast<int64_t>(r.generated.size()), r.finish_reason);
+            }
           }
         } catch (const StopRequested&) {
           stopped = true;  // the group stopped together; the document in hand is dropped
@@ -430,6 +542,7 @@ int run_command(const RunConfig& config) {
         OutputAttributes attrs = output_attributes(config, layout);
         const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - job_start).count();
         for (auto& kv : job_summary(*groups.world, totals, backend.get(), seconds, config.quiet)) attrs.push_back(kv);
+        if (engine) attrs.push_back({"kv_dtype", kv_dtype_name(engine->kv_dtype())});  // what auto resolved to
         if (me.world_rank == 0) {
           std::vector<Bytes> all;
           for (auto& [index, record] : store.collect()) all.push_back(std::move(record));

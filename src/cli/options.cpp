@@ -57,30 +57,59 @@ po::options_description describe(const std::string& cmd, RunConfig& c) {
         ("tp", po::value(&c.tp)->value_name("T"), "tensor-parallel group size, inside a node (default 1)")
         ("allow-cross-node-tp", po::bool_switch(&c.allow_cross_node_tp),
          "let a tensor-parallel group span nodes (refused by default: it all-reduces twice per layer)")
+        ("attention", po::value(&c.attention)->value_name("auto|native|cudnn"),
+         "CUDA attention kernels: cuDNN SDPA where it takes the block (auto, the default, when the build and the "
+         "machine have cuDNN; cudnn insists), or ringinfer's own (native)")
         ("log-format", po::value(&c.log_format)->value_name("auto|bar|json"),
          "progress on rank 0: a bar (terminal) or JSON lines (default auto: bar on a terminal, else json)")
         ("memory-limit", po::value(&c.memory_limit_gb)->value_name("GB"),
          "memory per rank for the check before work (default: the device's free memory)")
+        ("kv-dtype", po::value(&c.kv_dtype)->value_name("auto|f32|bf16|fp8"),
+         "KV cache element type: fp8 = e4m3 with a scale per token and KV head (default auto: f32 on the CPU, "
+         "bf16 on CUDA; f32 is CPU only)")
         ("comm-timeout", po::value(&c.comm_timeout_s)->value_name("SECONDS"),
          "fail the job when a rank waits this long for the others: one died or hangs (default 300, at most 1e6)");
     if (cmd == "run") {
       d.add_options()
           ("max-new-tokens", po::value(&c.max_new_tokens)->value_name("N"), "tokens to generate at most (default 256; prompt + generated at most 2^31 - 1)")
+          ("max-batch", po::value(&c.max_batch)->value_name("B"),
+           "documents of a group decoded together, each joining after its own prefill (default: as many as memory "
+           "holds, at most 32; at most 256; the tokens do not depend on it)")
           ("temperature", po::value(&c.temperature)->value_name("T"), "sampling temperature; 0 = greedy (default)")
           ("top-p", po::value(&c.top_p)->value_name("P"), "nucleus sampling mass in (0, 1] (default 1)")
+          ("top-k", po::value(&c.top_k)->value_name("K"), "sample among the K most likely tokens; 0 = all (default)")
+          ("min-p", po::value(&c.min_p)->value_name("P"), "drop tokens less likely than P x the most likely one (default 0)")
+          ("repetition-penalty", po::value(&c.repetition_penalty)->value_name("R"),
+           "divide a generated token's positive logit by R, multiply a negative one (default 1 = off; 1.1-1.3 stops loops)")
+          ("frequency-penalty", po::value(&c.frequency_penalty)->value_name("F"),
+           "subtract F x (times generated so far) from a token's logit (default 0)")
+          ("presence-penalty", po::value(&c.presence_penalty)->value_name("P"),
+           "subtract P from the logit of every token generated so far (default 0)")
+          ("stop", po::value(&c.stop)->value_name("STRING"),
+           "end a generation where its text shows STRING (left out of the text; repeatable)")
+          ("max-sentences", po::value(&c.max_sentences)->value_name("N"),
+           "end a generation after N sentences ('.', '!' or '?' then a space; default 0 = off)")
           ("seed", po::value<std::string>()->value_name("S"), "sampling seed, an integer in [0, 2^64) (default 0)")
+          ("on-error", po::value(&c.on_error)->value_name("fail|skip"),
+           "skip: a document that cannot run (too long for memory) gets an error record and the job goes on (default fail)")
           ("dry-run", po::bool_switch(&c.dry_run), "read every stripe and write empty generations (I/O check)");
     }
   } else if (cmd == "prep") {
     d.add_options()
         ("model,m", po::value(&c.model)->value_name("PATH"), "model whose tokenizer to use")
         ("prompt-template", po::value(&c.prompt_template)->value_name("FILE"), "template with a {document} placeholder")
+        ("user-template", po::value(&c.user_template)->value_name("FILE"),
+         "user message with a {document} placeholder, put in the model's chat template")
+        ("chat-template", po::value(&c.chat_template)->value_name("NAME"),
+         "chat template for chat lines and --user-template: auto (recognised from the model, default), llama3, chatml or mistral")
         ("input,i", po::value(&c.inputs)->multitoken()->value_name("FILE..."), "text (.txt) or JSONL files")
         ("output,o", po::value(&c.output)->value_name("F.h5"), "output shard");
   } else if (cmd == "dump") {
     d.add_options()
         ("input,i", po::value(&c.inputs)->value_name("OUT.h5"), "output file of run or score")
         ("jsonl", po::bool_switch(&c.jsonl), "one JSON object per document")
+        ("format", po::value(&c.dump_format)->value_name("ringinfer|openai"),
+         "with --jsonl: ringinfer's fields (default) or OpenAI batch output lines")
         ("logprobs", po::bool_switch(&c.logprobs), "with --jsonl, score outputs list every token's logprob");
   } else if (cmd == "plan") {
     d.add_options()
@@ -126,6 +155,8 @@ void check_config(RunConfig& c, const po::variables_map& vm) {
     else throw Error("ringinfer " + cmd + ": --device must be cpu or cuda, not '" + d + "'");
   }
   if (cmd == "run" || cmd == "score") {
+    need(c.attention == "auto" || c.attention == "native" || c.attention == "cudnn",
+         "--attention must be auto, native or cudnn, not '" + c.attention + "'");
     need(!c.inputs.empty(), "--input is required (one or more shards)");
     need(!c.output.empty(), "--output is required");
     need(!c.model.empty() || c.dry_run, "--model is required");
@@ -136,6 +167,9 @@ void check_config(RunConfig& c, const po::variables_map& vm) {
     need(c.comm_timeout_s <= kMaxCommTimeoutSeconds,
          "--comm-timeout must be at most 1000000 seconds (about 11.6 days)");
     need(c.tp >= 1, "--tp must be at least 1");
+    if (!vm.count("kv-dtype")) c.kv_dtype = "auto";
+    need(c.kv_dtype == "auto" || c.kv_dtype == "f32" || c.kv_dtype == "bf16" || c.kv_dtype == "fp8",
+         "--kv-dtype must be auto, f32, bf16 or fp8, not '" + c.kv_dtype + "'");
     need(c.log_format == "auto" || c.log_format == "bar" || c.log_format == "json",
          "--log-format must be auto, bar or json, not '" + c.log_format + "'");
     for (auto& in : c.inputs) need(in != c.output, "--output " + c.output + " is also an input");
@@ -144,8 +178,15 @@ void check_config(RunConfig& c, const po::variables_map& vm) {
     need(c.max_new_tokens >= 0 && c.max_new_tokens <= kMaxContextTokens,
          "--max-new-tokens must be between 0 and " + max_context +
              " (prompt plus generated tokens are at most " + max_context + ")");
-    need(std::isfinite(c.temperature) && c.temperature >= 0.0, "--temperature must be >= 0 and finite");
-    need(c.top_p > 0.0 && c.top_p <= 1.0, "--top-p must be in (0, 1]");
+    check_sampling_params(sampling_params(c), "ringinfer " + cmd);
+    // The decode batch runs through the engine's 256-row chunk scratch.
+    if (vm.count("max-batch")) need(c.max_batch >= 1 && c.max_batch <= 256, "--max-batch must be between 1 and 256");
+    else c.max_batch = 0;  // as many as memory holds (cmd_run)
+    need(!(c.temperature == 0.0 && (vm.count("top-k") || vm.count("min-p")) && (c.top_k > 0 || c.min_p > 0.0)),
+         "--top-k and --min-p have no effect with greedy decoding (--temperature 0): give a temperature or drop them");
+    for (const std::string& st : c.stop) need(!st.empty(), "--stop must not be empty");
+    need(c.max_sentences >= 0, "--max-sentences must not be negative");
+    need(c.on_error == "fail" || c.on_error == "skip", "--on-error must be fail or skip, not '" + c.on_error + "'");
     need(!(c.temperature == 0.0 && vm.count("top-p") && c.top_p < 1.0),
          "--top-p has no effect with greedy decoding (--temperature 0): give a temperature or drop --top-p");
     if (vm.count("seed")) c.seed = parse_seed(cmd, vm["seed"].as<std::string>());
@@ -154,8 +195,16 @@ void check_config(RunConfig& c, const po::variables_map& vm) {
     need(!c.model.empty(), "--model is required (its tokenizer is used)");
     need(!c.inputs.empty(), "no input files given");
     need(!c.output.empty(), "--output is required");
+    need(c.prompt_template.empty() || c.user_template.empty(),
+         "--prompt-template and --user-template exclude each other (a full prompt, or a user message in the chat template)");
+    need(c.chat_template == "auto" || c.chat_template == "llama3" || c.chat_template == "chatml" ||
+             c.chat_template == "mistral",
+         "--chat-template must be auto, llama3, chatml or mistral, not '" + c.chat_template + "'");
   }
   if (cmd == "dump") {
+    need(c.dump_format == "ringinfer" || c.dump_format == "openai",
+         "--format must be ringinfer or openai, not '" + c.dump_format + "'");
+    need(c.dump_format == "ringinfer" || c.jsonl, "--format openai needs --jsonl");
     need(c.inputs.size() == 1, "give exactly one output file to dump");
     need(!c.logprobs || c.jsonl, "--logprobs needs --jsonl (per-token logprobs are printed only as JSONL)");
   }
@@ -392,6 +441,18 @@ std::optional<RunConfig> parse_options(const std::string& command, const std::ve
   return c;
 }
 
+SamplingParams sampling_params(const RunConfig& c) {
+  SamplingParams p;
+  p.temperature = c.temperature;
+  p.top_p = c.top_p;
+  p.top_k = c.top_k;
+  p.min_p = c.min_p;
+  p.repetition_penalty = c.repetition_penalty;
+  p.frequency_penalty = c.frequency_penalty;
+  p.presence_penalty = c.presence_penalty;
+  return p;
+}
+
 std::string format_config(const RunConfig& c) {
   std::ostringstream s;
   s << "# ringinfer " << c.command << "\n";
@@ -406,18 +467,33 @@ std::string format_config(const RunConfig& c) {
     if (c.cp > 0) kn("cp", c.cp);
     if (c.tp > 1) kn("tp", c.tp);
     if (c.allow_cross_node_tp) kv("allow-cross-node-tp", "true");
+    if (c.attention != "auto") kv("attention", c.attention);
     if (c.log_format != "auto") kv("log-format", c.log_format);
     if (c.memory_limit_gb >= 0) kd("memory-limit", c.memory_limit_gb);
+    if (c.kv_dtype != "auto") kv("kv-dtype", c.kv_dtype);  // part of the journal fingerprint: it changes results
     kd("comm-timeout", c.comm_timeout_s);
   }
   if (c.command == "run") {
     kn("max-new-tokens", c.max_new_tokens);
+    if (c.max_batch != 0) kn("max-batch", c.max_batch);
     kd("temperature", c.temperature);
     kd("top-p", c.top_p);
+    // The controls added later only when set, so older configurations keep their fingerprint.
+    if (c.top_k != 0) kn("top-k", c.top_k);
+    if (c.min_p != 0.0) kd("min-p", c.min_p);
+    if (c.repetition_penalty != 1.0) kd("repetition-penalty", c.repetition_penalty);
+    if (c.frequency_penalty != 0.0) kd("frequency-penalty", c.frequency_penalty);
+    if (c.presence_penalty != 0.0) kd("presence-penalty", c.presence_penalty);
+    for (const std::string& st : c.stop) kv("stop", st);
+    if (c.max_sentences != 0) kn("max-sentences", c.max_sentences);
     kn("seed", c.seed);
+    if (c.on_error != "fail") kv("on-error", c.on_error);
     if (c.dry_run) kv("dry-run", "true");
   }
   if (c.command == "prep" && !c.prompt_template.empty()) kv("prompt-template", c.prompt_template);
+  if (c.command == "prep" && !c.user_template.empty()) kv("user-template", c.user_template);
+  if (c.command == "prep" && c.chat_template != "auto") kv("chat-template", c.chat_template);
+  if (c.command == "dump" && c.dump_format != "ringinfer") kv("format", c.dump_format);
   if (c.command == "dump" && c.jsonl) kv("jsonl", "true");
   if (c.command == "dump" && c.logprobs) kv("logprobs", "true");
   if (c.command == "plan") {

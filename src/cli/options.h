@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "ringinfer/run_config.h"
+#include "ringinfer/sampling.h"
 
 namespace ringinfer::cli {
 
@@ -21,6 +22,9 @@ std::optional<RunConfig> parse_options(const std::string& command, const std::ve
 // characters) is written in double quotes with backslash escapes. Numbers are written in
 // the shortest form that reads back exactly.
 std::string format_config(const RunConfig& config);
+
+// The sampling controls of a run configuration (the per-document JSONL values come on top).
+SamplingParams sampling_params(const RunConfig& config);
 
 // Top-level usage text.
 std::string usage();

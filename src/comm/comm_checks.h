@@ -1,8 +1,8 @@
 #pragma once
 // Argument checks shared by every communicator (MpiComm, NcclComm, staged MPI), so all reject the same calls with
-// the same message; the deadline, backoff and message of their timeouts; and MpiComm's
-// message tag and chunking rule (exposed for its test). The bounded host wait for device
-// work, which shares Deadline and format_seconds, is runtime/device_wait.h.
+// the same message; the backoff and message of their timeouts (the deadline is
+// runtime/deadline.h, shared with the host waits for device work); and MpiComm's
+// message tag and chunking rule (exposed for its test).
 #include <chrono>
 #include <climits>
 #include <cstddef>
@@ -13,8 +13,12 @@
 
 #include "ringinfer/comm.h"
 #include "ringinfer/error.h"
+#include "runtime/deadline.h"
 
 namespace ringinfer::comm_detail {
+
+using ringinfer::Deadline;        // runtime/deadline.h
+using ringinfer::format_seconds;
 
 namespace checks {
 
@@ -81,39 +85,12 @@ inline void check_broadcast(const Comm& comm, const void* buf, size_t count, int
   checks::buffer(comm, "broadcast", buf, count);
 }
 
-// "5", "0.25", "1e+09": seconds as the user wrote them, for messages.
-inline std::string format_seconds(double seconds) {
-  char text[32];
-  std::snprintf(text, sizeof text, "%g", seconds);
-  return text;
-}
-
 // The Error text of an operation that did not complete within the timeout.
 inline std::string timeout_message(const Comm& comm, const char* call, double seconds) {
   return std::string(comm.name()) + " " + call + " over " + std::to_string(comm.size()) +
          " ranks did not complete within " + format_seconds(seconds) +
          " s (--comm-timeout): a rank has died or hangs";
 }
-
-// comm_timeout() seconds from construction (read once, so a wait has one deadline).
-class Deadline {
- public:
-  using Clock = std::chrono::steady_clock;
-  Deadline() : Deadline(comm_timeout()) {}
-  // A deadline of its own length (destructors that must not wait the full timeout).
-  explicit Deadline(double seconds) : seconds_(seconds) {
-    // Far-future timeouts saturate instead of overflowing the clock (30 years is forever).
-    const double s = seconds_ < 1e9 ? seconds_ : 1e9;
-    end_ = Clock::now() + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(s));
-  }
-  bool passed() const { return Clock::now() >= end_; }
-  double seconds() const { return seconds_; }
-  Clock::time_point end() const { return end_; }
-
- private:
-  double seconds_;
-  Clock::time_point end_;
-};
 
 // Pauses between polls: spins briefly (a collective that is about to complete keeps its
 // latency), then sleeps for doubling intervals up to half a millisecond, so a rank

@@ -10,6 +10,7 @@
 #include <utility>
 
 #include "engine/engine_weights.h"
+#include "ringinfer/attention.h"
 #include "ringinfer/error.h"
 #include "ringinfer/sampling.h"
 #include "ringinfer/signals.h"
@@ -22,6 +23,7 @@ const char* to_string(FinishReason f) {
     case FinishReason::eos: return "eos";
     case FinishReason::length: return "length";
     case FinishReason::empty_prompt: return "empty_prompt";
+    case FinishReason::stop: return "stop";
   }
   return "?";
 }
@@ -29,16 +31,6 @@ const char* to_string(FinishReason f) {
 namespace {
 double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-}
-
-CommDtype comm_dtype(DType t) {
-  switch (t) {
-    case DType::f32: return CommDtype::float32;
-    case DType::bf16: return CommDtype::bfloat16;
-    case DType::i32: return CommDtype::int32;
-    case DType::f64: return CommDtype::float64;
-    default: return CommDtype::uint8;  // weight storage types: never communicated
-  }
 }
 
 // Columns [begin, begin + count) of a one-row tensor, as a (1, count) view.
@@ -67,6 +59,33 @@ std::vector<int32_t> cut_stripe(const std::vector<int32_t>& doc, int r, int N) {
 }
 }  // namespace
 
+namespace {
+// Global positions of projected rows: start + i * N (a stripe), or each[i] (a decode batch,
+// one row per document).
+struct RowPositions {
+  int64_t start = 0;
+  const std::vector<int64_t>* each = nullptr;
+};
+
+// A document of the decode batch (DESIGN §4, §5).
+struct Sequence {
+  uint64_t tag = 0;        // the caller's handle
+  GenerateOptions options;
+  int64_t S = 0;           // prompt tokens
+  KvCache kv;              // this rank's stripe of its K,V
+  GenerateResult result;   // tokens so far
+  EngineStats stats;       // this rank's share of its work
+  std::chrono::steady_clock::time_point decode_start;
+  // Penalties only: how often each token was generated in this document, on the backend
+  // (so the device sampler reads it in place) and on the host (which knows each token
+  // anyway: it writes the one changed count per step).
+  Tensor counts;                     // (1, vocab) i32
+  std::vector<int32_t> host_counts;  // (vocab)
+  // Global position of the last token, the one the next decode step runs.
+  int64_t position() const { return S + static_cast<int64_t>(result.tokens.size()) - 1; }
+};
+}  // namespace
+
 struct Engine::State {
   Backend& be;
   ModelConfig cfg;
@@ -83,12 +102,15 @@ struct Engine::State {
   EngineStats stats;
   int64_t S = 0;  // length of the current document
 
-  // Per document. Shapes: n = local tokens of the prompt on this rank, cap = KV capacity.
-  std::vector<Tensor> k_cache, v_cache;  // n_layers x (cap, Hkv*D), backend KV storage (local heads)
+  AttentionHeads heads;                  // this rank's heads and the softmax scale
+  std::unique_ptr<RingAttention> ring;   // prefill's pass-KV ring (attention/)
+  std::unique_ptr<DecodeAttention> decode_attn;  // decode's split-KV attention and merge
+
+  // One document being prefilled (n = local tokens of its prompt on this rank); the
+  // documents in decode, each with its own cache, in the order they joined.
+  KvDtype kv_dtype = KvDtype::f32;       // the cache's element type (options, else the backend's default)
   Tensor x;                              // (n, hidden) residual stream
   Tensor q, o, lse;                      // (n, H*D), (n, H*D), (n, H): one layer's Q and (O, LSE)
-  Tensor ring[2];                        // 2 x (2 nmax, Hkv*D) KV storage, nmax = ceil(S/N): a
-                                         // block in flight, K in rows [0, nmax), V in [nmax, 2 nmax)
   // Scratch, bounded by chunk_tokens / logits_chunk rows, allocated once.
   Tensor h;           // (chunk, hidden) normed input
   Tensor k_new, v_new;  // (chunk, Hkv*D) fp32 K,V before the cache store
@@ -96,10 +118,7 @@ struct Engine::State {
   Tensor tok;         // (chunk, 1) i32 token ids / targets
   Tensor hl;          // (logits_chunk, hidden) final-normed rows for the LM head
   Tensor logits;      // (logits_chunk, vl)
-  Tensor x1, q1;      // decode: (1, hidden), (1, H*D)
-  Tensor part;        // decode: (1, H*D + H) this rank's partial (O, LSE), o1 and lse1 are views
-  Tensor o1, lse1;    // (1, H*D), (1, H): views of part
-  Tensor parts;       // decode: (N, H*D + H) every rank's part, gathered
+  Tensor xb, qb;      // decode: (max_batch, hidden), (max_batch, H*D): one row per document
   Tensor flags;       // (1, 2) i32: the stop flag to reduce, and the reduced flag
   Tensor bad_token;   // (1, 2) f64: (global index, token) of this rank's first bad token
   Tensor bad_tokens;  // (max(N, T), 2) f64: every rank's, gathered
@@ -110,6 +129,8 @@ struct Engine::State {
   Tensor red_sum;     // (logits_chunk, 2) f64: (sum of exp(lse - max), target logit), sum-reduced
   Tensor lg_pad;      // (1, vocab_part) decode logits of the local rows, padded for the gather
   Tensor lg_all;      // (1, T * vocab_part) every rank's part in rank order: its first vocab are the row
+  std::vector<std::unique_ptr<Sequence>> batch;  // documents in decode (at most max_batch)
+  std::vector<FinishedDocument> finished;        // finished since the last take_finished()
 
   // load: this rank's weights on the backend, given its slice (checked first: the "cannot
   // split" Error comes before any weight is read).
@@ -132,7 +153,10 @@ struct Engine::State {
     H = sl.q_heads, Hkv = sl.kv_heads, D = c.head_dim, hidden = c.hidden_size;
     inter = sl.inter, vocab = c.vocab_size, vl = sl.vocab_rows, chunk = o.chunk_tokens;
     eps = static_cast<float>(c.rms_norm_eps);
-    scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(D)));
+    scale = static_cast<float>(rope_softmax_scale(c.rope, D));
+    kv_dtype = o.kv_dtype ? *o.kv_dtype : be.default_kv_dtype();
+    RI_CHECK(be.supports_kv_dtype(kv_dtype), std::string("engine: the ") + be.name() + " backend does not store a " +
+                                                 kv_dtype_name(kv_dtype) + " KV cache (--kv-dtype)");
     h = be.alloc(std::max(chunk, o.logits_chunk), hidden, DType::f32);
     k_new = be.alloc(chunk, Hkv * D, DType::f32);
     v_new = be.alloc(chunk, Hkv * D, DType::f32);
@@ -141,12 +165,15 @@ struct Engine::State {
     tok = be.alloc(std::max(chunk, o.logits_chunk), 1, DType::i32);
     hl = be.alloc(o.logits_chunk, hidden, DType::f32);
     logits = be.alloc(o.logits_chunk, vl, DType::f32);
-    x1 = be.alloc(1, hidden, DType::f32);
-    q1 = be.alloc(1, H * D, DType::f32);
-    part = be.alloc(1, H * D + H, DType::f32);
-    o1 = row_cols(part, 0, H * D);
-    lse1 = row_cols(part, H * D, H);
-    parts = be.alloc(N, H * D + H, DType::f32);
+    // The decode batch runs through the chunk-sized scratch (mlp, row_parallel) and the
+    // token buffer.
+    RI_CHECK(o.max_batch >= 1 && o.max_batch <= chunk,
+             "engine: --max-batch must be between 1 and the chunk size (" + std::to_string(chunk) + ")");
+    xb = be.alloc(o.max_batch, hidden, DType::f32);
+    qb = be.alloc(o.max_batch, H * D, DType::f32);
+    heads = AttentionHeads{H, Hkv, D, scale};
+    ring = std::make_unique<RingAttention>(be, comm, r, N, heads, chunk);
+    decode_attn = std::make_unique<DecodeAttention>(be, comm, r, N, heads, o.max_batch);
     flags = be.alloc(1, 2, DType::i32);
     bad_token = be.alloc(1, 2, DType::f64);
     bad_tokens = be.alloc(std::max(N, T), 2, DType::f64);
@@ -265,98 +292,55 @@ struct Engine::State {
     stats.tp_bytes_sent += static_cast<int64_t>(p.bytes());
   }
 
-  // Projects rows of x at global positions pos_start + i * N: Q into q_rows, K and V
-  // (after RoPE in fp32) stored into the layer's cache at local rows cache_row...
-  void project_qkv(int l, const Tensor& x_rows, const Tensor& q_rows, int64_t pos_start, bool store_kv,
-                   int64_t cache_row) {
+  // QK-norm (Qwen3): RMSNorm of each head of x (n, heads * D) over its D values, in place;
+  // nothing when the model has none. A (n * heads, D) view makes each head a row.
+  void head_norm(const Tensor& x, const Tensor& weight, int64_t heads) {
+    if (weight.empty() || x.empty()) return;
+    const Tensor per_head = x.reshaped(x.rows() * heads, D);
+    be.rmsnorm(per_head, weight, eps, per_head);
+  }
+
+  // Projects rows of x at global positions `pos`: Q into q_rows and, with_kv, K and V into
+  // k_new, v_new (rows 0..n), each after RoPE in fp32; the caller stores K,V in a cache.
+  void project_qkv(int l, const Tensor& x_rows, const Tensor& q_rows, const RowPositions& pos, bool with_kv) {
     const engine::BackendLayer& L = w.layers[l];
     const int64_t n = x_rows.rows();
     const Tensor hn = h.rows(0, n);
     be.rmsnorm(x_rows, L.attn_norm, eps, hn);
     be.matmul(hn, L.wq, L.bq, q_rows, false);
-    be.rope(q_rows, H, w.inv_freq, pos_start, N);
-    if (!store_kv) return;
+    head_norm(q_rows, L.q_norm, H);
+    rope_at(q_rows, H, pos);
+    if (!with_kv) return;
     const Tensor kn = k_new.rows(0, n), vn = v_new.rows(0, n);
     be.matmul(hn, L.wk, L.bk, kn, false);
     be.matmul(hn, L.wv, L.bv, vn, false);
-    be.rope(kn, Hkv, w.inv_freq, pos_start, N);
-    be.copy(kn, k_cache[l].rows(cache_row, n));
-    be.copy(vn, v_cache[l].rows(cache_row, n));
+    head_norm(kn, L.k_norm, Hkv);
+    rope_at(kn, Hkv, pos);
   }
 
-  AttentionShape attention_shape(int64_t q_start, int q_rank, int k_rank) const {
-    AttentionShape sh;
-    sh.n_heads = H;
-    sh.n_kv_heads = Hkv;
-    sh.head_dim = D;
-    sh.q_start = q_start;
-    sh.q_rank = q_rank;
-    sh.k_rank = k_rank;
-    sh.n_ranks = N;
-    sh.scale = scale;
-    return sh;
-  }
-
-  // ---------------------------------------------------------------- ring attention
-  // Attention of this rank's n local queries (q) against the whole document's keys of
-  // layer l, into (o, lse). Step t holds the KV block of rank s = (r - t) mod N: while
-  // local queries attend to it (in chunks, testing the transfer between chunks so MPI
-  // progresses), the block goes to rank r+1 and the next arrives from rank r-1.
-  void ring_attention(int l, int64_t n) {
-    be.attention_reset(o, lse);
-    const int64_t nmax = local_len(S, 0, N);
-    const size_t count = static_cast<size_t>(ring[0].numel());
-    Tensor cur = ring[0], nxt = ring[1];
-    if (N > 1) {  // the local block, packed for sending
-      be.copy(k_cache[l].rows(0, n), cur.rows(0, n));
-      be.copy(v_cache[l].rows(0, n), cur.rows(nmax, n));
+  void rope_at(const Tensor& t, int64_t n_heads, const RowPositions& pos) {
+    if (!pos.each) {
+      be.rope(t, n_heads, w.inv_freq, pos.start, N);
+      return;
     }
-    for (int step = 0; step < N; ++step) {
-      const int s = (r - step + N) % N;
-      const int64_t ns = local_len(S, s, N);
-      std::unique_ptr<PendingComm> pending;
-      if (step + 1 < N) {
-        // The transfer may overwrite nxt only after earlier work read it (CUDA streams).
-        const auto ready = be.record(be.stream());
-        be.wait(be.comm_stream(), *ready);
-        pending = comm->ring_exchange(cur.data(), nxt.data(), count, comm_dtype(cur.dtype()), be.comm_stream());
-        stats.bytes_sent += static_cast<int64_t>(cur.bytes());
-      }
-      const Tensor kb = step == 0 ? k_cache[l].rows(0, n) : cur.rows(0, ns);
-      const Tensor vb = step == 0 ? v_cache[l].rows(0, n) : cur.rows(nmax, ns);
-      for (int64_t c = 0; c < n; c += chunk) {
-        const int64_t cn = std::min(chunk, n - c);
-        be.attention(q.rows(c, cn), kb, vb, attention_shape(c, r, s), o.rows(c, cn), lse.rows(c, cn));
-        if (pending) pending->test();
-      }
-      if (pending) {
-        pending->wait(be.stream());
-        std::swap(cur, nxt);
-      }
-    }
+    for (int64_t i = 0; i < t.rows(); ++i) be.rope(t.rows(i, 1), n_heads, w.inv_freq, (*pos.each)[i], N);
   }
 
   // ---------------------------------------------------------------- prefill
   // Runs this rank's stripe of an S-token document through every layer (layer-major),
-  // leaving the final residual stream in x and K,V in a cache of `capacity` rows.
-  void prefill(const std::vector<int32_t>& stripe, int64_t capacity) {
+  // alone on the whole ring, leaving the final residual stream in x and K,V in kv (whose
+  // capacity the caller chose).
+  void prefill(const std::vector<int32_t>& stripe, KvCache& kv) {
     const int64_t n = static_cast<int64_t>(stripe.size());
-    k_cache.assign(cfg.n_layers, Tensor());
-    v_cache.assign(cfg.n_layers, Tensor());
-    for (int64_t l = 0; l < cfg.n_layers; ++l) {
-      k_cache[l] = be.alloc_kv(capacity, Hkv * D);
-      v_cache[l] = be.alloc_kv(capacity, Hkv * D);
-      stats.kv_bytes += static_cast<int64_t>(k_cache[l].bytes() + v_cache[l].bytes());
-    }
+    kv.length = n;
+    stats.kv_bytes = kv.bytes();
     stats.tokens_held = n;
     stats.kv_tokens = n;
     x = be.alloc(n, hidden, DType::f32);
     q = be.alloc(n, H * D, DType::f32);
     o = be.alloc(n, H * D, DType::f32);
     lse = be.alloc(n, H, DType::f32);
-    if (N > 1) {
-      for (Tensor& b : ring) b = be.alloc_kv(2 * local_len(S, 0, N), Hkv * D);
-    }
+    ring->begin(kv);
     for (int64_t c = 0; c < n; c += chunk) {
       const int64_t cn = std::min(chunk, n - c);
       be.copy_from_host(tok.rows(0, cn), stripe.data() + c);
@@ -365,9 +349,10 @@ struct Engine::State {
     for (int l = 0; l < cfg.n_layers; ++l) {
       for (int64_t c = 0; c < n; c += chunk) {
         const int64_t cn = std::min(chunk, n - c);
-        project_qkv(l, x.rows(c, cn), q.rows(c, cn), global_pos(c, r, N), true, c);
+        project_qkv(l, x.rows(c, cn), q.rows(c, cn), RowPositions{global_pos(c, r, N)}, true);
+        be.store_kv(k_new.rows(0, cn), v_new.rows(0, cn), kv.layers[l].rows(c, cn));
       }
-      ring_attention(l, n);
+      ring->layer(kv, l, q, o, lse, stats.bytes_sent);
       for (int64_t c = 0; c < n; c += chunk) {
         const int64_t cn = std::min(chunk, n - c);
         row_parallel(o.rows(c, cn), w.layers[l].wo, w.layers[l].bo, x.rows(c, cn));
@@ -381,7 +366,7 @@ struct Engine::State {
       stop_point();
     }
     q = o = lse = Tensor();  // not needed by decode
-    ring[0] = ring[1] = Tensor();
+    ring->end();
   }
 
   // Final norm + LM head of one residual row: the whole (1, vocab) logits row. With T > 1
@@ -407,22 +392,48 @@ struct Engine::State {
   // every rank: root samples, then broadcasts the id. With T > 1 the TP ranks of root
   // sample from the same gathered row, and TP rank 0's token is broadcast over the TP group
   // so that rounding differences can never make them disagree.
-  int32_t sample_on(int root, const Tensor& x_row, const GenerateOptions& g, uint64_t step) {
-    const Tensor t = tok.rows(0, 1);
+
+  // The tokens sampled on CP rank `root` from the hidden rows x_rows (row b: document
+  // seqs[b], at its step = tokens generated so far; x_rows is ignored elsewhere), on every
+  // rank: root samples, then broadcasts the ids. With T > 1 the TP ranks of root sample
+  // from the same gathered rows, and TP rank 0's tokens are broadcast over the TP group so
+  // that rounding differences can never make them disagree.
+  std::vector<int32_t> sample_on(int root, const Tensor& x_rows, const std::vector<Sequence*>& seqs) {
+    const int64_t B = static_cast<int64_t>(seqs.size());
+    const Tensor t = tok.rows(0, B);
     if (r == root) {
-      be.sample(head_logits(x_row), g.temperature, g.top_p, sampling_uniform(g.seed, g.doc_key, step), t);
+      for (int64_t b = 0; b < B; ++b) {
+        const Sequence& sq = *seqs[b];
+        const GenerateOptions& g = sq.options;
+        const uint64_t step = sq.result.tokens.size();
+        be.sample(head_logits(x_rows.rows(b, 1)), g.sampling, sampling_uniform(g.seed, g.doc_key, step), sq.counts,
+                  t.rows(b, 1));
+      }
       if (tp) {
-        tp->broadcast(t.data(), 1, CommDtype::int32, 0, be.stream());
-        if (tr == 0) stats.tp_bytes_sent += sizeof(int32_t);
+        tp->broadcast(t.data(), static_cast<size_t>(B), CommDtype::int32, 0, be.stream());
+        if (tr == 0) stats.tp_bytes_sent += B * static_cast<int64_t>(sizeof(int32_t));
       }
     }
     if (comm) {
-      comm->broadcast(t.data(), 1, CommDtype::int32, root, be.stream());
-      if (r == root) stats.bytes_sent += sizeof(int32_t);
+      comm->broadcast(t.data(), static_cast<size_t>(B), CommDtype::int32, root, be.stream());
+      if (r == root) stats.bytes_sent += B * static_cast<int64_t>(sizeof(int32_t));
     }
-    int32_t id = 0;
-    be.copy_to_host(&id, t);
-    return id;
+    std::vector<int32_t> ids(static_cast<size_t>(B));
+    be.copy_to_host(ids.data(), t);
+    return ids;
+  }
+
+  // Penalties: a document starts with no token generated, and counts each one as it comes.
+  void reset_counts(Sequence& sq) {
+    if (!sq.options.sampling.penalized()) return;
+    sq.host_counts.assign(static_cast<size_t>(vocab), 0);
+    sq.counts = be.alloc(1, vocab, DType::i32);
+    be.copy_from_host(sq.counts, sq.host_counts.data());
+  }
+  void count_token(Sequence& sq, int32_t id) {
+    if (sq.counts.empty()) return;
+    ++sq.host_counts[static_cast<size_t>(id)];
+    be.copy_from_host(row_cols(sq.counts, id, 1), &sq.host_counts[static_cast<size_t>(id)]);
   }
 
   // ---------------------------------------------------------------- vocabulary-parallel LM head
@@ -472,33 +483,65 @@ struct Engine::State {
   }
 
   // ---------------------------------------------------------------- decode
-  // Runs `token` at global position pos through every layer on every rank (the owner
-  // rank appends its K,V before attending), leaving the hidden state in x1.
-  void decode_step(int32_t token, int64_t pos) {
-    be.copy_from_host(tok.rows(0, 1), &token);
-    be.embed(w.embed, tok.rows(0, 1), x1);
-    const int owner = stripe_owner(pos, N);
-    const int64_t qi = local_index(pos, N), nk = local_len(pos + 1, r, N);
+  // Runs each document's last token at its own global position through every layer on
+  // every rank (DESIGN §4, §5): one GEMM per projection for the B rows, the owner rank of
+  // each row appends its K,V before attending, each row attends over its own document's
+  // stripe, one merge collective carries all B rows. Leaves the hidden states in xb.
+  void decode_step(const std::vector<Sequence*>& seqs) {
+    const int64_t B = static_cast<int64_t>(seqs.size());
+    const Tensor x1 = xb.rows(0, B), q1 = qb.rows(0, B);
+    std::vector<int32_t> ids;
+    std::vector<int64_t> pos;
+    std::vector<const KvCache*> caches;
+    bool owns_any = false;
+    for (Sequence* sq : seqs) {
+      ids.push_back(sq->result.tokens.back());
+      pos.push_back(sq->position());
+      sq->kv.length = local_len(pos.back() + 1, r, N);  // the owner stores row local_index(pos) below
+      caches.push_back(&sq->kv);
+      owns_any = owns_any || sq->kv.holds(pos.back());
+    }
+    be.copy_from_host(tok.rows(0, B), ids.data());
+    be.embed(w.embed, tok.rows(0, B), x1);
     for (int l = 0; l < cfg.n_layers; ++l) {
-      project_qkv(l, x1, q1, pos, owner == r, qi);
-      be.attention_reset(o1, lse1);
-      be.attention(q1, k_cache[l].rows(0, nk), v_cache[l].rows(0, nk), attention_shape(qi, owner, r), o1, lse1);
-      if (comm) {
-        // One all-gather of every rank's (O, LSE), then the same merge in rank order on
-        // every rank, so all ranks keep bitwise the same hidden state.
-        comm->all_gather(part.data(), parts.data(), static_cast<size_t>(part.numel()), CommDtype::float32,
-                         be.stream());
-        stats.bytes_sent += static_cast<int64_t>(part.bytes());
-        be.attention_reset(o1, lse1);
-        for (int s = 0; s < N; ++s) {
-          const Tensor ps = parts.rows(s, 1);
-          be.merge_attention(o1, lse1, row_cols(ps, 0, H * D), row_cols(ps, H * D, H));
-        }
-      }
+      project_qkv(l, x1, q1, RowPositions{0, &pos}, owns_any);
+      for (int64_t b = 0; b < B; ++b)
+        if (seqs[b]->kv.holds(pos[b]))
+          be.store_kv(k_new.rows(b, 1), v_new.rows(b, 1), seqs[b]->kv.layers[l].rows(local_index(pos[b], N), 1));
+      const Tensor o1 = decode_attn->layer(caches, l, pos, q1, stats.bytes_sent);
       row_parallel(o1, w.layers[l].wo, w.layers[l].bo, x1);
       mlp(w.layers[l], x1);
     }
-    stats.kv_tokens = nk;
+  }
+
+  // Takes the document's new token: counts it, reports it, and moves the document to
+  // `finished` when the token ends it (EOS, a stop string, its length). True when it did.
+  bool accept(Sequence& sq, int32_t id) {
+    sq.result.tokens.push_back(id);
+    count_token(sq, id);
+    EngineProgress p;
+    p.kind = EngineProgress::Kind::decode_token;
+    p.generated = static_cast<int64_t>(sq.result.tokens.size());
+    p.tag = sq.tag;
+    report(p);
+    const GenerateOptions& g = sq.options;
+    bool done = true;
+    if (std::find(cfg.eos_token_ids.begin(), cfg.eos_token_ids.end(), static_cast<int64_t>(id)) !=
+        cfg.eos_token_ids.end())
+      sq.result.finish = FinishReason::eos;
+    else if (g.stop_here && g.stop_here(sq.result.tokens))
+      sq.result.finish = FinishReason::stop;
+    else if (static_cast<int64_t>(sq.result.tokens.size()) == g.max_new_tokens)
+      sq.result.finish = FinishReason::length;
+    else
+      done = false;
+    if (done) finish(sq);
+    return done;
+  }
+
+  void finish(Sequence& sq) {
+    sq.result.decode_seconds = seconds_since(sq.decode_start);
+    finished.push_back(FinishedDocument{sq.tag, std::move(sq.result), sq.stats});
   }
 };
 
@@ -515,6 +558,7 @@ Engine::Engine(Backend& backend, const ModelSource& model, const EngineOptions& 
 Engine::~Engine() = default;
 
 const ModelConfig& Engine::config() const { return s_->cfg; }
+KvDtype Engine::kv_dtype() const { return s_->kv_dtype; }
 int64_t Engine::kv_cache_tokens() const { return s_->stats.kv_tokens; }
 const EngineStats& Engine::last_stats() const { return s_->stats; }
 
@@ -542,7 +586,8 @@ DocumentScore Engine::score_stripes(const std::vector<int32_t>& stripe, const st
     res.seconds = seconds_since(t0);
     return res;
   }
-  s.prefill(stripe, local_len(S, s.r, s.N));
+  KvCache kv = KvCache::allocate(s.be, s.cfg.n_layers, s.Hkv, s.D, s.kv_dtype, S, 0, s.r, s.N);
+  s.prefill(stripe, kv);
   // Local row i (global iN + r) predicts global iN + r + 1: local index i of rank r+1, or
   // i+1 of rank 0 when r = N-1 (with N = 1, next is this stripe). Rows up to global S-2.
   const int64_t m = local_len(S - 1, s.r, s.N), mmax = local_len(S - 1, 0, s.N), lc = s.opt.logits_chunk;
@@ -584,58 +629,91 @@ DocumentScore Engine::score_stripes(const std::vector<int32_t>& stripe, const st
 }
 
 GenerateResult Engine::generate_stripe(const std::vector<int32_t>& stripe, int64_t S, const GenerateOptions& g) {
+  RI_CHECK(s_->batch.empty() && s_->finished.empty(), "generate: documents of the decode batch are unfinished");
+  join(stripe, S, g, 0);
+  while (batch_size() > 0) step();
+  FinishedDocument done = std::move(take_finished().front());
+  s_->stats = done.stats;
+  return std::move(done.result);
+}
+
+void Engine::join(const std::vector<int32_t>& stripe, int64_t S, const GenerateOptions& g, uint64_t tag) {
   State& s = *s_;
   RI_CHECK(g.max_new_tokens >= 0, "generate: --max-new-tokens must not be negative");
-  RI_CHECK(g.temperature >= 0.0 && g.top_p > 0.0 && g.top_p <= 1.0,
-           "generate: --temperature must be >= 0 and --top-p in (0, 1]");
+  RI_CHECK(batch_size() < s.opt.max_batch, "generate: the decode batch is full (" +
+                                               std::to_string(s.opt.max_batch) + " documents)");
+  check_sampling_params(g.sampling, "generate");
   const auto t0 = std::chrono::steady_clock::now();
   const int64_t G = g.max_new_tokens;
   s.stats = EngineStats();
-  s.S = S;
   s.check_document(stripe, nullptr, S, S + G);
-  GenerateResult res;
+  auto sq = std::make_unique<Sequence>();
+  sq->tag = tag;
+  sq->options = g;
+  sq->S = S;
   s.stats.tokens_held = s.stats.kv_tokens = static_cast<int64_t>(stripe.size());
-  if (S == 0) {
-    res.finish = FinishReason::empty_prompt;
-    return res;
+  sq->decode_start = t0;
+  if (S == 0 || G == 0) {  // nothing to run: finish empty_prompt, or length
+    if (S == 0) sq->result.finish = FinishReason::empty_prompt;
+    sq->stats = s.stats;
+    s.finish(*sq);
+    return;
   }
-  if (G == 0) return res;  // finish = length
-  // Capacity ceil((S + G - r) / N): the last generated token is never run through the
-  // model, but the formula keeps one rule for every rank.
-  s.prefill(stripe, local_len(S + G, s.r, s.N));
+  sq->kv = KvCache::allocate(s.be, s.cfg.n_layers, s.Hkv, s.D, s.kv_dtype, S, G, s.r, s.N);
+  try {
+    s.prefill(stripe, sq->kv);
+  } catch (const StopRequested&) {
+    s.batch.clear();  // as step() does: the group stops together and every document restarts
+    throw;
+  }
+  s.reset_counts(*sq);
   // The last prompt position's owner samples the first token and broadcasts it.
   const int64_t last = S - 1;
   const int first_root = stripe_owner(last, s.N);
   const Tensor last_row = s.r == first_root ? s.x.rows(local_index(last, s.N), 1) : Tensor();
-  int32_t next = s.sample_on(first_root, last_row, g, 0);
+  const int32_t first = s.sample_on(first_root, last_row, {sq.get()}).front();
   s.x = Tensor();
-  res.prefill_seconds = seconds_since(t0);
-  const auto t1 = std::chrono::steady_clock::now();
-  auto is_eos = [&](int32_t t) {
-    for (int64_t e : s.cfg.eos_token_ids)
-      if (e == t) return true;
-    return false;
-  };
-  for (int64_t step = 0;; ++step) {
-    res.tokens.push_back(next);
-    EngineProgress p;
-    p.kind = EngineProgress::Kind::decode_token;
-    p.generated = static_cast<int64_t>(res.tokens.size());
-    s.report(p);
-    if (is_eos(next)) {
-      res.finish = FinishReason::eos;
-      break;
-    }
-    if (static_cast<int64_t>(res.tokens.size()) == G) {
-      res.finish = FinishReason::length;
-      break;
-    }
+  sq->result.prefill_seconds = seconds_since(t0);
+  sq->stats = s.stats;
+  sq->decode_start = std::chrono::steady_clock::now();
+  if (!s.accept(*sq, first)) s.batch.push_back(std::move(sq));
+}
+
+void Engine::step() {
+  State& s = *s_;
+  if (s.batch.empty()) return;
+  std::vector<Sequence*> seqs;
+  for (auto& sq : s.batch) seqs.push_back(sq.get());
+  const int64_t B = static_cast<int64_t>(seqs.size());
+  s.stats = EngineStats();
+  try {
     s.stop_point();  // only while work remains: a finished document is never thrown away
-    s.decode_step(next, S + step);
-    next = s.sample_on(0, s.x1, g, static_cast<uint64_t>(step + 1));  // CP rank 0 samples from here on
+  } catch (const StopRequested&) {
+    s.batch.clear();  // the group stops together; documents in decode restart on resume
+    throw;
   }
-  res.decode_seconds = seconds_since(t1);
-  return res;
+  s.decode_step(seqs);
+  const std::vector<int32_t> ids = s.sample_on(0, s.xb.rows(0, B), seqs);  // CP rank 0 samples from here on
+  // Every row moved the same bytes: each document gets its share.
+  for (Sequence* sq : seqs) {
+    sq->stats.bytes_sent += s.stats.bytes_sent / B;
+    sq->stats.tp_bytes_sent += s.stats.tp_bytes_sent / B;
+    sq->stats.kv_tokens = sq->kv.length;
+  }
+  std::vector<std::unique_ptr<Sequence>> still;
+  for (int64_t b = 0; b < B; ++b)
+    if (!s.accept(*seqs[b], ids[b])) still.push_back(std::move(s.batch[b]));
+  s.batch = std::move(still);
+}
+
+int64_t Engine::batch_size() const { return static_cast<int64_t>(s_->batch.size()); }
+int64_t Engine::max_batch() const { return s_->opt.max_batch; }
+
+std::vector<FinishedDocument> Engine::take_finished() {
+  std::vector<FinishedDocument> out = std::move(s_->finished);
+  s_->finished.clear();
+  if (!out.empty()) s_->stats = out.back().stats;
+  return out;
 }
 
 }  // namespace ringinfer

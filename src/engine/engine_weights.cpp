@@ -4,6 +4,7 @@
 #include <string>
 
 #include "ringinfer/error.h"
+#include "ringinfer/model_family.h"
 
 namespace ringinfer::engine {
 namespace {
@@ -29,23 +30,21 @@ Tensor upload(Backend& be, const HostTensor& t, const std::vector<int64_t>& want
   return be.upload_weight(t);
 }
 
-// How a tensor is split over the TP group: whole, rows [b, e) of dim 0, or columns [b, e).
-enum class Cut { whole, rows, cols };
-
 // Uploads this rank's part of a tensor whose whole shape is `full`: `t` may be the part
 // already, or the whole tensor (cut here, on the host).
-Tensor upload_part(Backend& be, const HostTensor& t, const std::vector<int64_t>& full, Cut cut, RowRange r,
+Tensor upload_part(Backend& be, const HostTensor& t, const std::vector<int64_t>& full, TpCut cut, RowRange r,
                    const std::string& name) {
-  if (cut == Cut::whole) return upload(be, t, full, name);
+  if (cut == TpCut::whole) return upload(be, t, full, name);
+  const bool cols = cuts_columns(cut);
   std::vector<int64_t> part = full;
-  part[cut == Cut::rows ? 0 : 1] = r.end - r.begin;
+  part[cols ? 1 : 0] = r.end - r.begin;
   if (has_shape(t, part)) return be.upload_weight(t);
   RI_CHECK(has_shape(t, full), "model: " + name + " has shape " + shape_str(t.shape) + ", expected " +
                                    shape_str(full) + (part == full ? "" : " or this rank's part " + shape_str(part)));
   HostTensor p;
   p.shape = part;
   p.data.resize(static_cast<size_t>(count(part)));
-  if (cut == Cut::rows) {
+  if (!cols) {
     const int64_t row = full.size() > 1 ? full[1] : 1;
     std::copy_n(t.data.data() + r.begin * row, (r.end - r.begin) * row, p.data.data());
   } else {
@@ -54,42 +53,6 @@ Tensor upload_part(Backend& be, const HostTensor& t, const std::vector<int64_t>&
       std::copy_n(t.data.data() + i * full[1] + r.begin, w, p.data.data() + i * w);
   }
   return be.upload_weight(p);
-}
-
-// How (slot, layer) is checked and cut: the model's shape of the tensor, the cut, this
-// rank's range of it, its name in messages, and whether the config uses it.
-struct SlotSpec {
-  std::vector<int64_t> full;
-  Cut cut = Cut::whole;
-  RowRange range;
-  std::string name;
-  bool used = true;
-};
-
-SlotSpec slot_spec(const ModelConfig& c, const TensorParallelSlice& sl, WeightSlot slot, int64_t layer) {
-  const int64_t hid = c.hidden_size, q = c.n_heads * c.head_dim, kv = c.n_kv_heads * c.head_dim;
-  const int64_t I = c.intermediate_size, V = c.vocab_size, D = c.head_dim;
-  const RowRange qr = sl.q_rows(D), kvr = sl.kv_rows(D), ir = sl.inter_rows();
-  const std::string p = "layers." + std::to_string(layer) + ".";
-  switch (slot) {
-    case WeightSlot::embed: return {{V, hid}, Cut::whole, {}, "embed_tokens"};
-    case WeightSlot::final_norm: return {{hid}, Cut::whole, {}, "norm"};
-    case WeightSlot::lm_head: return {{V, hid}, Cut::rows, sl.vocab_range(), "lm_head"};
-    case WeightSlot::attn_norm: return {{hid}, Cut::whole, {}, p + "input_layernorm"};
-    case WeightSlot::wq: return {{q, hid}, Cut::rows, qr, p + "q_proj"};
-    case WeightSlot::wk: return {{kv, hid}, Cut::rows, kvr, p + "k_proj"};
-    case WeightSlot::wv: return {{kv, hid}, Cut::rows, kvr, p + "v_proj"};
-    case WeightSlot::bq: return {{q}, Cut::rows, qr, p + "q_proj.bias", c.qkv_bias};
-    case WeightSlot::bk: return {{kv}, Cut::rows, kvr, p + "k_proj.bias", c.qkv_bias};
-    case WeightSlot::bv: return {{kv}, Cut::rows, kvr, p + "v_proj.bias", c.qkv_bias};
-    case WeightSlot::wo: return {{hid, q}, Cut::cols, qr, p + "o_proj"};
-    case WeightSlot::bo: return {{hid}, Cut::whole, {}, p + "o_proj.bias", c.o_bias};
-    case WeightSlot::ffn_norm: return {{hid}, Cut::whole, {}, p + "post_attention_layernorm"};
-    case WeightSlot::w_gate: return {{I, hid}, Cut::rows, ir, p + "gate_proj"};
-    case WeightSlot::w_up: return {{I, hid}, Cut::rows, ir, p + "up_proj"};
-    case WeightSlot::w_down: return {{hid, I}, Cut::cols, ir, p + "down_proj"};
-  }
-  throw Error("model: unknown weight slot");
 }
 
 // Where (slot, layer) goes in `w`.
@@ -111,13 +74,16 @@ void WeightUploader::upload(WeightSlot slot, int64_t layer, const HostTensor& t)
   // Sized at the first tensor, after the caller's checks: a corrupt layer count fails
   // with their message, not an out-of-memory here.
   if (out_.layers.size() != static_cast<size_t>(c_.n_layers)) out_.layers.resize(static_cast<size_t>(c_.n_layers));
-  const SlotSpec s = slot_spec(c_, sl_, slot, layer);
+  // The family's table (model_family.h) says the shape, the cut and whether c_ uses it.
+  const TensorSpec* s = tensor_spec(c_, slot);
+  const std::string name = s ? (layer < 0 ? std::string(s->hf) : layer_tensor_name(layer, s->hf))
+                             : "layers." + std::to_string(layer) + " slot " + std::to_string(static_cast<int>(slot));
   Tensor& dst = slot_tensor(out_, slot, layer);
-  if (!s.used) {
-    RI_CHECK(t.empty(), "model: " + s.name + " is present but the config does not use it");
+  if (!s || !tensor_present(*s, c_)) {
+    RI_CHECK(t.empty(), "model: " + name + " is present but the config does not use it");
     return;
   }
-  dst = upload_part(be_, t, s.full, s.cut, s.range, s.name);
+  dst = upload_part(be_, t, tensor_shape(*s, c_), s->cut, tp_range(s->cut, sl_, c_.head_dim), name);
 }
 
 BackendWeights WeightUploader::finish() {

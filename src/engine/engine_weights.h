@@ -17,6 +17,7 @@ struct BackendLayer {
   Tensor attn_norm;        // (hidden, 1)
   Tensor wq, wk, wv;       // (H_l*D, hidden), (Hkv_l*D, hidden), (Hkv_l*D, hidden)
   Tensor bq, bk, bv;       // (H_l*D, 1), (Hkv_l*D, 1), (Hkv_l*D, 1); empty without qkv_bias
+  Tensor q_norm, k_norm;   // (D, 1) each; empty without qk_norm
   Tensor wo;               // (hidden, H_l*D): this rank's columns of o_proj
   Tensor bo;               // (hidden, 1), whole; empty without o_bias (added once, by TP rank 0)
   Tensor ffn_norm;         // (hidden, 1)

@@ -44,8 +44,50 @@ void print_attributes(const OutputAttributes& attrs, size_t n_docs, const char* 
   }
 }
 
-void dump_run(const std::string& path, std::ostream& out, bool jsonl) {
+// The model's name for OpenAI lines: the file or folder name of the model attribute.
+std::string model_name(const OutputAttributes& attrs) {
+  for (const auto& [k, v] : attrs)
+    if (k == "model") {
+      std::string m = v;
+      while (m.size() > 1 && m.back() == '/') m.pop_back();
+      return m.substr(m.find_last_of('/') == std::string::npos ? 0 : m.find_last_of('/') + 1);
+    }
+  return "";
+}
+
+ojson openai_line(const RunResult& r, size_t d, const std::string& model) {
+  ojson j;
+  j["id"] = "batch_req_" + std::to_string(d);
+  j["custom_id"] = r.id;
+  if (r.finish_reason == "error") {
+    j["response"] = nullptr;
+    j["error"] = {{"code", "document_failed"}, {"message", r.text}};
+    return j;
+  }
+  const int64_t completion = static_cast<int64_t>(r.generated.size());
+  ojson choice;
+  choice["index"] = 0;
+  choice["message"] = {{"role", "assistant"}, {"content", r.text}};
+  choice["finish_reason"] = r.finish_reason == "length" ? "length" : "stop";  // eos and stop strings
+  ojson body;
+  body["object"] = "chat.completion";
+  body["model"] = model;
+  body["choices"] = ojson::array({choice});
+  body["usage"] = {{"prompt_tokens", r.prompt_tokens},
+                   {"completion_tokens", completion},
+                   {"total_tokens", r.prompt_tokens + completion}};
+  j["response"] = {{"status_code", 200}, {"body", body}};
+  j["error"] = nullptr;
+  return j;
+}
+
+void dump_run(const std::string& path, std::ostream& out, bool jsonl, bool openai) {
   RunOutput o = read_run_output(path);
+  if (openai) {
+    const std::string model = model_name(o.attributes);
+    for (size_t d = 0; d < o.results.size(); ++d) out << json_line(openai_line(o.results[d], d, model)) << "\n";
+    return;
+  }
   if (!jsonl) print_attributes(o.attributes, o.results.size(), "run", out);
   for (size_t d = 0; d < o.results.size(); ++d) {
     const RunResult& r = o.results[d];
@@ -111,13 +153,15 @@ void dump_score(const std::string& path, std::ostream& out, bool jsonl, bool log
 
 }  // namespace
 
-void dump_output(const std::string& path, std::ostream& out, bool jsonl, bool logprobs) {
+void dump_output(const std::string& path, std::ostream& out, bool jsonl, bool logprobs, bool openai) {
   std::string format;
   {
     h5::Handle f = h5::open_readonly(path);
     format = h5::read_string_attr(f.get(), path, "format");
   }
-  if (format == kRunFormat) return dump_run(path, out, jsonl);
+  if (format == kRunFormat) return dump_run(path, out, jsonl, openai);
+  if (openai && format == kScoreFormat)
+    throw Error(path + ": --format openai prints run outputs (chat completions); this is a score output");
   if (format == kScoreFormat) return dump_score(path, out, jsonl, logprobs);
   if (format == kShardFormat)
     throw Error(path + ": is an input shard (" + format + "), not a run or score output");

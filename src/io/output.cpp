@@ -11,6 +11,10 @@ namespace ringinfer {
 
 namespace {
 
+// The reasons a generation ends (engine.h FinishReason; an empty prompt is written as
+// length), and "error" for a document that could not run (run --on-error skip).
+bool known_finish_reason(const std::string& f) { return f == "eos" || f == "stop" || f == "length" || f == "error"; }
+
 void check_attributes(const std::string& path, const OutputAttributes& attributes) {
   std::set<std::string> seen;
   for (const auto& [key, value] : attributes) {
@@ -93,9 +97,9 @@ void write_run_output(const std::string& path, const std::vector<RunResult>& res
   std::vector<int64_t> per_rank(D);
   for (size_t d = 0; d < D; ++d) {
     const RunResult& r = results[d];
-    if (r.finish_reason != "eos" && r.finish_reason != "length")
+    if (!known_finish_reason(r.finish_reason))
       throw Error(path + ": document \"" + r.id + "\" has finish_reason \"" + r.finish_reason +
-                  "\", expected eos or length");
+                  "\", expected eos, stop, length or error");
     check_tokens_per_rank(path + ": document \"" + r.id + "\" tokens_per_rank", r.tokens_per_rank, r.prompt_tokens,
                           "its prompt_tokens");
     ids[d] = r.id;
@@ -166,9 +170,9 @@ RunOutput read_run_output(const std::string& path) {
     r.generated.assign(gen.begin() + offsets[d], gen.begin() + offsets[d + 1]);
     r.text = std::move(text[d]);
     r.finish_reason = std::move(finish[d]);
-    if (r.finish_reason != "eos" && r.finish_reason != "length")
+    if (!known_finish_reason(r.finish_reason))
       throw Error(path + ": /finish_reason[" + std::to_string(d) + "] is \"" + r.finish_reason +
-                  "\", expected eos or length");
+                  "\", expected eos, stop, length or error");
     r.prefill_seconds = prefill[d];
     r.decode_tokens_per_second = decode[d];
     r.tokens_per_rank = per_rank[d];

@@ -22,12 +22,44 @@ constexpr size_t kChunkCacheSlots = 12421;  // a prime, ~100x the chunks that fi
 
 std::string in_quotes(const std::string& s) { return "\"" + s + "\""; }
 
-// Appended to the message for a variable-length string, which is refused unread.
+// Appended to the message for a variable-length string, which is refused unread unless
+// the shard has passed the isolated check.
 const std::string kVlenAdvice = " (shard version 1, or not written by ringinfer prep): re-run ringinfer prep";
 
+// A string attribute: fixed-length always; variable-length (h5py's default) only once the
+// file has passed the isolated check. Either way at most kMaxShardAttrBytes.
+std::string shard_string_attr(hid_t fid, const std::string& path, const std::string& name, ShardStrings strings) {
+  if (strings == ShardStrings::fixed_only)
+    return h5::read_fixed_string_attr(fid, path, name, kMaxShardAttrBytes, kVlenAdvice);
+  std::string v = h5::read_string_attr(fid, path, name);
+  if (v.size() > kMaxShardAttrBytes)
+    throw Error(path + ": attribute " + name + " is " + std::to_string(v.size()) + " bytes long, more than the " +
+                std::to_string(kMaxShardAttrBytes) + " allowed");
+  return v;
+}
+
+// /doc_ids: fixed-length strings, or variable-length ones (h5py's default for a list of
+// str) once the file has passed the isolated check; each id at most kMaxDocIdBytes.
+std::vector<std::string> shard_doc_ids(hid_t ids_d, const std::string& path, int64_t n, uint64_t file_bytes,
+                                       ShardStrings strings) {
+  h5::Handle type = h5::datatype(H5_CHECK(H5Dget_type(ids_d)));
+  if (strings == ShardStrings::fixed_only || !h5::is_variable_string(type.get()))
+    return h5::read_fixed_strings(ids_d, path, "/doc_ids", n, kMaxDocIdBytes, file_bytes, kVlenAdvice);
+  // Each entry is a global-heap reference of at least 16 bytes in the file.
+  if (static_cast<uint64_t>(n) > file_bytes / 16)
+    throw Error(path + ": /doc_ids claims " + std::to_string(n) + " variable-length strings, more than the file's " +
+                std::to_string(file_bytes) + " bytes can hold");
+  std::vector<std::string> ids = h5::read_strings(ids_d, n);
+  for (size_t d = 0; d < ids.size(); ++d)
+    if (ids[d].size() > kMaxDocIdBytes || ids[d].find('\0') != std::string::npos)
+      throw Error(path + ": /doc_ids[" + std::to_string(d) + "] is longer than " + std::to_string(kMaxDocIdBytes) +
+                  " bytes or holds a NUL byte");
+  return ids;
+}
+
 // Reads and checks one shard's attributes and datasets; appends its documents.
-ShardInfo load_shard(const std::string& path, int shard_index, int64_t given_vocab, std::vector<DocInfo>* docs,
-                     std::vector<std::string>* ids) {
+ShardInfo load_shard(const std::string& path, int shard_index, int64_t given_vocab, ShardStrings strings,
+                     std::vector<DocInfo>* docs, std::vector<std::string>* ids) {
   h5::Handle f = h5::open_readonly(path);
   hid_t fid = f.get();
 
@@ -37,7 +69,7 @@ ShardInfo load_shard(const std::string& path, int shard_index, int64_t given_voc
   H5_CHECK(H5Fget_filesize(fid, &file_bytes));
   // Strings go through the fixed-length readers only, which check the datatype before
   // reading: libhdf5's variable-length string reader trusts the file (ringinfer/shard.h).
-  std::string format = h5::read_fixed_string_attr(fid, path, "format", kMaxShardAttrBytes, kVlenAdvice);
+  std::string format = shard_string_attr(fid, path, "format", strings);
   if (format != kShardFormat)
     throw Error(path + ": format attribute is " + in_quotes(format) + ", expected " + in_quotes(kShardFormat));
   int64_t version = h5::read_int_attr(fid, path, "version");
@@ -50,13 +82,15 @@ ShardInfo load_shard(const std::string& path, int shard_index, int64_t given_voc
   if (given_vocab >= 0 && info.vocab_size != given_vocab)
     throw Error(path + ": vocab_size attribute is " + std::to_string(info.vocab_size) +
                 " but the model's vocabulary has " + std::to_string(given_vocab) + " tokens");
-  info.tokenizer = h5::read_fixed_string_attr(fid, path, "tokenizer", kMaxShardAttrBytes, kVlenAdvice);
+  info.tokenizer = shard_string_attr(fid, path, "tokenizer", strings);
 
   int64_t n_offsets = 0, n_ids = 0;
   h5::Handle tokens = h5::open_dataset_1d(fid, path, "/tokens", h5::Kind::Int32, &info.n_tokens);
   h5::Handle offsets_d = h5::open_dataset_1d(fid, path, "/doc_offsets", h5::Kind::Int64, &n_offsets);
   h5::Handle ids_d = h5::open_dataset_1d(fid, path, "/doc_ids", h5::Kind::String, &n_ids);
-  h5::check_fixed_strings(ids_d.get(), path, "/doc_ids", n_ids, kMaxDocIdBytes, file_bytes, kVlenAdvice);
+  h5::Handle ids_type = h5::datatype(H5_CHECK(H5Dget_type(ids_d.get())));
+  if (strings == ShardStrings::fixed_only || !h5::is_variable_string(ids_type.get()))
+    h5::check_fixed_strings(ids_d.get(), path, "/doc_ids", n_ids, kMaxDocIdBytes, file_bytes, kVlenAdvice);
   if (n_offsets != n_ids + 1)
     throw Error(path + ": /doc_offsets has " + std::to_string(n_offsets) + " entries but /doc_ids has " +
                 std::to_string(n_ids) + " (expected " + std::to_string(n_ids + 1) + ")");
@@ -69,8 +103,35 @@ ShardInfo load_shard(const std::string& path, int shard_index, int64_t given_voc
 
   std::vector<int64_t> offsets = h5::read_int64(offsets_d.get(), n_offsets);
   h5::check_offsets(path, "/doc_offsets", offsets, info.n_tokens, "/tokens");
-  std::vector<std::string> shard_ids =
-      h5::read_fixed_strings(ids_d.get(), path, "/doc_ids", n_ids, kMaxDocIdBytes, file_bytes, kVlenAdvice);
+  std::vector<std::string> shard_ids = shard_doc_ids(ids_d.get(), path, n_ids, file_bytes, strings);
+
+  // Optional per-document options (DocOptions): both or neither, D entries each, in range.
+  std::vector<int64_t> max_new(static_cast<size_t>(n_ids), -1);
+  std::vector<double> temps(static_cast<size_t>(n_ids), -1.0);
+  const bool has_max = h5::exists(fid, "/max_new_tokens"), has_temp = h5::exists(fid, "/temperature");
+  if (has_max != has_temp)
+    throw Error(path + ": has " + (has_max ? "/max_new_tokens" : "/temperature") + " without " +
+                (has_max ? "/temperature" : "/max_new_tokens") + " (per-document options come together)");
+  if (has_max) {
+    int64_t n_max = 0, n_temp = 0;
+    h5::Handle max_d = h5::open_dataset_1d(fid, path, "/max_new_tokens", h5::Kind::Int64, &n_max);
+    h5::Handle temp_d = h5::open_dataset_1d(fid, path, "/temperature", h5::Kind::Float64, &n_temp);
+    if (n_max != n_ids || n_temp != n_ids)
+      throw Error(path + ": /max_new_tokens and /temperature have " + std::to_string(n_max) + " and " +
+                  std::to_string(n_temp) + " entries, expected one per document (" + std::to_string(n_ids) + ")");
+    max_new = h5::read_int64(max_d.get(), n_max);
+    temps = h5::read_float64(temp_d.get(), n_temp);
+    for (int64_t d = 0; d < n_ids; ++d) {
+      const int64_t m = max_new[static_cast<size_t>(d)];
+      const double t = temps[static_cast<size_t>(d)];
+      if (m < -1 || m > kMaxDocNewTokens)
+        throw Error(path + ": /max_new_tokens[" + std::to_string(d) + "] is " + std::to_string(m) +
+                    ", expected -1 (the job's) or a count in [0, " + std::to_string(kMaxDocNewTokens) + "]");
+      if (!(t == -1.0 || (t >= 0.0 && t <= kMaxDocTemperature)))  // NaN fails too
+        throw Error(path + ": /temperature[" + std::to_string(d) + "] is " + std::to_string(t) +
+                    ", expected -1 (the job's) or a value in [0, " + std::to_string(kMaxDocTemperature) + "]");
+    }
+  }
 
   std::unordered_map<std::string, int64_t> local;
   local.reserve(shard_ids.size());
@@ -87,6 +148,8 @@ ShardInfo load_shard(const std::string& path, int shard_index, int64_t given_voc
     doc.shard = shard_index;
     doc.offset = offsets[static_cast<size_t>(d)];
     doc.length = offsets[static_cast<size_t>(d) + 1] - offsets[static_cast<size_t>(d)];
+    doc.options.max_new_tokens = max_new[static_cast<size_t>(d)];
+    doc.options.temperature = temps[static_cast<size_t>(d)];
     docs->push_back(std::move(doc));
     ids->push_back(std::move(id));
   }
@@ -113,7 +176,7 @@ DocumentSet::~DocumentSet() = default;
 DocumentSet::DocumentSet(DocumentSet&&) noexcept = default;
 DocumentSet& DocumentSet::operator=(DocumentSet&&) noexcept = default;
 
-DocumentSet open_documents(const std::vector<std::string>& paths, int64_t vocab_size) {
+DocumentSet open_documents(const std::vector<std::string>& paths, int64_t vocab_size, ShardStrings strings) {
   h5::init();
   if (paths.empty()) throw Error("no input shards given");
   DocumentSet set;
@@ -131,7 +194,7 @@ DocumentSet open_documents(const std::vector<std::string>& paths, int64_t vocab_
 
     std::vector<std::string> ids;
     size_t first = set.docs_.size();
-    ShardInfo info = load_shard(path, static_cast<int>(s), vocab_size, &set.docs_, &ids);
+    ShardInfo info = load_shard(path, static_cast<int>(s), vocab_size, strings, &set.docs_, &ids);
     if (vocab_size < 0 && !set.shards_.empty() && info.vocab_size != set.shards_[0].vocab_size)
       throw Error(path + ": vocab_size attribute is " + std::to_string(info.vocab_size) + " but " +
                   set.shards_[0].path + " has " + std::to_string(set.shards_[0].vocab_size));

@@ -39,7 +39,7 @@ ShardWriter::ShardWriter(const std::string& path, int64_t vocab_size, const std:
 
 ShardWriter::~ShardWriter() = default;
 
-void ShardWriter::add(const std::string& id, const std::vector<int32_t>& tokens) {
+void ShardWriter::add(const std::string& id, const std::vector<int32_t>& tokens, const DocOptions& options) {
   if (finished_) throw Error(path_ + ": add() after finish()");
   if (id.empty()) throw Error(path_ + ": empty document id (document " + std::to_string(ids_.size()) + ")");
   // Ids are stored as null-padded fixed-length strings: a NUL would cut one short.
@@ -54,7 +54,15 @@ void ShardWriter::add(const std::string& id, const std::vector<int32_t>& tokens)
       throw Error(path_ + ": document \"" + id + "\" has token id " + std::to_string(tokens[i]) +
                   " at position " + std::to_string(i) + ", outside the vocabulary [0, " +
                   std::to_string(vocab_size_) + ")");
+  if (options.max_new_tokens < -1 || options.max_new_tokens > kMaxDocNewTokens)
+    throw Error(path_ + ": document \"" + id + "\" asks for " + std::to_string(options.max_new_tokens) +
+                " new tokens, outside [0, " + std::to_string(kMaxDocNewTokens) + "]");
+  if (!(options.temperature == -1.0 || (options.temperature >= 0.0 && options.temperature <= kMaxDocTemperature)))
+    throw Error(path_ + ": document \"" + id + "\" has temperature " + std::to_string(options.temperature) +
+                ", outside [0, " + std::to_string(kMaxDocTemperature) + "]");
   ids_.push_back(id);
+  max_new_tokens_.push_back(options.max_new_tokens);
+  temperature_.push_back(options.temperature);
   offsets_.push_back(offsets_.back() + static_cast<int64_t>(tokens.size()));
   pending_.insert(pending_.end(), tokens.begin(), tokens.end());
   flush_tokens(false);
@@ -86,6 +94,13 @@ void ShardWriter::finish() {
   h5::write_fixed_string_attr(f, "tokenizer", tokenizer_);
   h5::write_int64(f, "/doc_offsets", offsets_);
   h5::write_fixed_strings(f, "/doc_ids", ids_);
+  // Only when some document asks: shards without them stay as they were.
+  bool any = false;
+  for (size_t d = 0; d < ids_.size(); ++d) any = any || max_new_tokens_[d] >= 0 || temperature_[d] >= 0.0;
+  if (any) {
+    h5::write_int64(f, "/max_new_tokens", max_new_tokens_);
+    h5::write_float64(f, "/temperature", temperature_);
+  }
   h_->tokens.reset();
   H5_CHECK(H5Fflush(f, H5F_SCOPE_GLOBAL));
   h_->file.reset();

@@ -7,7 +7,6 @@
 
 #include "model/dtype_convert.h"
 #include "ringinfer/error.h"
-#include "ringinfer/model_config.h"
 
 namespace ringinfer {
 namespace {
@@ -447,152 +446,13 @@ HostTensor GgufFile::read_cols(const std::string& name, int64_t begin, int64_t e
   return out;
 }
 
-// ---------------------------------------------------------------- names and permutation
+// ---------------------------------------------------------------- Q/K permutation
 
 int64_t gguf_permuted_row(int64_t hf_row, int64_t head_dim) {
   const int64_t half = head_dim / 2;
   const int64_t h = hf_row / head_dim, i = hf_row % head_dim;
   const int64_t s = i / half, j = i % half;
   return h * head_dim + 2 * j + s;
-}
-
-std::string gguf_tensor_name(const std::string& hf) {
-  static const std::map<std::string, std::string> top = {
-      {"model.embed_tokens.weight", "token_embd.weight"},
-      {"model.norm.weight", "output_norm.weight"},
-      {"lm_head.weight", "output.weight"}};
-  static const std::map<std::string, std::string> layer = {
-      {"input_layernorm.weight", "attn_norm.weight"},    {"self_attn.q_proj.weight", "attn_q.weight"},
-      {"self_attn.k_proj.weight", "attn_k.weight"},      {"self_attn.v_proj.weight", "attn_v.weight"},
-      {"self_attn.q_proj.bias", "attn_q.bias"},          {"self_attn.k_proj.bias", "attn_k.bias"},
-      {"self_attn.v_proj.bias", "attn_v.bias"},          {"self_attn.o_proj.weight", "attn_output.weight"},
-      {"self_attn.o_proj.bias", "attn_output.bias"},     {"post_attention_layernorm.weight", "ffn_norm.weight"},
-      {"mlp.gate_proj.weight", "ffn_gate.weight"},       {"mlp.up_proj.weight", "ffn_up.weight"},
-      {"mlp.down_proj.weight", "ffn_down.weight"}};
-  auto it = top.find(hf);
-  if (it != top.end()) return it->second;
-  const std::string prefix = "model.layers.";
-  if (hf.compare(0, prefix.size(), prefix) != 0) return "";
-  const size_t dot = hf.find('.', prefix.size());
-  if (dot == std::string::npos) return "";
-  const std::string n = hf.substr(prefix.size(), dot - prefix.size());
-  if (n.empty() || n.find_first_not_of("0123456789") != std::string::npos) return "";
-  auto lt = layer.find(hf.substr(dot + 1));
-  return lt == layer.end() ? "" : "blk." + n + "." + lt->second;
-}
-
-// ---------------------------------------------------------------- config
-
-namespace {
-
-// llama.cpp stores llama3 rope scaling as a rope_freqs tensor of per-frequency divisors
-// (convert_hf_to_gguf.py); recover (factor, low, high, original) by matching it.
-void rope_from_freqs(const GgufFile& f, ModelConfig& c) {
-  const HostTensor rf = f.read("rope_freqs.weight");
-  const std::string src = f.path() + ": rope_freqs.weight";
-  if (rf.numel() != c.head_dim / 2)
-    throw Error(src + " has " + std::to_string(rf.numel()) + " entries, expected head_dim/2 = " +
-                std::to_string(c.head_dim / 2));
-  bool all_one = true;
-  for (float x : rf.data) all_one = all_one && x == 1.0f;
-  if (all_one) return;
-  RopeConfig r = c.rope;
-  r.scaling = RopeScalingType::llama3;
-  r.factor = rf.data.back();
-  r.low_freq_factor = 1.0;
-  r.high_freq_factor = 4.0;
-  r.original_max_position = f.metadata().get_int_or("llama.rope.scaling.original_context_length", 8192);
-  const double lo_wl = r.original_max_position / r.low_freq_factor;
-  const double hi_wl = r.original_max_position / r.high_freq_factor;
-  for (int64_t i = 0; i < c.head_dim / 2; ++i) {
-    const double freq = 1.0 / std::pow(r.theta, 2.0 * i / c.head_dim);
-    const double wl = 2 * M_PI / freq;
-    double want;
-    if (wl < hi_wl) want = 1.0;
-    else if (wl > lo_wl) want = r.factor;
-    else {
-      const double smooth = (r.original_max_position / wl - r.low_freq_factor) / (r.high_freq_factor - r.low_freq_factor);
-      want = 1.0 / ((1 - smooth) / r.factor + smooth);
-    }
-    if (std::fabs(rf.data[i] - want) > 1e-4 * want)
-      throw Error(src + " does not match llama3 rope scaling (factor " + std::to_string(r.factor) +
-                  ", low 1, high 4, original " + std::to_string(r.original_max_position) + ") at index " +
-                  std::to_string(i));
-  }
-  c.rope = r;
-}
-
-}  // namespace
-
-ModelConfig gguf_model_config(const GgufFile& f) {
-  const GgufMetadata& md = f.metadata();
-  const std::string src = f.path();
-  const std::string arch = md.get_string("general.architecture");
-  if (arch != "llama") throw Error(src + ": general.architecture '" + arch + "' is not supported (llama)");
-  auto pos = [&](const std::string& key) {
-    const int64_t v = md.get_int(key);
-    if (v <= 0) throw Error(src + ": metadata key '" + key + "' must be positive, got " + std::to_string(v));
-    return v;
-  };
-  ModelConfig c;
-  c.architecture = "LlamaForCausalLM";
-  c.hidden_size = pos("llama.embedding_length");
-  c.n_layers = pos("llama.block_count");
-  c.n_heads = pos("llama.attention.head_count");
-  c.n_kv_heads = md.has("llama.attention.head_count_kv") ? pos("llama.attention.head_count_kv") : c.n_heads;
-  c.intermediate_size = pos("llama.feed_forward_length");
-  if (md.has("llama.attention.key_length")) {
-    c.head_dim = pos("llama.attention.key_length");
-    if (md.has("llama.attention.value_length") && md.get_int("llama.attention.value_length") != c.head_dim)
-      throw Error(src + ": llama.attention.value_length differs from key_length (not supported)");
-  } else {
-    if (c.hidden_size % c.n_heads != 0)
-      throw Error(src + ": llama.embedding_length is not divisible by llama.attention.head_count");
-    c.head_dim = c.hidden_size / c.n_heads;
-  }
-  c.rms_norm_eps = md.get_float("llama.attention.layer_norm_rms_epsilon");
-  c.rope.theta = md.get_float_or("llama.rope.freq_base", 10000.0);
-  if (md.has("llama.rope.dimension_count") && md.get_int("llama.rope.dimension_count") != c.head_dim)
-    throw Error(src + ": llama.rope.dimension_count " + std::to_string(md.get_int("llama.rope.dimension_count")) +
-                " differs from head_dim " + std::to_string(c.head_dim) + " (partial rotary is not supported)");
-  c.max_position_embeddings = md.get_int_or("llama.context_length", 0);
-
-  const std::string scaling = md.get_string_or("llama.rope.scaling.type", "none");
-  if (scaling == "linear") {
-    c.rope.scaling = RopeScalingType::linear;
-    c.rope.factor = md.get_float("llama.rope.scaling.factor");
-  } else if (scaling != "none") {
-    throw Error(src + ": llama.rope.scaling.type '" + scaling + "' is not supported (none, linear)");
-  } else if (md.has("llama.rope.scale_linear")) {  // older converters
-    c.rope.scaling = RopeScalingType::linear;
-    c.rope.factor = md.get_float("llama.rope.scale_linear");
-  }
-  if (f.find("rope_freqs.weight")) {
-    if (c.rope.scaling != RopeScalingType::none)
-      throw Error(src + ": both rope_freqs.weight and llama.rope.scaling.type are set");
-    rope_from_freqs(f, c);
-  }
-
-  const GgufTensorInfo* embd = f.find("token_embd.weight");
-  if (!embd) throw Error(src + ": tensor 'token_embd.weight' is missing");
-  if (embd->ne.size() != 2) throw Error(src + ": tensor 'token_embd.weight' is not 2-D");
-  c.vocab_size = embd->ne[1];
-  if (md.has("tokenizer.ggml.tokens") && md.array_size("tokenizer.ggml.tokens") != static_cast<size_t>(c.vocab_size))
-    throw Error(src + ": tokenizer.ggml.tokens has " + std::to_string(md.array_size("tokenizer.ggml.tokens")) +
-                " entries but token_embd.weight has " + std::to_string(c.vocab_size) + " rows");
-  c.tie_word_embeddings = f.find("output.weight") == nullptr;
-  c.qkv_bias = f.find("blk.0.attn_q.bias") != nullptr;
-  c.o_bias = f.find("blk.0.attn_output.bias") != nullptr;
-  c.bos_token_id = md.get_int_or("tokenizer.ggml.bos_token_id", -1);
-  // End of generation: eos, and the chat end-of-turn tokens llama.cpp also stops at.
-  for (const char* key : {"tokenizer.ggml.eos_token_id", "tokenizer.ggml.eot_token_id", "tokenizer.ggml.eom_token_id"}) {
-    if (!md.has(key)) continue;
-    const int64_t id = md.get_int(key);
-    if (std::find(c.eos_token_ids.begin(), c.eos_token_ids.end(), id) == c.eos_token_ids.end())
-      c.eos_token_ids.push_back(id);
-  }
-  validate_model_config(c, src);
-  return c;
 }
 
 }  // namespace ringinfer

@@ -7,6 +7,7 @@
 #include <sstream>
 
 #include "ringinfer/error.h"
+#include "ringinfer/model_family.h"
 
 namespace ringinfer {
 namespace {
@@ -66,27 +67,20 @@ struct Reader {
   }
 };
 
-std::string architecture_of(const Reader& r) {
-  static const char* kKnown[] = {"LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM"};
-  std::string arch;
+const ModelFamily& family_of_config(const Reader& r) {
   if (r.has("architectures")) {
     const json& a = r.j.at("architectures");
     if (!a.is_array() || a.empty() || !a.at(0).is_string())
       r.fail("architectures", "must be a non-empty list of strings, got " + a.dump());
-    arch = a.at(0).get<std::string>();
-  } else {
-    // Older configs carry only model_type.
-    std::string mt = r.opt_str("model_type", "");
-    if (mt == "llama") arch = "LlamaForCausalLM";
-    else if (mt == "mistral") arch = "MistralForCausalLM";
-    else if (mt == "qwen2") arch = "Qwen2ForCausalLM";
-    else if (mt.empty()) r.fail("architectures", "is missing (and there is no model_type)");
-    else r.fail("model_type", "'" + mt + "' is not supported (llama, mistral, qwen2)");
+    const std::string arch = a.at(0).get<std::string>();
+    if (const ModelFamily* f = family_by_architecture(arch)) return *f;
+    r.fail("architectures", "'" + arch + "' is not supported (" + supported_architectures() + ")");
   }
-  for (const char* k : kKnown)
-    if (arch == k) return arch;
-  r.fail("architectures", "'" + arch +
-                              "' is not supported (LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM)");
+  // Older configs carry only model_type.
+  const std::string mt = r.opt_str("model_type", "");
+  if (mt.empty()) r.fail("architectures", "is missing (and there is no model_type)");
+  if (const ModelFamily* f = family_by_model_type(mt)) return *f;
+  r.fail("model_type", "'" + mt + "' is not supported (" + supported_model_types() + ")");
 }
 
 RopeConfig parse_rope(const Reader& r) {
@@ -103,6 +97,12 @@ RopeConfig parse_rope(const Reader& r) {
     return sr.number(s.at(key), std::string("rope_scaling.") + key);
   };
   if (type == "default") return rope;
+  auto original = [&](const char* key) {
+    const double omp = need(key);
+    if (omp <= 0 || omp > 9.0e15 || omp != std::trunc(omp))
+      r.fail(std::string("rope_scaling.") + key, "must be a positive integer");
+    return static_cast<int64_t>(omp);
+  };
   if (type == "linear") {
     rope.scaling = RopeScalingType::linear;
     rope.factor = need("factor");
@@ -111,14 +111,43 @@ RopeConfig parse_rope(const Reader& r) {
     rope.factor = need("factor");
     rope.low_freq_factor = need("low_freq_factor");
     rope.high_freq_factor = need("high_freq_factor");
-    double omp = need("original_max_position_embeddings");
-    if (omp <= 0 || omp != static_cast<double>(static_cast<int64_t>(omp)))
-      r.fail("rope_scaling.original_max_position_embeddings", "must be a positive integer");
-    rope.original_max_position = static_cast<int64_t>(omp);
+    rope.original_max_position = original("original_max_position_embeddings");
+  } else if (type == "yarn") {
+    // transformers' _compute_yarn_parameters (modeling_rope_utils, v5): the original
+    // context comes from rope_scaling, else max_position_embeddings; the factor as
+    // written, else max_position_embeddings / original (DeepSeek-V3's convention; some
+    // 4.x versions took that ratio even over a written factor).
+    rope.scaling = RopeScalingType::yarn;
+    const int64_t max_pos = r.has("max_position_embeddings") ? r.positive("max_position_embeddings") : 0;
+    if (sr.has("original_max_position_embeddings")) {
+      rope.original_max_position = original("original_max_position_embeddings");
+    } else {
+      if (max_pos <= 0) r.fail("max_position_embeddings", "is missing (YaRN needs the original context)");
+      rope.original_max_position = max_pos;
+    }
+    if (sr.has("factor") || !sr.has("original_max_position_embeddings") || max_pos <= 0)
+      rope.factor = need("factor");
+    else
+      rope.factor = static_cast<double>(max_pos) / static_cast<double>(rope.original_max_position);
+    rope.beta_fast = sr.has("beta_fast") ? need("beta_fast") : 32.0;
+    rope.beta_slow = sr.has("beta_slow") ? need("beta_slow") : 1.0;
+    if (sr.has("truncate") && !s.at("truncate").is_boolean())
+      r.fail("rope_scaling.truncate", "must be true or false, got " + type_name(s.at("truncate")));
+    rope.truncate = sr.opt_bool("truncate", true);
+    if (sr.has("attention_factor")) {
+      rope.attention_factor = need("attention_factor");
+    } else {
+      const double mscale = sr.has("mscale") ? need("mscale") : 0.0;
+      const double mscale_all = sr.has("mscale_all_dim") ? need("mscale_all_dim") : 0.0;
+      rope.attention_factor = mscale != 0 && mscale_all != 0
+                                  ? yarn_default_attention_factor(rope.factor, mscale) /
+                                        yarn_default_attention_factor(rope.factor, mscale_all)
+                                  : yarn_default_attention_factor(rope.factor);
+    }
   } else if (type.empty()) {
     r.fail("rope_scaling", "has no type or rope_type");
   } else {
-    r.fail("rope_scaling", "type '" + type + "' is not supported (llama3, linear)");
+    r.fail("rope_scaling", "type '" + type + "' is not supported (linear, llama3, yarn)");
   }
   return rope;
 }
@@ -129,9 +158,8 @@ ModelConfig model_config_from_json(const json& j, const std::string& src) {
   if (!j.is_object()) throw Error(src + ": not a JSON object");
   Reader r{j, src};
   ModelConfig c;
-  c.architecture = architecture_of(r);
-  const bool qwen2 = c.architecture == "Qwen2ForCausalLM";
-  const bool mistral = c.architecture == "MistralForCausalLM";
+  const ModelFamily& family = family_of_config(r);
+  c.architecture = family.hf_architecture;
 
   c.hidden_size = r.positive("hidden_size");
   c.n_layers = r.positive("num_hidden_layers");
@@ -153,10 +181,12 @@ ModelConfig model_config_from_json(const json& j, const std::string& src) {
   std::string act = r.opt_str("hidden_act", "silu");
   if (act != "silu") r.fail("hidden_act", "'" + act + "' is not supported (silu)");
   if (r.opt_bool("mlp_bias", false)) r.fail("mlp_bias", "true is not supported");
-  // Llama's attention_bias puts a bias on q, k, v and o; Qwen2 always has q, k, v bias only.
+  // attention_bias puts a bias on q, k, v and o (Llama, Qwen3); Qwen2 always has q, k, v
+  // bias only.
   const bool attn_bias = r.opt_bool("attention_bias", false);
-  c.qkv_bias = qwen2 || attn_bias;
-  c.o_bias = !qwen2 && attn_bias;
+  c.qkv_bias = family.always_qkv_bias || attn_bias;
+  c.o_bias = !family.always_qkv_bias && attn_bias;
+  c.qk_norm = family.qk_norm;
   c.tie_word_embeddings = r.opt_bool("tie_word_embeddings", false);
 
   c.bos_token_id = r.opt_int("bos_token_id", -1);
@@ -169,8 +199,8 @@ ModelConfig model_config_from_json(const json& j, const std::string& src) {
     }
   }
   c.max_position_embeddings = r.has("max_position_embeddings") ? r.positive("max_position_embeddings") : 0;
-  if (mistral && r.has("sliding_window")) c.sliding_window = r.req_int("sliding_window");
-  if (qwen2 && r.opt_bool("use_sliding_window", false) && r.has("sliding_window"))
+  // Mistral's sliding_window always applies; Qwen's only with use_sliding_window.
+  if (r.has("sliding_window") && (!family.sliding_window_flag || r.opt_bool("use_sliding_window", false)))
     c.sliding_window = r.req_int("sliding_window");
   if (c.sliding_window < 0) r.fail("sliding_window", "must not be negative");
 
@@ -213,6 +243,16 @@ void validate_model_config(const ModelConfig& c, const std::string& src) {
   if (c.rope.scaling == RopeScalingType::llama3 &&
       !(c.rope.low_freq_factor > 0 && c.rope.high_freq_factor > c.rope.low_freq_factor))
     fail("rope_scaling needs 0 < low_freq_factor < high_freq_factor");
+  if (c.rope.scaling == RopeScalingType::yarn) {
+    if (!(c.rope.original_max_position > 0)) fail("rope_scaling.original_max_position_embeddings must be positive");
+    if (!(c.rope.beta_fast > 0 && c.rope.beta_slow > 0 && c.rope.beta_fast >= c.rope.beta_slow))
+      fail("rope_scaling needs 0 < beta_slow <= beta_fast");
+    if (!(c.rope.attention_factor > 0 && std::isfinite(c.rope.attention_factor)))
+      fail("rope_scaling.attention_factor must be positive");
+  }
+  if (c.rope.scaling == RopeScalingType::freq_factors &&
+      static_cast<int64_t>(c.rope.freq_divisors.size()) != c.head_dim / 2)
+    fail("rope frequency divisors: " + std::to_string(c.rope.freq_divisors.size()) + ", expected head_dim/2");
   auto token = [&](int64_t id, const char* name) {
     if (id < -1 || id >= c.vocab_size)
       fail(std::string(name) + " " + std::to_string(id) + " is outside the vocabulary (" +
@@ -225,14 +265,36 @@ void validate_model_config(const ModelConfig& c, const std::string& src) {
   }
 }
 
+double yarn_default_attention_factor(double factor, double mscale) {
+  return factor <= 1 ? 1.0 : 0.1 * mscale * std::log(factor) + 1.0;
+}
+
+std::string describe_rope(const RopeConfig& r) {
+  std::ostringstream o;
+  o << "theta " << r.theta;
+  switch (r.scaling) {
+    case RopeScalingType::none: break;
+    case RopeScalingType::linear: o << ", linear x" << r.factor; break;
+    case RopeScalingType::llama3:
+      o << ", llama3 x" << r.factor << " (original " << r.original_max_position << ", low " << r.low_freq_factor
+        << ", high " << r.high_freq_factor << ")";
+      break;
+    case RopeScalingType::yarn:
+      o << ", yarn x" << r.factor << " (original " << r.original_max_position << ", beta " << r.beta_fast << "/"
+        << r.beta_slow << ", attention factor " << r.attention_factor << ")";
+      break;
+    case RopeScalingType::freq_factors: o << ", rope_freqs divisors applied verbatim"; break;
+  }
+  return o.str();
+}
+
 std::string describe(const ModelConfig& c) {
   std::ostringstream o;
   o << c.architecture << ": " << c.n_layers << " layers, hidden " << c.hidden_size << ", heads " << c.n_heads
     << "/" << c.n_kv_heads << " x " << c.head_dim << ", ffn " << c.intermediate_size << ", vocab "
-    << c.vocab_size << ", rope_theta " << c.rope.theta;
-  if (c.rope.scaling == RopeScalingType::linear) o << " (linear x" << c.rope.factor << ")";
-  if (c.rope.scaling == RopeScalingType::llama3) o << " (llama3 x" << c.rope.factor << ")";
+    << c.vocab_size << ", rope " << describe_rope(c.rope);
   o << ", eps " << c.rms_norm_eps << (c.qkv_bias ? ", qkv bias" : "") << (c.o_bias ? ", o bias" : "")
+    << (c.qk_norm ? ", qk norm" : "")
     << (c.tie_word_embeddings ? ", tied embeddings" : "") << ", max positions " << c.max_position_embeddings;
   return o.str();
 }

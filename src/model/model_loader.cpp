@@ -5,6 +5,7 @@
 
 #include "ringinfer/error.h"
 #include "ringinfer/model_config.h"
+#include "ringinfer/model_family.h"
 #include "ringinfer/safetensors.h"
 
 namespace ringinfer {
@@ -32,12 +33,16 @@ class SafetensorsSource : public TensorSource {
   SafetensorsCheckpoint ckpt_;
 };
 
-// GGUF tensors under HF names, with llama.cpp's Q/K row permutation undone.
+// GGUF tensors under HF names (the family table's), with llama.cpp's Q/K row
+// permutation undone where the table says the converter applied it.
 class GgufSource : public TensorSource {
  public:
-  GgufSource(std::shared_ptr<GgufFile> f, int64_t head_dim) : f_(std::move(f)), head_dim_(head_dim) {}
+  GgufSource(std::shared_ptr<GgufFile> f, const ModelConfig& c) : f_(std::move(f)), config_(c) {}
   const std::string& path() const override { return f_->path(); }
-  bool has(const std::string& n) const override { return f_->find(gguf_tensor_name(n)) != nullptr; }
+  bool has(const std::string& n) const override {
+    ModelTensor t;
+    return find_model_tensor(config_, n, &t) && f_->find(t.gguf_name) != nullptr;
+  }
   std::vector<int64_t> shape(const std::string& n) const override { return info(n).hf_shape(); }
   HostTensor read(const std::string& n) const override {
     const auto& t = info(n);
@@ -51,12 +56,13 @@ class GgufSource : public TensorSource {
     };
     if (!permuted(n)) return read(b, e);
     const int64_t rows = t.hf_shape()[0];
-    if (rows % head_dim_ != 0)
+    if (rows % config_.head_dim != 0)
       throw Error(f_->path() + ": tensor '" + t.name + "' has " + std::to_string(rows) +
-                  " rows, not a multiple of head_dim " + std::to_string(head_dim_));
+                  " rows, not a multiple of head_dim " + std::to_string(config_.head_dim));
     if (b < 0 || b > e || e > rows) return f_->read_rows(t.name, b, e);  // reports the bad range
     // The permutation stays within a head: read the heads touched, then gather.
-    const int64_t hb = b / head_dim_ * head_dim_, he = (e + head_dim_ - 1) / head_dim_ * head_dim_;
+    const int64_t hd = config_.head_dim;
+    const int64_t hb = b / hd * hd, he = (e + hd - 1) / hd * hd;
     HostTensor src = read(hb, he);
     HostTensor out;
     out.shape = src.shape;
@@ -67,7 +73,7 @@ class GgufSource : public TensorSource {
       const int64_t row = static_cast<int64_t>(from.size()) / std::max<int64_t>(he - hb, 1);
       to.resize(static_cast<size_t>((e - b) * row));
       for (int64_t r = b; r < e; ++r)
-        std::copy_n(from.data() + (gguf_permuted_row(r, head_dim_) - hb) * row, row, to.data() + (r - b) * row);
+        std::copy_n(from.data() + (gguf_permuted_row(r, hd) - hb) * row, row, to.data() + (r - b) * row);
     };
     if (src.blocks.empty()) gather(src.data, out.data);
     else gather(src.blocks, out.blocks);
@@ -79,30 +85,28 @@ class GgufSource : public TensorSource {
     HostTensor c = f_->read_cols(t.name, b, e);
     if (!permuted(n)) return c;
     const int64_t rows = c.shape[0], w = c.shape[1];
-    if (rows % head_dim_ != 0)
+    if (rows % config_.head_dim != 0)
       throw Error(f_->path() + ": tensor '" + t.name + "' rows are not a multiple of head_dim");
     HostTensor out = c;
     for (int64_t r = 0; r < rows; ++r)
-      std::copy_n(c.data.data() + gguf_permuted_row(r, head_dim_) * w, w, out.data.data() + r * w);
+      std::copy_n(c.data.data() + gguf_permuted_row(r, config_.head_dim) * w, w, out.data.data() + r * w);
     return out;
   }
 
  private:
   const GgufTensorInfo& info(const std::string& n) const {
-    const std::string g = gguf_tensor_name(n);
-    const GgufTensorInfo* t = g.empty() ? nullptr : f_->find(g);
-    if (!t) throw Error(f_->path() + ": tensor '" + (g.empty() ? n : g) + "' is missing");
+    ModelTensor m;
+    const bool known = find_model_tensor(config_, n, &m);
+    const GgufTensorInfo* t = known ? f_->find(m.gguf_name) : nullptr;
+    if (!t) throw Error(f_->path() + ": tensor '" + (known ? m.gguf_name : n) + "' is missing");
     return *t;
   }
-  static bool ends_with(const std::string& s, const std::string& x) {
-    return s.size() >= x.size() && s.compare(s.size() - x.size(), x.size(), x) == 0;
-  }
-  static bool permuted(const std::string& n) {
-    return ends_with(n, "q_proj.weight") || ends_with(n, "k_proj.weight") || ends_with(n, "q_proj.bias") ||
-           ends_with(n, "k_proj.bias");
+  bool permuted(const std::string& n) const {
+    ModelTensor m;
+    return find_model_tensor(config_, n, &m) && m.spec->gguf_rope_permuted;
   }
   std::shared_ptr<GgufFile> f_;
-  int64_t head_dim_;
+  ModelConfig config_;  // names and Q/K permutation come from its family's table
   bool keep_quantized_ = false;
 };
 
@@ -132,6 +136,7 @@ ModelSource open_model(const std::string& path) {
     m.config = parse_model_config(cfg.string());
     m.tensors = std::make_unique<SafetensorsSource>(path);
     if (fs::exists(dir / "tokenizer.json")) m.tokenizer_json = (dir / "tokenizer.json").string();
+    check_model_tensors(m);
     return m;
   }
   if (!fs::exists(path, ec)) throw Error(path + ": no such file or folder");
@@ -140,39 +145,27 @@ ModelSource open_model(const std::string& path) {
   m.format = ModelFormat::gguf;
   m.config = gguf_model_config(*f);
   m.gguf_metadata = f->shared_metadata();
-  m.tensors = std::make_unique<GgufSource>(f, m.config.head_dim);
+  m.tensors = std::make_unique<GgufSource>(f, m.config);
+  check_model_tensors(m);
   return m;
 }
 
-namespace {
-
-// Every tensor the config calls for, with its expected shape (HF layout), in load order.
-std::vector<std::pair<std::string, std::vector<int64_t>>> expected_tensors(const ModelConfig& c, int64_t layer) {
-  const int64_t h = c.hidden_size, q = c.n_heads * c.head_dim, kv = c.n_kv_heads * c.head_dim,
-                f = c.intermediate_size;
-  auto n = [&](const char* s) { return layer_tensor_name(layer, s); };
-  std::vector<std::pair<std::string, std::vector<int64_t>>> r = {
-      {n("input_layernorm.weight"), {h}},       {n("self_attn.q_proj.weight"), {q, h}},
-      {n("self_attn.k_proj.weight"), {kv, h}},  {n("self_attn.v_proj.weight"), {kv, h}}};
-  if (c.qkv_bias)
-    r.insert(r.end(), {{n("self_attn.q_proj.bias"), {q}}, {n("self_attn.k_proj.bias"), {kv}},
-                       {n("self_attn.v_proj.bias"), {kv}}});
-  r.push_back({n("self_attn.o_proj.weight"), {h, q}});
-  if (c.o_bias) r.push_back({n("self_attn.o_proj.bias"), {h}});
-  r.insert(r.end(), {{n("post_attention_layernorm.weight"), {h}}, {n("mlp.gate_proj.weight"), {f, h}},
-                     {n("mlp.up_proj.weight"), {f, h}}, {n("mlp.down_proj.weight"), {h, f}}});
-  return r;
+void check_model_tensors(const ModelSource& m) {
+  const TensorSource& src = *m.tensors;
+  // A config.json beside safetensors is a file of its own: a shape that contradicts it
+  // names it, so an absurd hidden_size reads as a bad config (a GGUF is one file).
+  const std::string mismatch = m.format == ModelFormat::safetensors
+                                   ? (fs::path(m.path) / "config.json").string() + " does not match the weights"
+                                   : src.path();
+  const bool gguf = m.format == ModelFormat::gguf;
+  for_each_model_tensor(m.config, [&](const ModelTensor& t) {
+    if (!src.has(t.hf_name)) throw Error(src.path() + ": tensor '" + (gguf ? t.gguf_name : t.hf_name) + "' is missing");
+    const std::vector<int64_t> got = src.shape(t.hf_name);
+    if (got != t.shape)
+      throw Error(mismatch + ": tensor '" + t.hf_name + "' has shape " + shape_str(got) + " but the config implies " +
+                  shape_str(t.shape));
+  });
 }
-
-void check_tensor(const TensorSource& src, const std::string& name, const std::vector<int64_t>& want) {
-  if (!src.has(name)) throw Error(src.path() + ": tensor '" + name + "' is missing");
-  const std::vector<int64_t> got = src.shape(name);
-  if (got != want)
-    throw Error(src.path() + ": tensor '" + name + "' has shape " + shape_str(got) + " but the config implies " +
-                shape_str(want));
-}
-
-}  // namespace
 
 TensorParallelSlice tensor_parallel_slice(const ModelConfig& c, int tp_rank, int T) {
   const std::string tp = "--tp " + std::to_string(T) + ": ";
@@ -210,10 +203,13 @@ TensorParallelSlice tensor_parallel_slice(const ModelConfig& c, int tp_rank, int
 ModelWeights read_weights(const ModelSource& m) { return read_weights(m, tensor_parallel_slice(m.config, 0, 1)); }
 
 const std::vector<WeightSlot>& layer_weight_slots() {
-  using S = WeightSlot;
-  static const std::vector<WeightSlot> slots = {S::attn_norm, S::wq, S::wk,       S::wv,   S::bq,   S::bk,
-                                                S::bv,        S::wo, S::bo,       S::ffn_norm, S::w_gate, S::w_up,
-                                                S::w_down};
+  // WeightSlot (model.h) lists the layer slots from attn_norm to w_down, in field order.
+  static const std::vector<WeightSlot> slots = [] {
+    std::vector<WeightSlot> v;
+    for (int s = static_cast<int>(WeightSlot::attn_norm); s <= static_cast<int>(WeightSlot::w_down); ++s)
+      v.push_back(static_cast<WeightSlot>(s));
+    return v;
+  }();
   return slots;
 }
 
@@ -242,49 +238,24 @@ ModelWeights read_weights(const ModelSource& m, const TensorParallelSlice& tp) {
   return std::move(sink.w);
 }
 
-void read_weights(const ModelSource& m, const TensorParallelSlice& tp, WeightSink& sink) {
+void read_weights(const ModelSource& m, const TensorParallelSlice& sl, WeightSink& sink) {
   const ModelConfig& c = m.config;
-  const TensorParallelSlice& sl = tp;
   const TensorSource& src = *m.tensors;
-  const int64_t h = c.hidden_size;
   // Check every name and shape before allocating anything: a corrupt layer count or size
   // must fail with a message, not an out-of-memory.
-  std::vector<std::pair<std::string, std::vector<int64_t>>> top = {{"model.embed_tokens.weight", {c.vocab_size, h}},
-                                                                   {"model.norm.weight", {h}}};
-  if (!c.tie_word_embeddings) top.push_back({"lm_head.weight", {c.vocab_size, h}});
-  for (const auto& t : top) check_tensor(src, t.first, t.second);
-  for (int64_t l = 0; l < c.n_layers; ++l)
-    for (const auto& t : expected_tensors(c, l)) check_tensor(src, t.first, t.second);
-
+  check_model_tensors(m);
   // T = 1 reads whole tensors (one contiguous read each); T > 1 only the slice's part.
-  const bool whole = sl.size == 1;
-  auto rows = [&](const std::string& name, RowRange r) { return whole ? src.read(name) : read_tensor(src, name, r); };
-  auto cols = [&](const std::string& name, RowRange r) {
-    return whole ? src.read(name) : read_tensor(src, name, ColRange{r.begin, r.end});
-  };
-  const int64_t D = c.head_dim;
-  sink.take(WeightSlot::embed, -1, src.read(top[0].first));
-  sink.take(WeightSlot::final_norm, -1, src.read(top[1].first));
-  if (!c.tie_word_embeddings) sink.take(WeightSlot::lm_head, -1, rows(top[2].first, sl.vocab_range()));
-  for (int64_t l = 0; l < c.n_layers; ++l) {
-    auto n = [&](const char* s) { return layer_tensor_name(l, s); };
-    auto give = [&](WeightSlot slot, HostTensor&& t) { sink.take(slot, l, std::move(t)); };
-    give(WeightSlot::attn_norm, src.read(n("input_layernorm.weight")));
-    give(WeightSlot::wq, rows(n("self_attn.q_proj.weight"), sl.q_rows(D)));
-    give(WeightSlot::wk, rows(n("self_attn.k_proj.weight"), sl.kv_rows(D)));
-    give(WeightSlot::wv, rows(n("self_attn.v_proj.weight"), sl.kv_rows(D)));
-    if (c.qkv_bias) {
-      give(WeightSlot::bq, rows(n("self_attn.q_proj.bias"), sl.q_rows(D)));
-      give(WeightSlot::bk, rows(n("self_attn.k_proj.bias"), sl.kv_rows(D)));
-      give(WeightSlot::bv, rows(n("self_attn.v_proj.bias"), sl.kv_rows(D)));
+  for_each_model_tensor(c, [&](const ModelTensor& t) {
+    const TpCut cut = t.spec->cut;
+    HostTensor h;
+    if (sl.size == 1 || cut == TpCut::whole) {
+      h = src.read(t.hf_name);
+    } else {
+      const RowRange r = tp_range(cut, sl, c.head_dim);
+      h = cuts_columns(cut) ? read_tensor(src, t.hf_name, ColRange{r.begin, r.end}) : read_tensor(src, t.hf_name, r);
     }
-    give(WeightSlot::wo, cols(n("self_attn.o_proj.weight"), sl.q_rows(D)));
-    if (c.o_bias) give(WeightSlot::bo, src.read(n("self_attn.o_proj.bias")));
-    give(WeightSlot::ffn_norm, src.read(n("post_attention_layernorm.weight")));
-    give(WeightSlot::w_gate, rows(n("mlp.gate_proj.weight"), sl.inter_rows()));
-    give(WeightSlot::w_up, rows(n("mlp.up_proj.weight"), sl.inter_rows()));
-    give(WeightSlot::w_down, cols(n("mlp.down_proj.weight"), sl.inter_rows()));
-  }
+    sink.take(t.spec->slot, t.layer, std::move(h));
+  });
 }
 
 LoadedModel load_model(const std::string& path) {

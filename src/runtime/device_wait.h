@@ -6,8 +6,8 @@
 // polls (cudaStreamQuery / cudaEventQuery) through wait(), which gives up after
 // comm_timeout() seconds. Host-only, free of CUDA types: the stream and event wrappers that
 // the CUDA backend and the device communicators call are in runtime/cuda/device_wait_cuda.h.
-// The deadline is the communicators' (comm_detail::Deadline, comm/comm_checks.h): a device
-// wait is a wait for other ranks, with the same --comm-timeout.
+// The deadline is the communicators' (runtime/deadline.h): a device wait is a wait for
+// other ranks, with the same --comm-timeout.
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -17,19 +17,19 @@
 #include <thread>
 #include <utility>
 
-#include "comm/comm_checks.h"
 #include "ringinfer/comm.h"
 #include "ringinfer/error.h"
+#include "runtime/deadline.h"
 
 namespace ringinfer::device_wait {
 
-using Deadline = comm_detail::Deadline;
+using ringinfer::Deadline;
 
 // The Error text of a host wait for device work that did not finish in time, e.g.
 // "cuda backend synchronize: the compute stream did not finish within 5 s
 // (--comm-timeout): a peer rank may have died or its GPU hung".
 inline std::string timeout_message(std::string_view what, double seconds) {
-  return std::string(what) + " did not finish within " + comm_detail::format_seconds(seconds) +
+  return std::string(what) + " did not finish within " + format_seconds(seconds) +
          " s (--comm-timeout): a peer rank may have died or its GPU hung";
 }
 

@@ -64,10 +64,17 @@ MemoryPlan check_memory(const ModelConfig& config, const PlanInput& in, MemoryKi
                " tokens of context ringinfer supports: lower --max-new-tokens");
   const MemoryPlan p = plan_memory(config, in);
   if (p.total_per_rank <= available) return p;
-  std::string msg = "memory check: a document of " + std::to_string(in.context) + " tokens needs " +
+  const std::string what = in.batch > 1 ? std::to_string(in.batch) + " documents of " : "a document of ";
+  std::string msg = "memory check: " + what + std::to_string(in.context) + " tokens " +
+                    (in.batch > 1 ? "need " : "needs ") +
                     with_gib(p.total_per_rank) + " per rank with " + std::to_string(in.ranks) + " ranks (cp " +
                     std::to_string(p.cp) + " x tp " + std::to_string(in.tp) + "), but only " + with_gib(available) +
                     " of " + (device == MemoryKind::gpu ? "GPU" : "host") + " memory are available; ";
+  const int64_t batch_fit = in.batch > 1 ? largest_fitting_batch(config, in, available, in.batch) : 0;
+  if (batch_fit > 0) {
+    msg += "--max-batch " + std::to_string(batch_fit) + " fits";
+    throw Error(msg);
+  }
   const int fit = smallest_fitting_ranks(config, in, available);
   if (fit > 0)
     msg += "the smallest rank count that fits is " + std::to_string(fit);

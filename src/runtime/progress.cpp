@@ -114,36 +114,41 @@ std::unique_ptr<Progress> Progress::to_stderr(bool quiet) { return to_stderr(def
 
 double Progress::work_done() const {
   double w = work_finished_;
-  if (in_doc_) {
-    if (doc_.generated > 0 || (doc_.layers > 0 && doc_.layer >= doc_.layers))
-      w += doc_.prompt_tokens + doc_.generated;
-    else if (doc_.layers > 0)
-      w += double(doc_.prompt_tokens) * doc_.layer / doc_.layers;
+  for (const auto& [index, d] : docs_) {
+    if (d.generated > 0 || (d.layers > 0 && d.layer >= d.layers))
+      w += d.prompt_tokens + d.generated;
+    else if (d.layers > 0)
+      w += double(d.prompt_tokens) * d.layer / d.layers;
   }
   return w;
 }
 
 double Progress::eta_seconds() const {
   const double t = now();
-  double left = 0, doc_work = 0;  // the current document's time left and its whole work
+  // The documents in flight decode together (a batch): their time left is the longest
+  // of theirs; doc_work is their whole work, `first` the earliest start among them.
+  double left = 0, doc_work = 0, first = t;
   bool known = true;
-  if (in_doc_) {
-    doc_work = double(doc_.prompt_tokens + doc_.max_new_tokens);
+  for (const auto& [index, doc_] : docs_) {
+    double l = 0;
+    doc_work += double(doc_.prompt_tokens + doc_.max_new_tokens);
+    first = std::min(first, doc_.start);
     const bool decoding = doc_.generated > 0 || (doc_.layers > 0 && doc_.layer >= doc_.layers);
     if (!decoding) {
-      if (doc_.layer > 0) left += (doc_.layers - doc_.layer) * (t - doc_.start) / doc_.layer;
+      if (doc_.layer > 0) l += (doc_.layers - doc_.layer) * (t - doc_.start) / doc_.layer;
       else known = false;
     }
     const double token_s = doc_.token_s > 0 ? doc_.token_s : prev_token_s_;
     if (doc_.max_new_tokens > doc_.generated) {
-      if (token_s > 0) left += double(doc_.max_new_tokens - doc_.generated) * token_s;
+      if (token_s > 0) l += double(doc_.max_new_tokens - doc_.generated) * token_s;
       else known = false;
     }
+    left = std::max(left, l);
   }
   const double later = std::max(0.0, work_total_ - work_finished_ - doc_work);  // documents not started
   double work_s = prev_work_s_;
   if (later > 0 && work_s <= 0) {
-    if (in_doc_ && known && doc_work > 0) work_s = (t - doc_.start + left) / doc_work;
+    if (!docs_.empty() && known && doc_work > 0) work_s = (t - first + left) / doc_work;
     else known = false;
   }
   if (known) return left + later * std::max(0.0, work_s);
@@ -152,15 +157,20 @@ double Progress::eta_seconds() const {
   return std::max(0.0, work_total_ - done) * elapsed / done;
 }
 
-double Progress::prefill_rate() const {
-  const double t = (doc_.layer >= doc_.layers && doc_.layers > 0 ? doc_.decode_start : now()) - doc_.start;
-  if (doc_.layers <= 0 || t <= 0) return -1;
-  return double(doc_.prompt_tokens) * doc_.layer / doc_.layers / t;
+double Progress::prefill_rate(const Doc& d) const {
+  const double t = (d.layer >= d.layers && d.layers > 0 ? d.decode_start : now()) - d.start;
+  if (d.layers <= 0 || t <= 0) return -1;
+  return double(d.prompt_tokens) * d.layer / d.layers / t;
 }
 
-double Progress::decode_rate() const {
-  const double t = now() - doc_.decode_start;
-  return t > 0 ? doc_.generated / t : -1;
+double Progress::decode_rate(const Doc& d) const {
+  const double t = now() - d.decode_start;
+  return t > 0 ? d.generated / t : -1;
+}
+
+Progress::Doc* Progress::in_flight(int64_t doc) {
+  const auto it = docs_.find(doc);
+  return it == docs_.end() ? nullptr : &it->second;
 }
 
 bool Progress::due(double& last, double interval, bool force) {
@@ -195,22 +205,25 @@ void Progress::emit_json(const std::string& event, const std::string& fields) {
 // ---- bar
 
 void Progress::draw_bar(bool force) {
-  if (!due(last_bar_, options_.bar_interval_s, force)) return;
+  const Doc* cur = in_flight(current_);
+  if (!cur || !due(last_bar_, options_.bar_interval_s, force)) return;
+  const Doc& doc_ = *cur;
   double frac = 0;
   std::string phase, rate;
   if (doc_.generated > 0 || (doc_.layers > 0 && doc_.layer >= doc_.layers)) {
     frac = doc_.max_new_tokens > 0 ? double(doc_.generated) / doc_.max_new_tokens : 1.0;
     phase = "decode " + std::to_string(doc_.generated) + "/" + std::to_string(doc_.max_new_tokens);
-    rate = format_rate(decode_rate());
+    rate = format_rate(decode_rate(doc_));
   } else {
     frac = doc_.layers > 0 ? double(doc_.layer) / doc_.layers : 0.0;
     phase = "prefill " + std::to_string(doc_.layer) + "/" + std::to_string(doc_.layers);
-    rate = format_rate(prefill_rate());
+    rate = format_rate(prefill_rate(doc_));
   }
   const int w = std::max(1, options_.bar_width);
   const int filled = std::clamp(int(frac * w), 0, w);
+  const std::string also = docs_.size() > 1 ? " (+" + std::to_string(docs_.size() - 1) + " in decode)" : "";
   std::string line = "doc " + std::to_string(docs_done_ + 1) + "/" + std::to_string(docs_total_) + " " +
-                     short_id(doc_.id) + " " + phase + " [" + std::string(filled, '#') +
+                     short_id(doc_.id) + also + " " + phase + " [" + std::string(filled, '#') +
                      std::string(w - filled, '.') + "] " + rate + "  ETA " + format_duration(eta_seconds());
   const size_t len = line.size();
   if (len < bar_len_) line += std::string(bar_len_ - len, ' ');  // blank the previous, longer bar
@@ -236,8 +249,8 @@ void Progress::document_skipped(int64_t doc, const std::string& doc_id) {
 
 void Progress::document_start(int64_t doc, const std::string& doc_id, int64_t prompt_tokens,
                               int64_t max_new_tokens) {
-  in_doc_ = true;
-  doc_ = Doc{};
+  current_ = doc;
+  Doc& doc_ = docs_[doc] = Doc{};
   doc_.index = doc;
   doc_.id = doc_id;
   doc_.prompt_tokens = prompt_tokens;
@@ -256,7 +269,9 @@ void Progress::document_start(int64_t doc, const std::string& doc_id, int64_t pr
 }
 
 void Progress::prefill_layer(int layer, int layers) {
-  if (!in_doc_) return;
+  Doc* d = in_flight(current_);  // a prefill runs alone: the last started document's
+  if (!d) return;
+  Doc& doc_ = *d;
   doc_.layer = layer;
   doc_.layers = layers;
   const bool last = layer >= layers;
@@ -267,15 +282,18 @@ void Progress::prefill_layer(int layer, int layers) {
     f["doc"] = doc_.index;
     f["layer"] = layer;
     f["layers"] = layers;
-    f["tokens_per_s"] = number_or_null(round3(prefill_rate()));
+    f["tokens_per_s"] = number_or_null(round3(prefill_rate(doc_)));
     emit_json("prefill_layer", f.dump());
   } else if (options_.format == ProgressFormat::bar) {
     draw_bar(false);
   }
 }
 
-void Progress::decode_token(int64_t generated) {
-  if (!in_doc_) return;
+void Progress::decode_token(int64_t doc, int64_t generated) {
+  Doc* d = in_flight(doc);
+  if (!d) return;
+  Doc& doc_ = *d;
+  current_ = doc;
   const double t = now();
   if (generated > doc_.last_generated) {  // seconds per token, averaged over the last ~5 tokens
     const double s = (t - doc_.last_token) / double(generated - doc_.last_generated);
@@ -291,24 +309,26 @@ void Progress::decode_token(int64_t generated) {
     f["doc"] = doc_.index;
     f["token"] = generated;
     f["max_new_tokens"] = doc_.max_new_tokens;
-    f["tokens_per_s"] = number_or_null(round3(decode_rate()));
+    f["tokens_per_s"] = number_or_null(round3(decode_rate(doc_)));
     emit_json("decode_token", f.dump());
   } else if (options_.format == ProgressFormat::bar) {
     draw_bar(false);
   }
 }
 
-void Progress::document_done(int64_t generated, const std::string& finish_reason) {
-  if (!in_doc_) return;
-  doc_.generated = generated;
-  if (doc_.layers == 0) doc_.decode_start = doc_.start;  // no layer events: count it all as decode
-  const double prefill_s = doc_.decode_start - doc_.start;
-  const double dec_rate = decode_rate();
+void Progress::document_done(int64_t doc, int64_t generated, const std::string& finish_reason) {
+  Doc* d = in_flight(doc);
+  if (!d) return;
+  const Doc doc_ = *d;  // a copy: it leaves docs_ below
+  d->generated = generated;
+  if (d->layers == 0) d->decode_start = d->start;  // no layer events: count it all as decode
+  const double prefill_s = d->decode_start - d->start;
+  const double dec_rate = decode_rate(*d);
   work_finished_ += doc_.prompt_tokens + generated;
   if (doc_.token_s > 0) prev_token_s_ = doc_.token_s;
   if (doc_.prompt_tokens + generated > 0) prev_work_s_ = (now() - doc_.start) / double(doc_.prompt_tokens + generated);
   work_total_ -= std::max<int64_t>(0, doc_.max_new_tokens - generated);  // unused budget
-  in_doc_ = false;
+  docs_.erase(doc);
   ++docs_done_;
   if (options_.format == ProgressFormat::json) {
     Json f;

@@ -21,10 +21,12 @@ LENGTHS=3000,400,1,2500,70,0,1200,3100,900,600,2000,330,2800,120,1500,750,2990,5
   { fail "make_test_shard"; finish; exit 1; }
 cp -r "$M" model
 # job OUT ARGS...: the run under test (a script, so that expect_error's timeout can run it).
+# One document at a time (--max-batch 1), so records reach the journal steadily while the
+# job runs (a decode batch journals its documents as they finish, often all near the end).
 cat > job <<SH
 #!/usr/bin/env bash
 out=\$1; shift
-exec $MPIRUN -np 2 "$R" run -o "\$out" --device cpu --max-new-tokens 24 --temperature 0.8 --top-p 0.9 --seed 3 "\$@"
+exec $MPIRUN -np 2 "$R" run -o "\$out" --device cpu --max-new-tokens 24 --temperature 0.8 --top-p 0.9 --seed 3 --max-batch 1 "\$@"
 SH
 chmod +x job
 datasets() { for d in doc_ids prompt_tokens gen_offsets gen_tokens text finish_reason; do h5dump -d "/$d" "$1" | sed 1d; done; }

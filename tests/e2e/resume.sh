@@ -2,7 +2,8 @@
 # Resume (DESIGN §6): a `run` under mpirun -np 2 is killed with SIGKILL at random moments,
 # then re-run with the same command until it completes; its datasets (all but /timing)
 # must equal an uninterrupted run's. SIGTERM stops the job with exit 75 and a resume
-# completes it. A re-run with other options refuses the journal.
+# completes it; the same across --max-batch values. A re-run with other options refuses the
+# journal.
 source "$(dirname "$0")/lib/common.bash"
 R="$RINGINFER"
 MODEL="$SOURCE_DIR/tests/fixtures/models/llama3-gqa"
@@ -14,7 +15,9 @@ cd "$WORK"
 "$TESTBIN/make_test_shard" valid in.h5 --docs 20 \
   --lengths 3000,40,1,2500,7,0,2800,1900,90,3500,2200,33,3100,12,2700,75,2000,5,3300,2600 \
   --vocab 300 --seed 11 >/dev/null || { fail "make_test_shard"; finish; exit 1; }
-job() { $MPIRUN -np 2 "$R" run -m "$MODEL" -i in.h5 -o "$1" --device cpu --max-new-tokens 12 --temperature 0.8 --top-p 0.9 --seed 3 -q "${@:2}"; }
+# One document at a time unless MB says otherwise, so kills land between journal records
+# (a decode batch journals its documents as they finish, often all near the end).
+job() { $MPIRUN -np 2 "$R" run -m "$MODEL" -i in.h5 -o "$1" --device cpu --max-new-tokens 12 --temperature 0.8 --top-p 0.9 --seed 3 ${Q--q} ${MB:---max-batch 1} "${@:2}"; }
 datasets() {  # every dataset outside /timing, as text
   for d in doc_ids prompt_tokens gen_offsets gen_tokens text finish_reason; do h5dump -d "/$d" "$1" | sed 1d; done
 }
@@ -66,6 +69,32 @@ t0=$(date +%s); wait $pid; rc=$?; t1=$(date +%s)
 if ((rc == 75)); then pass "SIGTERM exits 75 in $((t1 - t0)) s"
 else fail "SIGTERM exit $rc"; cat termlog; fi
 job term.h5 >/dev/null 2>&1 && datasets term.h5 | cmp -s - ref.txt && pass "resume after SIGTERM identical" || fail "resume after SIGTERM"
+
+# The batch does not change results, so a job killed at one --max-batch resumes at another
+# (the journal's fingerprint leaves it out): killed at B = 3 twice, SIGTERM at B = 8, then
+# completed at B = 1.
+rm -f mb.h5*
+for i in 1 2; do
+  MB="--max-batch 3" job mb.h5 >/dev/null 2>&1 &
+  sleep "$(python3 -c "print(round(0.3 * $i * $span, 2))")"
+  pkill -9 -f "ringinfer run -m $MODEL -i in.h5 -o mb.h5" ; pkill -9 -f "mpirun.*-o mb.h5"
+  wait 2>/dev/null
+done
+# Signalled when this attempt starts its first document (rank 0's JSON progress; -q and
+# the log format are outside the journal's fingerprint), so the stop lands mid-run: a
+# journal record came too late (a batch's documents finish together, and the CPU backend
+# runs this whole job in about a second), and token events are throttled.
+Q= MB="--max-batch 8" job mb.h5 --log-format json >mblog 2>&1 & pid=$!
+for _ in $(seq 1 600); do
+  grep -q '"event":"document_start"' mblog 2>/dev/null && break
+  kill -0 $pid 2>/dev/null || break
+  sleep 0.05
+done
+pkill -TERM -f "^$R run -m $MODEL -i in.h5 -o mb.h5"
+wait $pid; rc=$?
+((rc == 75)) && pass "--max-batch 8 stopped by SIGTERM (exit 75)" || { fail "--max-batch 8 SIGTERM exit $rc"; tail -5 mblog; }
+job mb.h5 >/dev/null 2>&1 && datasets mb.h5 | cmp -s - ref.txt \
+  && pass "killed at --max-batch 3 and 8, resumed at 1: identical" || fail "resume across --max-batch"
 
 # Other options over an existing journal: refused, not mixed.
 job mix.h5 >mixlog 2>&1 & pid=$!

@@ -60,4 +60,30 @@ for np in 2 3 tp4-2-2 tp2-1-2; do
   if cmp_ppl "$WORK/score1.jsonl" "$WORK/score$np.jsonl" 2> "$WORK/cmp.err"; then pass "score -np 1 == -np $np"
   else fail "score -np 1 vs -np $np"; tail -3 "$WORK/cmp.err"; fi
 done
+
+# --kv-dtype (issue 17): fp8 score at 1 and 2 ranks; the resolved dtype is an attribute
+# and part of the configuration; perplexities match across rank counts within 1e-3 (a
+# rounded cache: see tests/mpi/mpi_kv_dtype.cpp) and differ from f32's; a bad name exits 2.
+for np in 1 2; do
+  if timeout -k 5 120 $MPIRUN -np $np "$R" score -m "$MODEL" -i "$WORK/in.h5" -o "$WORK/fp8_$np.h5" --device cpu -q \
+       --kv-dtype fp8 > "$WORK/fp8_$np.log" 2>&1 && "$R" dump "$WORK/fp8_$np.h5" --jsonl > "$WORK/fp8_$np.jsonl" &&
+     "$R" dump "$WORK/fp8_$np.h5" > "$WORK/fp8_$np.txt" 2>&1 && grep -q "^# kv_dtype: fp8$" "$WORK/fp8_$np.txt" &&
+     grep -q "kv-dtype = fp8" "$WORK/fp8_$np.txt"; then
+    pass "score --kv-dtype fp8 -np $np"
+  else fail "score --kv-dtype fp8 -np $np"; tail -5 "$WORK/fp8_$np.log"; head -20 "$WORK/fp8_$np.txt"; fi
+done
+if grep -q "^# kv_dtype: f32$" <("$R" dump "$WORK/score1.h5"); then pass "default CPU KV dtype recorded as f32"
+else fail "kv_dtype attribute of a default run"; fi
+ppl_close() { python3 -c 'import json,sys
+a=[json.loads(l) for l in open(sys.argv[1])]; b=[json.loads(l) for l in open(sys.argv[2])]; tol=float(sys.argv[3])
+worst=max(abs(x["perplexity"]-y["perplexity"])/x["perplexity"] for x,y in zip(a,b) if x["tokens"]>1)
+assert (worst <= tol) if tol > 0 else (worst > -tol), worst
+' "$@"; }
+if ppl_close "$WORK/fp8_1.jsonl" "$WORK/fp8_2.jsonl" 1e-3 && ppl_close "$WORK/score1.jsonl" "$WORK/fp8_1.jsonl" -1e-4; then
+  pass "fp8 perplexities: -np 1 == -np 2, and not f32's"
+else fail "fp8 perplexities across rank counts / against f32"; fi
+"$R" score -m "$MODEL" -i "$WORK/in.h5" -o "$WORK/bad.h5" --device cpu --kv-dtype fp16 > "$WORK/bad.log" 2>&1
+rc=$?
+if [[ $rc -eq 2 ]] && grep -q "kv-dtype must be auto, f32, bf16 or fp8" "$WORK/bad.log"; then pass "--kv-dtype fp16: exit 2"
+else fail "--kv-dtype fp16 gave rc $rc"; cat "$WORK/bad.log"; fi
 finish

@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "ringinfer/cuda_check.h"
+#include "ringinfer/kv_quant.h"
 
 namespace ringinfer::test {
 
@@ -40,6 +41,43 @@ inline HostBf16 random_bf16(size_t n, double stddev, std::mt19937_64& rng) {
   for (size_t i = 0; i < n; ++i) {
     t.bits[i] = __float2bfloat16_rn(dist(rng));
     t.val[i] = double(__bfloat162float(t.bits[i]));
+  }
+  return t;
+}
+
+// An fp8 KV tensor [rows, Hkv, D] as the cache stores it (kv_quant.h's rule, one scale per
+// (row, head)) and its exact dequantized values value(byte) * scale as double.
+struct HostFp8 {
+  std::vector<uint8_t> bytes;
+  std::vector<float> scale;  // [rows, Hkv]
+  std::vector<double> val;
+};
+
+// Rows of N(0, stddev^2) values times a per-(row, head) magnitude 2^u, u uniform in
+// [-spread, spread] (scales differ a lot), quantized; `zero_row` (if >= 0) is all zeros.
+inline HostFp8 random_fp8(size_t rows, int Hkv, int D, double stddev, double spread, std::mt19937_64& rng,
+                          long zero_row = -1) {
+  std::normal_distribution<float> dist(0.f, float(stddev));
+  std::uniform_real_distribution<double> mag(-spread, spread);
+  HostFp8 t;
+  const size_t heads = rows * size_t(Hkv);
+  t.bytes.resize(heads * D);
+  t.scale.resize(heads);
+  t.val.resize(heads * D);
+  std::vector<float> x(D);
+  for (size_t h = 0; h < heads; ++h) {
+    const float m = float(std::exp2(mag(rng)));
+    float amax = 0.f;
+    for (int d = 0; d < D; ++d) {
+      x[d] = long(h / Hkv) == zero_row ? 0.f : dist(rng) * m;
+      amax = std::fmax(amax, std::fabs(x[d]));
+    }
+    const float sc = kvq::fp8_scale(amax);
+    t.scale[h] = sc;
+    for (int d = 0; d < D; ++d) {
+      t.bytes[h * D + d] = kvq::fp8_quantize(x[d], sc);
+      t.val[h * D + d] = double(kvq::fp8_e4m3_value(t.bytes[h * D + d])) * double(sc);
+    }
   }
   return t;
 }

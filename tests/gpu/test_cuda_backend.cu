@@ -11,7 +11,9 @@
 //     near -12), so bf16 moves them a lot: the CPU backend in fp32 with only the weight
 //     matrices rounded to bf16 is already off by 0.11 / 0.11 / 0.19 (llama3 / qwen2 /
 //     mistral); the CUDA backend measured 0.19 / 0.14 / 0.23 max, 0.039 / 0.026 / 0.045 mean
-//     (H100, 2026-11-23). The CUDA-vs-CPU check of a head_dim-64 model uses the same bounds.
+//     (H100, 2026-11-23). The CUDA-vs-CPU checks of random head_dim-64 and Qwen3-shaped
+//     (head_dim 128, QK-norm, YaRN) models use the same bounds; the qwen3-qknorm-yarn
+//     fixture (head_dim 24: the generic attention kernel) the same float64 bounds.
 // Device outputs are NaN-poisoned before each op, so an unwritten element fails.
 #include <cuda_runtime.h>
 #include <gtest/gtest.h>
@@ -29,6 +31,7 @@
 #include "ringinfer/backend.h"
 #include "ringinfer/cuda_backend.h"
 #include "ringinfer/engine.h"
+#include "ringinfer/model_family.h"
 #include "ringinfer/model_loader.h"
 #include "ringinfer/sampling.h"
 #include "gtest_helpers.h"
@@ -103,8 +106,7 @@ TEST(CudaBackendOps, CopyRoundsToBf16AndBack) {
   Pair p;
   const auto x = randn(37 * 24);
   Tensor src = make(*p.gpu, 37, 24, DType::f32, x.data());
-  Tensor kv = p.gpu->alloc_kv(37, 24);
-  ASSERT_EQ(kv.dtype(), DType::bf16);
+  Tensor kv = p.gpu->alloc(37, 24, DType::bf16);
   p.gpu->copy(src, kv);
   Tensor back = poisoned(*p.gpu, 37, 24);
   p.gpu->copy(kv, back);
@@ -232,8 +234,11 @@ TEST(CudaBackendOps, SampleMatchesCpuGreedyWithTiesAndTopP) {
     Tensor lc = make(*p.cpu, 1, V, DType::f32, lg.data()), lgd = make(*p.gpu, 1, V, DType::f32, lg.data());
     Tensor tc = p.cpu->alloc(1, 1, DType::i32), tg = p.gpu->alloc(1, 1, DType::i32);
     const double temp = trial < 10 ? 0.0 : 1.3, u = std::uniform_real_distribution<double>(0, 1)(rng);
-    p.cpu->sample(lc, temp, 0.9, u, tc);
-    p.gpu->sample(lgd, temp, 0.9, u, tg);
+    SamplingParams sp;
+    sp.temperature = temp;
+    sp.top_p = 0.9;
+    p.cpu->sample(lc, sp, u, Tensor(), tc);
+    p.gpu->sample(lgd, sp, u, Tensor(), tg);
     int32_t a = -1, b = -2;
     p.cpu->copy_to_host(&a, tc);
     p.gpu->copy_to_host(&b, tg);
@@ -241,6 +246,39 @@ TEST(CudaBackendOps, SampleMatchesCpuGreedyWithTiesAndTopP) {
     if (temp == 0.0) {
       EXPECT_EQ(b, argmax_token(lg.data(), V));
     }
+  }
+}
+
+// Penalties (the device kernel), top-k and min-p: the same penalized logits, bit for bit,
+// and the same token as the CPU backend, greedy and sampled.
+TEST(CudaBackendOps, SamplePenaltiesTopKMinPMatchCpu) {
+  Pair p;
+  for (int trial = 0; trial < 20; ++trial) {
+    const int64_t V = 2 + static_cast<int64_t>(rng() % 3000);
+    const auto lg = randn(V, 3.0f);
+    std::vector<int32_t> counts(static_cast<size_t>(V), 0);
+    for (int k = 0; k < 40; ++k) ++counts[rng() % V];
+    Tensor lc = make(*p.cpu, 1, V, DType::f32, lg.data()), lgd = make(*p.gpu, 1, V, DType::f32, lg.data());
+    Tensor cc = make(*p.cpu, 1, V, DType::i32, counts.data()), cg = make(*p.gpu, 1, V, DType::i32, counts.data());
+    Tensor tc = p.cpu->alloc(1, 1, DType::i32), tg = p.gpu->alloc(1, 1, DType::i32);
+    SamplingParams sp;
+    sp.temperature = trial < 10 ? 0.0 : 1.1;
+    sp.top_k = trial % 3 == 0 ? 0 : 1 + trial * 7;
+    sp.min_p = sp.temperature > 0 && trial % 2 ? 0.05 : 0.0;
+    sp.repetition_penalty = 1.0 + 0.05 * trial;
+    sp.frequency_penalty = 0.1 * (trial % 4);
+    sp.presence_penalty = trial % 5 == 0 ? -0.3 : 0.7;
+    const double u = std::uniform_real_distribution<double>(0, 1)(rng);
+    p.cpu->sample(lc, sp, u, cc, tc);
+    p.gpu->sample(lgd, sp, u, cg, tg);
+    std::vector<float> a(V), b(V);
+    p.cpu->copy_to_host(a.data(), lc);
+    p.gpu->copy_to_host(b.data(), lgd);
+    EXPECT_EQ(std::memcmp(a.data(), b.data(), V * sizeof(float)), 0) << "penalized logits differ, V " << V;
+    int32_t ta = -1, tb = -2;
+    p.cpu->copy_to_host(&ta, tc);
+    p.gpu->copy_to_host(&tb, tg);
+    EXPECT_EQ(ta, tb) << "V " << V << " trial " << trial;
   }
 }
 
@@ -257,7 +295,10 @@ TEST(CudaBackendOps, SampleRefusesNonFiniteLogits) {
       Tensor l = make(*p.gpu, 1, V, DType::f32, lg.data()), t = p.gpu->alloc(1, 1, DType::i32);
       int32_t id = -1;
       const std::string err = test::error_of([&] {
-        p.gpu->sample(l, temp, 0.9, 0.5, t);
+        SamplingParams sp;
+        sp.temperature = temp;
+        sp.top_p = 0.9;
+        p.gpu->sample(l, sp, 0.5, Tensor(), t);
         p.gpu->copy_to_host(&id, t);
       });
       const std::string prefix = temp == 0.0 ? "cuda backend: sample: " : "sample: ";
@@ -267,7 +308,7 @@ TEST(CudaBackendOps, SampleRefusesNonFiniteLogits) {
   auto lg = randn(V, 3.0f);
   Tensor l = make(*p.gpu, 1, V, DType::f32, lg.data()), t = p.gpu->alloc(1, 1, DType::i32);
   int32_t id = -1;
-  p.gpu->sample(l, 0.0, 0.9, 0.5, t);
+  p.gpu->sample(l, SamplingParams(), 0.5, Tensor(), t);
   p.gpu->copy_to_host(&id, t);
   EXPECT_EQ(id, argmax_token(lg.data(), V));
 }
@@ -279,8 +320,11 @@ struct AttnCase {
   int q_rank, k_rank, N;
 };
 
-// Two key blocks merged into (O, LSE) after a reset, like two ring steps.
-void check_attention(const AttnCase& c, const CudaBackendOptions& opt, const char* label) {
+// Two key blocks merged into (O, LSE) after a reset, like two ring steps. Both backends
+// store the same fp32 K,V into a cache of `kv` dtype (the same bytes: kv_quant.h), so the
+// CPU's attention over them (itself checked against float64) is the reference.
+void check_attention(const AttnCase& c, const CudaBackendOptions& opt, const char* label,
+                     KvDtype kv = KvDtype::bf16) {
   std::unique_ptr<Backend> cpu = make_cpu_backend(), gpu = make_cuda_backend(opt);
   const auto q = randn(c.nq * c.H * c.D);
   std::vector<float> o_ref, l_ref, o_got, l_got;
@@ -292,13 +336,11 @@ void check_attention(const AttnCase& c, const CudaBackendOptions& opt, const cha
   for (int step = 0; step < 2; ++step) {
     const int k_rank = step == 0 ? c.k_rank : (c.k_rank + 1) % c.N;
     auto k = randn(c.nk * c.Hkv * c.D), v = randn(c.nk * c.Hkv * c.D);
-    for (float& x : k) x = bf16_round(x);  // the CPU sees the values the bf16 cache holds
-    for (float& x : v) x = bf16_round(x);
     Tensor kc = make(*cpu, c.nk, c.Hkv * c.D, DType::f32, k.data()), vc = make(*cpu, c.nk, c.Hkv * c.D, DType::f32, v.data());
     Tensor kf = make(*gpu, c.nk, c.Hkv * c.D, DType::f32, k.data()), vf = make(*gpu, c.nk, c.Hkv * c.D, DType::f32, v.data());
-    Tensor kg = gpu->alloc_kv(c.nk, c.Hkv * c.D), vg = gpu->alloc_kv(c.nk, c.Hkv * c.D);
-    gpu->copy(kf, kg);
-    gpu->copy(vf, vg);
+    KvBlock kvc = cpu->alloc_kv(c.nk, c.Hkv, c.D, kv), kvg = gpu->alloc_kv(c.nk, c.Hkv, c.D, kv);
+    cpu->store_kv(kc, vc, kvc);
+    gpu->store_kv(kf, vf, kvg);
     AttentionShape sh;
     sh.n_heads = c.H;
     sh.n_kv_heads = c.Hkv;
@@ -308,8 +350,8 @@ void check_attention(const AttnCase& c, const CudaBackendOptions& opt, const cha
     sh.k_rank = k_rank;
     sh.n_ranks = c.N;
     sh.scale = static_cast<float>(1.0 / std::sqrt(double(c.D)));
-    cpu->attention(qc, kc, vc, sh, oc, lc);
-    gpu->attention(qg, kg, vg, sh, og, lg);
+    cpu->attention(qc, kvc, sh, oc, lc);
+    gpu->attention(qg, kvg, sh, og, lg);
   }
   o_ref = get(*cpu, oc);
   l_ref = get(*cpu, lc);
@@ -325,8 +367,8 @@ void check_attention(const AttnCase& c, const CudaBackendOptions& opt, const cha
       el = std::max(el, std::fabs(double(l_got[i]) - l_ref[i]));
     }
   }
-  std::printf("[ measured ] attention %-8s H %lld/%lld D %3lld nq %4lld nk %4lld: O rel %.3g, LSE abs %.3g\n", label,
-              (long long)c.H, (long long)c.Hkv, (long long)c.D, (long long)c.nq, (long long)c.nk, eo, el);
+  std::printf("[ measured ] attention %-8s %-4s H %lld/%lld D %3lld nq %4lld nk %4lld: O rel %.3g, LSE abs %.3g\n", label,
+              kv_dtype_name(kv), (long long)c.H, (long long)c.Hkv, (long long)c.D, (long long)c.nq, (long long)c.nk, eo, el);
   EXPECT_LT(eo, 1e-2) << label;
   EXPECT_LT(el, 1e-2) << label;
 }
@@ -343,10 +385,50 @@ TEST(CudaBackendAttention, DecodePathMatchesCpu) {
     check_attention(c, {}, "decode");
 }
 
+// fp8 KV: the GPU dequantizes to a bf16 copy (value * scale rounded to bf16) that every
+// path reads; the CPU reads the exact dequantized values, so the bf16 tolerance holds.
+TEST(CudaBackendAttention, Fp8KvEveryPathMatchesCpu) {
+  CudaBackendOptions generic;
+  generic.use_flash = false;
+  generic.use_decode = false;
+  check_attention(AttnCase{4, 2, 64, 100, 130, 30, 1, 1, 3}, {}, "flash", KvDtype::fp8);
+  check_attention(AttnCase{6, 2, 128, 33, 300, 200, 2, 3, 4}, {}, "flash", KvDtype::fp8);
+  check_attention(AttnCase{8, 2, 128, 1, 501, 500, 3, 0, 4}, {}, "decode", KvDtype::fp8);
+  check_attention(AttnCase{4, 1, 64, 1, 77, 80, 1, 0, 2}, {}, "decode", KvDtype::fp8);
+  check_attention(AttnCase{4, 2, 16, 50, 60, 5, 1, 0, 2}, {}, "generic", KvDtype::fp8);
+  check_attention(AttnCase{4, 2, 64, 40, 50, 3, 1, 2, 3}, generic, "generic", KvDtype::fp8);
+}
+
+// The GPU stores the bytes the CPU stores (one rule, kv_quant.h): fp8 bytes and scales,
+// bf16 bits, including a zero row and rows of very different magnitudes.
+TEST(CudaBackendOps, StoreKvGivesTheCpuBytes) {
+  Pair p;
+  const int64_t n = 33, Hkv = 3, D = 128;
+  auto k = randn(n * Hkv * D), v = randn(n * Hkv * D);
+  for (size_t i = 0; i < k.size(); ++i) k[i] *= std::ldexp(1.0f, int(i / D) % 13 - 6);
+  for (int64_t d = 0; d < D; ++d) v[(5 * Hkv + 2) * D + d] = 0.0f;
+  for (KvDtype dt : {KvDtype::bf16, KvDtype::fp8}) {
+    Tensor kc = make(*p.cpu, n, Hkv * D, DType::f32, k.data()), vc = make(*p.cpu, n, Hkv * D, DType::f32, v.data());
+    Tensor kg = make(*p.gpu, n, Hkv * D, DType::f32, k.data()), vg = make(*p.gpu, n, Hkv * D, DType::f32, v.data());
+    KvBlock bc = p.cpu->alloc_kv(n, Hkv, D, dt), bg = p.gpu->alloc_kv(n, Hkv, D, dt);
+    p.cpu->store_kv(kc, vc, bc);
+    p.gpu->store_kv(kg, vg, bg);
+    for (const auto& [tc, tg] : {std::pair{bc.k, bg.k}, std::pair{bc.v, bg.v}, std::pair{bc.k_scale, bg.k_scale},
+                                 std::pair{bc.v_scale, bg.v_scale}}) {
+      if (tc.empty()) continue;  // bf16 has no scales
+      std::vector<unsigned char> hc(tc.bytes()), hg(tg.bytes(), 0xcd);
+      p.cpu->copy_to_host(hc.data(), tc);
+      p.gpu->copy_to_host(hg.data(), tg);
+      ASSERT_EQ(hc, hg) << kv_dtype_name(dt);
+    }
+  }
+}
+
 TEST(CudaBackendAttention, GenericPathMatchesCpu) {
   CudaBackendOptions generic;
   generic.use_flash = false;
   generic.use_decode = false;
+  generic.attention = AttentionPath::native;
   for (AttnCase c : {AttnCase{4, 2, 16, 50, 60, 5, 1, 0, 2}, AttnCase{4, 1, 32, 1, 40, 39, 0, 0, 1},
                      AttnCase{2, 2, 96, 20, 20, 0, 0, 1, 3}})
     check_attention(c, {}, "generic");
@@ -389,6 +471,34 @@ TEST_P(CudaEngineFixture, ScoreWithinBf16ToleranceOfFloat64) {
   }
 }
 
+// fp8 KV on the fixtures (head_dim 16: the generic kernel over the dequantized copy)
+// against float64: the CPU emulation's bounds (tests/mpi/mpi_kv_dtype.cpp: max 2.5, mean
+// 0.3, measured 1.25 / 0.16) plus the bf16 path's own (kModelTol, kModelMeanTol).
+TEST_P(CudaEngineFixture, ScoreWithFp8KvWithinItsBound) {
+  const Reference& ref = load_reference(GetParam());
+  auto gpu = make_cuda_backend();
+  EngineOptions opt;
+  opt.kv_dtype = KvDtype::fp8;
+  Engine engine(*gpu, ref.model.config, ref.model.weights, opt);
+  double worst = 0, sum_abs = 0;
+  size_t count = 0;
+  for (size_t d = 0; d < ref.docs.size(); ++d) {
+    const auto r = engine.score(ref.docs[d]);
+    ASSERT_EQ(r.logprobs.size(), ref.logprobs[d].size());
+    for (size_t k = 0; k < r.logprobs.size(); ++k) {
+      ASSERT_FALSE(std::isnan(r.logprobs[k]));
+      const double e = std::fabs(double(r.logprobs[k]) - ref.logprobs[d][k]);
+      worst = std::max(worst, e);
+      sum_abs += e;
+      ++count;
+    }
+  }
+  std::printf("[ measured ] %s fp8 KV on cuda: max |logprob - float64| = %.3g, mean %.3g over %zu tokens\n",
+              GetParam().c_str(), worst, sum_abs / double(count), count);
+  EXPECT_LT(worst, 2.5 + kModelTol) << GetParam();
+  EXPECT_LT(sum_abs / double(count), 0.3 + kModelMeanTol) << GetParam();
+}
+
 TEST_P(CudaEngineFixture, GreedyTokensMatchCpuBackend) {
   const Reference& ref = load_reference(GetParam());
   ModelConfig cfg = ref.model.config;
@@ -427,8 +537,8 @@ TEST_P(CudaEngineFixture, ScoreMatchesCpuEngineOnTheSameBf16Weights) {
   round_to_bf16(w.final_norm);
   round_to_bf16(w.lm_head);
   for (LayerWeights& L : w.layers)
-    for (HostTensor* t : {&L.attn_norm, &L.wq, &L.wk, &L.wv, &L.bq, &L.bk, &L.bv, &L.wo, &L.bo, &L.ffn_norm,
-                          &L.w_gate, &L.w_up, &L.w_down})
+    for (HostTensor* t : {&L.attn_norm, &L.wq, &L.wk, &L.wv, &L.bq, &L.bk, &L.bv, &L.q_norm, &L.k_norm, &L.wo,
+                          &L.bo, &L.ffn_norm, &L.w_gate, &L.w_up, &L.w_down})
       round_to_bf16(*t);
   auto cpu = make_cpu_backend(), gpu = make_cuda_backend();
   Engine ec(*cpu, ref.model.config, w), eg(*gpu, ref.model.config, w);
@@ -454,10 +564,9 @@ TEST_P(CudaEngineFixture, ScoreMatchesCpuEngineOnTheSameBf16Weights) {
 INSTANTIATE_TEST_SUITE_P(Fixtures, CudaEngineFixture, ::testing::ValuesIn(test::reference_model_names()),
                          test::param_name);
 
-// A random model with head_dim 64 runs the flash (prefill) and decode (generation)
-// kernels inside the engine; CUDA against CPU (no float64 reference for it).
-TEST(CudaEngine, HeadDim64ModelMatchesCpuBackend) {
-  ModelConfig c;
+// A random model with head_dim 64: it runs the flash (prefill) and decode (generation)
+// kernels inside the engine (the fixtures' head_dim 16 takes the generic kernel).
+void head_dim64_model(ModelConfig& c, ModelWeights& w) {
   c.architecture = "LlamaForCausalLM";
   c.hidden_size = 256;
   c.n_layers = 2;
@@ -467,7 +576,6 @@ TEST(CudaEngine, HeadDim64ModelMatchesCpuBackend) {
   c.intermediate_size = 512;
   c.vocab_size = 512;
   c.max_position_embeddings = 4096;
-  ModelWeights w;
   const float s = 1.0f / 16.0f;
   w.embed = host_tensor({c.vocab_size, c.hidden_size}, 1.0f);
   for (int l = 0; l < c.n_layers; ++l) {
@@ -486,6 +594,13 @@ TEST(CudaEngine, HeadDim64ModelMatchesCpuBackend) {
   }
   w.final_norm = w.layers[0].attn_norm;
   w.lm_head = host_tensor({c.vocab_size, c.hidden_size}, s);
+}
+
+// CUDA against CPU (no float64 reference for this model).
+TEST(CudaEngine, HeadDim64ModelMatchesCpuBackend) {
+  ModelConfig c;
+  ModelWeights w;
+  head_dim64_model(c, w);
   std::vector<int32_t> doc(700);
   for (auto& t : doc) t = static_cast<int32_t>(rng() % c.vocab_size);
   auto cpu = make_cpu_backend(), gpu = make_cuda_backend();
@@ -506,6 +621,112 @@ TEST(CudaEngine, HeadDim64ModelMatchesCpuBackend) {
   size_t same = 0;
   while (same < ga.tokens.size() && same < gb.tokens.size() && ga.tokens[same] == gb.tokens[same]) ++same;
   std::printf("[ measured ] head_dim 64 model greedy: %zu of %zu tokens equal before the first difference\n", same,
+              ga.tokens.size());
+  EXPECT_GE(same, ga.tokens.size() / 2);
+}
+
+// fp8 KV through the engine on the kernels (prefill: flash over the dequantized bf16
+// copy; generation: the decode kernel reading fp8 directly). Its distance from the CPU f32
+// engine must be about that of the CPU's exact fp8 emulation (the same stored rule), plus
+// the bf16 slack of the CUDA path; greedy tokens mostly follow the CPU fp8 engine's.
+TEST(CudaEngine, HeadDim64ModelWithFp8Kv) {
+  ModelConfig c;
+  ModelWeights w;
+  head_dim64_model(c, w);
+  std::vector<int32_t> doc(700);
+  for (auto& t : doc) t = static_cast<int32_t>(rng() % c.vocab_size);
+  EngineOptions fp8;
+  fp8.kv_dtype = KvDtype::fp8;
+  auto cpu = make_cpu_backend(), gpu = make_cuda_backend();
+  Engine ec(*cpu, c, w), ec8(*cpu, c, w, fp8), eg8(*gpu, c, w, fp8);
+  ASSERT_EQ(eg8.kv_dtype(), KvDtype::fp8);
+  const auto a = ec.score(doc), a8 = ec8.score(doc), b8 = eg8.score(doc);
+  double cpu_fp8 = 0, gpu_fp8 = 0;
+  for (size_t k = 0; k < a.logprobs.size(); ++k) {
+    ASSERT_FALSE(std::isnan(b8.logprobs[k]));
+    cpu_fp8 = std::max(cpu_fp8, std::fabs(double(a8.logprobs[k]) - a.logprobs[k]));
+    gpu_fp8 = std::max(gpu_fp8, std::fabs(double(b8.logprobs[k]) - a.logprobs[k]));
+  }
+  std::printf("[ measured ] head_dim 64 model, 700 tokens, fp8 KV: max |logprob - cpu f32| = %.3g on cuda, %.3g on "
+              "the cpu emulation\n",
+              gpu_fp8, cpu_fp8);
+  EXPECT_LT(gpu_fp8, 2 * cpu_fp8 + kModelTol);
+  EXPECT_GT(cpu_fp8, 0.0);
+  GenerateOptions g;
+  g.max_new_tokens = 12;
+  const std::vector<int32_t> prompt(doc.begin(), doc.begin() + 300);
+  const auto ga = ec8.generate(prompt, g), gb = eg8.generate(prompt, g);
+  size_t same = 0;
+  while (same < ga.tokens.size() && same < gb.tokens.size() && ga.tokens[same] == gb.tokens[same]) ++same;
+  std::printf("[ measured ] head_dim 64 model greedy, fp8 KV: %zu of %zu tokens equal to the cpu fp8 engine's\n",
+              same, ga.tokens.size());
+  EXPECT_GE(same, ga.tokens.size() / 2);
+}
+
+// The CUDA backend stores bf16 or fp8, not f32: the engine says so before any work.
+TEST(CudaEngine, F32KvIsRefused) {
+  ModelConfig c;
+  ModelWeights w;
+  head_dim64_model(c, w);
+  EngineOptions f32;
+  f32.kv_dtype = KvDtype::f32;
+  auto gpu = make_cuda_backend();
+  EXPECT_THROW({ Engine e(*gpu, c, w, f32); }, Error);
+}
+
+// A Qwen3-shaped random model: head_dim 128 with hidden 256 / 4 heads (q_out 512, not
+// hidden), QK-norm and YaRN, so the flash (prefill) and decode kernels run at a head_dim
+// that is not hidden / heads; CUDA against CPU, the bounds of the head_dim-64 model.
+TEST(CudaEngine, Qwen3ShapeHeadDim128MatchesCpuBackend) {
+  ModelConfig c;
+  c.architecture = "Qwen3ForCausalLM";
+  c.hidden_size = 256;
+  c.n_layers = 2;
+  c.n_heads = 4;
+  c.n_kv_heads = 2;
+  c.head_dim = 128;
+  c.intermediate_size = 512;
+  c.vocab_size = 512;
+  c.qk_norm = true;
+  c.rms_norm_eps = 1e-6;
+  c.rope.theta = 1000000.0;
+  c.rope.scaling = RopeScalingType::yarn;
+  c.rope.factor = 4.0;
+  c.rope.original_max_position = 256;
+  c.rope.attention_factor = 0.1 * std::log(4.0) + 1.0;
+  c.max_position_embeddings = 1024;
+  // Random weights of the family table's shapes: norms near 1, matrices ~ 1/sqrt(in).
+  ModelWeights w;
+  w.layers.resize(static_cast<size_t>(c.n_layers));
+  for_each_model_tensor(c, [&](const ModelTensor& t) {
+    HostTensor& dst = t.layer < 0 ? weight_of(w, t.spec->slot, 0) : weight_of(w, t.spec->slot, t.layer);
+    if (t.shape.size() == 1) {
+      dst = host_tensor(t.shape, 0.1f);
+      for (float& x : dst.data) x += 1.0f;
+    } else {
+      dst = host_tensor(t.shape, t.spec->slot == WeightSlot::embed ? 1.0f : 1.0f / std::sqrt(float(t.shape[1])));
+    }
+  });
+  std::vector<int32_t> doc(700);
+  for (auto& t : doc) t = static_cast<int32_t>(rng() % c.vocab_size);
+  auto cpu = make_cpu_backend(), gpu = make_cuda_backend();
+  Engine ec(*cpu, c, w), eg(*gpu, c, w);
+  const auto a = ec.score(doc), b = eg.score(doc);
+  ASSERT_EQ(a.logprobs.size(), b.logprobs.size());
+  double worst = 0;
+  for (size_t k = 0; k < a.logprobs.size(); ++k) {
+    ASSERT_FALSE(std::isnan(b.logprobs[k]));
+    worst = std::max(worst, std::fabs(double(a.logprobs[k]) - b.logprobs[k]));
+  }
+  std::printf("[ measured ] qwen3-shape head_dim 128 model, 700 tokens: max |cuda - cpu| logprob = %.3g\n", worst);
+  EXPECT_LT(worst, kModelTol);
+  GenerateOptions g;
+  g.max_new_tokens = 12;
+  const std::vector<int32_t> prompt(doc.begin(), doc.begin() + 300);
+  const auto ga = ec.generate(prompt, g), gb = eg.generate(prompt, g);
+  size_t same = 0;
+  while (same < ga.tokens.size() && same < gb.tokens.size() && ga.tokens[same] == gb.tokens[same]) ++same;
+  std::printf("[ measured ] qwen3-shape model greedy: %zu of %zu tokens equal before the first difference\n", same,
               ga.tokens.size());
   EXPECT_GE(same, ga.tokens.size() / 2);
 }

@@ -97,6 +97,77 @@ TEST(DecodeAttention, ForcedSplitCountsAndIdleWarps) {
   run_case({1, 100, 4, 1, 64, 0, 1});
 }
 
+// fp8 cache read directly (e4m3 bytes + per-(token, head) scales) against the float64
+// reference over the dequantized values; keys of very different magnitudes per row, a zero
+// row, GQA, several splits. Same tolerances as bf16 (the e4m3 values are exact in bf16,
+// the scales applied in fp32).
+void run_fp8_case(const Case& c) {
+  const size_t nq = size_t(c.n_q) * c.H * c.D;
+  const HostBf16 q = test::random_bf16(nq, 1.0, rng);
+  const test::HostFp8 k = test::random_fp8(c.n_k, c.Hkv, c.D, 1.0, 3.0, rng, c.n_k / 2);
+  const test::HostFp8 v = test::random_fp8(c.n_k, c.Hkv, c.D, 1.0, 2.0, rng);
+  DeviceBuf<__nv_bfloat16> dq(q.bits);
+  DeviceBuf<uint8_t> dk(k.bytes), dv(v.bytes);
+  DeviceBuf<float> dks(k.scale), dvs(v.scale), dO(nq), dL(size_t(c.n_q) * c.H);
+  dO.poison();
+  dL.poison();
+  DecodeAttnParams p;
+  p.q = dq.ptr;
+  p.k_fp8 = dk.ptr;
+  p.v_fp8 = dv.ptr;
+  p.k_scale = dks.ptr;
+  p.v_scale = dvs.ptr;
+  p.o = dO.ptr;
+  p.lse = dL.ptr;
+  p.n_q = c.n_q;
+  p.n_k = c.n_k;
+  p.n_heads = c.H;
+  p.n_kv_heads = c.Hkv;
+  p.head_dim = c.D;
+  p.softmax_scale = float(1.0 / std::sqrt(double(c.D)));
+  p.num_splits = c.num_splits;
+  const size_t ws_bytes = decode_attention_workspace_bytes(p);
+  DeviceBuf<char> ws(ws_bytes);
+  ws.poison();
+  decode_attention(p, ws.ptr, ws_bytes, nullptr);
+  CUDA_CHECK(cudaDeviceSynchronize());
+  std::vector<double> ref_o, ref_lse;
+  test::reference_attention({c.n_q, c.n_k, c.H, c.Hkv, c.D}, q.val, k.val, v.val, p.softmax_scale,
+                            [](int, int) { return true; }, ref_o, ref_lse);
+  const std::string what = "fp8 n_q=" + std::to_string(c.n_q) + " n_k=" + std::to_string(c.n_k) + " H=" +
+                           std::to_string(c.H) + " Hkv=" + std::to_string(c.Hkv) + " D=" + std::to_string(c.D) +
+                           " splits=" + std::to_string(c.num_splits);
+  const double rel = test::expect_close(dO.download(), dL.download(), ref_o, ref_lse, what);
+  std::printf("[ measured ] %s: O rel %.3g\n", what.c_str(), rel);
+}
+
+TEST(DecodeAttention, Fp8CacheReadDirectly) {
+  for (int D : {64, 128})
+    for (int ratio : {1, 4, 8})
+      for (int n_k : {1, 37, 1000, 5003}) run_fp8_case({1, n_k, 2 * ratio, 2, D});
+  run_fp8_case({3, 2000, 16, 2, 128});          // several tokens, two launches
+  run_fp8_case({1, 1500, 8, 2, 128, 0, 40});    // idle warps
+  run_fp8_case({1, 70000, 32, 8, 128});         // long cache, many splits
+  run_fp8_case({2, 0, 8, 2, 64});               // no keys: identity
+}
+
+TEST(DecodeAttention, Fp8RejectsMixedOrIncompleteCaches) {
+  DecodeAttnParams p;
+  p.n_q = 1;
+  p.n_k = 100;
+  p.n_heads = 8;
+  p.n_kv_heads = 2;
+  p.head_dim = 128;
+  p.softmax_scale = 0.1f;
+  p.q = reinterpret_cast<const __nv_bfloat16*>(16);
+  p.k_fp8 = p.v_fp8 = reinterpret_cast<const uint8_t*>(16);
+  p.o = p.lse = reinterpret_cast<float*>(16);
+  EXPECT_THROW(decode_attention_workspace_bytes(p), Error);  // no scales
+  p.k_scale = p.v_scale = reinterpret_cast<const float*>(16);
+  p.variant = 1;
+  EXPECT_THROW(decode_attention_workspace_bytes(p), Error);  // fp8: variant 0 only
+}
+
 TEST(DecodeAttention, NoKeysGivesIdentity) { run_case({2, 0, 8, 2, 128}); }
 
 TEST(DecodeAttention, LongCacheManySplits) { run_case({1, 70000, 32, 8, 128}); }

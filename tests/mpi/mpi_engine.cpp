@@ -120,7 +120,44 @@ TEST_P(MpiEngine, GreedyTokensIdenticalForEveryCp) {
   }
 }
 
+// Penalties, top-k and min-p read the document's generated-token history: the sampling
+// rank changes from the last prompt position's owner to CP rank 0 after the first token,
+// so every rank must count every token. Tokens must equal the single rank's at every CP.
+TEST_P(MpiEngine, PenalizedSamplingIdenticalForEveryCp) {
+  const ReferenceModel& f = reference_model(GetParam());
+  const int np = world_size();
+  auto be = make_cpu_backend();
+  ModelConfig cfg = f.model.config;
+  cfg.eos_token_ids.clear();
+  Engine single(*be, cfg, f.model.weights);
+  GenerateOptions opt;
+  opt.max_new_tokens = 12;
+  opt.seed = 5;
+  opt.doc_key = 9;
+  opt.sampling.temperature = 1.2;
+  opt.sampling.top_k = 40;
+  opt.sampling.min_p = 0.01;
+  opt.sampling.repetition_penalty = 1.3;
+  opt.sampling.frequency_penalty = 0.4;
+  opt.sampling.presence_penalty = 0.2;
+  const std::vector<int32_t> prompt = prefix(f.greedy_prompt, f.greedy_prompt.size());
+  const GenerateResult want = single.generate(prompt, opt);
+  GenerateOptions plain = opt;
+  plain.sampling = SamplingParams();
+  plain.sampling.temperature = 1.2;
+  EXPECT_NE(single.generate(prompt, plain).tokens, want.tokens) << "the controls changed nothing";
+  for (int cp = 1; cp <= np; ++cp) {
+    if (np % cp) continue;
+    Group g(cp);
+    Engine engine(*be, cfg, f.model.weights, cp_options(g));
+    const GenerateResult got =
+        engine.generate_stripe(stripe_of(prompt, g.comm->rank(), cp), static_cast<int64_t>(prompt.size()), opt);
+    EXPECT_EQ(got.tokens, want.tokens) << GetParam() << " cp " << cp;
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(Fixtures, MpiEngine, ::testing::ValuesIn(test::reference_model_names()), test::param_name);
+INSTANTIATE_TEST_SUITE_P(Gguf, MpiEngine, ::testing::ValuesIn(test::gguf_reference_model_names()), test::param_name);
 
 TEST(MpiEngineLong, LongDocumentMatchesAndPeakMemoryFalls) {
   const ReferenceModel& f = reference_model("llama3-gqa");

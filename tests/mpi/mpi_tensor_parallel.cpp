@@ -130,10 +130,16 @@ TEST_P(MpiTensorParallel, GreedyAndTopPTokensIdenticalToSingleRank) {
   GenerateOptions greedy;
   greedy.max_new_tokens = 9;
   GenerateOptions top_p = greedy;
-  top_p.temperature = 1.3;  // flat enough that the draws wander through the vocabulary
-  top_p.top_p = 0.95;
+  top_p.sampling.temperature = 1.3;  // flat enough that the draws wander through the vocabulary
+  top_p.sampling.top_p = 0.95;
   top_p.seed = 1234;
   top_p.doc_key = 77;
+  GenerateOptions penalized = top_p;  // the counts live on every rank; TP ranks sample the gathered row
+  penalized.sampling.top_k = 50;
+  penalized.sampling.min_p = 0.02;
+  penalized.sampling.repetition_penalty = 1.4;
+  penalized.sampling.frequency_penalty = 0.3;
+  penalized.sampling.presence_penalty = 0.2;
   const std::vector<size_t> lengths = {0, 1, size_t(np), f.greedy_prompt.size()};
   for (const auto& shape : shapes(np)) {
     const int cp = shape.first, tp = shape.second;
@@ -143,11 +149,11 @@ TEST_P(MpiTensorParallel, GreedyAndTopPTokensIdenticalToSingleRank) {
     Engine engine(*be, cfg, f.model.weights, options(g));
     for (size_t S : lengths) {
       const std::vector<int32_t> prompt = prefix(f.greedy_prompt, S);
-      for (const GenerateOptions* opt : {&greedy, &top_p}) {
+      for (const GenerateOptions* opt : {&greedy, &top_p, &penalized}) {
         const GenerateResult want = single.generate(prompt, *opt);
         const GenerateResult got = engine.generate_stripe(stripe_of(prompt, r, cp), static_cast<int64_t>(S), *opt);
         const std::string at = label(GetParam(), cp, tp) + " S " + std::to_string(S) +
-                               (opt == &greedy ? " greedy" : " top-p");
+                               (opt == &greedy ? " greedy" : opt == &top_p ? " top-p" : " penalized");
         EXPECT_EQ(got.tokens, want.tokens) << at;
         EXPECT_EQ(got.finish, want.finish) << at;
         const int64_t ran = S == 0 ? 0 : static_cast<int64_t>(S + opt->max_new_tokens - 1);
@@ -241,7 +247,7 @@ TEST(MpiTensorParallelErrors, InvalidTpFailsTheSameWayOnEveryRank) {
   odd.intermediate_size = 130;  // not divisible by 4; by 2 but the weights do not match
   const std::string inter = engine_error(odd, f.model.weights, options(g));
   const std::string want_inter = np == 4 ? "--tp 4: the model's intermediate size 130 is not divisible by 4"
-                                         : "model: layers.0.gate_proj has shape [128, 64], expected [130, 64] or "
+                                         : "model: model.layers.0.mlp.gate_proj.weight has shape [128, 64], expected [130, 64] or "
                                            "this rank's part [65, 64]";
   EXPECT_EQ(inter, want_inter);
   EXPECT_TRUE(all_ranks(heads == "--tp 3: the model's 4 query heads are not divisible by 3" && inter == want_inter));

@@ -24,6 +24,7 @@
 #include <new>
 #include <random>
 
+#include "gtest_helpers.h"
 #include "model_files.h"
 #include "ringinfer/comm.h"
 #include "ringinfer/engine.h"
@@ -187,9 +188,11 @@ void expect_same_scores(const std::string& model_path, const ModelWeights& whole
 }
 
 TEST(MpiWeightStreaming, ScoresEqualTheWholeWeightsEngine) {
-  for (const std::string& name : test::reference_model_names()) {
+  std::vector<std::string> names = test::reference_model_names();
+  for (const std::string& g : test::gguf_reference_model_names()) names.push_back(g);
+  for (const std::string& name : names) {
     const test::ReferenceModel& f = test::reference_model(name);
-    expect_same_scores(f.dir, f.model.weights, name);
+    expect_same_scores(test::reference_model_path(name), f.model.weights, name);
   }
 }
 
@@ -223,17 +226,16 @@ TEST(MpiWeightStreaming, LoaderErrorsComeThroughUnchanged) {
   missing.values.erase(up);
   const std::string d1 = test::make_temp_dir("streamload-missing");
   test::write_tiny_hf(d1, missing);
-  int64_t bytes = -1;
-  EXPECT_EQ(engine_error(open_model(d1), EngineOptions{}, &bytes), d1 + ": tensor '" + up + "' is missing");
-  EXPECT_EQ(bytes, 0) << "every name is checked before any weight is uploaded";
+  // open_model checks every tensor against the config, before any memory is planned.
+  EXPECT_EQ(test::error_of([&] { open_model(d1); }), d1 + ": tensor '" + up + "' is missing");
 
   test::TinyModel wide = tm;
   wide.shapes[up] = {97, 64};
   wide.values[up].resize(97 * 64, 0.25f);
   const std::string d2 = test::make_temp_dir("streamload-shape");
   test::write_tiny_hf(d2, wide);
-  EXPECT_EQ(engine_error(open_model(d2), EngineOptions{}),
-            d2 + ": tensor '" + up + "' has shape [97, 64] but the config implies [96, 64]");
+  EXPECT_EQ(test::error_of([&] { open_model(d2); }), d2 + "/config.json does not match the weights: tensor '" + up +
+                                                         "' has shape [97, 64] but the config implies [96, 64]");
 
   // T = 3 cannot split 4 query heads: the same message on every rank, nothing allocated.
   const std::string d3 = test::make_temp_dir("streamload-tp");
@@ -241,7 +243,7 @@ TEST(MpiWeightStreaming, LoaderErrorsComeThroughUnchanged) {
   EngineOptions o;
   o.tp_size = 3;
   o.tp_rank = world_rank() % 3;
-  bytes = -1;
+  int64_t bytes = -1;
   const std::string tp3 = engine_error(open_model(d3), o, &bytes);
   EXPECT_EQ(tp3, "--tp 3: the model's 4 query heads are not divisible by 3");
   EXPECT_EQ(bytes, 0);
@@ -258,7 +260,7 @@ TEST(MpiWeightStreaming, LoaderErrorsComeThroughUnchanged) {
   } catch (const Error& err) {
     msg = err.what();
   }
-  EXPECT_EQ(msg, "model: layers.1.q_proj.bias is present but the config does not use it");
+  EXPECT_EQ(msg, "model: model.layers.1.self_attn.q_proj.bias is present but the config does not use it");
 }
 
 }  // namespace

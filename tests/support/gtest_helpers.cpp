@@ -16,7 +16,7 @@ std::string error_of(const std::function<void()>& f) {
 std::string param_name(const ::testing::TestParamInfo<std::string>& info) {
   std::string s = info.param;
   for (char& c : s)
-    if (c == '-') c = '_';
+    if (c == '-' || c == '/' || c == '.') c = '_';
   return s;
 }
 

@@ -20,8 +20,8 @@ const ReferenceModel& reference_model(const std::string& name) {
   auto it = cache.find(name);
   if (it != cache.end()) return it->second;
   ReferenceModel f;
-  f.dir = source_dir() + "/tests/fixtures/models/" + name;
-  f.model = load_model(f.dir);
+  f.dir = reference_model_dir(name);
+  f.model = load_model(reference_model_path(name));
   std::ifstream in(f.dir + "/reference.json");
   const nlohmann::json j = nlohmann::json::parse(in);
   for (const auto& d : j.at("documents")) {
@@ -31,6 +31,9 @@ const ReferenceModel& reference_model(const std::string& name) {
   f.greedy_prompt = j.at("greedy").at("prompt").get<std::vector<int32_t>>();
   return cache.emplace(name, std::move(f)).first->second;
 }
+
+std::string reference_model_path(const std::string& name) { return source_dir() + "/tests/fixtures/models/" + name; }
+std::string reference_model_dir(const std::string& name) { return reference_model_path(name.substr(0, name.find('/'))); }
 
 std::vector<int32_t> prefix(const std::vector<int32_t>& d, size_t n) { return {d.begin(), d.begin() + n}; }
 

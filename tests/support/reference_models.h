@@ -14,7 +14,7 @@
 namespace ringinfer::test {
 
 struct ReferenceModel {
-  std::string dir;                           // tests/fixtures/models/<name>
+  std::string dir;                           // tests/fixtures/models/<fixture>: reference.json
   LoadedModel model;                         // config + fp32 weights
   std::vector<std::vector<int32_t>> docs;    // the reference documents
   std::vector<std::vector<double>> logprobs; // float64 logprobs of each (size - 1 entries)
@@ -26,12 +26,24 @@ struct ReferenceModel {
 // Loaded on first use and cached; throws when the fixture is missing or malformed.
 const ReferenceModel& reference_model(const std::string& name);
 
-// The names of the three fixtures: GQA with llama3 RoPE, Qwen2 with bias and tied
-// embeddings, Mistral with one KV head.
+// The names of the four fixtures: GQA with llama3 RoPE, Qwen2 with bias and tied
+// embeddings, Mistral with one KV head, Qwen3 with QK-norm, YaRN, tied embeddings and a
+// head_dim that is not hidden / heads.
 inline const std::vector<std::string>& reference_model_names() {
-  static const std::vector<std::string> names = {"llama3-gqa", "qwen2-bias-tied", "mistral-mqa"};
+  static const std::vector<std::string> names = {"llama3-gqa", "qwen2-bias-tied", "mistral-mqa", "qwen3-qknorm-yarn"};
   return names;
 }
+// The GGUF forms of three of them (tools/make-gguf-fixtures.py: the same F32 weights, so
+// the same reference): llama (Q/K permuted, llama3 RoPE as rope_freqs for an original
+// context of 64), qwen2, qwen3. A name "<fixture>/model.gguf" loads that file.
+inline const std::vector<std::string>& gguf_reference_model_names() {
+  static const std::vector<std::string> names = {"llama3-gqa/model.gguf", "qwen2-bias-tied/model.gguf",
+                                                 "qwen3-qknorm-yarn/model.gguf"};
+  return names;
+}
+// The model path of a fixture name (its folder, or its GGUF), and its folder (reference.json).
+std::string reference_model_path(const std::string& name);
+std::string reference_model_dir(const std::string& name);
 
 // The first n tokens of d, and the tokens t = r (mod N) of d.
 std::vector<int32_t> prefix(const std::vector<int32_t>& d, size_t n);

@@ -170,6 +170,7 @@ MalformedShard write_malformed(const std::string& name, const std::string& path)
   MalformedShard m;
   m.paths = {path};
   auto expect = [&](const std::string& msg) { m.message = path + ": " + msg; };
+  std::optional<std::string> checked;  // set where the variable-length reader differs
   bool write = true;
 
   if (name == "missing-file") {
@@ -218,14 +219,17 @@ MalformedShard write_malformed(const std::string& name, const std::string& path)
     raw.ids_kind = RawShard::Ids::Vlen;
     expect("attribute format uses variable-length strings (shard version 1, or not written by ringinfer prep): "
            "re-run ringinfer prep");
+    checked = path + ": unsupported version 1 (this build reads version 2): re-run ringinfer prep";
   } else if (name == "vlen-ids") {
     raw.ids_kind = RawShard::Ids::Vlen;
     expect("/doc_ids uses variable-length strings (shard version 1, or not written by ringinfer prep): "
            "re-run ringinfer prep");
+    checked = "";  // h5py's default: accepted once checked in isolation
   } else if (name == "vlen-tokenizer") {
     raw.vlen_tokenizer = true;
     expect("attribute tokenizer uses variable-length strings (shard version 1, or not written by ringinfer prep): "
            "re-run ringinfer prep");
+    checked = "";
   } else if (name == "tokenizer-too-long") {
     raw.tokenizer = std::string((size_t(1) << 20) + 1, 't');
     expect("attribute tokenizer is 1048577 bytes long, more than the 1048576 allowed");
@@ -332,6 +336,7 @@ MalformedShard write_malformed(const std::string& name, const std::string& path)
     expect("document \"a0\" has token id -5 at position 4, outside the vocabulary [0, 1000)");
   }
   if (write) write_raw_shard(path, raw);
+  m.checked_message = checked ? *checked : m.message;
   return m;
 }
 

@@ -63,6 +63,10 @@ struct MalformedShard {
   bool on_read = false;            // the error comes when reading documents, not opening
   bool prefix_only = false;        // message is a prefix (the rest is HDF5's own text)
   std::string message;             // the full expected ringinfer::Error text
+  // What a reader that accepts variable-length strings (ShardStrings::variable_checked: the
+  // isolated check, then run and score) reports: the same message, except for the
+  // variable-length variants; "" when it accepts the file (h5py's defaults).
+  std::string checked_message;
 };
 // Writes variant `name` at path (and a second file "<path minus .h5>-b.h5" where the
 // variant needs two). Throws std::invalid_argument for an unknown name.

@@ -6,8 +6,9 @@
 //   make_test_shard VARIANT OUT.h5
 //       a malformed shard (some variants also write OUT-b.h5); prints three lines:
 //       the files to open (space-separated), the vocabulary to open with (-1: none),
-//       and the exact error ringinfer must report ("prefix: " first when only a
-//       prefix is fixed; "on-read: " first when the error comes while reading tokens)
+//       and the exact error `ringinfer run` must report ("prefix: " first when only a
+//       prefix is fixed; "on-read: " first when the error comes while reading tokens;
+//       "accepted" when run reads the file: variable-length strings, h5py's defaults)
 //   make_test_shard list
 //       prints "VARIANT<TAB>description" per malformed variant
 #include <cstdlib>
@@ -90,7 +91,10 @@ int main(int argc, char** argv) {
     const auto m = ringinfer::test::write_malformed(what, path);
     for (size_t i = 0; i < m.paths.size(); ++i) std::cout << (i ? " " : "") << m.paths[i];
     std::cout << "\n" << m.vocab_size << "\n"
-              << (m.on_read ? "on-read: " : "") << (m.prefix_only ? "prefix: " : "") << m.message << "\n";
+              << (m.checked_message.empty() ? "accepted"
+                                            : std::string(m.on_read ? "on-read: " : "") + (m.prefix_only ? "prefix: " : "") +
+                                                  m.checked_message)
+              << "\n";
     return 0;
   } catch (const std::invalid_argument& e) {
     const std::string why = e.what();

@@ -9,6 +9,7 @@
 
 #include "model_files.h"  // independent quantizers: block bytes and their exact values
 #include "ringinfer/backend.h"
+#include "ringinfer/kv_quant.h"
 #include "ringinfer/sampling.h"
 #include "ringinfer/striped.h"
 
@@ -38,6 +39,12 @@ struct Fixture {
     Tensor t = be->alloc(rows, cols, DType::f32);
     be->copy_from_host(t, v.data());
     return t;
+  }
+  // An f32 KV block holding k, v (nk, Hkv*D).
+  KvBlock put_kv(const std::vector<float>& k, const std::vector<float>& v, int64_t nk, int64_t Hkv, int64_t D) {
+    KvBlock b = be->alloc_kv(nk, Hkv, D, KvDtype::f32);
+    be->store_kv(put(k, nk, Hkv * D), put(v, nk, Hkv * D), b);
+    return b;
   }
   std::vector<float> get(const Tensor& t) {
     std::vector<float> v(t.numel());
@@ -226,6 +233,35 @@ TEST(CpuBackend, RopeInvFreqScalings) {
   EXPECT_NEAR(l3[1], (1 - sm) * base[1] / 8 + sm * base[1], 1e-15);
   EXPECT_DOUBLE_EQ(l3[2], base[2] / 8);
   EXPECT_DOUBLE_EQ(l3[3], base[3] / 8);
+  // yarn, original 64, factor 4, beta 32 / 1: the dimensions turning 32 and 1 times over
+  // 64 positions are 8 ln(64 / (2 pi n)) / (2 ln 10000) = -0.497 and 1.008, truncated
+  // outwards to [0, 2]: frequency 0 kept, 1 half-way, 2 and 3 divided by 4.
+  rc = RopeConfig();
+  rc.scaling = RopeScalingType::yarn;
+  rc.factor = 4.0;
+  rc.original_max_position = 64;
+  auto y = rope_inv_freq(rc, 8);
+  EXPECT_DOUBLE_EQ(y[0], base[0]);
+  EXPECT_NEAR(y[1], 0.5 * base[1] + 0.5 * base[1] / 4, 1e-15);
+  EXPECT_DOUBLE_EQ(y[2], base[2] / 4);
+  EXPECT_DOUBLE_EQ(y[3], base[3] / 4);
+  rc.truncate = false;  // the ramp runs over [0, 1.008]
+  const double high = 8 * std::log(64 / (2 * M_PI)) / (2 * std::log(10000.0)), r1 = 1 / high;
+  y = rope_inv_freq(rc, 8);
+  EXPECT_NEAR(y[1], (1 - r1) * base[1] + r1 * base[1] / 4, 1e-15);
+  EXPECT_DOUBLE_EQ(y[2], base[2] / 4);
+  // YaRN's attention factor m scales cos and sin, so the logits by m^2.
+  rc.attention_factor = 1.2;
+  EXPECT_DOUBLE_EQ(rope_softmax_scale(rc, 16), 1.2 * 1.2 / 4);
+  rc.scaling = RopeScalingType::none;
+  EXPECT_DOUBLE_EQ(rope_softmax_scale(rc, 16), 0.25);
+  // A GGUF's rope_freqs, verbatim: one divisor per frequency.
+  rc.scaling = RopeScalingType::freq_factors;
+  rc.freq_divisors = {1.0, 1.5, 3.25, 8.0};
+  auto ff = rope_inv_freq(rc, 8);
+  for (int i = 0; i < 4; ++i) EXPECT_DOUBLE_EQ(ff[i], base[i] / rc.freq_divisors[i]);
+  rc.freq_divisors.pop_back();
+  EXPECT_THROW(rope_inv_freq(rc, 8), Error);
 }
 
 TEST(CpuBackend, SwigluAndCopy) {
@@ -259,13 +295,31 @@ TEST(CpuBackend, TargetLogprobsAndSample) {
     EXPECT_NEAR(got[i], want, 1e-5 * std::max(1.0, std::fabs(want)));
   }
   Tensor tok = f.be->alloc(1, 1, DType::i32);
-  f.be->sample(tl.rows(2, 1), 0.0, 1.0, 0.5, tok);
+  SamplingParams sp;
+  f.be->sample(tl.rows(2, 1), sp, 0.5, Tensor(), tok);
   int32_t id = -1;
   f.be->copy_to_host(&id, tok);
   EXPECT_EQ(id, argmax_token(l.data() + 2 * V, V));
-  f.be->sample(tl.rows(2, 1), 0.9, 0.8, 0.37, tok);
+  sp.temperature = 0.9;
+  sp.top_p = 0.8;
+  f.be->sample(tl.rows(2, 1), sp, 0.37, Tensor(), tok);
   f.be->copy_to_host(&id, tok);
-  EXPECT_EQ(id, sample_token(l.data() + 2 * V, V, 0.9, 0.8, 0.37));
+  EXPECT_EQ(id, sample_token(l.data() + 2 * V, V, sp, 0.37));
+  // Penalties change the logits in place, by the rule of sampling.h, before the pick.
+  std::vector<int32_t> counts(static_cast<size_t>(V), 0);
+  counts[1] = 2;
+  counts[3] = 1;
+  Tensor tc = f.be->alloc(1, V, DType::i32);
+  f.be->copy_from_host(tc, counts.data());
+  sp.temperature = 0.0;
+  sp.repetition_penalty = 1.3;
+  sp.frequency_penalty = 0.25;
+  f.be->sample(tl.rows(1, 1), sp, 0.5, tc, tok);
+  std::vector<float> want(l.begin() + V, l.begin() + 2 * V);
+  apply_penalties(want.data(), V, counts.data(), sp);
+  EXPECT_EQ(f.get(tl.rows(1, 1)), want);
+  f.be->copy_to_host(&id, tok);
+  EXPECT_EQ(id, argmax_token(want.data(), V));
 }
 
 // Reference attention in double for one (query block, key block) pair under key_visible,
@@ -334,7 +388,7 @@ TEST(CpuBackend, AttentionBlocksUnderStripedMaskGqa) {
         for (size_t i = 0; i < ro.size(); ++i) ro[i] = o0[i];
         for (size_t i = 0; i < rl.size(); ++i) rl[i] = l0[i];
       }
-      f.be->attention(f.put(q, c.nq, c.H * c.D), f.put(k, c.nk, c.Hkv * c.D), f.put(v, c.nk, c.Hkv * c.D), sh, o, lse);
+      f.be->attention(f.put(q, c.nq, c.H * c.D), f.put_kv(k, v, c.nk, c.Hkv, c.D), sh, o, lse);
       reference_attention(q, k, v, c.nq, c.nk, sh, ro, rl);
       auto go = f.get(o), gl = f.get(lse);
       EXPECT_LT(rel_err(go, ro), kRelTol) << "case r=" << c.r << " s=" << c.s << " N=" << c.N;
@@ -347,6 +401,70 @@ TEST(CpuBackend, AttentionBlocksUnderStripedMaskGqa) {
         }
       }
       for (float x : go) ASSERT_FALSE(std::isnan(x));
+    }
+  }
+}
+
+// bf16 and fp8 caches: attention equals the float64 reference over the dequantized
+// values the block holds (read back through kv_quant.h), and differs from attention over
+// the unrounded values (so the rounding really happened).
+TEST(CpuBackend, AttentionReadsBf16AndFp8KvAsTheirDequantizedValues) {
+  for (bool portable : {false, true}) {
+    SCOPED_TRACE(portable ? "portable kernels" : "default kernels");
+    Fixture f(portable);
+    struct Case {
+      int64_t H, Hkv, D, nq, nk, q_start;
+      int r, s, N;
+    };
+    const Case cases[] = {
+        {4, 2, 16, 37, 150, 0, 0, 0, 1},  // causal, crosses key tiles
+        {4, 2, 16, 40, 40, 0, 1, 2, 3},   // s > r
+        {4, 1, 32, 1, 70, 69, 1, 1, 2},   // decode form
+        {3, 1, 16, 150, 300, 0, 1, 0, 2}, // query heads of a KV head grouped, several query and key tiles
+    };
+    for (KvDtype dt : {KvDtype::bf16, KvDtype::fp8}) {
+      for (const Case& c : cases) {
+        AttentionShape sh;
+        sh.n_heads = c.H, sh.n_kv_heads = c.Hkv, sh.head_dim = c.D, sh.q_start = c.q_start;
+        sh.q_rank = c.r, sh.k_rank = c.s, sh.n_ranks = c.N, sh.scale = float(1.0 / std::sqrt(double(c.D)));
+        auto q = f.randn(c.nq * c.H * c.D, 1.5f), k = f.randn(c.nk * c.Hkv * c.D, 1.5f), v = f.randn(c.nk * c.Hkv * c.D);
+        for (size_t i = 0; i < k.size(); ++i) k[i] *= float(1 + (i / c.D) % 5);  // rows of different scales
+        KvBlock b = f.be->alloc_kv(c.nk, c.Hkv, c.D, dt);
+        f.be->store_kv(f.put(k, c.nk, c.Hkv * c.D), f.put(v, c.nk, c.Hkv * c.D), b);
+        // The stored values, dequantized on the host.
+        std::vector<float> kd(k.size()), vd(v.size());
+        if (dt == KvDtype::bf16) {
+          std::vector<uint16_t> kb(k.size()), vb(v.size());
+          f.be->copy_to_host(kb.data(), b.k);
+          f.be->copy_to_host(vb.data(), b.v);
+          for (size_t i = 0; i < k.size(); ++i) kd[i] = kvq::bf16_value(kb[i]), vd[i] = kvq::bf16_value(vb[i]);
+        } else {
+          std::vector<uint8_t> kq(k.size()), vq(v.size());
+          std::vector<float> ks(c.nk * c.Hkv), vs(ks.size());
+          f.be->copy_to_host(kq.data(), b.k);
+          f.be->copy_to_host(vq.data(), b.v);
+          f.be->copy_to_host(ks.data(), b.k_scale);
+          f.be->copy_to_host(vs.data(), b.v_scale);
+          for (size_t i = 0; i < k.size(); ++i) {
+            kd[i] = kvq::fp8_e4m3_value(kq[i]) * ks[i / c.D];
+            vd[i] = kvq::fp8_e4m3_value(vq[i]) * vs[i / c.D];
+          }
+        }
+        Tensor o = f.be->alloc(c.nq, c.H * c.D, DType::f32), lse = f.be->alloc(c.nq, c.H, DType::f32);
+        f.be->attention_reset(o, lse);
+        f.be->attention(f.put(q, c.nq, c.H * c.D), b, sh, o, lse);
+        std::vector<double> ro(c.nq * c.H * c.D, 0.0), rl(c.nq * c.H, -std::numeric_limits<double>::infinity());
+        std::vector<double> uo = ro, ul = rl;
+        reference_attention(q, kd, vd, c.nq, c.nk, sh, ro, rl);
+        reference_attention(q, k, v, c.nq, c.nk, sh, uo, ul);
+        const auto go = f.get(o), gl = f.get(lse);
+        EXPECT_LT(rel_err(go, ro), kRelTol) << kv_dtype_name(dt) << " N=" << c.N;
+        EXPECT_GT(rel_err(go, uo), 10 * kRelTol) << kv_dtype_name(dt) << ": no rounding visible";
+        for (size_t i = 0; i < rl.size(); ++i)
+          if (!std::isinf(rl[i])) {
+            ASSERT_NEAR(gl[i], rl[i], 1e-5 * std::max(1.0, std::fabs(rl[i])));
+          }
+      }
     }
   }
 }
@@ -378,8 +496,7 @@ TEST(CpuBackend, StripedBlocksMergeToFullCausalAttention) {
         const int64_t m = local_len(S, s, N);
         AttentionShape sh = full;
         sh.q_rank = r, sh.k_rank = s, sh.n_ranks = N;
-        f.be->attention(tq, f.put(stripe(k, s, Hkv * D), m, Hkv * D), f.put(stripe(v, s, Hkv * D), m, Hkv * D), sh, o,
-                        lse);
+        f.be->attention(tq, f.put_kv(stripe(k, s, Hkv * D), stripe(v, s, Hkv * D), m, Hkv, D), sh, o, lse);
       }
       auto go = f.get(o);
       std::vector<double> want;

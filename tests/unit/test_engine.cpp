@@ -6,6 +6,8 @@
 
 #include <cmath>
 #include <fstream>
+#include <functional>
+#include <set>
 #include <nlohmann/json.hpp>
 
 #include "ringinfer/engine.h"
@@ -28,9 +30,9 @@ struct Reference {
 };
 
 Reference load_reference(const std::string& name) {
-  const std::string dir = test::source_dir() + "/tests/fixtures/models/" + name;
+  const std::string dir = test::reference_model_dir(name);
   Reference ref;
-  ref.model = load_model(dir);
+  ref.model = load_model(test::reference_model_path(name));
   std::ifstream in(dir + "/reference.json");
   const nlohmann::json j = nlohmann::json::parse(in);
   for (const auto& d : j.at("documents")) {
@@ -116,6 +118,8 @@ TEST_P(EngineFixture, GreedyGenerationMatchesReferenceAndRepeats) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Fixtures, EngineFixture, ::testing::ValuesIn(test::reference_model_names()), test::param_name);
+INSTANTIATE_TEST_SUITE_P(Gguf, EngineFixture, ::testing::ValuesIn(test::gguf_reference_model_names()),
+                         test::param_name);
 
 TEST(Engine, EmptyAndSingleTokenDocuments) {
   const Reference ref = load_reference("llama3-gqa");
@@ -141,6 +145,42 @@ TEST(Engine, EmptyAndSingleTokenDocuments) {
   EXPECT_NEAR(s2.perplexity, std::exp(-s2.sum_logprob / s2.logprobs.size()), 1e-9 * s2.perplexity);
 }
 
+// Negative controls for the Qwen3 fixture: dropping any of its differences (QK-norm,
+// YaRN's frequencies, YaRN's attention factor) moves logprobs far past the 1e-4
+// tolerance, so ScoreMatchesFloat64Reference checks each of them.
+TEST(Engine, Qwen3DifferencesAreEachCaught) {
+  const Reference ref = load_reference("qwen3-qknorm-yarn");
+  auto be = make_cpu_backend();
+  struct Case {
+    const char* what;
+    std::function<void(ModelConfig&, ModelWeights&)> edit;
+  };
+  const std::vector<Case> cases = {
+      {"no QK-norm",
+       [](ModelConfig& c, ModelWeights& w) {
+         c.qk_norm = false;
+         for (LayerWeights& L : w.layers) L.q_norm = L.k_norm = HostTensor();
+       }},
+      {"no YaRN frequencies", [](ModelConfig& c, ModelWeights&) {
+         const double m = c.rope.attention_factor;
+         c.rope = RopeConfig{c.rope.theta};
+         c.rope.scaling = RopeScalingType::yarn;  // the attention factor alone
+         c.rope.factor = 1.0;
+         c.rope.attention_factor = m;
+       }},
+      {"no attention factor", [](ModelConfig& c, ModelWeights&) { c.rope.attention_factor = 1.0; }},
+  };
+  for (const Case& k : cases) {
+    ModelConfig c = ref.model.config;
+    ModelWeights w = ref.model.weights;
+    k.edit(c, w);
+    Engine engine(*be, c, w);
+    const double err = max_score_error(engine, ref, false);
+    EXPECT_GT(err, 1e-2) << k.what;
+    std::printf("[ engine   ] qwen3-qknorm-yarn with %s: max error %.6g\n", k.what, err);
+  }
+}
+
 TEST(Engine, StopsAtEos) {
   const Reference ref = load_reference("mistral-mqa");
   auto be = make_cpu_backend();
@@ -163,8 +203,8 @@ TEST(Engine, SamplingIsReproducibleAndKeyed) {
   Engine engine(*be, cfg, ref.model.weights);
   GenerateOptions g;
   g.max_new_tokens = 24;
-  g.temperature = 1.5;
-  g.top_p = 0.95;
+  g.sampling.temperature = 1.5;
+  g.sampling.top_p = 0.95;
   g.seed = 1234;
   g.doc_key = doc_key("doc-a");
   const GenerateResult a = engine.generate(ref.greedy_prompt, g), b = engine.generate(ref.greedy_prompt, g);
@@ -176,10 +216,42 @@ TEST(Engine, SamplingIsReproducibleAndKeyed) {
   other = g;
   other.doc_key = doc_key("doc-b");
   EXPECT_NE(engine.generate(ref.greedy_prompt, other).tokens, a.tokens);
-  g.temperature = 0.0;  // greedy ignores the RNG entirely
+  g.sampling.temperature = 0.0;  // greedy ignores the RNG entirely
   GenerateOptions g2 = g;
   g2.seed = 99;
   EXPECT_EQ(engine.generate(ref.greedy_prompt, g).tokens, engine.generate(ref.greedy_prompt, g2).tokens);
+}
+
+// The penalties see the document's generated tokens: with a presence penalty far above
+// the logits' spread, greedy never picks a token twice; neutral controls give today's
+// tokens; stop_here ends the generation with finish `stop`.
+TEST(Engine, PenaltiesAndStopActOnTheGeneratedTokens) {
+  const Reference ref = load_reference("qwen2-bias-tied");
+  auto be = make_cpu_backend();
+  ModelConfig cfg = ref.model.config;
+  cfg.eos_token_ids.clear();
+  Engine engine(*be, cfg, ref.model.weights);
+  GenerateOptions g;
+  g.max_new_tokens = 40;
+  const GenerateResult greedy = engine.generate(ref.greedy_prompt, g);
+  const std::set<int32_t> distinct_greedy(greedy.tokens.begin(), greedy.tokens.end());
+  ASSERT_LT(distinct_greedy.size(), greedy.tokens.size()) << "the fixture's greedy run should repeat itself";
+  GenerateOptions neutral = g;
+  neutral.sampling.repetition_penalty = 1.0;
+  neutral.sampling.frequency_penalty = 0.0;
+  neutral.sampling.presence_penalty = 0.0;
+  neutral.sampling.top_k = 5;  // no effect on greedy
+  EXPECT_EQ(engine.generate(ref.greedy_prompt, neutral).tokens, greedy.tokens);
+  GenerateOptions fresh = g;
+  fresh.sampling.presence_penalty = 100.0;
+  const GenerateResult f = engine.generate(ref.greedy_prompt, fresh);
+  EXPECT_EQ(std::set<int32_t>(f.tokens.begin(), f.tokens.end()).size(), f.tokens.size());
+  EXPECT_EQ(f.tokens[0], greedy.tokens[0]);  // nothing generated yet: the first pick is unchanged
+  GenerateOptions stopping = g;
+  stopping.stop_here = [&](const std::vector<int32_t>& t) { return t.size() == 5; };
+  const GenerateResult s = engine.generate(ref.greedy_prompt, stopping);
+  EXPECT_EQ(s.finish, FinishReason::stop);
+  EXPECT_EQ(s.tokens, std::vector<int32_t>(greedy.tokens.begin(), greedy.tokens.begin() + 5));
 }
 
 TEST(Engine, RejectsBadInputsWithMessages) {
@@ -199,7 +271,7 @@ TEST(Engine, RejectsBadInputsWithMessages) {
     Engine bad(*be, ref.model.config, w);
     FAIL() << "no error for a weight of the wrong shape";
   } catch (const Error& e) {
-    EXPECT_STREQ(e.what(), "model: layers.1.k_proj has shape [16, 64], expected [32, 64]");
+    EXPECT_STREQ(e.what(), "model: model.layers.1.self_attn.k_proj.weight has shape [16, 64], expected [32, 64]");
   }
   EngineOptions cp;
   cp.cp_size = 2;

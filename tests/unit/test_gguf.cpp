@@ -10,7 +10,9 @@
 #include "ringinfer/backend.h"
 #include "ringinfer/error.h"
 #include "ringinfer/gguf.h"
+#include "ringinfer/model_config.h"
 #include "ringinfer/model_loader.h"
+#include "ringinfer/backend.h"
 #include "test_paths.h"
 
 using namespace ringinfer;
@@ -225,6 +227,75 @@ TEST_F(GgufTest, PermutedModelLoadsEqualToHfOriginal) {
   }
 }
 
+// The GGUF forms of the reference fixtures (tools/make-gguf-fixtures.py) hold the same
+// weights as their safetensors: every tensor the family's table lists reads back exactly
+// (llama's Q/K un-permuted, qwen2/qwen3's not permuted at all), and the configs agree.
+TEST_F(GgufTest, FixtureGgufsEqualTheirSafetensors) {
+  for (const char* name : {"llama3-gqa", "qwen2-bias-tied", "qwen3-qknorm-yarn"}) {
+    const std::string dir = source_dir() + "/tests/fixtures/models/" + name;
+    const LoadedModel hf = load_model(dir), gg = load_model(dir + "/model.gguf");
+    const ModelConfig &a = gg.config, &b = hf.config;
+    EXPECT_EQ(a.architecture, b.architecture) << name;
+    EXPECT_EQ(a.head_dim, b.head_dim) << name;
+    EXPECT_EQ(a.qk_norm, b.qk_norm) << name;
+    EXPECT_EQ(a.qkv_bias, b.qkv_bias) << name;
+    EXPECT_EQ(a.tie_word_embeddings, b.tie_word_embeddings) << name;
+    EXPECT_EQ(a.rope.scaling, b.rope.scaling) << name;
+    EXPECT_DOUBLE_EQ(a.rope.factor, b.rope.factor) << name;
+    EXPECT_DOUBLE_EQ(a.rope.attention_factor, b.rope.attention_factor) << name;
+    EXPECT_EQ(rope_inv_freq(a.rope, a.head_dim), rope_inv_freq(b.rope, b.head_dim)) << name;
+    EXPECT_EQ(gg.weights.embed.data, hf.weights.embed.data) << name;
+    EXPECT_EQ(gg.weights.lm_head.data, hf.weights.lm_head.data) << name;
+    for (size_t l = 0; l < hf.weights.layers.size(); ++l)
+      for (WeightSlot s : layer_weight_slots()) {
+        const HostTensor &x = weight_of(gg.weights, s, int64_t(l)), &y = weight_of(hf.weights, s, int64_t(l));
+        EXPECT_EQ(x.shape, y.shape) << name << " layer " << l << " slot " << int(s);
+        EXPECT_EQ(x.data, y.data) << name << " layer " << l << " slot " << int(s);
+      }
+  }
+  const ModelConfig q3 = load_model(source_dir() + "/tests/fixtures/models/qwen3-qknorm-yarn/model.gguf").config;
+  EXPECT_EQ(q3.head_dim, 24);  // qwen3.attention.key_length, not 64 / 4
+  EXPECT_FALSE(load_model(source_dir() + "/tests/fixtures/models/qwen3-qknorm-yarn").weights.layers[1].k_norm.empty());
+}
+
+// Regression (2026-12-07): a llama GGUF whose rope_freqs.weight encodes llama3 scaling
+// for an original context other than 8192, without original_context_length metadata,
+// was refused. Such a file is recognised as llama3 with the original context its divisors
+// imply (64 here); divisors that match no llama3 form are applied verbatim, as llama.cpp
+// does.
+TEST_F(GgufTest, RopeFreqsOfAnyOriginalContextLoad) {
+  const std::string path = source_dir() + "/tests/fixtures/models/llama3-gqa/model.gguf";
+  GgufFile f(path);
+  EXPECT_FALSE(f.metadata().has("llama.rope.scaling.original_context_length"));
+  const ModelConfig c = gguf_model_config(f);
+  EXPECT_EQ(c.rope.scaling, RopeScalingType::llama3);
+  EXPECT_EQ(c.rope.original_max_position, 64);
+  EXPECT_DOUBLE_EQ(c.rope.factor, 8.0);
+  EXPECT_NE(describe(c).find("llama3 x8 (original 64, low 1, high 4)"), std::string::npos) << describe(c);
+
+  // Nudge one divisor: no llama3 form matches any more, so the divisors apply verbatim.
+  const HostTensor rf = f.read("rope_freqs.weight");
+  std::vector<uint8_t> bytes = read_bytes(path);
+  const auto* raw = reinterpret_cast<const uint8_t*>(rf.data.data());
+  auto at = std::search(bytes.begin(), bytes.end(), raw, raw + rf.data.size() * sizeof(float));
+  ASSERT_NE(at, bytes.end());
+  float d3 = rf.data[3] * 1.01f;
+  std::memcpy(&*at + 3 * sizeof(float), &d3, sizeof(float));
+  const std::string odd = write(bytes, "odd-rope.gguf");
+  const ModelConfig v = load_model(odd).config;
+  ASSERT_EQ(v.rope.scaling, RopeScalingType::freq_factors);
+  ASSERT_EQ(v.rope.freq_divisors.size(), rf.data.size());
+  RopeConfig plain = v.rope;
+  plain.scaling = RopeScalingType::none;
+  const std::vector<double> base = rope_inv_freq(plain, v.head_dim), inv = rope_inv_freq(v.rope, v.head_dim);
+  for (size_t i = 0; i < rf.data.size(); ++i) {
+    const double div = i == 3 ? double(d3) : double(rf.data[i]);
+    EXPECT_EQ(v.rope.freq_divisors[i], div) << i;
+    EXPECT_DOUBLE_EQ(inv[i], base[i] / div) << i;
+  }
+  EXPECT_NE(describe(v).find("verbatim"), std::string::npos);
+}
+
 TEST_F(GgufTest, QuantizedModelMatchesReference) {
   TinyModel m = make_tiny_model(rng, 1, false, false);
   for (uint32_t type : {kGF16, kGQ8_0, kGQ4_0, kGQ4_1}) {
@@ -373,12 +444,13 @@ TEST_F(GgufTest, ConfigErrors) {
   TinyModel m = make_tiny_model(rng, 1, false, true);
   std::map<std::string, std::vector<double>> e;
   std::vector<uint8_t> bytes = tiny_gguf(m, kGF32, 3, &e);
-  // Flip the architecture string "llama" -> "qwen2" in place (same length).
+  // Flip the architecture string "llama" -> "gemma" in place (same length).
   const std::string key = "llama";
   auto it = std::search(bytes.begin(), bytes.end(), key.begin(), key.end());
-  std::copy_n("qwen2", 5, it);
+  std::copy_n("gemma", 5, it);
   const std::string p = write(bytes);
-  EXPECT_EQ(error_of([&] { load_model(p); }), p + ": general.architecture 'qwen2' is not supported (llama)");
+  EXPECT_EQ(error_of([&] { load_model(p); }),
+            p + ": general.architecture 'gemma' is not supported (llama, qwen2, qwen3)");
 
   GgufBuilder g;
   g.kv_str("general.architecture", "llama");
@@ -386,6 +458,29 @@ TEST_F(GgufTest, ConfigErrors) {
   const std::string q = write(g.build(), "noblocks.gguf");
   EXPECT_EQ(error_of([&] { load_model(q); }), q + ": metadata key 'llama.block_count' is missing");
   EXPECT_EQ(error_of([&] { load_model(dir + "/absent.gguf"); }), dir + "/absent.gguf: no such file or folder");
+}
+
+TEST_F(GgufTest, Qwen3FileErrors) {
+  const std::vector<uint8_t> good = read_bytes(source_dir() + "/tests/fixtures/models/qwen3-qknorm-yarn/model.gguf");
+  auto edited = [&](const std::string& from, const std::string& to, const char* name) {
+    std::vector<uint8_t> b = good;
+    auto it = std::search(b.begin(), b.end(), from.begin(), from.end());
+    EXPECT_NE(it, b.end()) << from;
+    if (it != b.end()) std::copy(to.begin(), to.end(), it);
+    return write(b, name);
+  };
+  // The family's table asks for every layer's QK-norm weights.
+  const std::string no_norm = edited("blk.1.attn_k_norm.weight", "blk.1.attn_k_nurm.weight", "nonorm.gguf");
+  EXPECT_EQ(error_of([&] { load_model(no_norm); }), no_norm + ": tensor 'blk.1.attn_k_norm.weight' is missing");
+  // The value: a u64 length 4, then the bytes (general.name holds "yarn" too).
+  const std::string yorn = edited(std::string("\x04\0\0\0\0\0\0\0yarn", 12), std::string("\x04\0\0\0\0\0\0\0yorn", 12),
+                                  "yorn.gguf");
+  EXPECT_EQ(error_of([&] { load_model(yorn); }),
+            yorn + ": qwen3.rope.scaling.type 'yorn' is not supported (none, linear, yarn)");
+  const std::string no_orig =
+      edited("qwen3.rope.scaling.original_context_length", "qwen3.rope.scaling.original_context_lengtx", "noorig.gguf");
+  EXPECT_EQ(error_of([&] { load_model(no_orig); }),
+            no_orig + ": metadata key 'qwen3.rope.scaling.original_context_length' is missing");
 }
 
 TEST_F(GgufTest, TruncationsNeverCrash) {

@@ -29,6 +29,17 @@ TEST(MemoryCheck, FitsReturnsPlan) {
   EXPECT_EQ(q.total_per_rank, p.total_per_rank);
 }
 
+// A decode batch that does not fit names the batch that does.
+TEST(MemoryCheck, TooLargeBatchNamesTheBatchThatFits) {
+  PlanInput in; in.context = 8192; in.ranks = 1;
+  const MemoryPlan one = plan_memory(llama_8b(), in);
+  in.batch = 8;
+  const int64_t avail = one.total_per_rank + 2 * one.kv_per_rank;  // 3 documents
+  const std::string msg = message_of(llama_8b(), in, MemoryKind::gpu, avail);
+  EXPECT_NE(msg.find("memory check: 8 documents of 8192 tokens need "), std::string::npos) << msg;
+  EXPECT_NE(msg.find("--max-batch 3 fits"), std::string::npos) << msg;
+}
+
 TEST(MemoryCheck, TooSmallNamesNeededAvailableAndSmallestRanks) {
   PlanInput in; in.context = 1 << 20; in.ranks = 2;
   const int64_t avail = int64_t(80) << 30;  // one 80 GiB GPU

@@ -35,6 +35,40 @@ TEST(MemoryPlan, Llama8BOneMillionTokensOnTwoRanks) {
   EXPECT_NEAR(p8.total_per_rank / 1e9, 43.0, 3.0);
 }
 
+// Batched decode (DESIGN §5) holds one KV cache per document of the batch and everything
+// else once; the largest fitting batch is the last B whose total fits.
+TEST(MemoryPlan, DecodeBatchCountsOneKvCachePerDocument) {
+  PlanInput in; in.context = 8192; in.ranks = 1;
+  const MemoryPlan one = plan_memory(llama_8b(), in);
+  in.batch = 3;
+  const MemoryPlan three = plan_memory(llama_8b(), in);
+  EXPECT_EQ(three.kv_per_rank, one.kv_per_rank);
+  EXPECT_EQ(three.kv_batch_per_rank, 3 * one.kv_per_rank);
+  EXPECT_EQ(three.total_per_rank, one.total_per_rank + 2 * one.kv_per_rank);
+  const int64_t cap = one.total_per_rank + one.kv_per_rank * 5 / 2;  // room for 2.5 more caches
+  EXPECT_EQ(largest_fitting_batch(llama_8b(), in, cap, 32), 3);
+  EXPECT_EQ(largest_fitting_batch(llama_8b(), in, cap, 2), 2);  // capped
+  EXPECT_EQ(largest_fitting_batch(llama_8b(), in, one.total_per_rank - 1, 32), 0);
+  // The job: 32 documents of 8K tokens fit one 80 GB H100 (34 GB of bf16 KV).
+  EXPECT_EQ(largest_fitting_batch(llama_8b(), in, int64_t(80e9), 32), 32);
+}
+
+// fp8 KV: one byte per value plus a 4-byte scale per token and KV head (for K and for V),
+// and on CUDA a bf16 copy of one ring block for prefill's attention.
+TEST(MemoryPlan, Fp8KvCountsScalesAndTheDequantizedBlock) {
+  PlanInput bf16; bf16.context = 1 << 20; bf16.ranks = 2;
+  PlanInput fp8 = bf16; fp8.kv_bytes = 1; fp8.kv_scale_bytes = 4; fp8.kv_copy_bytes = 2;
+  const MemoryPlan a = plan_memory(llama_8b(), bf16), b = plan_memory(llama_8b(), fp8);
+  EXPECT_EQ(b.kv_bytes_per_token, 2 * 32 * 8 * (128 + 4));  // 66 KiB against bf16's 128 KiB
+  EXPECT_EQ(b.kv_per_rank, int64_t(2) * 32 * 8 * (128 + 4) * (1 << 19));
+  EXPECT_EQ(b.ring_step_bytes, int64_t(2) * 8 * (128 + 4) * (1 << 19));
+  // Per local token fp8's two ring buffers (2 x 2 x 8 x 132 bytes) and the block copy
+  // (2 x 8 x 128 x 2) replace bf16's two ring buffers (2 x 2 x 8 x 256); the rest is the same.
+  EXPECT_EQ(a.activation_bytes_per_local_token - b.activation_bytes_per_local_token,
+            2 * 2 * 8 * (128 * 2) - (2 * 2 * 8 * (128 + 4) + 2 * 8 * 128 * 2));
+  EXPECT_LT(b.total_per_rank, a.total_per_rank - a.kv_per_rank / 3);
+}
+
 TEST(MemoryPlan, Llama70BKvTotalAtOneMillion) {
   PlanInput in; in.context = 1000000; in.ranks = 1;
   EXPECT_NEAR(plan_memory(llama_70b(), in).kv_total / 1e9, 327.7, 0.1);  // "about 328 GB"

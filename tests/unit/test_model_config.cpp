@@ -1,7 +1,8 @@
-// parse_model_config: the three supported architectures, rope_scaling variants, and a
+// parse_model_config: the four supported architectures, rope_scaling variants, and a
 // one-line error naming the file and key for each malformed config.
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <fstream>
 #include <nlohmann/json.hpp>
 
@@ -110,6 +111,66 @@ TEST_F(ModelConfigTest, MistralExplicitHeadDimLinearRopeAndAttentionBias) {
   EXPECT_TRUE(c.o_bias);  // Llama-style attention_bias covers o_proj too
 }
 
+// Qwen3: QK-norm, an explicit head_dim, no q/k/v bias unless attention_bias; YaRN read
+// as transformers' _compute_yarn_parameters reads it.
+TEST_F(ModelConfigTest, Qwen3QkNormHeadDimAndYarn) {
+  json j = {{"architectures", {"Qwen3ForCausalLM"}}, {"hidden_size", 2560}, {"num_hidden_layers", 36},
+            {"num_attention_heads", 32}, {"num_key_value_heads", 8}, {"head_dim", 128},
+            {"intermediate_size", 9728}, {"vocab_size", 151936}, {"rope_theta", 1000000.0},
+            {"max_position_embeddings", 131072}, {"attention_bias", false}, {"tie_word_embeddings", true},
+            {"use_sliding_window", false}, {"sliding_window", nullptr},
+            {"rope_scaling", {{"rope_type", "yarn"}, {"factor", 4.0}, {"original_max_position_embeddings", 32768}}}};
+  ModelConfig c = ringinfer::parse_model_config(write(j));
+  EXPECT_EQ(c.architecture, "Qwen3ForCausalLM");
+  EXPECT_EQ(c.head_dim, 128);  // not 2560 / 32
+  EXPECT_TRUE(c.qk_norm);
+  EXPECT_FALSE(c.qkv_bias);
+  EXPECT_FALSE(c.o_bias);
+  EXPECT_EQ(c.sliding_window, 0);
+  EXPECT_EQ(c.rope.scaling, RopeScalingType::yarn);
+  EXPECT_DOUBLE_EQ(c.rope.factor, 4.0);
+  EXPECT_EQ(c.rope.original_max_position, 32768);
+  EXPECT_DOUBLE_EQ(c.rope.beta_fast, 32.0);
+  EXPECT_DOUBLE_EQ(c.rope.beta_slow, 1.0);
+  EXPECT_TRUE(c.rope.truncate);
+  EXPECT_DOUBLE_EQ(c.rope.attention_factor, 0.1 * std::log(4.0) + 1.0);
+  EXPECT_NE(ringinfer::describe(c).find("yarn x4 (original 32768, beta 32/1"), std::string::npos) << ringinfer::describe(c);
+  EXPECT_NE(ringinfer::describe(c).find("qk norm"), std::string::npos);
+
+  // The factor as written, whatever max_position_embeddings / original says (transformers
+  // 5 warns and does the same); without one, that ratio.
+  j["max_position_embeddings"] = 40960;
+  c = ringinfer::parse_model_config(write(j));
+  EXPECT_DOUBLE_EQ(c.rope.factor, 4.0);
+  EXPECT_DOUBLE_EQ(c.rope.attention_factor, 0.1 * std::log(4.0) + 1.0);
+  j["rope_scaling"].erase("factor");
+  c = ringinfer::parse_model_config(write(j));
+  EXPECT_DOUBLE_EQ(c.rope.factor, 1.25);
+  EXPECT_DOUBLE_EQ(c.rope.attention_factor, 0.1 * std::log(1.25) + 1.0);
+  // Without it, the original context is max_position_embeddings and the factor as written;
+  // beta_fast/slow, truncate and attention_factor as given.
+  j["rope_scaling"] = {{"type", "yarn"}, {"factor", 8.0}, {"beta_fast", 16.0}, {"beta_slow", 2.0},
+                       {"truncate", false}, {"attention_factor", 0.75}};
+  j["attention_bias"] = true;
+  c = ringinfer::parse_model_config(write(j));
+  EXPECT_DOUBLE_EQ(c.rope.factor, 8.0);
+  EXPECT_EQ(c.rope.original_max_position, 40960);
+  EXPECT_DOUBLE_EQ(c.rope.beta_fast, 16.0);
+  EXPECT_DOUBLE_EQ(c.rope.beta_slow, 2.0);
+  EXPECT_FALSE(c.rope.truncate);
+  EXPECT_DOUBLE_EQ(c.rope.attention_factor, 0.75);
+  EXPECT_TRUE(c.qkv_bias);
+  EXPECT_TRUE(c.o_bias);
+  // DeepSeek's mscale / mscale_all_dim ratio.
+  j["rope_scaling"] = {{"type", "yarn"}, {"factor", 8.0}, {"mscale", 1.0}, {"mscale_all_dim", 0.5}};
+  c = ringinfer::parse_model_config(write(j));
+  EXPECT_DOUBLE_EQ(c.rope.attention_factor, (0.1 * std::log(8.0) + 1.0) / (0.05 * std::log(8.0) + 1.0));
+  // Older configs with only model_type.
+  j.erase("architectures");
+  j["model_type"] = "qwen3";
+  EXPECT_EQ(ringinfer::parse_model_config(write(j)).architecture, "Qwen3ForCausalLM");
+}
+
 TEST_F(ModelConfigTest, RopeDefaultTypeIsNone) {
   json j = llama_json();
   j["rope_scaling"] = {{"rope_type", "default"}};
@@ -124,7 +185,8 @@ TEST_F(ModelConfigTest, Errors) {
   };
   const std::vector<Case> cases = {
       {[](json& j) { j["architectures"] = {"GPT2LMHeadModel"}; },
-       "architectures 'GPT2LMHeadModel' is not supported (LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM)"},
+       "architectures 'GPT2LMHeadModel' is not supported (LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, "
+       "Qwen3ForCausalLM)"},
       {[](json& j) { j.erase("architectures"); }, "architectures is missing (and there is no model_type)"},
       {[](json& j) { j["architectures"] = "LlamaForCausalLM"; },
        "architectures must be a non-empty list of strings, got \"LlamaForCausalLM\""},
@@ -140,10 +202,21 @@ TEST_F(ModelConfigTest, Errors) {
        "hidden_size 4096 is not divisible by num_attention_heads 30 (and there is no head_dim)"},
       {[](json& j) { j["rms_norm_eps"] = "1e-5"; }, "rms_norm_eps must be a number, got string \"1e-5\""},
       {[](json& j) { j["tie_word_embeddings"] = 1; }, "tie_word_embeddings must be true or false, got number 1"},
-      {[](json& j) { j["rope_scaling"] = {{"rope_type", "yarn"}, {"factor", 4.0}}; },
-       "rope_scaling type 'yarn' is not supported (llama3, linear)"},
+      {[](json& j) { j["rope_scaling"] = {{"rope_type", "yarn"}}; },
+       "rope_scaling.factor is missing for rope type 'yarn'"},
+      {[](json& j) {
+         j["rope_scaling"] = {{"rope_type", "yarn"}, {"factor", 4.0}};
+         j.erase("max_position_embeddings");
+       },
+       "max_position_embeddings is missing (YaRN needs the original context)"},
+      {[](json& j) { j["rope_scaling"] = {{"rope_type", "yarn"}, {"factor", 4.0}, {"beta_fast", 0.5}}; },
+       "rope_scaling needs 0 < beta_slow <= beta_fast"},
+      {[](json& j) { j["rope_scaling"] = {{"rope_type", "yarn"}, {"factor", 4.0}, {"truncate", "no"}}; },
+       "rope_scaling.truncate must be true or false, got string"},
+      {[](json& j) { j["rope_scaling"] = {{"rope_type", "yarn"}, {"factor", 4.0}, {"mscale", "1"}}; },
+       "rope_scaling.mscale must be a number, got string \"1\""},
       {[](json& j) { j["rope_scaling"] = {{"rope_type", "dynamic"}, {"factor", 4.0}}; },
-       "rope_scaling type 'dynamic' is not supported (llama3, linear)"},
+       "rope_scaling type 'dynamic' is not supported (linear, llama3, yarn)"},
       {[](json& j) { j["rope_scaling"].erase("low_freq_factor"); },
        "rope_scaling.low_freq_factor is missing for rope type 'llama3'"},
       {[](json& j) { j["rope_scaling"] = {{"factor", 2.0}}; }, "rope_scaling has no type or rope_type"},

@@ -57,6 +57,19 @@ TEST(Options, MaxNewTokensIsBoundedByTheLongestContext) {
   EXPECT_EQ(parsed("run", with(kRunBase, {"--max-new-tokens", "0"})).max_new_tokens, 0);
 }
 
+TEST(Options, AttentionIsAutoNativeOrCudnn) {
+  EXPECT_EQ(parsed("run", kRunBase).attention, "auto");
+  for (const char* v : {"auto", "native", "cudnn"}) {
+    EXPECT_EQ(parsed("score", with(kRunBase, {"--attention", v})).attention, v);
+    std::ostringstream out;
+    cli::parse_options("run", with(kRunBase, {"--attention", v, "--print-config"}), out);
+    EXPECT_EQ(out.str().find("attention = "), std::string(v) == "auto" ? std::string::npos : out.str().find("attention = " + std::string(v)))
+        << out.str();
+  }
+  EXPECT_EQ(error_of("run", with(kRunBase, {"--attention", "flash"})),
+            "ringinfer run: --attention must be auto, native or cudnn, not 'flash'");
+}
+
 TEST(Options, TemperatureMustBeFinite) {
   for (const char* v : {"inf", "-inf", "nan", "-1"})
     EXPECT_EQ(error_of("run", with(kRunBase, {"--temperature", v})),
@@ -209,6 +222,40 @@ TEST_F(ConfigFile, PrintConfigRoundTripsRandomValues) {
     EXPECT_EQ(cli::format_config(*got), text);
     if (HasFailure()) break;
   }
+}
+
+// The sampling controls of issue 19: ranges, greedy contradictions, repeatable --stop,
+// and the configuration text (output attributes, journal fingerprint) that records them
+// only when set, so older jobs keep their fingerprint.
+TEST(Options, SamplingControls) {
+  const RunConfig c = parsed("run", with(kRunBase, {"--temperature", "0.8", "--top-k", "40", "--min-p", "0.05",
+                                                    "--repetition-penalty", "1.2", "--frequency-penalty", "0.5",
+                                                    "--presence-penalty", "-0.25", "--stop", "\n\n", "--stop", "END"}));
+  EXPECT_EQ(c.top_k, 40);
+  EXPECT_EQ(c.stop, (std::vector<std::string>{"\n\n", "END"}));
+  const SamplingParams p = cli::sampling_params(c);
+  EXPECT_EQ(p.min_p, 0.05);
+  EXPECT_EQ(p.repetition_penalty, 1.2);
+  EXPECT_EQ(p.presence_penalty, -0.25);
+  const std::string text = cli::format_config(c);
+  for (const char* line : {"\ntop-k = 40\n", "\nmin-p = 0.05\n", "\nrepetition-penalty = 1.2\n", "\nfrequency-penalty = 0.5\n",
+                           "\npresence-penalty = -0.25\n", "\nstop = \"\\n\\n\"\n", "\nstop = END\n"})
+    EXPECT_NE(text.find(line), std::string::npos) << line << " in\n" << text;
+  const std::string plain = cli::format_config(parsed("run", kRunBase));
+  for (const char* key : {"top-k", "min-p", "penalty", "stop", "on-error"})
+    EXPECT_EQ(plain.find(key), std::string::npos) << key << " in\n" << plain;
+  EXPECT_EQ(error_of("run", with(kRunBase, {"--repetition-penalty", "0"})),
+            "ringinfer run: --repetition-penalty must be > 0 and finite");
+  EXPECT_EQ(error_of("run", with(kRunBase, {"--min-p", "2", "--temperature", "1"})), "ringinfer run: --min-p must be in [0, 1]");
+  EXPECT_EQ(error_of("run", with(kRunBase, {"--top-k", "5"})),
+            "ringinfer run: --top-k and --min-p have no effect with greedy decoding (--temperature 0): give a "
+            "temperature or drop them");
+  EXPECT_EQ(error_of("run", with(kRunBase, {"--stop", ""})), "ringinfer run: --stop must not be empty");
+  EXPECT_EQ(error_of("run", with(kRunBase, {"--on-error", "ignore"})),
+            "ringinfer run: --on-error must be fail or skip, not 'ignore'");
+  EXPECT_EQ(error_of("dump", {"o.h5", "--format", "openai"}), "ringinfer dump: --format openai needs --jsonl");
+  EXPECT_EQ(error_of("prep", {"-m", "m", "-o", "o.h5", "a.txt", "--chat-template", "gemma"}),
+            "ringinfer prep: --chat-template must be auto, llama3, chatml or mistral, not 'gemma'");
 }
 
 TEST(Options, PrintConfigKeepsPlainValuesPlain) {

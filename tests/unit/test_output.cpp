@@ -299,9 +299,9 @@ TEST_F(OutputTest, RewriteReplacesAndFailureLeavesNothing) {
   EXPECT_EQ(read_run_output(file("run.h5")).results.size(), 2u);
 
   auto bad = random_run(6, 2);
-  bad[1].finish_reason = "stop";
+  bad[1].finish_reason = "halted";
   EXPECT_EQ(error_of([&] { write_run_output(file("bad.h5"), bad, {}); }),
-            file("bad.h5") + ": document \"" + bad[1].id + "\" has finish_reason \"stop\", expected eos or length");
+            file("bad.h5") + ": document \"" + bad[1].id + "\" has finish_reason \"halted\", expected eos, stop, length or error");
   EXPECT_FALSE(fs::exists(file("bad.h5")));
   EXPECT_FALSE(fs::exists(file("bad.h5.tmp")));
 
@@ -359,7 +359,7 @@ TEST_F(OutputTest, ReadersValidate) {
     h5::write_strings(f.get(), "/finish_reason", {"eos", "maybe", "length"});
   }
   EXPECT_EQ(error_of([&] { read_run_output(run); }),
-            run + ": /finish_reason[1] is \"maybe\", expected eos or length");
+            run + ": /finish_reason[1] is \"maybe\", expected eos, stop, length or error");
 
   const std::string score = file("score.h5");
   write_score_output(score, random_score(8, 3), {});

@@ -171,5 +171,82 @@ TEST_F(Prep, TokensBeyondTheModelVocabularyBlameTheModel) {
       << msg;
 }
 
+// OpenAI batch lines: ids from custom_id, chat lines rendered with the chat template (the
+// same tokens as the rendered prompt written as a prompt template), prompt lines as text,
+// max_tokens / temperature stored per document; a user template goes through the chat
+// template too; the model's own template is recognised; bad lines name file and line.
+TEST_F(Prep, OpenAiBatchLines) {
+  const std::string f = dir_.file("batch.jsonl");
+  write_file(f,
+             "{\"custom_id\": \"c1\", \"body\": {\"messages\": [{\"role\": \"user\", \"content\": \"for fern\"}], "
+             "\"max_tokens\": 7}}\n"
+             "{\"custom_id\": \"p2\", \"body\": {\"prompt\": \"four eyes\", \"temperature\": 0.5}}\n"
+             "{\"id\": \"t3\", \"text\": \"fern\"}\n");
+  RunConfig c = config({f});
+  c.chat_template = "chatml";
+  ASSERT_EQ(cli::prep_command(c), 0);
+  const auto d = docs();
+  ASSERT_EQ(d.size(), 3u);
+  EXPECT_EQ(d[0].id, "c1");
+  EXPECT_EQ(d[1].id, "p2");
+  EXPECT_EQ(d[2].id, "t3");
+  EXPECT_EQ(d[0].options.max_new_tokens, 7);
+  EXPECT_EQ(d[0].options.temperature, -1.0);
+  EXPECT_EQ(d[1].options.max_new_tokens, -1);
+  EXPECT_EQ(d[1].options.temperature, 0.5);
+  EXPECT_EQ(d[2].options.max_new_tokens, -1);
+  const auto got = tokens();
+  fs::remove(out_);
+
+  // The chat line equals the ChatML prompt written out as a prompt template.
+  write_file(dir_.file("chatml.txt"), "<|im_start|>user\n{document}<|im_end|>\n<|im_start|>assistant\n");
+  write_file(dir_.file("plain.jsonl"), "{\"id\": \"x\", \"text\": \"for fern\"}\n");
+  RunConfig t = config({dir_.file("plain.jsonl")});
+  t.prompt_template = dir_.file("chatml.txt");
+  ASSERT_EQ(cli::prep_command(t), 0);
+  EXPECT_EQ(tokens()[0], got[0]);
+  fs::remove(out_);
+  // So does a text document with a user template, the model's template recognised.
+  write_file(model_ + "/tokenizer_config.json",
+             "{\"chat_template\": \"{% for m in messages %}{{'<|im_start|>' + m['role'] + '\\\\n'}}{% endfor %}\"}");
+  write_file(dir_.file("user.txt"), "for {document}");
+  write_file(dir_.file("fern.jsonl"), "{\"id\": \"y\", \"text\": \"fern\"}\n");
+  RunConfig u = config({dir_.file("fern.jsonl")});
+  u.user_template = dir_.file("user.txt");
+  ASSERT_EQ(cli::prep_command(u), 0);
+  EXPECT_EQ(tokens()[0], got[0]);
+  fs::remove(out_);
+
+  auto line_error = [&](const std::string& line) {
+    write_file(f, line + "\n");
+    RunConfig b = config({f});
+    b.chat_template = "chatml";
+    return error_of(b);
+  };
+  EXPECT_EQ(line_error("{\"custom_id\": \"a\", \"body\": {}}"),
+            f + ":1: the body needs \"messages\" (chat) or a string \"prompt\"");
+  EXPECT_EQ(line_error("{\"custom_id\": \"a\"}"), f + ":1: expected a \"body\" object beside \"custom_id\"");
+  EXPECT_EQ(line_error("{\"custom_id\": \"a\", \"body\": {\"prompt\": \"x\", \"max_tokens\": -1}}"),
+            f + ":1: \"max_tokens\" must be an integer in [0, 2147483647]");
+  EXPECT_EQ(line_error("{\"custom_id\": \"a\", \"body\": {\"prompt\": \"x\", \"temperature\": \"hot\"}}"),
+            f + ":1: \"temperature\" must be a number in [0, 1000000]");
+  EXPECT_EQ(line_error("{\"custom_id\": \"a\", \"body\": {\"messages\": [{\"role\": \"tool\", \"content\": \"x\"}]}}"),
+            f + ":1: document \"a\": message 0 has role \"tool\" (expected system, user or assistant)");
+  EXPECT_EQ(line_error("{\"custom_id\": 1.5, \"body\": {\"prompt\": \"x\"}}"),
+            f + ":1: \"custom_id\" must be a string or an integer of at most 64 bits (quote other ids)");
+  // No template the model names, none given: say what to do.
+  fs::remove(model_ + "/tokenizer_config.json");
+  write_file(f, "{\"custom_id\": \"a\", \"body\": {\"messages\": [{\"role\": \"user\", \"content\": \"x\"}]}}\n");
+  EXPECT_EQ(inputs_error({f}), f + ":1: document \"a\": " + model_ +
+                                   ": the model has no chat template: pass --chat-template NAME, or a whole prompt with "
+                                   "--prompt-template FILE");
+  // A format whose special tokens the tokenizer lacks is refused.
+  RunConfig l = config({f});
+  l.chat_template = "llama3";
+  EXPECT_EQ(error_of(l), f + ":1: document \"a\": " + model_ +
+                             ": chat template llama3 needs the token <|begin_of_text|>, which the model's tokenizer "
+                             "lacks: pass --chat-template NAME");
+}
+
 }  // namespace
 }  // namespace ringinfer

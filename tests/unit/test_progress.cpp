@@ -48,15 +48,15 @@ TEST(Progress, JsonEventsRatesAndEta) {
   }
   for (int g = 1; g <= 10; ++g) {
     c.t += 0.1;
-    p.decode_token(g);
+    p.decode_token(1, g);
   }
-  p.document_done(10, "length");
+  p.document_done(1, 10, "length");
   p.document_start(2, "two", 1000, 10);
   c.t += 2.0;
   p.prefill_layer(1, 1);
   c.t += 0.5;
-  p.decode_token(1);
-  p.document_done(1, "eos");
+  p.decode_token(2, 1);
+  p.document_done(2, 1, "eos");
   p.job_done();
 
   const auto lines = c.json_lines();
@@ -126,11 +126,11 @@ TEST(Progress, EtaFromRecentRates) {
   }
   for (int g = 1; g <= 10; ++g) {  // a first burst at 10 tok/s, then 20 tokens at 2.9 tok/s
     c.t += 0.1;
-    p.decode_token(g);
+    p.decode_token(0, g);
   }
   for (int g = 11; g <= 28; ++g) {
     c.t += 1 / 2.9;
-    p.decode_token(g);
+    p.decode_token(0, g);
   }
   // 22 tokens left at ~2.9 tok/s (moving average) = 7.6 s, then the second document:
   // its 1050 units of work at this document's seconds per unit so far... the recent
@@ -145,9 +145,9 @@ TEST(Progress, EtaFromRecentRates) {
   EXPECT_NEAR(eta, this_doc + projected, 0.05 * (this_doc + projected));
   for (int g = 29; g <= 50; ++g) {
     c.t += 1 / 2.9;
-    p.decode_token(g);
+    p.decode_token(0, g);
   }
-  p.document_done(50, "length");
+  p.document_done(0, 50, "length");
   const double doc_s = c.t - 100.0;
   // The second document: at the first one's seconds per unit of work.
   EXPECT_NEAR(p.eta_seconds(), doc_s, 1e-6);
@@ -155,6 +155,53 @@ TEST(Progress, EtaFromRecentRates) {
   c.t += 0.5;
   p.prefill_layer(5, 10);  // half the layers in 0.5 s; 50 tokens at the last rate (~2.9/s)
   EXPECT_NEAR(p.eta_seconds(), 0.5 + 50 / 2.9, 0.3);
+}
+
+// Batched decode: several documents in flight; token and done events name their document,
+// a finished document's line and rates are its own, and the others stay in the work done.
+TEST(Progress, DocumentsInFlightTogether) {
+  Capture c;
+  auto o = c.options(ProgressFormat::json);
+  o.json_interval_s = 0;
+  Progress p(o);
+  p.job_start(2, 240);  // two documents of 100 prompt tokens, budget 20 each
+  p.document_start(4, "a", 100, 20);
+  c.t += 1.0;
+  p.prefill_layer(1, 1);
+  p.document_start(7, "b", 100, 20);
+  c.t += 1.0;
+  p.prefill_layer(1, 1);
+  c.t += 1.0;
+  p.decode_token(4, 2);
+  p.decode_token(7, 1);
+  p.document_done(7, 1, "eos");  // b leaves first; a is still decoding
+  c.t += 1.0;
+  p.decode_token(4, 3);
+  p.document_done(4, 3, "eos");
+  p.decode_token(7, 2);  // b is done: ignored
+  p.job_done();
+  const auto lines = c.json_lines();
+  std::vector<nlohmann::json> done, tokens;
+  for (auto& j : lines) {
+    if (j.at("event") == "document_done") done.push_back(j);
+    if (j.at("event") == "decode_token") tokens.push_back(j);
+  }
+  ASSERT_EQ(done.size(), 2u);
+  ASSERT_EQ(tokens.size(), 3u);
+  EXPECT_EQ(tokens[0].at("doc"), 4);
+  EXPECT_EQ(tokens[1].at("doc"), 7);
+  EXPECT_EQ(done[0].at("doc"), 7);
+  EXPECT_EQ(done[0].at("doc_id"), "b");
+  EXPECT_NEAR(done[0].at("prefill_s").get<double>(), 1.0, 1e-3);  // (the JSON rounds to 3 decimals)
+  EXPECT_NEAR(done[0].at("decode_tokens_per_s").get<double>(), 1.0, 1e-3);  // 1 token 1 s after its prefill
+  // The ETA from recent rates: a's 18 tokens left at its 1 s per token (2 tokens in the 2 s
+  // since its prefill); no document left to start (work 240 - b's unused 19 = b's 101 done
+  // + a's 120 in flight).
+  EXPECT_NEAR(done[0].at("eta_s").get<double>(), 18.0, 1e-3);
+  EXPECT_EQ(done[1].at("doc"), 4);
+  EXPECT_EQ(done[1].at("doc_id"), "a");
+  EXPECT_NEAR(done[1].at("decode_tokens_per_s").get<double>(), 1.0, 1e-3);  // 3 tokens in 3 s
+  EXPECT_EQ(p.documents_done(), 2);
 }
 
 TEST(Progress, JsonThrottlesLayerAndTokenEvents) {
@@ -171,9 +218,9 @@ TEST(Progress, JsonThrottlesLayerAndTokenEvents) {
   }
   for (int g = 1; g <= 30; ++g) {
     c.t += 0.125;
-    p.decode_token(g);
+    p.decode_token(0, g);
   }
-  p.document_done(30, "length");
+  p.document_done(0, 30, "length");
   p.job_done(true);
   std::vector<int> layers, tokens;
   for (auto& j : c.json_lines()) {
@@ -207,14 +254,14 @@ TEST(Progress, BarRedrawsInPlaceThrottledWithSummaryLines) {
   const size_t before = c.writes.size();
   for (int g = 1; g <= 100; ++g) {
     c.t += 0.01;
-    p.decode_token(g);
+    p.decode_token(0, g);
   }
   const size_t redraws = c.writes.size() - before;
   EXPECT_GE(redraws, 4u);
   EXPECT_LE(redraws, 6u);
   for (size_t i = before; i < c.writes.size(); ++i) EXPECT_NE(c.writes[i].find("decode "), std::string::npos);
   const std::string last_bar = c.writes.back();
-  p.document_done(100, "eos");
+  p.document_done(0, 100, "eos");
   const std::string& done = c.writes.back();
   EXPECT_EQ(done.front(), '\r');
   EXPECT_EQ(done.back(), '\n');
@@ -254,8 +301,8 @@ TEST(Progress, QuietWritesNothing) {
   p.job_start(1, 10);
   p.document_start(0, "a", 5, 5);
   p.prefill_layer(1, 1);
-  p.decode_token(1);
-  p.document_done(1, "eos");
+  p.decode_token(0, 1);
+  p.document_done(0, 1, "eos");
   p.job_done();
   EXPECT_TRUE(c.writes.empty());
   EXPECT_EQ(default_progress_format(true), ProgressFormat::none);
@@ -268,8 +315,8 @@ TEST(Progress, EventsOutsideADocumentAreIgnored) {
   Progress p(o);
   p.job_start(1, 10);
   p.prefill_layer(1, 2);
-  p.decode_token(3);
-  p.document_done(3, "eos");
+  p.decode_token(0, 3);
+  p.document_done(0, 3, "eos");
   ASSERT_EQ(c.writes.size(), 1u);
   EXPECT_EQ(p.documents_done(), 0);
   EXPECT_LT(p.eta_seconds(), 0);

@@ -172,9 +172,25 @@ TEST_F(Fingerprint, FormatLineAndWhatCounts) {
   RunConfig hotter = config;
   hotter.temperature = 0.5;
   EXPECT_NE(job_fingerprint(hotter), fp);
+  // Every sampling control and stop rule changes the tokens: each is part of the job.
+  for (int k = 0; k < 8; ++k) {
+    RunConfig c = config;
+    if (k == 0) c.top_k = 5;
+    if (k == 1) c.min_p = 0.1;
+    if (k == 2) c.repetition_penalty = 1.2;
+    if (k == 3) c.frequency_penalty = 0.3;
+    if (k == 4) c.presence_penalty = 0.3;
+    if (k == 5) c.stop = {"\n\n"};
+    if (k == 6) c.max_sentences = 2;
+    if (k == 7) c.on_error = "skip";
+    EXPECT_NE(job_fingerprint(c), fp) << "control " << k;
+  }
   RunConfig swapped = config;  // the inputs' order is the documents' order
   std::swap(swapped.inputs[0], swapped.inputs[1]);
   EXPECT_NE(job_fingerprint(swapped), fp);
+  RunConfig fp8 = config;  // the KV cache's rounding changes results
+  fp8.kv_dtype = "fp8";
+  EXPECT_NE(job_fingerprint(fp8), fp);
 }
 
 // A byte-identical copy elsewhere, at another mtime, is the same job (a requeue that

@@ -216,8 +216,8 @@ TEST_F(SafetensorsTest, ModelFolderErrors) {
   TinyModel wrong = m;
   wrong.shapes["model.layers.0.self_attn.k_proj.weight"] = {64, 32};
   write_tiny_hf(d, wrong);
-  EXPECT_EQ(load_err(), d + ": tensor 'model.layers.0.self_attn.k_proj.weight' has shape [64, 32] but the config "
-                            "implies [32, 64]");
+  EXPECT_EQ(load_err(), d + "/config.json does not match the weights: tensor 'model.layers.0.self_attn.k_proj.weight' "
+                            "has shape [64, 32] but the config implies [32, 64]");
 
   // A sharded index that points at the wrong shard, or outside the folder.
   std::filesystem::remove_all(d);

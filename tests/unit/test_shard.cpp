@@ -7,6 +7,7 @@
 #include "io/h5_util.h"
 #include "ringinfer/error.h"
 #include "ringinfer/shard.h"
+#include "gtest_helpers.h"
 #include "shard_fixture.h"
 #include "test_paths.h"
 
@@ -230,6 +231,49 @@ TEST_F(ShardTest, WriterRejectsBadDocuments) {
   EXPECT_THROW(w.add("", {1}), Error);
   EXPECT_THROW(ShardWriter(file("v.h5"), 0, "t"), Error);
   EXPECT_THROW(write_shard(file("m.h5"), {{1}}, {}, 10, "t"), Error);
+}
+
+// Per-document options (JSONL bodies): written only when some document has one, read
+// back per document; values out of range in the file are refused, naming the entry.
+TEST_F(ShardTest, DocumentOptionsRoundTripAndAreChecked) {
+  {
+    ShardWriter w(file("plain.h5"), 100, "t");
+    w.add("a", {1, 2});
+    w.finish();
+  }
+  EXPECT_FALSE(h5::exists(h5::open_readonly(file("plain.h5")).get(), "/max_new_tokens"));
+  EXPECT_EQ(open_documents({file("plain.h5")})[0].options.max_new_tokens, -1);
+  {
+    ShardWriter w(file("opts.h5"), 100, "t");
+    DocOptions o;
+    o.max_new_tokens = 12;
+    w.add("a", {1, 2}, o);
+    w.add("b", {3});
+    o = DocOptions();
+    o.temperature = 0.25;
+    w.add("c", {4}, o);
+    o.temperature = -2;
+    EXPECT_THROW(w.add("d", {4}, o), Error);
+    w.finish();
+  }
+  const DocumentSet set = open_documents({file("opts.h5")});
+  EXPECT_EQ(set[0].options.max_new_tokens, 12);
+  EXPECT_EQ(set[0].options.temperature, -1.0);
+  EXPECT_EQ(set[1].options.max_new_tokens, -1);
+  EXPECT_EQ(set[2].options.temperature, 0.25);
+  {
+    h5::Handle f = h5::file(H5Fopen(file("opts.h5").c_str(), H5F_ACC_RDWR, H5P_DEFAULT));
+    H5_CHECK(H5Ldelete(f.get(), "/temperature", H5P_DEFAULT));
+    h5::write_float64(f.get(), "/temperature", {-1.0, 5e6, -1.0});
+  }
+  EXPECT_EQ(test::error_of([&] { open_documents({file("opts.h5")}); }),
+            file("opts.h5") + ": /temperature[1] is 5000000.000000, expected -1 (the job's) or a value in [0, 1000000.000000]");
+  {
+    h5::Handle f = h5::file(H5Fopen(file("opts.h5").c_str(), H5F_ACC_RDWR, H5P_DEFAULT));
+    H5_CHECK(H5Ldelete(f.get(), "/temperature", H5P_DEFAULT));
+  }
+  EXPECT_EQ(test::error_of([&] { open_documents({file("opts.h5")}); }),
+            file("opts.h5") + ": has /max_new_tokens without /temperature (per-document options come together)");
 }
 
 TEST_F(ShardTest, BadStripeArguments) {

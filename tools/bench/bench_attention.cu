@@ -5,19 +5,35 @@
 //   prefill: causal flash attention, H=32, Hkv=8, D=128, n = 8K/32K/128K tokens, every
 //            variant; TFLOP/s counts 4 * n^2 * D * H / 2 (causal half, the PyTorch convention)
 //   decode:  1 query token, n_k = 128K and 1M keys; GB/s counts the K and V bytes read
+//   decode_fp8: the same with an fp8 cache (e4m3 bytes + a float scale per token and KV
+//            head); GB/s counts those bytes (D + 4 per token and head, for K and for V),
+//            and "vs_bf16" is the bf16 variant-0 time over this one
+//   prefill_fp8: the CUDA backend's fp8 prefill step, the block dequantized to bf16 once
+//            (dequantize_kv_fp8 of K and V) then the variant-0 flash kernel; TFLOP/s as for
+//            prefill, "vs_bf16" = the bf16 variant-0 time over this one
+//   path:    the CUDA backend's attention op (what the engine calls: fp32 Q rounded to bf16,
+//            merged into fp32 (O, LSE)) on each --attention path (native, cudnn), same
+//            shapes as prefill, one call over all n queries ("chunk": n) and the engine's
+//            4096-row query chunks; wall time of the calls plus one synchronize, median;
+//            "first_ms" is the first call, plan building included
 // tools/bench_attention_peer.py times PyTorch SDPA on the same shapes and prints the table.
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <cstring>
 #include <string>
 #include <vector>
 
+#include "backend_ops.h"
 #include "decode_attention.h"
 #include "flash_attention.h"
+#include "kv_cache_ops.h"
 #include "bench_timing.h"
+#include "ringinfer/backend.h"
+#include "ringinfer/cuda_backend.h"
 #include "ringinfer/cuda_check.h"
 
 using namespace ringinfer;
@@ -33,6 +49,18 @@ __global__ void fill_random_bf16(__nv_bfloat16* x, size_t n, uint32_t seed) {
     h *= 3266489917u;
     h ^= h >> 16;
     x[i] = __float2bfloat16((h & 0xffffff) / float(0x1000000) * 2.f - 1.f);  // uniform [-1, 1)
+  }
+}
+
+// Finite e4m3 bytes (0x77 masks out the NaN codes 0x7f/0xff) and scales of 1/448.
+__global__ void fill_fp8_cache(uint8_t* x, size_t n, float* scale, size_t n_scales) {
+  for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n; i += size_t(gridDim.x) * blockDim.x) {
+    uint32_t h = uint32_t(i) * 2654435761u;
+    h ^= h >> 15;
+    h *= 2246822519u;
+    h ^= h >> 13;
+    x[i] = static_cast<uint8_t>(h & 0x77);
+    if (i < n_scales) scale[i] = 1.f / 448.f;
   }
 }
 
@@ -79,6 +107,23 @@ double decode_ms(const DecodeAttnParams& p) {
   return ms;
 }
 
+
+// Wall milliseconds of f() followed by be.synchronize(): the first call, then the median
+// of `reps` more.
+template <class F>
+std::pair<double, double> backend_ms(Backend& be, F&& f, int reps) {
+  auto once = [&] {
+    const auto t0 = std::chrono::steady_clock::now();
+    f();
+    be.synchronize();
+    return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+  };
+  const double first = once();
+  std::vector<double> t;
+  for (int i = 0; i < reps; ++i) t.push_back(once());
+  std::sort(t.begin(), t.end());
+  return {first, t[t.size() / 2]};
+}
 
 FILE* json = nullptr;
 void emit(const char* line) {
@@ -133,15 +178,91 @@ int main(int argc, char** argv) {
       p.softmax_scale = 0.08838834764831845f;
       p.merge = false;
       const int reps = n >= 131072 ? 3 : n >= 32768 ? 10 : 30;
+      const double flops = 4.0 * double(n) * n * D * H / 2;
+      double bf16_ms = 0;
       for (int variant = 0; variant < flash_attention_variants(D); ++variant) {
         p.variant = variant;
         const double ms = bench::median_ms([&] { flash_attention_forward(p, nullptr); }, 1, reps);
-        const double flops = 4.0 * double(n) * n * D * H / 2;
+        if (variant == 0) bf16_ms = ms;
         std::snprintf(line, sizeof line,
                       "{\"kind\":\"prefill\",\"n\":%d,\"H\":%d,\"Hkv\":%d,\"D\":%d,\"variant\":%d,\"ms\":%.4f,"
                       "\"tflops\":%.1f}",
                       n, H, Hkv, D, variant, ms, flops / ms / 1e9);
         emit(line);
+      }
+      {  // fp8 K/V: dequantize the block once into the bf16 buffers, then the same kernel
+        const size_t n_val = size_t(n) * Hkv * D, n_sc = size_t(n) * Hkv;
+        uint8_t *k8, *v8;
+        float *ks, *vs;
+        CUDA_CHECK(cudaMalloc(&k8, n_val));
+        CUDA_CHECK(cudaMalloc(&v8, n_val));
+        CUDA_CHECK(cudaMalloc(&ks, n_sc * sizeof(float)));
+        CUDA_CHECK(cudaMalloc(&vs, n_sc * sizeof(float)));
+        fill_fp8_cache<<<1024, 256>>>(k8, n_val, ks, n_sc);
+        fill_fp8_cache<<<1024, 256>>>(v8, n_val, vs, n_sc);
+        CUDA_CHECK_LAUNCH();
+        p.variant = 0;
+        const double ms = bench::median_ms(
+            [&] {
+              dequantize_kv_fp8(k8, ks, long(n) * Hkv, D, b.k, nullptr);
+              dequantize_kv_fp8(v8, vs, long(n) * Hkv, D, b.v, nullptr);
+              flash_attention_forward(p, nullptr);
+            },
+            1, reps);
+        std::snprintf(line, sizeof line,
+                      "{\"kind\":\"prefill_fp8\",\"n\":%d,\"H\":%d,\"Hkv\":%d,\"D\":%d,\"ms\":%.4f,"
+                      "\"tflops\":%.1f,\"vs_bf16\":%.3f}",
+                      n, H, Hkv, D, ms, flops / ms / 1e9, bf16_ms / ms);
+        emit(line);
+        CUDA_CHECK(cudaFree(k8));
+        CUDA_CHECK(cudaFree(v8));
+        CUDA_CHECK(cudaFree(ks));
+        CUDA_CHECK(cudaFree(vs));
+      }
+    }
+
+    // ---- the backend's attention op on each path
+    for (int n : lens) {
+      for (const AttentionPath path : {AttentionPath::native, AttentionPath::cudnn}) {
+        if (path == AttentionPath::cudnn && !cuda_build_has_cudnn()) {
+          emit("{\"kind\":\"path\",\"path\":\"cudnn\",\"error\":\"this build has no cuDNN path\"}");
+          continue;
+        }
+        CudaBackendOptions opt;
+        opt.attention = path;
+        auto be = make_cuda_backend(opt);
+        const AttnBuffers b(n, n, H, Hkv, D, 7);
+        Tensor q = be->alloc(n, int64_t(H) * D, DType::f32), o = be->alloc(n, int64_t(H) * D, DType::f32);
+        Tensor lse = be->alloc(n, H, DType::f32);
+        const KvBlock kv = be->alloc_kv(n, Hkv, D, KvDtype::bf16);
+        convert_bf16_to_f32(b.q, q.f32(), int64_t(n) * H * D, nullptr);
+        CUDA_CHECK(cudaMemcpy(kv.k.data(), b.k, kv.k.bytes(), cudaMemcpyDeviceToDevice));
+        CUDA_CHECK(cudaMemcpy(kv.v.data(), b.v, kv.v.bytes(), cudaMemcpyDeviceToDevice));
+        CUDA_CHECK(cudaDeviceSynchronize());
+        AttentionShape sh;
+        sh.n_heads = H;
+        sh.n_kv_heads = Hkv;
+        sh.head_dim = D;
+        sh.scale = 0.08838834764831845f;
+        const int reps = n >= 131072 ? 3 : n >= 32768 ? 10 : 30;
+        for (const int chunk : {n, 4096}) {
+          if (chunk == 4096 && n == 4096) continue;
+          const auto [first, ms] = backend_ms(*be, [&] {
+            be->attention_reset(o, lse);
+            for (int c = 0; c < n; c += chunk) {
+              const int cn = std::min(chunk, n - c);
+              sh.q_start = c;
+              be->attention(q.rows(c, cn), kv, sh, o.rows(c, cn), lse.rows(c, cn));
+            }
+          }, reps);
+          const double flops = 4.0 * double(n) * n * D * H / 2;
+          std::snprintf(line, sizeof line,
+                        "{\"kind\":\"path\",\"path\":\"%s\",\"n\":%d,\"H\":%d,\"Hkv\":%d,\"D\":%d,"
+                        "\"chunk\":%d,\"ms\":%.4f,\"tflops\":%.1f,\"first_ms\":%.1f,\"cudnn_plans\":%lld}",
+                        to_string(path), n, H, Hkv, D, chunk, ms, flops / ms / 1e9, first,
+                        static_cast<long long>(cuda_backend_cudnn_plans(*be)));
+          emit(line);
+        }
       }
     }
 
@@ -171,6 +292,36 @@ int main(int argc, char** argv) {
                       "\"ms\":%.4f,\"gbps\":%.1f}",
                       n_k, H, Hkv, D, variant, decode_attention_splits(p), ms, bytes / ms / 1e6);
         emit(line);
+      }
+      // fp8 cache, read directly by the same kernel (its own tile shape: 32 keys, 3 stages).
+      {
+        const size_t n_val = size_t(n_k) * Hkv * D, n_sc = size_t(n_k) * Hkv;
+        uint8_t *k8, *v8;
+        float *ks, *vs;
+        CUDA_CHECK(cudaMalloc(&k8, n_val));
+        CUDA_CHECK(cudaMalloc(&v8, n_val));
+        CUDA_CHECK(cudaMalloc(&ks, n_sc * sizeof(float)));
+        CUDA_CHECK(cudaMalloc(&vs, n_sc * sizeof(float)));
+        fill_fp8_cache<<<1024, 256>>>(k8, n_val, ks, n_sc);
+        fill_fp8_cache<<<1024, 256>>>(v8, n_val, vs, n_sc);
+        CUDA_CHECK_LAUNCH();
+        DecodeAttnParams p = base;
+        p.k = p.v = nullptr;
+        p.k_fp8 = k8;
+        p.v_fp8 = v8;
+        p.k_scale = ks;
+        p.v_scale = vs;
+        const double ms = decode_ms(p), bf16_ms = decode_ms(base);
+        const double fp8_bytes = 2.0 * n_k * Hkv * (D + sizeof(float));
+        std::snprintf(line, sizeof line,
+                      "{\"kind\":\"decode_fp8\",\"n_k\":%d,\"H\":%d,\"Hkv\":%d,\"D\":%d,\"splits\":%d,\"ms\":%.4f,"
+                      "\"gbps\":%.1f,\"vs_bf16\":%.2f}",
+                      n_k, H, Hkv, D, decode_attention_splits(p), ms, fp8_bytes / ms / 1e6, bf16_ms / ms);
+        emit(line);
+        CUDA_CHECK(cudaFree(k8));
+        CUDA_CHECK(cudaFree(v8));
+        CUDA_CHECK(cudaFree(ks));
+        CUDA_CHECK(cudaFree(vs));
       }
       // Split-count sweep for the default variant (how many waves of blocks pay off).
       for (int splits : {16, 33, 132, 264}) {

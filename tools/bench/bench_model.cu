@@ -1,11 +1,14 @@
 // Usage: bench_model [--config FILE] [--contexts 8192,32768,131072] [--decode N] [--chunk N]
-//                    [--layers L] [--json FILE] [--peak-tflops T] [--cp N]
+//                    [--layers L] [--json FILE] [--peak-tflops T] [--cp N] [--kv-dtype bf16|fp8]
+//                    [--attention auto|native|cudnn]
 //        mpirun -np N bench_model --cp N ...        (ring prefill over N ranks)
 // End-to-end throughput of the engine on the CUDA backend with random weights of a real
 // model shape (default tests/fixtures/configs/llama-3.1-8b.json): for each context S, one
 // generate call of a random S-token prompt: prefill seconds (the whole prompt through every
 // layer plus the first token), then decode tokens/s over N steps.
 //
+// --kv-dtype (default bf16): the KV cache's element type (fp8: e4m3 + a scale per token and
+// KV head, half the bytes: the longest context one GPU holds, issue 17).
 // --cp N (default 1): the N ranks of the job (mpirun -np N; the world size must be N) form
 // one context-parallel group; each holds its stripe of the prompt and of the KV cache
 // (EngineOptions cp_rank / cp_size / cp_comm), prefill is the ring of DESIGN §3. The device
@@ -207,7 +210,9 @@ int run_bench(int argc, char** argv, const RankInfo& me) {
   std::vector<int64_t> contexts = {8192, 32768, 131072};
   int64_t decode = 32, chunk = 4096, layers = -1;
   int cp = 1;
+  AttentionPath attention = AttentionPath::auto_select;  // the CUDA backend's --attention
   double peak_tflops = 989.4;
+  KvDtype kv_dtype = KvDtype::bf16;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     auto next = [&]() -> std::string {
@@ -222,6 +227,8 @@ int run_bench(int argc, char** argv, const RankInfo& me) {
     else if (a == "--json") json_path = next();
     else if (a == "--peak-tflops") peak_tflops = std::stod(next());
     else if (a == "--cp") cp = std::stoi(next());
+    else if (a == "--kv-dtype") kv_dtype = parse_kv_dtype(next());
+    else if (a == "--attention") attention = parse_attention_path(next());
     else throw Error("bench_model: unknown argument " + a);
   }
   RI_CHECK(cp >= 1, "--cp " + std::to_string(cp) + ": must be at least 1");
@@ -249,6 +256,7 @@ int run_bench(int argc, char** argv, const RankInfo& me) {
   const CommKind kind = choose_comm(cp, me, gpus, world);
   CudaBackendOptions bo;
   bo.device = bind_gpu(me, /*allow_shared=*/kind == CommKind::staged);
+  bo.attention = attention;
   // Distinct GPUs of the group: bind_gpu deals local ranks round-robin, so the first
   // `gpus` local ranks of each node are the first on their device.
   const int64_t gpus_used = reduce<int64_t>(me.local_rank < gpus ? 1 : 0, MPI_SUM);
@@ -285,6 +293,7 @@ int run_bench(int argc, char** argv, const RankInfo& me) {
   eo.cp_rank = me.world_rank;
   eo.cp_size = cp;
   eo.cp_comm = device_comm.get();
+  eo.kv_dtype = kv_dtype;
   std::unique_ptr<Engine> engine;
   {
     // The host copy (fp32, every layer) is freed once the engine has uploaded it.
@@ -337,23 +346,25 @@ int run_bench(int argc, char** argv, const RankInfo& me) {
     const double decode_tps = decode_s > 0 ? steps / decode_s : 0;
     // Per decode step and rank: every weight once, and the rank's stripe of the KV cache
     // of (about) S tokens.
-    const double kv_read = 2.0 * 2.0 * double(L) * Hkv * D * double(S) / double(cp);
+    const double kv_read = double(kv_bytes_per_token(kv_dtype, Hkv, D)) * double(L) * double(S) / double(cp);
     const double decode_gbps = decode_tps * (weight_bytes + kv_read) / 1e9;
     std::snprintf(buf, sizeof buf,
-                  "{\"kind\":\"model\",\"config\":\"%s\",\"layers\":%lld,\"context\":%lld,\"chunk\":%lld,"
+                  "{\"kind\":\"model\",\"attention\":\"%s\",\"cudnn_plans\":%lld,\"config\":\"%s\",\"layers\":%lld,"
+                  "\"context\":%lld,\"chunk\":%lld,"
                   "\"prefill_s\":%.3f,\"prefill_tokens_per_s\":%.0f,\"prefill_tflops\":%.1f,"
                   "\"mfu_vs_measured_gemm\":%.3f,\"mfu_vs_datasheet\":%.3f,\"attention_flop_share\":%.3f,"
                   "\"decode_steps\":%.0f,\"decode_tokens_per_s\":%.2f,\"decode_gbps\":%.0f,"
                   "\"decode_fraction_of_copy_bw\":%.3f,\"peak_device_bytes\":%lld,"
                   "\"cp\":%d,\"comm\":\"%s\",\"gpus\":%lld,\"shared_gpu\":%s,\"prefill_s_min\":%.3f,"
-                  "\"tokens_held\":%lld,\"kv_bytes\":%lld,\"cp_bytes_sent\":%lld,\"ring_gbps\":%.1f}",
+                  "\"tokens_held\":%lld,\"kv_bytes\":%lld,\"cp_bytes_sent\":%lld,\"ring_gbps\":%.1f,\"kv_dtype\":\"%s\"}",
+                  to_string(attention), static_cast<long long>(cuda_backend_cudnn_plans(*backend)),
                   config_path.c_str(), static_cast<long long>(L), static_cast<long long>(S),
                   static_cast<long long>(chunk), prefill_s, S / prefill_s, prefill_tflops, per_gpu_tflops / gemm,
                   per_gpu_tflops / peak_tflops, attn_flops / prefill_flops, steps, decode_tps, decode_gbps,
                   decode_gbps / copy, static_cast<long long>(peak), cp, to_string(kind),
                   static_cast<long long>(gpus_used), shared_gpu ? "true" : "false", prefill_s_min,
                   static_cast<long long>(tokens_held), static_cast<long long>(kv_bytes), static_cast<long long>(sent),
-                  cp > 1 ? double(sent) / prefill_s / 1e9 : 0.0);
+                  cp > 1 ? double(sent) / prefill_s / 1e9 : 0.0, kv_dtype_name(kv_dtype));
     emit(buf);
     if (!shared_gpu) {
       std::snprintf(buf, sizeof buf,

@@ -1,7 +1,8 @@
 // CPU attention: one block of local queries against one block of keys under the striped
 // causal mask, merged into the running (O, LSE). Tiled with online softmax, so memory is
 // O(tile) whatever the sequence length (no S x S matrix); GQA by head index. The tile
-// products are OpenBLAS sgemm calls and the exponentials AVX2 when the CPU has it.
+// products are OpenBLAS sgemm calls and the exponentials AVX2 when the CPU has it. A bf16
+// or fp8 cache is dequantized one key tile at a time (kv_quant.h values, exact in fp32).
 #include <cblas.h>
 
 #include <algorithm>
@@ -11,6 +12,7 @@
 
 #include "backend/cpu/cpu_backend.h"
 #include "backend/cpu/cpu_simd.h"
+#include "ringinfer/kv_quant.h"
 #include "ringinfer/striped.h"
 
 namespace ringinfer::cpu {
@@ -38,17 +40,53 @@ float exp_row(const float* s, float m, int64_t n, float* p, bool simd) {
   }
   return sum;
 }
+
+// The values of all 256 e4m3 bit patterns.
+const float* fp8_values() {
+  static const std::vector<float> table = [] {
+    std::vector<float> t(256);
+    for (int b = 0; b < 256; ++b) t[b] = kvq::fp8_e4m3_value(static_cast<uint8_t>(b));
+    return t;
+  }();
+  return table.data();
+}
+
+// Rows j0 .. j0+jn of head kvh of `values` (K or V of kv) as fp32: a pointer with a row
+// stride, straight into an f32 cache, else dequantized into buf (jn x D).
+const float* kv_tile(const KvBlock& kv, const Tensor& values, const Tensor& scales, int64_t j0, int64_t jn,
+                     int64_t kvh, float* buf, int64_t* stride) {
+  const int64_t D = kv.head_dim, ks = kv.n_kv_heads * D;
+  if (kv.dtype == KvDtype::f32) {
+    *stride = ks;
+    return values.f32() + j0 * ks + kvh * D;
+  }
+  *stride = D;
+  for (int64_t jj = 0; jj < jn; ++jj) {
+    const int64_t at = (j0 + jj) * ks + kvh * D;
+    float* out = buf + jj * D;
+    if (kv.dtype == KvDtype::bf16) {
+      const auto* b = static_cast<const uint16_t*>(values.data()) + at;
+      for (int64_t d = 0; d < D; ++d) out[d] = kvq::bf16_value(b[d]);
+    } else {
+      const auto* b = static_cast<const uint8_t*>(values.data()) + at;
+      const float* table = fp8_values();
+      const float sc = scales.f32()[(j0 + jj) * kv.n_kv_heads + kvh];
+      for (int64_t d = 0; d < D; ++d) out[d] = table[b[d]] * sc;
+    }
+  }
+  return buf;
+}
 }  // namespace
 
-void CpuBackend::attention(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionShape& sh,
-                           const Tensor& o, const Tensor& lse) {
-  backend_checks::check_attention("cpu", q, k, v, sh, o, lse, DType::f32);
+void CpuBackend::attention(const Tensor& q, const KvBlock& kv, const AttentionShape& sh, const Tensor& o,
+                           const Tensor& lse) {
+  backend_checks::check_attention("cpu", q, kv, sh, o, lse, true);
   const int64_t H = sh.n_heads, Hkv = sh.n_kv_heads, D = sh.head_dim;
-  const int64_t nq = q.rows(), nk = k.rows();
+  const int64_t nq = q.rows(), nk = kv.rows();
   if (nq == 0 || nk == 0) return;  // an empty block merges as the identity
 
   const int64_t group = H / Hkv, q_tiles = (nq + kQueryTile - 1) / kQueryTile;
-  const int64_t qs = H * D, ks = Hkv * D;
+  const int64_t qs = H * D;
   const float ninf = -std::numeric_limits<float>::infinity();
   const bool flip = options_.flip_mask_diagonal;
 
@@ -62,6 +100,7 @@ void CpuBackend::attention(const Tensor& q, const Tensor& k, const Tensor& v, co
   {
     std::vector<float> qp(hg > 1 ? rmax_rows * D : 0), acc(rmax_rows * D), sc(rmax_rows * kKeyTile), ob(D);
     std::vector<float> m(rmax_rows), l(rmax_rows);
+    std::vector<float> kbuf(kv.dtype == KvDtype::f32 ? 0 : kKeyTile * D), vbuf(kbuf.size());
     int64_t cnt[kQueryTile];
 #pragma omp for collapse(2) schedule(dynamic)
     for (int64_t hh = 0; hh < H / hg; ++hh) {
@@ -90,8 +129,9 @@ void CpuBackend::attention(const Tensor& q, const Tensor& k, const Tensor& v, co
         }
         for (int64_t j0 = 0; j0 < kmax; j0 += kKeyTile) {
           const int64_t jn = std::min(kKeyTile, kmax - j0);
-          const float* kh = k.f32() + j0 * ks + kvh * D;
-          const float* vh = v.f32() + j0 * ks + kvh * D;
+          int64_t ks = 0, vs = 0;  // row strides: Hkv*D straight into an f32 cache, else D
+          const float* kh = kv_tile(kv, kv.k, kv.k_scale, j0, jn, kvh, kbuf.data(), &ks);
+          const float* vh = kv_tile(kv, kv.v, kv.v_scale, j0, jn, kvh, vbuf.data(), &vs);
           if (R <= kGemvRows) {  // decode: sgemv, without sgemm's packing of one query row
             for (int64_t rr = 0; rr < R; ++rr)
               cblas_sgemv(CblasRowMajor, CblasNoTrans, static_cast<int>(jn), static_cast<int>(D), sh.scale, kh,
@@ -123,10 +163,10 @@ void CpuBackend::attention(const Tensor& q, const Tensor& k, const Tensor& v, co
           if (R <= kGemvRows) {
             for (int64_t rr = 0; rr < R; ++rr)
               cblas_sgemv(CblasRowMajor, CblasTrans, static_cast<int>(jn), static_cast<int>(D), 1.0f, vh,
-                          static_cast<int>(ks), sc.data() + rr * kKeyTile, 1, 1.0f, acc.data() + rr * D, 1);
+                          static_cast<int>(vs), sc.data() + rr * kKeyTile, 1, 1.0f, acc.data() + rr * D, 1);
           } else {
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<int>(R), static_cast<int>(D),
-                        static_cast<int>(jn), 1.0f, sc.data(), static_cast<int>(kKeyTile), vh, static_cast<int>(ks),
+                        static_cast<int>(jn), 1.0f, sc.data(), static_cast<int>(kKeyTile), vh, static_cast<int>(vs),
                         1.0f, acc.data(), static_cast<int>(D));
           }
         }

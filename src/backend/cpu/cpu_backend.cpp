@@ -7,6 +7,7 @@
 #include <cstring>
 #include <limits>
 
+#include "ringinfer/kv_quant.h"
 #include "ringinfer/sampling.h"
 
 namespace ringinfer {
@@ -136,6 +137,39 @@ void CpuBackend::rope(const Tensor& x, int64_t n_heads, const Tensor& inv_freq, 
   }
 }
 
+void CpuBackend::store_kv(const Tensor& k, const Tensor& v, const KvBlock& dst) {
+  backend_checks::check_kv_block("cpu", "store_kv", dst);
+  const int64_t n = dst.rows(), Hkv = dst.n_kv_heads, D = dst.head_dim;
+  expect(k, n, Hkv * D, DType::f32, "store_kv", "k");
+  expect(v, n, Hkv * D, DType::f32, "store_kv", "v");
+  const Tensor* src[2] = {&k, &v};
+  const Tensor* out[2] = {&dst.k, &dst.v};
+  const Tensor* scale[2] = {&dst.k_scale, &dst.v_scale};
+  for (int p = 0; p < 2; ++p) {
+    const float* x = src[p]->f32();
+    if (dst.dtype == KvDtype::f32) {
+      copy(*src[p], *out[p]);
+    } else if (dst.dtype == KvDtype::bf16) {
+      auto* y = static_cast<uint16_t*>(out[p]->data());
+      for (int64_t i = 0; i < n * Hkv * D; ++i) y[i] = kvq::bf16_bits(x[i]);
+    } else {
+      auto* y = static_cast<uint8_t*>(out[p]->data());
+      float* sc = scale[p]->f32();
+#pragma omp parallel for schedule(static)
+      for (int64_t row = 0; row < n * Hkv; ++row) {  // one (token, head) of D values
+        const float* xr = x + row * D;
+        float amax = 0.0f;
+        // fmax skips a NaN, which then quantizes to NaN bytes itself; an inf makes the
+        // scale inf and the row NaN (kv_quant.h: nothing is hidden).
+        for (int64_t d = 0; d < D; ++d) amax = std::fmax(amax, std::fabs(xr[d]));
+        const float s = kvq::fp8_scale(amax);
+        sc[row] = s;
+        for (int64_t d = 0; d < D; ++d) y[row * D + d] = kvq::fp8_quantize(xr[d], s);
+      }
+    }
+  }
+}
+
 void CpuBackend::attention_reset(const Tensor& o, const Tensor& lse) {
   check(o.dtype() == DType::f32 && lse.dtype() == DType::f32 && o.rows() == lse.rows(), "attention_reset",
         "o is " + shape(o) + ", lse is " + shape(lse));
@@ -173,11 +207,16 @@ void CpuBackend::target_logprobs(const Tensor& logits, const Tensor& targets, co
   }
 }
 
-void CpuBackend::sample(const Tensor& logits, double temperature, double top_p, double u, const Tensor& token) {
+void CpuBackend::sample(const Tensor& logits, const SamplingParams& p, double u, const Tensor& counts,
+                        const Tensor& token) {
   check(logits.rows() == 1 && logits.cols() >= 1 && logits.dtype() == DType::f32, "sample",
         "logits is " + shape(logits) + ", expected one f32 row");
   expect(token, 1, 1, DType::i32, "sample", "token");
-  token.i32()[0] = sample_token(logits.f32(), logits.cols(), temperature, top_p, u);
+  if (p.penalized()) {
+    expect(counts, 1, logits.cols(), DType::i32, "sample", "counts");
+    apply_penalties(logits.f32(), logits.cols(), counts.i32(), p);
+  }
+  token.i32()[0] = sample_token(logits.f32(), logits.cols(), p, u);
 }
 
 }  // namespace cpu

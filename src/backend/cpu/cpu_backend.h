@@ -1,6 +1,8 @@
 #pragma once
 // The CPU backend: fp32 activations, fp32 or GGUF-quantized weights (cpu_matmul.cpp),
-// OpenBLAS sgemm and OpenMP loops. Ops run synchronously on the calling thread's team, so streams and events are
+// OpenBLAS sgemm and OpenMP loops. The KV cache is fp32 by default; bf16 and fp8 caches
+// store the very bytes the CUDA backend stores (kv_quant.h) and attention reads their
+// dequantized values, so CI tests the numerics of those dtypes. Ops run synchronously on the calling thread's team, so streams and events are
 // no-ops. Private to backend/cpu/.
 #include <atomic>
 #include <memory>
@@ -26,7 +28,8 @@ class CpuBackend final : public Backend {
   Tensor alloc(int64_t rows, int64_t cols, DType dtype) override;
   Tensor upload_weight(const HostTensor& w) override;
   bool takes_quantized_weights() const override { return true; }
-  Tensor alloc_kv(int64_t rows, int64_t cols) override { return alloc(rows, cols, DType::f32); }
+  KvDtype default_kv_dtype() const override { return KvDtype::f32; }
+  bool supports_kv_dtype(KvDtype) const override { return true; }
   void copy_from_host(const Tensor& dst, const void* src) override;
   void copy_to_host(void* dst, const Tensor& src) override;
 
@@ -35,12 +38,14 @@ class CpuBackend final : public Backend {
   void rmsnorm(const Tensor& x, const Tensor& weight, float eps, const Tensor& out) override;
   void matmul(const Tensor& x, const Tensor& w, const Tensor& bias, const Tensor& out, bool accumulate) override;
   void rope(const Tensor& x, int64_t n_heads, const Tensor& inv_freq, int64_t pos_start, int64_t pos_stride) override;
+  void store_kv(const Tensor& k, const Tensor& v, const KvBlock& dst) override;
   void attention_reset(const Tensor& o, const Tensor& lse) override;
-  void attention(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionShape& shape, const Tensor& o,
+  void attention(const Tensor& q, const KvBlock& kv, const AttentionShape& shape, const Tensor& o,
                  const Tensor& lse) override;
   void swiglu(const Tensor& gate, const Tensor& up) override;
   void target_logprobs(const Tensor& logits, const Tensor& targets, const Tensor& out) override;
-  void sample(const Tensor& logits, double temperature, double top_p, double u, const Tensor& token) override;
+  void sample(const Tensor& logits, const SamplingParams& p, double u, const Tensor& counts,
+              const Tensor& token) override;
 
   int64_t allocated_bytes() const override { return counters_->live.load(); }
   int64_t peak_allocated_bytes() const override { return counters_->peak.load(); }

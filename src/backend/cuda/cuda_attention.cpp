@@ -1,40 +1,174 @@
 // CUDA attention dispatch: one block of local queries against one block of keys under
-// the striped mask, merged into the running (O, LSE). Three paths:
+// the striped mask, merged into the running (O, LSE). Four paths, tried in this order:
 //   decode  one query that sees every key, head_dim 64/128: split-KV decode kernel into a
 //           scratch (O, LSE), then merge_attention (the kernel writes, it does not merge);
+//   cudnn   --attention cudnn (auto: head_dim 128 only), at least 2 query rows, a shape cuDNN takes: cuDNN SDPA
+//           (cudnn_attention.h) into a bf16 O and fp32 LSE scratch, then merge_attention_sdpa;
 //   flash   head_dim 64/128: flash_attention_forward with merge = true;
 //   generic any head_dim <= 256: generic_attention (small models, tests).
-// The fp32 queries are rounded to bf16 for the two tensor-core kernels.
+// The fp32 queries are rounded to bf16 for the tensor-core kernels and cuDNN. An fp8 KV block:
+// the decode kernel reads its bytes and scales directly (bandwidth-bound: half of bf16's
+// traffic); the other paths read a bf16 copy (value * scale rounded to bf16) that
+// attention_input() makes once per block (the engine calls it once per ring step, so it
+// is one pass over the block, small beside the step's O(n^2) attention), or attention()
+// makes per call when handed the fp8 block itself.
 #include <string>
 
 #include "backend/cuda/cuda_backend.h"
+#include "backend/cuda/cudnn_attention.h"
 #include "backend_ops.h"
 #include "decode_attention.h"
 #include "flash_attention.h"
 #include "generic_attention.h"
+#include "kv_cache_ops.h"
 #include "ringinfer/cuda_check.h"
+#include "ringinfer/log.h"
 #include "ringinfer/striped.h"
+#include "sdpa_merge.h"
+
+namespace ringinfer {
+
+AttentionPath parse_attention_path(const std::string& name) {
+  if (name == "auto") return AttentionPath::auto_select;
+  if (name == "native") return AttentionPath::native;
+  if (name == "cudnn") return AttentionPath::cudnn;
+  throw Error("--attention must be auto, native or cudnn, not '" + name + "'");
+}
+
+const char* to_string(AttentionPath p) {
+  switch (p) {
+    case AttentionPath::auto_select: return "auto";
+    case AttentionPath::native: return "native";
+    case AttentionPath::cudnn: return "cudnn";
+  }
+  return "?";
+}
+
+bool cuda_build_has_cudnn() {
+#ifdef RINGINFER_HAVE_CUDNN
+  return true;
+#else
+  return false;
+#endif
+}
+
+int64_t cuda_backend_cudnn_plans(const Backend& backend) {
+  const auto* be = dynamic_cast<const cuda::CudaBackend*>(&backend);
+  return be ? be->cudnn_plans() : 0;
+}
+
+}  // namespace ringinfer
 
 namespace ringinfer::cuda {
 
-void CudaBackend::attention(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionShape& sh,
-                            const Tensor& o, const Tensor& lse) {
-  backend_checks::check_attention("cuda", q, k, v, sh, o, lse, DType::bf16);
+// ---------------------------------------------------------------- the cuDNN path
+// The striped mask of one block is a causal band: query row i (local index q_start + i)
+// sees key j iff j <= i + off, off = visible_key_count(q_start, r, s, N) - 1 (striped.h),
+// so off = q_start - 1 when s > r ("q[1:] against k[:-1]"), else q_start. cuDNN's
+// bottom-right causal mask over q_len rows and kv_len keys is j <= i + kv_len - q_len. So:
+//   rows 0..skip-1, skip = max(0, -off), see nothing and keep their (O, LSE) (the identity);
+//   the other q_len = nq - skip rows, shifted to start at 0, see j <= i' + off + skip;
+//   kv_len = q_len + off + skip = nq + off keys, which must fit the block (kv_len <= nk);
+//   if not, the last rows see every key and the block is not one bottom-right band: native.
+// The graph extents are the call's (nq, nk), so every chunk of a ring step shares a plan;
+// the queries are passed one row later when skip = 1, so their scratch has a spare row.
+bool CudaBackend::attention_cudnn(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionShape& sh,
+                                  const Tensor& o, const Tensor& lse) {
+#ifndef RINGINFER_HAVE_CUDNN
+  (void)q, (void)k, (void)v, (void)sh, (void)o, (void)lse;
+  return false;
+#else
   const int64_t H = sh.n_heads, Hkv = sh.n_kv_heads, D = sh.head_dim;
   const int64_t nq = q.rows(), nk = k.rows();
-  if (nq == 0 || nk == 0) return;  // an empty block merges as the identity
-  const auto* kb = static_cast<const __nv_bfloat16*>(k.data());
-  const auto* vb = static_cast<const __nv_bfloat16*>(v.data());
-  const bool tensor_core_dim = D == 64 || D == 128;
+  const int64_t off = visible_key_count(sh.q_start, sh.q_rank, sh.k_rank, sh.n_ranks) - 1;
+  const int64_t skip = off < 0 ? -off : 0;
+  const int64_t q_len = nq - skip, kv_len = nq + off;
+  if (q_len <= 0) return true;  // no row sees a key: (O, LSE) unchanged
+  if (kv_len > nk || nq >= (int64_t(1) << 31) || nk >= (int64_t(1) << 31)) return false;
+  if (cudnn_unavailable_) return false;
+  if (!cudnn_) {
+    try {
+      cudnn_ = new CudnnSdpa();
+    } catch (const std::exception& e) {
+      cudnn_unavailable_ = true;
+      log::warn(std::string(e.what()) + "; attention uses the native kernels");
+      return false;
+    }
+  }
+  SdpaShape shape;
+  shape.q_rows = nq;
+  shape.kv_rows = nk;
+  shape.n_heads = H;
+  shape.n_kv_heads = Hkv;
+  shape.head_dim = D;
+  shape.scale = sh.scale;
+  std::string why;
+  const int64_t ws_bytes = cudnn_->prepare(shape, &why);
+  if (ws_bytes < 0) {
+    static bool told = false;  // once per process: the reason, not every chunk's
+    if (!why.empty() && !told) log::info(why + "; such blocks run on the native kernels");
+    told = true;
+    return false;
+  }
+  auto* qb = static_cast<__nv_bfloat16*>(scratch(kAttnQuery, static_cast<size_t>((nq + 1) * H * D) * 2));
+  convert_f32_to_bf16(q.f32(), qb, nq * H * D, stream_);
+  auto* lens = static_cast<int32_t*>(scratch(kSdpaLens, 8 * sizeof(int32_t)));
+  write_sdpa_lens(lens, static_cast<int32_t>(q_len), static_cast<int32_t>(kv_len), stream_);
+  SdpaTensors t;
+  t.q = qb + skip * H * D;
+  t.k = k.data();
+  t.v = v.data();
+  t.o = scratch(kSdpaO, static_cast<size_t>(nq * H * D) * 2);
+  t.stats = static_cast<float*>(scratch(kSdpaStats, static_cast<size_t>(nq * H) * 4));
+  t.lens = lens;
+  void* ws = ws_bytes > 0 ? scratch(kSdpaWork, static_cast<size_t>(ws_bytes)) : nullptr;
+  cudnn_->run(shape, t, ws, stream_);
+  merge_attention_sdpa(o.f32() + skip * H * D, lse.f32() + skip * H, static_cast<const __nv_bfloat16*>(t.o), t.stats,
+                       nq, q_len, H, D, stream_);
+  return true;
+#endif
+}
 
-  if (options_.use_decode && tensor_core_dim && nq == 1 && H / Hkv <= 16 &&
-      visible_key_count(sh.q_start, sh.q_rank, sh.k_rank, sh.n_ranks) >= nk && nk < (int64_t(1) << 31)) {
+int64_t CudaBackend::cudnn_plans() const {
+#ifdef RINGINFER_HAVE_CUDNN
+  return cudnn_ ? cudnn_->plans_built() : 0;
+#else
+  return 0;
+#endif
+}
+
+// ---------------------------------------------------------------- dispatch
+
+void CudaBackend::attention(const Tensor& q, const KvBlock& kv, const AttentionShape& sh, const Tensor& o,
+                            const Tensor& lse) {
+  backend_checks::check_attention("cuda", q, kv, sh, o, lse, supports_kv_dtype(kv.dtype));
+  const int64_t H = sh.n_heads, Hkv = sh.n_kv_heads, D = sh.head_dim;
+  const int64_t nq = q.rows(), nk = kv.rows();
+  if (nq == 0 || nk == 0) return;  // an empty block merges as the identity
+  const bool tensor_core_dim = D == 64 || D == 128;
+  const bool fp8 = kv.dtype == KvDtype::fp8;
+  const bool decode = options_.use_decode && tensor_core_dim && nq == 1 && H / Hkv <= 16 &&
+                      visible_key_count(sh.q_start, sh.q_rank, sh.k_rank, sh.n_ranks) >= nk &&
+                      nk < (int64_t(1) << 31);
+  // The bf16 view every path but the fp8 decode kernel reads.
+  const KvBlock in = fp8 && !decode ? attention_input(kv) : kv;
+  const auto* kb = static_cast<const __nv_bfloat16*>(in.k.data());
+  const auto* vb = static_cast<const __nv_bfloat16*>(in.v.data());
+
+  if (decode) {
     auto* qb = static_cast<__nv_bfloat16*>(scratch(kAttnQuery, static_cast<size_t>(H * D) * 2));
     convert_f32_to_bf16(q.f32(), qb, H * D, stream_);
     DecodeAttnParams p;
     p.q = qb;
-    p.k = kb;
-    p.v = vb;
+    if (fp8) {
+      p.k_fp8 = static_cast<const uint8_t*>(kv.k.data());
+      p.v_fp8 = static_cast<const uint8_t*>(kv.v.data());
+      p.k_scale = kv.k_scale.f32();
+      p.v_scale = kv.v_scale.f32();
+    } else {
+      p.k = kb;
+      p.v = vb;
+    }
     p.n_q = 1;
     p.n_k = static_cast<int>(nk);
     p.n_heads = static_cast<int>(H);
@@ -49,6 +183,13 @@ void CudaBackend::attention(const Tensor& q, const Tensor& k, const Tensor& v, c
     ringinfer::merge_attention(o.f32(), lse.f32(), p.o, p.lse, 1, H, D, stream_);
     return;
   }
+
+  // cuDNN only when asked for: it is 1.26-1.40x the native kernel at head_dim 128 (H100,
+  // docs/PERFORMANCE.md), but it writes each block's O in bf16 before our fp32 merge, and
+  // on the fixtures 2 ranks then differ from 1 by up to 0.12 (native: 0.04), outside the
+  // bound DESIGN §9 sets for the ring; auto stays native until that is mended.
+  const bool want_cudnn = options_.attention == AttentionPath::cudnn;
+  if (want_cudnn && nq >= 2 && attention_cudnn(q, in.k, in.v, sh, o, lse)) return;
 
   if (options_.use_flash && tensor_core_dim && nq < (int64_t(1) << 31) && nk < (int64_t(1) << 31) &&
       sh.q_start < (int64_t(1) << 31)) {
@@ -96,6 +237,25 @@ void CudaBackend::attention(const Tensor& q, const Tensor& k, const Tensor& v, c
   p.n_ranks = sh.n_ranks;
   p.scale = sh.scale;
   generic_attention(p, stream_);
+}
+
+KvBlock CudaBackend::attention_input(const KvBlock& kv) {
+  if (kv.dtype != KvDtype::fp8 || kv.rows() == 0) return kv;
+  backend_checks::check_kv_block("cuda", "attention_input", kv);
+  const int64_t nk = kv.rows(), Hkv = kv.n_kv_heads, D = kv.head_dim;
+  const size_t bytes = static_cast<size_t>(nk * Hkv * D) * sizeof(__nv_bfloat16);
+  // Views of grow-only scratch (no ownership): valid until the slots are used again.
+  KvBlock out;
+  out.dtype = KvDtype::bf16;
+  out.n_kv_heads = Hkv;
+  out.head_dim = D;
+  out.k = Tensor(nullptr, scratch(kFp8KeysBf16, bytes), DType::bf16, nk, Hkv * D);
+  out.v = Tensor(nullptr, scratch(kFp8ValuesBf16, bytes), DType::bf16, nk, Hkv * D);
+  dequantize_kv_fp8(static_cast<const uint8_t*>(kv.k.data()), kv.k_scale.f32(), nk * Hkv, static_cast<int>(D),
+                    static_cast<__nv_bfloat16*>(out.k.data()), stream_);
+  dequantize_kv_fp8(static_cast<const uint8_t*>(kv.v.data()), kv.v_scale.f32(), nk * Hkv, static_cast<int>(D),
+                    static_cast<__nv_bfloat16*>(out.v.data()), stream_);
+  return out;
 }
 
 void CudaBackend::merge_attention(const Tensor& o, const Tensor& lse, const Tensor& o2, const Tensor& lse2) {

@@ -8,8 +8,11 @@
 #include <limits>
 #include <vector>
 
+#include "backend/cuda/cudnn_attention.h"
 #include "backend_ops.h"
+#include "kv_cache_ops.h"
 #include "ringinfer/cuda_check.h"
+#include "ringinfer/kv_quant.h"
 #include "ringinfer/log.h"
 #include "ringinfer/sampling.h"
 #include "runtime/cuda/device_wait_cuda.h"
@@ -32,14 +35,6 @@ class CudaEvent final : public Event {
 };
 
 cudaStream_t native(Stream s) { return static_cast<cudaStream_t>(s.native); }
-
-// fp32 -> bf16 bits, round to nearest even (NaN stays a quiet NaN).
-uint16_t to_bf16_bits(float f) {
-  uint32_t b;
-  std::memcpy(&b, &f, 4);
-  if ((b & 0x7fffffffu) > 0x7f800000u) return 0x7fc0;
-  return static_cast<uint16_t>((b + 0x7fffu + ((b >> 16) & 1u)) >> 16);
-}
 
 }  // namespace
 
@@ -68,6 +63,14 @@ CudaBackend::CudaBackend(const CudaBackendOptions& options) : options_(options) 
   CUDA_CHECK(cudaMallocHost(&error_host_, 2 * sizeof(int)));
   CUDA_CHECK(cudaMallocHost(&staging_, kStagingBytes));
   CUDA_CHECK(cudaEventCreateWithFlags(&staging_free_, cudaEventDisableTiming));
+  if (options.attention == AttentionPath::cudnn) {
+    check(cuda_build_has_cudnn(), "attention",
+          "--attention cudnn: this build has no cuDNN path (CMake did not find cuDNN 9 and the cuDNN frontend "
+          "headers; see the configure log)");
+#ifdef RINGINFER_HAVE_CUDNN
+    cudnn_ = new CudnnSdpa();  // throws when the library does not start
+#endif
+  }
 }
 
 CudaBackend::~CudaBackend() {
@@ -87,6 +90,9 @@ CudaBackend::~CudaBackend() {
   cudaStreamDestroy(comm_stream_);
   cudaStreamDestroy(stream_);
   if (device_wait::stuck().load()) return;
+#ifdef RINGINFER_HAVE_CUDNN
+  delete cudnn_;
+#endif
   for (void* p : scratch_)
     if (p) cudaFree(p);
   cudaFree(error_);
@@ -192,7 +198,7 @@ Tensor CudaBackend::upload_weight(const HostTensor& w) {
   }
   Tensor t = alloc(rows, cols, DType::bf16);
   std::vector<uint16_t> bits(static_cast<size_t>(rows * cols));
-  for (size_t i = 0; i < bits.size(); ++i) bits[i] = to_bf16_bits(w.data[i]);
+  for (size_t i = 0; i < bits.size(); ++i) bits[i] = kvq::bf16_bits(w.data[i]);
   if (!t.empty()) CUDA_CHECK(cudaMemcpy(t.data(), bits.data(), t.bytes(), cudaMemcpyHostToDevice));
   return t;
 }
@@ -322,6 +328,24 @@ void CudaBackend::rope(const Tensor& x, int64_t n_heads, const Tensor& inv_freq,
   rope_rows(x.f32(), n, n_heads, half, inv_freq.f64(), pos_start, pos_stride, stream_);
 }
 
+void CudaBackend::store_kv(const Tensor& k, const Tensor& v, const KvBlock& dst) {
+  check(supports_kv_dtype(dst.dtype), "store_kv", std::string("a ") + kv_dtype_name(dst.dtype) + " KV cache");
+  backend_checks::check_kv_block("cuda", "store_kv", dst);
+  const int64_t n = dst.rows(), Hkv = dst.n_kv_heads, D = dst.head_dim;
+  expect(k, n, Hkv * D, DType::f32, "store_kv", "k");
+  expect(v, n, Hkv * D, DType::f32, "store_kv", "v");
+  if (dst.dtype == KvDtype::bf16) {
+    copy(k, dst.k);
+    copy(v, dst.v);
+    return;
+  }
+  check(D < (int64_t(1) << 31), "store_kv", "head_dim over 2^31");
+  quantize_kv_fp8(k.f32(), n * Hkv, static_cast<int>(D), static_cast<uint8_t*>(dst.k.data()), dst.k_scale.f32(),
+                  stream_);
+  quantize_kv_fp8(v.f32(), n * Hkv, static_cast<int>(D), static_cast<uint8_t*>(dst.v.data()), dst.v_scale.f32(),
+                  stream_);
+}
+
 void CudaBackend::attention_reset(const Tensor& o, const Tensor& lse) {
   check(o.dtype() == DType::f32 && lse.dtype() == DType::f32 && o.rows() == lse.rows(), "attention_reset",
         "o is " + shape(o) + ", lse is " + shape(lse));
@@ -343,11 +367,19 @@ void CudaBackend::target_logprobs(const Tensor& logits, const Tensor& targets, c
   target_logprobs_rows(logits.f32(), n, V, targets.i32(), out.f32(), error_, stream_);
 }
 
-void CudaBackend::sample(const Tensor& logits, double temperature, double top_p, double u, const Tensor& token) {
+void CudaBackend::sample(const Tensor& logits, const SamplingParams& p, double u, const Tensor& counts,
+                         const Tensor& token) {
   check(logits.rows() == 1 && logits.cols() >= 1 && logits.dtype() == DType::f32, "sample",
         "logits is " + shape(logits) + ", expected one f32 row");
   expect(token, 1, 1, DType::i32, "sample", "token");
-  if (temperature <= 0.0) {
+  // The counts live on the device (the engine keeps them there), so penalties cost one
+  // kernel and no transfer.
+  if (p.penalized()) {
+    expect(counts, 1, logits.cols(), DType::i32, "sample", "counts");
+    penalize_row(logits.f32(), logits.cols(), counts.i32(), p.repetition_penalty, p.frequency_penalty,
+                 p.presence_penalty, stream_);
+  }
+  if (p.temperature <= 0.0) {
     argmax_row(logits.f32(), logits.cols(), token.i32(), error_, stream_);
     return;
   }
@@ -355,7 +387,7 @@ void CudaBackend::sample(const Tensor& logits, double temperature, double top_p,
   // generated token, and bit-identical choices to the CPU backend for equal logits.
   std::vector<float> row(static_cast<size_t>(logits.cols()));
   copy_to_host(row.data(), logits);
-  const int32_t id = sample_token(row.data(), logits.cols(), temperature, top_p, u);
+  const int32_t id = sample_token(row.data(), logits.cols(), p, u);
   copy_from_host(token, &id);
   device_wait::wait_stream(stream_, "cuda backend sample: the compute stream");  // `id` lives on this frame
 }

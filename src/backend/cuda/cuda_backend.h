@@ -1,6 +1,6 @@
 #pragma once
 // The CUDA backend: bf16 weight matrices (vectors such as norm weights and biases stay
-// fp32), bf16 KV cache, fp32 activations and accumulation. Ops are enqueued on one
+// fp32), bf16 or fp8 KV cache, fp32 activations and accumulation. Ops are enqueued on one
 // compute stream; comm_stream() is a second, high-priority stream for ring transfers.
 // Memory: plain cudaMalloc at alloc() time (the engine allocates outside its layer loop)
 // plus grow-only scratch (bf16 copies of GEMM / attention inputs, the decode workspace)
@@ -22,6 +22,8 @@
 
 namespace ringinfer::cuda {
 
+class CudnnSdpa;
+
 class CudaBackend final : public Backend {
  public:
   explicit CudaBackend(const CudaBackendOptions& options);
@@ -38,7 +40,8 @@ class CudaBackend final : public Backend {
 
   Tensor alloc(int64_t rows, int64_t cols, DType dtype) override;
   Tensor upload_weight(const HostTensor& w) override;
-  Tensor alloc_kv(int64_t rows, int64_t cols) override { return alloc(rows, cols, DType::bf16); }
+  KvDtype default_kv_dtype() const override { return KvDtype::bf16; }
+  bool supports_kv_dtype(KvDtype t) const override { return t == KvDtype::bf16 || t == KvDtype::fp8; }
   void copy_from_host(const Tensor& dst, const void* src) override;
   void copy_to_host(void* dst, const Tensor& src) override;
 
@@ -47,12 +50,15 @@ class CudaBackend final : public Backend {
   void rmsnorm(const Tensor& x, const Tensor& weight, float eps, const Tensor& out) override;
   void matmul(const Tensor& x, const Tensor& w, const Tensor& bias, const Tensor& out, bool accumulate) override;
   void rope(const Tensor& x, int64_t n_heads, const Tensor& inv_freq, int64_t pos_start, int64_t pos_stride) override;
+  void store_kv(const Tensor& k, const Tensor& v, const KvBlock& dst) override;
   void attention_reset(const Tensor& o, const Tensor& lse) override;
-  void attention(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionShape& shape, const Tensor& o,
+  void attention(const Tensor& q, const KvBlock& kv, const AttentionShape& shape, const Tensor& o,
                  const Tensor& lse) override;
+  KvBlock attention_input(const KvBlock& kv) override;
   void swiglu(const Tensor& gate, const Tensor& up) override;
   void target_logprobs(const Tensor& logits, const Tensor& targets, const Tensor& out) override;
-  void sample(const Tensor& logits, double temperature, double top_p, double u, const Tensor& token) override;
+  void sample(const Tensor& logits, const SamplingParams& p, double u, const Tensor& counts,
+              const Tensor& token) override;
   void merge_attention(const Tensor& o, const Tensor& lse, const Tensor& o2, const Tensor& lse2) override;
 
   // Bytes of alloc()/alloc_kv()/upload_weight() buffers alive now and their high-water
@@ -60,11 +66,19 @@ class CudaBackend final : public Backend {
   int64_t allocated_bytes() const override { return mem_->live.load(); }
   int64_t peak_allocated_bytes() const override { return mem_->peak.load(); }
   void reset_peak_bytes() override { mem_->peak.store(mem_->live.load()); }
+  // cuDNN SDPA plans built so far (cuda_backend_cudnn_plans).
+  int64_t cudnn_plans() const;
 
  private:
   // Grow-only device scratch, one per use, so two live at once never alias.
-  enum Slot { kGemmInput, kAttnQuery, kDecodeWork, kDecodeO, kDecodeLse, kSlots };
+  enum Slot { kGemmInput, kAttnQuery, kDecodeWork, kDecodeO, kDecodeLse, kFp8KeysBf16, kFp8ValuesBf16, kSdpaO, kSdpaStats,
+              kSdpaWork, kSdpaLens, kSlots };
   void* scratch(Slot slot, size_t bytes);
+  // The cuDNN path of attention() (cuda_attention.cpp): false when it does not take this
+  // call (no cuDNN, a shape cuDNN refuses, a mask that is not one bottom-right block), and
+  // the caller runs the native kernels instead.
+  bool attention_cudnn(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionShape& shape,
+                       const Tensor& o, const Tensor& lse);
   // Enqueues the read of error_ into error_host_ on stream_; after the host has waited
   // for stream_, throw_kernel_errors throws the first error a kernel left there.
   void read_kernel_errors();
@@ -93,6 +107,8 @@ class CudaBackend final : public Backend {
   // Uploads up to this size go straight from pageable memory: the driver stages them at
   // once, so cudaMemcpyAsync neither blocks nor needs our staging (the decode token).
   static constexpr size_t kDirectUploadBytes = size_t(64) << 10;
+  CudnnSdpa* cudnn_ = nullptr;  // created on first use by attention_cudnn (cudnn_attention.h)
+  bool cudnn_unavailable_ = false;  // the build has no cuDNN path or the library did not start
   void* scratch_[kSlots] = {};
   size_t scratch_bytes_[kSlots] = {};
 };

@@ -33,10 +33,10 @@
 #include <optional>
 #include <thread>
 
-#include "comm/comm_checks.h"
 #include "ringinfer/error.h"
 #include "ringinfer/shard.h"
 #include "ringinfer/signals.h"
+#include "runtime/deadline.h"
 
 extern char** environ;
 
@@ -138,19 +138,21 @@ void run_checks(const std::vector<std::string>& files, int64_t vocab, Reporter& 
   for (size_t i = 0; i < files.size(); ++i) {
     rep.file(i);
     try {
-      (void)open_documents({files[i]}, vocab);
+      (void)open_documents({files[i]}, vocab, ShardStrings::variable_checked);
     } catch (const Error&) {
       // The job's open_documents stops at the first problem in input order, which may be
       // a cross-shard one among files[0..i] (a duplicate id, a repeated path): ask it,
       // over inputs known by now not to crash libhdf5, for exactly the job's message.
-      open_documents(std::vector<std::string>(files.begin(), files.begin() + static_cast<long>(i) + 1), vocab);
+      open_documents(std::vector<std::string>(files.begin(), files.begin() + static_cast<long>(i) + 1), vocab,
+                     ShardStrings::variable_checked);
       throw;  // not reached unless the file changed in between
     }
     rep.progress();
   }
   // 2. All together: the cross-shard checks, exactly as every rank will run them.
   rep.all();
-  const DocumentSet docs = open_documents(files, vocab);
+  // Variable-length strings are read here: this process is the isolation.
+  const DocumentSet docs = open_documents(files, vocab, ShardStrings::variable_checked);
   // 3. Every token, as the ranks will read them (range-checked). One stripe of a huge
   // rank count keeps memory at the reader's block (16 MiB) however long a document is.
   constexpr int kManyRanks = 1 << 30;
@@ -423,7 +425,6 @@ std::string validate_shards_in_child(const std::vector<std::string>& paths, int6
   std::string buf;
   bool eof = false;
   // The communicators' deadline: a huge --comm-timeout saturates instead of overflowing the clock.
-  using comm_detail::Deadline;
   Deadline stall(stall_s);  // restarted by every report from the child
   Deadline tick(options.tick_interval_s);
   const auto tick_if_due = [&] {

@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "ringinfer/error.h"
+#include "ringinfer/model_family.h"
 #include "ringinfer/model_loader.h"
 
 namespace ringinfer {
@@ -31,14 +32,17 @@ int64_t add(int64_t a, int64_t b, Rest... rest) {
   return add(add(a, b), rest...);
 }
 
+// Every tensor of the family's table (model_family.h) that the config uses.
 int64_t parameter_count(const ModelConfig& c) {
-  const int64_t h = c.hidden_size, q = mul(c.n_heads, c.head_dim), kv = mul(c.n_kv_heads, c.head_dim);
-  int64_t layer = add(mul(h, q), mul(2, h, kv), mul(q, h), mul(3, h, c.intermediate_size), mul(2, h));
-  if (c.qkv_bias) layer = add(layer, q, mul(2, kv));
-  if (c.o_bias) layer = add(layer, h);
-  int64_t total = add(mul(c.n_layers, layer), mul(c.vocab_size, h), h);
-  if (!c.tie_word_embeddings) total = add(total, mul(c.vocab_size, h));
-  return total;
+  int64_t layer = 0, global = 0;
+  for (const TensorSpec& s : *family_of(c).tensors) {
+    if (!tensor_present(s, c)) continue;
+    int64_t n = 1;
+    for (int64_t d : tensor_shape(s, c)) n = mul(n, d);
+    int64_t& sum = is_global_slot(s.slot) ? global : layer;
+    sum = add(sum, n);
+  }
+  return add(mul(c.n_layers, layer), global);
 }
 
 // Tensor parallelism splits every matrix by T (vocabulary-parallel LM head included);
@@ -56,17 +60,21 @@ MemoryPlan plan_unchecked(const ModelConfig& c, const PlanInput& in) {
 
   // KV heads per TP rank: Hkv/T, or one replicated head when T > Hkv (DESIGN §5).
   const int64_t kv_heads_local = std::max<int64_t>(1, c.n_kv_heads / T);
-  p.kv_bytes_per_token = mul(2, L, c.n_kv_heads, D, in.kv_bytes);
+  const int64_t head_bytes = add(mul(D, in.kv_bytes), in.kv_scale_bytes);  // one token's K (or V) of one head
+  p.kv_bytes_per_token = mul(2, L, c.n_kv_heads, head_bytes);
   p.kv_total = mul(p.kv_bytes_per_token, in.context);
   p.local_tokens = in.context / N + (in.context % N != 0 ? 1 : 0);  // ceil without overflow
-  p.kv_per_rank = mul(2, L, kv_heads_local, D, p.local_tokens, in.kv_bytes);
+  p.kv_per_rank = mul(2, L, kv_heads_local, head_bytes, p.local_tokens);
+  p.kv_batch_per_rank = mul(p.kv_per_rank, in.batch);
 
   // Per local token, layer-major prefill keeps: the residual stream (fp32, replicated
   // over TP), Q of one layer and its output O (fp32 for the LSE merge), and two ring
-  // buffers of one layer's K and V (DESIGN §3).
+  // buffers of one layer's K and V (DESIGN §3), and with kv_copy_bytes the dequantized copy
+  // of the block attention reads (CUDA fp8 prefill).
   const int64_t q_local = mul(c.n_heads / T, D);
   p.activation_bytes_per_local_token =
-      add(mul(c.hidden_size, 4), mul(q_local, in.act_bytes), mul(q_local, 4), mul(2, 2, kv_heads_local, D, in.kv_bytes));
+      add(mul(c.hidden_size, 4), mul(q_local, in.act_bytes), mul(q_local, 4), mul(2, 2, kv_heads_local, head_bytes),
+          mul(2, kv_heads_local, D, in.kv_copy_bytes));
   p.activations_per_rank = mul(p.activation_bytes_per_local_token, p.local_tokens);
   // Bounded scratch, independent of S: one chunk of tokens through the MLP (gate and up,
   // I/T wide), three hidden-wide fp32 temporaries, and fp32 logits of the LM head
@@ -74,9 +82,9 @@ MemoryPlan plan_unchecked(const ModelConfig& c, const PlanInput& in) {
   const int64_t chunk = std::min<int64_t>(in.token_chunk, std::max<int64_t>(1, p.local_tokens));
   p.scratch_per_rank = mul(chunk, add(mul(2, c.intermediate_size / T, in.act_bytes), mul(3, c.hidden_size, 4),
                                       mul((c.vocab_size + T - 1) / T, 4)));
-  p.total_per_rank = add(p.weights_per_rank, p.kv_per_rank, p.activations_per_rank, p.scratch_per_rank);
+  p.total_per_rank = add(p.weights_per_rank, p.kv_batch_per_rank, p.activations_per_rank, p.scratch_per_rank);
 
-  p.ring_step_bytes = mul(2, kv_heads_local, D, p.local_tokens, in.kv_bytes);
+  p.ring_step_bytes = mul(2, kv_heads_local, head_bytes, p.local_tokens);
   // Causal striped blocks are lower-triangular: half of n x n scores, two matmuls (QK^T, PV).
   p.ring_step_flops = 4.0 * static_cast<double>(c.n_heads / T) * D * static_cast<double>(p.local_tokens) *
                       static_cast<double>(p.local_tokens) / 2.0;
@@ -89,8 +97,9 @@ void check_input(const ModelConfig& c, const PlanInput& in) {
   RI_CHECK(in.context >= 0 && in.context <= kMaxContextTokens,
            "plan: a context of " + std::to_string(in.context) + " tokens is outside [0, " +
                std::to_string(kMaxContextTokens) + "], the longest context ringinfer supports");
-  RI_CHECK(in.weight_bytes > 0 && in.kv_bytes > 0 && in.act_bytes > 0 && in.token_chunk > 0,
-           "plan: element sizes and the token chunk must be positive");
+  RI_CHECK(in.weight_bytes > 0 && in.kv_bytes > 0 && in.act_bytes > 0 && in.token_chunk > 0 && in.batch > 0,
+           "plan: element sizes, the token chunk and the batch must be positive");
+  RI_CHECK(in.kv_scale_bytes >= 0 && in.kv_copy_bytes >= 0, "plan: KV scale and copy sizes must not be negative");
   // The divisibility rule of the tensor-parallel loader: plan and run agree on which
   // --tp values split the model.
   (void)tensor_parallel_slice(c, 0, in.tp);
@@ -107,6 +116,15 @@ MemoryPlan plan_memory(const ModelConfig& c, const PlanInput& in) {
                 std::to_string(in.ranks) + " ranks (--tp " + std::to_string(in.tp) +
                 ") does not fit in 64-bit byte counts: it fits no machine");
   }
+}
+
+int64_t largest_fitting_batch(const ModelConfig& c, PlanInput in, int64_t capacity, int64_t max_batch) {
+  in.batch = 1;
+  const MemoryPlan one = plan_memory(c, in);
+  if (one.total_per_rank > capacity) return 0;
+  // Each document more adds one KV cache; everything else is held once.
+  if (one.kv_per_rank == 0) return max_batch;
+  return std::min(max_batch, 1 + (capacity - one.total_per_rank) / one.kv_per_rank);
 }
 
 int smallest_fitting_ranks(const ModelConfig& c, PlanInput in, int64_t capacity) {
