@@ -29,16 +29,30 @@
 
 namespace ringinfer {
 
-enum class DType { f32, bf16, i32, f64, u8 };  // u8: raw bytes (fp8 e4m3 bits, packed buffers)
+// u8: raw bytes (fp8 e4m3 bits, packed buffers).
+// q8_0, q4_0, q4_1: ggml's blocks of 32 weights (model/dtype_convert.h gives the layouts),
+// kept quantized by the CPU backend for GGUF weights (Backend::takes_quantized_weights).
+enum class DType { f32, bf16, i32, f64, u8, f16, q8_0, q4_0, q4_1 };
 
-inline size_t dtype_bytes(DType t) {
+// Elements per storage block (32 for the quantized types, else 1) and bytes per block.
+inline int64_t dtype_block(DType t) { return t == DType::q8_0 || t == DType::q4_0 || t == DType::q4_1 ? 32 : 1; }
+inline size_t dtype_block_bytes(DType t) {
   switch (t) {
     case DType::u8: return 1;
-    case DType::bf16: return 2;
+    case DType::bf16: case DType::f16: return 2;
     case DType::f32: case DType::i32: return 4;
     case DType::f64: return 8;
+    case DType::q8_0: return 34;
+    case DType::q4_0: return 18;
+    case DType::q4_1: return 20;
   }
   return 0;
+}
+// Bytes per element of the unblocked types (a block type's bytes need storage_bytes).
+inline size_t dtype_bytes(DType t) { return dtype_block(t) == 1 ? dtype_block_bytes(t) : 0; }
+// Bytes of n elements (whole blocks).
+inline size_t storage_bytes(DType t, int64_t n) {
+  return static_cast<size_t>(n / dtype_block(t)) * dtype_block_bytes(t);
 }
 
 inline const char* dtype_name(DType t) {
@@ -48,6 +62,10 @@ inline const char* dtype_name(DType t) {
     case DType::i32: return "i32";
     case DType::f64: return "f64";
     case DType::u8: return "u8";
+    case DType::f16: return "f16";
+    case DType::q8_0: return "q8_0";
+    case DType::q4_0: return "q4_0";
+    case DType::q4_1: return "q4_1";
   }
   return "?";
 }
@@ -65,13 +83,13 @@ class Tensor {
   int64_t rows() const { return rows_; }
   int64_t cols() const { return cols_; }
   int64_t numel() const { return rows_ * cols_; }
-  size_t bytes() const { return static_cast<size_t>(numel()) * dtype_bytes(dtype_); }
+  size_t bytes() const { return storage_bytes(dtype_, numel()); }
   // Rows [begin, begin + count) of this tensor, sharing its storage. Throws when out of range.
   Tensor rows(int64_t begin, int64_t count) const {
     if (begin < 0 || count < 0 || begin + count > rows_)
       throw Error("tensor: rows [" + std::to_string(begin) + ", " + std::to_string(begin + count) +
                   ") outside a tensor of " + std::to_string(rows_) + " rows");
-    return Tensor(storage_, static_cast<char*>(data_) + begin * cols_ * dtype_bytes(dtype_), dtype_, count, cols_);
+    return Tensor(storage_, static_cast<char*>(data_) + storage_bytes(dtype_, begin * cols_), dtype_, count, cols_);
   }
   // The same elements seen as (rows, cols), sharing storage; rows * cols must equal numel().
   // With rows() this gives column ranges of a one-row tensor: t.reshaped(n, 1).rows(b, c).reshaped(1, c).
@@ -153,6 +171,9 @@ class Backend {
   virtual Tensor alloc(int64_t rows, int64_t cols, DType dtype) = 0;  // uninitialised
   // A weight matrix (out, in) or vector (n): rows = shape[0], cols = the rest (1 for vectors).
   virtual Tensor upload_weight(const HostTensor& w) = 0;
+  // Whether upload_weight() takes GGUF weights still quantized (HostTensor::blocks) and
+  // computes on them; otherwise loaders hand it fp32.
+  virtual bool takes_quantized_weights() const { return false; }
   // KV storage for `rows` tokens (uninitialised), one allocation; throws Error when this
   // backend does not store `dtype`.
   KvBlock alloc_kv(int64_t rows, int64_t n_kv_heads, int64_t head_dim, KvDtype dtype);
@@ -241,6 +262,8 @@ struct CpuBackendOptions {
   // Test only: flips the diagonal of the causal mask (a query does not see its own key),
   // so the suite can show it detects striping errors.
   bool flip_mask_diagonal = false;
+  // Test only: the portable C++ kernels even on a CPU with AVX2/FMA, so the suite checks both.
+  bool portable_kernels = false;
 };
 
 std::unique_ptr<Backend> make_cpu_backend(const CpuBackendOptions& options = {});

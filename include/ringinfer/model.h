@@ -49,12 +49,20 @@ struct ModelConfig {
   int64_t sliding_window = 0;        // Mistral/Qwen2 sliding-window attention span; 0 = full
 };
 
-// A dense fp32 host tensor, row-major.
+// A host tensor, row-major: dense fp32 in `data`, or, for a GGUF matrix that a backend
+// computes on quantized (TensorSource::keep_quantized), its stored rows in `blocks`.
 struct HostTensor {
   std::vector<int64_t> shape;
   std::vector<float> data;
-  int64_t numel() const { return static_cast<int64_t>(data.size()); }
-  bool empty() const { return data.empty(); }
+  uint32_t ggml_type = 0;            // GgmlType of `blocks` (gguf.h): F16, BF16, Q8_0, Q4_0 or Q4_1
+  std::vector<unsigned char> blocks; // whole rows as stored in the file; empty when `data` holds the values
+  int64_t numel() const {
+    if (blocks.empty()) return static_cast<int64_t>(data.size());
+    int64_t n = 1;
+    for (int64_t d : shape) n *= d;
+    return n;
+  }
+  bool empty() const { return data.empty() && blocks.empty(); }
 };
 
 struct LayerWeights {

@@ -33,6 +33,9 @@ class TensorSource {
   virtual HostTensor read(const std::string& name) const = 0;
   virtual HostTensor read_rows(const std::string& name, int64_t begin, int64_t end) const = 0;
   virtual HostTensor read_cols(const std::string& name, int64_t begin, int64_t end) const = 0;
+  // From now on read() and read_rows() give a GGUF's quantized (and F16/BF16) matrices as
+  // stored (HostTensor::blocks) for a backend that computes on them; a no-op elsewhere.
+  virtual void keep_quantized(bool) {}
 };
 
 HostTensor read_tensor(const TensorSource& src, const std::string& name);

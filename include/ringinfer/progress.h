@@ -17,10 +17,16 @@
 //   none  nothing (--quiet).
 //
 // Rates and ETA: prefill tokens/s = prompt tokens x (k / L) / seconds since the document
-// started; decode tokens/s = g / seconds since its prefill ended. The job ETA assumes the
-// remaining work goes at the average rate so far, with work = prompt tokens + generation
-// budget (max_new_tokens) of every document to do; a document that stops early (eos)
-// gives back its unused budget. Skipped documents count as done but not as work.
+// started; decode tokens/s = g / seconds since its prefill ended. The job ETA comes from
+// recent rates, phase by phase: each document in flight has its layers left at its own
+// seconds per layer and its tokens left at the recent seconds per token (a moving average
+// over its last tokens, or the previous document's); those in flight together (a batch)
+// take the longest of theirs; then the documents still to start go at the
+// seconds per unit of work of the last finished one, with work = prompt tokens +
+// generation budget (max_new_tokens). Until those rates exist (the first document's
+// prefill) it is the remaining work at the job's average rate so far. A document that
+// stops early (eos) gives back its unused budget. Skipped documents count as done but
+// not as work.
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -42,7 +48,12 @@ struct ProgressOptions {
   std::function<double()> clock;
 };
 
-// The format for a real run: none when quiet, bar when stderr is a terminal, else json.
+// Whether this process's stderr ends on a terminal: its own, or, under mpirun (whose
+// ranks write to a pipe it forwards), the launcher's. srun's ranks cannot see the
+// submitting terminal: --log-format bar asks for the bar there.
+bool stderr_reaches_terminal();
+
+// The format for a real run: none when quiet, bar when stderr reaches a terminal, else json.
 ProgressFormat default_progress_format(bool quiet);
 // --log-format: "auto" (default_progress_format), "bar" or "json"; quiet wins. Throws
 // Error for any other name.
@@ -85,6 +96,9 @@ class Progress {
     double decode_start = 0;  // clock when prefill ended (or document_start)
     int layer = 0, layers = 0;
     int64_t generated = 0;
+    double token_s = -1;      // moving average of seconds per decoded token; -1 before one
+    double last_token = 0;    // clock at the last decode_token
+    int64_t last_generated = 0;
   };
 
   double now() const { return options_.clock(); }
@@ -103,6 +117,8 @@ class Progress {
   double job_start_ = 0;
   std::map<int64_t, Doc> docs_;  // documents started and not done, by index
   int64_t current_ = -1;         // the document of the latest event (the bar's)
+  double prev_token_s_ = -1;  // seconds per token at the end of the last document that decoded
+  double prev_work_s_ = -1;   // seconds per unit of work of the last finished document
   double last_bar_ = -1e300, last_json_ = -1e300;
   size_t bar_len_ = 0;  // length of the bar last drawn, to blank its tail
 };

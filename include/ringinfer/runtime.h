@@ -36,6 +36,18 @@ class MpiRuntime {
   bool finalize_ = false;
 };
 
+// libgomp's default barrier spins for up to ~1 ms before sleeping: on a loaded or shared
+// machine a spinning thread takes the core its peer needs (measured on 2 shared cores:
+// decode 4.4 tok/s spinning, 29 passive). libgomp reads the policy once, when it loads,
+// so this re-executes the program with OMP_WAIT_POLICY=passive unless the user set
+// OMP_WAIT_POLICY or GOMP_SPINCOUNT. Call first thing in main, before MPI_Init.
+void exec_with_passive_omp_wait(char** argv);
+
+// Sets this rank's OpenMP team size to the CPUs of its affinity mask divided by the
+// ranks of this node whose masks overlap it (at least 1; OMP_NUM_THREADS, when set, wins)
+// and OpenBLAS to one thread per caller; returns the team size. Collective over the node.
+int configure_cpu_threads();
+
 // Number of GPUs visible to this process (respects CUDA_VISIBLE_DEVICES); 0 in builds
 // without CUDA or when the driver finds none.
 int visible_gpu_count();
@@ -46,10 +58,11 @@ int visible_gpu_count();
 // communicator supports (make_staged_comm; NCCL refuses two ranks on one GPU).
 int bind_gpu(const RankInfo& info, bool allow_shared = false);
 
-// Runs body; on ringinfer::Error (or any exception) prints "[rank r] error: ..." and
-// returns exit_code. Every rank is expected to reach the same error for collective
-// problems (bad input files); when only some ranks fail, they call MPI_Abort so the
-// others cannot hang in a collective.
+// Runs body; on ringinfer::Error (or any exception) returns exit_code (1 for a non-Error
+// exception). When every rank fails (they agree within seconds, on a communicator of
+// their own), rank 0 alone prints "[rank 0] error: ..." and every rank returns, so the
+// job ends by MPI_Finalize without MPI_Abort's banner; when only some ranks fail, each
+// prints its error and calls MPI_Abort so the others cannot hang in a collective.
 int run_guarded(const std::function<int()>& body, int exit_code_on_error = 2);
 
 }  // namespace ringinfer

@@ -174,11 +174,9 @@ void log_document(const DocInfo& doc, const EngineStats& st, RankTotals& totals,
   totals.kv_bytes_max = std::max(totals.kv_bytes_max, st.kv_bytes);
   totals.bytes_sent += st.bytes_sent + st.tp_bytes_sent;
   if (quiet) return;
-  int rank = 0;
-  MPI_CHECK(MPI_Comm_rank(MPI_COMM_WORLD, &rank));
-  std::fprintf(stderr, "[rank %d] document %s: %lld tokens held, KV %lld B, sent %lld B (CP) + %lld B (TP)\n", rank,
-               doc.id.c_str(), static_cast<long long>(st.tokens_held), static_cast<long long>(st.kv_bytes),
-               static_cast<long long>(st.bytes_sent), static_cast<long long>(st.tp_bytes_sent));
+  log::note("document " + doc.id + ": " + std::to_string(st.tokens_held) + " tokens held, KV " +
+            std::to_string(st.kv_bytes) + " B, sent " + std::to_string(st.bytes_sent) + " B (CP) + " +
+            std::to_string(st.tp_bytes_sent) + " B (TP)");
 }
 
 // One document of `score` on this CP rank; the result is the same on every rank.
@@ -313,10 +311,15 @@ int run_command(const RunConfig& config) {
   return run_guarded(
       [&]() -> int {
         set_comm_timeout(config.comm_timeout_s);  // before the first collective
+        const int cpu_threads = configure_cpu_threads();  // before any OpenMP region or BLAS call
         const auto job_start = std::chrono::steady_clock::now();
         const RankInfo& me = mpi.info();
         // Rank 0 reports progress (a bar on a terminal, JSON lines otherwise, none with -q).
-        const std::unique_ptr<Progress> progress = me.world_rank == 0 ? Progress::to_stderr(progress_format(config.log_format, config.quiet)) : nullptr;
+        // Every rank finds the same format (same flags, same launcher); all log lines then
+        // clear a half-drawn bar first.
+        const ProgressFormat format = progress_format(config.log_format, config.quiet);
+        log::set_bar_on_terminal(format == ProgressFormat::bar);
+        const std::unique_ptr<Progress> progress = me.world_rank == 0 ? Progress::to_stderr(format) : nullptr;
         const ParallelLayout layout =
             make_parallel_layout(me.world_size, me.world_rank,
                                  config.cp > 0 ? std::optional<int>(config.cp) : std::nullopt, config.tp);
@@ -348,6 +351,8 @@ int run_command(const RunConfig& config) {
         std::vector<int64_t> lengths;
         for (const DocInfo& d : docs.documents()) lengths.push_back(d.length);
         if (!dry) {
+          backend = make_backend(config.device, config.attention, me, layout, *groups.world, cuda_comm);
+          if (std::string(backend->name()) == "cpu") log::info("cpu: " + std::to_string(cpu_threads) + " thread(s) per rank");
           backend = make_backend(config.device, config.attention, me, layout, *groups.world, cuda_comm);
           const KvDtype kv_dtype =
               config.kv_dtype == "auto" ? backend->default_kv_dtype() : parse_kv_dtype(config.kv_dtype);

@@ -9,6 +9,7 @@
 #include "cli/options.h"
 #include "ringinfer/error.h"
 #include "ringinfer/log.h"
+#include "ringinfer/runtime.h"
 #include "ringinfer/shard_isolation.h"
 #include "ringinfer/version.h"
 
@@ -34,6 +35,7 @@ int main(int argc, char** argv) {
     return kExitOk;
   }
   const std::string command = argv[1];
+  if (command == "run" || command == "score") exec_with_passive_omp_wait(argv);
   std::optional<RunConfig> config;
   try {
     config = parse_options(command, std::vector<std::string>(argv + 2, argv + argc), std::cout);

@@ -117,6 +117,8 @@ BackendWeights upload_weights(Backend& be, const ModelConfig& c, const ModelWeig
 
 BackendWeights load_weights(Backend& be, const ModelSource& model, const TensorParallelSlice& sl) {
   WeightUploader up(be, model.config, sl);
+  // Whole tensors only: a TP slice is cut from fp32 on the host.
+  model.tensors->keep_quantized(be.takes_quantized_weights() && sl.size == 1);
   read_weights(model, sl, up);
   return up.finish();
 }

@@ -415,6 +415,22 @@ HostTensor GgufFile::read_rows(const std::string& name, int64_t begin, int64_t e
   return out;
 }
 
+HostTensor GgufFile::read_rows_stored(const std::string& name, int64_t begin, int64_t end) const {
+  const auto& t = info(name);
+  const bool kept = t.type == 1 || t.type == 30 || t.type == 8 || t.type == 2 || t.type == 3;
+  const TypeTraits& tt = *type_traits(t.type);
+  if (t.ne.size() != 2 || !kept || t.ne[0] % tt.block != 0) return read_rows(name, begin, end);
+  const int64_t rows = t.ne[1], row_bytes = t.ne[0] / tt.block * tt.type_size;
+  if (begin < 0 || begin > end || end > rows) return read_rows(name, begin, end);  // reports the bad range
+  HostTensor out;
+  out.shape = {end - begin, t.ne[0]};
+  out.ggml_type = t.type;
+  const unsigned char* base = file_->data() + data_start_ + t.offset;
+  out.blocks.assign(base + begin * row_bytes, base + end * row_bytes);
+  file_->drop_resident(data_start_ + t.offset, t.nbytes);
+  return out;
+}
+
 HostTensor GgufFile::read_cols(const std::string& name, int64_t begin, int64_t end) const {
   const auto& t = info(name);
   if (t.ne.size() != 2) throw Error(path_ + ": tensor '" + name + "' is not 2-D; column reads need 2-D");

@@ -46,31 +46,40 @@ class GgufSource : public TensorSource {
   std::vector<int64_t> shape(const std::string& n) const override { return info(n).hf_shape(); }
   HostTensor read(const std::string& n) const override {
     const auto& t = info(n);
-    if (!permuted(n)) return f_->read(t.name);
+    if (!permuted(n) && !keep_quantized_) return f_->read(t.name);
     return read_rows(n, 0, t.hf_shape()[0]);
   }
   HostTensor read_rows(const std::string& n, int64_t b, int64_t e) const override {
     const auto& t = info(n);
-    if (!permuted(n)) return f_->read_rows(t.name, b, e);
+    auto read = [&](int64_t rb, int64_t re) {
+      return keep_quantized_ ? f_->read_rows_stored(t.name, rb, re) : f_->read_rows(t.name, rb, re);
+    };
+    if (!permuted(n)) return read(b, e);
     const int64_t rows = t.hf_shape()[0];
     if (rows % config_.head_dim != 0)
       throw Error(f_->path() + ": tensor '" + t.name + "' has " + std::to_string(rows) +
                   " rows, not a multiple of head_dim " + std::to_string(config_.head_dim));
     if (b < 0 || b > e || e > rows) return f_->read_rows(t.name, b, e);  // reports the bad range
     // The permutation stays within a head: read the heads touched, then gather.
-    const int64_t hb = b / config_.head_dim * config_.head_dim, he = (e + config_.head_dim - 1) / config_.head_dim * config_.head_dim;
-    HostTensor src = f_->read_rows(t.name, hb, he);
-    const int64_t row = src.numel() / std::max<int64_t>(he - hb, 1);
+    const int64_t hd = config_.head_dim;
+    const int64_t hb = b / hd * hd, he = (e + hd - 1) / hd * hd;
+    HostTensor src = read(hb, he);
     HostTensor out;
     out.shape = src.shape;
     out.shape[0] = e - b;
-    out.data.resize(static_cast<size_t>((e - b) * row));
-    for (int64_t r = b; r < e; ++r) {
-      const int64_t g = gguf_permuted_row(r, config_.head_dim) - hb;
-      std::copy_n(src.data.data() + g * row, row, out.data.data() + (r - b) * row);
-    }
+    out.ggml_type = src.ggml_type;
+    // Rows are whole: fp32 values, or stored bytes when kept quantized.
+    auto gather = [&](const auto& from, auto& to) {
+      const int64_t row = static_cast<int64_t>(from.size()) / std::max<int64_t>(he - hb, 1);
+      to.resize(static_cast<size_t>((e - b) * row));
+      for (int64_t r = b; r < e; ++r)
+        std::copy_n(from.data() + (gguf_permuted_row(r, hd) - hb) * row, row, to.data() + (r - b) * row);
+    };
+    if (src.blocks.empty()) gather(src.data, out.data);
+    else gather(src.blocks, out.blocks);
     return out;
   }
+  void keep_quantized(bool on) override { keep_quantized_ = on; }
   HostTensor read_cols(const std::string& n, int64_t b, int64_t e) const override {
     const auto& t = info(n);
     HostTensor c = f_->read_cols(t.name, b, e);
@@ -98,6 +107,7 @@ class GgufSource : public TensorSource {
   }
   std::shared_ptr<GgufFile> f_;
   ModelConfig config_;  // names and Q/K permutation come from its family's table
+  bool keep_quantized_ = false;
 };
 
 }  // namespace

@@ -6,7 +6,10 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
+#include <fstream>
 #include <nlohmann/json.hpp>
+#include <sstream>
 
 #include "ringinfer/error.h"
 
@@ -43,9 +46,39 @@ std::string format_duration(double seconds) {
   return b;
 }
 
+bool stderr_reaches_terminal() {
+  if (isatty(STDERR_FILENO)) return true;
+  if (!std::getenv("OMPI_COMM_WORLD_SIZE") && !std::getenv("PMIX_RANK") && !std::getenv("PMI_RANK")) return false;
+  // Walk up to the launcher (mpirun forks the ranks of its own node; a daemon in between
+  // on others) and look at where its stderr goes.
+  pid_t pid = getppid();
+  for (int depth = 0; depth < 4 && pid > 1; ++depth) {
+    const std::string proc = "/proc/" + std::to_string(pid);
+    std::ifstream comm(proc + "/comm");
+    std::string name;
+    std::getline(comm, name);
+    if (name == "mpirun" || name == "mpiexec" || name == "orterun" || name == "prterun" || name == "mpiexec.hydra") {
+      char target[256];
+      const ssize_t n = readlink((proc + "/fd/2").c_str(), target, sizeof(target) - 1);
+      if (n <= 0) return false;
+      const std::string t(target, static_cast<size_t>(n));
+      return t.rfind("/dev/pts/", 0) == 0 || t.rfind("/dev/tty", 0) == 0;
+    }
+    std::ifstream stat(proc + "/stat");  // "pid (comm) state ppid ...": comm may hold spaces
+    std::string line;
+    std::getline(stat, line);
+    const size_t close = line.rfind(')');
+    if (close == std::string::npos) return false;
+    std::istringstream rest(line.substr(close + 1));
+    char state = 0;
+    rest >> state >> pid;
+  }
+  return false;
+}
+
 ProgressFormat default_progress_format(bool quiet) {
   if (quiet) return ProgressFormat::none;
-  return isatty(STDERR_FILENO) ? ProgressFormat::bar : ProgressFormat::json;
+  return stderr_reaches_terminal() ? ProgressFormat::bar : ProgressFormat::json;
 }
 
 Progress::Progress(ProgressOptions options) : options_(std::move(options)) {
@@ -91,7 +124,35 @@ double Progress::work_done() const {
 }
 
 double Progress::eta_seconds() const {
-  const double done = work_done(), elapsed = now() - job_start_;
+  const double t = now();
+  // The documents in flight decode together (a batch): their time left is the longest
+  // of theirs; doc_work is their whole work, `first` the earliest start among them.
+  double left = 0, doc_work = 0, first = t;
+  bool known = true;
+  for (const auto& [index, doc_] : docs_) {
+    double l = 0;
+    doc_work += double(doc_.prompt_tokens + doc_.max_new_tokens);
+    first = std::min(first, doc_.start);
+    const bool decoding = doc_.generated > 0 || (doc_.layers > 0 && doc_.layer >= doc_.layers);
+    if (!decoding) {
+      if (doc_.layer > 0) l += (doc_.layers - doc_.layer) * (t - doc_.start) / doc_.layer;
+      else known = false;
+    }
+    const double token_s = doc_.token_s > 0 ? doc_.token_s : prev_token_s_;
+    if (doc_.max_new_tokens > doc_.generated) {
+      if (token_s > 0) l += double(doc_.max_new_tokens - doc_.generated) * token_s;
+      else known = false;
+    }
+    left = std::max(left, l);
+  }
+  const double later = std::max(0.0, work_total_ - work_finished_ - doc_work);  // documents not started
+  double work_s = prev_work_s_;
+  if (later > 0 && work_s <= 0) {
+    if (!docs_.empty() && known && doc_work > 0) work_s = (t - first + left) / doc_work;
+    else known = false;
+  }
+  if (known) return left + later * std::max(0.0, work_s);
+  const double done = work_done(), elapsed = t - job_start_;
   if (done <= 0 || elapsed <= 0) return -1;
   return std::max(0.0, work_total_ - done) * elapsed / done;
 }
@@ -194,7 +255,7 @@ void Progress::document_start(int64_t doc, const std::string& doc_id, int64_t pr
   doc_.id = doc_id;
   doc_.prompt_tokens = prompt_tokens;
   doc_.max_new_tokens = max_new_tokens;
-  doc_.start = doc_.decode_start = now();
+  doc_.start = doc_.decode_start = doc_.last_token = now();
   if (options_.format == ProgressFormat::json) {
     Json f;
     f["doc"] = doc;
@@ -214,7 +275,7 @@ void Progress::prefill_layer(int layer, int layers) {
   doc_.layer = layer;
   doc_.layers = layers;
   const bool last = layer >= layers;
-  if (last) doc_.decode_start = now();
+  if (last) doc_.decode_start = doc_.last_token = now();
   if (options_.format == ProgressFormat::json) {
     if (!due(last_json_, options_.json_interval_s, last)) return;
     Json f;
@@ -233,6 +294,13 @@ void Progress::decode_token(int64_t doc, int64_t generated) {
   if (!d) return;
   Doc& doc_ = *d;
   current_ = doc;
+  const double t = now();
+  if (generated > doc_.last_generated) {  // seconds per token, averaged over the last ~5 tokens
+    const double s = (t - doc_.last_token) / double(generated - doc_.last_generated);
+    doc_.token_s = doc_.token_s < 0 ? s : 0.8 * doc_.token_s + 0.2 * s;
+    doc_.last_token = t;
+    doc_.last_generated = generated;
+  }
   doc_.generated = generated;
   const bool last = generated >= doc_.max_new_tokens;
   if (options_.format == ProgressFormat::json) {
@@ -257,6 +325,8 @@ void Progress::document_done(int64_t doc, int64_t generated, const std::string& 
   const double prefill_s = d->decode_start - d->start;
   const double dec_rate = decode_rate(*d);
   work_finished_ += doc_.prompt_tokens + generated;
+  if (doc_.token_s > 0) prev_token_s_ = doc_.token_s;
+  if (doc_.prompt_tokens + generated > 0) prev_work_s_ = (now() - doc_.start) / double(doc_.prompt_tokens + generated);
   work_total_ -= std::max<int64_t>(0, doc_.max_new_tokens - generated);  // unused budget
   docs_.erase(doc);
   ++docs_done_;

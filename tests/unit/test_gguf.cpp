@@ -7,6 +7,7 @@
 
 #include "gtest_helpers.h"
 #include "model_files.h"
+#include "ringinfer/backend.h"
 #include "ringinfer/error.h"
 #include "ringinfer/gguf.h"
 #include "ringinfer/model_config.h"
@@ -305,6 +306,41 @@ TEST_F(GgufTest, QuantizedModelMatchesReference) {
       EXPECT_EQ(t.shape, m.shapes.at(kv.first));
       EXPECT_EQ(count_mismatches(t, kv.second), 0u) << kv.first << " " << ggml_type_name(type);
     }
+  }
+}
+
+// keep_quantized (the CPU backend's loading path): matrices come as their stored blocks,
+// Q/K rows un-permuted as whole rows, and through the CPU backend's upload_weight and
+// embed they dequantize to exactly the reference values; 1-D tensors stay fp32.
+TEST_F(GgufTest, KeptQuantizedMatricesEqualTheirDequantizedValues) {
+  TinyModel m = make_tiny_model(rng, 1, false, false);
+  auto be = make_cpu_backend();
+  for (uint32_t type : {kGF16, kGQ8_0, kGQ4_0, kGQ4_1}) {
+    std::map<std::string, std::vector<double>> expected;
+    ModelSource src = open_model(write(tiny_gguf(m, type, 3, &expected)));
+    src.tensors->keep_quantized(true);
+    int kept = 0;
+    for (const auto& kv : expected) {
+      HostTensor t = src.tensors->read(kv.first);
+      EXPECT_EQ(t.shape, m.shapes.at(kv.first));
+      if (t.blocks.empty()) {  // vectors, and F32 matrices
+        EXPECT_EQ(count_mismatches(t, kv.second), 0u) << kv.first;
+        continue;
+      }
+      ++kept;
+      EXPECT_EQ(t.ggml_type, type);
+      const int64_t rows = t.shape[0], cols = t.shape[1];
+      Tensor w = be->upload_weight(t), ids = be->alloc(rows, 1, DType::i32), out = be->alloc(rows, cols, DType::f32);
+      std::vector<int32_t> all(rows);
+      for (int64_t r = 0; r < rows; ++r) all[r] = static_cast<int32_t>(r);
+      be->copy_from_host(ids, all.data());
+      be->embed(w, ids, out);
+      HostTensor got;
+      got.data.resize(rows * cols);
+      be->copy_to_host(got.data.data(), out);
+      EXPECT_EQ(count_mismatches(got, kv.second), 0u) << kv.first << " " << ggml_type_name(type);
+    }
+    EXPECT_GE(kept, 7) << ggml_type_name(type);  // q, k, v, o, gate, up, down (+ embed, lm_head)
   }
 }
 

@@ -112,6 +112,51 @@ TEST(Progress, JsonEventsRatesAndEta) {
   EXPECT_NEAR(lines.back().at("elapsed_s").get<double>(), 7.5, 1e-3);
 }
 
+// The ETA follows the recent rates, phase by phase (the case: 22 tokens left at
+// 2.9 tok/s read 0.9 s when prefill tokens and decode tokens were averaged together).
+TEST(Progress, EtaFromRecentRates) {
+  Capture c;
+  Progress p(c.options(ProgressFormat::none));
+  p.job_start(2, 2 * (1000 + 50));
+  p.document_start(0, "a", 1000, 50);
+  EXPECT_LT(p.eta_seconds(), 0);  // nothing known yet
+  for (int k = 1; k <= 10; ++k) {  // prefill: 10 layers, 0.1 s each
+    c.t += 0.1;
+    p.prefill_layer(k, 10);
+  }
+  for (int g = 1; g <= 10; ++g) {  // a first burst at 10 tok/s, then 20 tokens at 2.9 tok/s
+    c.t += 0.1;
+    p.decode_token(0, g);
+  }
+  for (int g = 11; g <= 28; ++g) {
+    c.t += 1 / 2.9;
+    p.decode_token(0, g);
+  }
+  // 22 tokens left at ~2.9 tok/s (moving average) = 7.6 s, then the second document:
+  // its 1050 units of work at this document's seconds per unit so far... the recent
+  // token rate rules this document's part:
+  const double token_s = 1 / 2.9;
+  const double this_doc = 22 * token_s;
+  const double eta = p.eta_seconds();
+  EXPECT_GT(eta, this_doc * 0.97);
+  // The next document is estimated from this one's time per unit of work, projected to its end.
+  const double elapsed = 1.0 + 1.0 + 18 / 2.9;
+  const double projected = (elapsed + this_doc) / 1050.0 * 1050.0;
+  EXPECT_NEAR(eta, this_doc + projected, 0.05 * (this_doc + projected));
+  for (int g = 29; g <= 50; ++g) {
+    c.t += 1 / 2.9;
+    p.decode_token(0, g);
+  }
+  p.document_done(0, 50, "length");
+  const double doc_s = c.t - 100.0;
+  // The second document: at the first one's seconds per unit of work.
+  EXPECT_NEAR(p.eta_seconds(), doc_s, 1e-6);
+  p.document_start(1, "b", 1000, 50);
+  c.t += 0.5;
+  p.prefill_layer(5, 10);  // half the layers in 0.5 s; 50 tokens at the last rate (~2.9/s)
+  EXPECT_NEAR(p.eta_seconds(), 0.5 + 50 / 2.9, 0.3);
+}
+
 // Batched decode: several documents in flight; token and done events name their document,
 // a finished document's line and rates are its own, and the others stay in the work done.
 TEST(Progress, DocumentsInFlightTogether) {
@@ -149,8 +194,10 @@ TEST(Progress, DocumentsInFlightTogether) {
   EXPECT_EQ(done[0].at("doc_id"), "b");
   EXPECT_NEAR(done[0].at("prefill_s").get<double>(), 1.0, 1e-3);  // (the JSON rounds to 3 decimals)
   EXPECT_NEAR(done[0].at("decode_tokens_per_s").get<double>(), 1.0, 1e-3);  // 1 token 1 s after its prefill
-  // Work done: b's 101 tokens, and a's 100 + 2 while it decodes; budgets b left: 240 - 19.
-  EXPECT_NEAR(done[0].at("eta_s").get<double>(), (221.0 - 203.0) * 3.0 / 203.0, 1e-3);
+  // The ETA from recent rates: a's 18 tokens left at its 1 s per token (2 tokens in the 2 s
+  // since its prefill); no document left to start (work 240 - b's unused 19 = b's 101 done
+  // + a's 120 in flight).
+  EXPECT_NEAR(done[0].at("eta_s").get<double>(), 18.0, 1e-3);
   EXPECT_EQ(done[1].at("doc"), 4);
   EXPECT_EQ(done[1].at("doc_id"), "a");
   EXPECT_NEAR(done[1].at("decode_tokens_per_s").get<double>(), 1.0, 1e-3);  // 3 tokens in 3 s

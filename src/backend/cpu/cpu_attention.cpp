@@ -1,27 +1,44 @@
 // CPU attention: one block of local queries against one block of keys under the striped
 // causal mask, merged into the running (O, LSE). Tiled with online softmax, so memory is
-// O(tile) whatever the sequence length (no S x S matrix); GQA by head index. A bf16 or
-// fp8 cache is dequantized one key tile at a time (kv_quant.h values, exact in fp32).
+// O(tile) whatever the sequence length (no S x S matrix); GQA by head index. The tile
+// products are OpenBLAS sgemm calls and the exponentials AVX2 when the CPU has it. A bf16
+// or fp8 cache is dequantized one key tile at a time (kv_quant.h values, exact in fp32).
+#include <cblas.h>
+
 #include <algorithm>
 #include <cmath>
 #include <limits>
 #include <vector>
 
 #include "backend/cpu/cpu_backend.h"
+#include "backend/cpu/cpu_simd.h"
 #include "ringinfer/kv_quant.h"
 #include "ringinfer/striped.h"
 
 namespace ringinfer::cpu {
 
 namespace {
-constexpr int64_t kQueryTile = 16;
-constexpr int64_t kKeyTile = 64;
+constexpr int64_t kQueryTile = 64;  // query rows per task: S and P tiles stay in L2
+constexpr int64_t kKeyTile = 128;
+constexpr int64_t kGemvRows = 4;    // up to this many rows per task (decode), sgemv per row
 
-inline float dot(const float* a, const float* b, int64_t d) {
-  float s = 0.0f;
-#pragma omp simd reduction(+ : s)
-  for (int64_t k = 0; k < d; ++k) s += a[k] * b[k];
-  return s;
+// p[j] = exp(s[j] - m) for j < n, returning their sum; s[j] = -inf gives 0.
+float exp_row(const float* s, float m, int64_t n, float* p, bool simd) {
+  int64_t j = 0;
+  float sum = 0.0f;
+#if RI_X86_SIMD
+  if (simd) {
+    sum = exp_row_avx2(s, m, n, p);
+    j = n / 8 * 8;
+  }
+#else
+  (void)simd;
+#endif
+  for (; j < n; ++j) {
+    p[j] = std::exp(s[j] - m);
+    sum += p[j];
+  }
+  return sum;
 }
 
 // The values of all 256 e4m3 bit patterns.
@@ -73,16 +90,23 @@ void CpuBackend::attention(const Tensor& q, const KvBlock& kv, const AttentionSh
   const float ninf = -std::numeric_limits<float>::infinity();
   const bool flip = options_.flip_mask_diagonal;
 
+  // Per (KV head, query tile): online softmax over key tiles; S = Q K^T and O += P V are
+  // sgemm calls (single-threaded; the team splits the tasks). With a full query tile the
+  // `group` query heads that read one KV head go together (their rows packed), so each
+  // K,V tile is packed once for all of them; fewer rows (decode) keep a task per head.
+  const int64_t hg = nq >= kQueryTile ? group : 1;  // query heads per task
+  const int64_t rmax_rows = kQueryTile * hg;
 #pragma omp parallel
   {
-    std::vector<float> acc(kQueryTile * D), sc(kQueryTile * kKeyTile), ob(D), kbuf(kKeyTile * D),
-        vbuf(kKeyTile * D);
+    std::vector<float> qp(hg > 1 ? rmax_rows * D : 0), acc(rmax_rows * D), sc(rmax_rows * kKeyTile), ob(D);
+    std::vector<float> m(rmax_rows), l(rmax_rows);
+    std::vector<float> kbuf(kv.dtype == KvDtype::f32 ? 0 : kKeyTile * D), vbuf(kbuf.size());
+    int64_t cnt[kQueryTile];
 #pragma omp for collapse(2) schedule(dynamic)
-    for (int64_t h = 0; h < H; ++h) {
+    for (int64_t hh = 0; hh < H / hg; ++hh) {
       for (int64_t qt = 0; qt < q_tiles; ++qt) {
-        const int64_t kvh = h / group, i0 = qt * kQueryTile, rows = std::min(kQueryTile, nq - i0);
-        float m[kQueryTile], l[kQueryTile];
-        int64_t cnt[kQueryTile];
+        const int64_t h0 = hh * hg, kvh = h0 / group, i0 = qt * kQueryTile, rows = std::min(kQueryTile, nq - i0);
+        const int64_t R = rows * hg;  // row rr = j * rows + t: query i0 + t of head h0 + j
         int64_t kmax = 0;
         for (int64_t t = 0; t < rows; ++t) {
           const int64_t qi = sh.q_start + i0 + t;
@@ -90,48 +114,69 @@ void CpuBackend::attention(const Tensor& q, const KvBlock& kv, const AttentionSh
           if (flip && sh.k_rank == sh.q_rank) c = key_visible(qi, sh.q_rank, qi, sh.k_rank, sh.n_ranks) ? qi : qi + 1;
           cnt[t] = std::min(c, nk);
           kmax = std::max(kmax, cnt[t]);
-          m[t] = ninf;
-          l[t] = 0.0f;
         }
-        std::fill(acc.begin(), acc.begin() + rows * D, 0.0f);
+        std::fill(m.begin(), m.begin() + R, ninf);
+        std::fill(l.begin(), l.begin() + R, 0.0f);
+        std::fill(acc.begin(), acc.begin() + R * D, 0.0f);
+        const float* qh = q.f32() + i0 * qs + h0 * D;
+        int64_t lda = qs;
+        if (hg > 1) {
+          for (int64_t j = 0; j < hg; ++j)
+            for (int64_t t = 0; t < rows; ++t)
+              std::copy_n(qh + t * qs + j * D, D, qp.data() + (j * rows + t) * D);
+          qh = qp.data();
+          lda = D;
+        }
         for (int64_t j0 = 0; j0 < kmax; j0 += kKeyTile) {
           const int64_t jn = std::min(kKeyTile, kmax - j0);
-          int64_t kst = 0, vst = 0;
-          const float* kt = kv_tile(kv, kv.k, kv.k_scale, j0, jn, kvh, kbuf.data(), &kst);
-          const float* vt = kv_tile(kv, kv.v, kv.v_scale, j0, jn, kvh, vbuf.data(), &vst);
-          for (int64_t t = 0; t < rows; ++t) {
-            const float* qrow = q.f32() + (i0 + t) * qs + h * D;
-            float* srow = sc.data() + t * kKeyTile;
+          int64_t ks = 0, vs = 0;  // row strides: Hkv*D straight into an f32 cache, else D
+          const float* kh = kv_tile(kv, kv.k, kv.k_scale, j0, jn, kvh, kbuf.data(), &ks);
+          const float* vh = kv_tile(kv, kv.v, kv.v_scale, j0, jn, kvh, vbuf.data(), &vs);
+          if (R <= kGemvRows) {  // decode: sgemv, without sgemm's packing of one query row
+            for (int64_t rr = 0; rr < R; ++rr)
+              cblas_sgemv(CblasRowMajor, CblasNoTrans, static_cast<int>(jn), static_cast<int>(D), sh.scale, kh,
+                          static_cast<int>(ks), qh + rr * lda, 1, 0.0f, sc.data() + rr * kKeyTile, 1);
+          } else {
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(R), static_cast<int>(jn),
+                        static_cast<int>(D), sh.scale, qh, static_cast<int>(lda), kh, static_cast<int>(ks), 0.0f,
+                        sc.data(), static_cast<int>(kKeyTile));
+          }
+          for (int64_t rr = 0; rr < R; ++rr) {
+            float* srow = sc.data() + rr * kKeyTile;
+            const int64_t vis = std::clamp<int64_t>(cnt[rr % rows] - j0, 0, jn);  // keys j0 + [0, vis) are visible
             float rmax = ninf;
-            for (int64_t jj = 0; jj < jn; ++jj) {
-              const int64_t j = j0 + jj;
-              srow[jj] = j < cnt[t] ? dot(qrow, kt + jj * kst, D) * sh.scale : ninf;
-              rmax = std::max(rmax, srow[jj]);
+            for (int64_t jj = 0; jj < vis; ++jj) rmax = std::max(rmax, srow[jj]);
+            if (rmax == ninf) {  // nothing visible in this tile for this row: P row = 0
+              std::fill(srow, srow + jn, 0.0f);
+              continue;
             }
-            if (rmax == ninf) continue;  // nothing visible in this tile for this row
-            const float m_new = std::max(m[t], rmax);
-            const float alpha = std::exp(m[t] - m_new);  // 0 when m[t] = -inf
-            float* a = acc.data() + t * D;
-            l[t] *= alpha;
-            for (int64_t d = 0; d < D; ++d) a[d] *= alpha;
-            for (int64_t jj = 0; jj < jn; ++jj) {
-              if (srow[jj] == ninf) continue;
-              const float p = std::exp(srow[jj] - m_new);
-              l[t] += p;
-              const float* vrow = vt + jj * vst;
-#pragma omp simd
-              for (int64_t d = 0; d < D; ++d) a[d] += p * vrow[d];
+            const float m_new = std::max(m[rr], rmax);
+            const float alpha = std::exp(m[rr] - m_new);  // 0 when m[rr] = -inf
+            l[rr] = l[rr] * alpha + exp_row(srow, m_new, vis, srow, simd_);
+            std::fill(srow + vis, srow + jn, 0.0f);
+            if (alpha != 1.0f) {
+              float* a = acc.data() + rr * D;
+              for (int64_t d = 0; d < D; ++d) a[d] *= alpha;
             }
-            m[t] = m_new;
+            m[rr] = m_new;
+          }
+          if (R <= kGemvRows) {
+            for (int64_t rr = 0; rr < R; ++rr)
+              cblas_sgemv(CblasRowMajor, CblasTrans, static_cast<int>(jn), static_cast<int>(D), 1.0f, vh,
+                          static_cast<int>(vs), sc.data() + rr * kKeyTile, 1, 1.0f, acc.data() + rr * D, 1);
+          } else {
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<int>(R), static_cast<int>(D),
+                        static_cast<int>(jn), 1.0f, sc.data(), static_cast<int>(kKeyTile), vh, static_cast<int>(vs),
+                        1.0f, acc.data(), static_cast<int>(D));
           }
         }
-        for (int64_t t = 0; t < rows; ++t) {
-          const int64_t row = i0 + t;
+        for (int64_t rr = 0; rr < R; ++rr) {
+          const int64_t row = i0 + rr % rows, h = h0 + rr / rows;
           float lse_blk = ninf;
-          if (l[t] > 0.0f) {
-            const float inv = 1.0f / l[t];
-            for (int64_t d = 0; d < D; ++d) ob[d] = acc[t * D + d] * inv;
-            lse_blk = m[t] + std::log(l[t]);
+          if (l[rr] > 0.0f) {
+            const float inv = 1.0f / l[rr];
+            for (int64_t d = 0; d < D; ++d) ob[d] = acc[rr * D + d] * inv;
+            lse_blk = m[rr] + std::log(l[rr]);
           } else {
             std::fill(ob.begin(), ob.end(), 0.0f);
           }

@@ -1,7 +1,6 @@
-// CPU backend: memory, GEMM and the elementwise ops (attention is in cpu_attention.cpp).
+// CPU backend: memory and the elementwise ops (matmul is in cpu_matmul.cpp, attention in
+// cpu_attention.cpp).
 #include "backend/cpu/cpu_backend.h"
-
-#include <cblas.h>
 
 #include <cmath>
 #include <cstdlib>
@@ -23,7 +22,8 @@ namespace cpu {
 
 Tensor CpuBackend::alloc(int64_t rows, int64_t cols, DType dtype) {
   check(rows >= 0 && cols >= 0, "alloc", "negative shape");
-  const size_t bytes = static_cast<size_t>(rows * cols) * dtype_bytes(dtype);
+  check(cols % dtype_block(dtype) == 0, "alloc", std::string("rows of ") + dtype_name(dtype) + " must be whole blocks");
+  const size_t bytes = storage_bytes(dtype, rows * cols);
   if (bytes == 0) return Tensor(nullptr, nullptr, dtype, rows, cols);
   // 64-byte aligned for vector loads; aligned_alloc wants a multiple of the alignment.
   void* p = std::aligned_alloc(64, (bytes + 63) / 64 * 64);
@@ -45,8 +45,24 @@ Tensor CpuBackend::upload_weight(const HostTensor& w) {
   int64_t rows = w.shape[0], cols = 1;
   for (size_t i = 1; i < w.shape.size(); ++i) cols *= w.shape[i];
   check(rows * cols == w.numel(), "upload_weight", "shape does not match its data");
-  Tensor t = alloc(rows, cols, DType::f32);
-  if (!t.empty()) std::memcpy(t.data(), w.data.data(), t.bytes());
+  if (w.blocks.empty()) {
+    Tensor t = alloc(rows, cols, DType::f32);
+    if (!t.empty()) std::memcpy(t.data(), w.data.data(), t.bytes());
+    return t;
+  }
+  // GGUF storage kept as is (ggml type ids, gguf.h); matmul and embed dequantize in place.
+  DType type = DType::f32;
+  switch (w.ggml_type) {
+    case 1: type = DType::f16; break;
+    case 30: type = DType::bf16; break;
+    case 8: type = DType::q8_0; break;
+    case 2: type = DType::q4_0; break;
+    case 3: type = DType::q4_1; break;
+    default: check(false, "upload_weight", "ggml type " + std::to_string(w.ggml_type) + " is not kept quantized");
+  }
+  Tensor t = alloc(rows, cols, type);
+  check(t.bytes() == w.blocks.size(), "upload_weight", "stored bytes do not match the shape");
+  if (!t.empty()) std::memcpy(t.data(), w.blocks.data(), t.bytes());
   return t;
 }
 
@@ -69,13 +85,15 @@ void CpuBackend::embed(const Tensor& table, const Tensor& tokens, const Tensor& 
   const int64_t n = tokens.rows(), hidden = table.cols(), vocab = table.rows();
   expect(tokens, n, 1, DType::i32, "embed", "tokens");
   expect(out, n, hidden, DType::f32, "embed", "out");
+  check(is_weight_dtype(table.dtype()), "embed", std::string("table of ") + dtype_name(table.dtype()));
   const int32_t* ids = tokens.i32();
   for (int64_t i = 0; i < n; ++i)
     check(ids[i] >= 0 && ids[i] < vocab, "embed",
           "token " + std::to_string(ids[i]) + " outside the vocabulary of " + std::to_string(vocab));
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (n * hidden >= kParallelMin)
   for (int64_t i = 0; i < n; ++i)
-    std::memcpy(out.f32() + i * hidden, table.f32() + ids[i] * hidden, hidden * sizeof(float));
+    dequant_row(table.dtype(), static_cast<const unsigned char*>(table.data()) + storage_bytes(table.dtype(), ids[i] * hidden),
+                hidden, out.f32() + i * hidden, simd_);
 }
 
 void CpuBackend::rmsnorm(const Tensor& x, const Tensor& weight, float eps, const Tensor& out) {
@@ -83,7 +101,7 @@ void CpuBackend::rmsnorm(const Tensor& x, const Tensor& weight, float eps, const
   expect(weight, d, 1, DType::f32, "rmsnorm", "weight");
   expect(out, n, d, DType::f32, "rmsnorm", "out");
   const float* w = weight.f32();
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (n * d >= kParallelMin)
   for (int64_t i = 0; i < n; ++i) {
     const float* xi = x.f32() + i * d;
     float* oi = out.f32() + i * d;
@@ -94,28 +112,6 @@ void CpuBackend::rmsnorm(const Tensor& x, const Tensor& weight, float eps, const
   }
 }
 
-void CpuBackend::matmul(const Tensor& x, const Tensor& w, const Tensor& bias, const Tensor& out, bool accumulate) {
-  const int64_t n = x.rows(), in = x.cols(), of = w.rows();
-  check(x.dtype() == DType::f32 && w.dtype() == DType::f32, "matmul", "needs f32 inputs");
-  check(w.cols() == in, "matmul", "x is " + shape(x) + " but w is " + shape(w));
-  expect(out, n, of, DType::f32, "matmul", "out");
-  if (!bias.empty()) expect(bias, of, 1, DType::f32, "matmul", "bias");
-  if (n == 0 || of == 0) return;
-  if (in == 0) {
-    if (!accumulate) std::memset(out.data(), 0, out.bytes());
-  } else {
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(n), static_cast<int>(of),
-                static_cast<int>(in), 1.0f, x.f32(), static_cast<int>(in), w.f32(), static_cast<int>(in),
-                accumulate ? 1.0f : 0.0f, out.f32(), static_cast<int>(of));
-  }
-  if (!bias.empty()) {
-    const float* b = bias.f32();
-#pragma omp parallel for schedule(static)
-    for (int64_t i = 0; i < n; ++i)
-      for (int64_t k = 0; k < of; ++k) out.f32()[i * of + k] += b[k];
-  }
-}
-
 void CpuBackend::rope(const Tensor& x, int64_t n_heads, const Tensor& inv_freq, int64_t pos_start,
                       int64_t pos_stride) {
   const int64_t n = x.rows(), half = inv_freq.cols();
@@ -123,7 +119,7 @@ void CpuBackend::rope(const Tensor& x, int64_t n_heads, const Tensor& inv_freq, 
         "x is " + shape(x) + " for " + std::to_string(n_heads) + " heads of " + std::to_string(2 * half));
   expect(inv_freq, 1, half, DType::f64, "rope", "inv_freq");
   const double* f = inv_freq.f64();
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (n * x.cols() >= kParallelMin)
   for (int64_t i = 0; i < n; ++i) {
     const double pos = static_cast<double>(pos_start + i * pos_stride);
     float* row = x.f32() + i * x.cols();
@@ -188,7 +184,7 @@ void CpuBackend::swiglu(const Tensor& gate, const Tensor& up) {
   float* g = gate.f32();
   const float* u = up.f32();
   const int64_t n = gate.numel();
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (n >= kParallelMin)
   for (int64_t i = 0; i < n; ++i) g[i] = g[i] / (1.0f + std::exp(-g[i])) * u[i];
 }
 
@@ -200,7 +196,7 @@ void CpuBackend::target_logprobs(const Tensor& logits, const Tensor& targets, co
   for (int64_t i = 0; i < n; ++i)
     check(targets.i32()[i] >= 0 && targets.i32()[i] < V, "target_logprobs",
           "target " + std::to_string(targets.i32()[i]) + " outside the vocabulary of " + std::to_string(V));
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (n * V >= kParallelMin)
   for (int64_t i = 0; i < n; ++i) {
     const float* l = logits.f32() + i * V;
     float m = l[0];

@@ -1,13 +1,14 @@
 #pragma once
-// The CPU backend: fp32 everywhere, OpenBLAS sgemm for matmuls, OpenMP loops for the
-// rest. The KV cache is fp32 by default; bf16 and fp8 caches store the very bytes the
-// CUDA backend stores (kv_quant.h) and attention reads their dequantized values, so CI
-// tests the numerics of those dtypes. Ops run synchronously on the calling thread's team, so streams and events are
+// The CPU backend: fp32 activations, fp32 or GGUF-quantized weights (cpu_matmul.cpp),
+// OpenBLAS sgemm and OpenMP loops. The KV cache is fp32 by default; bf16 and fp8 caches
+// store the very bytes the CUDA backend stores (kv_quant.h) and attention reads their
+// dequantized values, so CI tests the numerics of those dtypes. Ops run synchronously on the calling thread's team, so streams and events are
 // no-ops. Private to backend/cpu/.
 #include <atomic>
 #include <memory>
 
 #include "backend/backend_checks.h"
+#include "backend/cpu/cpu_simd.h"
 #include "ringinfer/backend.h"
 
 namespace ringinfer::cpu {
@@ -15,7 +16,7 @@ namespace ringinfer::cpu {
 class CpuBackend final : public Backend {
  public:
   explicit CpuBackend(const CpuBackendOptions& options)
-      : options_(options), counters_(std::make_shared<Counters>()) {}
+      : options_(options), simd_(!options.portable_kernels && have_avx2()), counters_(std::make_shared<Counters>()) {}
   const char* name() const override { return "cpu"; }
 
   Stream stream() override { return Stream{}; }
@@ -26,6 +27,7 @@ class CpuBackend final : public Backend {
 
   Tensor alloc(int64_t rows, int64_t cols, DType dtype) override;
   Tensor upload_weight(const HostTensor& w) override;
+  bool takes_quantized_weights() const override { return true; }
   KvDtype default_kv_dtype() const override { return KvDtype::f32; }
   bool supports_kv_dtype(KvDtype) const override { return true; }
   void copy_from_host(const Tensor& dst, const void* src) override;
@@ -56,8 +58,23 @@ class CpuBackend final : public Backend {
     std::atomic<int64_t> peak{0};  // high-water mark of live
   };
   CpuBackendOptions options_;
+  bool simd_;  // AVX2/FMA kernels (cpu_simd.h) rather than the portable ones
   std::shared_ptr<Counters> counters_;
 };
+
+// Elements of work below which an elementwise op runs on the calling thread alone: waking
+// the team costs microseconds (more with a passive wait policy), and decode runs hundreds
+// of one-row ops per token.
+constexpr int64_t kParallelMin = 1 << 15;
+
+// Weight storage matmul() and embed() accept: fp32, or a GGUF type kept as stored.
+inline bool is_weight_dtype(DType t) {
+  return t == DType::f32 || t == DType::f16 || t == DType::bf16 || t == DType::q8_0 || t == DType::q4_0 ||
+         t == DType::q4_1;
+}
+// n elements (whole blocks) of weight storage type t at src as fp32 (cpu_matmul.cpp).
+// simd: the AVX2 code (only where have_avx2(), cpu_simd.h).
+void dequant_row(DType t, const unsigned char* src, int64_t n, float* dst, bool simd);
 
 // Throws Error("cpu backend: <op>: <what>") unless cond holds (backend/backend_checks.h).
 inline void check(bool cond, const char* op, const std::string& what) {
