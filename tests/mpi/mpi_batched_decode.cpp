@@ -175,7 +175,9 @@ TEST(MpiBatchedDecodeStop, StopMidBatchStopsTheGroupAndDropsTheBatch) {
     }
     EXPECT_TRUE(threw) << "cp " << cp;
     EXPECT_EQ(engine.batch_size(), 0) << "the batch is dropped on a stop";
-    if (r == cp - 1) EXPECT_EQ(checks, stop_at + 1);
+    if (r == cp - 1) {
+      EXPECT_EQ(checks, stop_at + 1);
+    }
     stop_at = -1;
     int64_t dummy = 0;
     const auto again = run_batched(engine, docs, r, cp, &dummy);

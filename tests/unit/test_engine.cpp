@@ -163,7 +163,9 @@ TEST(Engine, Qwen3DifferencesAreEachCaught) {
        }},
       {"no YaRN frequencies", [](ModelConfig& c, ModelWeights&) {
          const double m = c.rope.attention_factor;
-         c.rope = RopeConfig{c.rope.theta};
+         const double theta = c.rope.theta;
+         c.rope = RopeConfig();
+         c.rope.theta = theta;
          c.rope.scaling = RopeScalingType::yarn;  // the attention factor alone
          c.rope.factor = 1.0;
          c.rope.attention_factor = m;
