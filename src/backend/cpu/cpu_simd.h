@@ -4,6 +4,7 @@
 // x86-64 baseline and still runs on CPUs without AVX2. Private to backend/cpu/.
 #if defined(__x86_64__) && defined(__GNUC__)
 #define RI_X86_SIMD 1
+#include <cpuid.h>
 #include <immintrin.h>
 
 #include <cstdint>
@@ -13,10 +14,14 @@
 
 namespace ringinfer::cpu {
 
-// Whether this CPU runs the RI_AVX2 kernels (checked once).
+// Whether this CPU runs the RI_AVX2 kernels (checked once). F16C is read from CPUID leaf 1
+// (ECX bit 29): clang 14's __builtin_cpu_supports does not know "f16c".
 inline bool have_avx2() {
-  static const bool ok = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-                         __builtin_cpu_supports("f16c");
+  static const bool ok = [] {
+    unsigned a = 0, b = 0, c = 0, d = 0;
+    const bool f16c = __get_cpuid(1, &a, &b, &c, &d) && (c & (1u << 29)) != 0;
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && f16c;
+  }();
   return ok;
 }
 
