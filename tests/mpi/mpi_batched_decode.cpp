@@ -25,18 +25,6 @@ using namespace test;
 
 const OneThreadPerRank kOneThread;
 
-struct Group {
-  MPI_Comm raw = MPI_COMM_NULL;
-  std::unique_ptr<MpiComm> comm;
-  explicit Group(int cp) {
-    MPI_Comm_split(MPI_COMM_WORLD, world_rank() / cp, world_rank(), &raw);
-    comm = std::make_unique<MpiComm>(raw);
-  }
-  ~Group() {
-    comm.reset();
-    MPI_Comm_free(&raw);
-  }
-};
 
 struct Doc {
   std::vector<int32_t> prompt;
@@ -114,7 +102,7 @@ TEST_P(MpiBatchedDecode, TokensEqualOneDocumentAtATimeForEveryBatchAndCp) {
     EXPECT_EQ(want[3].finish, FinishReason::empty_prompt);
     for (int cp = 1; cp <= np; ++cp) {
       if (np % cp) continue;
-      Group g(cp);
+      CpGroup g(cp);
       for (int64_t B : {1, 3, 8}) {
         EngineOptions o;
         o.cp_rank = g.comm->rank();
@@ -153,7 +141,7 @@ TEST(MpiBatchedDecodeStop, StopMidBatchStopsTheGroupAndDropsTheBatch) {
   const std::vector<Doc> docs = documents(f, SamplingParams());
   for (int cp = 1; cp <= np; ++cp) {
     if (np % cp) continue;
-    Group g(cp);
+    CpGroup g(cp);
     const int r = g.comm->rank();
     int64_t checks = 0, stop_at = -1;
     EngineOptions o;

@@ -33,21 +33,8 @@ using namespace test;  // reference_models.h: the fixture models, stripes, world
 
 const OneThreadPerRank kOneThread;
 
-// The CP group of `cp` consecutive world ranks containing this rank.
-struct Group {
-  MPI_Comm raw = MPI_COMM_NULL;
-  std::unique_ptr<MpiComm> comm;
-  explicit Group(int cp) {
-    MPI_Comm_split(MPI_COMM_WORLD, world_rank() / cp, world_rank(), &raw);
-    comm = std::make_unique<MpiComm>(raw);
-  }
-  ~Group() {
-    comm.reset();
-    MPI_Comm_free(&raw);
-  }
-};
 
-EngineOptions cp_options(const Group& g) {
+EngineOptions cp_options(const CpGroup& g) {
   EngineOptions o;
   o.cp_rank = g.comm->rank();
   o.cp_size = g.comm->size();
@@ -66,7 +53,7 @@ TEST_P(MpiEngine, ScoreMatchesSingleRankAndReferenceForEveryCp) {
   std::vector<size_t> lengths = {0, 1, 2, size_t(np > 1 ? np - 1 : 1), size_t(np), size_t(np + 1), f.longest().size()};
   for (int cp = 1; cp <= np; ++cp) {
     if (np % cp) continue;
-    Group g(cp);
+    CpGroup g(cp);
     Engine engine(*be, f.model.config, f.model.weights, cp_options(g));
     const int r = g.comm->rank();
     for (size_t S : lengths) {
@@ -108,7 +95,7 @@ TEST_P(MpiEngine, GreedyTokensIdenticalForEveryCp) {
     const GenerateResult want = single.generate(prompt, opt);
     for (int cp = 1; cp <= np; ++cp) {
       if (np % cp) continue;
-      Group g(cp);
+      CpGroup g(cp);
       Engine engine(*be, cfg, f.model.weights, cp_options(g));
       const int r = g.comm->rank();
       const GenerateResult got = engine.generate_stripe(stripe_of(prompt, r, cp), static_cast<int64_t>(S), opt);
@@ -148,7 +135,7 @@ TEST_P(MpiEngine, PenalizedSamplingIdenticalForEveryCp) {
   EXPECT_NE(single.generate(prompt, plain).tokens, want.tokens) << "the controls changed nothing";
   for (int cp = 1; cp <= np; ++cp) {
     if (np % cp) continue;
-    Group g(cp);
+    CpGroup g(cp);
     Engine engine(*be, cfg, f.model.weights, cp_options(g));
     const GenerateResult got =
         engine.generate_stripe(stripe_of(prompt, g.comm->rank(), cp), static_cast<int64_t>(prompt.size()), opt);
@@ -172,7 +159,7 @@ TEST(MpiEngineLong, LongDocumentMatchesAndPeakMemoryFalls) {
   for (int cp : {1, np}) {
     if (cp == np && np == 1 && !base.empty()) break;
     auto be = make_cpu_backend();
-    Group g(cp);
+    CpGroup g(cp);
     Engine engine(*be, f.model.config, f.model.weights, cp_options(g));
     const int r = g.comm->rank();
     be->reset_peak_bytes();
@@ -201,7 +188,7 @@ TEST(MpiEngineLong, FlippedMaskDiagonalIsCaught) {
   CpuBackendOptions bad;
   bad.flip_mask_diagonal = true;
   auto be = make_cpu_backend(bad);
-  Group g(np);
+  CpGroup g(np);
   Engine engine(*be, f.model.config, f.model.weights, cp_options(g));
   const DocumentScore got = engine.score(f.longest());
   double worst = 0;
@@ -229,7 +216,7 @@ TEST(MpiEngineHooks, StopOnOneRankStopsTheWholeGroupAtTheSameStep) {
   cfg.eos_token_ids.clear();
   for (int cp = 1; cp <= np; ++cp) {
     if (np % cp) continue;
-    Group g(cp);
+    CpGroup g(cp);
     const int r = g.comm->rank();
     std::vector<EngineProgress> seen;
     int64_t checks = 0, stop_at = -1;

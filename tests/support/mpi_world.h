@@ -1,8 +1,13 @@
 #pragma once
 // MPI_COMM_WORLD for tests run under mpirun: this rank, the size, agreement across ranks,
 // and what every rank shares: one random seed, one scratch directory.
+#include <mpi.h>
+
 #include <cstdint>
+#include <memory>
 #include <string>
+
+#include "ringinfer/comm.h"  // MpiComm
 
 namespace ringinfer::test {
 
@@ -23,5 +28,22 @@ uint64_t shared_seed();
 std::string shared_temp_dir(const std::string& prefix);
 // Collective: waits for every rank, then rank 0 removes dir and all it holds.
 void remove_shared_temp_dir(const std::string& dir);
+
+// The CP group of `cp` consecutive world ranks containing this rank: a communicator split
+// from MPI_COMM_WORLD (collective: every rank makes one with the same cp) and its MpiComm.
+struct CpGroup {
+  MPI_Comm raw = MPI_COMM_NULL;
+  std::unique_ptr<MpiComm> comm;
+  explicit CpGroup(int cp) {
+    MPI_Comm_split(MPI_COMM_WORLD, world_rank() / cp, world_rank(), &raw);
+    comm = std::make_unique<MpiComm>(raw);
+  }
+  ~CpGroup() {
+    comm.reset();
+    MPI_Comm_free(&raw);
+  }
+  CpGroup(const CpGroup&) = delete;
+  CpGroup& operator=(const CpGroup&) = delete;
+};
 
 }  // namespace ringinfer::test
