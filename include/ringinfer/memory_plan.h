@@ -6,6 +6,7 @@
 // overflow-checked 64-bit arithmetic: a plan too large to count refuses, it never wraps.
 #include <cstdint>
 
+#include "ringinfer/backend.h"  // KvDtype
 #include "ringinfer/model.h"
 
 namespace ringinfer {
@@ -32,6 +33,12 @@ struct PlanInput {
   int64_t token_chunk = 4096;   // tokens per chunk of the projections, MLP and LM head (bounds scratch)
   int64_t batch = 1;            // documents decoded together (run --max-batch): B KV caches of `context`
 };
+
+// A PlanInput with the element sizes of a run (context, ranks and batch left to fill in):
+// bf16 weights and activations on the GPU, fp32 on the CPU, and a KV cache of `kv` (fp8: an
+// f32 scale per token and head, and on the GPU prefill's bf16 copy of the ring block it
+// attends over).
+PlanInput plan_input(KvDtype kv, bool on_gpu);
 
 struct MemoryPlan {
   int cp = 1;                        // N = ranks / T

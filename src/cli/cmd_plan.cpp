@@ -32,12 +32,11 @@ std::string gb(double bytes) {
 
 int plan_command(const RunConfig& c) {
   const ModelConfig model = load_config_only(c.model);
-  PlanInput in;
+  // plan counts a GPU run: bf16 weights and activations, bf16 KV unless --kv-dtype says.
+  PlanInput in = plan_input(c.kv_dtype == "auto" ? KvDtype::bf16 : parse_kv_dtype(c.kv_dtype), /*on_gpu=*/true);
   in.context = c.context;
   in.ranks = c.ranks;
   in.tp = c.tp;
-  in.kv_bytes = c.kv_dtype == "fp8" ? 1 : 2;
-  if (c.kv_dtype == "fp8") in.kv_scale_bytes = 4, in.kv_copy_bytes = 2;  // CUDA: scales; prefill's bf16 block copy
   // plan_memory refuses a --tp the model does not split over (run's rule) and figures that
   // overflow; the option parser bounds --gpu-memory, so the capacity fits int64.
   const int64_t capacity = std::llround(c.gpu_memory_gb * 1e9);

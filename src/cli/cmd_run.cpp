@@ -362,18 +362,12 @@ int run_command(const RunConfig& config) {
           // Before any weight or cache is allocated: does the longest document fit? Every
           // rank sees the same documents and fails the same way.
           const bool on_gpu = std::string(backend->name()) == "cuda";
-          PlanInput need;
+          PlanInput need = plan_input(kv_dtype, on_gpu);
           need.context = 0;
           for (const DocInfo& d : docs.documents())
             need.context = std::max(need.context, d.length + (scoring ? 0 : doc_budget(config, d)));
           need.ranks = layout.cp * layout.tp;
           need.tp = layout.tp;
-          need.weight_bytes = need.act_bytes = on_gpu ? 2 : 4;  // bf16 on the GPU, fp32 on the CPU
-          need.kv_bytes = kv_dtype == KvDtype::fp8 ? 1 : kv_dtype == KvDtype::bf16 ? 2 : 4;
-          if (kv_dtype == KvDtype::fp8) {
-            need.kv_scale_bytes = 4;
-            need.kv_copy_bytes = on_gpu ? 2 : 0;  // CUDA prefill attends over a bf16 copy of the block
-          }
           const int64_t limit = config.memory_limit_gb > 0 ? static_cast<int64_t>(config.memory_limit_gb * 1e9) : -1;
           const MemoryKind kind = on_gpu ? MemoryKind::gpu : MemoryKind::host;
           int64_t available = available_bytes(kind, limit);

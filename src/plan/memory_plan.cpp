@@ -107,6 +107,17 @@ void check_input(const ModelConfig& c, const PlanInput& in) {
 
 }  // namespace
 
+PlanInput plan_input(KvDtype kv, bool on_gpu) {
+  PlanInput in;
+  in.weight_bytes = in.act_bytes = on_gpu ? 2 : 4;
+  in.kv_bytes = kv == KvDtype::fp8 ? 1 : kv == KvDtype::bf16 ? 2 : 4;
+  if (kv == KvDtype::fp8) {
+    in.kv_scale_bytes = 4;
+    in.kv_copy_bytes = on_gpu ? 2 : 0;
+  }
+  return in;
+}
+
 MemoryPlan plan_memory(const ModelConfig& c, const PlanInput& in) {
   check_input(c, in);
   try {

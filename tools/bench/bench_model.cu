@@ -1,6 +1,6 @@
 // Usage: bench_model [--config FILE] [--contexts 8192,32768,131072] [--decode N] [--chunk N]
 //                    [--layers L] [--json FILE] [--peak-tflops T] [--cp N] [--kv-dtype bf16|fp8]
-//                    [--attention auto|native|cudnn]
+//                    [--attention auto|native|cudnn] [--job DOCS --batches 1,32]
 //        mpirun -np N bench_model --cp N ...        (ring prefill over N ranks)
 // End-to-end throughput of the engine on the CUDA backend with random weights of a real
 // model shape (default tests/fixtures/configs/llama-3.1-8b.json): for each context S, one
@@ -34,6 +34,19 @@
 //             or communication times.
 //   scaling   {"gpus", "n", "ms", "layers", "comm"}: the prefill for tools/plot.py's ring
 //             figure; written only when every rank has a GPU of its own.
+// Every model line also gives "plan_bytes", `ringinfer plan`'s per-rank total for that
+// context (prompt + decode) and chunk, and "peak_over_plan" = peak_device_bytes / plan_bytes.
+//
+// --job DOCS (issue 20): instead of one prompt per context, a job of DOCS documents of
+// contexts[0] random prompt tokens each, decoded --decode tokens each, run once per decode
+// batch of --batches (default 1,32) by continuous batching (Engine::join / step, as `run
+// --max-batch B` does). One line per B:
+//   job       {"docs", "batch", "prompt", "new_tokens", "job_s", "job_tokens_per_s" (every
+//             generated token over the whole job, prefills included), "decode_s" (the
+//             step() calls alone), "decode_tokens_per_s" (the tokens step() made over
+//             decode_s), "decode_bound_tokens_per_s" (B tokens per step / the time to read
+//             the weights and B KV caches once at the measured copy rate), "peak_device_bytes",
+//             "plan_bytes", "peak_over_plan"}
 #include <cublas_v2.h>
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
@@ -59,6 +72,7 @@
 #include "ringinfer/cuda_check.h"
 #include "ringinfer/error.h"
 #include "ringinfer/engine.h"
+#include "ringinfer/memory_plan.h"
 #include "ringinfer/model_config.h"
 #include "ringinfer/runtime.h"
 
@@ -205,11 +219,71 @@ T reduce(T v, MPI_Op op) {
   return v;
 }
 
+// The --job mode (issue 20): `docs` documents of `prompt` random tokens, `decode` new
+// tokens each, through the engine's continuous batching at each decode batch B of
+// `batches`: join() while the batch has room and documents wait, else step().
+template <typename Emit, typename PlanBytes>
+void run_job(Engine& engine, Backend& backend, int64_t docs, int64_t prompt, int64_t decode,
+             const std::vector<int64_t>& batches, int64_t vocab, double copy_gbps, double weight_bytes,
+             double kv_bytes_per_token, PlanBytes plan_bytes, Emit emit) {
+  using clock = std::chrono::steady_clock;
+  for (int64_t B : batches) {
+    RI_CHECK(B >= 1 && B <= engine.max_batch(), "--batches: each must be in [1, " +
+                                                     std::to_string(engine.max_batch()) + "]");
+    backend.reset_peak_bytes();
+    CUDA_CHECK(cudaDeviceSynchronize());
+    MPI_CHECK(MPI_Barrier(MPI_COMM_WORLD));
+    int64_t next = 0, generated = 0, step_tokens = 0;
+    double decode_s = 0;
+    const auto t0 = clock::now();
+    while (next < docs || engine.batch_size() > 0) {
+      if (next < docs && engine.batch_size() < B) {
+        std::vector<int32_t> p(static_cast<size_t>(prompt));
+        for (int64_t i = 0; i < prompt; ++i)
+          p[i] = static_cast<int32_t>(splitmix(uint64_t(next) * 1000003u + 7 + uint64_t(i)) % uint64_t(vocab));
+        GenerateOptions g;
+        g.max_new_tokens = decode;
+        g.doc_key = static_cast<uint64_t>(next);
+        engine.join(p, prompt, g, static_cast<uint64_t>(next));  // cp 1: the stripe is the prompt
+        ++next;
+        ++generated;  // its first token
+      } else {
+        const int64_t in_batch = engine.batch_size();
+        const auto s0 = clock::now();
+        engine.step();
+        decode_s += std::chrono::duration<double>(clock::now() - s0).count();
+        step_tokens += in_batch;
+        generated += in_batch;
+      }
+      (void)engine.take_finished();
+    }
+    const double job_s = std::chrono::duration<double>(clock::now() - t0).count();
+    // One step of B documents reads every weight once and each document's KV cache
+    // (about prompt + decode/2 tokens on average) once.
+    const double step_bytes = weight_bytes + double(B) * kv_bytes_per_token * (double(prompt) + decode / 2.0);
+    const double bound_tps = double(B) / (step_bytes / (copy_gbps * 1e9));
+    const int64_t peak = backend.peak_allocated_bytes(), plan = plan_bytes(prompt + decode, B);
+    char buf[1024];
+    std::snprintf(buf, sizeof buf,
+                  "{\"kind\":\"job\",\"docs\":%lld,\"batch\":%lld,\"prompt\":%lld,\"new_tokens\":%lld,"
+                  "\"job_s\":%.3f,\"job_tokens_per_s\":%.1f,\"decode_s\":%.3f,\"decode_tokens_per_s\":%.1f,"
+                  "\"decode_bound_tokens_per_s\":%.1f,\"peak_device_bytes\":%lld,\"plan_bytes\":%lld,"
+                  "\"peak_over_plan\":%.3f}",
+                  static_cast<long long>(docs), static_cast<long long>(B), static_cast<long long>(prompt),
+                  static_cast<long long>(generated), job_s, double(generated) / job_s, decode_s,
+                  decode_s > 0 ? double(step_tokens) / decode_s : 0.0, bound_tps, static_cast<long long>(peak),
+                  static_cast<long long>(plan), double(peak) / double(plan));
+    emit(std::string(buf));
+  }
+}
+
 int run_bench(int argc, char** argv, const RankInfo& me) {
   std::string config_path = "tests/fixtures/configs/llama-3.1-8b.json", json_path;
   std::vector<int64_t> contexts = {8192, 32768, 131072};
   int64_t decode = 32, chunk = 4096, layers = -1;
   int cp = 1;
+  int64_t job_docs = 0;
+  std::vector<int64_t> batches = {1, 32};
   AttentionPath attention = AttentionPath::auto_select;  // the CUDA backend's --attention
   double peak_tflops = 989.4;
   KvDtype kv_dtype = KvDtype::bf16;
@@ -229,6 +303,8 @@ int run_bench(int argc, char** argv, const RankInfo& me) {
     else if (a == "--cp") cp = std::stoi(next());
     else if (a == "--kv-dtype") kv_dtype = parse_kv_dtype(next());
     else if (a == "--attention") attention = parse_attention_path(next());
+    else if (a == "--job") job_docs = std::stoll(next());
+    else if (a == "--batches") batches = parse_list(next());
     else throw Error("bench_model: unknown argument " + a);
   }
   RI_CHECK(cp >= 1, "--cp " + std::to_string(cp) + ": must be at least 1");
@@ -294,6 +370,7 @@ int run_bench(int argc, char** argv, const RankInfo& me) {
   eo.cp_size = cp;
   eo.cp_comm = device_comm.get();
   eo.kv_dtype = kv_dtype;
+  if (job_docs > 0) eo.max_batch = *std::max_element(batches.begin(), batches.end());
   std::unique_ptr<Engine> engine;
   {
     // The host copy (fp32, every layer) is freed once the engine has uploaded it.
@@ -306,6 +383,24 @@ int run_bench(int argc, char** argv, const RankInfo& me) {
     std::fprintf(stderr, "model %s x %lld layers ready in %.1f s (%.2f GB of bf16 weights per rank), cp %d over %s\n",
                  config_path.c_str(), static_cast<long long>(L), setup_s, weight_bytes / 1e9, cp, to_string(kind));
 
+  // `ringinfer plan`'s per-rank figure for a document of `tokens` tokens, `batch` of them
+  // in decode: what the peak should match (issue 17, 20).
+  auto plan_bytes = [&](int64_t tokens, int64_t batch) {
+    PlanInput in = plan_input(kv_dtype, /*on_gpu=*/true);
+    in.context = tokens;
+    in.ranks = cp;
+    in.token_chunk = chunk;
+    in.batch = batch;
+    return plan_memory(cfg, in).total_per_rank;
+  };
+  if (job_docs > 0) {
+    RI_CHECK(cp == 1, "--job: one rank (--cp 1): the job passes whole prompts to join()");
+    run_job(*engine, *backend, job_docs, contexts.front(), decode, batches, V, copy,
+            weight_bytes + 0.0, double(kv_bytes_per_token(kv_dtype, Hkv, D)) * double(L) / double(cp), plan_bytes,
+            emit);
+    if (json) std::fclose(json);
+    return 0;
+  }
   for (int64_t S : contexts) {
     std::vector<int32_t> prompt(static_cast<size_t>(S));
     for (int64_t i = 0; i < S; ++i) prompt[i] = static_cast<int32_t>(splitmix(1000 + i) % uint64_t(V));
@@ -356,7 +451,8 @@ int run_bench(int argc, char** argv, const RankInfo& me) {
                   "\"decode_steps\":%.0f,\"decode_tokens_per_s\":%.2f,\"decode_gbps\":%.0f,"
                   "\"decode_fraction_of_copy_bw\":%.3f,\"peak_device_bytes\":%lld,"
                   "\"cp\":%d,\"comm\":\"%s\",\"gpus\":%lld,\"shared_gpu\":%s,\"prefill_s_min\":%.3f,"
-                  "\"tokens_held\":%lld,\"kv_bytes\":%lld,\"cp_bytes_sent\":%lld,\"ring_gbps\":%.1f,\"kv_dtype\":\"%s\"}",
+                  "\"tokens_held\":%lld,\"kv_bytes\":%lld,\"cp_bytes_sent\":%lld,\"ring_gbps\":%.1f,\"kv_dtype\":\"%s\","
+                  "\"plan_bytes\":%lld,\"peak_over_plan\":%.3f}",
                   to_string(attention), static_cast<long long>(cuda_backend_cudnn_plans(*backend)),
                   config_path.c_str(), static_cast<long long>(L), static_cast<long long>(S),
                   static_cast<long long>(chunk), prefill_s, S / prefill_s, prefill_tflops, per_gpu_tflops / gemm,
@@ -364,7 +460,8 @@ int run_bench(int argc, char** argv, const RankInfo& me) {
                   decode_gbps / copy, static_cast<long long>(peak), cp, to_string(kind),
                   static_cast<long long>(gpus_used), shared_gpu ? "true" : "false", prefill_s_min,
                   static_cast<long long>(tokens_held), static_cast<long long>(kv_bytes), static_cast<long long>(sent),
-                  cp > 1 ? double(sent) / prefill_s / 1e9 : 0.0, kv_dtype_name(kv_dtype));
+                  cp > 1 ? double(sent) / prefill_s / 1e9 : 0.0, kv_dtype_name(kv_dtype),
+                  static_cast<long long>(plan_bytes(S + decode, 1)), double(peak) / double(plan_bytes(S + decode, 1)));
     emit(buf);
     if (!shared_gpu) {
       std::snprintf(buf, sizeof buf,
