@@ -368,18 +368,22 @@ struct Engine::State {
     ring->end();
   }
 
-  // Final norm + LM head of one residual row: the whole (1, vocab) logits row. With T > 1
-  // (collective over the TP group) every rank computes its vocabulary part and one
-  // all-gather assembles the row: the parts are in rank order and only the last is short,
-  // so the gathered buffer's first vocab values are the row, exactly as with T = 1.
-  Tensor head_logits(const Tensor& x_row) {
-    const Tensor hn = h.rows(0, 1);
-    be.rmsnorm(x_row, w.final_norm, eps, hn);
+  // Final norm + LM head of up to logits.rows() residual rows: their whole (n, vocab) logits
+  // rows, from one GEMM (a decode batch reads the LM head once, not once per document).
+  // With T > 1 (collective over the TP group) one row: every rank computes its vocabulary
+  // part and one all-gather assembles the row: the parts are in rank order and only the
+  // last is short, so the gathered buffer's first vocab values are the row, exactly as
+  // with T = 1.
+  Tensor head_logits(const Tensor& x_rows) {
+    const int64_t n = x_rows.rows();
+    const Tensor hn = h.rows(0, n);
+    be.rmsnorm(x_rows, w.final_norm, eps, hn);
     if (!tp) {
-      const Tensor lg = logits.rows(0, 1);
+      const Tensor lg = logits.rows(0, n);
       be.matmul(hn, w.lm_head, Tensor(), lg, false);
       return lg;
     }
+    RI_CHECK(n == 1, "engine: the tensor-parallel LM head takes one row at a time");
     be.matmul(hn, w.lm_head, Tensor(), row_cols(lg_pad, 0, vl), false);
     tp->all_gather(lg_pad.data(), lg_all.data(), static_cast<size_t>(sl.vocab_part), CommDtype::float32,
                    be.stream());
@@ -396,12 +400,17 @@ struct Engine::State {
     const int64_t B = static_cast<int64_t>(seqs.size());
     const Tensor t = tok.rows(0, B);
     if (r == root) {
-      for (int64_t b = 0; b < B; ++b) {
-        const Sequence& sq = *seqs[b];
-        const GenerateOptions& g = sq.options;
-        const uint64_t step = sq.result.tokens.size();
-        be.sample(head_logits(x_rows.rows(b, 1)), g.sampling, sampling_uniform(g.seed, g.doc_key, step), sq.counts,
-                  t.rows(b, 1));
+      const int64_t rows_per_head = tp ? 1 : logits.rows();
+      for (int64_t b0 = 0; b0 < B; b0 += rows_per_head) {
+        const int64_t nb = std::min(rows_per_head, B - b0);
+        const Tensor lg = head_logits(x_rows.rows(b0, nb));
+        for (int64_t i = 0; i < nb; ++i) {
+          const Sequence& sq = *seqs[b0 + i];
+          const GenerateOptions& g = sq.options;
+          const uint64_t step = sq.result.tokens.size();
+          be.sample(lg.rows(i, 1), g.sampling, sampling_uniform(g.seed, g.doc_key, step), sq.counts,
+                    t.rows(b0 + i, 1));
+        }
       }
       if (tp) {
         tp->broadcast(t.data(), static_cast<size_t>(B), CommDtype::int32, 0, be.stream());
