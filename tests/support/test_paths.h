@@ -6,7 +6,8 @@ namespace ringinfer::test {
 
 std::string source_dir();        // the repository root
 std::string ringinfer_binary();  // the built ringinfer executable
-std::string make_temp_dir(const std::string& prefix);  // a fresh directory under $TMPDIR or /tmp
+// A fresh directory under $TMPDIR or /tmp, removed with all it holds when the process exits.
+std::string make_temp_dir(const std::string& prefix);
 
 // A make_temp_dir directory, removed with all it holds on destruction: a fixture member
 // gives every test a fresh one.
