@@ -38,6 +38,26 @@ void validate(const DecodeAttnParams& p) {
 
 bool is_fp8(const DecodeAttnParams& p) { return p.k_fp8 != nullptr; }
 
+// p as decode_attention sees one sequence of a batch: its cache and length, one query row.
+DecodeAttnParams sequence_params(const DecodeAttnParams& p, bool fp8, const DecodeSeqKv& s) {
+  DecodeAttnParams one = p;
+  one.k = one.v = nullptr;
+  one.k_fp8 = one.v_fp8 = nullptr;
+  one.k_scale = one.v_scale = nullptr;
+  if (fp8) {
+    one.k_fp8 = static_cast<const uint8_t*>(s.k);
+    one.v_fp8 = static_cast<const uint8_t*>(s.v);
+    one.k_scale = s.k_scale;
+    one.v_scale = s.v_scale;
+  } else {
+    one.k = static_cast<const __nv_bfloat16*>(s.k);
+    one.v = static_cast<const __nv_bfloat16*>(s.v);
+  }
+  one.n_q = 1;
+  one.n_k = s.n_k;
+  return one;
+}
+
 cuda::DecodeConfig config(int head_dim, int variant, bool fp8) {
   using namespace cuda;
   if (fp8)  // 3 stages: an fp8 stage is half a bf16 one, so more bytes stay in flight
@@ -71,6 +91,86 @@ int decode_attention_splits(const DecodeAttnParams& p) {
   const int by_device = std::max(1, sms * per_sm / p.n_kv_heads);
   const int by_keys = std::max(1, n_tiles / (2 * c.warps));
   return std::min(by_device, by_keys);
+}
+
+namespace {
+// The splits of a batch launch of n sequences: the longest one's choice, with the device's
+// one wave shared by the n sequences (as decode_attention_splits does for one).
+int batch_splits(const DecodeAttnParams& p, bool fp8, const DecodeSeqKv* seqs, int n) {
+  DecodeAttnParams longest = sequence_params(p, fp8, seqs[0]);
+  for (int i = 1; i < n; ++i) longest.n_k = std::max(longest.n_k, seqs[i].n_k);
+  if (p.num_splits > 0) return decode_attention_splits(longest);
+  longest.n_kv_heads = p.n_kv_heads * n;  // the wave is shared: n times the (split, KV head) blocks
+  longest.n_heads = p.n_heads * n;
+  return decode_attention_splits(longest);
+}
+}  // namespace
+
+size_t decode_attention_batch_workspace_bytes(const DecodeAttnParams& p, bool fp8, const DecodeSeqKv* seqs,
+                                              int n_seqs) {
+  size_t most = 0;
+  for (int s0 = 0; s0 < n_seqs; s0 += cuda::kDecodeMaxSeqs) {
+    const int n = std::min(cuda::kDecodeMaxSeqs, n_seqs - s0);
+    const size_t rows = size_t(n) * batch_splits(p, fp8, seqs + s0, n) * p.n_kv_heads * cuda::kDecodeRows;
+    most = std::max(most, rows * (p.head_dim + 1) * sizeof(float));
+  }
+  return most;
+}
+
+void decode_attention_batch(const DecodeAttnParams& p, bool fp8, const DecodeSeqKv* seqs, int n_seqs,
+                            void* workspace, size_t workspace_bytes, cudaStream_t stream) {
+  check(n_seqs >= 0 && (n_seqs == 0 || seqs != nullptr), "a batch needs its sequences");
+  for (int i = 0; i < n_seqs; ++i) {
+    const DecodeAttnParams one = sequence_params(p, fp8, seqs[i]);
+    validate(one);
+    check(one.n_k == 0 || (one.k || one.k_fp8), "null cache pointer of sequence " + std::to_string(i));
+  }
+  if (n_seqs == 0) return;
+  check(p.q && p.o && p.lse, "null pointer");
+  check(reinterpret_cast<uintptr_t>(p.q) % 16 == 0 && reinterpret_cast<uintptr_t>(workspace) % 16 == 0,
+        "q and workspace must be 16-byte aligned");
+  const size_t need = decode_attention_batch_workspace_bytes(p, fp8, seqs, n_seqs);
+  check(workspace != nullptr && workspace_bytes >= need,
+        "workspace of " + std::to_string(workspace_bytes) + " bytes, need " + std::to_string(need));
+  const cuda::DecodeConfig c = config(p.head_dim, fp8 ? 0 : p.variant, fp8);
+  const int group = p.n_heads / p.n_kv_heads;
+  // Launches of one stream run in order: every group of sequences reuses the workspace.
+  for (int s0 = 0; s0 < n_seqs; s0 += cuda::kDecodeMaxSeqs) {
+    const int n = std::min(cuda::kDecodeMaxSeqs, n_seqs - s0);
+    const int splits = batch_splits(p, fp8, seqs + s0, n);
+    cuda::DecodeSeqs table{};
+    table.count = n;
+    for (int i = 0; i < n; ++i) {
+      const DecodeSeqKv& s = seqs[s0 + i];
+      table.seq[i] = cuda::DecodeSeq{s.k, s.v, s.k_scale, s.v_scale, s.n_k, (s.n_k + c.block_n - 1) / c.block_n};
+    }
+    cuda::DecodeArgs a{};
+    // Non-null so the launcher picks the fp8 kernel (each block takes its own sequence's
+    // pointers); a group of empty sequences may run the bf16 kernel: it reads nothing.
+    for (int i = 0; i < n && fp8 && !a.k8; ++i) a.k8 = static_cast<const uint8_t*>(seqs[s0 + i].k);
+    a.kv_stride = p.kv_row_stride ? p.kv_row_stride : long(p.n_kv_heads) * p.head_dim;
+    a.n_heads = p.n_heads;
+    a.group = group;
+    a.rows = group;  // one token per sequence
+    a.n_splits = splits;
+    a.scale_log2 = p.softmax_scale * 1.4426950408889634f;
+    a.q = p.q + size_t(s0) * p.n_heads * p.head_dim;
+    a.ws_lse = static_cast<float*>(workspace);
+    a.ws_o = a.ws_lse + size_t(n) * splits * p.n_kv_heads * cuda::kDecodeRows;
+    float* o = p.o + size_t(s0) * p.n_heads * p.head_dim;
+    float* lse = p.lse + size_t(s0) * p.n_heads;
+    const dim3 grid(n, p.n_heads);
+    if (p.head_dim == 64) {
+      cuda::decode_split_hdim64(a, p.n_kv_heads, fp8 ? 0 : p.variant, &table, stream);
+      cuda::decode_combine_kernel<64><<<grid, 64, 0, stream>>>(a.ws_lse, a.ws_o, splits, p.n_kv_heads, group, o, lse,
+                                                                true);
+    } else {
+      cuda::decode_split_hdim128(a, p.n_kv_heads, fp8 ? 0 : p.variant, &table, stream);
+      cuda::decode_combine_kernel<128><<<grid, 128, 0, stream>>>(a.ws_lse, a.ws_o, splits, p.n_kv_heads, group, o,
+                                                                  lse, true);
+    }
+    CUDA_CHECK_LAUNCH();
+  }
 }
 
 size_t decode_attention_workspace_bytes(const DecodeAttnParams& p) {
@@ -121,10 +221,10 @@ void decode_attention(const DecodeAttnParams& p, void* workspace, size_t workspa
     float* lse = p.lse + size_t(t0) * p.n_heads;
     const dim3 grid(nt, p.n_heads);
     if (p.head_dim == 64) {
-      cuda::decode_split_hdim64(a, p.n_kv_heads, p.variant, stream);
+      cuda::decode_split_hdim64(a, p.n_kv_heads, p.variant, nullptr, stream);
       cuda::decode_combine_kernel<64><<<grid, 64, 0, stream>>>(a.ws_lse, a.ws_o, splits, p.n_kv_heads, group, o, lse);
     } else {
-      cuda::decode_split_hdim128(a, p.n_kv_heads, p.variant, stream);
+      cuda::decode_split_hdim128(a, p.n_kv_heads, p.variant, nullptr, stream);
       cuda::decode_combine_kernel<128><<<grid, 128, 0, stream>>>(a.ws_lse, a.ws_o, splits, p.n_kv_heads, group, o,
                                                                   lse);
     }

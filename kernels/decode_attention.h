@@ -46,6 +46,23 @@ int decode_attention_splits(const DecodeAttnParams& p);
 // Throws ringinfer::Error for unsupported shapes or a too-small workspace.
 void decode_attention(const DecodeAttnParams& p, void* workspace, size_t workspace_bytes, cudaStream_t stream);
 
+// Decode of a batch of documents: query row s (one token) against sequence s's own cache,
+// every key visible, all sequences in one pair of launches per 16 (the split kernel's
+// grid z). `p` gives the shared shapes and q [n_seqs, H, D], o, lse for the n_seqs rows;
+// its k, v, k_fp8, v_fp8, scales, n_q and n_k are ignored (fp8 says which cache kind every
+// sequence has). Results equal decode_attention() of each row with the same num_splits.
+struct DecodeSeqKv {
+  const void* k = nullptr;  // bf16 rows, or e4m3 bytes with fp8 (kv_row_stride as in p)
+  const void* v = nullptr;
+  const float* k_scale = nullptr;  // fp8: [n_k, Hkv]
+  const float* v_scale = nullptr;
+  int n_k = 0;
+};
+size_t decode_attention_batch_workspace_bytes(const DecodeAttnParams& p, bool fp8, const DecodeSeqKv* seqs,
+                                              int n_seqs);
+void decode_attention_batch(const DecodeAttnParams& p, bool fp8, const DecodeSeqKv* seqs, int n_seqs,
+                            void* workspace, size_t workspace_bytes, cudaStream_t stream);
+
 // Number of tile configurations `variant` may select (>= 1).
 int decode_attention_variants();
 

@@ -3,13 +3,14 @@
 
 namespace ringinfer::cuda {
 
-void decode_split_hdim128(const DecodeArgs& a, int n_kv_heads, int variant, cudaStream_t stream) {
+void decode_split_hdim128(const DecodeArgs& a, int n_kv_heads, int variant, const DecodeSeqs* seqs,
+                          cudaStream_t stream) {
   if (a.k8)  // fp8 cache: 32-key tiles, 3 stages (decode_attention.cu config())
-    launch_decode_split<128, 4, 32, 3, true>(a, n_kv_heads, stream);
+    launch_decode_split<128, 4, 32, 3, true>(a, n_kv_heads, seqs, stream);
   else if (variant == 0)
-    launch_decode_split<128, 4, 32, 2>(a, n_kv_heads, stream);
+    launch_decode_split<128, 4, 32, 2>(a, n_kv_heads, seqs, stream);
   else
-    launch_decode_split<128, 4, 16, 3>(a, n_kv_heads, stream);
+    launch_decode_split<128, 4, 16, 3>(a, n_kv_heads, seqs, stream);
 }
 
 }  // namespace ringinfer::cuda

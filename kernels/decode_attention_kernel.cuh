@@ -52,6 +52,48 @@ struct DecodeArgs {
   float scale_log2;   // softmax_scale * log2(e)
 };
 
+// Several sequences in one launch (decode of a batch of documents): blockIdx.z picks the
+// sequence, whose query row is row z of the launch's q, whose cache and length are here,
+// and whose partials take the z-th slice of the workspace. Passed by value as a
+// __grid_constant__ parameter (no device table to upload, nothing to order).
+constexpr int kDecodeMaxSeqs = 16;
+struct DecodeSeq {
+  const void* k;         // bf16 rows or e4m3 bytes, as the launch's cache
+  const void* v;
+  const float* k_scale;  // fp8 cache
+  const float* v_scale;
+  int n_k;
+  int n_tiles;           // ceil(n_k / kBlockN)
+};
+struct DecodeSeqs {
+  DecodeSeq seq[kDecodeMaxSeqs];
+  int count;             // 0: a single-sequence launch (DecodeArgs alone)
+};
+
+// The arguments of sequence z of a several-sequence launch: D and the grid give the
+// workspace slices ([z][split][kv_head][16] rows of LSE, then of O).
+template <int D>
+__device__ __forceinline__ DecodeArgs sequence_args(const DecodeArgs& a, const DecodeSeqs& seqs, int z) {
+  DecodeArgs b = a;
+  const DecodeSeq& s = seqs.seq[z];
+  if (a.k8) {
+    b.k8 = static_cast<const uint8_t*>(s.k);
+    b.v8 = static_cast<const uint8_t*>(s.v);
+    b.k_scale = s.k_scale;
+    b.v_scale = s.v_scale;
+  } else {
+    b.k = static_cast<const bf16*>(s.k);
+    b.v = static_cast<const bf16*>(s.v);
+  }
+  b.n_k = s.n_k;
+  b.n_tiles = s.n_tiles;
+  b.q = a.q + (long)z * a.n_heads * D;
+  const long rows = (long)z * a.n_splits * gridDim.y * kDecodeRows;
+  b.ws_lse = a.ws_lse + rows;
+  b.ws_o = a.ws_o + rows * D;
+  return b;
+}
+
 template <int D, int kWarps, int kBlockN, int kStages, bool kFp8 = false>
 struct DecodeTile {
   static constexpr int kThreads = 32 * kWarps;
@@ -88,8 +130,14 @@ __device__ __forceinline__ uint4 e4m3x8_to_bf16x8(uint2 bytes) {
   return make_uint4(out[0], out[1], out[2], out[3]);
 }
 
-template <int D, int kWarps, int kBlockN, int kStages, bool kFp8>
-__global__ void __launch_bounds__(32 * kWarps) decode_split_kernel(const DecodeArgs a) {
+template <int D, int kWarps, int kBlockN, int kStages, bool kFp8, bool kSeqs>
+__global__ void __launch_bounds__(32 * kWarps)
+    decode_split_kernel(const __grid_constant__ DecodeArgs a_in, const __grid_constant__ DecodeSeqs seqs) {
+  // A single-sequence launch reads its arguments from parameter space as before; a
+  // several-sequence one works on a copy with this block's sequence filled in.
+  DecodeArgs a_seq;
+  if constexpr (kSeqs) a_seq = sequence_args<D>(a_in, seqs, blockIdx.z);
+  const DecodeArgs& a = kSeqs ? a_seq : a_in;
   using Tile = DecodeTile<D, kWarps, kBlockN, kStages, kFp8>;
   constexpr int kChunks = Tile::kChunks;
   extern __shared__ __align__(128) unsigned char smem_raw[];
@@ -326,14 +374,16 @@ __global__ void __launch_bounds__(32 * kWarps) decode_split_kernel(const DecodeA
   }
 }
 
-// Merges the splits of one (token, head) row: block = D threads, grid (tokens, H).
+// Merges the splits of one (token, head) row: block = D threads, grid (tokens, H). With
+// per_seq, token x is sequence x of a several-sequence launch (one token each, its own
+// workspace slice).
 template <int D>
 __global__ void decode_combine_kernel(const float* ws_lse, const float* ws_o, int n_splits, int n_kv_heads,
-                                      int group, float* o, float* lse) {
+                                      int group, float* o, float* lse, bool per_seq = false) {
   const int tok = blockIdx.x, head = blockIdx.y, d = threadIdx.x, n_heads = gridDim.y;
-  const int kv_head = head / group, r = tok * group + head % group;
+  const int kv_head = head / group, r = (per_seq ? 0 : tok) * group + head % group;
   const long stride = (long)n_kv_heads * kDecodeRows;  // between splits
-  const long row0 = (long)kv_head * kDecodeRows + r;
+  const long row0 = (per_seq ? (long)tok * n_splits * stride : 0) + (long)kv_head * kDecodeRows + r;
   float m = -INFINITY;
   for (int s = 0; s < n_splits; ++s) m = fmaxf(m, ws_lse[row0 + s * stride]);
   float l = 0.f, acc = 0.f;
@@ -349,12 +399,19 @@ __global__ void decode_combine_kernel(const float* ws_lse, const float* ws_o, in
   if (d == 0) lse[out] = l > 0.f ? m + logf(l) : -INFINITY;
 }
 
+// seqs: null for one sequence (a's cache), else seqs->count sequences in grid z.
 template <int D, int kWarps, int kBlockN, int kStages, bool kFp8 = false>
-void launch_decode_split(const DecodeArgs& a, int n_kv_heads, cudaStream_t stream) {
+void launch_decode_split(const DecodeArgs& a, int n_kv_heads, const DecodeSeqs* seqs, cudaStream_t stream) {
   using Tile = DecodeTile<D, kWarps, kBlockN, kStages, kFp8>;
-  auto kernel = decode_split_kernel<D, kWarps, kBlockN, kStages, kFp8>;
-  CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(Tile::kSmemBytes)));
-  kernel<<<dim3(a.n_splits, n_kv_heads), Tile::kThreads, Tile::kSmemBytes, stream>>>(a);
+  if (seqs) {
+    auto kernel = decode_split_kernel<D, kWarps, kBlockN, kStages, kFp8, true>;
+    CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(Tile::kSmemBytes)));
+    kernel<<<dim3(a.n_splits, n_kv_heads, seqs->count), Tile::kThreads, Tile::kSmemBytes, stream>>>(a, *seqs);
+  } else {
+    auto kernel = decode_split_kernel<D, kWarps, kBlockN, kStages, kFp8, false>;
+    CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(Tile::kSmemBytes)));
+    kernel<<<dim3(a.n_splits, n_kv_heads), Tile::kThreads, Tile::kSmemBytes, stream>>>(a, DecodeSeqs{});
+  }
   CUDA_CHECK_LAUNCH();
 }
 
@@ -367,7 +424,9 @@ struct DecodeConfig {
 };
 // fp8 (a.k8 set): one tile shape, 32 keys x 4 warps, 3 stages.
 DecodeConfig decode_config(int head_dim, int variant);
-void decode_split_hdim64(const DecodeArgs& a, int n_kv_heads, int variant, cudaStream_t stream);
-void decode_split_hdim128(const DecodeArgs& a, int n_kv_heads, int variant, cudaStream_t stream);
+void decode_split_hdim64(const DecodeArgs& a, int n_kv_heads, int variant, const DecodeSeqs* seqs,
+                         cudaStream_t stream);
+void decode_split_hdim128(const DecodeArgs& a, int n_kv_heads, int variant, const DecodeSeqs* seqs,
+                          cudaStream_t stream);
 
 }  // namespace ringinfer::cuda

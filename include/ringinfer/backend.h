@@ -209,6 +209,20 @@ class Backend {
   // normalised) and lse (nq, H), fp32.
   virtual void attention(const Tensor& q, const KvBlock& kv, const AttentionShape& shape, const Tensor& o,
                          const Tensor& lse) = 0;
+  // Decode of a batch: query row b of q (B, H*D) against kv[b] under shapes[b] (each row
+  // its own document's keys on this rank), written to row b of o (B, H*D) and lse (B, H),
+  // not merged. The default resets and calls attention() row by row; CUDA runs the rows
+  // in one launch of its split-KV kernel over the list of sequences.
+  virtual void attention_rows(const Tensor& q, const std::vector<KvBlock>& kv,
+                              const std::vector<AttentionShape>& shapes, const Tensor& o, const Tensor& lse) {
+    const int64_t B = q.rows();
+    if (static_cast<int64_t>(kv.size()) != B || static_cast<int64_t>(shapes.size()) != B || o.rows() != B ||
+        lse.rows() != B)
+      throw Error("backend: attention_rows: " + std::to_string(B) + " query rows, " + std::to_string(kv.size()) +
+                  " KV blocks, " + std::to_string(shapes.size()) + " shapes");
+    attention_reset(o, lse);
+    for (int64_t b = 0; b < B; ++b) attention(q.rows(b, 1), kv[b], shapes[b], o.rows(b, 1), lse.rows(b, 1));
+  }
   // The form of kv that attention() reads fastest when it is called many times on the same
   // block (prefill's query chunks): kv itself, or on CUDA an fp8 block dequantized once to a
   // bf16 copy in scratch. Valid until the next attention_input() call; kv must not change

@@ -1,5 +1,6 @@
 // Decode attention over a list of sequences and the merge of the ranks' parts (DESIGN §4, §5).
 #include <string>
+#include <vector>
 
 #include "ringinfer/attention.h"
 #include "ringinfer/error.h"
@@ -28,14 +29,15 @@ Tensor DecodeAttention::layer(const std::vector<const KvCache*>& sequences, int 
                " sequences (at most " + std::to_string(part_.numel() / row) + ")");
   // This rank's part: O of the B rows, then their LSE, so each is one (B, .) view.
   const Tensor o = span(part_, 0, B * HD, B), lse = span(part_, B * HD, B * H, B);
-  be_.attention_reset(o, lse);
+  // Split-KV: each query row against this rank's stripe of its own document.
+  std::vector<KvBlock> blocks;
+  std::vector<AttentionShape> shapes;
   for (int64_t b = 0; b < B; ++b) {
-    // Split-KV: the query row against this rank's stripe of its own document.
     const int64_t pos = positions[b];
-    const KvBlock kv = sequences[b]->stored(l);
-    be_.attention(q.rows(b, 1), kv, attention_shape(heads_, local_index(pos, N_), stripe_owner(pos, N_), r_, N_),
-                  o.rows(b, 1), lse.rows(b, 1));
+    blocks.push_back(sequences[b]->stored(l));
+    shapes.push_back(attention_shape(heads_, local_index(pos, N_), stripe_owner(pos, N_), r_, N_));
   }
+  be_.attention_rows(q, blocks, shapes, o, lse);
   if (!cp_) return o;
   // One all-gather of every rank's (O, LSE), then the same merge in rank order on every
   // rank, so all ranks keep bitwise the same hidden state.

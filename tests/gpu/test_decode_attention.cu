@@ -12,6 +12,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <memory>
 #include <random>
 #include <string>
 #include <vector>
@@ -166,6 +167,80 @@ TEST(DecodeAttention, Fp8RejectsMixedOrIncompleteCaches) {
   p.k_scale = p.v_scale = reinterpret_cast<const float*>(16);
   p.variant = 1;
   EXPECT_THROW(decode_attention_workspace_bytes(p), Error);  // fp8: variant 0 only
+}
+
+// decode_attention_batch: one query row per sequence, each against its own cache of its own
+// length (empty ones included), more sequences than one launch takes (16), bf16 and fp8;
+// every row against the float64 reference of its own inputs.
+void run_batch_case(bool fp8, int D, int H, int Hkv, const std::vector<int>& lengths) {
+  const int n = static_cast<int>(lengths.size());
+  const HostBf16 q = test::random_bf16(size_t(n) * H * D, 1.0, rng);
+  DeviceBuf<__nv_bfloat16> dq(q.bits);
+  std::vector<std::vector<double>> kval(n), vval(n);
+  std::vector<std::unique_ptr<DeviceBuf<__nv_bfloat16>>> kb, vb;
+  std::vector<std::unique_ptr<DeviceBuf<uint8_t>>> k8, v8;
+  std::vector<std::unique_ptr<DeviceBuf<float>>> ks, vs;
+  std::vector<DecodeSeqKv> seqs(n);
+  for (int i = 0; i < n; ++i) {
+    const int nk = lengths[i];
+    seqs[i].n_k = nk;
+    if (fp8) {
+      const test::HostFp8 k = test::random_fp8(nk, Hkv, D, 1.0, 3.0, rng, nk / 2);
+      const test::HostFp8 v = test::random_fp8(nk, Hkv, D, 1.0, 2.0, rng);
+      k8.push_back(std::make_unique<DeviceBuf<uint8_t>>(k.bytes));
+      v8.push_back(std::make_unique<DeviceBuf<uint8_t>>(v.bytes));
+      ks.push_back(std::make_unique<DeviceBuf<float>>(k.scale));
+      vs.push_back(std::make_unique<DeviceBuf<float>>(v.scale));
+      seqs[i].k = k8.back()->ptr, seqs[i].v = v8.back()->ptr;
+      seqs[i].k_scale = ks.back()->ptr, seqs[i].v_scale = vs.back()->ptr;
+      kval[i] = k.val, vval[i] = v.val;
+    } else {
+      const HostBf16 k = test::random_bf16(size_t(nk) * Hkv * D, 1.5, rng);
+      const HostBf16 v = test::random_bf16(size_t(nk) * Hkv * D, 1.0, rng);
+      kb.push_back(std::make_unique<DeviceBuf<__nv_bfloat16>>(k.bits));
+      vb.push_back(std::make_unique<DeviceBuf<__nv_bfloat16>>(v.bits));
+      seqs[i].k = kb.back()->ptr, seqs[i].v = vb.back()->ptr;
+      kval[i] = k.val, vval[i] = v.val;
+    }
+  }
+  DeviceBuf<float> dO(size_t(n) * H * D), dL(size_t(n) * H);
+  dO.poison();
+  dL.poison();
+  DecodeAttnParams p;
+  p.q = dq.ptr;
+  p.o = dO.ptr;
+  p.lse = dL.ptr;
+  p.n_heads = H;
+  p.n_kv_heads = Hkv;
+  p.head_dim = D;
+  p.softmax_scale = float(1.0 / std::sqrt(double(D)));
+  const size_t ws_bytes = decode_attention_batch_workspace_bytes(p, fp8, seqs.data(), n);
+  DeviceBuf<char> ws(ws_bytes);
+  ws.poison();
+  decode_attention_batch(p, fp8, seqs.data(), n, ws.ptr, ws_bytes, nullptr);
+  CUDA_CHECK(cudaDeviceSynchronize());
+  const std::vector<float> o = dO.download(), lse = dL.download();
+  for (int i = 0; i < n; ++i) {
+    std::vector<double> qi(q.val.begin() + size_t(i) * H * D, q.val.begin() + size_t(i + 1) * H * D);
+    std::vector<double> ref_o, ref_lse;
+    test::reference_attention({1, lengths[i], H, Hkv, D}, qi, kval[i], vval[i], p.softmax_scale,
+                              [](int, int) { return true; }, ref_o, ref_lse);
+    const std::vector<float> oi(o.begin() + size_t(i) * H * D, o.begin() + size_t(i + 1) * H * D);
+    const std::vector<float> li(lse.begin() + size_t(i) * H, lse.begin() + size_t(i + 1) * H);
+    test::expect_close(oi, li, ref_o, ref_lse,
+                       std::string(fp8 ? "fp8" : "bf16") + " batch row " + std::to_string(i) + " of " +
+                           std::to_string(n) + " n_k=" + std::to_string(lengths[i]) + " H=" + std::to_string(H) +
+                           " Hkv=" + std::to_string(Hkv) + " D=" + std::to_string(D));
+  }
+}
+
+TEST(DecodeAttention, BatchOfSequencesEachAgainstItsOwnCache) {
+  const std::vector<int> lengths = {1000, 0, 1, 37, 5003, 300, 2, 4097, 64, 65, 999, 0, 12, 3000, 128, 17, 2500, 7, 800};
+  for (bool fp8 : {false, true})
+    for (int D : {64, 128})
+      for (int ratio : {1, 4, 8}) run_batch_case(fp8, D, 2 * ratio, 2, lengths);
+  run_batch_case(false, 128, 32, 8, {70000, 5, 0});  // one long, one short: the long one's splits
+  run_batch_case(true, 128, 32, 8, {0});              // only an empty sequence: identity
 }
 
 TEST(DecodeAttention, NoKeysGivesIdentity) { run_case({2, 0, 8, 2, 128}); }

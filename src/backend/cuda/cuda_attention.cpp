@@ -230,6 +230,55 @@ void CudaBackend::attention(const Tensor& q, const KvBlock& kv, const AttentionS
   generic_attention(p, stream_);
 }
 
+void CudaBackend::attention_rows(const Tensor& q, const std::vector<KvBlock>& kv,
+                                 const std::vector<AttentionShape>& shapes, const Tensor& o, const Tensor& lse) {
+  const int64_t B = q.rows();
+  if (B == 0 || kv.size() != static_cast<size_t>(B) || shapes.size() != static_cast<size_t>(B))
+    return Backend::attention_rows(q, kv, shapes, o, lse);  // (which reports mismatched counts)
+  const AttentionShape& sh = shapes[0];
+  const int64_t H = sh.n_heads, Hkv = sh.n_kv_heads, D = sh.head_dim;
+  // One launch over the list when every row is what the decode kernel takes: one query
+  // against keys it all sees, the same heads and cache kind (as attention() decides per row).
+  bool batch = options_.use_decode && (D == 64 || D == 128) && Hkv > 0 && H % Hkv == 0 && H / Hkv <= 16 &&
+               (kv[0].dtype == KvDtype::bf16 || kv[0].dtype == KvDtype::fp8);
+  for (int64_t b = 0; b < B && batch; ++b) {
+    const AttentionShape& s = shapes[b];
+    backend_checks::check_attention("cuda", q.rows(b, 1), kv[b], s, o.rows(b, 1), lse.rows(b, 1),
+                                    supports_kv_dtype(kv[b].dtype));
+    batch = s.n_heads == H && s.n_kv_heads == Hkv && s.head_dim == D && s.scale == sh.scale &&
+            kv[b].dtype == kv[0].dtype && kv[b].rows() < (int64_t(1) << 31) &&
+            visible_key_count(s.q_start, s.q_rank, s.k_rank, s.n_ranks) >= kv[b].rows();
+  }
+  if (!batch) return Backend::attention_rows(q, kv, shapes, o, lse);
+  const bool fp8 = kv[0].dtype == KvDtype::fp8;
+  const __nv_bfloat16* qb = nullptr;
+  if (q.dtype() == DType::bf16) {
+    qb = static_cast<const __nv_bfloat16*>(q.data());
+  } else {
+    auto* conv = static_cast<__nv_bfloat16*>(scratch(kAttnQuery, static_cast<size_t>(B * H * D) * 2));
+    convert_f32_to_bf16(q.f32(), conv, B * H * D, stream_);
+    qb = conv;
+  }
+  std::vector<DecodeSeqKv> seqs(static_cast<size_t>(B));
+  for (int64_t b = 0; b < B; ++b) {
+    seqs[b].k = kv[b].k.data();
+    seqs[b].v = kv[b].v.data();
+    if (fp8) seqs[b].k_scale = kv[b].k_scale.f32(), seqs[b].v_scale = kv[b].v_scale.f32();
+    seqs[b].n_k = static_cast<int>(kv[b].rows());
+  }
+  DecodeAttnParams p;
+  p.q = qb;
+  p.o = o.f32();
+  p.lse = lse.f32();
+  p.n_heads = static_cast<int>(H);
+  p.n_kv_heads = static_cast<int>(Hkv);
+  p.head_dim = static_cast<int>(D);
+  p.softmax_scale = sh.scale;
+  const size_t ws_bytes = decode_attention_batch_workspace_bytes(p, fp8, seqs.data(), static_cast<int>(B));
+  void* ws = scratch(kDecodeWork, ws_bytes);
+  decode_attention_batch(p, fp8, seqs.data(), static_cast<int>(B), ws, ws_bytes, stream_);
+}
+
 KvBlock CudaBackend::attention_input(const KvBlock& kv) {
   if (kv.dtype != KvDtype::fp8 || kv.rows() == 0) return kv;
   backend_checks::check_kv_block("cuda", "attention_input", kv);

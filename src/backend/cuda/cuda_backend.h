@@ -54,6 +54,8 @@ class CudaBackend final : public Backend {
   void attention_reset(const Tensor& o, const Tensor& lse) override;
   void attention(const Tensor& q, const KvBlock& kv, const AttentionShape& shape, const Tensor& o,
                  const Tensor& lse) override;
+  void attention_rows(const Tensor& q, const std::vector<KvBlock>& kv, const std::vector<AttentionShape>& shapes,
+                      const Tensor& o, const Tensor& lse) override;
   KvBlock attention_input(const KvBlock& kv) override;
   void swiglu(const Tensor& gate, const Tensor& up) override;
   void target_logprobs(const Tensor& logits, const Tensor& targets, const Tensor& out) override;
