@@ -14,6 +14,11 @@
 // - Activations, (O, LSE), logits and logprobs are fp32. Weights and the KV cache may be
 //   stored narrower (bf16 on CUDA); upload_weight() picks the weights' storage, the
 //   caller the KV cache's (KvDtype; each backend names its default and what it supports).
+// - bf16 is taken and handed by these ops only: copy() converts f32 <-> bf16 (rounding to
+//   nearest even); attention() reads q in f32 or in attention_query_dtype() (bf16 on CUDA
+//   where its tensor-core kernels run), so a caller may store a layer's queries at that
+//   width; KV blocks (store_kv, copy_kv, attention_input) in their KvDtype. Every other op
+//   takes and hands fp32 (or i32 / f64 where it says so).
 // - Masking follows striped.h's key_visible() alone; RoPE angles are computed in float64
 //   from global positions, cos/sin then rounded to fp32 (DESIGN §9).
 #include <cstdint>
@@ -206,9 +211,15 @@ class Backend {
   virtual void attention_reset(const Tensor& o, const Tensor& lse) = 0;
   // Attention of q (nq, H*D) against the nk = kv.rows() keys and values of kv (their
   // dequantized values) under the striped mask, merged into the running o (nq, H*D,
-  // normalised) and lse (nq, H), fp32.
+  // normalised) and lse (nq, H), fp32. q is f32 or attention_query_dtype(D); both give
+  // bitwise the same result when the bf16 q is copy() of the f32 one.
   virtual void attention(const Tensor& q, const KvBlock& kv, const AttentionShape& shape, const Tensor& o,
                          const Tensor& lse) = 0;
+  // The element type attention() reads queries of head_dim D in: queries stored in it are
+  // read as they are, f32 ones are converted on every call (CUDA: to bf16 for its
+  // tensor-core kernels, once per call, so a layer's queries would be converted once per
+  // ring step). f32 on the CPU; default_attention_query_dtype() gives the rule per backend.
+  virtual DType attention_query_dtype(int64_t head_dim) const = 0;
   // The form of kv that attention() reads fastest when it is called many times on the same
   // block (prefill's query chunks): kv itself, or on CUDA an fp8 block dequantized once to a
   // bf16 copy in scratch. Valid until the next attention_input() call; kv must not change
@@ -251,6 +262,12 @@ class Backend {
   virtual int64_t peak_allocated_bytes() const { return -1; }
   virtual void reset_peak_bytes() {}
 };
+
+// The element type each backend's attention() reads queries of head_dim D in, for callers
+// that plan without a backend (memory_plan.h): f32 on the CPU; on CUDA bf16 at head_dim 64
+// or 128, where its flash, split-KV decode and cuDNN kernels take bf16 queries, else f32
+// (its generic kernel reads fp32). The CUDA backend answers attention_query_dtype() with it.
+DType default_attention_query_dtype(bool cuda, int64_t head_dim);
 
 // RoPE inverse frequencies (D/2 values) in float64, with linear, llama3, yarn or
 // rope_freqs (verbatim divisors) scaling.

@@ -109,15 +109,17 @@ struct Engine::State {
   // documents in decode, each with its own cache, in the order they joined.
   KvDtype kv_dtype = KvDtype::f32;       // the cache's element type (options, else the backend's default)
   Tensor x;                              // (n, hidden) residual stream
-  Tensor q, o, lse;                      // (n, H*D), (n, H*D), (n, H): one layer's Q and (O, LSE)
+  DType q_dtype = DType::f32;            // Q's storage: what the backend's attention reads (bf16 on CUDA)
+  Tensor q, o, lse;                      // (n, H*D) q_dtype, (n, H*D), (n, H): one layer's Q and (O, LSE)
   // Scratch, bounded by chunk_tokens / logits_chunk rows, allocated once.
   Tensor h;           // (chunk, hidden) normed input
   Tensor k_new, v_new;  // (chunk, Hkv*D) fp32 K,V before the cache store
+  Tensor q_new;       // (chunk, H*D) fp32 Q before its copy into q_dtype (empty when q_dtype is f32)
   Tensor gate, up;    // (chunk, intermediate)
   Tensor tok;         // (chunk, 1) i32 token ids / targets
   Tensor hl;          // (logits_chunk, hidden) final-normed rows for the LM head
   Tensor logits;      // (logits_chunk, vl)
-  Tensor xb, qb;      // decode: (max_batch, hidden), (max_batch, H*D): one row per document
+  Tensor xb, qb;      // decode: (max_batch, hidden) f32, (max_batch, H*D) q_dtype: one row per document
   Tensor flags;       // (1, 2) i32: the stop flag to reduce, and the reduced flag
   Tensor bad_token;   // (1, 2) f64: (global index, token) of this rank's first bad token
   Tensor bad_tokens;  // (max(N, T), 2) f64: every rank's, gathered
@@ -158,6 +160,8 @@ struct Engine::State {
                                                  kv_dtype_name(kv_dtype) + " KV cache (--kv-dtype)");
     h = be.alloc(std::max(chunk, o.logits_chunk), hidden, DType::f32);
     k_new = be.alloc(chunk, Hkv * D, DType::f32);
+    q_dtype = be.attention_query_dtype(D);
+    if (q_dtype != DType::f32) q_new = be.alloc(chunk, H * D, DType::f32);
     v_new = be.alloc(chunk, Hkv * D, DType::f32);
     gate = be.alloc(chunk, inter, DType::f32);
     up = be.alloc(chunk, inter, DType::f32);
@@ -169,7 +173,7 @@ struct Engine::State {
     RI_CHECK(o.max_batch >= 1 && o.max_batch <= chunk,
              "engine: --max-batch must be between 1 and the chunk size (" + std::to_string(chunk) + ")");
     xb = be.alloc(o.max_batch, hidden, DType::f32);
-    qb = be.alloc(o.max_batch, H * D, DType::f32);
+    qb = be.alloc(o.max_batch, H * D, q_dtype);
     heads = AttentionHeads{H, Hkv, D, scale};
     ring = std::make_unique<RingAttention>(be, comm, r, N, heads, chunk);
     decode_attn = std::make_unique<DecodeAttention>(be, comm, r, N, heads, o.max_batch);
@@ -299,16 +303,19 @@ struct Engine::State {
     be.rmsnorm(per_head, weight, eps, per_head);
   }
 
-  // Projects rows of x at global positions `pos`: Q into q_rows and, with_kv, K and V into
-  // k_new, v_new (rows 0..n), each after RoPE in fp32; the caller stores K,V in a cache.
+  // Projects rows of x at global positions `pos`: Q into q_rows (q_dtype) and, with_kv, K
+  // and V into k_new, v_new (rows 0..n), each after QK-norm and RoPE in fp32; Q is then
+  // rounded once into q_rows when q_dtype is narrower. The caller stores K,V in a cache.
   void project_qkv(int l, const Tensor& x_rows, const Tensor& q_rows, const RowPositions& pos, bool with_kv) {
     const engine::BackendLayer& L = w.layers[l];
     const int64_t n = x_rows.rows();
     const Tensor hn = h.rows(0, n);
+    const Tensor qf = q_new.empty() ? q_rows : q_new.rows(0, n);
     be.rmsnorm(x_rows, L.attn_norm, eps, hn);
-    be.matmul(hn, L.wq, L.bq, q_rows, false);
-    head_norm(q_rows, L.q_norm, H);
-    rope_at(q_rows, H, pos);
+    be.matmul(hn, L.wq, L.bq, qf, false);
+    head_norm(qf, L.q_norm, H);
+    rope_at(qf, H, pos);
+    be.copy(qf, q_rows);  // f32 -> q_dtype (a no-op when they are the same tensor)
     if (!with_kv) return;
     const Tensor kn = k_new.rows(0, n), vn = v_new.rows(0, n);
     be.matmul(hn, L.wk, L.bk, kn, false);
@@ -336,7 +343,7 @@ struct Engine::State {
     stats.tokens_held = n;
     stats.kv_tokens = n;
     x = be.alloc(n, hidden, DType::f32);
-    q = be.alloc(n, H * D, DType::f32);
+    q = be.alloc(n, H * D, q_dtype);
     o = be.alloc(n, H * D, DType::f32);
     lse = be.alloc(n, H, DType::f32);
     ring->begin(kv);

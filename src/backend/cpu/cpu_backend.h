@@ -42,6 +42,7 @@ class CpuBackend final : public Backend {
   void attention_reset(const Tensor& o, const Tensor& lse) override;
   void attention(const Tensor& q, const KvBlock& kv, const AttentionShape& shape, const Tensor& o,
                  const Tensor& lse) override;
+  DType attention_query_dtype(int64_t) const override { return DType::f32; }  // its kernels are fp32
   void swiglu(const Tensor& gate, const Tensor& up) override;
   void target_logprobs(const Tensor& logits, const Tensor& targets, const Tensor& out) override;
   void sample(const Tensor& logits, const SamplingParams& p, double u, const Tensor& counts,

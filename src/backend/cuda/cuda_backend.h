@@ -11,6 +11,7 @@
 // (runtime/cuda/device_wait_cuda.h). Device -> host copies therefore go through pinned staging (a pageable
 // destination would make cudaMemcpyAsync itself block until the stream reaches it).
 #include <cublas_v2.h>
+#include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
 #include <atomic>
@@ -55,6 +56,7 @@ class CudaBackend final : public Backend {
   void attention(const Tensor& q, const KvBlock& kv, const AttentionShape& shape, const Tensor& o,
                  const Tensor& lse) override;
   KvBlock attention_input(const KvBlock& kv) override;
+  DType attention_query_dtype(int64_t head_dim) const override;
   void swiglu(const Tensor& gate, const Tensor& up) override;
   void target_logprobs(const Tensor& logits, const Tensor& targets, const Tensor& out) override;
   void sample(const Tensor& logits, const SamplingParams& p, double u, const Tensor& counts,
@@ -79,6 +81,9 @@ class CudaBackend final : public Backend {
   // the caller runs the native kernels instead.
   bool attention_cudnn(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionShape& shape,
                        const Tensor& o, const Tensor& lse);
+  // q (f32 or bf16) as bf16 for the tensor-core kernels: q itself when it is bf16, else
+  // converted into scratch (valid until the next call).
+  const __nv_bfloat16* query_bf16(const Tensor& q);
   // Enqueues the read of error_ into error_host_ on stream_; after the host has waited
   // for stream_, throw_kernel_errors throws the first error a kernel left there.
   void read_kernel_errors();
