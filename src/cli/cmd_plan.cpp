@@ -32,8 +32,9 @@ std::string gb(double bytes) {
 
 int plan_command(const RunConfig& c) {
   const ModelConfig model = load_config_only(c.model);
-  // plan counts a GPU run: bf16 weights and activations, bf16 KV unless --kv-dtype says.
-  PlanInput in = plan_input(c.kv_dtype == "auto" ? KvDtype::bf16 : parse_kv_dtype(c.kv_dtype), /*on_gpu=*/true);
+  // plan counts a GPU run: bf16 weights, Q as the CUDA kernels read it, bf16 KV unless --kv-dtype says.
+  PlanInput in = plan_input(c.kv_dtype == "auto" ? KvDtype::bf16 : parse_kv_dtype(c.kv_dtype), /*on_gpu=*/true,
+                            model.head_dim);
   in.context = c.context;
   in.ranks = c.ranks;
   in.tp = c.tp;

@@ -362,7 +362,7 @@ int run_command(const RunConfig& config) {
           // Before any weight or cache is allocated: does the longest document fit? Every
           // rank sees the same documents and fails the same way.
           const bool on_gpu = std::string(backend->name()) == "cuda";
-          PlanInput need = plan_input(kv_dtype, on_gpu);
+          PlanInput need = plan_input(kv_dtype, on_gpu, model->config.head_dim);
           need.context = 0;
           for (const DocInfo& d : docs.documents())
             need.context = std::max(need.context, d.length + (scoring ? 0 : doc_budget(config, d)));

@@ -19,6 +19,7 @@
 
 #include "ringinfer/comm.h"
 #include "ringinfer/engine.h"
+#include "ringinfer/memory_plan.h"
 #include "ringinfer/model_loader.h"
 #include "ringinfer/signals.h"
 #include "ringinfer/striped.h"
@@ -179,6 +180,39 @@ TEST(MpiEngineLong, LongDocumentMatchesAndPeakMemoryFalls) {
         std::printf("[ engine   ] %lld tokens: peak %lld B at cp 1, %lld B at cp %d; max rel diff %.3g\n",
                     static_cast<long long>(S), static_cast<long long>(peak1), static_cast<long long>(peak), cp, worst);
     }
+  }
+}
+
+// `plan` counts what prefill allocates (issue 17): rank 0 holds ceil(S/N) tokens, so its
+// peak backend bytes during score, less the KV cache, are the plan's activations_per_rank,
+// up to the 256-byte padding alloc_kv gives each part of the KV cache and ring buffers.
+// S is not a multiple of any rank count > 1; chunks of 64 rows end mid-stripe.
+TEST(MpiEngineLong, PrefillPeakIsThePlansActivations) {
+  const ReferenceModel& f = reference_model("llama3-gqa");
+  const ModelConfig& c = f.model.config;
+  const int np = world_size();
+  const int64_t S = 1201;
+  std::mt19937 rng(11);
+  std::vector<int32_t> doc(S);
+  for (auto& t : doc) t = static_cast<int32_t>(rng() % c.vocab_size);
+  for (int cp = 1; cp <= np; ++cp) {
+    if (np % cp) continue;
+    auto be = make_cpu_backend();
+    CpGroup g(cp);
+    Engine engine(*be, c, f.model.weights, cp_options(g));
+    const int r = g.comm->rank();
+    be->reset_peak_bytes();
+    const int64_t before = be->allocated_bytes();
+    (void)engine.score_stripes(stripe_of(doc, r, cp), stripe_of(doc, (r + 1) % cp, cp), S);
+    const int64_t activations = be->peak_allocated_bytes() - before - engine.last_stats().kv_bytes;
+    PlanInput in = plan_input(engine.kv_dtype(), /*on_gpu=*/false, c.head_dim);
+    in.context = S;
+    in.ranks = cp;
+    const MemoryPlan plan = plan_memory(c, in);
+    const int64_t padding = 256 * 4 * (c.n_layers + 2);  // 4 parts (k, v, scales) per KV allocation
+    if (r != 0) continue;
+    EXPECT_GE(activations, plan.activations_per_rank) << "cp " << cp;
+    EXPECT_LE(activations, plan.activations_per_rank + padding) << "cp " << cp;
   }
 }
 
