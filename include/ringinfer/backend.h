@@ -19,6 +19,8 @@
 //   where its tensor-core kernels run), so a caller may store a layer's queries at that
 //   width; KV blocks (store_kv, copy_kv, attention_input) in their KvDtype. Every other op
 //   takes and hands fp32 (or i32 / f64 where it says so).
+// - Host-resident buffers (alloc_host) are touched by copy_async() only, which moves them
+//   to and from backend buffers on any stream; no op reads them.
 // - Masking follows striped.h's key_visible() alone; RoPE angles are computed in float64
 //   from global positions, cos/sin then rounded to fp32 (DESIGN §9).
 #include <cstdint>
@@ -168,9 +170,10 @@ class Backend {
   // ---------------------------------------------------------------- streams, events
   virtual Stream stream() = 0;       // where every op below is enqueued
   virtual Stream comm_stream() = 0;  // high-priority stream for ring transfers
+  virtual Stream copy_stream() = 0;  // host <-> backend copies (copy_async) beside compute
   virtual std::unique_ptr<Event> record(Stream s) = 0;
   virtual void wait(Stream s, const Event& e) = 0;  // later work on s waits for e
-  virtual void synchronize() = 0;                   // host waits for both streams
+  virtual void synchronize() = 0;                   // host waits for all three streams
 
   // ---------------------------------------------------------------- memory
   virtual Tensor alloc(int64_t rows, int64_t cols, DType dtype) = 0;  // uninitialised
@@ -186,6 +189,14 @@ class Backend {
   virtual bool supports_kv_dtype(KvDtype t) const = 0;
   virtual void copy_from_host(const Tensor& dst, const void* src) = 0;  // dst.bytes() bytes
   virtual void copy_to_host(void* dst, const Tensor& src) = 0;         // waits for stream()
+  // A buffer in host memory (uninitialised) that copy_async() moves to and from backend
+  // buffers: pinned on CUDA, so the copies run beside compute; on the CPU the same memory
+  // as alloc() (and counted by allocated_bytes(), which elsewhere counts backend memory only).
+  virtual Tensor alloc_host(int64_t rows, int64_t cols, DType dtype) = 0;
+  // dst = src, the same shape and dtype, one of them from alloc_host() and the other a
+  // backend buffer, enqueued on s (CUDA: returns at once; order it against the other
+  // streams with record()/wait(), and keep both buffers alive until it has run).
+  virtual void copy_async(const Tensor& src, const Tensor& dst, Stream s) = 0;
 
   // ---------------------------------------------------------------- ops
   // dst = src, same shape; f32 -> bf16 rounds to nearest even.
