@@ -33,6 +33,8 @@ struct PlanInput {
                                 // bf16 = 2 on CUDA at head_dim 64/128, else f32 = 4)
   int64_t token_chunk = 4096;   // tokens per chunk of the projections, MLP and LM head (bounds scratch)
   int64_t batch = 1;            // documents decoded together (run --max-batch): B KV caches of `context`
+  bool offload_residual = false;  // --offload-residual: the residual stream x waits in host memory between
+                                  // layers: not counted here; two token chunks of it on the device instead
 };
 
 // A PlanInput with the element sizes of a run (context, ranks and batch left to fill in):
@@ -55,7 +57,8 @@ struct MemoryPlan {
   int64_t activations_per_rank = 0;  // what prefill allocates per local token, times local_tokens: the fp32
                                      // residual stream, Q (q_bytes) and fp32 (O, LSE) of one layer, two ring
                                      // KV buffers when N > 1, and the dequantized copy of one (kv_copy_bytes)
-  int64_t scratch_per_rank = 0;      // one token chunk of MLP, norm and fp32 LM-head logits
+  int64_t scratch_per_rank = 0;      // one token chunk of MLP, norm and fp32 LM-head logits (and with
+                                     // offload_residual two chunks of x)
   int64_t total_per_rank = 0;        // weights + the batch's KV + activations + scratch (one prefill at a time)
   int64_t ring_step_bytes = 0;       // bytes one rank sends per ring step of one layer (its local K and V)
   double ring_step_flops = 0;        // FLOPs of one ring step of one layer on one rank (QK^T and PV)

@@ -93,6 +93,19 @@ TEST(MemoryPlan, ActivationsPerLocalTokenAreThePrefillBuffers) {
   EXPECT_EQ(plan_input(KvDtype::bf16, true, 64).q_bytes, 2);
 }
 
+// --offload-residual: x (hidden x 4 bytes per local token) leaves the device; two token
+// chunks of it (the buffers it streams through) join the scratch.
+TEST(MemoryPlan, OffloadedResidualLeavesTheDevice) {
+  PlanInput in = plan_input(KvDtype::fp8, true, 128);
+  in.context = 524288; in.ranks = 1; in.token_chunk = 256;
+  const MemoryPlan on = plan_memory(llama_8b(), in);
+  in.offload_residual = true;
+  const MemoryPlan off = plan_memory(llama_8b(), in);
+  EXPECT_EQ(off.activation_bytes_per_local_token, 45184 - 4096 * 4);
+  EXPECT_EQ(off.scratch_per_rank - on.scratch_per_rank, 2 * 256 * 4096 * 4);
+  EXPECT_EQ(on.total_per_rank - off.total_per_rank, int64_t(524288) * 4096 * 4 - 2 * 256 * 4096 * 4);
+}
+
 TEST(MemoryPlan, Llama70BKvTotalAtOneMillion) {
   PlanInput in; in.context = 1000000; in.ranks = 1;
   EXPECT_NEAR(plan_memory(llama_70b(), in).kv_total / 1e9, 327.7, 0.1);  // "about 328 GB"
