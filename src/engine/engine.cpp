@@ -161,9 +161,9 @@ struct Engine::State {
                                                  kv_dtype_name(kv_dtype) + " KV cache (--kv-dtype)");
     h = be.alloc(std::max(chunk, o.logits_chunk), hidden, DType::f32);
     k_new = be.alloc(chunk, Hkv * D, DType::f32);
+    v_new = be.alloc(chunk, Hkv * D, DType::f32);
     q_dtype = be.attention_query_dtype(D);
     if (q_dtype != DType::f32) q_new = be.alloc(chunk, H * D, DType::f32);
-    v_new = be.alloc(chunk, Hkv * D, DType::f32);
     gate = be.alloc(chunk, inter, DType::f32);
     up = be.alloc(chunk, inter, DType::f32);
     tok = be.alloc(std::max(chunk, o.logits_chunk), 1, DType::i32);
