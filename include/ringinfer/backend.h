@@ -14,6 +14,13 @@
 // - Activations, (O, LSE), logits and logprobs are fp32. Weights and the KV cache may be
 //   stored narrower (bf16 on CUDA); upload_weight() picks the weights' storage, the
 //   caller the KV cache's (KvDtype; each backend names its default and what it supports).
+// - bf16 is taken and handed by these ops only: copy() converts f32 <-> bf16 (rounding to
+//   nearest even); attention() reads q in f32 or in attention_query_dtype() (bf16 on CUDA
+//   where its tensor-core kernels run), so a caller may store a layer's queries at that
+//   width; KV blocks (store_kv, copy_kv, attention_input) in their KvDtype. Every other op
+//   takes and hands fp32 (or i32 / f64 where it says so).
+// - Host-resident buffers (alloc_host) are touched by copy_async() only, which moves them
+//   to and from backend buffers on any stream; no op reads them.
 // - Masking follows striped.h's key_visible() alone; RoPE angles are computed in float64
 //   from global positions, cos/sin then rounded to fp32 (DESIGN §9).
 #include <cstdint>
@@ -163,9 +170,10 @@ class Backend {
   // ---------------------------------------------------------------- streams, events
   virtual Stream stream() = 0;       // where every op below is enqueued
   virtual Stream comm_stream() = 0;  // high-priority stream for ring transfers
+  virtual Stream copy_stream() = 0;  // host <-> backend copies (copy_async) beside compute
   virtual std::unique_ptr<Event> record(Stream s) = 0;
   virtual void wait(Stream s, const Event& e) = 0;  // later work on s waits for e
-  virtual void synchronize() = 0;                   // host waits for both streams
+  virtual void synchronize() = 0;                   // host waits for all three streams
 
   // ---------------------------------------------------------------- memory
   virtual Tensor alloc(int64_t rows, int64_t cols, DType dtype) = 0;  // uninitialised
@@ -181,6 +189,14 @@ class Backend {
   virtual bool supports_kv_dtype(KvDtype t) const = 0;
   virtual void copy_from_host(const Tensor& dst, const void* src) = 0;  // dst.bytes() bytes
   virtual void copy_to_host(void* dst, const Tensor& src) = 0;         // waits for stream()
+  // A buffer in host memory (uninitialised) that copy_async() moves to and from backend
+  // buffers: pinned on CUDA, so the copies run beside compute; on the CPU the same memory
+  // as alloc() (and counted by allocated_bytes(), which elsewhere counts backend memory only).
+  virtual Tensor alloc_host(int64_t rows, int64_t cols, DType dtype) = 0;
+  // dst = src, the same shape and dtype, one of them from alloc_host() and the other a
+  // backend buffer, enqueued on s (CUDA: returns at once; order it against the other
+  // streams with record()/wait(), and keep both buffers alive until it has run).
+  virtual void copy_async(const Tensor& src, const Tensor& dst, Stream s) = 0;
 
   // ---------------------------------------------------------------- ops
   // dst = src, same shape; f32 -> bf16 rounds to nearest even.
@@ -206,7 +222,8 @@ class Backend {
   virtual void attention_reset(const Tensor& o, const Tensor& lse) = 0;
   // Attention of q (nq, H*D) against the nk = kv.rows() keys and values of kv (their
   // dequantized values) under the striped mask, merged into the running o (nq, H*D,
-  // normalised) and lse (nq, H), fp32.
+  // normalised) and lse (nq, H), fp32. q is f32 or attention_query_dtype(D); both give
+  // bitwise the same result when the bf16 q is copy() of the f32 one.
   virtual void attention(const Tensor& q, const KvBlock& kv, const AttentionShape& shape, const Tensor& o,
                          const Tensor& lse) = 0;
   // Decode of a batch: query row b of q (B, H*D) against kv[b] under shapes[b] (each row
@@ -223,6 +240,11 @@ class Backend {
     attention_reset(o, lse);
     for (int64_t b = 0; b < B; ++b) attention(q.rows(b, 1), kv[b], shapes[b], o.rows(b, 1), lse.rows(b, 1));
   }
+  // The element type attention() reads queries of head_dim D in: queries stored in it are
+  // read as they are, f32 ones are converted on every call (CUDA: to bf16 for its
+  // tensor-core kernels, once per call, so a layer's queries would be converted once per
+  // ring step). f32 on the CPU; default_attention_query_dtype() gives the rule per backend.
+  virtual DType attention_query_dtype(int64_t head_dim) const = 0;
   // The form of kv that attention() reads fastest when it is called many times on the same
   // block (prefill's query chunks): kv itself, or on CUDA an fp8 block dequantized once to a
   // bf16 copy in scratch. Valid until the next attention_input() call; kv must not change
@@ -265,6 +287,12 @@ class Backend {
   virtual int64_t peak_allocated_bytes() const { return -1; }
   virtual void reset_peak_bytes() {}
 };
+
+// The element type each backend's attention() reads queries of head_dim D in, for callers
+// that plan without a backend (memory_plan.h): f32 on the CPU; on CUDA bf16 at head_dim 64
+// or 128, where its flash, split-KV decode and cuDNN kernels take bf16 queries, else f32
+// (its generic kernel reads fp32). The CUDA backend answers attention_query_dtype() with it.
+DType default_attention_query_dtype(bool cuda, int64_t head_dim);
 
 // RoPE inverse frequencies (D/2 values) in float64, with linear, llama3, yarn or
 // rope_freqs (verbatim divisors) scaling.

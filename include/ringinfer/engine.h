@@ -66,6 +66,11 @@ struct EngineOptions {
   // The KV cache's element type; empty: the backend's default (f32 CPU, bf16 CUDA). The
   // constructor throws Error when the backend does not store it.
   std::optional<KvDtype> kv_dtype;
+  // Keep the fp32 residual stream of the document being prefilled in host memory between
+  // layers (pinned on CUDA), streaming it through two chunk buffers on the backend
+  // (--offload-residual; DESIGN §3): S/N x hidden x 4 bytes off the device. Results are
+  // bitwise the same either way. Decode is unaffected (its B rows stay on the backend).
+  bool offload_residual = false;
   // Called after each prefill layer and each generated token (may be empty).
   std::function<void(const EngineProgress&)> on_progress;
   // Asked at the same points (may be empty). When it is true on any rank of the CP x TP

@@ -29,16 +29,20 @@ struct PlanInput {
   int kv_scale_bytes = 0;       // bytes of scale per token and KV head, for K and for V (fp8: 4)
   int kv_copy_bytes = 0;        // per KV element of the copy attention reads of one ring block
                                 // (CUDA fp8 prefill: a bf16 copy, 2); 0 = attention reads the cache
-  int act_bytes = 2;            // bytes per activation element of Q and the ring buffers
+  int q_bytes = 2;              // bytes per element of a layer's stored Q (Backend::attention_query_dtype:
+                                // bf16 = 2 on CUDA at head_dim 64/128, else f32 = 4)
   int64_t token_chunk = 4096;   // tokens per chunk of the projections, MLP and LM head (bounds scratch)
   int64_t batch = 1;            // documents decoded together (run --max-batch): B KV caches of `context`
+  bool offload_residual = false;  // --offload-residual: the residual stream x waits in host memory between
+                                  // layers: not counted here; two token chunks of it on the device instead
 };
 
 // A PlanInput with the element sizes of a run (context, ranks and batch left to fill in):
-// bf16 weights and activations on the GPU, fp32 on the CPU, and a KV cache of `kv` (fp8: an
-// f32 scale per token and head, and on the GPU prefill's bf16 copy of the ring block it
-// attends over).
-PlanInput plan_input(KvDtype kv, bool on_gpu);
+// bf16 weights on the GPU, fp32 on the CPU; Q stored as the backend's attention reads it at
+// this head_dim (default_attention_query_dtype); a KV cache of `kv` (fp8: an f32 scale per
+// token and head, and on the GPU prefill's bf16 copy of the ring block it attends over).
+// head_dim defaults to the 8B shape's 128 for callers that plan that shape only (benchmarks).
+PlanInput plan_input(KvDtype kv, bool on_gpu, int64_t head_dim);
 
 struct MemoryPlan {
   int cp = 1;                        // N = ranks / T
@@ -50,9 +54,11 @@ struct MemoryPlan {
   int64_t kv_per_rank = 0;           // 2 L max(1, Hkv/T) (D kv_bytes + kv_scale_bytes) ceil(S/N): one document's
   int64_t kv_batch_per_rank = 0;     // batch x kv_per_rank: the caches of the decode batch
   int64_t activation_bytes_per_local_token = 0;
-  int64_t activations_per_rank = 0;  // residual stream, Q and O of one layer, two ring KV buffers (and
-                                     // the dequantized copy of one, kv_copy_bytes)
-  int64_t scratch_per_rank = 0;      // one token chunk of MLP, norm and fp32 LM-head logits
+  int64_t activations_per_rank = 0;  // what prefill allocates per local token, times local_tokens: the fp32
+                                     // residual stream, Q (q_bytes) and fp32 (O, LSE) of one layer, two ring
+                                     // KV buffers when N > 1, and the dequantized copy of one (kv_copy_bytes)
+  int64_t scratch_per_rank = 0;      // one token chunk of MLP, norm and fp32 LM-head logits (and with
+                                     // offload_residual two chunks of x)
   int64_t total_per_rank = 0;        // weights + the batch's KV + activations + scratch (one prefill at a time)
   int64_t ring_step_bytes = 0;       // bytes one rank sends per ring step of one layer (its local K and V)
   double ring_step_flops = 0;        // FLOPs of one ring step of one layer on one rank (QK^T and PV)

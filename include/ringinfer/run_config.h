@@ -50,6 +50,7 @@ struct RunConfig {
   int ranks = 0;                     // plan
   std::string kv_dtype = "bf16";     // plan: bf16 | fp8; run, score: auto (the device's default: f32 on the
                                      // CPU, bf16 on CUDA) | f32 (CPU only) | bf16 | fp8
+  bool offload_residual = false;     // run, score: the prefill's residual stream in host memory between layers
   int tp = 1;                        // run, score, plan: tensor-parallel size
   bool allow_cross_node_tp = false;  // run, score: let a TP group span nodes (slow: TP all-reduces every layer)
   std::string log_format = "auto";   // run, score: progress as auto | bar | json

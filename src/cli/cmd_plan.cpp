@@ -32,8 +32,10 @@ std::string gb(double bytes) {
 
 int plan_command(const RunConfig& c) {
   const ModelConfig model = load_config_only(c.model);
-  // plan counts a GPU run: bf16 weights and activations, bf16 KV unless --kv-dtype says.
-  PlanInput in = plan_input(c.kv_dtype == "auto" ? KvDtype::bf16 : parse_kv_dtype(c.kv_dtype), /*on_gpu=*/true);
+  // plan counts a GPU run: bf16 weights, Q as the CUDA kernels read it, bf16 KV unless --kv-dtype says.
+  PlanInput in = plan_input(c.kv_dtype == "auto" ? KvDtype::bf16 : parse_kv_dtype(c.kv_dtype), /*on_gpu=*/true,
+                            model.head_dim);
+  in.offload_residual = c.offload_residual;
   in.context = c.context;
   in.ranks = c.ranks;
   in.tp = c.tp;
@@ -63,6 +65,9 @@ int plan_command(const RunConfig& c) {
   std::printf("  scratch        %s\n", gb(p.scratch_per_rank).c_str());
   std::printf("  total          %s of %s: %s\n", gb(p.total_per_rank).c_str(), gb(double(capacity)).c_str(),
               p.total_per_rank <= capacity ? "fits" : "DOES NOT FIT");
+  if (in.offload_residual)
+    std::printf("  host           %s of pinned host memory beside that: the residual stream (--offload-residual)\n",
+                gb(double(p.local_tokens) * double(model.hidden_size) * 4.0).c_str());
   std::printf("decode batch     %lld documents of this context (run's default --max-batch: as many as fit, at most "
               "%lld)\n", (long long)in.batch, (long long)kAutoMaxBatch);
   in.batch = 1;  // the fewest ranks that hold one document

@@ -362,7 +362,9 @@ int run_command(const RunConfig& config) {
           // Before any weight or cache is allocated: does the longest document fit? Every
           // rank sees the same documents and fails the same way.
           const bool on_gpu = std::string(backend->name()) == "cuda";
-          PlanInput need = plan_input(kv_dtype, on_gpu);
+          PlanInput need = plan_input(kv_dtype, on_gpu, model->config.head_dim);
+          // On the CPU backend host memory is the device's: x counts there either way.
+          need.offload_residual = config.offload_residual && on_gpu;
           need.context = 0;
           for (const DocInfo& d : docs.documents())
             need.context = std::max(need.context, d.length + (scoring ? 0 : doc_budget(config, d)));
@@ -417,6 +419,7 @@ int run_command(const RunConfig& config) {
           (void)tensor_parallel_slice(model->config, layout.tp_rank, layout.tp);
           EngineOptions eo;
           eo.kv_dtype = kv_dtype;
+          eo.offload_residual = config.offload_residual;
           eo.cp_rank = layout.cp_rank;
           eo.cp_size = layout.cp;
           cp_device = make_device_comm(*backend, *groups.cp, cuda_comm);

@@ -67,6 +67,9 @@ po::options_description describe(const std::string& cmd, RunConfig& c) {
         ("kv-dtype", po::value(&c.kv_dtype)->value_name("auto|f32|bf16|fp8"),
          "KV cache element type: fp8 = e4m3 with a scale per token and KV head (default auto: f32 on the CPU, "
          "bf16 on CUDA; f32 is CPU only)")
+        ("offload-residual", po::bool_switch(&c.offload_residual),
+         "keep the prefill's fp32 residual stream in (pinned) host memory between layers, streamed through the "
+         "GPU in chunks: context x hidden x 4 / ranks bytes less GPU memory, results bitwise the same")
         ("comm-timeout", po::value(&c.comm_timeout_s)->value_name("SECONDS"),
          "fail the job when a rank waits this long for the others: one died or hangs (default 300, at most 1e6)");
     if (cmd == "run") {
@@ -117,6 +120,8 @@ po::options_description describe(const std::string& cmd, RunConfig& c) {
         ("context", po::value(&c.context)->value_name("TOKENS"), "context length in tokens")
         ("ranks", po::value(&c.ranks)->value_name("N"), "number of ranks")
         ("kv-dtype", po::value(&c.kv_dtype)->value_name("bf16|fp8"), "KV cache element type (default bf16)")
+        ("offload-residual", po::bool_switch(&c.offload_residual),
+         "plan a run with --offload-residual: the residual stream in host memory, two chunks of it on the GPU")
         ("tp", po::value(&c.tp)->value_name("T"), "tensor-parallel size (default 1)")
         ("gpu-memory", po::value(&c.gpu_memory_gb)->value_name("GB"), "memory per GPU in GB (default 141, H200)")
         ("link-bandwidth", po::value(&c.link_gbps)->value_name("GB/s"), "ring link bandwidth (default 358, NVLink)")
@@ -471,6 +476,7 @@ std::string format_config(const RunConfig& c) {
     if (c.log_format != "auto") kv("log-format", c.log_format);
     if (c.memory_limit_gb >= 0) kd("memory-limit", c.memory_limit_gb);
     if (c.kv_dtype != "auto") kv("kv-dtype", c.kv_dtype);  // part of the journal fingerprint: it changes results
+    if (c.offload_residual) kv("offload-residual", "true");  // job_fingerprint drops it: it changes no result
     kd("comm-timeout", c.comm_timeout_s);
   }
   if (c.command == "run") {
@@ -500,6 +506,7 @@ std::string format_config(const RunConfig& c) {
     kn("context", c.context);
     kn("ranks", c.ranks);
     kv("kv-dtype", c.kv_dtype);
+    if (c.offload_residual) kv("offload-residual", "true");
     kn("tp", c.tp);
     kd("gpu-memory", c.gpu_memory_gb);
     kd("link-bandwidth", c.link_gbps);

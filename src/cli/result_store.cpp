@@ -34,6 +34,7 @@ std::string job_fingerprint(const RunConfig& c) {
   key.quiet = false;
   key.memory_limit_gb = -1;
   key.max_batch = 0;  // tokens do not depend on the batch: a resume may use another
+  key.offload_residual = false;  // where x waits between layers changes no bit of a result
   key.output.clear();
   // A dry run reads no weights and writes empty generations: the model changes nothing.
   key.model = c.model.empty() || c.dry_run ? std::string() : model_identity(c.model, c.output);

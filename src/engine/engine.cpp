@@ -10,6 +10,7 @@
 #include <utility>
 
 #include "engine/engine_weights.h"
+#include "engine/residual_stream.h"
 #include "ringinfer/attention.h"
 #include "ringinfer/error.h"
 #include "ringinfer/sampling.h"
@@ -108,16 +109,18 @@ struct Engine::State {
   // One document being prefilled (n = local tokens of its prompt on this rank); the
   // documents in decode, each with its own cache, in the order they joined.
   KvDtype kv_dtype = KvDtype::f32;       // the cache's element type (options, else the backend's default)
-  Tensor x;                              // (n, hidden) residual stream
-  Tensor q, o, lse;                      // (n, H*D), (n, H*D), (n, H): one layer's Q and (O, LSE)
+  engine::ResidualStream x{be};          // (n, hidden) fp32 residual stream (on the host with offload_residual)
+  DType q_dtype = DType::f32;            // Q's storage: what the backend's attention reads (bf16 on CUDA)
+  Tensor q, o, lse;                      // (n, H*D) q_dtype, (n, H*D), (n, H): one layer's Q and (O, LSE)
   // Scratch, bounded by chunk_tokens / logits_chunk rows, allocated once.
   Tensor h;           // (chunk, hidden) normed input
   Tensor k_new, v_new;  // (chunk, Hkv*D) fp32 K,V before the cache store
+  Tensor q_new;       // (chunk, H*D) fp32 Q before its copy into q_dtype (empty when q_dtype is f32)
   Tensor gate, up;    // (chunk, intermediate)
   Tensor tok;         // (chunk, 1) i32 token ids / targets
   Tensor hl;          // (logits_chunk, hidden) final-normed rows for the LM head
   Tensor logits;      // (logits_chunk, vl)
-  Tensor xb, qb;      // decode: (max_batch, hidden), (max_batch, H*D): one row per document
+  Tensor xb, qb;      // decode: (max_batch, hidden) f32, (max_batch, H*D) q_dtype: one row per document
   Tensor flags;       // (1, 2) i32: the stop flag to reduce, and the reduced flag
   Tensor bad_token;   // (1, 2) f64: (global index, token) of this rank's first bad token
   Tensor bad_tokens;  // (max(N, T), 2) f64: every rank's, gathered
@@ -159,6 +162,8 @@ struct Engine::State {
     h = be.alloc(std::max(chunk, o.logits_chunk), hidden, DType::f32);
     k_new = be.alloc(chunk, Hkv * D, DType::f32);
     v_new = be.alloc(chunk, Hkv * D, DType::f32);
+    q_dtype = be.attention_query_dtype(D);
+    if (q_dtype != DType::f32) q_new = be.alloc(chunk, H * D, DType::f32);
     gate = be.alloc(chunk, inter, DType::f32);
     up = be.alloc(chunk, inter, DType::f32);
     tok = be.alloc(std::max(chunk, o.logits_chunk), 1, DType::i32);
@@ -169,7 +174,7 @@ struct Engine::State {
     RI_CHECK(o.max_batch >= 1 && o.max_batch <= chunk,
              "engine: --max-batch must be between 1 and the chunk size (" + std::to_string(chunk) + ")");
     xb = be.alloc(o.max_batch, hidden, DType::f32);
-    qb = be.alloc(o.max_batch, H * D, DType::f32);
+    qb = be.alloc(o.max_batch, H * D, q_dtype);
     heads = AttentionHeads{H, Hkv, D, scale};
     ring = std::make_unique<RingAttention>(be, comm, r, N, heads, chunk);
     decode_attn = std::make_unique<DecodeAttention>(be, comm, r, N, heads, o.max_batch);
@@ -299,16 +304,19 @@ struct Engine::State {
     be.rmsnorm(per_head, weight, eps, per_head);
   }
 
-  // Projects rows of x at global positions `pos`: Q into q_rows and, with_kv, K and V into
-  // k_new, v_new (rows 0..n), each after RoPE in fp32; the caller stores K,V in a cache.
+  // Projects rows of x at global positions `pos`: Q into q_rows (q_dtype) and, with_kv, K
+  // and V into k_new, v_new (rows 0..n), each after QK-norm and RoPE in fp32; Q is then
+  // rounded once into q_rows when q_dtype is narrower. The caller stores K,V in a cache.
   void project_qkv(int l, const Tensor& x_rows, const Tensor& q_rows, const RowPositions& pos, bool with_kv) {
     const engine::BackendLayer& L = w.layers[l];
     const int64_t n = x_rows.rows();
     const Tensor hn = h.rows(0, n);
+    const Tensor qf = q_new.empty() ? q_rows : q_new.rows(0, n);
     be.rmsnorm(x_rows, L.attn_norm, eps, hn);
-    be.matmul(hn, L.wq, L.bq, q_rows, false);
-    head_norm(q_rows, L.q_norm, H);
-    rope_at(q_rows, H, pos);
+    be.matmul(hn, L.wq, L.bq, qf, false);
+    head_norm(qf, L.q_norm, H);
+    rope_at(qf, H, pos);
+    be.copy(qf, q_rows);  // f32 -> q_dtype (a no-op when they are the same tensor)
     if (!with_kv) return;
     const Tensor kn = k_new.rows(0, n), vn = v_new.rows(0, n);
     be.matmul(hn, L.wk, L.bk, kn, false);
@@ -335,28 +343,27 @@ struct Engine::State {
     stats.kv_bytes = kv.bytes();
     stats.tokens_held = n;
     stats.kv_tokens = n;
-    x = be.alloc(n, hidden, DType::f32);
-    q = be.alloc(n, H * D, DType::f32);
+    x.allocate(n, hidden, std::max(chunk, opt.logits_chunk), opt.offload_residual);
+    q = be.alloc(n, H * D, q_dtype);
     o = be.alloc(n, H * D, DType::f32);
     lse = be.alloc(n, H, DType::f32);
     ring->begin(kv);
-    for (int64_t c = 0; c < n; c += chunk) {
-      const int64_t cn = std::min(chunk, n - c);
-      be.copy_from_host(tok.rows(0, cn), stripe.data() + c);
-      be.embed(w.embed, tok.rows(0, cn), x.rows(c, cn));
-    }
+    using Access = engine::ResidualStream::Access;
+    x.pass(0, n, chunk, Access::write, [&](int64_t c, const Tensor& xr) {
+      be.copy_from_host(tok.rows(0, xr.rows()), stripe.data() + c);
+      be.embed(w.embed, tok.rows(0, xr.rows()), xr);
+    });
     for (int l = 0; l < cfg.n_layers; ++l) {
-      for (int64_t c = 0; c < n; c += chunk) {
-        const int64_t cn = std::min(chunk, n - c);
-        project_qkv(l, x.rows(c, cn), q.rows(c, cn), RowPositions{global_pos(c, r, N)}, true);
+      x.pass(0, n, chunk, Access::read, [&](int64_t c, const Tensor& xr) {
+        const int64_t cn = xr.rows();
+        project_qkv(l, xr, q.rows(c, cn), RowPositions{global_pos(c, r, N)}, true);
         be.store_kv(k_new.rows(0, cn), v_new.rows(0, cn), kv.layers[l].rows(c, cn));
-      }
+      });
       ring->layer(kv, l, q, o, lse, stats.bytes_sent);
-      for (int64_t c = 0; c < n; c += chunk) {
-        const int64_t cn = std::min(chunk, n - c);
-        row_parallel(o.rows(c, cn), w.layers[l].wo, w.layers[l].bo, x.rows(c, cn));
-        mlp(w.layers[l], x.rows(c, cn));
-      }
+      x.pass(0, n, chunk, Access::update, [&](int64_t c, const Tensor& xr) {
+        row_parallel(o.rows(c, xr.rows()), w.layers[l].wo, w.layers[l].bo, xr);
+        mlp(w.layers[l], xr);
+      });
       EngineProgress p;
       p.kind = EngineProgress::Kind::prefill_layer;
       p.layer = l + 1;
@@ -595,18 +602,18 @@ DocumentScore Engine::score_stripes(const std::vector<int32_t>& stripe, const st
   const int64_t m = local_len(S - 1, s.r, s.N), mmax = local_len(S - 1, 0, s.N), lc = s.opt.logits_chunk;
   const int64_t shift = s.r == s.N - 1 ? 1 : 0;
   Tensor lp = s.be.alloc(mmax, 1, DType::f32);
-  for (int64_t c = 0; c < m; c += lc) {
-    const int64_t cn = std::min(lc, m - c);
-    s.be.rmsnorm(s.x.rows(c, cn), s.w.final_norm, s.eps, s.hl.rows(0, cn));
+  s.x.pass(0, m, lc, engine::ResidualStream::Access::read, [&](int64_t c, const Tensor& xr) {
+    const int64_t cn = xr.rows();
+    s.be.rmsnorm(xr, s.w.final_norm, s.eps, s.hl.rows(0, cn));
     s.be.matmul(s.hl.rows(0, cn), s.w.lm_head, Tensor(), s.logits.rows(0, cn), false);
     if (s.tp) {
       s.vocab_parallel_logprobs(cn, next.data() + c + shift, lp.rows(c, cn));
-      continue;
+      return;
     }
     s.be.copy_from_host(s.tok.rows(0, cn), next.data() + c + shift);
     s.be.target_logprobs(s.logits.rows(0, cn), s.tok.rows(0, cn), lp.rows(c, cn));
-  }
-  s.x = Tensor();
+  });
+  s.x.release();
   std::vector<float> all(static_cast<size_t>(mmax * s.N));
   if (s.comm) {
     // Every rank's logprobs, padded to rank 0's count (the largest), in rank order.
@@ -672,9 +679,9 @@ void Engine::join(const std::vector<int32_t>& stripe, int64_t S, const GenerateO
   // The last prompt position's owner samples the first token and broadcasts it.
   const int64_t last = S - 1;
   const int first_root = stripe_owner(last, s.N);
-  const Tensor last_row = s.r == first_root ? s.x.rows(local_index(last, s.N), 1) : Tensor();
+  const Tensor last_row = s.r == first_root ? s.x.row(local_index(last, s.N)) : Tensor();
   const int32_t first = s.sample_on(first_root, last_row, {sq.get()}).front();
-  s.x = Tensor();
+  s.x.release();
   sq->result.prefill_seconds = seconds_since(t0);
   sq->stats = s.stats;
   sq->decode_start = std::chrono::steady_clock::now();

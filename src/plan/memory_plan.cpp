@@ -67,20 +67,25 @@ MemoryPlan plan_unchecked(const ModelConfig& c, const PlanInput& in) {
   p.kv_per_rank = mul(2, L, kv_heads_local, head_bytes, p.local_tokens);
   p.kv_batch_per_rank = mul(p.kv_per_rank, in.batch);
 
-  // Per local token, layer-major prefill keeps: the residual stream (fp32, replicated
-  // over TP), Q of one layer and its output O (fp32 for the LSE merge), and two ring
-  // buffers of one layer's K and V (DESIGN §3), and with kv_copy_bytes the dequantized copy
-  // of the block attention reads (CUDA fp8 prefill).
-  const int64_t q_local = mul(c.n_heads / T, D);
+  // Per local token, layer-major prefill allocates (Engine's prefill, exactly these
+  // buffers; mpi_engine ties the two): the residual stream x (fp32, replicated over TP; in
+  // host memory instead with offload_residual),
+  // Q of one layer (q_bytes) and its (O, LSE) (fp32 for the merge), two ring buffers of one
+  // layer's K and V when N > 1 (DESIGN §3; none on one rank), and with kv_copy_bytes the
+  // dequantized copy of the block attention reads (CUDA fp8 prefill).
+  const int64_t q_heads = c.n_heads / T, q_local = mul(q_heads, D);
+  const int64_t ring_buffers = N > 1 ? 2 : 0;
   p.activation_bytes_per_local_token =
-      add(mul(c.hidden_size, 4), mul(q_local, in.act_bytes), mul(q_local, 4), mul(2, 2, kv_heads_local, head_bytes),
-          mul(2, kv_heads_local, D, in.kv_copy_bytes));
+      add(in.offload_residual ? 0 : mul(c.hidden_size, 4), mul(q_local, in.q_bytes), mul(q_local, 4), mul(q_heads, 4),
+          mul(ring_buffers, 2, kv_heads_local, head_bytes), mul(2, kv_heads_local, D, in.kv_copy_bytes));
   p.activations_per_rank = mul(p.activation_bytes_per_local_token, p.local_tokens);
-  // Bounded scratch, independent of S: one chunk of tokens through the MLP (gate and up,
-  // I/T wide), three hidden-wide fp32 temporaries, and fp32 logits of the LM head
-  // (vocabulary-parallel: V/T wide) reduced at once to logprobs (DESIGN §3).
+  // Bounded scratch, independent of S: one chunk of tokens through the MLP (fp32 gate and
+  // up, I/T wide), three hidden-wide fp32 temporaries, and fp32 logits of the LM head
+  // (vocabulary-parallel: V/T wide) reduced at once to logprobs (DESIGN §3); with
+  // offload_residual the two chunk buffers x streams through.
   const int64_t chunk = std::min<int64_t>(in.token_chunk, std::max<int64_t>(1, p.local_tokens));
-  p.scratch_per_rank = mul(chunk, add(mul(2, c.intermediate_size / T, in.act_bytes), mul(3, c.hidden_size, 4),
+  const int64_t hidden_rows = in.offload_residual ? 5 : 3;
+  p.scratch_per_rank = mul(chunk, add(mul(2, c.intermediate_size / T, 4), mul(hidden_rows, c.hidden_size, 4),
                                       mul((c.vocab_size + T - 1) / T, 4)));
   p.total_per_rank = add(p.weights_per_rank, p.kv_batch_per_rank, p.activations_per_rank, p.scratch_per_rank);
 
@@ -97,7 +102,7 @@ void check_input(const ModelConfig& c, const PlanInput& in) {
   RI_CHECK(in.context >= 0 && in.context <= kMaxContextTokens,
            "plan: a context of " + std::to_string(in.context) + " tokens is outside [0, " +
                std::to_string(kMaxContextTokens) + "], the longest context ringinfer supports");
-  RI_CHECK(in.weight_bytes > 0 && in.kv_bytes > 0 && in.act_bytes > 0 && in.token_chunk > 0 && in.batch > 0,
+  RI_CHECK(in.weight_bytes > 0 && in.kv_bytes > 0 && in.q_bytes > 0 && in.token_chunk > 0 && in.batch > 0,
            "plan: element sizes, the token chunk and the batch must be positive");
   RI_CHECK(in.kv_scale_bytes >= 0 && in.kv_copy_bytes >= 0, "plan: KV scale and copy sizes must not be negative");
   // The divisibility rule of the tensor-parallel loader: plan and run agree on which
@@ -107,9 +112,10 @@ void check_input(const ModelConfig& c, const PlanInput& in) {
 
 }  // namespace
 
-PlanInput plan_input(KvDtype kv, bool on_gpu) {
+PlanInput plan_input(KvDtype kv, bool on_gpu, int64_t head_dim) {
   PlanInput in;
-  in.weight_bytes = in.act_bytes = on_gpu ? 2 : 4;
+  in.weight_bytes = on_gpu ? 2 : 4;
+  in.q_bytes = static_cast<int>(dtype_bytes(default_attention_query_dtype(on_gpu, head_dim)));
   in.kv_bytes = kv == KvDtype::fp8 ? 1 : kv == KvDtype::bf16 ? 2 : 4;
   if (kv == KvDtype::fp8) {
     in.kv_scale_bytes = 4;

@@ -9,6 +9,7 @@
 #include <mpi.h>
 
 #include <cmath>
+#include <cstring>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <omp.h>
@@ -19,6 +20,7 @@
 
 #include "ringinfer/comm.h"
 #include "ringinfer/engine.h"
+#include "ringinfer/memory_plan.h"
 #include "ringinfer/model_loader.h"
 #include "ringinfer/signals.h"
 #include "ringinfer/striped.h"
@@ -178,6 +180,88 @@ TEST(MpiEngineLong, LongDocumentMatchesAndPeakMemoryFalls) {
       if (world_rank() == 0)
         std::printf("[ engine   ] %lld tokens: peak %lld B at cp 1, %lld B at cp %d; max rel diff %.3g\n",
                     static_cast<long long>(S), static_cast<long long>(peak1), static_cast<long long>(peak), cp, worst);
+    }
+  }
+}
+
+// `plan` counts what prefill allocates (issue 17): rank 0 holds ceil(S/N) tokens, so its
+// peak backend bytes during score, less the KV cache, are the plan's activations_per_rank,
+// up to the 256-byte padding alloc_kv gives each part of the KV cache and ring buffers.
+// S is not a multiple of any rank count > 1; chunks of 64 rows end mid-stripe.
+TEST(MpiEngineLong, PrefillPeakIsThePlansActivations) {
+  const ReferenceModel& f = reference_model("llama3-gqa");
+  const ModelConfig& c = f.model.config;
+  const int np = world_size();
+  const int64_t S = 1201;
+  std::mt19937 rng(11);
+  std::vector<int32_t> doc(S);
+  for (auto& t : doc) t = static_cast<int32_t>(rng() % c.vocab_size);
+  for (int cp = 1; cp <= np; ++cp) {
+    if (np % cp) continue;
+    auto be = make_cpu_backend();
+    CpGroup g(cp);
+    Engine engine(*be, c, f.model.weights, cp_options(g));
+    const int r = g.comm->rank();
+    be->reset_peak_bytes();
+    const int64_t before = be->allocated_bytes();
+    (void)engine.score_stripes(stripe_of(doc, r, cp), stripe_of(doc, (r + 1) % cp, cp), S);
+    const int64_t activations = be->peak_allocated_bytes() - before - engine.last_stats().kv_bytes;
+    PlanInput in = plan_input(engine.kv_dtype(), /*on_gpu=*/false, c.head_dim);
+    in.context = S;
+    in.ranks = cp;
+    const MemoryPlan plan = plan_memory(c, in);
+    const int64_t padding = 256 * 4 * (c.n_layers + 2);  // 4 parts (k, v, scales) per KV allocation
+    if (r != 0) continue;
+    EXPECT_GE(activations, plan.activations_per_rank) << "cp " << cp;
+    EXPECT_LE(activations, plan.activations_per_rank + padding) << "cp " << cp;
+  }
+}
+
+// --offload-residual on every rank count, lengths not divisible by it: score logprobs and
+// greedy tokens bitwise the same as with x on the backend, and the prefill peak is the
+// plan's with offload_residual (on the CPU backend x's host memory is the backend's, so it
+// counts there too) plus the two chunk buffers x streams through.
+TEST(MpiEngineLong, OffloadedResidualIsBitwiseTheSameAndPlanned) {
+  const ReferenceModel& f = reference_model("llama3-gqa");
+  ModelConfig c = f.model.config;
+  c.eos_token_ids.clear();
+  const int np = world_size();
+  std::mt19937 rng(13);
+  for (int cp = 1; cp <= np; ++cp) {
+    if (np % cp) continue;
+    CpGroup g(cp);
+    const int r = g.comm->rank();
+    auto be = make_cpu_backend();
+    EngineOptions o = cp_options(g);
+    Engine plain(*be, c, f.model.weights, o);
+    o.offload_residual = true;
+    Engine offloaded(*be, c, f.model.weights, o);
+    for (int64_t S : {int64_t(1), int64_t(cp + 1), int64_t(4 * cp + 3), int64_t(301)}) {
+      std::vector<int32_t> doc(static_cast<size_t>(S));
+      for (auto& t : doc) t = static_cast<int32_t>(rng() % c.vocab_size);
+      const auto mine = stripe_of(doc, r, cp), next = stripe_of(doc, (r + 1) % cp, cp);
+      const DocumentScore a = plain.score_stripes(mine, next, S);
+      be->reset_peak_bytes();
+      const int64_t before = be->allocated_bytes();
+      const DocumentScore b = offloaded.score_stripes(mine, next, S);
+      const int64_t activations = be->peak_allocated_bytes() - before - offloaded.last_stats().kv_bytes;
+      ASSERT_EQ(a.logprobs.size(), b.logprobs.size());
+      EXPECT_EQ(std::memcmp(a.logprobs.data(), b.logprobs.data(), a.logprobs.size() * sizeof(float)), 0)
+          << "cp " << cp << " S " << S;
+      GenerateOptions gen;
+      gen.max_new_tokens = 4;
+      EXPECT_EQ(plain.generate_stripe(mine, S, gen).tokens, offloaded.generate_stripe(mine, S, gen).tokens)
+          << "cp " << cp << " S " << S;
+      if (r != 0 || S < 2) continue;
+      PlanInput in = plan_input(KvDtype::f32, /*on_gpu=*/false, c.head_dim);
+      in.context = S;
+      in.ranks = cp;
+      in.offload_residual = true;
+      const MemoryPlan plan = plan_memory(c, in);
+      const int64_t n = local_len(S, 0, cp), chunk_rows = std::min<int64_t>(n, std::max(o.chunk_tokens, o.logits_chunk));
+      const int64_t expected = plan.activations_per_rank + n * c.hidden_size * 4 + 2 * chunk_rows * c.hidden_size * 4;
+      EXPECT_GE(activations, expected) << "cp " << cp << " S " << S;
+      EXPECT_LE(activations, expected + 256 * 4 * (c.n_layers + 2)) << "cp " << cp << " S " << S;
     }
   }
 }

@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
 #include <fstream>
 #include <functional>
 #include <set>
@@ -115,6 +116,34 @@ TEST_P(EngineFixture, GreedyGenerationMatchesReferenceAndRepeats) {
   ASSERT_EQ(a.tokens.size(), ref.greedy_tokens.size());
   for (size_t k = 0; k < a.tokens.size() && ref.greedy_margins[k] > 1e-3; ++k)
     EXPECT_EQ(a.tokens[k], ref.greedy_tokens[k]) << GetParam() << " step " << k;
+}
+
+// --offload-residual keeps x in host memory between layers and streams it through two
+// chunk buffers: the same ops on the same values, so every logprob and token is bitwise
+// the same, whatever the chunk sizes (one chunk per document; chunks and LM-head chunks
+// that end mid-document and differ from each other).
+TEST_P(EngineFixture, OffloadedResidualIsBitwiseTheSame) {
+  const Reference ref = load_reference(GetParam());
+  auto be = make_cpu_backend();
+  ModelConfig no_eos = ref.model.config;
+  no_eos.eos_token_ids.clear();
+  for (int64_t chunk : {256, 7}) {
+    EngineOptions opt;
+    opt.chunk_tokens = chunk;
+    opt.logits_chunk = chunk == 7 ? 5 : 32;
+    Engine plain(*be, no_eos, ref.model.weights, opt);
+    opt.offload_residual = true;
+    Engine offloaded(*be, no_eos, ref.model.weights, opt);
+    for (const auto& doc : ref.docs) {
+      const DocumentScore a = plain.score(doc), b = offloaded.score(doc);
+      ASSERT_EQ(a.logprobs.size(), b.logprobs.size());
+      EXPECT_EQ(std::memcmp(a.logprobs.data(), b.logprobs.data(), a.logprobs.size() * sizeof(float)), 0) << GetParam();
+      EXPECT_EQ(std::memcmp(&a.sum_logprob, &b.sum_logprob, sizeof(double)), 0) << GetParam();
+    }
+    GenerateOptions g;
+    g.max_new_tokens = 6;
+    EXPECT_EQ(plain.generate(ref.greedy_prompt, g).tokens, offloaded.generate(ref.greedy_prompt, g).tokens);
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(Fixtures, EngineFixture, ::testing::ValuesIn(test::reference_model_names()), test::param_name);

@@ -69,6 +69,43 @@ TEST(MemoryPlan, Fp8KvCountsScalesAndTheDequantizedBlock) {
   EXPECT_LT(b.total_per_rank, a.total_per_rank - a.kv_per_rank / 3);
 }
 
+// Per local token, exactly the buffers prefill allocates (mpi_engine ties them to the CPU
+// backend's peak): x fp32, Q in the backend's query dtype, O fp32, LSE fp32 per head, two
+// ring buffers of K and V only when N > 1, and on CUDA the bf16 copy of an fp8 block.
+TEST(MemoryPlan, ActivationsPerLocalTokenAreThePrefillBuffers) {
+  const int64_t x = 4096 * 4, o = 4096 * 4, lse = 32 * 4;
+  PlanInput gpu_bf16 = plan_input(KvDtype::bf16, true, 128);
+  gpu_bf16.context = 1 << 20; gpu_bf16.ranks = 2;
+  EXPECT_EQ(gpu_bf16.q_bytes, 2);
+  EXPECT_EQ(plan_memory(llama_8b(), gpu_bf16).activation_bytes_per_local_token,
+            x + 4096 * 2 + o + lse + 2 * (2 * 8 * 128 * 2));  // 49280
+  PlanInput gpu_fp8 = plan_input(KvDtype::fp8, true, 128);
+  gpu_fp8.context = 524288; gpu_fp8.ranks = 1;
+  EXPECT_EQ(plan_memory(llama_8b(), gpu_fp8).activation_bytes_per_local_token,
+            x + 4096 * 2 + o + lse + 2 * 8 * 128 * 2);  // 45184: no ring buffers on one rank
+  PlanInput cpu = plan_input(KvDtype::f32, false, 128);
+  cpu.context = 3000; cpu.ranks = 3;
+  EXPECT_EQ(cpu.q_bytes, 4);
+  EXPECT_EQ(plan_memory(llama_8b(), cpu).activation_bytes_per_local_token,
+            x + 4096 * 4 + o + lse + 2 * (2 * 8 * 128 * 4));  // 65664
+  // A head_dim the CUDA tensor-core kernels do not take: the generic kernel reads fp32 Q.
+  EXPECT_EQ(plan_input(KvDtype::bf16, true, 96).q_bytes, 4);
+  EXPECT_EQ(plan_input(KvDtype::bf16, true, 64).q_bytes, 2);
+}
+
+// --offload-residual: x (hidden x 4 bytes per local token) leaves the device; two token
+// chunks of it (the buffers it streams through) join the scratch.
+TEST(MemoryPlan, OffloadedResidualLeavesTheDevice) {
+  PlanInput in = plan_input(KvDtype::fp8, true, 128);
+  in.context = 524288; in.ranks = 1; in.token_chunk = 256;
+  const MemoryPlan on = plan_memory(llama_8b(), in);
+  in.offload_residual = true;
+  const MemoryPlan off = plan_memory(llama_8b(), in);
+  EXPECT_EQ(off.activation_bytes_per_local_token, 45184 - 4096 * 4);
+  EXPECT_EQ(off.scratch_per_rank - on.scratch_per_rank, 2 * 256 * 4096 * 4);
+  EXPECT_EQ(on.total_per_rank - off.total_per_rank, int64_t(524288) * 4096 * 4 - 2 * 256 * 4096 * 4);
+}
+
 TEST(MemoryPlan, Llama70BKvTotalAtOneMillion) {
   PlanInput in; in.context = 1000000; in.ranks = 1;
   EXPECT_NEAR(plan_memory(llama_70b(), in).kv_total / 1e9, 327.7, 0.1);  // "about 328 GB"

@@ -168,6 +168,7 @@ TEST_F(Fingerprint, FormatLineAndWhatCounts) {
   layout.comm_timeout_s = 9;
   layout.quiet = true;
   layout.output = dir.file("elsewhere.h5");
+  layout.offload_residual = true;  // where x waits between layers: bitwise the same results
   EXPECT_EQ(job_fingerprint(layout), fp);
   RunConfig hotter = config;
   hotter.temperature = 0.5;

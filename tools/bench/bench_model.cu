@@ -1,6 +1,6 @@
 // Usage: bench_model [--config FILE] [--contexts 8192,32768,131072] [--decode N] [--chunk N]
 //                    [--layers L] [--json FILE] [--peak-tflops T] [--cp N] [--kv-dtype bf16|fp8]
-//                    [--attention auto|native|cudnn] [--job DOCS --batches 1,32]
+//                    [--attention auto|native|cudnn] [--job DOCS --batches 1,32] [--offload-residual]
 //        mpirun -np N bench_model --cp N ...        (ring prefill over N ranks)
 // End-to-end throughput of the engine on the CUDA backend with random weights of a real
 // model shape (default tests/fixtures/configs/llama-3.1-8b.json): for each context S, one
@@ -9,6 +9,8 @@
 //
 // --kv-dtype (default bf16): the KV cache's element type (fp8: e4m3 + a scale per token and
 // KV head, half the bytes: the longest context one GPU holds, issue 17).
+// --offload-residual: the residual stream waits in pinned host memory between layers
+// (EngineOptions::offload_residual), for the longest contexts.
 // --cp N (default 1): the N ranks of the job (mpirun -np N; the world size must be N) form
 // one context-parallel group; each holds its stripe of the prompt and of the KV cache
 // (EngineOptions cp_rank / cp_size / cp_comm), prefill is the ring of DESIGN §3. The device
@@ -283,6 +285,7 @@ int run_bench(int argc, char** argv, const RankInfo& me) {
   int64_t decode = 32, chunk = 4096, layers = -1;
   int cp = 1;
   int64_t job_docs = 0;
+  bool offload_residual = false;
   std::vector<int64_t> batches = {1, 32};
   AttentionPath attention = AttentionPath::auto_select;  // the CUDA backend's --attention
   double peak_tflops = 989.4;
@@ -304,6 +307,7 @@ int run_bench(int argc, char** argv, const RankInfo& me) {
     else if (a == "--kv-dtype") kv_dtype = parse_kv_dtype(next());
     else if (a == "--attention") attention = parse_attention_path(next());
     else if (a == "--job") job_docs = std::stoll(next());
+    else if (a == "--offload-residual") offload_residual = true;
     else if (a == "--batches") batches = parse_list(next());
     else throw Error("bench_model: unknown argument " + a);
   }
@@ -370,6 +374,7 @@ int run_bench(int argc, char** argv, const RankInfo& me) {
   eo.cp_size = cp;
   eo.cp_comm = device_comm.get();
   eo.kv_dtype = kv_dtype;
+  eo.offload_residual = offload_residual;
   if (job_docs > 0) eo.max_batch = *std::max_element(batches.begin(), batches.end());
   std::unique_ptr<Engine> engine;
   {
@@ -386,11 +391,12 @@ int run_bench(int argc, char** argv, const RankInfo& me) {
   // `ringinfer plan`'s per-rank figure for a document of `tokens` tokens, `batch` of them
   // in decode: what the peak should match (issue 17, 20).
   auto plan_bytes = [&](int64_t tokens, int64_t batch) {
-    PlanInput in = plan_input(kv_dtype, /*on_gpu=*/true);
+    PlanInput in = plan_input(kv_dtype, /*on_gpu=*/true, cfg.head_dim);
     in.context = tokens;
     in.ranks = cp;
     in.token_chunk = chunk;
     in.batch = batch;
+    in.offload_residual = offload_residual;
     return plan_memory(cfg, in).total_per_rank;
   };
   if (job_docs > 0) {
@@ -452,7 +458,7 @@ int run_bench(int argc, char** argv, const RankInfo& me) {
                   "\"decode_fraction_of_copy_bw\":%.3f,\"peak_device_bytes\":%lld,"
                   "\"cp\":%d,\"comm\":\"%s\",\"gpus\":%lld,\"shared_gpu\":%s,\"prefill_s_min\":%.3f,"
                   "\"tokens_held\":%lld,\"kv_bytes\":%lld,\"cp_bytes_sent\":%lld,\"ring_gbps\":%.1f,\"kv_dtype\":\"%s\","
-                  "\"plan_bytes\":%lld,\"peak_over_plan\":%.3f}",
+                  "\"plan_bytes\":%lld,\"peak_over_plan\":%.3f,\"offload_residual\":%s}",
                   to_string(attention), static_cast<long long>(cuda_backend_cudnn_plans(*backend)),
                   config_path.c_str(), static_cast<long long>(L), static_cast<long long>(S),
                   static_cast<long long>(chunk), prefill_s, S / prefill_s, prefill_tflops, per_gpu_tflops / gemm,
@@ -461,7 +467,7 @@ int run_bench(int argc, char** argv, const RankInfo& me) {
                   static_cast<long long>(gpus_used), shared_gpu ? "true" : "false", prefill_s_min,
                   static_cast<long long>(tokens_held), static_cast<long long>(kv_bytes), static_cast<long long>(sent),
                   cp > 1 ? double(sent) / prefill_s / 1e9 : 0.0, kv_dtype_name(kv_dtype),
-                  static_cast<long long>(plan_bytes(S + decode, 1)), double(peak) / double(plan_bytes(S + decode, 1)));
+                  static_cast<long long>(plan_bytes(S + decode, 1)), double(peak) / double(plan_bytes(S + decode, 1)), offload_residual ? "true" : "false");
     emit(buf);
     if (!shared_gpu) {
       std::snprintf(buf, sizeof buf,

@@ -80,7 +80,7 @@ const float* kv_tile(const KvBlock& kv, const Tensor& values, const Tensor& scal
 
 void CpuBackend::attention(const Tensor& q, const KvBlock& kv, const AttentionShape& sh, const Tensor& o,
                            const Tensor& lse) {
-  backend_checks::check_attention("cpu", q, kv, sh, o, lse, true);
+  backend_checks::check_attention("cpu", q, kv, sh, o, lse, true, DType::f32);
   const int64_t H = sh.n_heads, Hkv = sh.n_kv_heads, D = sh.head_dim;
   const int64_t nq = q.rows(), nk = kv.rows();
   if (nq == 0 || nk == 0) return;  // an empty block merges as the identity

@@ -21,6 +21,7 @@ class CpuBackend final : public Backend {
 
   Stream stream() override { return Stream{}; }
   Stream comm_stream() override { return Stream{}; }
+  Stream copy_stream() override { return Stream{}; }
   std::unique_ptr<Event> record(Stream) override { return std::make_unique<Event>(); }
   void wait(Stream, const Event&) override {}
   void synchronize() override {}
@@ -32,6 +33,8 @@ class CpuBackend final : public Backend {
   bool supports_kv_dtype(KvDtype) const override { return true; }
   void copy_from_host(const Tensor& dst, const void* src) override;
   void copy_to_host(void* dst, const Tensor& src) override;
+  Tensor alloc_host(int64_t rows, int64_t cols, DType dtype) override { return alloc(rows, cols, dtype); }
+  void copy_async(const Tensor& src, const Tensor& dst, Stream) override { copy(src, dst); }
 
   void copy(const Tensor& src, const Tensor& dst) override;
   void embed(const Tensor& table, const Tensor& tokens, const Tensor& out) override;
@@ -42,6 +45,7 @@ class CpuBackend final : public Backend {
   void attention_reset(const Tensor& o, const Tensor& lse) override;
   void attention(const Tensor& q, const KvBlock& kv, const AttentionShape& shape, const Tensor& o,
                  const Tensor& lse) override;
+  DType attention_query_dtype(int64_t) const override { return DType::f32; }  // its kernels are fp32
   void swiglu(const Tensor& gate, const Tensor& up) override;
   void target_logprobs(const Tensor& logits, const Tensor& targets, const Tensor& out) override;
   void sample(const Tensor& logits, const SamplingParams& p, double u, const Tensor& counts,

@@ -6,7 +6,10 @@
 //           (cudnn_attention.h) into a bf16 O and fp32 LSE scratch, then merge_attention_sdpa;
 //   flash   head_dim 64/128: flash_attention_forward with merge = true;
 //   generic any head_dim <= 256: generic_attention (small models, tests).
-// The fp32 queries are rounded to bf16 for the tensor-core kernels and cuDNN. An fp8 KV block:
+// The tensor-core kernels and cuDNN read bf16 queries: the caller's own when it stores them
+// in bf16 (attention_query_dtype; the engine does, so a layer's queries are rounded once,
+// not once per ring step), else fp32 queries rounded to bf16 here on every call, the same
+// rounding (to nearest even) as copy(), so both give bitwise the same result. An fp8 KV block:
 // the decode kernel reads its bytes and scales directly (bandwidth-bound: half of bf16's
 // traffic); the other paths read a bf16 copy (value * scale rounded to bf16) that
 // attention_input() makes once per block (the engine calls it once per ring step, so it
@@ -101,8 +104,17 @@ bool CudaBackend::attention_cudnn(const Tensor& q, const Tensor& k, const Tensor
     told = true;
     return false;
   }
-  auto* qb = static_cast<__nv_bfloat16*>(scratch(kAttnQuery, static_cast<size_t>((nq + 1) * H * D) * 2));
-  convert_f32_to_bf16(q.f32(), qb, nq * H * D, stream_);
+  // With skip = 1 the queries start one row in and cuDNN is given nq rows: a scratch copy
+  // with a spare row, so that nothing past the caller's tensor is read.
+  const __nv_bfloat16* qb = static_cast<const __nv_bfloat16*>(q.data());
+  if (skip > 0 || q.dtype() != DType::bf16) {
+    auto* copy = static_cast<__nv_bfloat16*>(scratch(kAttnQuery, static_cast<size_t>((nq + 1) * H * D) * 2));
+    if (q.dtype() == DType::bf16)
+      CUDA_CHECK(cudaMemcpyAsync(copy, q.data(), q.bytes(), cudaMemcpyDeviceToDevice, stream_));
+    else
+      convert_f32_to_bf16(q.f32(), copy, nq * H * D, stream_);
+    qb = copy;
+  }
   auto* lens = static_cast<int32_t*>(scratch(kSdpaLens, 8 * sizeof(int32_t)));
   write_sdpa_lens(lens, static_cast<int32_t>(q_len), static_cast<int32_t>(kv_len), stream_);
   SdpaTensors t;
@@ -130,9 +142,22 @@ int64_t CudaBackend::cudnn_plans() const {
 
 // ---------------------------------------------------------------- dispatch
 
+DType CudaBackend::attention_query_dtype(int64_t head_dim) const {
+  // Without the flash kernels (tests) prefill blocks go to the generic kernel, which reads fp32.
+  return options_.use_flash ? default_attention_query_dtype(true, head_dim) : DType::f32;
+}
+
+const __nv_bfloat16* CudaBackend::query_bf16(const Tensor& q) {
+  if (q.dtype() == DType::bf16) return static_cast<const __nv_bfloat16*>(q.data());
+  auto* qb = static_cast<__nv_bfloat16*>(scratch(kAttnQuery, static_cast<size_t>(q.numel()) * 2));
+  convert_f32_to_bf16(q.f32(), qb, q.numel(), stream_);
+  return qb;
+}
+
 void CudaBackend::attention(const Tensor& q, const KvBlock& kv, const AttentionShape& sh, const Tensor& o,
                             const Tensor& lse) {
-  backend_checks::check_attention("cuda", q, kv, sh, o, lse, supports_kv_dtype(kv.dtype));
+  backend_checks::check_attention("cuda", q, kv, sh, o, lse, supports_kv_dtype(kv.dtype),
+                                  attention_query_dtype(sh.head_dim));
   const int64_t H = sh.n_heads, Hkv = sh.n_kv_heads, D = sh.head_dim;
   const int64_t nq = q.rows(), nk = kv.rows();
   if (nq == 0 || nk == 0) return;  // an empty block merges as the identity
@@ -147,10 +172,8 @@ void CudaBackend::attention(const Tensor& q, const KvBlock& kv, const AttentionS
   const auto* vb = static_cast<const __nv_bfloat16*>(in.v.data());
 
   if (decode) {
-    auto* qb = static_cast<__nv_bfloat16*>(scratch(kAttnQuery, static_cast<size_t>(H * D) * 2));
-    convert_f32_to_bf16(q.f32(), qb, H * D, stream_);
     DecodeAttnParams p;
-    p.q = qb;
+    p.q = query_bf16(q);
     if (fp8) {
       p.k_fp8 = static_cast<const uint8_t*>(kv.k.data());
       p.v_fp8 = static_cast<const uint8_t*>(kv.v.data());
@@ -184,10 +207,8 @@ void CudaBackend::attention(const Tensor& q, const KvBlock& kv, const AttentionS
 
   if (options_.use_flash && tensor_core_dim && nq < (int64_t(1) << 31) && nk < (int64_t(1) << 31) &&
       sh.q_start < (int64_t(1) << 31)) {
-    auto* qb = static_cast<__nv_bfloat16*>(scratch(kAttnQuery, static_cast<size_t>(nq * H * D) * 2));
-    convert_f32_to_bf16(q.f32(), qb, nq * H * D, stream_);
     FlashAttnParams p;
-    p.q = qb;
+    p.q = query_bf16(q);
     p.k = kb;
     p.v = vb;
     p.o = o.f32();
@@ -211,6 +232,9 @@ void CudaBackend::attention(const Tensor& q, const KvBlock& kv, const AttentionS
   check(D <= kGenericAttnMaxHeadDim, "attention",
         "head_dim " + std::to_string(D) + " is not supported (64, 128, or at most " +
             std::to_string(kGenericAttnMaxHeadDim) + ")");
+  // Reached with bf16 queries only past the flash kernel's int32 extents (never with the
+  // lengths ringinfer accepts): the generic kernel reads fp32.
+  check(q.dtype() == DType::f32, "attention", "the generic kernel reads f32 queries, got " + shape(q));
   GenericAttnParams p;
   p.q = q.f32();
   p.k = kb;
@@ -244,7 +268,7 @@ void CudaBackend::attention_rows(const Tensor& q, const std::vector<KvBlock>& kv
   for (int64_t b = 0; b < B && batch; ++b) {
     const AttentionShape& s = shapes[b];
     backend_checks::check_attention("cuda", q.rows(b, 1), kv[b], s, o.rows(b, 1), lse.rows(b, 1),
-                                    supports_kv_dtype(kv[b].dtype));
+                                    supports_kv_dtype(kv[b].dtype), attention_query_dtype(s.head_dim));
     batch = s.n_heads == H && s.n_kv_heads == Hkv && s.head_dim == D && s.scale == sh.scale &&
             kv[b].dtype == kv[0].dtype && kv[b].rows() < (int64_t(1) << 31) &&
             visible_key_count(s.q_start, s.q_rank, s.k_rank, s.n_ranks) >= kv[b].rows();

@@ -56,6 +56,7 @@ CudaBackend::CudaBackend(const CudaBackendOptions& options) : options_(options) 
   CUDA_CHECK(cudaDeviceGetStreamPriorityRange(&least, &greatest));
   CUDA_CHECK(cudaStreamCreateWithPriority(&stream_, cudaStreamNonBlocking, least));
   CUDA_CHECK(cudaStreamCreateWithPriority(&comm_stream_, cudaStreamNonBlocking, greatest));
+  CUDA_CHECK(cudaStreamCreateWithPriority(&copy_stream_, cudaStreamNonBlocking, least));
   CUBLAS_CHECK(cublasCreate(&cublas_));
   CUBLAS_CHECK(cublasSetStream(cublas_, stream_));
   CUDA_CHECK(cudaMalloc(&error_, 2 * sizeof(int)));
@@ -83,10 +84,12 @@ CudaBackend::~CudaBackend() {
     const device_wait::Deadline deadline(device_wait::destructor_seconds());
     device_wait::wait_stream(stream_, "cuda backend destructor: the compute stream", deadline);
     device_wait::wait_stream(comm_stream_, "cuda backend destructor: the communication stream", deadline);
+    device_wait::wait_stream(copy_stream_, "cuda backend destructor: the copy stream", deadline);
   } catch (const std::exception& e) {
     log::error(std::string(e.what()) + "; its device memory is not freed");
   }
   cudaEventDestroy(staging_free_);
+  cudaStreamDestroy(copy_stream_);
   cudaStreamDestroy(comm_stream_);
   cudaStreamDestroy(stream_);
   if (device_wait::stuck().load()) return;
@@ -116,8 +119,9 @@ void CudaBackend::wait(Stream s, const Event& e) {
 void CudaBackend::synchronize() {
   read_kernel_errors();
   device_wait::wait_stream(comm_stream_, "cuda backend synchronize: the communication stream");
+  device_wait::wait_stream(copy_stream_, "cuda backend synchronize: the copy stream");
   device_wait::wait_stream(stream_, "cuda backend synchronize: the compute stream");
-  // Both streams drained: whatever an earlier timeout left stuck has finished.
+  // All streams drained: whatever an earlier timeout left stuck has finished.
   device_wait::stuck().store(false);
   throw_kernel_errors();
 }
@@ -180,6 +184,32 @@ Tensor CudaBackend::alloc(int64_t rows, int64_t cols, DType dtype) {
     mem->live.fetch_sub(static_cast<int64_t>(bytes));
   });
   return Tensor(std::move(storage), p, dtype, rows, cols);
+}
+
+Tensor CudaBackend::alloc_host(int64_t rows, int64_t cols, DType dtype) {
+  check(rows >= 0 && cols >= 0 && dtype_block(dtype) == 1, "alloc_host", "negative shape or a block type");
+  const size_t bytes = static_cast<size_t>(rows * cols) * dtype_bytes(dtype);
+  if (bytes == 0) return Tensor(nullptr, nullptr, dtype, rows, cols);
+  void* p = nullptr;
+  const cudaError_t rc = cudaMallocHost(&p, bytes);
+  if (rc != cudaSuccess) {
+    cudaGetLastError();
+    throw Error("cuda backend: out of pinned host memory allocating " + std::to_string(bytes) + " bytes (" +
+                cudaGetErrorString(rc) + ")");
+  }
+  // Host memory: not counted by allocated_bytes(). cudaFreeHost waits for the device, like cudaFree.
+  std::shared_ptr<void> storage(p, [](void* q) {
+    if (!device_wait::stuck().load()) cudaFreeHost(q);
+  });
+  return Tensor(std::move(storage), p, dtype, rows, cols);
+}
+
+void CudaBackend::copy_async(const Tensor& src, const Tensor& dst, Stream s) {
+  check(src.rows() == dst.rows() && src.cols() == dst.cols() && src.dtype() == dst.dtype(), "copy_async",
+        "src is " + shape(src) + ", dst is " + shape(dst));
+  // The direction follows from the pointers (unified addressing); pinned host memory keeps
+  // the copy asynchronous.
+  if (!src.empty()) CUDA_CHECK(cudaMemcpyAsync(dst.data(), src.data(), src.bytes(), cudaMemcpyDefault, native(s)));
 }
 
 Tensor CudaBackend::upload_weight(const HostTensor& w) {

@@ -2,7 +2,8 @@
 // The CUDA backend: bf16 weight matrices (vectors such as norm weights and biases stay
 // fp32), bf16 or fp8 KV cache, fp32 activations and accumulation. Ops are enqueued on one
 // compute stream; comm_stream() is a second, high-priority stream for ring transfers.
-// Memory: plain cudaMalloc at alloc() time (the engine allocates outside its layer loop)
+// Memory: plain cudaMalloc at alloc() time (the engine allocates outside its layer loop),
+// cudaMallocHost for alloc_host() (moved by copy_async() on copy_stream(), a third stream),
 // plus grow-only scratch (bf16 copies of GEMM / attention inputs, the decode workspace)
 // taken stream-ordered with cudaMallocAsync. Private to backend/cuda/.
 // Host waits (synchronize, copy_to_host, large copy_from_host) never block in the CUDA
@@ -11,6 +12,7 @@
 // (runtime/cuda/device_wait_cuda.h). Device -> host copies therefore go through pinned staging (a pageable
 // destination would make cudaMemcpyAsync itself block until the stream reaches it).
 #include <cublas_v2.h>
+#include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
 #include <atomic>
@@ -34,6 +36,7 @@ class CudaBackend final : public Backend {
 
   Stream stream() override { return Stream{stream_}; }
   Stream comm_stream() override { return Stream{comm_stream_}; }
+  Stream copy_stream() override { return Stream{copy_stream_}; }
   std::unique_ptr<Event> record(Stream s) override;
   void wait(Stream s, const Event& e) override;
   void synchronize() override;
@@ -44,6 +47,8 @@ class CudaBackend final : public Backend {
   bool supports_kv_dtype(KvDtype t) const override { return t == KvDtype::bf16 || t == KvDtype::fp8; }
   void copy_from_host(const Tensor& dst, const void* src) override;
   void copy_to_host(void* dst, const Tensor& src) override;
+  Tensor alloc_host(int64_t rows, int64_t cols, DType dtype) override;  // pinned (cudaMallocHost)
+  void copy_async(const Tensor& src, const Tensor& dst, Stream s) override;
 
   void copy(const Tensor& src, const Tensor& dst) override;
   void embed(const Tensor& table, const Tensor& tokens, const Tensor& out) override;
@@ -57,6 +62,7 @@ class CudaBackend final : public Backend {
   void attention_rows(const Tensor& q, const std::vector<KvBlock>& kv, const std::vector<AttentionShape>& shapes,
                       const Tensor& o, const Tensor& lse) override;
   KvBlock attention_input(const KvBlock& kv) override;
+  DType attention_query_dtype(int64_t head_dim) const override;
   void swiglu(const Tensor& gate, const Tensor& up) override;
   void target_logprobs(const Tensor& logits, const Tensor& targets, const Tensor& out) override;
   void sample(const Tensor& logits, const SamplingParams& p, double u, const Tensor& counts,
@@ -81,6 +87,9 @@ class CudaBackend final : public Backend {
   // the caller runs the native kernels instead.
   bool attention_cudnn(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionShape& shape,
                        const Tensor& o, const Tensor& lse);
+  // q (f32 or bf16) as bf16 for the tensor-core kernels: q itself when it is bf16, else
+  // converted into scratch (valid until the next call).
+  const __nv_bfloat16* query_bf16(const Tensor& q);
   // Enqueues the read of error_ into error_host_ on stream_; after the host has waited
   // for stream_, throw_kernel_errors throws the first error a kernel left there.
   void read_kernel_errors();
@@ -96,7 +105,7 @@ class CudaBackend final : public Backend {
   std::shared_ptr<MemoryCounters> mem_ = std::make_shared<MemoryCounters>();
   CudaBackendOptions options_;
   int device_ = 0;
-  cudaStream_t stream_ = nullptr, comm_stream_ = nullptr;
+  cudaStream_t stream_ = nullptr, comm_stream_ = nullptr, copy_stream_ = nullptr;
   cublasHandle_t cublas_ = nullptr;
   int* error_ = nullptr;  // device int[2]: KernelError code and value (backend_ops.h)
   int* error_host_ = nullptr;      // pinned int[2]: error_ as last read back

@@ -1,0 +1,196 @@
+// Issue 17 on the CUDA backend: two changes that must not move a single bit of a result.
+//   bf16 Q   the engine stores a layer's queries in attention_query_dtype() (bf16 at head_dim
+//            64/128) and the kernels read them as they are; before, it stored fp32 and the
+//            backend rounded them to bf16 on every call. Both round to nearest even once, so
+//            scores and tokens must be bitwise the same. The old path is the same CUDA
+//            backend behind a wrapper that answers f32 to attention_query_dtype().
+//   offload  --offload-residual: x in pinned host memory between layers, streamed through
+//            two chunk buffers by the copy stream; the same ops on the same values.
+// Per attention path (flash for prefill, split-KV decode for generation, cuDNN with
+// --attention cudnn when the build has it), bf16 and fp8 KV, one rank; chunks of 64 rows
+// end mid-document so the double buffering turns over many times.
+#include <cuda_runtime.h>
+#include <gtest/gtest.h>
+
+#include "gpu_skip.h"
+
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <random>
+#include <vector>
+
+#include "ringinfer/backend.h"
+#include "ringinfer/cuda_backend.h"
+#include "ringinfer/engine.h"
+#include "ringinfer/model_family.h"
+#include "ringinfer/model_loader.h"
+
+namespace ringinfer {
+namespace {
+
+std::mt19937_64 rng(20261207);
+
+// The CUDA backend with the pre-issue-17 query storage: fp32, rounded by attention().
+class F32QueryBackend final : public Backend {
+ public:
+  explicit F32QueryBackend(std::unique_ptr<Backend> inner) : b_(std::move(inner)) {}
+  const char* name() const override { return b_->name(); }
+  Stream stream() override { return b_->stream(); }
+  Stream comm_stream() override { return b_->comm_stream(); }
+  Stream copy_stream() override { return b_->copy_stream(); }
+  std::unique_ptr<Event> record(Stream s) override { return b_->record(s); }
+  void wait(Stream s, const Event& e) override { b_->wait(s, e); }
+  void synchronize() override { b_->synchronize(); }
+  Tensor alloc(int64_t r, int64_t c, DType t) override { return b_->alloc(r, c, t); }
+  Tensor upload_weight(const HostTensor& w) override { return b_->upload_weight(w); }
+  bool takes_quantized_weights() const override { return b_->takes_quantized_weights(); }
+  KvDtype default_kv_dtype() const override { return b_->default_kv_dtype(); }
+  bool supports_kv_dtype(KvDtype t) const override { return b_->supports_kv_dtype(t); }
+  void copy_from_host(const Tensor& d, const void* s) override { b_->copy_from_host(d, s); }
+  void copy_to_host(void* d, const Tensor& s) override { b_->copy_to_host(d, s); }
+  Tensor alloc_host(int64_t r, int64_t c, DType t) override { return b_->alloc_host(r, c, t); }
+  void copy_async(const Tensor& s, const Tensor& d, Stream st) override { b_->copy_async(s, d, st); }
+  void copy(const Tensor& s, const Tensor& d) override { b_->copy(s, d); }
+  void embed(const Tensor& t, const Tensor& k, const Tensor& o) override { b_->embed(t, k, o); }
+  void rmsnorm(const Tensor& x, const Tensor& w, float eps, const Tensor& o) override { b_->rmsnorm(x, w, eps, o); }
+  void matmul(const Tensor& x, const Tensor& w, const Tensor& b, const Tensor& o, bool acc) override {
+    b_->matmul(x, w, b, o, acc);
+  }
+  void rope(const Tensor& x, int64_t h, const Tensor& f, int64_t p0, int64_t ps) override { b_->rope(x, h, f, p0, ps); }
+  void store_kv(const Tensor& k, const Tensor& v, const KvBlock& d) override { b_->store_kv(k, v, d); }
+  void attention_reset(const Tensor& o, const Tensor& l) override { b_->attention_reset(o, l); }
+  void attention(const Tensor& q, const KvBlock& kv, const AttentionShape& sh, const Tensor& o,
+                 const Tensor& l) override {
+    b_->attention(q, kv, sh, o, l);
+  }
+  KvBlock attention_input(const KvBlock& kv) override { return b_->attention_input(kv); }
+  DType attention_query_dtype(int64_t) const override { return DType::f32; }  // the old storage
+  void swiglu(const Tensor& g, const Tensor& u) override { b_->swiglu(g, u); }
+  void target_logprobs(const Tensor& l, const Tensor& t, const Tensor& o) override { b_->target_logprobs(l, t, o); }
+  void sample(const Tensor& l, const SamplingParams& p, double u, const Tensor& c, const Tensor& t) override {
+    b_->sample(l, p, u, c, t);
+  }
+  void merge_attention(const Tensor& o, const Tensor& l, const Tensor& o2, const Tensor& l2) override {
+    b_->merge_attention(o, l, o2, l2);
+  }
+  int64_t allocated_bytes() const override { return b_->allocated_bytes(); }
+  int64_t peak_allocated_bytes() const override { return b_->peak_allocated_bytes(); }
+  void reset_peak_bytes() override { b_->reset_peak_bytes(); }
+
+ private:
+  std::unique_ptr<Backend> b_;
+};
+
+// A random Llama-family model of head_dim D (64 or 128: the tensor-core kernels' dims).
+void random_model(int64_t D, ModelConfig& c, ModelWeights& w) {
+  c.architecture = "LlamaForCausalLM";
+  c.hidden_size = 256;
+  c.n_layers = 2;
+  c.n_heads = 4;
+  c.n_kv_heads = 2;
+  c.head_dim = D;
+  c.intermediate_size = 512;
+  c.vocab_size = 512;
+  c.max_position_embeddings = 4096;
+  w = ModelWeights();
+  w.layers.resize(static_cast<size_t>(c.n_layers));
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  for_each_model_tensor(c, [&](const ModelTensor& t) {
+    HostTensor& dst = t.layer < 0 ? weight_of(w, t.spec->slot, 0) : weight_of(w, t.spec->slot, t.layer);
+    dst.shape = t.shape;
+    int64_t n = 1;
+    for (int64_t d : t.shape) n *= d;
+    const float sd = t.shape.size() == 1                        ? 0.1f
+                     : t.spec->slot == WeightSlot::embed ? 1.0f
+                                                                : 1.0f / std::sqrt(float(t.shape[1]));
+    dst.data.resize(static_cast<size_t>(n));
+    for (float& x : dst.data) x = nd(rng) * sd + (t.shape.size() == 1 ? 1.0f : 0.0f);
+  });
+}
+
+bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {
+  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
+}
+
+struct Setting {
+  int64_t head_dim;
+  KvDtype kv;
+  AttentionPath path;
+};
+
+class QueryDtypeAndOffload : public ::testing::TestWithParam<Setting> {};
+
+TEST_P(QueryDtypeAndOffload, ScoresAndTokensAreBitwiseTheSame) {
+  const Setting st = GetParam();
+  if (st.path == AttentionPath::cudnn && !cuda_build_has_cudnn()) GTEST_SKIP() << "this build has no cuDNN path";
+  ModelConfig c;
+  ModelWeights w;
+  random_model(st.head_dim, c, w);
+  CudaBackendOptions bo;
+  bo.attention = st.path;
+  auto now = make_cuda_backend(bo);
+  ASSERT_EQ(now->attention_query_dtype(st.head_dim), DType::bf16);
+  F32QueryBackend before(make_cuda_backend(bo));
+  EngineOptions o;
+  o.kv_dtype = st.kv;
+  o.chunk_tokens = 64;
+  o.logits_chunk = 24;
+  Engine old_path(before, c, w, o), bf16_q(*now, c, w, o);
+  o.offload_residual = true;
+  Engine offloaded(*now, c, w, o);
+  for (int64_t S : {1, 2, 63, 700, 1001}) {
+    std::vector<int32_t> doc(static_cast<size_t>(S));
+    for (auto& t : doc) t = static_cast<int32_t>(rng() % c.vocab_size);
+    const auto a = old_path.score(doc), b = bf16_q.score(doc), d = offloaded.score(doc);
+    EXPECT_TRUE(same_bits(a.logprobs, b.logprobs)) << "bf16 Q, S " << S;
+    EXPECT_TRUE(same_bits(b.logprobs, d.logprobs)) << "--offload-residual, S " << S;
+    GenerateOptions g;
+    g.max_new_tokens = 8;
+    const auto ga = old_path.generate(doc, g), gb = bf16_q.generate(doc, g), gd = offloaded.generate(doc, g);
+    EXPECT_EQ(ga.tokens, gb.tokens) << "bf16 Q, S " << S;
+    EXPECT_EQ(gb.tokens, gd.tokens) << "--offload-residual, S " << S;
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Paths, QueryDtypeAndOffload,
+                         ::testing::Values(Setting{64, KvDtype::bf16, AttentionPath::native},
+                                           Setting{128, KvDtype::bf16, AttentionPath::native},
+                                           Setting{128, KvDtype::fp8, AttentionPath::native},
+                                           Setting{128, KvDtype::bf16, AttentionPath::cudnn},
+                                           Setting{64, KvDtype::fp8, AttentionPath::cudnn}),
+                         [](const ::testing::TestParamInfo<Setting>& i) {
+                           return "d" + std::to_string(i.param.head_dim) + "_" + kv_dtype_name(i.param.kv) + "_" +
+                                  to_string(i.param.path);
+                         });
+
+// With --offload-residual x leaves the device: the prefill's peak backend bytes fall by
+// about S x hidden x 4 (less the two chunk buffers it streams through).
+TEST(QueryDtypeAndOffload, OffloadLowersThePrefillPeak) {
+  ModelConfig c;
+  ModelWeights w;
+  random_model(128, c, w);
+  auto be = make_cuda_backend();
+  EngineOptions o;
+  o.chunk_tokens = 64;
+  Engine plain(*be, c, w, o);
+  o.offload_residual = true;
+  Engine offloaded(*be, c, w, o);
+  std::vector<int32_t> doc(4000);
+  for (auto& t : doc) t = static_cast<int32_t>(rng() % c.vocab_size);
+  int64_t peak[2];
+  Engine* engines[2] = {&plain, &offloaded};
+  for (int k = 0; k < 2; ++k) {
+    be->reset_peak_bytes();
+    const int64_t before = be->allocated_bytes();
+    (void)engines[k]->score(doc);
+    peak[k] = be->peak_allocated_bytes() - before;
+  }
+  const int64_t x_bytes = int64_t(doc.size()) * c.hidden_size * 4, buffers = 2 * 64 * c.hidden_size * 4;
+  std::printf("[ measured ] prefill peak %lld B, with --offload-residual %lld B\n", (long long)peak[0],
+              (long long)peak[1]);
+  EXPECT_EQ(peak[0] - peak[1], x_bytes - buffers);
+}
+
+}  // namespace
+}  // namespace ringinfer
