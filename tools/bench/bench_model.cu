@@ -1,6 +1,6 @@
 // Usage: bench_model [--config FILE] [--contexts 8192,32768,131072] [--decode N] [--chunk N]
 //                    [--layers L] [--json FILE] [--peak-tflops T] [--cp N] [--kv-dtype bf16|fp8]
-//                    [--attention auto|native|cudnn] [--job DOCS --batches 1,32] [--offload-residual]
+//                    [--attention auto|native|cudnn] [--job DOCS --job-prompt 8192 --job-new-tokens 128 --batches 1,32] [--offload-residual]
 //        mpirun -np N bench_model --cp N ...        (ring prefill over N ranks)
 // End-to-end throughput of the engine on the CUDA backend with random weights of a real
 // model shape (default tests/fixtures/configs/llama-3.1-8b.json): for each context S, one
@@ -39,10 +39,10 @@
 // Every model line also gives "plan_bytes", `ringinfer plan`'s per-rank total for that
 // context (prompt + decode) and chunk, and "peak_over_plan" = peak_device_bytes / plan_bytes.
 //
-// --job DOCS (issue 20): instead of one prompt per context, a job of DOCS documents of
-// contexts[0] random prompt tokens each, decoded --decode tokens each, run once per decode
-// batch of --batches (default 1,32) by continuous batching (Engine::join / step, as `run
-// --max-batch B` does). One line per B:
+// --job DOCS (issue 20): after the contexts, a job of DOCS documents of --job-prompt random
+// tokens, --job-new-tokens new tokens each, run once per decode batch B of --batches
+// (default 1,32) by continuous batching (Engine::join / step, as `run --max-batch B`
+// does); --contexts "" runs the job alone. One line per B:
 //   job       {"docs", "batch", "prompt", "new_tokens", "job_s", "job_tokens_per_s" (every
 //             generated token over the whole job, prefills included), "decode_s" (the
 //             step() calls alone), "decode_tokens_per_s" (the tokens step() made over
@@ -284,7 +284,7 @@ int run_bench(int argc, char** argv, const RankInfo& me) {
   std::vector<int64_t> contexts = {8192, 32768, 131072};
   int64_t decode = 32, chunk = 4096, layers = -1;
   int cp = 1;
-  int64_t job_docs = 0;
+  int64_t job_docs = 0, job_prompt = 8192, job_new_tokens = 128;
   bool offload_residual = false;
   std::vector<int64_t> batches = {1, 32};
   AttentionPath attention = AttentionPath::auto_select;  // the CUDA backend's --attention
@@ -307,6 +307,8 @@ int run_bench(int argc, char** argv, const RankInfo& me) {
     else if (a == "--kv-dtype") kv_dtype = parse_kv_dtype(next());
     else if (a == "--attention") attention = parse_attention_path(next());
     else if (a == "--job") job_docs = std::stoll(next());
+    else if (a == "--job-prompt") job_prompt = std::stoll(next());
+    else if (a == "--job-new-tokens") job_new_tokens = std::stoll(next());
     else if (a == "--offload-residual") offload_residual = true;
     else if (a == "--batches") batches = parse_list(next());
     else throw Error("bench_model: unknown argument " + a);
@@ -399,14 +401,6 @@ int run_bench(int argc, char** argv, const RankInfo& me) {
     in.offload_residual = offload_residual;
     return plan_memory(cfg, in).total_per_rank;
   };
-  if (job_docs > 0) {
-    RI_CHECK(cp == 1, "--job: one rank (--cp 1): the job passes whole prompts to join()");
-    run_job(*engine, *backend, job_docs, contexts.front(), decode, batches, V, copy,
-            weight_bytes + 0.0, double(kv_bytes_per_token(kv_dtype, Hkv, D)) * double(L) / double(cp), plan_bytes,
-            emit);
-    if (json) std::fclose(json);
-    return 0;
-  }
   for (int64_t S : contexts) {
     std::vector<int32_t> prompt(static_cast<size_t>(S));
     for (int64_t i = 0; i < S; ++i) prompt[i] = static_cast<int32_t>(splitmix(1000 + i) % uint64_t(V));
@@ -475,6 +469,12 @@ int run_bench(int argc, char** argv, const RankInfo& me) {
                     static_cast<long long>(S), prefill_s * 1e3, static_cast<long long>(L), to_string(kind));
       emit(buf);
     }
+  }
+  if (job_docs > 0) {
+    RI_CHECK(cp == 1, "--job: one rank (--cp 1): the job passes whole prompts to join()");
+    run_job(*engine, *backend, job_docs, job_prompt, job_new_tokens, batches, V, copy,
+            weight_bytes + 0.0, double(kv_bytes_per_token(kv_dtype, Hkv, D)) * double(L) / double(cp), plan_bytes,
+            emit);
   }
   if (json) std::fclose(json);
   return 0;
