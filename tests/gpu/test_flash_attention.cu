@@ -10,6 +10,7 @@
 
 #include "gpu_skip.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -169,8 +170,11 @@ TEST(FlashAttention, StripedMasksAllRankPairs) {
 
 // fp8 K/V for prefill (the CUDA backend's path): dequantize_kv_fp8 writes exactly
 // bf16(value * scale) per element, and the flash kernel over that copy matches the float64
-// reference over the exact dequantized values (the extra bf16 rounding is 2^-9 relative,
-// inside the bf16 tolerance), for striped masks of every rank-pair kind and GQA.
+// reference over those bf16 values, for striped masks of every rank-pair kind and GQA.
+// The copy's rounding is a second one after e4m3's (2^-9 relative on K): against the exact
+// dequantized values the LSE moves by up to ~0.06 with keys scaled by up to 2^3 (H100,
+// 2026-12-07), outside the bf16 tolerance, so that figure is printed, not asserted (the
+// decode kernel reads the fp8 bytes and applies the scales in fp32: no second rounding).
 TEST(FlashAttention, Fp8KvThroughTheDequantizedCopy) {
   for (const AttnMask mask : {AttnMask{true, 0, 0, 0, 1}, AttnMask{true, 0, 1, 2, 3}, AttnMask{true, 45, 2, 0, 3}})
     for (int D : {64, 128}) {
@@ -200,14 +204,25 @@ TEST(FlashAttention, Fp8KvThroughTheDequantizedCopy) {
       p.merge = false;
       flash_attention_forward(p, nullptr);
       CUDA_CHECK(cudaDeviceSynchronize());
-      std::vector<double> ro, rl;
-      reference_attention(s, q.val, k.val, v.val, p.softmax_scale,
-                          Striped{mask.q_start, mask.q_rank, mask.k_rank, mask.group_size}, ro, rl);
+      auto values = [](const std::vector<__nv_bfloat16>& b) {
+        std::vector<double> out(b.size());
+        for (size_t i = 0; i < b.size(); ++i) out[i] = __bfloat162float(b[i]);
+        return out;
+      };
+      const Striped striped{mask.q_start, mask.q_rank, mask.k_rank, mask.group_size};
+      std::vector<double> ro, rl, exact_o, exact_l;
+      reference_attention(s, q.val, values(kb), values(dv.download()), p.softmax_scale, striped, ro, rl);
+      reference_attention(s, q.val, k.val, v.val, p.softmax_scale, striped, exact_o, exact_l);
       char what[160];
       std::snprintf(what, sizeof what, "fp8 K/V D=%d q_start=%d r=%d s=%d N=%d", D, mask.q_start, mask.q_rank,
                     mask.k_rank, mask.group_size);
-      const double rel = expect_close(dO.download(), dL.download(), ro, rl, what);
-      std::printf("[ measured ] %s: O rel %.3g\n", what, rel);
+      const std::vector<float> o = dO.download(), l = dL.download();
+      const double rel = expect_close(o, l, ro, rl, what);
+      double lse_exact = 0;
+      for (size_t i = 0; i < l.size(); ++i)
+        if (std::isfinite(exact_l[i])) lse_exact = std::max(lse_exact, std::fabs(double(l[i]) - exact_l[i]));
+      std::printf("[ measured ] %s: O rel %.3g; vs the exact dequantized values: max LSE error %.3g\n", what, rel,
+                  lse_exact);
     }
 }
 
