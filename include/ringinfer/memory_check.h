@@ -31,4 +31,11 @@ int64_t available_bytes(MemoryKind device, int64_t memory_limit = -1);
 // --max-new-tokens (the only way run gets there).
 MemoryPlan check_memory(const ModelConfig& config, const PlanInput& in, MemoryKind device, int64_t available);
 
+// With --offload-residual the residual stream waits in pinned host memory: throws Error when
+// plan.host_per_rank exceeds `host_available` (the host memory one rank may use):
+//   "memory check: --offload-residual keeps X bytes (x.x GiB) of the residual stream per rank
+//    in pinned host memory, but only Y bytes (y.y GiB) of host memory are available per rank;
+//    run without --offload-residual or on more ranks"
+void check_host_memory(const MemoryPlan& plan, int64_t host_available);
+
 }  // namespace ringinfer

@@ -60,6 +60,8 @@ struct MemoryPlan {
   int64_t scratch_per_rank = 0;      // one token chunk of MLP, norm and fp32 LM-head logits (and with
                                      // offload_residual two chunks of x)
   int64_t total_per_rank = 0;        // weights + the batch's KV + activations + scratch (one prefill at a time)
+  int64_t host_per_rank = 0;         // offload_residual: the fp32 residual stream in pinned host memory
+                                     // (local_tokens x hidden x 4), beside total_per_rank; else 0
   int64_t ring_step_bytes = 0;       // bytes one rank sends per ring step of one layer (its local K and V)
   double ring_step_flops = 0;        // FLOPs of one ring step of one layer on one rank (QK^T and PV)
 };

@@ -67,7 +67,7 @@ int plan_command(const RunConfig& c) {
               p.total_per_rank <= capacity ? "fits" : "DOES NOT FIT");
   if (in.offload_residual)
     std::printf("  host           %s of pinned host memory beside that: the residual stream (--offload-residual)\n",
-                gb(double(p.local_tokens) * double(model.hidden_size) * 4.0).c_str());
+                gb(double(p.host_per_rank)).c_str());
   std::printf("decode batch     %lld documents of this context (run's default --max-batch: as many as fit, at most "
               "%lld)\n", (long long)in.batch, (long long)kAutoMaxBatch);
   in.batch = 1;  // the fewest ranks that hold one document

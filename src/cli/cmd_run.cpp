@@ -396,7 +396,10 @@ int run_command(const RunConfig& config) {
             if (!failed.empty())
               log::warn(std::to_string(failed.size()) + " document(s) cannot run and get an error record (--on-error skip)");
           }
-          check_memory(model->config, need, kind, available);
+          const MemoryPlan fits = check_memory(model->config, need, kind, available);
+          // --offload-residual moves the residual stream to pinned host memory: does it fit there?
+          if (need.offload_residual)
+            check_host_memory(fits, available_bytes(MemoryKind::host) / ranks_sharing(MemoryKind::host, me));
           // The decode batch (DESIGN §5): --max-batch, or as many documents of the longest
           // length as memory holds (at most kAutoMaxBatch); the least any rank gets, since
           // every rank of a group makes the same join/step calls.

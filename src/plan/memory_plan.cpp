@@ -88,6 +88,7 @@ MemoryPlan plan_unchecked(const ModelConfig& c, const PlanInput& in) {
   p.scratch_per_rank = mul(chunk, add(mul(2, c.intermediate_size / T, 4), mul(hidden_rows, c.hidden_size, 4),
                                       mul((c.vocab_size + T - 1) / T, 4)));
   p.total_per_rank = add(p.weights_per_rank, p.kv_batch_per_rank, p.activations_per_rank, p.scratch_per_rank);
+  p.host_per_rank = in.offload_residual ? mul(p.local_tokens, c.hidden_size, 4) : 0;
 
   p.ring_step_bytes = mul(2, kv_heads_local, head_bytes, p.local_tokens);
   // Causal striped blocks are lower-triangular: half of n x n scores, two matmuls (QK^T, PV).

@@ -83,4 +83,11 @@ MemoryPlan check_memory(const ModelConfig& config, const PlanInput& in, MemoryKi
   throw Error(msg);
 }
 
+void check_host_memory(const MemoryPlan& plan, int64_t host_available) {
+  if (plan.host_per_rank <= host_available) return;
+  throw Error("memory check: --offload-residual keeps " + with_gib(plan.host_per_rank) +
+              " of the residual stream per rank in pinned host memory, but only " + with_gib(host_available) +
+              " of host memory are available per rank; run without --offload-residual or on more ranks");
+}
+
 }  // namespace ringinfer

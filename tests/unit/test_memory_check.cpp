@@ -30,6 +30,27 @@ TEST(MemoryCheck, FitsReturnsPlan) {
 }
 
 // A decode batch that does not fit names the batch that does.
+// --offload-residual: the residual stream (ceil(S/N) x hidden x 4 bytes, counted here
+// independently) must fit in the host memory a rank may use; it names both figures.
+TEST(MemoryCheck, OffloadedResidualMustFitInHostMemory) {
+  PlanInput in; in.context = 1000001; in.ranks = 3; in.offload_residual = true;
+  const MemoryPlan p = plan_memory(llama_8b(), in);
+  const int64_t residual = int64_t(333334) * 4096 * 4;
+  EXPECT_EQ(p.host_per_rank, residual);
+  EXPECT_NO_THROW(check_host_memory(p, residual));
+  std::string msg;
+  try {
+    check_host_memory(p, residual - 1);
+  } catch (const Error& e) {
+    msg = e.what();
+  }
+  EXPECT_NE(msg.find("memory check: --offload-residual keeps " + std::to_string(residual) + " bytes"),
+            std::string::npos) << msg;
+  EXPECT_NE(msg.find("but only " + std::to_string(residual - 1) + " bytes"), std::string::npos) << msg;
+  in.offload_residual = false;
+  EXPECT_EQ(plan_memory(llama_8b(), in).host_per_rank, 0);
+}
+
 TEST(MemoryCheck, TooLargeBatchNamesTheBatchThatFits) {
   PlanInput in; in.context = 8192; in.ranks = 1;
   const MemoryPlan one = plan_memory(llama_8b(), in);
