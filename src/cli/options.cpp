@@ -215,9 +215,11 @@ void check_config(RunConfig& c, const po::variables_map& vm) {
   }
   if (cmd == "plan") {
     need(!c.model.empty(), "--model is required");
+    need(vm.count("context"), "--context TOKENS is required (the document length to plan for)");
     need(c.context > 0, "--context must be a positive token count");
     need(c.context <= kMaxContextTokens,
          "--context must be at most " + max_context + " tokens, the longest context ringinfer supports");
+    need(vm.count("ranks"), "--ranks N is required (the number of ranks, GPUs, of the job to plan)");
     need(c.ranks > 0, "--ranks must be positive");
     need(c.kv_dtype == "bf16" || c.kv_dtype == "fp8", "--kv-dtype must be bf16 or fp8");
     need(c.tp >= 1, "--tp must be at least 1");

@@ -111,6 +111,15 @@ TEST(Options, DumpLogprobsNeedsJsonl) {
   EXPECT_TRUE(c.logprobs && c.jsonl);
 }
 
+TEST(Options, PlanNamesAMissingContextOrRankCount) {
+  EXPECT_EQ(error_of("plan", {"--model", "m.json", "--context", "1000"}),
+            "ringinfer plan: --ranks N is required (the number of ranks, GPUs, of the job to plan)");
+  EXPECT_EQ(error_of("plan", {"--model", "m.json", "--ranks", "2"}),
+            "ringinfer plan: --context TOKENS is required (the document length to plan for)");
+  EXPECT_EQ(error_of("plan", {"--model", "m.json", "--context", "1000", "--ranks", "0"}),
+            "ringinfer plan: --ranks must be positive");
+}
+
 TEST(Options, PlanFloatOptionsMustBeFinitePositive) {
   const std::vector<std::string> base = {"--model", "m.json", "--context", "1000", "--ranks", "2"};
   for (const char* v : {"inf", "nan", "0", "-1", "1e10"})
