@@ -137,7 +137,10 @@ TEST_P(EngineFixture, OffloadedResidualIsBitwiseTheSame) {
     for (const auto& doc : ref.docs) {
       const DocumentScore a = plain.score(doc), b = offloaded.score(doc);
       ASSERT_EQ(a.logprobs.size(), b.logprobs.size());
-      EXPECT_EQ(std::memcmp(a.logprobs.data(), b.logprobs.data(), a.logprobs.size() * sizeof(float)), 0) << GetParam();
+      // (memcmp of an empty document's null data is undefined: UBSan stops there)
+      EXPECT_TRUE(a.logprobs.empty() ||
+                  std::memcmp(a.logprobs.data(), b.logprobs.data(), a.logprobs.size() * sizeof(float)) == 0)
+          << GetParam();
       EXPECT_EQ(std::memcmp(&a.sum_logprob, &b.sum_logprob, sizeof(double)), 0) << GetParam();
     }
     GenerateOptions g;
