@@ -5,6 +5,7 @@
 #include <cfloat>
 
 #include "backend_ops.h"
+#include "cuda_common.cuh"
 #include "ringinfer/cuda_check.h"
 #include "ringinfer/sampling.h"  // penalized_logit: the host rule, compiled for the device
 
@@ -142,14 +143,8 @@ __global__ void merge_kernel(float* o, float* lse, const float* o2, const float*
   const int lane = threadIdx.x % 32;
   const int64_t warps = int64_t(gridDim.x) * blockDim.x / 32;
   for (int64_t p = (blockIdx.x * int64_t(blockDim.x) + threadIdx.x) / 32; p < pairs; p += warps) {
-    const float l1 = lse[p], l2 = lse2[p], m = fmaxf(l1, l2);
-    float w1 = 0.f, w2 = 0.f, l = -INFINITY;
-    if (m != -INFINITY) {
-      const float e1 = expf(l1 - m), e2 = expf(l2 - m), sum = e1 + e2;
-      l = m + logf(sum);
-      w1 = e1 / sum;
-      w2 = e2 / sum;
-    }
+    float l, w1, w2;
+    cuda::lse_merge_weights(lse[p], lse2[p], l, w1, w2);
     for (int64_t k = lane; k < d; k += 32) o[p * d + k] = w1 * o[p * d + k] + w2 * o2[p * d + k];
     __syncwarp();
     if (lane == 0) lse[p] = l;

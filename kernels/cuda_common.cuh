@@ -1,7 +1,7 @@
 #pragma once
 // Device helpers shared by the kernels in kernels/*.cu: 16-byte packed access,
 // cp.async (global -> shared, bypassing registers), ldmatrix and the bf16 tensor-core
-// MMA (m16n8k16, fp32 accumulate), fast exp2, and warp reductions.
+// MMA (m16n8k16, fp32 accumulate), fast exp2, the LSE merge weights, and warp reductions.
 //
 // Fragment layouts (PTX ISA, "mma.m16n8k16" with .bf16), lane = threadIdx.x % 32,
 // g = lane / 4 ("group", a row), t = lane % 4 (a pair of columns):
@@ -14,6 +14,7 @@
 // i). With .trans it receives the transpose, which turns a row-major [key][dim] tile of V
 // into B fragments.
 #include <cuda_bf16.h>
+#include <math.h>
 #include <cuda_runtime.h>
 #include <stdint.h>
 
@@ -75,6 +76,20 @@ __device__ __forceinline__ uint32_t pack_bf16x2(float lo, float hi) {
 }
 
 // ---------------------------------------------------------------- math
+// Merge weights of two partial softmax results with log-sum-exps l1, l2 (natural log), as
+// striped.h's merge_lse_weights (the host rule): l = logaddexp(l1, l2), w_i = e^(l_i - l);
+// both -inf gives l = -inf and w1 = w2 = 0 (an empty part merges as the identity).
+__device__ __forceinline__ void lse_merge_weights(float l1, float l2, float& l, float& w1, float& w2) {
+  const float m = fmaxf(l1, l2);
+  l = -INFINITY;
+  w1 = w2 = 0.f;
+  if (m == -INFINITY) return;
+  const float e1 = expf(l1 - m), e2 = expf(l2 - m), sum = e1 + e2;
+  l = m + logf(sum);
+  w1 = e1 / sum;
+  w2 = e2 / sum;
+}
+
 // 2^x with the hardware approximation (rel. error ~2^-22); ex2(-inf) = 0.
 __device__ __forceinline__ float fast_exp2(float x) {
   float y;

@@ -4,6 +4,7 @@
 
 #include <string>
 
+#include "cuda_common.cuh"
 #include "generic_attention.h"
 #include "ringinfer/cuda_check.h"
 #include "ringinfer/error.h"
@@ -58,14 +59,8 @@ __global__ void generic_attention_kernel(GenericAttnParams p) {
   // Merge (acc / l, m + log l) into the running (O, LSE); nothing visible merges as identity.
   float* orow = p.o + row * int64_t(p.n_heads) * D + int64_t(h) * D;
   float* lrow = p.lse + row * p.n_heads + h;
-  const float l1 = *lrow, l2 = l > 0.f ? m + logf(l) : -INFINITY, mm = fmaxf(l1, l2);
-  float w1 = 0.f, w2 = 0.f, lnew = -INFINITY;
-  if (mm != -INFINITY) {
-    const float e1 = expf(l1 - mm), e2 = expf(l2 - mm), sum = e1 + e2;
-    lnew = mm + logf(sum);
-    w1 = e1 / sum;
-    w2 = e2 / sum;
-  }
+  float lnew, w1, w2;
+  cuda::lse_merge_weights(*lrow, l > 0.f ? m + logf(l) : -INFINITY, lnew, w1, w2);
   const float inv = l > 0.f ? 1.f / l : 0.f;
 #pragma unroll
   for (int i = 0; i < kPerLane; ++i) {

@@ -3,6 +3,7 @@
 
 #include <algorithm>
 
+#include "cuda_common.cuh"
 #include "ringinfer/cuda_check.h"
 
 namespace ringinfer {
@@ -24,14 +25,8 @@ __global__ void merge_sdpa_kernel(float* o, float* lse, const __nv_bfloat16* o2,
   const int64_t pairs = rows * heads;
   for (int64_t p = (blockIdx.x * int64_t(blockDim.x) + threadIdx.x) / 32; p < pairs; p += warps) {
     const int64_t i = p / heads, h = p % heads;
-    const float l1 = lse[p], l2 = stats2[h * stats_stride + i], m = fmaxf(l1, l2);
-    float w1 = 0.f, w2 = 0.f, l = -INFINITY;
-    if (m != -INFINITY) {
-      const float e1 = expf(l1 - m), e2 = expf(l2 - m), sum = e1 + e2;
-      l = m + logf(sum);
-      w1 = e1 / sum;
-      w2 = e2 / sum;
-    }
+    float l, w1, w2;
+    cuda::lse_merge_weights(lse[p], stats2[h * stats_stride + i], l, w1, w2);
     float* op = o + p * d;
     const __nv_bfloat16* o2p = o2 + p * d;
     for (int64_t k = lane; k < d; k += 32) op[k] = w1 * op[k] + w2 * __bfloat162float(o2p[k]);
