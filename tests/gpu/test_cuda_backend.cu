@@ -596,11 +596,10 @@ void head_dim64_model(ModelConfig& c, ModelWeights& w) {
   w.lm_head = host_tensor({c.vocab_size, c.hidden_size}, s);
 }
 
-// CUDA against CPU (no float64 reference for this model).
-TEST(CudaEngine, HeadDim64ModelMatchesCpuBackend) {
-  ModelConfig c;
-  ModelWeights w;
-  head_dim64_model(c, w);
+// The CUDA engine against the CPU engine on the same random model (no float64 reference):
+// score of a 700-token document within kModelTol, and greedy tokens from a 300-token prompt
+// equal for at least half of 12 before the first difference. `what` names the model.
+void expect_cuda_matches_cpu(const ModelConfig& c, const ModelWeights& w, const char* what) {
   std::vector<int32_t> doc(700);
   for (auto& t : doc) t = static_cast<int32_t>(rng() % c.vocab_size);
   auto cpu = make_cpu_backend(), gpu = make_cuda_backend();
@@ -612,17 +611,25 @@ TEST(CudaEngine, HeadDim64ModelMatchesCpuBackend) {
     ASSERT_FALSE(std::isnan(b.logprobs[k]));
     worst = std::max(worst, std::fabs(double(a.logprobs[k]) - b.logprobs[k]));
   }
-  std::printf("[ measured ] head_dim 64 model, 700 tokens: max |cuda - cpu| logprob = %.3g\n", worst);
-  EXPECT_LT(worst, kModelTol);
+  std::printf("[ measured ] %s model, 700 tokens: max |cuda - cpu| logprob = %.3g\n", what, worst);
+  EXPECT_LT(worst, kModelTol) << what;
   GenerateOptions g;
   g.max_new_tokens = 12;
   const std::vector<int32_t> prompt(doc.begin(), doc.begin() + 300);
   const auto ga = ec.generate(prompt, g), gb = eg.generate(prompt, g);
   size_t same = 0;
   while (same < ga.tokens.size() && same < gb.tokens.size() && ga.tokens[same] == gb.tokens[same]) ++same;
-  std::printf("[ measured ] head_dim 64 model greedy: %zu of %zu tokens equal before the first difference\n", same,
+  std::printf("[ measured ] %s model greedy: %zu of %zu tokens equal before the first difference\n", what, same,
               ga.tokens.size());
-  EXPECT_GE(same, ga.tokens.size() / 2);
+  EXPECT_GE(same, ga.tokens.size() / 2) << what;
+}
+
+// CUDA against CPU (no float64 reference for this model).
+TEST(CudaEngine, HeadDim64ModelMatchesCpuBackend) {
+  ModelConfig c;
+  ModelWeights w;
+  head_dim64_model(c, w);
+  expect_cuda_matches_cpu(c, w, "head_dim 64");
 }
 
 // fp8 KV through the engine on the kernels (prefill: flash over the dequantized bf16
@@ -707,28 +714,7 @@ TEST(CudaEngine, Qwen3ShapeHeadDim128MatchesCpuBackend) {
       dst = host_tensor(t.shape, t.spec->slot == WeightSlot::embed ? 1.0f : 1.0f / std::sqrt(float(t.shape[1])));
     }
   });
-  std::vector<int32_t> doc(700);
-  for (auto& t : doc) t = static_cast<int32_t>(rng() % c.vocab_size);
-  auto cpu = make_cpu_backend(), gpu = make_cuda_backend();
-  Engine ec(*cpu, c, w), eg(*gpu, c, w);
-  const auto a = ec.score(doc), b = eg.score(doc);
-  ASSERT_EQ(a.logprobs.size(), b.logprobs.size());
-  double worst = 0;
-  for (size_t k = 0; k < a.logprobs.size(); ++k) {
-    ASSERT_FALSE(std::isnan(b.logprobs[k]));
-    worst = std::max(worst, std::fabs(double(a.logprobs[k]) - b.logprobs[k]));
-  }
-  std::printf("[ measured ] qwen3-shape head_dim 128 model, 700 tokens: max |cuda - cpu| logprob = %.3g\n", worst);
-  EXPECT_LT(worst, kModelTol);
-  GenerateOptions g;
-  g.max_new_tokens = 12;
-  const std::vector<int32_t> prompt(doc.begin(), doc.begin() + 300);
-  const auto ga = ec.generate(prompt, g), gb = eg.generate(prompt, g);
-  size_t same = 0;
-  while (same < ga.tokens.size() && same < gb.tokens.size() && ga.tokens[same] == gb.tokens[same]) ++same;
-  std::printf("[ measured ] qwen3-shape model greedy: %zu of %zu tokens equal before the first difference\n", same,
-              ga.tokens.size());
-  EXPECT_GE(same, ga.tokens.size() / 2);
+  expect_cuda_matches_cpu(c, w, "qwen3-shape head_dim 128");
 }
 
 }  // namespace
