@@ -473,7 +473,7 @@ int run_bench(int argc, char** argv, const RankInfo& me) {
   if (job_docs > 0) {
     RI_CHECK(cp == 1, "--job: one rank (--cp 1): the job passes whole prompts to join()");
     run_job(*engine, *backend, job_docs, job_prompt, job_new_tokens, batches, V, copy,
-            weight_bytes + 0.0, double(kv_bytes_per_token(kv_dtype, Hkv, D)) * double(L) / double(cp), plan_bytes,
+            weight_bytes, double(kv_bytes_per_token(kv_dtype, Hkv, D)) * double(L) / double(cp), plan_bytes,
             emit);
   }
   if (json) std::fclose(json);
