@@ -1,7 +1,7 @@
 #pragma once
 // Device helpers shared by the kernels in kernels/*.cu: 16-byte packed access,
 // cp.async (global -> shared, bypassing registers), ldmatrix and the bf16 tensor-core
-// MMA (m16n8k16, fp32 accumulate), fast exp2, the LSE merge weights, and warp reductions.
+// MMA (m16n8k16, fp32 accumulate), fast exp2, the LSE merge weights, and quad and warp reductions.
 //
 // Fragment layouts (PTX ISA, "mma.m16n8k16" with .bf16), lane = threadIdx.x % 32,
 // g = lane / 4 ("group", a row), t = lane % 4 (a pair of columns):
@@ -105,6 +105,11 @@ __device__ __forceinline__ float quad_max(float x) {
 __device__ __forceinline__ float quad_sum(float x) {
   x += __shfl_xor_sync(0xffffffffu, x, 1);
   return x + __shfl_xor_sync(0xffffffffu, x, 2);
+}
+// Sum over the 32 lanes of a warp (a fixed butterfly: every lane gets the same value).
+__device__ __forceinline__ float warp_sum(float x) {
+  for (int o = 16; o > 0; o >>= 1) x += __shfl_xor_sync(0xffffffffu, x, o);
+  return x;
 }
 
 // ---------------------------------------------------------------- shared-memory tiles

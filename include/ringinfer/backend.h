@@ -208,6 +208,15 @@ class Backend {
   // out (n, out_f) = x (n, in_f) W^T (+ bias (out_f) when not empty) (+ out when accumulate).
   virtual void matmul(const Tensor& x, const Tensor& w, const Tensor& bias, const Tensor& out,
                       bool accumulate) = 0;
+  // out = x w^T (+ bias) for each product, all of the same x (a layer's Q, K, V; gate and
+  // up), as matmul() without accumulate gives each: the default runs matmul() for each; CUDA
+  // runs decode-sized ones as one launch.
+  struct Product {
+    Tensor w, bias, out;
+  };
+  virtual void matmuls(const Tensor& x, const std::vector<Product>& products) {
+    for (const Product& p : products) matmul(x, p.w, p.bias, p.out, false);
+  }
   // In place on x (n, n_heads * D), Hugging Face pairing (d, d + D/2). Row i has global
   // position pos_start + i * pos_stride; angle = position * inv_freq[d] in float64;
   // inv_freq (1, D/2) f64 from rope_inv_freq().

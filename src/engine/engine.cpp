@@ -270,8 +270,7 @@ struct Engine::State {
     const int64_t n = x_rows.rows();
     const Tensor hn = h.rows(0, n), g = gate.rows(0, n), u = up.rows(0, n);
     be.rmsnorm(x_rows, L.ffn_norm, eps, hn);
-    be.matmul(hn, L.w_gate, Tensor(), g, false);
-    be.matmul(hn, L.w_up, Tensor(), u, false);
+    be.matmuls(hn, {{L.w_gate, Tensor(), g}, {L.w_up, Tensor(), u}});
     be.swiglu(g, u);
     row_parallel(g, L.w_down, Tensor(), x_rows);
   }
@@ -313,14 +312,15 @@ struct Engine::State {
     const Tensor hn = h.rows(0, n);
     const Tensor qf = q_new.empty() ? q_rows : q_new.rows(0, n);
     be.rmsnorm(x_rows, L.attn_norm, eps, hn);
-    be.matmul(hn, L.wq, L.bq, qf, false);
+    const Tensor kn = k_new.rows(0, n), vn = v_new.rows(0, n);
+    if (with_kv)
+      be.matmuls(hn, {{L.wq, L.bq, qf}, {L.wk, L.bk, kn}, {L.wv, L.bv, vn}});
+    else
+      be.matmul(hn, L.wq, L.bq, qf, false);
     head_norm(qf, L.q_norm, H);
     rope_at(qf, H, pos);
     be.copy(qf, q_rows);  // f32 -> q_dtype (a no-op when they are the same tensor)
     if (!with_kv) return;
-    const Tensor kn = k_new.rows(0, n), vn = v_new.rows(0, n);
-    be.matmul(hn, L.wk, L.bk, kn, false);
-    be.matmul(hn, L.wv, L.bv, vn, false);
     head_norm(kn, L.k_norm, Hkv);
     rope_at(kn, Hkv, pos);
   }

@@ -179,6 +179,70 @@ TEST(CudaBackendOps, MatmulBf16WeightsBiasAndAccumulate) {
   }
 }
 
+// Decode-sized products (n <= 4 rows: the few-row kernel; more: cuBLAS) against float64 sums
+// of the same bf16-rounded operands: only the fp32 summation may differ, so each element is
+// within 2e-6 of sum_k |x_k w_k| + |out| + |bias| (fp32 sums over 14336 terms measure
+// ~1e-7). Shapes: the 8B model's (4096 -> 1024, 14336 -> 4096 at n = 1), a tail tile
+// (2056), wide outputs (two rows per warp), in = 60 (not a multiple of 8: cuBLAS).
+TEST(CudaBackendOps, MatmulFewRowsAgainstFloat64) {
+  Pair p;
+  struct S { int64_t n, in, of; };
+  for (S s : {S{1, 4096, 1024}, S{1, 14336, 96}, S{2, 2056, 1000}, S{3, 64, 8200}, S{5, 4104, 37},
+              S{8, 8, 3}, S{8, 2048, 513}, S{9, 520, 70}, S{1, 60, 33}}) {
+    const auto x = randn(s.n * s.in), acc = randn(s.n * s.of);
+    const HostTensor w = host_tensor({s.of, s.in}, 0.1f), b = host_tensor({s.of}, 1.0f);
+    Tensor wg = p.gpu->upload_weight(w), bg = p.gpu->upload_weight(b);
+    Tensor xg = make(*p.gpu, s.n, s.in, DType::f32, x.data());
+    for (bool accumulate : {false, true}) {
+      Tensor og = accumulate ? make(*p.gpu, s.n, s.of, DType::f32, acc.data()) : poisoned(*p.gpu, s.n, s.of);
+      p.gpu->matmul(xg, wg, accumulate ? Tensor() : bg, og, accumulate);
+      const auto got = get(*p.gpu, og);
+      double worst = 0;
+      for (int64_t m = 0; m < s.n; ++m)
+        for (int64_t j = 0; j < s.of; ++j) {
+          double ref = accumulate ? acc[m * s.of + j] : b.data[j], mag = std::fabs(ref);
+          for (int64_t k = 0; k < s.in; ++k) {
+            const double t = double(bf16_round(x[m * s.in + k])) * bf16_round(w.data[j * s.in + k]);
+            ref += t;
+            mag += std::fabs(t);
+          }
+          const double e = std::fabs(got[m * s.of + j] - ref) / mag;
+          worst = std::isnan(got[m * s.of + j]) ? INFINITY : std::max(worst, e);
+        }
+      std::printf("[ measured ] matmul n %lld in %lld out %lld%s: max |err| / sum|terms| %.3g\n", (long long)s.n,
+                  (long long)s.in, (long long)s.of, accumulate ? " (accumulate)" : " (bias)", worst);
+      EXPECT_LT(worst, 2e-6) << s.n << " x " << s.in << " -> " << s.of;
+    }
+  }
+}
+
+// matmuls (products sharing x, one launch of the few-row kernel for n <= 4) gives each
+// product bitwise what matmul gives it alone, biases included; for more rows, the loop.
+TEST(CudaBackendOps, MatmulsEqualEachMatmulAlone) {
+  Pair p;
+  const int64_t in = 4096;
+  const std::vector<int64_t> outs = {1024, 96, 8200};
+  for (int64_t n : {1, 3, 7}) {
+    const auto x = randn(n * in);
+    Tensor xg = make(*p.gpu, n, in, DType::f32, x.data());
+    std::vector<Backend::Product> products;
+    std::vector<Tensor> alone;
+    for (size_t i = 0; i < outs.size(); ++i) {
+      Tensor w = p.gpu->upload_weight(host_tensor({outs[i], in}, 0.05f));
+      Tensor b = i == 1 ? Tensor() : p.gpu->upload_weight(host_tensor({outs[i]}, 1.0f));
+      products.push_back({w, b, poisoned(*p.gpu, n, outs[i])});
+      alone.push_back(poisoned(*p.gpu, n, outs[i]));
+      p.gpu->matmul(xg, w, b, alone.back(), false);
+    }
+    p.gpu->matmuls(xg, products);
+    for (size_t i = 0; i < outs.size(); ++i) {
+      const auto a = get(*p.gpu, alone[i]), g = get(*p.gpu, products[i].out);
+      EXPECT_EQ(0, std::memcmp(a.data(), g.data(), a.size() * sizeof(float))) << "n " << n << " product " << i;
+      EXPECT_FALSE(std::isnan(g[0]) || std::isnan(g.back()));
+    }
+  }
+}
+
 TEST(CudaBackendOps, RopeAtLargePositions) {
   Pair p;
   const int64_t H = 3, D = 64, n = 11;

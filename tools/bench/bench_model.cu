@@ -1,6 +1,7 @@
 // Usage: bench_model [--config FILE] [--contexts 8192,32768,131072] [--decode N] [--chunk N]
 //                    [--layers L] [--json FILE] [--peak-tflops T] [--cp N] [--kv-dtype bf16|fp8]
 //                    [--attention auto|native|cudnn] [--job DOCS --job-prompt 8192 --job-new-tokens 128 --batches 1,32] [--offload-residual]
+//                    [--matmul-rows 1,2,4,8] [--cublas-only]
 //        mpirun -np N bench_model --cp N ...        (ring prefill over N ranks)
 // End-to-end throughput of the engine on the CUDA backend with random weights of a real
 // model shape (default tests/fixtures/configs/llama-3.1-8b.json): for each context S, one
@@ -9,6 +10,8 @@
 //
 // --kv-dtype (default bf16): the KV cache's element type (fp8: e4m3 + a scale per token and
 // KV head, half the bytes: the longest context one GPU holds, issue 17).
+// --cublas-only: every weight product through cuBLAS, as before the few-row kernel
+// (CudaBackendOptions::use_small_gemm = false): the same run's baseline for decode.
 // --offload-residual: the residual stream waits in pinned host memory between layers
 // (EngineOptions::offload_residual), for the longest contexts.
 // --cp N (default 1): the N ranks of the job (mpirun -np N; the world size must be N) form
@@ -28,6 +31,13 @@
 // says "shared_gpu": true).
 // One JSON object per line goes to --json and stdout:
 //   peaks     {"device", "gemm_bf16_tflops", "copy_gbps", "datasheet_bf16_tflops"}
+//   matmul    per x row count of --matmul-rows (default 1,2,4,8; "" skips) and projection of
+//             the model (q, k, qkv and gate_up: the products that share x, one launch; o,
+//             down, lm_head): the few-row kernel decode uses (small_gemm.h; "ms" -1 where it
+//             does not take the shape) and cuBLAS as the backend runs larger batches (x ->
+//             bf16, then cublasGemmEx per weight) on the same shapes: "ms", "cublas_ms", each
+//             one's weight bytes per second as a fraction of the copy bandwidth,
+//             "speedup_vs_cublas" (rank 0 only)
 //   model     per context: the fields above, and "cp", "comm", "gpus", "shared_gpu",
 //             "prefill_s_min" (fastest rank), per-rank maxima of the engine's statistics
 //             (EngineStats: "tokens_held", "kv_bytes", "cp_bytes_sent" over prefill and
@@ -60,6 +70,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <memory>
 #include <sstream>
 #include <string>
@@ -67,6 +78,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "backend_ops.h"
 #include "bench_timing.h"
 #include "comm/cuda_comm_choice.h"
 #include "ringinfer/comm.h"
@@ -77,6 +89,7 @@
 #include "ringinfer/memory_plan.h"
 #include "ringinfer/model_config.h"
 #include "ringinfer/runtime.h"
+#include "small_gemm.h"
 
 using namespace ringinfer;
 
@@ -175,6 +188,81 @@ double measured_gemm_tflops() {
 double measured_copy_gbps() {
   const size_t bytes = size_t(2) << 30;
   return 2.0 * bytes / bench::copy_ms(bytes) / 1e6;
+}
+
+// The model's decode-sized products (small_gemm.h) against cuBLAS on the same shapes, as
+// the backend runs it for larger batches (x converted to bf16 by a kernel, then
+// cublasGemmEx per weight), for each x row count in `rows`: one "matmul" line per (rows,
+// projection); "qkv" and "gate_up" are the products that share x, one launch of ours.
+// Weight bytes per second are given as a fraction of the copy bandwidth.
+void bench_matmuls(const ModelConfig& c, const std::vector<int64_t>& rows, double copy_gbps,
+                   const std::function<void(const std::string&)>& emit) {
+  struct Shape { const char* name; int64_t in; std::vector<int64_t> of; };
+  const int64_t h = c.hidden_size, HD = c.n_heads * c.head_dim, KD = c.n_kv_heads * c.head_dim,
+                I = c.intermediate_size;
+  const Shape shapes[] = {{"q", h, {HD}},          {"k", h, {KD}},           {"qkv", h, {HD, KD, KD}},
+                          {"o", HD, {h}},          {"gate_up", h, {I, I}},   {"down", I, {h}},
+                          {"lm_head", h, {c.vocab_size}}};
+  int64_t most_w = 0, most_x = 0, most_o = 0, most_n = 1;
+  for (int64_t n : rows) most_n = std::max(most_n, n);
+  for (const Shape& s : shapes) {
+    int64_t of = 0;
+    for (int64_t o : s.of) of += o;
+    most_w = std::max(most_w, s.in * of), most_x = std::max(most_x, s.in), most_o = std::max(most_o, of);
+  }
+  __nv_bfloat16 *w, *xb;
+  float *x, *out;
+  CUDA_CHECK(cudaMalloc(&w, size_t(most_w) * 2));
+  CUDA_CHECK(cudaMalloc(&xb, size_t(most_n * most_x) * 2));
+  CUDA_CHECK(cudaMalloc(&x, size_t(most_n * most_x) * 4));
+  CUDA_CHECK(cudaMalloc(&out, size_t(most_n * most_o) * 4));
+  CUDA_CHECK(cudaMemset(w, 0x3c, size_t(most_w) * 2));  // bf16 ~0.0115: finite products
+  CUDA_CHECK(cudaMemset(x, 0x3c, size_t(most_n * most_x) * 4));
+  cublasHandle_t hb;
+  if (cublasCreate(&hb) != CUBLAS_STATUS_SUCCESS) throw Error("cublasCreate failed");
+  const float one = 1.f, zero = 0.f;
+  char buf[512];
+  for (int64_t n : rows)
+    for (const Shape& s : shapes) {
+      // The products one after another in w and out.
+      std::vector<SmallGemmProduct> products;
+      int64_t w_off = 0, o_off = 0;
+      for (int64_t of : s.of) {
+        SmallGemmProduct p;
+        p.w = w + w_off;
+        p.out = out + o_off;
+        p.of = of;
+        products.push_back(p);
+        w_off += of * s.in, o_off += n * of;
+      }
+      const double bytes = 2.0 * double(w_off);
+      double ours = -1;
+      if (small_gemm_supported(n, s.in, s.of[0], x, w))
+        ours = bench::median_ms(
+            [&] { small_gemm_bf16(x, n, s.in, products.data(), int(products.size()), false, nullptr); }, 3, 20);
+      const double theirs = bench::median_ms(
+          [&] {
+            convert_f32_to_bf16(x, xb, n * s.in, nullptr);
+            for (const SmallGemmProduct& p : products)
+              cublasGemmEx(hb, CUBLAS_OP_T, CUBLAS_OP_N, int(p.of), int(n), int(s.in), &one, p.w, CUDA_R_16BF,
+                           int(s.in), xb, CUDA_R_16BF, int(s.in), &zero, p.out, CUDA_R_32F, int(p.of),
+                           CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+          },
+          3, 20);
+      std::snprintf(buf, sizeof buf,
+                    "{\"kind\":\"matmul\",\"rows\":%lld,\"proj\":\"%s\",\"in\":%lld,\"out\":%lld,"
+                    "\"ms\":%.4f,\"fraction_of_copy_bw\":%.3f,\"cublas_ms\":%.4f,\"cublas_fraction_of_copy_bw\":%.3f,"
+                    "\"speedup_vs_cublas\":%.2f}",
+                    static_cast<long long>(n), s.name, static_cast<long long>(s.in),
+                    static_cast<long long>(w_off / s.in), ours, ours > 0 ? bytes / ours / 1e6 / copy_gbps : 0.0,
+                    theirs, bytes / theirs / 1e6 / copy_gbps, ours > 0 ? theirs / ours : 0.0);
+      emit(buf);
+    }
+  cublasDestroy(hb);
+  CUDA_CHECK(cudaFree(w));
+  CUDA_CHECK(cudaFree(xb));
+  CUDA_CHECK(cudaFree(x));
+  CUDA_CHECK(cudaFree(out));
 }
 
 std::vector<int64_t> parse_list(const std::string& s) {
@@ -287,6 +375,8 @@ int run_bench(int argc, char** argv, const RankInfo& me) {
   int64_t job_docs = 0, job_prompt = 8192, job_new_tokens = 128;
   bool offload_residual = false;
   std::vector<int64_t> batches = {1, 32};
+  std::vector<int64_t> matmul_rows = {1, 2, 4, 8};
+  bool cublas_only = false;
   AttentionPath attention = AttentionPath::auto_select;  // the CUDA backend's --attention
   double peak_tflops = 989.4;
   KvDtype kv_dtype = KvDtype::bf16;
@@ -311,6 +401,8 @@ int run_bench(int argc, char** argv, const RankInfo& me) {
     else if (a == "--job-new-tokens") job_new_tokens = std::stoll(next());
     else if (a == "--offload-residual") offload_residual = true;
     else if (a == "--batches") batches = parse_list(next());
+    else if (a == "--matmul-rows") matmul_rows = parse_list(next());
+    else if (a == "--cublas-only") cublas_only = true;
     else throw Error("bench_model: unknown argument " + a);
   }
   RI_CHECK(cp >= 1, "--cp " + std::to_string(cp) + ": must be at least 1");
@@ -339,6 +431,7 @@ int run_bench(int argc, char** argv, const RankInfo& me) {
   CudaBackendOptions bo;
   bo.device = bind_gpu(me, /*allow_shared=*/kind == CommKind::staged);
   bo.attention = attention;
+  bo.use_small_gemm = !cublas_only;
   // Distinct GPUs of the group: bind_gpu deals local ranks round-robin, so the first
   // `gpus` local ranks of each node are the first on their device.
   const int64_t gpus_used = reduce<int64_t>(me.local_rank < gpus ? 1 : 0, MPI_SUM);
@@ -360,6 +453,7 @@ int run_bench(int argc, char** argv, const RankInfo& me) {
                 "\"datasheet_bf16_tflops\":%.1f}",
                 prop.name, gemm, copy, peak_tflops);
   emit(buf);
+  if (root) bench_matmuls(cfg, matmul_rows, copy, emit);
 
   const int64_t h = cfg.hidden_size, D = cfg.head_dim, H = cfg.n_heads, Hkv = cfg.n_kv_heads,
                 I = cfg.intermediate_size, L = cfg.n_layers, V = cfg.vocab_size;
@@ -452,7 +546,7 @@ int run_bench(int argc, char** argv, const RankInfo& me) {
                   "\"decode_fraction_of_copy_bw\":%.3f,\"peak_device_bytes\":%lld,"
                   "\"cp\":%d,\"comm\":\"%s\",\"gpus\":%lld,\"shared_gpu\":%s,\"prefill_s_min\":%.3f,"
                   "\"tokens_held\":%lld,\"kv_bytes\":%lld,\"cp_bytes_sent\":%lld,\"ring_gbps\":%.1f,\"kv_dtype\":\"%s\","
-                  "\"plan_bytes\":%lld,\"peak_over_plan\":%.3f,\"offload_residual\":%s}",
+                  "\"plan_bytes\":%lld,\"peak_over_plan\":%.3f,\"offload_residual\":%s,\"small_gemm\":%s}",
                   to_string(attention), static_cast<long long>(cuda_backend_cudnn_plans(*backend)),
                   config_path.c_str(), static_cast<long long>(L), static_cast<long long>(S),
                   static_cast<long long>(chunk), prefill_s, S / prefill_s, prefill_tflops, per_gpu_tflops / gemm,
@@ -461,7 +555,8 @@ int run_bench(int argc, char** argv, const RankInfo& me) {
                   static_cast<long long>(gpus_used), shared_gpu ? "true" : "false", prefill_s_min,
                   static_cast<long long>(tokens_held), static_cast<long long>(kv_bytes), static_cast<long long>(sent),
                   cp > 1 ? double(sent) / prefill_s / 1e9 : 0.0, kv_dtype_name(kv_dtype),
-                  static_cast<long long>(plan_bytes(S + decode, 1)), double(peak) / double(plan_bytes(S + decode, 1)), offload_residual ? "true" : "false");
+                  static_cast<long long>(plan_bytes(S + decode, 1)), double(peak) / double(plan_bytes(S + decode, 1)), offload_residual ? "true" : "false",
+                  cublas_only ? "false" : "true");
     emit(buf);
     if (!shared_gpu) {
       std::snprintf(buf, sizeof buf,

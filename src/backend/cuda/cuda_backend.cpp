@@ -11,6 +11,7 @@
 #include "backend/cuda/cudnn_attention.h"
 #include "backend_ops.h"
 #include "kv_cache_ops.h"
+#include "small_gemm.h"
 #include "ringinfer/cuda_check.h"
 #include "ringinfer/kv_quant.h"
 #include "ringinfer/log.h"
@@ -318,14 +319,13 @@ void CudaBackend::rmsnorm(const Tensor& x, const Tensor& weight, float eps, cons
 }
 
 void CudaBackend::matmul(const Tensor& x, const Tensor& w, const Tensor& bias, const Tensor& out, bool accumulate) {
+  if (check_matmul(x, w, bias, out) && small_gemm_takes(x, w)) {
+    const SmallGemmProduct p = small_gemm_product(w, bias, out);
+    small_gemm_bf16(x.f32(), x.rows(), x.cols(), &p, 1, accumulate, stream_);
+    return;
+  }
   const int64_t n = x.rows(), in = x.cols(), of = w.rows();
-  check(x.dtype() == DType::f32 && (w.dtype() == DType::bf16 || w.dtype() == DType::f32), "matmul",
-        "needs f32 x and a bf16 or f32 w, got x " + shape(x) + ", w " + shape(w));
-  check(w.cols() == in, "matmul", "x is " + shape(x) + " but w is " + shape(w));
-  expect(out, n, of, DType::f32, "matmul", "out");
-  if (!bias.empty()) expect(bias, of, 1, DType::f32, "matmul", "bias");
   if (n == 0 || of == 0) return;
-  check(n < (int64_t(1) << 31) && in < (int64_t(1) << 31) && of < (int64_t(1) << 31), "matmul", "dimension over 2^31");
   if (in == 0) {
     if (!accumulate) CUDA_CHECK(cudaMemsetAsync(out.data(), 0, out.bytes(), stream_));
   } else {
@@ -347,6 +347,44 @@ void CudaBackend::matmul(const Tensor& x, const Tensor& w, const Tensor& bias, c
                               CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
   }
   if (!bias.empty()) add_bias_rows(out.f32(), bias.f32(), n, of, stream_);
+}
+
+void CudaBackend::matmuls(const Tensor& x, const std::vector<Product>& products) {
+  // Decode-sized products of bf16 weights: one launch of the few-row kernel for them all.
+  bool one_launch = !products.empty() && static_cast<int>(products.size()) <= kSmallGemmMaxProducts;
+  for (const Product& p : products) one_launch = check_matmul(x, p.w, p.bias, p.out) && one_launch && small_gemm_takes(x, p.w);
+  if (!one_launch) {
+    for (const Product& p : products) matmul(x, p.w, p.bias, p.out, false);
+    return;
+  }
+  std::vector<SmallGemmProduct> launch;
+  for (const Product& p : products) launch.push_back(small_gemm_product(p.w, p.bias, p.out));
+  small_gemm_bf16(x.f32(), x.rows(), x.cols(), launch.data(), static_cast<int>(launch.size()), false, stream_);
+}
+
+bool CudaBackend::check_matmul(const Tensor& x, const Tensor& w, const Tensor& bias, const Tensor& out) {
+  const int64_t n = x.rows(), in = x.cols(), of = w.rows();
+  check(x.dtype() == DType::f32 && (w.dtype() == DType::bf16 || w.dtype() == DType::f32), "matmul",
+        "needs f32 x and a bf16 or f32 w, got x " + shape(x) + ", w " + shape(w));
+  check(w.cols() == in, "matmul", "x is " + shape(x) + " but w is " + shape(w));
+  expect(out, n, of, DType::f32, "matmul", "out");
+  if (!bias.empty()) expect(bias, of, 1, DType::f32, "matmul", "bias");
+  check(n < (int64_t(1) << 31) && in < (int64_t(1) << 31) && of < (int64_t(1) << 31), "matmul", "dimension over 2^31");
+  return n > 0 && of > 0;
+}
+
+bool CudaBackend::small_gemm_takes(const Tensor& x, const Tensor& w) const {
+  return options_.use_small_gemm && w.dtype() == DType::bf16 &&
+         small_gemm_supported(x.rows(), x.cols(), w.rows(), x.data(), w.data());
+}
+
+SmallGemmProduct CudaBackend::small_gemm_product(const Tensor& w, const Tensor& bias, const Tensor& out) {
+  SmallGemmProduct p;
+  p.w = static_cast<const __nv_bfloat16*>(w.data());
+  p.bias = bias.empty() ? nullptr : bias.f32();
+  p.out = out.f32();
+  p.of = w.rows();
+  return p;
 }
 
 void CudaBackend::rope(const Tensor& x, int64_t n_heads, const Tensor& inv_freq, int64_t pos_start,

@@ -22,6 +22,10 @@
 #include "backend/backend_checks.h"
 #include "ringinfer/cuda_backend.h"
 
+namespace ringinfer {
+struct SmallGemmProduct;  // kernels/small_gemm.h
+}
+
 namespace ringinfer::cuda {
 
 class CudnnSdpa;
@@ -54,6 +58,7 @@ class CudaBackend final : public Backend {
   void embed(const Tensor& table, const Tensor& tokens, const Tensor& out) override;
   void rmsnorm(const Tensor& x, const Tensor& weight, float eps, const Tensor& out) override;
   void matmul(const Tensor& x, const Tensor& w, const Tensor& bias, const Tensor& out, bool accumulate) override;
+  void matmuls(const Tensor& x, const std::vector<Product>& products) override;
   void rope(const Tensor& x, int64_t n_heads, const Tensor& inv_freq, int64_t pos_start, int64_t pos_stride) override;
   void store_kv(const Tensor& k, const Tensor& v, const KvBlock& dst) override;
   void attention_reset(const Tensor& o, const Tensor& lse) override;
@@ -82,6 +87,11 @@ class CudaBackend final : public Backend {
   enum Slot { kGemmInput, kAttnQuery, kDecodeWork, kDecodeO, kDecodeLse, kFp8KeysBf16, kFp8ValuesBf16, kSdpaO, kSdpaStats,
               kSdpaWork, kSdpaLens, kSlots };
   void* scratch(Slot slot, size_t bytes);
+  // matmul's shape checks (throws); false when the product is empty.
+  bool check_matmul(const Tensor& x, const Tensor& w, const Tensor& bias, const Tensor& out);
+  // Whether the few-row kernel (kernels/small_gemm.h) takes x W^T, and one product of it.
+  bool small_gemm_takes(const Tensor& x, const Tensor& w) const;
+  static SmallGemmProduct small_gemm_product(const Tensor& w, const Tensor& bias, const Tensor& out);
   // The cuDNN path of attention() (cuda_attention.cpp): false when it does not take this
   // call (no cuDNN, a shape cuDNN refuses, a mask that is not one bottom-right block), and
   // the caller runs the native kernels instead.

@@ -1,0 +1,38 @@
+#pragma once
+// Matrix products of a few rows (decode: one row per document in the batch) against bf16
+// weights, at the weights' memory bandwidth: out (n, of) = x (n, in) W^T [+ out] [+ bias].
+// cuBLAS runs such shapes as a split-K GEMM at about half the copy bandwidth and needs x
+// converted to bf16 by a kernel of its own first; this reads W once, streaming, rounds x to
+// bf16 in registers (the same operands as the cuBLAS path: bf16 x and W, products and sums
+// in fp32), and takes the bias and the accumulation in its epilogue. Up to
+// kSmallGemmMaxProducts products that share x (Q, K and V; gate and up) run in one launch.
+// Host-callable; raw device pointers; CUDA builds only.
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+#include <stdint.h>
+
+namespace ringinfer {
+
+constexpr int64_t kSmallGemmMaxRows = 4;
+constexpr int kSmallGemmMaxProducts = 4;
+
+// One product of a launch: out (n, of) f32 [+]= x W^T + bias; w (of, in) bf16, bias (of)
+// f32 or null.
+struct SmallGemmProduct {
+  const __nv_bfloat16* w = nullptr;
+  const float* bias = nullptr;
+  float* out = nullptr;
+  int64_t of = 0;
+};
+
+// Whether small_gemm_bf16 takes x (n, in) at `x` against w: 1 <= n <= kSmallGemmMaxRows,
+// in a multiple of 8, x and w 16-byte aligned (rows are read in 16-byte pieces), sizes
+// below 2^31.
+bool small_gemm_supported(int64_t n, int64_t in, int64_t of, const void* x, const void* w);
+
+// For each of the `count` products: out[m][j] = (accumulate ? out[m][j] : 0) +
+// sum_k bf16(x[m][k]) * w[j][k] (fp32, in an order fixed by `in` alone) + bias[j], m < n.
+void small_gemm_bf16(const float* x, int64_t n, int64_t in, const SmallGemmProduct* products, int count,
+                     bool accumulate, cudaStream_t stream);
+
+}  // namespace ringinfer
