@@ -314,15 +314,13 @@ __global__ void __launch_bounds__(32 * kWarps, (DecodeTile<D, kWarps, kBlockN, k
     const uint8_t* k8_s = s8 + (i % kStages) * 2 * Tile::kFp8Tile;  // fp8: this stage's bytes
     const uint8_t* v8_s = k8_s + Tile::kFp8Tile;
     if constexpr (kFp8 && !kDirect) {  // the stage's bytes -> the swizzled bf16 tiles the MMAs read
-      const uint8_t* k_src = s8 + (i % kStages) * 2 * Tile::kFp8Tile;
-      const uint8_t* v_src = k_src + Tile::kFp8Tile;
 #pragma unroll 4
       for (int c = lane; c < kBlockN * kChunks; c += 32) {
         const int r = c / kChunks, ch = c % kChunks;
         *reinterpret_cast<uint4*>(sK + swizzle<D>(r, ch)) =
-            e4m3x8_to_bf16x8(*reinterpret_cast<const uint2*>(k_src + r * D + ch * 8));
+            e4m3x8_to_bf16x8(*reinterpret_cast<const uint2*>(k8_s + r * D + ch * 8));
         *reinterpret_cast<uint4*>(sV + swizzle<D>(r, ch)) =
-            e4m3x8_to_bf16x8(*reinterpret_cast<const uint2*>(v_src + r * D + ch * 8));
+            e4m3x8_to_bf16x8(*reinterpret_cast<const uint2*>(v8_s + r * D + ch * 8));
       }
       __syncwarp();
     }
