@@ -18,7 +18,13 @@ void check(bool ok, const std::string& what) {
   if (!ok) throw Error("decode_attention: " + what);
 }
 
-void validate(const DecodeAttnParams& p) {
+// The cache kind's tile configuration: p.variant, or the default for -1.
+int resolved_variant(const DecodeAttnParams& p, bool fp8) {
+  return p.variant >= 0 ? p.variant : fp8 ? kDecodeFp8DefaultVariant : 0;
+}
+
+// fp8: the cache kind (a batch says it for all its sequences, empty ones included).
+void validate(const DecodeAttnParams& p, bool fp8) {
   check(p.head_dim == 64 || p.head_dim == 128, "head_dim " + std::to_string(p.head_dim) + " is not 64 or 128");
   check(p.n_q >= 0 && p.n_k >= 0, "negative row count");
   check(p.n_heads > 0 && p.n_kv_heads > 0 && p.n_heads % p.n_kv_heads == 0,
@@ -26,17 +32,20 @@ void validate(const DecodeAttnParams& p) {
   check(p.n_heads / p.n_kv_heads <= cuda::kDecodeRows,
         "more than 16 query heads per KV head (" + std::to_string(p.n_heads / p.n_kv_heads) + ")");
   check(p.softmax_scale > 0.f && isfinite(p.softmax_scale), "softmax_scale must be positive and finite");
-  check(p.variant >= 0 && p.variant < decode_attention_variants(), "variant out of range");
+  check(p.variant >= -1 && p.variant < (fp8 ? decode_attention_fp8_variants() : decode_attention_variants()),
+        std::string(fp8 ? "fp8" : "bf16") + " variant " + std::to_string(p.variant) + " out of range");
   check(p.num_splits >= 0, "negative num_splits");
   const long stride = p.kv_row_stride ? p.kv_row_stride : long(p.n_kv_heads) * p.head_dim;
   check(stride >= long(p.n_kv_heads) * p.head_dim && stride % 8 == 0,
         "kv_row_stride must cover the KV heads and be a multiple of 8 elements (16-byte loads)");
-  const bool fp8 = p.k_fp8 != nullptr || p.v_fp8 != nullptr;
-  check(!fp8 || (p.k_fp8 && p.v_fp8 && p.k_scale && p.v_scale && !p.k && !p.v && stride % 16 == 0 && p.variant == 0),
-        "an fp8 cache needs k_fp8, v_fp8 and both scales (not k, v), a stride of 16-byte multiples, variant 0");
+  const bool has_fp8 = p.k_fp8 != nullptr || p.v_fp8 != nullptr;
+  check(!has_fp8 || (p.k_fp8 && p.v_fp8 && p.k_scale && p.v_scale && !p.k && !p.v && stride % 16 == 0),
+        "an fp8 cache needs k_fp8, v_fp8 and both scales (not k, v) and a stride of 16-byte multiples");
 }
 
-bool is_fp8(const DecodeAttnParams& p) { return p.k_fp8 != nullptr; }
+bool is_fp8(const DecodeAttnParams& p) { return p.k_fp8 != nullptr || p.v_fp8 != nullptr; }
+
+void validate(const DecodeAttnParams& p) { validate(p, is_fp8(p)); }
 
 // p as decode_attention sees one sequence of a batch: its cache and length, one query row.
 DecodeAttnParams sequence_params(const DecodeAttnParams& p, bool fp8, const DecodeSeqKv& s) {
@@ -58,11 +67,16 @@ DecodeAttnParams sequence_params(const DecodeAttnParams& p, bool fp8, const Deco
   return one;
 }
 
+// variant: resolved (>= 0).
 cuda::DecodeConfig config(int head_dim, int variant, bool fp8) {
   using namespace cuda;
-  if (fp8)  // 3 stages: an fp8 stage is half a bf16 one, so more bytes stay in flight
-    return head_dim == 64 ? DecodeConfig{32, 4, DecodeTile<64, 4, 32, 3, true>::kSmemBytes}
-                          : DecodeConfig{32, 4, DecodeTile<128, 4, 32, 3, true>::kSmemBytes};
+  if (fp8) {  // the tile of the fp8 variant (decode_attention_kernel.cuh visit_decode_fp8_variant)
+    auto of = [](auto tile) {
+      using T = decltype(tile);
+      return DecodeConfig{T::kKeys, T::kNumWarps, T::kSmemBytes, T::kMinBlocks};
+    };
+    return head_dim == 64 ? visit_decode_fp8_variant<64>(variant, of) : visit_decode_fp8_variant<128>(variant, of);
+  }
   if (head_dim == 64)
     return variant == 0 ? DecodeConfig{32, 4, DecodeTile<64, 4, 32, 2>::kSmemBytes}
                         : DecodeConfig{16, 4, DecodeTile<64, 4, 16, 3>::kSmemBytes};
@@ -73,10 +87,13 @@ cuda::DecodeConfig config(int head_dim, int variant, bool fp8) {
 }  // namespace
 
 int decode_attention_variants() { return 2; }
+int decode_attention_fp8_variants() { return cuda::kDecodeFp8Variants; }
 
-int decode_attention_splits(const DecodeAttnParams& p) {
-  validate(p);
-  const cuda::DecodeConfig c = config(p.head_dim, p.variant, is_fp8(p));
+namespace {
+// decode_attention_splits for the cache kind `fp8` says (a batch knows it even for empty sequences).
+int choose_splits(const DecodeAttnParams& p, bool fp8) {
+  validate(p, fp8);
+  const cuda::DecodeConfig c = config(p.head_dim, resolved_variant(p, fp8), fp8);
   const int n_tiles = (p.n_k + c.block_n - 1) / c.block_n;
   if (p.num_splits > 0) return std::max(1, std::min(p.num_splits, std::max(1, n_tiles)));
   int device = 0, sms = 0, smem_per_sm = 0;
@@ -84,7 +101,9 @@ int decode_attention_splits(const DecodeAttnParams& p) {
   CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
   CUDA_CHECK(cudaDeviceGetAttribute(&smem_per_sm, cudaDevAttrMaxSharedMemoryPerMultiprocessor, device));
   // Blocks resident per multiprocessor (1 KB of shared memory per block is reserved).
-  const int per_sm = std::max(1, int(smem_per_sm / (c.smem_bytes + 1024)));
+  // fp8 kernels are compiled for a register budget that keeps at most max_blocks_per_sm.
+  int per_sm = std::max(1, int(smem_per_sm / (c.smem_bytes + 1024)));
+  if (c.max_blocks_per_sm > 0) per_sm = std::min(per_sm, c.max_blocks_per_sm);
   // One wave of equal blocks (measured on H100 at 128K keys: 1 wave 92% of copy
   // bandwidth, 2 waves 87%, 4 waves 78%: each wave pays a pipeline fill and drain),
   // but at least two tiles per warp.
@@ -92,6 +111,9 @@ int decode_attention_splits(const DecodeAttnParams& p) {
   const int by_keys = std::max(1, n_tiles / (2 * c.warps));
   return std::min(by_device, by_keys);
 }
+}  // namespace
+
+int decode_attention_splits(const DecodeAttnParams& p) { return choose_splits(p, is_fp8(p)); }
 
 namespace {
 // The splits of a batch launch of n sequences: the longest one's choice, with the device's
@@ -99,10 +121,10 @@ namespace {
 int batch_splits(const DecodeAttnParams& p, bool fp8, const DecodeSeqKv* seqs, int n) {
   DecodeAttnParams longest = sequence_params(p, fp8, seqs[0]);
   for (int i = 1; i < n; ++i) longest.n_k = std::max(longest.n_k, seqs[i].n_k);
-  if (p.num_splits > 0) return decode_attention_splits(longest);
+  if (p.num_splits > 0) return choose_splits(longest, fp8);
   longest.n_kv_heads = p.n_kv_heads * n;  // the wave is shared: n times the (split, KV head) blocks
   longest.n_heads = p.n_heads * n;
-  return decode_attention_splits(longest);
+  return choose_splits(longest, fp8);
 }
 }  // namespace
 
@@ -122,7 +144,7 @@ void decode_attention_batch(const DecodeAttnParams& p, bool fp8, const DecodeSeq
   check(n_seqs >= 0 && (n_seqs == 0 || seqs != nullptr), "a batch needs its sequences");
   for (int i = 0; i < n_seqs; ++i) {
     const DecodeAttnParams one = sequence_params(p, fp8, seqs[i]);
-    validate(one);
+    validate(one, fp8);
     check(one.n_k == 0 || (one.k || one.k_fp8), "null cache pointer of sequence " + std::to_string(i));
   }
   if (n_seqs == 0) return;
@@ -132,7 +154,8 @@ void decode_attention_batch(const DecodeAttnParams& p, bool fp8, const DecodeSeq
   const size_t need = decode_attention_batch_workspace_bytes(p, fp8, seqs, n_seqs);
   check(workspace != nullptr && workspace_bytes >= need,
         "workspace of " + std::to_string(workspace_bytes) + " bytes, need " + std::to_string(need));
-  const cuda::DecodeConfig c = config(p.head_dim, fp8 ? 0 : p.variant, fp8);
+  const int variant = resolved_variant(p, fp8);
+  const cuda::DecodeConfig c = config(p.head_dim, variant, fp8);
   const int group = p.n_heads / p.n_kv_heads;
   // Launches of one stream run in order: every group of sequences reuses the workspace.
   for (int s0 = 0; s0 < n_seqs; s0 += cuda::kDecodeMaxSeqs) {
@@ -161,11 +184,11 @@ void decode_attention_batch(const DecodeAttnParams& p, bool fp8, const DecodeSeq
     float* lse = p.lse + size_t(s0) * p.n_heads;
     const dim3 grid(n, p.n_heads);
     if (p.head_dim == 64) {
-      cuda::decode_split_hdim64(a, p.n_kv_heads, fp8 ? 0 : p.variant, &table, stream);
+      cuda::decode_split_hdim64(a, p.n_kv_heads, variant, &table, stream);
       cuda::decode_combine_kernel<64><<<grid, 64, 0, stream>>>(a.ws_lse, a.ws_o, splits, p.n_kv_heads, group, o, lse,
                                                                 true);
     } else {
-      cuda::decode_split_hdim128(a, p.n_kv_heads, fp8 ? 0 : p.variant, &table, stream);
+      cuda::decode_split_hdim128(a, p.n_kv_heads, variant, &table, stream);
       cuda::decode_combine_kernel<128><<<grid, 128, 0, stream>>>(a.ws_lse, a.ws_o, splits, p.n_kv_heads, group, o,
                                                                   lse, true);
     }
@@ -192,7 +215,8 @@ void decode_attention(const DecodeAttnParams& p, void* workspace, size_t workspa
   check(workspace != nullptr && workspace_bytes >= need,
         "workspace of " + std::to_string(workspace_bytes) + " bytes, need " + std::to_string(need));
   const int splits = decode_attention_splits(p);
-  const cuda::DecodeConfig c = config(p.head_dim, p.variant, fp8);
+  const int variant = resolved_variant(p, fp8);
+  const cuda::DecodeConfig c = config(p.head_dim, variant, fp8);
   const int group = p.n_heads / p.n_kv_heads;
   const int tokens_per_launch = cuda::kDecodeRows / group;
 
@@ -221,10 +245,10 @@ void decode_attention(const DecodeAttnParams& p, void* workspace, size_t workspa
     float* lse = p.lse + size_t(t0) * p.n_heads;
     const dim3 grid(nt, p.n_heads);
     if (p.head_dim == 64) {
-      cuda::decode_split_hdim64(a, p.n_kv_heads, p.variant, nullptr, stream);
+      cuda::decode_split_hdim64(a, p.n_kv_heads, variant, nullptr, stream);
       cuda::decode_combine_kernel<64><<<grid, 64, 0, stream>>>(a.ws_lse, a.ws_o, splits, p.n_kv_heads, group, o, lse);
     } else {
-      cuda::decode_split_hdim128(a, p.n_kv_heads, p.variant, nullptr, stream);
+      cuda::decode_split_hdim128(a, p.n_kv_heads, variant, nullptr, stream);
       cuda::decode_combine_kernel<128><<<grid, 128, 0, stream>>>(a.ws_lse, a.ws_o, splits, p.n_kv_heads, group, o,
                                                                   lse);
     }

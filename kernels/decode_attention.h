@@ -32,8 +32,13 @@ struct DecodeAttnParams {
   long kv_row_stride = 0;            // elements between key tokens; 0 means Hkv * D (fp8: a multiple of 16)
   float softmax_scale = 0.f;         // usually 1/sqrt(D)
   int num_splits = 0;                // key splits per KV head; 0 = chosen from the device
-  int variant = 0;                   // tile configuration (tools/bench compares them); fp8: 0 only
+  int variant = -1;                  // tile configuration (tools/bench compares them): bf16 0 ..
+                                     // decode_attention_variants() - 1, fp8 0 .. decode_attention_fp8_variants() - 1;
+                                     // -1: the cache kind's default (bf16 0, fp8 kDecodeFp8DefaultVariant)
 };
+
+// The fp8 variant a call with variant = -1 gets (decode_attention_kernel.cuh lists them).
+constexpr int kDecodeFp8DefaultVariant = 0;
 
 // Workspace bytes decode_attention needs for these parameters on the current device.
 size_t decode_attention_workspace_bytes(const DecodeAttnParams& p);
@@ -63,7 +68,8 @@ size_t decode_attention_batch_workspace_bytes(const DecodeAttnParams& p, bool fp
 void decode_attention_batch(const DecodeAttnParams& p, bool fp8, const DecodeSeqKv* seqs, int n_seqs,
                             void* workspace, size_t workspace_bytes, cudaStream_t stream);
 
-// Number of tile configurations `variant` may select (>= 1).
+// Number of tile configurations `variant` may select (>= 1): bf16 cache, fp8 cache.
 int decode_attention_variants();
+int decode_attention_fp8_variants();
 
 }  // namespace ringinfer

@@ -20,6 +20,23 @@
 // the dot product and of the value row: S[:, j] *= k_scale[j] after Q K^T, and P[:, j] is
 // multiplied by v_scale[j] before P V (l sums the unscaled P). Memory traffic per key is
 // D + 4 bytes for K and the same for V, half of bf16's.
+//
+// fp8, direct fragments (kDirect): no converted tile. Each lane builds its MMA B-operand
+// registers from the e4m3 bytes in the staging stage (cvt per byte pair, exact), which
+// takes the order of the contraction index into our hands:
+//   S = Q K^T contracts over D, so any order of the dims that Q's A-fragment and K's
+//   B-fragment share gives the same sum: lane (g, t) of k-step kk holds dims
+//   t * D/4 + kk * 4 + {0, 1} (registers a0, a1 / b0) and + {2, 3} (a2, a3 / b1), so a
+//   lane reads D/4 contiguous bytes of its key row (keys in natural order: column g of
+//   n-block nb is key nb * 8 + g, as for bf16, so scales and masks are unchanged).
+//   O += P V contracts over keys (P's columns are in natural key order); V's B-fragment
+//   for output column block nb holds dim g * D/8 + nb for lane (g, t), so a lane reads
+//   the D/8 contiguous bytes of dims g * D/8 ... of its 4 keys (16kk + 2t + {0, 1, 8, 9})
+//   and interleaves them by byte permutes; the output dims are permuted accordingly
+//   when the warps meet. The byte tile is swizzled by 16-byte chunk (fp8_chunk) so both
+//   the K reads and the V reads of a warp hit distinct banks.
+// Per warp this needs kStages x (K, V) byte tiles and scales only, so 16-key tiles and
+// 2-3 blocks per SM fit (DecodeTile::kSmemBytes).
 #include <cuda_fp8.h>
 #include <math.h>
 
@@ -94,22 +111,56 @@ __device__ __forceinline__ DecodeArgs sequence_args(const DecodeArgs& a, const D
   return b;
 }
 
-template <int D, int kWarps, int kBlockN, int kStages, bool kFp8 = false>
+template <int D, int kWarps, int kBlockN, int kStages, bool kFp8 = false, bool kDirect = false>
 struct DecodeTile {
+  static_assert(!kDirect || kFp8, "direct fragments are an fp8-cache path");
+  static_assert(kBlockN % 16 == 0 && kStages >= 2, "tiles of 16-key MMA steps, at least double-buffered");
+  static constexpr int kHeadDim = D, kNumWarps = kWarps, kKeys = kBlockN, kNumStages = kStages;
+  static constexpr bool kIsFp8 = kFp8, kIsDirect = kDirect;
   static constexpr int kThreads = 32 * kWarps;
   static constexpr int kChunks = D / 8;  // 16-byte chunks of a bf16 row
   static constexpr size_t kBf16Tile = size_t(kBlockN) * D * sizeof(bf16);
   static constexpr size_t kFp8Tile = size_t(kBlockN) * D;
   static constexpr size_t kScales = size_t(kBlockN) * sizeof(float);
-  // Per warp. bf16: kStages x (K, V) tiles. fp8: one converted bf16 (K, V) pair, then
-  // kStages x (K, V) byte tiles, then kStages x (K, V) scale rows.
+  // Per warp. bf16: kStages x (K, V) tiles. fp8: one converted bf16 (K, V) pair (not with
+  // kDirect), then kStages x (K, V) byte tiles, then kStages x (K, V) scale rows.
+  static constexpr size_t kConvBytes = kFp8 && !kDirect ? 2 * kBf16Tile : 0;
   static constexpr size_t kWarpBytes =
-      kFp8 ? 2 * kBf16Tile + size_t(kStages) * 2 * (kFp8Tile + kScales) : size_t(kStages) * 2 * kBf16Tile;
+      kFp8 ? kConvBytes + size_t(kStages) * 2 * (kFp8Tile + kScales) : size_t(kStages) * 2 * kBf16Tile;
   static constexpr size_t kKvBytes = size_t(kWarps) * kWarpBytes;
   static constexpr size_t kCombineBytes = size_t(kWarps) * kDecodeRows * (D + 2) * sizeof(float);
   static constexpr size_t kSmemBytes =
       kDecodeRows * D * sizeof(bf16) + (kKvBytes > kCombineBytes ? kKvBytes : kCombineBytes);
+  // Blocks per multiprocessor that shared memory allows on sm_90 (228 KB, 1 KB reserved
+  // per block), as decode_attention_splits counts them from the device. fp8 kernels ask
+  // the compiler for that many (__launch_bounds__), at most 4 (128 registers a thread;
+  // 6 blocks at D = 64 would leave 80 and spill), so registers do not cut the count
+  // decode_attention_splits plans with (DecodeConfig::max_blocks_per_sm); the bf16 ones
+  // keep their register budget as it was measured.
+  static constexpr int kSmemBlocksPerSm = int((228 * 1024) / (kSmemBytes + 1024));
+  static constexpr int kMinBlocks = !kFp8 || kSmemBlocksPerSm < 1 ? 1 : kSmemBlocksPerSm > 4 ? 4 : kSmemBlocksPerSm;
 };
+
+// The fp8 tile configurations `variant` selects (all 4 warps per block):
+//   0: 32-key tiles, 3 stages, converted bf16 tile (the original; 1 block/SM at D = 128)
+//   1: 16-key tiles, 4 stages, converted bf16 tile (2 blocks/SM at D = 128)
+//   2: 32-key tiles, 3 stages, direct fragments     (2 blocks/SM at D = 128)
+//   3: 16-key tiles, 4 stages, direct fragments     (3 blocks/SM at D = 128; D = 64: 4, by registers)
+// f receives a value-initialized DecodeTile of the variant (its constants describe it).
+constexpr int kDecodeFp8Variants = 4;
+template <int D, typename F>
+decltype(auto) visit_decode_fp8_variant(int variant, F&& f) {
+  switch (variant) {
+    case 1:
+      return f(DecodeTile<D, 4, 16, 4, true, false>{});
+    case 2:
+      return f(DecodeTile<D, 4, 32, 3, true, true>{});
+    case 3:
+      return f(DecodeTile<D, 4, 16, 4, true, true>{});
+    default:
+      return f(DecodeTile<D, 4, 32, 3, true, false>{});
+  }
+}
 
 // 4 bytes global -> shared asynchronously (zeros when !valid): the per-key fp8 scales.
 __device__ __forceinline__ void cp_async_4(void* smem, const void* gmem, bool valid) {
@@ -117,28 +168,46 @@ __device__ __forceinline__ void cp_async_4(void* smem, const void* gmem, bool va
                "r"(valid ? 4 : 0));
 }
 
-// 8 e4m3 bytes -> 8 bf16 (exact) as one 16-byte chunk.
-__device__ __forceinline__ uint4 e4m3x8_to_bf16x8(uint2 bytes) {
-  uint32_t out[4];
-#pragma unroll
-  for (int i = 0; i < 4; ++i) {
-    const uint32_t word = i < 2 ? bytes.x : bytes.y;
-    const __nv_fp8x2_storage_t pair = static_cast<__nv_fp8x2_storage_t>(word >> (16 * (i % 2)));
-    const float2 f = __half22float2(__half2(__nv_cvt_fp8x2_to_halfraw2(pair, __NV_E4M3)));
-    out[i] = pack_bf16x2(f.x, f.y);  // element 2i in the low half, as in memory
-  }
-  return make_uint4(out[0], out[1], out[2], out[3]);
+// 2 e4m3 bytes (the low 16 bits of `bits`) -> 2 bf16 (exact: e4m3 -> f16 -> f32 -> bf16
+// never rounds), the low byte in the low half.
+__device__ __forceinline__ uint32_t e4m3x2_to_bf16x2(uint32_t bits) {
+  const __nv_fp8x2_storage_t pair = static_cast<__nv_fp8x2_storage_t>(bits & 0xffffu);
+  const float2 f = __half22float2(__half2(__nv_cvt_fp8x2_to_halfraw2(pair, __NV_E4M3)));
+  return pack_bf16x2(f.x, f.y);
 }
 
-template <int D, int kWarps, int kBlockN, int kStages, bool kFp8, bool kSeqs>
-__global__ void __launch_bounds__(32 * kWarps)
+// 8 e4m3 bytes -> 8 bf16 (exact) as one 16-byte chunk.
+__device__ __forceinline__ uint4 e4m3x8_to_bf16x8(uint2 bytes) {
+  return make_uint4(e4m3x2_to_bf16x2(bytes.x), e4m3x2_to_bf16x2(bytes.x >> 16), e4m3x2_to_bf16x2(bytes.y),
+                    e4m3x2_to_bf16x2(bytes.y >> 16));  // element 2i in the low half, as in memory
+}
+
+// Byte offset of 16-byte chunk `ch` of key row r in a direct-fragment e4m3 tile
+// [kBlockN][D]: the chunks of each 128-byte line are permuted by XOR so that a warp's
+// 16-byte K reads (lanes g, t: row 8nb + g, chunks of t) and its V reads (row
+// 16kk + 2t + c, the chunk of dims g * D/8: 16 bytes at D = 128, 8 at D = 64) fall on
+// distinct banks in every phase.
+//   D = 128: one row per line, chunk ch ^ (r % 8).
+//   D = 64: rows 2j, 2j + 1 share line j; position (r % 2) * 4 + ch, ^ 2 * (j % 4).
+template <int D>
+__device__ __forceinline__ int fp8_chunk(int r, int ch) {
+  if constexpr (D == 128) {
+    return r * 128 + ((ch ^ (r & 7)) << 4);
+  } else {
+    const int line = r >> 1, pos = (r & 1) * 4 + ch;
+    return line * 128 + ((pos ^ ((line & 3) << 1)) << 4);
+  }
+}
+
+template <int D, int kWarps, int kBlockN, int kStages, bool kFp8, bool kDirect, bool kSeqs>
+__global__ void __launch_bounds__(32 * kWarps, (DecodeTile<D, kWarps, kBlockN, kStages, kFp8, kDirect>::kMinBlocks))
     decode_split_kernel(const __grid_constant__ DecodeArgs a_in, const __grid_constant__ DecodeSeqs seqs) {
   // A single-sequence launch reads its arguments from parameter space as before; a
   // several-sequence one works on a copy with this block's sequence filled in.
   DecodeArgs a_seq;
   if constexpr (kSeqs) a_seq = sequence_args<D>(a_in, seqs, blockIdx.z);
   const DecodeArgs& a = kSeqs ? a_seq : a_in;
-  using Tile = DecodeTile<D, kWarps, kBlockN, kStages, kFp8>;
+  using Tile = DecodeTile<D, kWarps, kBlockN, kStages, kFp8, kDirect>;
   constexpr int kChunks = Tile::kChunks;
   extern __shared__ __align__(128) unsigned char smem_raw[];
   bf16* sQ = reinterpret_cast<bf16*>(smem_raw);  // [16][D] swizzled
@@ -162,7 +231,7 @@ __global__ void __launch_bounds__(32 * kWarps)
   unsigned char* wbase = work + warp * Tile::kWarpBytes;
   bf16* sK = reinterpret_cast<bf16*>(wbase);  // bf16: [kStages][kBlockN][D]; fp8: [kBlockN][D] converted
   bf16* sV = sK + (kFp8 ? 1 : kStages) * kBlockN * D;
-  uint8_t* s8 = wbase + 2 * Tile::kBf16Tile;                                          // fp8: [kStages][K, V][kBlockN][D]
+  uint8_t* s8 = wbase + Tile::kConvBytes;                                             // fp8: [kStages][K, V][kBlockN][D]
   float* sScale = reinterpret_cast<float*>(s8 + size_t(kStages) * 2 * Tile::kFp8Tile);  // fp8: [kStages][K, V][kBlockN]
   const int my_tiles = tile_end - tile_begin > warp ? (tile_end - tile_begin - warp + kWarps - 1) / kWarps : 0;
   auto load_tile = [&](int i) {  // the warp's i-th tile into stage i % kStages
@@ -176,8 +245,9 @@ __global__ void __launch_bounds__(32 * kWarps)
         const int r = c / kChunks8, ch = c % kChunks8, key = key0 + r;
         const bool ok = key < a.n_k;
         const long off = (ok ? key : 0) * a.kv_stride + kv_head * D + ch * 16;
-        cp_async_16(k_dst + r * D + ch * 16, a.k8 + off, ok);
-        cp_async_16(v_dst + r * D + ch * 16, a.v8 + off, ok);
+        const int dst = kDirect ? fp8_chunk<D>(r, ch) : r * D + ch * 16;
+        cp_async_16(k_dst + dst, a.k8 + off, ok);
+        cp_async_16(v_dst + dst, a.v8 + off, ok);
       }
       float* ks = sScale + stage * 2 * kBlockN;
       for (int r = lane; r < kBlockN; r += 32) {
@@ -209,9 +279,22 @@ __global__ void __launch_bounds__(32 * kWarps)
   cp_async_wait<kStages - 1>();  // the Q group (committed first) has landed
   __syncthreads();
   uint32_t qf[D / 16][4];
+  if constexpr (kDirect) {  // dims t * D/4 + kk * 4 + {0, 1 | 2, 3} (header comment)
+    const int g = lane / 4, t = lane % 4;
+    auto q2 = [&](int r, int d) { return *reinterpret_cast<const uint32_t*>(sQ + swizzle<D>(r, d / 8) + d % 8); };
 #pragma unroll
-  for (int kk = 0; kk < D / 16; ++kk)
-    ldmatrix_x4(qf[kk], sQ + swizzle<D>(((lane / 8) % 2) * 8 + lane % 8, kk * 2 + lane / 16));
+    for (int kk = 0; kk < D / 16; ++kk) {
+      const int d = t * (D / 4) + kk * 4;
+      qf[kk][0] = q2(g, d);
+      qf[kk][1] = q2(g + 8, d);
+      qf[kk][2] = q2(g, d + 2);
+      qf[kk][3] = q2(g + 8, d + 2);
+    }
+  } else {
+#pragma unroll
+    for (int kk = 0; kk < D / 16; ++kk)
+      ldmatrix_x4(qf[kk], sQ + swizzle<D>(((lane / 8) % 2) * 8 + lane % 8, kk * 2 + lane / 16));
+  }
 
   float acc[D / 8][4];
 #pragma unroll
@@ -228,16 +311,16 @@ __global__ void __launch_bounds__(32 * kWarps)
     const int key0 = (tile_begin + warp + i * kWarps) * kBlockN;
     const float* k_scale = sScale + (i % kStages) * 2 * kBlockN;  // fp8 only
     const float* v_scale = k_scale + kBlockN;
-    if constexpr (kFp8) {  // the stage's bytes -> the swizzled bf16 tiles the MMAs read
-      const uint8_t* k_src = s8 + (i % kStages) * 2 * Tile::kFp8Tile;
-      const uint8_t* v_src = k_src + Tile::kFp8Tile;
+    const uint8_t* k8_s = s8 + (i % kStages) * 2 * Tile::kFp8Tile;  // fp8: this stage's bytes
+    const uint8_t* v8_s = k8_s + Tile::kFp8Tile;
+    if constexpr (kFp8 && !kDirect) {  // the stage's bytes -> the swizzled bf16 tiles the MMAs read
 #pragma unroll 4
       for (int c = lane; c < kBlockN * kChunks; c += 32) {
         const int r = c / kChunks, ch = c % kChunks;
         *reinterpret_cast<uint4*>(sK + swizzle<D>(r, ch)) =
-            e4m3x8_to_bf16x8(*reinterpret_cast<const uint2*>(k_src + r * D + ch * 8));
+            e4m3x8_to_bf16x8(*reinterpret_cast<const uint2*>(k8_s + r * D + ch * 8));
         *reinterpret_cast<uint4*>(sV + swizzle<D>(r, ch)) =
-            e4m3x8_to_bf16x8(*reinterpret_cast<const uint2*>(v_src + r * D + ch * 8));
+            e4m3x8_to_bf16x8(*reinterpret_cast<const uint2*>(v8_s + r * D + ch * 8));
       }
       __syncwarp();
     }
@@ -245,14 +328,30 @@ __global__ void __launch_bounds__(32 * kWarps)
     float s[kBlockN / 8][4];
 #pragma unroll
     for (int n = 0; n < kBlockN / 8; ++n) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.f;
+    if constexpr (kDirect) {  // lane (g, t): key 8nb + g, bytes t * D/4 ... (+ D/4)
 #pragma unroll
-    for (int kk = 0; kk < D / 16; ++kk) {
+      for (int nb = 0; nb < kBlockN / 8; ++nb) {
+        const int r = nb * 8 + lane / 4, t = lane % 4;
+        uint32_t raw[D / 16];
 #pragma unroll
-      for (int nn = 0; nn < kBlockN / 16; ++nn) {
-        uint32_t b[4];
-        ldmatrix_x4(b, k_s + swizzle<D>(nn * 16 + (lane / 16) * 8 + lane % 8, kk * 2 + (lane / 8) % 2));
-        mma_bf16_16816(s[2 * nn], qf[kk], b[0], b[1]);
-        mma_bf16_16816(s[2 * nn + 1], qf[kk], b[2], b[3]);
+        for (int h = 0; h < D / 64; ++h) {
+          const uint4 w = *reinterpret_cast<const uint4*>(k8_s + fp8_chunk<D>(r, t * (D / 64) + h));
+          raw[4 * h] = w.x, raw[4 * h + 1] = w.y, raw[4 * h + 2] = w.z, raw[4 * h + 3] = w.w;
+        }
+#pragma unroll
+        for (int kk = 0; kk < D / 16; ++kk)
+          mma_bf16_16816(s[nb], qf[kk], e4m3x2_to_bf16x2(raw[kk]), e4m3x2_to_bf16x2(raw[kk] >> 16));
+      }
+    } else {
+#pragma unroll
+      for (int kk = 0; kk < D / 16; ++kk) {
+#pragma unroll
+        for (int nn = 0; nn < kBlockN / 16; ++nn) {
+          uint32_t b[4];
+          ldmatrix_x4(b, k_s + swizzle<D>(nn * 16 + (lane / 16) * 8 + lane % 8, kk * 2 + (lane / 8) % 2));
+          mma_bf16_16816(s[2 * nn], qf[kk], b[0], b[1]);
+          mma_bf16_16816(s[2 * nn + 1], qf[kk], b[2], b[3]);
+        }
       }
     }
     if constexpr (kFp8) {  // S[:, j] *= k_scale[j]; column n * 8 + (lane % 4) * 2 + (e & 1)
@@ -319,12 +418,39 @@ __global__ void __launch_bounds__(32 * kWarps)
       const uint32_t pa[4] = {pack_bf16x2(s[2 * kk][0], s[2 * kk][1]), pack_bf16x2(s[2 * kk][2], s[2 * kk][3]),
                               pack_bf16x2(s[2 * kk + 1][0], s[2 * kk + 1][1]),
                               pack_bf16x2(s[2 * kk + 1][2], s[2 * kk + 1][3])};
+      if constexpr (kDirect) {  // lane (g, t): keys 16kk + 2t + {0, 1, 8, 9}, dims g * D/8 ... (+ D/8)
+        const int g = lane / 4, t = lane % 4;
+        uint32_t x[4][D / 32];  // [key][4 dims per word]
 #pragma unroll
-      for (int dd = 0; dd < D / 16; ++dd) {
-        uint32_t b[4];
-        ldmatrix_x4_trans(b, v_s + swizzle<D>(kk * 16 + ((lane / 8) % 2) * 8 + lane % 8, dd * 2 + lane / 16));
-        mma_bf16_16816(acc[2 * dd], pa, b[0], b[1]);
-        mma_bf16_16816(acc[2 * dd + 1], pa, b[2], b[3]);
+        for (int j = 0; j < 4; ++j) {
+          const int r = kk * 16 + 2 * t + (j & 1) + (j >> 1) * 8;
+          if constexpr (D == 128) {
+            const uint4 w = *reinterpret_cast<const uint4*>(v8_s + fp8_chunk<D>(r, g));
+            x[j][0] = w.x, x[j][1] = w.y, x[j][2] = w.z, x[j][3] = w.w;
+          } else {
+            const uint2 w = *reinterpret_cast<const uint2*>(v8_s + fp8_chunk<D>(r, g / 2) + (g % 2) * 8);
+            x[j][0] = w.x, x[j][1] = w.y;
+          }
+        }
+        // Output column block nb = 4w + e holds dim g * D/8 + nb: b0 pairs keys (2t, 2t + 1),
+        // b1 keys (2t + 8, 2t + 9), the lower key in the low byte.
+#pragma unroll
+        for (int w = 0; w < D / 32; ++w) {
+          const uint32_t lo_01 = __byte_perm(x[0][w], x[1][w], 0x5140), hi_01 = __byte_perm(x[0][w], x[1][w], 0x7362);
+          const uint32_t lo_89 = __byte_perm(x[2][w], x[3][w], 0x5140), hi_89 = __byte_perm(x[2][w], x[3][w], 0x7362);
+          mma_bf16_16816(acc[4 * w], pa, e4m3x2_to_bf16x2(lo_01), e4m3x2_to_bf16x2(lo_89));
+          mma_bf16_16816(acc[4 * w + 1], pa, e4m3x2_to_bf16x2(lo_01 >> 16), e4m3x2_to_bf16x2(lo_89 >> 16));
+          mma_bf16_16816(acc[4 * w + 2], pa, e4m3x2_to_bf16x2(hi_01), e4m3x2_to_bf16x2(hi_89));
+          mma_bf16_16816(acc[4 * w + 3], pa, e4m3x2_to_bf16x2(hi_01 >> 16), e4m3x2_to_bf16x2(hi_89 >> 16));
+        }
+      } else {
+#pragma unroll
+        for (int dd = 0; dd < D / 16; ++dd) {
+          uint32_t b[4];
+          ldmatrix_x4_trans(b, v_s + swizzle<D>(kk * 16 + ((lane / 8) % 2) * 8 + lane % 8, dd * 2 + lane / 16));
+          mma_bf16_16816(acc[2 * dd], pa, b[0], b[1]);
+          mma_bf16_16816(acc[2 * dd + 1], pa, b[2], b[3]);
+        }
       }
     }
     __syncwarp();  // the stage (and the converted tile) is refilled by the next iteration
@@ -347,9 +473,16 @@ __global__ void __launch_bounds__(32 * kWarps)
   }
 #pragma unroll
   for (int n = 0; n < D / 8; ++n) {
-    const int col = n * 8 + (lane % 4) * 2;
-    *reinterpret_cast<float2*>(sO + (warp * kDecodeRows + g) * D + col) = make_float2(acc[n][0], acc[n][1]);
-    *reinterpret_cast<float2*>(sO + (warp * kDecodeRows + g + 8) * D + col) = make_float2(acc[n][2], acc[n][3]);
+    if constexpr (kDirect) {  // column 2t + e of block n is dim (2t + e) * D/8 + n
+      const int d0 = (lane % 4) * 2 * (D / 8) + n, d1 = d0 + D / 8;
+      float* row_a = sO + (warp * kDecodeRows + g) * D;
+      float* row_b = row_a + 8 * D;
+      row_a[d0] = acc[n][0], row_a[d1] = acc[n][1], row_b[d0] = acc[n][2], row_b[d1] = acc[n][3];
+    } else {
+      const int col = n * 8 + (lane % 4) * 2;
+      *reinterpret_cast<float2*>(sO + (warp * kDecodeRows + g) * D + col) = make_float2(acc[n][0], acc[n][1]);
+      *reinterpret_cast<float2*>(sO + (warp * kDecodeRows + g + 8) * D + col) = make_float2(acc[n][2], acc[n][3]);
+    }
   }
   __syncthreads();
 
@@ -400,19 +533,29 @@ __global__ void decode_combine_kernel(const float* ws_lse, const float* ws_o, in
 }
 
 // seqs: null for one sequence (a's cache), else seqs->count sequences in grid z.
-template <int D, int kWarps, int kBlockN, int kStages, bool kFp8 = false>
+template <int D, int kWarps, int kBlockN, int kStages, bool kFp8 = false, bool kDirect = false>
 void launch_decode_split(const DecodeArgs& a, int n_kv_heads, const DecodeSeqs* seqs, cudaStream_t stream) {
-  using Tile = DecodeTile<D, kWarps, kBlockN, kStages, kFp8>;
+  using Tile = DecodeTile<D, kWarps, kBlockN, kStages, kFp8, kDirect>;
   if (seqs) {
-    auto kernel = decode_split_kernel<D, kWarps, kBlockN, kStages, kFp8, true>;
+    auto kernel = decode_split_kernel<D, kWarps, kBlockN, kStages, kFp8, kDirect, true>;
     CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(Tile::kSmemBytes)));
     kernel<<<dim3(a.n_splits, n_kv_heads, seqs->count), Tile::kThreads, Tile::kSmemBytes, stream>>>(a, *seqs);
   } else {
-    auto kernel = decode_split_kernel<D, kWarps, kBlockN, kStages, kFp8, false>;
+    auto kernel = decode_split_kernel<D, kWarps, kBlockN, kStages, kFp8, kDirect, false>;
     CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(Tile::kSmemBytes)));
     kernel<<<dim3(a.n_splits, n_kv_heads), Tile::kThreads, Tile::kSmemBytes, stream>>>(a, DecodeSeqs{});
   }
   CUDA_CHECK_LAUNCH();
+}
+
+// The split kernel of fp8 variant `variant` (visit_decode_fp8_variant).
+template <int D>
+void launch_decode_split_fp8(const DecodeArgs& a, int n_kv_heads, int variant, const DecodeSeqs* seqs,
+                             cudaStream_t stream) {
+  visit_decode_fp8_variant<D>(variant, [&](auto tile) {
+    using T = decltype(tile);
+    launch_decode_split<D, T::kNumWarps, T::kKeys, T::kNumStages, true, T::kIsDirect>(a, n_kv_heads, seqs, stream);
+  });
 }
 
 // Per head_dim (decode_attention_hdim*.cu): the split kernel for `variant`, its keys per
@@ -421,9 +564,9 @@ struct DecodeConfig {
   int block_n;           // keys per tile
   int warps;             // warps per block
   size_t smem_bytes;     // dynamic shared memory of one block
+  int max_blocks_per_sm = 0;  // resident blocks the registers guarantee (fp8: kMinBlocks); 0: no cap
 };
-// fp8 (a.k8 set): one tile shape, 32 keys x 4 warps, 3 stages.
-DecodeConfig decode_config(int head_dim, int variant);
+// fp8 (a.k8 set): `variant` is an fp8 variant (visit_decode_fp8_variant).
 void decode_split_hdim64(const DecodeArgs& a, int n_kv_heads, int variant, const DecodeSeqs* seqs,
                          cudaStream_t stream);
 void decode_split_hdim128(const DecodeArgs& a, int n_kv_heads, int variant, const DecodeSeqs* seqs,

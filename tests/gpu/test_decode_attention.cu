@@ -126,6 +126,7 @@ void run_fp8_case(const Case& c) {
   p.n_kv_heads = c.Hkv;
   p.head_dim = c.D;
   p.softmax_scale = float(1.0 / std::sqrt(double(c.D)));
+  p.variant = c.variant;
   p.num_splits = c.num_splits;
   const size_t ws_bytes = decode_attention_workspace_bytes(p);
   DeviceBuf<char> ws(ws_bytes);
@@ -137,19 +138,28 @@ void run_fp8_case(const Case& c) {
                             [](int, int) { return true; }, ref_o, ref_lse);
   const std::string what = "fp8 n_q=" + std::to_string(c.n_q) + " n_k=" + std::to_string(c.n_k) + " H=" +
                            std::to_string(c.H) + " Hkv=" + std::to_string(c.Hkv) + " D=" + std::to_string(c.D) +
-                           " splits=" + std::to_string(c.num_splits);
+                           " variant=" + std::to_string(c.variant) + " splits=" + std::to_string(c.num_splits);
   const double rel = test::expect_close(dO.download(), dL.download(), ref_o, ref_lse, what);
   std::printf("[ measured ] %s: O rel %.3g\n", what.c_str(), rel);
 }
 
+// Every fp8 variant (converted tile or direct fragments, 16- or 32-key tiles); lengths
+// that are not a multiple of either tile, one shorter than a 32-key tile.
 TEST(DecodeAttention, Fp8CacheReadDirectly) {
-  for (int D : {64, 128})
-    for (int ratio : {1, 4, 8})
-      for (int n_k : {1, 37, 1000, 5003}) run_fp8_case({1, n_k, 2 * ratio, 2, D});
-  run_fp8_case({3, 2000, 16, 2, 128});          // several tokens, two launches
-  run_fp8_case({1, 1500, 8, 2, 128, 0, 40});    // idle warps
-  run_fp8_case({1, 70000, 32, 8, 128});         // long cache, many splits
-  run_fp8_case({2, 0, 8, 2, 64});               // no keys: identity
+  for (int variant = 0; variant < decode_attention_fp8_variants(); ++variant) {
+    for (int D : {64, 128})
+      for (int ratio : {1, 4, 8})
+        for (int n_k : {1, 24, 37, 1000, 5003}) run_fp8_case({1, n_k, 2 * ratio, 2, D, variant});
+    run_fp8_case({3, 2000, 16, 2, 128, variant});        // several tokens, two launches
+    run_fp8_case({5, 777, 8, 2, 64, variant});           // ratio 4 x 5 tokens: two launches
+    run_fp8_case({2, 300, 32, 2, 128, variant});         // ratio 16: one token per launch
+    run_fp8_case({1, 1500, 8, 2, 128, variant, 40});     // idle warps
+    run_fp8_case({1, 1500, 8, 2, 64, variant, 90});      // more idle warps
+    run_fp8_case({1, 70000, 32, 8, 128, variant});       // long cache, many splits
+    run_fp8_case({2, 0, 8, 2, 64, variant});             // no keys: identity
+    run_fp8_case({1, 0, 8, 2, 128, variant});
+  }
+  run_fp8_case({1, 1000, 8, 2, 128, -1});  // the default variant
 }
 
 TEST(DecodeAttention, Fp8RejectsMixedOrIncompleteCaches) {
@@ -165,14 +175,18 @@ TEST(DecodeAttention, Fp8RejectsMixedOrIncompleteCaches) {
   p.o = p.lse = reinterpret_cast<float*>(16);
   EXPECT_THROW(decode_attention_workspace_bytes(p), Error);  // no scales
   p.k_scale = p.v_scale = reinterpret_cast<const float*>(16);
-  p.variant = 1;
-  EXPECT_THROW(decode_attention_workspace_bytes(p), Error);  // fp8: variant 0 only
+  p.variant = decode_attention_fp8_variants();
+  EXPECT_THROW(decode_attention_workspace_bytes(p), Error);  // no such fp8 variant
+  p.variant = -2;
+  EXPECT_THROW(decode_attention_workspace_bytes(p), Error);
+  p.variant = decode_attention_fp8_variants() - 1;
+  EXPECT_NO_THROW(decode_attention_workspace_bytes(p));
 }
 
 // decode_attention_batch: one query row per sequence, each against its own cache of its own
 // length (empty ones included), more sequences than one launch takes (16), bf16 and fp8;
 // every row against the float64 reference of its own inputs.
-void run_batch_case(bool fp8, int D, int H, int Hkv, const std::vector<int>& lengths) {
+void run_batch_case(bool fp8, int D, int H, int Hkv, const std::vector<int>& lengths, int variant = -1) {
   const int n = static_cast<int>(lengths.size());
   const HostBf16 q = test::random_bf16(size_t(n) * H * D, 1.0, rng);
   DeviceBuf<__nv_bfloat16> dq(q.bits);
@@ -214,6 +228,7 @@ void run_batch_case(bool fp8, int D, int H, int Hkv, const std::vector<int>& len
   p.n_kv_heads = Hkv;
   p.head_dim = D;
   p.softmax_scale = float(1.0 / std::sqrt(double(D)));
+  p.variant = variant;
   const size_t ws_bytes = decode_attention_batch_workspace_bytes(p, fp8, seqs.data(), n);
   DeviceBuf<char> ws(ws_bytes);
   ws.poison();
@@ -230,17 +245,24 @@ void run_batch_case(bool fp8, int D, int H, int Hkv, const std::vector<int>& len
     test::expect_close(oi, li, ref_o, ref_lse,
                        std::string(fp8 ? "fp8" : "bf16") + " batch row " + std::to_string(i) + " of " +
                            std::to_string(n) + " n_k=" + std::to_string(lengths[i]) + " H=" + std::to_string(H) +
-                           " Hkv=" + std::to_string(Hkv) + " D=" + std::to_string(D));
+                           " Hkv=" + std::to_string(Hkv) + " D=" + std::to_string(D) +
+                           " variant=" + std::to_string(variant));
   }
 }
 
 TEST(DecodeAttention, BatchOfSequencesEachAgainstItsOwnCache) {
   const std::vector<int> lengths = {1000, 0, 1, 37, 5003, 300, 2, 4097, 64, 65, 999, 0, 12, 3000, 128, 17, 2500, 7, 800};
-  for (bool fp8 : {false, true})
-    for (int D : {64, 128})
-      for (int ratio : {1, 4, 8}) run_batch_case(fp8, D, 2 * ratio, 2, lengths);
+  for (int D : {64, 128})
+    for (int ratio : {1, 4, 8}) {
+      run_batch_case(false, D, 2 * ratio, 2, lengths);
+      for (int variant = 0; variant < decode_attention_fp8_variants(); ++variant)
+        run_batch_case(true, D, 2 * ratio, 2, lengths, variant);
+    }
   run_batch_case(false, 128, 32, 8, {70000, 5, 0});  // one long, one short: the long one's splits
-  run_batch_case(true, 128, 32, 8, {0});              // only an empty sequence: identity
+  for (int variant = 0; variant < decode_attention_fp8_variants(); ++variant) {
+    run_batch_case(true, 128, 32, 8, {0, 70000, 5}, variant);  // an empty first sequence, then the long one
+    run_batch_case(true, 128, 32, 8, {0}, variant);            // only an empty sequence: identity
+  }
 }
 
 TEST(DecodeAttention, NoKeysGivesIdentity) { run_case({2, 0, 8, 2, 128}); }

@@ -4,10 +4,12 @@
 //   copy:    device-to-device cudaMemcpy of 2 GiB; GB/s counts bytes read + written
 //   prefill: causal flash attention, H=32, Hkv=8, D=128, n = 8K/32K/128K tokens, every
 //            variant; TFLOP/s counts 4 * n^2 * D * H / 2 (causal half, the PyTorch convention)
-//   decode:  1 query token, n_k = 128K and 1M keys; GB/s counts the K and V bytes read
+//   decode:  1 query token, n_k = 128K and 1M keys, every variant; GB/s counts the K and V
+//            bytes read, "of_copy" is that over the copy line's GB/s
 //   decode_fp8: the same with an fp8 cache (e4m3 bytes + a float scale per token and KV
-//            head); GB/s counts those bytes (D + 4 per token and head, for K and for V),
-//            and "vs_bf16" is the bf16 variant-0 time over this one
+//            head), every fp8 variant ("default" marks the one variant -1 picks); GB/s
+//            counts those bytes (D + 4 per token and head, for K and for V), "of_copy" as
+//            for decode, and "vs_bf16" is the bf16 variant-0 time over this one
 //   prefill_fp8: the CUDA backend's fp8 prefill step, the block dequantized to bf16 once
 //            (dequantize_kv_fp8 of K and V) then the variant-0 flash kernel; TFLOP/s as for
 //            prefill, "vs_bf16" = the bf16 variant-0 time over this one
@@ -152,9 +154,11 @@ int main(int argc, char** argv) {
     emit(line);
 
     // ---- copy bandwidth (the memory ceiling)
+    double copy_gbps = 0;
     {
       const size_t bytes = size_t(2) << 30;
       const double ms = bench::copy_ms(bytes);
+      copy_gbps = 2.0 * bytes / ms / 1e6;
       std::snprintf(line, sizeof line, "{\"kind\":\"copy\",\"bytes\":%zu,\"ms\":%.4f,\"gbps\":%.1f}", bytes, ms,
                     2.0 * bytes / ms / 1e6);
       emit(line);
@@ -289,11 +293,12 @@ int main(int argc, char** argv) {
         const double ms = decode_ms(p);
         std::snprintf(line, sizeof line,
                       "{\"kind\":\"decode\",\"n_k\":%d,\"H\":%d,\"Hkv\":%d,\"D\":%d,\"variant\":%d,\"splits\":%d,"
-                      "\"ms\":%.4f,\"gbps\":%.1f}",
-                      n_k, H, Hkv, D, variant, decode_attention_splits(p), ms, bytes / ms / 1e6);
+                      "\"ms\":%.4f,\"gbps\":%.1f,\"of_copy\":%.3f}",
+                      n_k, H, Hkv, D, variant, decode_attention_splits(p), ms, bytes / ms / 1e6,
+                      bytes / ms / 1e6 / copy_gbps);
         emit(line);
       }
-      // fp8 cache, read directly by the same kernel (its own tile shape: 32 keys, 3 stages).
+      // fp8 cache, read directly by the same kernel, every fp8 tile configuration.
       {
         const size_t n_val = size_t(n_k) * Hkv * D, n_sc = size_t(n_k) * Hkv;
         uint8_t *k8, *v8;
@@ -305,19 +310,27 @@ int main(int argc, char** argv) {
         fill_fp8_cache<<<1024, 256>>>(k8, n_val, ks, n_sc);
         fill_fp8_cache<<<1024, 256>>>(v8, n_val, vs, n_sc);
         CUDA_CHECK_LAUNCH();
-        DecodeAttnParams p = base;
-        p.k = p.v = nullptr;
-        p.k_fp8 = k8;
-        p.v_fp8 = v8;
-        p.k_scale = ks;
-        p.v_scale = vs;
-        const double ms = decode_ms(p), bf16_ms = decode_ms(base);
+        DecodeAttnParams bf16 = base;
+        bf16.variant = 0;
+        const double bf16_ms = decode_ms(bf16);
         const double fp8_bytes = 2.0 * n_k * Hkv * (D + sizeof(float));
-        std::snprintf(line, sizeof line,
-                      "{\"kind\":\"decode_fp8\",\"n_k\":%d,\"H\":%d,\"Hkv\":%d,\"D\":%d,\"splits\":%d,\"ms\":%.4f,"
-                      "\"gbps\":%.1f,\"vs_bf16\":%.2f}",
-                      n_k, H, Hkv, D, decode_attention_splits(p), ms, fp8_bytes / ms / 1e6, bf16_ms / ms);
-        emit(line);
+        for (int variant = 0; variant < decode_attention_fp8_variants(); ++variant) {
+          DecodeAttnParams p = base;
+          p.k = p.v = nullptr;
+          p.k_fp8 = k8;
+          p.v_fp8 = v8;
+          p.k_scale = ks;
+          p.v_scale = vs;
+          p.variant = variant;
+          const double ms = decode_ms(p);
+          std::snprintf(line, sizeof line,
+                        "{\"kind\":\"decode_fp8\",\"n_k\":%d,\"H\":%d,\"Hkv\":%d,\"D\":%d,\"variant\":%d,"
+                        "\"default\":%s,\"splits\":%d,\"ms\":%.4f,\"gbps\":%.1f,\"of_copy\":%.3f,\"vs_bf16\":%.2f}",
+                        n_k, H, Hkv, D, variant, variant == kDecodeFp8DefaultVariant ? "true" : "false",
+                        decode_attention_splits(p), ms, fp8_bytes / ms / 1e6, fp8_bytes / ms / 1e6 / copy_gbps,
+                        bf16_ms / ms);
+          emit(line);
+        }
         CUDA_CHECK(cudaFree(k8));
         CUDA_CHECK(cudaFree(v8));
         CUDA_CHECK(cudaFree(ks));
