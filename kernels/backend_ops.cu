@@ -108,17 +108,29 @@ __global__ void bias_kernel(float* out, const float* bias, int64_t n, int64_t co
     out[i] += bias[i % cols];
 }
 
+// Global positions of a launch's rows: start + i * stride (a prefill stripe), or listed one
+// by one (a decode batch; passed by value in the launch's parameters).
+struct StridedPositions {
+  int64_t start, stride;
+  __device__ int64_t operator[](int64_t i) const { return start + i * stride; }
+};
+struct ListedPositions {
+  int64_t pos[kRopeMaxRows];
+  __device__ int64_t operator[](int64_t i) const { return pos[i]; }
+};
+
 // One thread per (row, frequency, group of heads_per_thread heads): the float64 angle and
 // its cos/sin are computed once per thread and applied to the heads of its group. Prefill
 // chunks give every head to one thread (thousands of rows keep the GPU busy); a decode row
 // spreads its heads over threads (one thread looping over 32 heads took 17 us).
+template <class Positions>
 __global__ void rope_kernel(float* x, int64_t n, int64_t n_heads, int64_t half, const double* inv_freq,
-                            int64_t pos_start, int64_t pos_stride, int64_t heads_per_thread) {
+                            const __grid_constant__ Positions positions, int64_t heads_per_thread) {
   const int64_t groups = (n_heads + heads_per_thread - 1) / heads_per_thread;
   for (int64_t idx = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; idx < n * half * groups;
        idx += int64_t(gridDim.x) * blockDim.x) {
     const int64_t g = idx / (n * half), i = idx % (n * half) / half, d = idx % half;
-    const double angle = double(pos_start + i * pos_stride) * inv_freq[d];
+    const double angle = double(positions[i]) * inv_freq[d];
     double sd, cd;
     sincos(angle, &sd, &cd);
     const float c = float(cd), s = float(sd);
@@ -256,14 +268,33 @@ void add_bias_rows(float* out, const float* bias, int64_t n, int64_t cols, cudaS
   CUDA_CHECK_LAUNCH();
 }
 
-void rope_rows(float* x, int64_t n, int64_t n_heads, int64_t half, const double* inv_freq, int64_t pos_start,
-               int64_t pos_stride, cudaStream_t stream) {
-  if (n <= 0 || half <= 0) return;
+namespace {
+template <class Positions>
+void launch_rope(float* x, int64_t n, int64_t n_heads, int64_t half, const double* inv_freq,
+                 const Positions& positions, cudaStream_t stream) {
   const int64_t heads_per_thread = n * half >= 16384 ? n_heads : 1;
   const int64_t threads = n * half * ((n_heads + heads_per_thread - 1) / heads_per_thread);
-  rope_kernel<<<grid_for(threads), kThreads, 0, stream>>>(x, n, n_heads, half, inv_freq, pos_start, pos_stride,
+  rope_kernel<<<grid_for(threads), kThreads, 0, stream>>>(x, n, n_heads, half, inv_freq, positions,
                                                           heads_per_thread);
   CUDA_CHECK_LAUNCH();
+}
+}  // namespace
+
+void rope_strided(float* x, int64_t n, int64_t n_heads, int64_t half, const double* inv_freq, int64_t pos_start,
+                  int64_t pos_stride, cudaStream_t stream) {
+  if (n <= 0 || half <= 0) return;
+  launch_rope(x, n, n_heads, half, inv_freq, StridedPositions{pos_start, pos_stride}, stream);
+}
+
+void rope_at_positions(float* x, int64_t n, int64_t n_heads, int64_t half, const double* inv_freq,
+                       const int64_t* positions, cudaStream_t stream) {
+  if (n <= 0 || half <= 0) return;
+  for (int64_t r0 = 0; r0 < n; r0 += kRopeMaxRows) {
+    const int64_t m = n - r0 < kRopeMaxRows ? n - r0 : kRopeMaxRows;
+    ListedPositions p{};
+    for (int64_t i = 0; i < m; ++i) p.pos[i] = positions[r0 + i];
+    launch_rope(x + r0 * n_heads * 2 * half, m, n_heads, half, inv_freq, p, stream);
+  }
 }
 
 void swiglu_inplace(float* gate, const float* up, int64_t n, cudaStream_t stream) {

@@ -36,8 +36,14 @@ void add_bias_rows(float* out, const float* bias, int64_t n, int64_t cols, cudaS
 // In place on x (n, n_heads * 2 * half), Hugging Face pairing (d, d + half). Row i sits at
 // position pos_start + i * pos_stride; angle = position * inv_freq[d] in float64, cos/sin
 // in float64 then rounded to fp32, rotation in fp32 (as the CPU backend).
-void rope_rows(float* x, int64_t n, int64_t n_heads, int64_t half, const double* inv_freq, int64_t pos_start,
-               int64_t pos_stride, cudaStream_t stream);
+void rope_strided(float* x, int64_t n, int64_t n_heads, int64_t half, const double* inv_freq, int64_t pos_start,
+                  int64_t pos_stride, cudaStream_t stream);
+// The same rotation with row i at positions[i] (a host array of n; a decode batch, one row
+// per document): the positions travel in the launch's parameters, kRopeMaxRows rows per
+// launch, so nothing is uploaded and a row's values equal rope_strided() of that row alone.
+constexpr int kRopeMaxRows = 32;
+void rope_at_positions(float* x, int64_t n, int64_t n_heads, int64_t half, const double* inv_freq,
+                       const int64_t* positions, cudaStream_t stream);
 
 // gate[i] = silu(gate[i]) * up[i], n elements.
 void swiglu_inplace(float* gate, const float* up, int64_t n, cudaStream_t stream);

@@ -1,7 +1,8 @@
 #pragma once
 // fp8 KV cache kernels (the rule is ringinfer/kv_quant.h, shared with the CPU backend, so
 // both store the same bytes): quantize fp32 rows into e4m3 bytes + one scale per row, and
-// dequantize such rows to bf16 for kernels that read bf16 (the prefill path).
+// dequantize such rows to bf16 for kernels that read bf16 (the prefill path); and store a
+// decode batch's rows into their documents' caches in one launch.
 // A "row" is one (token, KV head): D contiguous values. Host-callable; raw device
 // pointers; CUDA builds only.
 #include <cuda_bf16.h>
@@ -16,5 +17,22 @@ void quantize_kv_fp8(const float* x, int64_t rows, int D, uint8_t* q, float* sca
 // out (rows, D) = bf16(value(q) * scale[row]), the inverse up to bf16 rounding.
 void dequantize_kv_fp8(const uint8_t* q, const float* scale, int64_t rows, int D, __nv_bfloat16* out,
                        cudaStream_t stream);
+
+// Where one row of a decode batch's K, V goes (scatter_kv_rows): one token of a document's
+// cache, each document its own.
+struct KvRowDst {
+  int64_t src_row;  // row of the batch's k, v
+  void* k;          // the token's Hkv*D values: bf16, or e4m3 bytes (fp8)
+  void* v;
+  float* k_scale;   // its Hkv scales (fp8); null for bf16
+  float* v_scale;
+};
+// k, v (B, Hkv*D) fp32: for each of the n destinations (a host array), row dst[i].src_row
+// of k and of v into dst[i], as bf16 (round to nearest even, the bits convert_f32_to_bf16
+// writes) or fp8 (quantize_kv_fp8's bytes and scales). The destinations travel by value in
+// the launch's parameters, kKvScatterMaxRows per launch: nothing to upload, nothing to wait for.
+constexpr int kKvScatterMaxRows = 32;
+void scatter_kv_rows(const float* k, const float* v, int n_kv_heads, int D, bool fp8, const KvRowDst* dst,
+                     int64_t n, cudaStream_t stream);
 
 }  // namespace ringinfer

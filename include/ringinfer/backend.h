@@ -222,9 +222,42 @@ class Backend {
   // inv_freq (1, D/2) f64 from rope_inv_freq().
   virtual void rope(const Tensor& x, int64_t n_heads, const Tensor& inv_freq, int64_t pos_start,
                     int64_t pos_stride) = 0;
+  // rope() of a decode batch: row i of x (B, n_heads * D) at global position positions[i]
+  // (positions.size() == B; any order, repeats allowed), each row rotated exactly as
+  // rope(x.rows(i, 1), n_heads, inv_freq, positions[i], 1) rotates it. The default calls
+  // rope() row by row; CUDA rotates the rows in one launch (a few for large B).
+  virtual void rope_rows(const Tensor& x, int64_t n_heads, const Tensor& inv_freq,
+                         const std::vector<int64_t>& positions) {
+    if (static_cast<int64_t>(positions.size()) != x.rows())
+      throw Error("backend: rope_rows: " + std::to_string(x.rows()) + " rows, " + std::to_string(positions.size()) +
+                  " positions");
+    for (int64_t i = 0; i < x.rows(); ++i) rope(x.rows(i, 1), n_heads, inv_freq, positions[i], 1);
+  }
   // Writes the fp32 rows k, v (n, Hkv*D) into dst (n rows) in dst's dtype, rounding as
   // kv_quant.h defines (fp8: each (token, head) gets its scale here).
   virtual void store_kv(const Tensor& k, const Tensor& v, const KvBlock& dst) = 0;
+  // store_kv() of a decode batch: row b of k, v (B, Hkv*D) fp32 into dst[b], a one-row
+  // block (each document's own cache), or nowhere when dst[b] has no rows (a row this rank
+  // does not own: its destination is left untouched). dst.size() == B; the blocks that
+  // are stored into share one dtype and (Hkv, D). The bytes are exactly those store_kv()
+  // writes row by row, which is what the default does; CUDA stores the rows in one launch
+  // (a few for large B).
+  virtual void store_kv_rows(const Tensor& k, const Tensor& v, const std::vector<KvBlock>& dst) {
+    if (static_cast<int64_t>(dst.size()) != k.rows() || v.rows() != k.rows())
+      throw Error("backend: store_kv_rows: " + std::to_string(k.rows()) + " k rows, " + std::to_string(v.rows()) +
+                  " v rows, " + std::to_string(dst.size()) + " destinations");
+    const KvBlock* first = nullptr;
+    for (size_t b = 0; b < dst.size(); ++b) {
+      if (dst[b].rows() == 0) continue;
+      if (!first) first = &dst[b];
+      if (dst[b].rows() != 1 || dst[b].dtype != first->dtype || dst[b].n_kv_heads != first->n_kv_heads ||
+          dst[b].head_dim != first->head_dim)
+        throw Error("backend: store_kv_rows: destination " + std::to_string(b) +
+                    " is not a one-row block of the others' dtype and heads");
+    }
+    for (int64_t b = 0; b < k.rows(); ++b)
+      if (dst[b].rows() != 0) store_kv(k.rows(b, 1), v.rows(b, 1), dst[b]);
+  }
   // dst = src: the same dtype and heads, dst.rows() == src.rows() (packing a ring block).
   void copy_kv(const KvBlock& src, const KvBlock& dst);
   // o = 0, lse = -inf: the identity of the merge.

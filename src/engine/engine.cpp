@@ -330,7 +330,7 @@ struct Engine::State {
       be.rope(t, n_heads, w.inv_freq, pos.start, N);
       return;
     }
-    for (int64_t i = 0; i < t.rows(); ++i) be.rope(t.rows(i, 1), n_heads, w.inv_freq, (*pos.each)[i], N);
+    be.rope_rows(t, n_heads, w.inv_freq, *pos.each);
   }
 
   // ---------------------------------------------------------------- prefill
@@ -513,11 +513,14 @@ struct Engine::State {
     }
     be.copy_from_host(tok.rows(0, B), ids.data());
     be.embed(w.embed, tok.rows(0, B), x1);
+    std::vector<KvBlock> dst(static_cast<size_t>(B));  // each row's slot in its document's cache
     for (int l = 0; l < cfg.n_layers; ++l) {
       project_qkv(l, x1, q1, RowPositions{0, &pos}, owns_any);
-      for (int64_t b = 0; b < B; ++b)
-        if (seqs[b]->kv.holds(pos[b]))
-          be.store_kv(k_new.rows(b, 1), v_new.rows(b, 1), seqs[b]->kv.layers[l].rows(local_index(pos[b], N), 1));
+      if (owns_any) {
+        for (int64_t b = 0; b < B; ++b)  // an empty block: another rank owns the row
+          dst[b] = seqs[b]->kv.holds(pos[b]) ? seqs[b]->kv.layers[l].rows(local_index(pos[b], N), 1) : KvBlock();
+        be.store_kv_rows(k_new.rows(0, B), v_new.rows(0, B), dst);
+      }
       const Tensor o1 = decode_attn->layer(caches, l, pos, q1, stats.bytes_sent);
       row_parallel(o1, w.layers[l].wo, w.layers[l].bo, x1);
       mlp(w.layers[l], x1);

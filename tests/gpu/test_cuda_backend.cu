@@ -20,6 +20,7 @@
 
 #include "gpu_skip.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -484,6 +485,70 @@ TEST(CudaBackendOps, StoreKvGivesTheCpuBytes) {
       p.cpu->copy_to_host(hc.data(), tc);
       p.gpu->copy_to_host(hg.data(), tg);
       ASSERT_EQ(hc, hg) << kv_dtype_name(dt);
+    }
+  }
+}
+
+// A decode batch's RoPE and K/V stores (one launch per kRopeMaxRows / kKvScatterMaxRows
+// rows, so B = 37 takes two) equal the CUDA backend's own row-by-row ops bit for bit:
+// RoPE at unordered, repeated positions up to several million; K/V into each document's
+// own poisoned cache, bf16 and fp8, where a row without a destination leaves every byte.
+TEST(CudaBackendOps, RopeRowsAndStoreKvRowsEqualTheRowByRowOps) {
+  Pair p;
+  Backend& g = *p.gpu;
+  const int64_t H = 4, Hkv = 2, cap = 3;
+  for (int64_t D : {64, 128}) {
+    RopeConfig rc;
+    rc.theta = 500000.0;
+    const auto inv = rope_inv_freq(rc, D);
+    Tensor fg = make(g, 1, D / 2, DType::f64, inv.data()), fc = make(*p.cpu, 1, D / 2, DType::f64, inv.data());
+    for (int64_t B : {1, 5, 37}) {
+      SCOPED_TRACE("D=" + std::to_string(D) + " B=" + std::to_string(B));
+      std::vector<int64_t> positions(B);
+      std::uniform_int_distribution<int64_t> any_pos(0, 8000000);
+      for (int64_t i = 0; i < B; ++i) positions[i] = i % 4 == 3 ? positions[i / 2] : any_pos(rng);
+      const auto x = randn(B * H * D);
+      Tensor batch = make(g, B, H * D, DType::f32, x.data()), rows = make(g, B, H * D, DType::f32, x.data());
+      g.rope_rows(batch, H, fg, positions);
+      for (int64_t i = 0; i < B; ++i) g.rope(rows.rows(i, 1), H, fg, positions[i], 1);
+      const auto got = get(g, batch);
+      std::vector<float> want = get(g, rows);
+      ASSERT_EQ(0, std::memcmp(got.data(), want.data(), got.size() * sizeof(float)));
+      Tensor xc = make(*p.cpu, B, H * D, DType::f32, x.data());
+      p.cpu->rope_rows(xc, H, fc, positions);
+      EXPECT_LT(rel_err(got, get(*p.cpu, xc)), 1e-5);  // and the CPU's rotation
+
+      auto k = randn(B * Hkv * D), v = randn(B * Hkv * D);
+      for (size_t i = 0; i < k.size(); ++i) k[i] *= std::ldexp(1.0f, int(i / D) % 13 - 6);
+      for (int64_t d = 0; d < D; ++d) v[((B - 1) * Hkv + 1) * D + d] = 0.0f;  // a zero head
+      const Tensor kg = make(g, B, Hkv * D, DType::f32, k.data()), vg = make(g, B, Hkv * D, DType::f32, v.data());
+      for (KvDtype dt : {KvDtype::bf16, KvDtype::fp8}) {
+        SCOPED_TRACE(kv_dtype_name(dt));
+        std::vector<KvBlock> by_batch, by_row, dst(B);
+        std::vector<bool> owned(B);
+        for (int64_t b = 0; b < B; ++b) {
+          by_batch.push_back(g.alloc_kv(cap, Hkv, D, dt));
+          by_row.push_back(g.alloc_kv(cap, Hkv, D, dt));
+          const std::vector<uint8_t> poison(by_batch[b].packed.bytes(), 0xa5);
+          g.copy_from_host(by_batch[b].packed, poison.data());
+          g.copy_from_host(by_row[b].packed, poison.data());
+          owned[b] = B == 1 || b % 3 != 1;
+          if (owned[b]) {
+            const int64_t slot = (b * 7) % cap;
+            dst[b] = by_batch[b].rows(slot, 1);
+            g.store_kv(kg.rows(b, 1), vg.rows(b, 1), by_row[b].rows(slot, 1));
+          }
+        }
+        g.store_kv_rows(kg, vg, dst);
+        for (int64_t b = 0; b < B; ++b) {
+          std::vector<uint8_t> hb(by_batch[b].packed.bytes(), 0), hr(hb.size(), 1);
+          g.copy_to_host(hb.data(), by_batch[b].packed);
+          g.copy_to_host(hr.data(), by_row[b].packed);
+          ASSERT_EQ(hb, hr) << "document " << b;
+          const bool untouched = std::all_of(hb.begin(), hb.end(), [](uint8_t c) { return c == 0xa5; });
+          EXPECT_EQ(untouched, !owned[b]) << "document " << b;
+        }
+      }
     }
   }
 }

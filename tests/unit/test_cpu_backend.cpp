@@ -2,6 +2,7 @@
 // Tolerance: max |got - want| <= 1e-5 x max |want| (fp32 arithmetic), unless stated.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <random>
@@ -209,6 +210,64 @@ TEST(CpuBackend, RopeAtLargeStridedPositions) {
         want[q] = x[q] * std::cos(a) + x[p] * std::sin(a);
       }
   EXPECT_LT(rel_err(f.get(t), want), kRelTol);
+}
+
+// A decode batch's ops (one row per document) equal the row-by-row ops bit for bit: RoPE
+// at large, unordered and repeated positions; K/V stores into each document's own cache,
+// in every KV dtype, where a row without a destination leaves every byte as it was.
+TEST(CpuBackend, RopeRowsAndStoreKvRowsEqualTheRowByRowOps) {
+  Fixture f;
+  const int64_t B = 7, heads = 3, D = 32, Hkv = 2, cap = 5;
+  const std::vector<int64_t> positions = {5000011, 3, 5000011, 123456789, 0, 77, 3};
+  RopeConfig rc;
+  rc.theta = 1000000.0;
+  const std::vector<double> inv = rope_inv_freq(rc, D);
+  Tensor tf = f.be->alloc(1, D / 2, DType::f64);
+  f.be->copy_from_host(tf, inv.data());
+  const auto x = f.randn(B * heads * D);
+  Tensor batch = f.put(x, B, heads * D), rows = f.put(x, B, heads * D);
+  f.be->rope_rows(batch, heads, tf, positions);
+  for (int64_t i = 0; i < B; ++i) f.be->rope(rows.rows(i, 1), heads, tf, positions[i], 1);
+  const auto got = f.get(batch);
+  EXPECT_EQ(got, f.get(rows));
+  EXPECT_NE(got, x);  // the rotation did something
+  EXPECT_THROW(f.be->rope_rows(batch, heads, tf, {1, 2}), Error);
+
+  const std::vector<int64_t> slot = {4, 0, 2, 2, 1, 3, 0};  // each document's row for the new token
+  const std::vector<bool> owned = {true, false, true, true, false, true, true};
+  auto k = f.randn(B * Hkv * D), v = f.randn(B * Hkv * D);
+  for (size_t i = 0; i < k.size(); ++i) k[i] *= std::ldexp(1.0f, int(i / D) % 9 - 4);  // heads of different scales
+  for (int64_t d = 0; d < D; ++d) v[(3 * Hkv + 1) * D + d] = 0.0f;                      // a zero head
+  const Tensor kt = f.put(k, B, Hkv * D), vt = f.put(v, B, Hkv * D);
+  for (KvDtype dt : {KvDtype::f32, KvDtype::bf16, KvDtype::fp8}) {
+    SCOPED_TRACE(kv_dtype_name(dt));
+    // Two caches per document, poisoned: one stored by store_kv_rows, one row by row.
+    std::vector<KvBlock> by_batch, by_row, dst(B);
+    for (int64_t b = 0; b < B; ++b) {
+      by_batch.push_back(f.be->alloc_kv(cap, Hkv, D, dt));
+      by_row.push_back(f.be->alloc_kv(cap, Hkv, D, dt));
+      const std::vector<uint8_t> poison(by_batch[b].packed.bytes(), 0xa5);
+      f.be->copy_from_host(by_batch[b].packed, poison.data());
+      f.be->copy_from_host(by_row[b].packed, poison.data());
+      if (owned[b]) {
+        dst[b] = by_batch[b].rows(slot[b], 1);
+        f.be->store_kv(kt.rows(b, 1), vt.rows(b, 1), by_row[b].rows(slot[b], 1));
+      }
+    }
+    f.be->store_kv_rows(kt, vt, dst);
+    for (int64_t b = 0; b < B; ++b) {
+      std::vector<uint8_t> hb(by_batch[b].packed.bytes()), hr(hb.size());
+      f.be->copy_to_host(hb.data(), by_batch[b].packed);
+      f.be->copy_to_host(hr.data(), by_row[b].packed);
+      EXPECT_EQ(hb, hr) << "document " << b;
+      const bool untouched = std::all_of(hb.begin(), hb.end(), [](uint8_t c) { return c == 0xa5; });
+      EXPECT_EQ(untouched, !owned[b]) << "document " << b;
+    }
+    std::vector<KvBlock> two_rows(B);
+    two_rows[2] = by_batch[2].rows(0, 2);
+    EXPECT_THROW(f.be->store_kv_rows(kt, vt, two_rows), Error);
+    EXPECT_THROW(f.be->store_kv_rows(kt, vt, std::vector<KvBlock>(B - 1)), Error);
+  }
 }
 
 TEST(CpuBackend, RopeInvFreqScalings) {

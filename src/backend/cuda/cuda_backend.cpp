@@ -393,7 +393,18 @@ void CudaBackend::rope(const Tensor& x, int64_t n_heads, const Tensor& inv_freq,
   check(x.dtype() == DType::f32 && n_heads > 0 && x.cols() == n_heads * 2 * half, "rope",
         "x is " + shape(x) + " for " + std::to_string(n_heads) + " heads of " + std::to_string(2 * half));
   expect(inv_freq, 1, half, DType::f64, "rope", "inv_freq");
-  rope_rows(x.f32(), n, n_heads, half, inv_freq.f64(), pos_start, pos_stride, stream_);
+  rope_strided(x.f32(), n, n_heads, half, inv_freq.f64(), pos_start, pos_stride, stream_);
+}
+
+void CudaBackend::rope_rows(const Tensor& x, int64_t n_heads, const Tensor& inv_freq,
+                            const std::vector<int64_t>& positions) {
+  const int64_t n = x.rows(), half = inv_freq.cols();
+  check(x.dtype() == DType::f32 && n_heads > 0 && x.cols() == n_heads * 2 * half, "rope_rows",
+        "x is " + shape(x) + " for " + std::to_string(n_heads) + " heads of " + std::to_string(2 * half));
+  expect(inv_freq, 1, half, DType::f64, "rope_rows", "inv_freq");
+  check(static_cast<int64_t>(positions.size()) == n, "rope_rows",
+        std::to_string(n) + " rows, " + std::to_string(positions.size()) + " positions");
+  rope_at_positions(x.f32(), n, n_heads, half, inv_freq.f64(), positions.data(), stream_);
 }
 
 void CudaBackend::store_kv(const Tensor& k, const Tensor& v, const KvBlock& dst) {
@@ -412,6 +423,37 @@ void CudaBackend::store_kv(const Tensor& k, const Tensor& v, const KvBlock& dst)
                   stream_);
   quantize_kv_fp8(v.f32(), n * Hkv, static_cast<int>(D), static_cast<uint8_t*>(dst.v.data()), dst.v_scale.f32(),
                   stream_);
+}
+
+void CudaBackend::store_kv_rows(const Tensor& k, const Tensor& v, const std::vector<KvBlock>& dst) {
+  const int64_t B = k.rows();
+  check(static_cast<int64_t>(dst.size()) == B && v.rows() == B, "store_kv_rows",
+        std::to_string(B) + " k rows, " + std::to_string(v.rows()) + " v rows, " + std::to_string(dst.size()) +
+            " destinations");
+  // The rows to store (a row without a destination belongs to another rank).
+  std::vector<KvRowDst> rows;
+  const KvBlock* first = nullptr;
+  for (int64_t b = 0; b < B; ++b) {
+    const KvBlock& d = dst[b];
+    if (d.rows() == 0) continue;
+    if (!first) first = &d;
+    check(d.rows() == 1 && d.dtype == first->dtype && d.n_kv_heads == first->n_kv_heads &&
+              d.head_dim == first->head_dim,
+          "store_kv_rows",
+          "destination " + std::to_string(b) + " is not a one-row block of the others' dtype and heads");
+    check(supports_kv_dtype(d.dtype), "store_kv_rows", std::string("a ") + kv_dtype_name(d.dtype) + " KV cache");
+    backend_checks::check_kv_block("cuda", "store_kv_rows", d);
+    const bool fp8 = d.dtype == KvDtype::fp8;
+    rows.push_back(KvRowDst{b, d.k.data(), d.v.data(), fp8 ? d.k_scale.f32() : nullptr,
+                            fp8 ? d.v_scale.f32() : nullptr});
+  }
+  if (!first) return;
+  const int64_t Hkv = first->n_kv_heads, D = first->head_dim;
+  expect(k, B, Hkv * D, DType::f32, "store_kv_rows", "k");
+  expect(v, B, Hkv * D, DType::f32, "store_kv_rows", "v");
+  check(D < (int64_t(1) << 31) && Hkv < (int64_t(1) << 31), "store_kv_rows", "heads or head_dim over 2^31");
+  scatter_kv_rows(k.f32(), v.f32(), static_cast<int>(Hkv), static_cast<int>(D), first->dtype == KvDtype::fp8,
+                  rows.data(), static_cast<int64_t>(rows.size()), stream_);
 }
 
 void CudaBackend::attention_reset(const Tensor& o, const Tensor& lse) {

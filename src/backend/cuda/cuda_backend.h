@@ -60,7 +60,10 @@ class CudaBackend final : public Backend {
   void matmul(const Tensor& x, const Tensor& w, const Tensor& bias, const Tensor& out, bool accumulate) override;
   void matmuls(const Tensor& x, const std::vector<Product>& products) override;
   void rope(const Tensor& x, int64_t n_heads, const Tensor& inv_freq, int64_t pos_start, int64_t pos_stride) override;
+  void rope_rows(const Tensor& x, int64_t n_heads, const Tensor& inv_freq,
+                 const std::vector<int64_t>& positions) override;
   void store_kv(const Tensor& k, const Tensor& v, const KvBlock& dst) override;
+  void store_kv_rows(const Tensor& k, const Tensor& v, const std::vector<KvBlock>& dst) override;
   void attention_reset(const Tensor& o, const Tensor& lse) override;
   void attention(const Tensor& q, const KvBlock& kv, const AttentionShape& shape, const Tensor& o,
                  const Tensor& lse) override;
