@@ -37,8 +37,10 @@ struct DecodeAttnParams {
                                      // -1: the cache kind's default (bf16 0, fp8 kDecodeFp8DefaultVariant)
 };
 
-// The fp8 variant a call with variant = -1 gets (decode_attention_kernel.cuh lists them).
-constexpr int kDecodeFp8DefaultVariant = 0;
+// The fp8 variant a call with variant = -1 gets (decode_attention_kernel.cuh lists them):
+// 1, 16-key converted tiles, 2 blocks per SM. H100, 128K keys, D 128 (2026-12-07,
+// bench_attention): 0.733 of copy bandwidth; variant 0 0.540, 2 0.700, 3 0.656.
+constexpr int kDecodeFp8DefaultVariant = 1;
 
 // Workspace bytes decode_attention needs for these parameters on the current device.
 size_t decode_attention_workspace_bytes(const DecodeAttnParams& p);

@@ -3,8 +3,8 @@
 // Work split. The products of a launch are laid end to end over the grid (each owns a run
 // of blocks); a block of 8 warps covers 8 * kRowsPerWarp consecutive output features j
 // (weight rows) of its product, and a warp takes kRowsPerWarp of them whole. Lanes read a
-// weight row in 16-byte pieces, 32 side by side, kPiecesInFlight pieces per lane issued
-// before the first product (8 KB per warp in flight), then multiply them by the matching x
+// weight row in 16-byte pieces, 32 side by side, kIter pieces per lane and row issued
+// before the first product (4 or 8 KB per warp in flight), then multiply them by the matching x
 // values (read through L1, rounded to bf16 in registers). A lane sums its pieces in
 // increasing order and the warp adds the lanes with a fixed butterfly, so a result depends
 // on `in` alone: not on n, the grid, or the other products of the launch.
@@ -17,7 +17,7 @@ namespace {
 
 constexpr int kWarps = 8;
 constexpr int kThreads = 32 * kWarps;
-constexpr int kPiecesInFlight = 16;  // per lane, over the warp's rows
+constexpr int kIter = 8;  // 16-byte pieces per lane per weight row issued at once
 
 struct Launch {
   SmallGemmProduct product[kSmallGemmMaxProducts];
@@ -71,7 +71,6 @@ __global__ void __launch_bounds__(kThreads)
   const int of = int(P.of), warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int j0 = ((int(blockIdx.x) - launch.first_block[pi]) * kWarps + warp) * kRowsPerWarp;
   if (j0 >= of) return;  // no block-wide synchronization below
-  constexpr int kIter = kPiecesInFlight / kRowsPerWarp;
   const int pieces = in / 8;
   const __nv_bfloat16* row[kRowsPerWarp];
 #pragma unroll
