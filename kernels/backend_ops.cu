@@ -92,6 +92,7 @@ __global__ void embed_kernel(const T* table, int64_t vocab, int64_t hidden, cons
 }
 
 __global__ void rmsnorm_kernel(const float* x, const float* w, float eps, int64_t d, float* out) {
+  cuda::pdl_trigger();  // the product after it (small_gemm) may fetch its weights meanwhile
   __shared__ double shared[kMaxWarps];
   const float* xi = x + blockIdx.x * d;
   float* oi = out + blockIdx.x * d;
@@ -146,12 +147,14 @@ __global__ void rope_kernel(float* x, int64_t n, int64_t n_heads, int64_t half, 
 }
 
 __global__ void swiglu_kernel(float* g, const float* u, int64_t n) {
+  cuda::pdl_trigger();  // as rmsnorm_kernel: for the down projection
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
     g[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
 }
 
 // One warp per (row, head), grid-stride over the pairs.
 __global__ void merge_kernel(float* o, float* lse, const float* o2, const float* lse2, int64_t pairs, int64_t d) {
+  cuda::pdl_trigger();  // as rmsnorm_kernel: for the output projection
   const int lane = threadIdx.x % 32;
   const int64_t warps = int64_t(gridDim.x) * blockDim.x / 32;
   for (int64_t p = (blockIdx.x * int64_t(blockDim.x) + threadIdx.x) / 32; p < pairs; p += warps) {

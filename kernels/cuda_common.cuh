@@ -1,7 +1,8 @@
 #pragma once
 // Device helpers shared by the kernels in kernels/*.cu: 16-byte packed access,
 // cp.async (global -> shared, bypassing registers), ldmatrix and the bf16 tensor-core
-// MMA (m16n8k16, fp32 accumulate), fast exp2, the LSE merge weights, and quad and warp reductions.
+// MMA (m16n8k16, fp32 accumulate), fast exp2, the LSE merge weights, quad and warp reductions,
+// and the programmatic-dependent-launch hooks.
 //
 // Fragment layouts (PTX ISA, "mma.m16n8k16" with .bf16), lane = threadIdx.x % 32,
 // g = lane / 4 ("group", a row), t = lane % 4 (a pair of columns):
@@ -106,6 +107,25 @@ __device__ __forceinline__ float quad_sum(float x) {
   x += __shfl_xor_sync(0xffffffffu, x, 1);
   return x + __shfl_xor_sync(0xffffffffu, x, 2);
 }
+// ---------------------------------------------------------------- programmatic dependent launch
+// Hopper lets the next kernel on a stream start while this one runs, when it is launched
+// with cudaLaunchAttributeProgrammaticStreamSerialization: it may read what no kernel before
+// it writes (weights) until pdl_wait(), which returns once the previous grid has finished
+// and its writes are visible. pdl_trigger() lets such a dependent start early (at the latest
+// it starts when this grid's blocks exit); it changes only scheduling, never what is read.
+// Both are no-ops for kernels launched the ordinary way.
+// Before sm_90 there is no early start, and nothing to wait for.
+__device__ __forceinline__ void pdl_trigger() {
+#if __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;\n" ::);
+#endif
+}
+__device__ __forceinline__ void pdl_wait() {
+#if __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;\n" ::: "memory");
+#endif
+}
+
 // Sum over the 32 lanes of a warp (a fixed butterfly: every lane gets the same value).
 __device__ __forceinline__ float warp_sum(float x) {
   for (int o = 16; o > 0; o >>= 1) x += __shfl_xor_sync(0xffffffffu, x, o);

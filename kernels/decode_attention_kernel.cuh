@@ -513,6 +513,7 @@ __global__ void __launch_bounds__(32 * kWarps, (DecodeTile<D, kWarps, kBlockN, k
 template <int D>
 __global__ void decode_combine_kernel(const float* ws_lse, const float* ws_o, int n_splits, int n_kv_heads,
                                       int group, float* o, float* lse, bool per_seq = false) {
+  pdl_trigger();  // the output projection after it may fetch its weights meanwhile (cuda_common.cuh)
   const int tok = blockIdx.x, head = blockIdx.y, d = threadIdx.x, n_heads = gridDim.y;
   const int kv_head = head / group, r = (per_seq ? 0 : tok) * group + head % group;
   const long stride = (long)n_kv_heads * kDecodeRows;  // between splits

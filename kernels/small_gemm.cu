@@ -7,7 +7,9 @@
 // before the first product (4 or 8 KB per warp in flight), then multiply them by the matching x
 // values (read through L1, rounded to bf16 in registers). A lane sums its pieces in
 // increasing order and the warp adds the lanes with a fixed butterfly, so a result depends
-// on `in` alone: not on n, the grid, or the other products of the launch.
+// on `in` alone: not on n, the grid, or the other products of the launch. The kernel is
+// launched as a programmatic dependent (cuda_common.cuh): its first weight loads overlap the
+// end of the kernel before it, which writes x; x and out are touched only after pdl_wait().
 #include "cuda_common.cuh"
 #include "ringinfer/cuda_check.h"
 #include "small_gemm.h"
@@ -90,6 +92,9 @@ __global__ void __launch_bounds__(kThreads)
         const int piece = base + p * 32 + lane;
         wv[r][p] = piece < pieces ? load_streaming(row[r] + size_t(piece) * 8) : make_uint4(0, 0, 0, 0);
       }
+    // Launched as a programmatic dependent (launch_rows): the first weights are on their way
+    // while the kernel before (RMSNorm, SwiGLU, the attention merge) finishes writing x.
+    if (base == 0) cuda::pdl_wait();
 #pragma unroll
     for (int p = 0; p < kIter; ++p) {
       const int piece = base + p * 32 + lane;
@@ -131,8 +136,16 @@ void launch_rows(const float* x, int n, int in, const SmallGemmProduct* products
     blocks += int((products[i].of + kWarps * kRowsPerWarp - 1) / (kWarps * kRowsPerWarp));
   }
   l.count = count;
-  small_gemm_kernel<kRows, kRowsPerWarp><<<unsigned(blocks), kThreads, 0, stream>>>(x, n, in, l, accumulate);
-  CUDA_CHECK_LAUNCH();
+  cudaLaunchConfig_t config = {};
+  config.gridDim = dim3(unsigned(blocks));
+  config.blockDim = dim3(kThreads);
+  config.stream = stream;
+  cudaLaunchAttribute dependent[1];
+  dependent[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  dependent[0].val.programmaticStreamSerializationAllowed = 1;
+  config.attrs = dependent;
+  config.numAttrs = 1;
+  CUDA_CHECK(cudaLaunchKernelEx(&config, small_gemm_kernel<kRows, kRowsPerWarp>, x, n, in, l, accumulate));
 }
 
 template <int kRows>
