@@ -16,6 +16,7 @@
 #include <limits>
 #include <random>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "ringinfer/cuda_check.h"
@@ -107,8 +108,10 @@ struct AttnShape {
   int n_q, n_k, H, Hkv, D;
 };
 
-// Reference (O, LSE) in float64. visible(i, j): may query row i see key row j.
-// Rows that see no key get O = 0, LSE = -inf.
+// Reference (O, LSE) in float64. visible(i, j): may query row i see key row j (called from
+// several threads). Rows that see no key get O = 0, LSE = -inf. The (row, head) pairs are
+// spread over the host's cores (each pair alone, in the same order, whatever the thread
+// count): a 70K-key case is billions of multiply-adds, and device time waits for it.
 template <class Visible>
 void reference_attention(const AttnShape& s, const std::vector<double>& q, const std::vector<double>& k,
                          const std::vector<double>& v, double scale, Visible visible, std::vector<double>& o,
@@ -116,10 +119,11 @@ void reference_attention(const AttnShape& s, const std::vector<double>& q, const
   o.assign(size_t(s.n_q) * s.H * s.D, 0.0);
   lse.assign(size_t(s.n_q) * s.H, kNegInf);
   const int group = s.H / s.Hkv;
-  std::vector<double> score(s.n_k);
-  for (int i = 0; i < s.n_q; ++i)
-    for (int h = 0; h < s.H; ++h) {
-      const int kvh = h / group;
+  const long pairs = long(s.n_q) * s.H;
+  auto run = [&](long first, long step) {
+    std::vector<double> score(s.n_k);
+    for (long pair = first; pair < pairs; pair += step) {
+      const int i = int(pair / s.H), h = int(pair % s.H), kvh = h / group;
       const double* qi = &q[(size_t(i) * s.H + h) * s.D];
       double mx = kNegInf;
       for (int j = 0; j < s.n_k; ++j) {
@@ -144,6 +148,14 @@ void reference_attention(const AttnShape& s, const std::vector<double>& q, const
       for (int d = 0; d < s.D; ++d) oi[d] /= sum;
       lse[size_t(i) * s.H + h] = mx + std::log(sum);
     }
+  };
+  // Threads only where there is work enough to pay for them.
+  const double work = double(pairs) * s.n_k * s.D;
+  const long threads = work < 1e7 ? 1 : std::min<long>(pairs, std::max(1u, std::thread::hardware_concurrency()));
+  std::vector<std::thread> pool;
+  for (long t = 1; t < threads; ++t) pool.emplace_back(run, t, threads);
+  run(0, threads);
+  for (std::thread& t : pool) t.join();
 }
 
 // Checks device results (O, LSE) against the reference with kTolO and kTolLse; returns
