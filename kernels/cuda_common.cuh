@@ -107,6 +107,12 @@ __device__ __forceinline__ float quad_sum(float x) {
   x += __shfl_xor_sync(0xffffffffu, x, 1);
   return x + __shfl_xor_sync(0xffffffffu, x, 2);
 }
+// Sum over the 32 lanes of a warp (a fixed butterfly: every lane gets the same value).
+__device__ __forceinline__ float warp_sum(float x) {
+  for (int o = 16; o > 0; o >>= 1) x += __shfl_xor_sync(0xffffffffu, x, o);
+  return x;
+}
+
 // ---------------------------------------------------------------- programmatic dependent launch
 // Hopper lets the next kernel on a stream start while this one runs, when it is launched
 // with cudaLaunchAttributeProgrammaticStreamSerialization: it may read what no kernel before
@@ -124,12 +130,6 @@ __device__ __forceinline__ void pdl_wait() {
 #if __CUDA_ARCH__ >= 900
   asm volatile("griddepcontrol.wait;\n" ::: "memory");
 #endif
-}
-
-// Sum over the 32 lanes of a warp (a fixed butterfly: every lane gets the same value).
-__device__ __forceinline__ float warp_sum(float x) {
-  for (int o = 16; o > 0; o >>= 1) x += __shfl_xor_sync(0xffffffffu, x, o);
-  return x;
 }
 
 // ---------------------------------------------------------------- shared-memory tiles

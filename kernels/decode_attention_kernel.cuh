@@ -115,8 +115,8 @@ template <int D, int kWarps, int kBlockN, int kStages, bool kFp8 = false, bool k
 struct DecodeTile {
   static_assert(!kDirect || kFp8, "direct fragments are an fp8-cache path");
   static_assert(kBlockN % 16 == 0 && kStages >= 2, "tiles of 16-key MMA steps, at least double-buffered");
-  static constexpr int kHeadDim = D, kNumWarps = kWarps, kKeys = kBlockN, kNumStages = kStages;
-  static constexpr bool kIsFp8 = kFp8, kIsDirect = kDirect;
+  static constexpr int kNumWarps = kWarps, kKeys = kBlockN, kNumStages = kStages;
+  static constexpr bool kIsDirect = kDirect;
   static constexpr int kThreads = 32 * kWarps;
   static constexpr int kChunks = D / 8;  // 16-byte chunks of a bf16 row
   static constexpr size_t kBf16Tile = size_t(kBlockN) * D * sizeof(bf16);
@@ -565,7 +565,7 @@ struct DecodeConfig {
   int block_n;           // keys per tile
   int warps;             // warps per block
   size_t smem_bytes;     // dynamic shared memory of one block
-  int max_blocks_per_sm = 0;  // resident blocks the registers guarantee (fp8: kMinBlocks); 0: no cap
+  int max_blocks_per_sm = 0;  // fp8: the kMinBlocks its registers were compiled for (the split plan counts no more); 0: no cap
 };
 // fp8 (a.k8 set): `variant` is an fp8 variant (visit_decode_fp8_variant).
 void decode_split_hdim64(const DecodeArgs& a, int n_kv_heads, int variant, const DecodeSeqs* seqs,

@@ -10,6 +10,8 @@
 // on `in` alone: not on n, the grid, or the other products of the launch. The kernel is
 // launched as a programmatic dependent (cuda_common.cuh): its first weight loads overlap the
 // end of the kernel before it, which writes x; x and out are touched only after pdl_wait().
+#include <string>
+
 #include "cuda_common.cuh"
 #include "ringinfer/cuda_check.h"
 #include "small_gemm.h"
@@ -173,6 +175,10 @@ bool small_gemm_supported(int64_t n, int64_t in, int64_t of, const void* x, cons
 void small_gemm_bf16(const float* x, int64_t n, int64_t in, const SmallGemmProduct* products, int count,
                      bool accumulate, cudaStream_t stream) {
   if (count < 1 || count > kSmallGemmMaxProducts) throw Error("small_gemm: 1 to 4 products per launch");
+  for (int i = 0; i < count; ++i)  // the kernel relies on it (its wait comes with the first weights)
+    if (!small_gemm_supported(n, in, products[i].of, x, products[i].w))
+      throw Error("small_gemm: product " + std::to_string(i) + " (" + std::to_string(n) + " x " + std::to_string(in) +
+                  " -> " + std::to_string(products[i].of) + ") is not a few-row shape it takes");
   const int ni = int(n), ii = int(in);
   if (n <= 1)
     launch<1>(x, ni, ii, products, count, accumulate, stream);

@@ -25,13 +25,14 @@ struct SmallGemmProduct {
   int64_t of = 0;
 };
 
-// Whether small_gemm_bf16 takes x (n, in) at `x` against w: 1 <= n <= kSmallGemmMaxRows,
-// in a multiple of 8, x and w 16-byte aligned (rows are read in 16-byte pieces), sizes
-// below 2^31.
+// Whether small_gemm_bf16 takes x (n, in) at `x` against w (of, in): 1 <= n <=
+// kSmallGemmMaxRows, in >= 8 and a multiple of 8, x and w 16-byte aligned (rows are read in
+// 16-byte pieces), in and of below 2^28.
 bool small_gemm_supported(int64_t n, int64_t in, int64_t of, const void* x, const void* w);
 
 // For each of the `count` products: out[m][j] = (accumulate ? out[m][j] : 0) +
 // sum_k bf16(x[m][k]) * w[j][k] (fp32, in an order fixed by `in` alone) + bias[j], m < n.
+// Throws ringinfer::Error unless small_gemm_supported() holds for every product.
 void small_gemm_bf16(const float* x, int64_t n, int64_t in, const SmallGemmProduct* products, int count,
                      bool accumulate, cudaStream_t stream);
 

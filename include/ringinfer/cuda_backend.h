@@ -1,7 +1,7 @@
 #pragma once
 // The CUDA backend (backend/cuda/): bf16 weight matrices, bf16 or fp8 KV cache, fp32 residual
-// stream, activations and accumulation; cuBLAS for the weight GEMMs (a few-row kernel for decode's), the striped flash /
-// split-KV decode kernels for attention. Available in CUDA builds only
+// stream, activations and accumulation; cuBLAS for the weight GEMMs and a few-row kernel for
+// decode's products of 1-4 rows, the striped flash / split-KV decode kernels for attention. Available in CUDA builds only
 // (RINGINFER_HAVE_CUDA); this header includes no CUDA header, so host-only code may
 // include it under #ifdef RINGINFER_HAVE_CUDA.
 #include <cstdint>

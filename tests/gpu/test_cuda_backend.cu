@@ -184,24 +184,28 @@ TEST(CudaBackendOps, MatmulBf16WeightsBiasAndAccumulate) {
 // of the same bf16-rounded operands: only the fp32 summation may differ, so each element is
 // within 2e-6 of sum_k |x_k w_k| + |out| + |bias| (fp32 sums over 14336 terms measure
 // ~1e-7). Shapes: the 8B model's (4096 -> 1024, 14336 -> 4096 at n = 1), a tail tile
-// (2056), wide outputs (two rows per warp), in = 60 (not a multiple of 8: cuBLAS).
+// (2056), wide outputs (two rows per warp), in = 60 (not a multiple of 8: cuBLAS). Each
+// with the bias, accumulating, and both (tensor parallelism's rank 0 output projection).
 TEST(CudaBackendOps, MatmulFewRowsAgainstFloat64) {
   Pair p;
   struct S { int64_t n, in, of; };
-  for (S s : {S{1, 4096, 1024}, S{1, 14336, 96}, S{2, 2056, 1000}, S{3, 64, 8200}, S{5, 4104, 37},
-              S{8, 8, 3}, S{8, 2048, 513}, S{9, 520, 70}, S{1, 60, 33}}) {
+  for (S s : {S{1, 4096, 1024}, S{1, 14336, 96}, S{2, 2056, 1000}, S{3, 64, 8200}, S{4, 4096, 1024},
+              S{5, 4104, 37}, S{8, 8, 3}, S{8, 2048, 513}, S{9, 520, 70}, S{1, 60, 33}}) {
     const auto x = randn(s.n * s.in), acc = randn(s.n * s.of);
     const HostTensor w = host_tensor({s.of, s.in}, 0.1f), b = host_tensor({s.of}, 1.0f);
     Tensor wg = p.gpu->upload_weight(w), bg = p.gpu->upload_weight(b);
     Tensor xg = make(*p.gpu, s.n, s.in, DType::f32, x.data());
-    for (bool accumulate : {false, true}) {
+    struct Mode { bool bias, accumulate; const char* name; };
+    for (Mode mode : {Mode{true, false, "bias"}, Mode{false, true, "accumulate"}, Mode{true, true, "both"}}) {
+      const bool accumulate = mode.accumulate;
       Tensor og = accumulate ? make(*p.gpu, s.n, s.of, DType::f32, acc.data()) : poisoned(*p.gpu, s.n, s.of);
-      p.gpu->matmul(xg, wg, accumulate ? Tensor() : bg, og, accumulate);
+      p.gpu->matmul(xg, wg, mode.bias ? bg : Tensor(), og, accumulate);
       const auto got = get(*p.gpu, og);
       double worst = 0;
       for (int64_t m = 0; m < s.n; ++m)
         for (int64_t j = 0; j < s.of; ++j) {
-          double ref = accumulate ? acc[m * s.of + j] : b.data[j], mag = std::fabs(ref);
+          double ref = (accumulate ? acc[m * s.of + j] : 0.0) + (mode.bias ? b.data[j] : 0.0);
+          double mag = (accumulate ? std::fabs(acc[m * s.of + j]) : 0.0) + (mode.bias ? std::fabs(b.data[j]) : 0.0);
           for (int64_t k = 0; k < s.in; ++k) {
             const double t = double(bf16_round(x[m * s.in + k])) * bf16_round(w.data[j * s.in + k]);
             ref += t;
@@ -210,11 +214,36 @@ TEST(CudaBackendOps, MatmulFewRowsAgainstFloat64) {
           const double e = std::fabs(got[m * s.of + j] - ref) / mag;
           worst = std::isnan(got[m * s.of + j]) ? INFINITY : std::max(worst, e);
         }
-      std::printf("[ measured ] matmul n %lld in %lld out %lld%s: max |err| / sum|terms| %.3g\n", (long long)s.n,
-                  (long long)s.in, (long long)s.of, accumulate ? " (accumulate)" : " (bias)", worst);
+      std::printf("[ measured ] matmul n %lld in %lld out %lld (%s): max |err| / sum|terms| %.3g\n", (long long)s.n,
+                  (long long)s.in, (long long)s.of, mode.name, worst);
       EXPECT_LT(worst, 2e-6) << s.n << " x " << s.in << " -> " << s.of;
     }
   }
+}
+
+// x that is not 16-byte aligned (a one-row view at an odd offset) leaves the few-row kernel
+// for cuBLAS: bitwise what a backend without the kernel gives.
+TEST(CudaBackendOps, MatmulOfAnUnalignedRowFallsBackToCublas) {
+  Pair p;
+  CudaBackendOptions cublas_only;
+  cublas_only.use_small_gemm = false;
+  auto plain = make_cuda_backend(cublas_only);
+  const int64_t in = 4096, of = 1024;
+  const auto x = randn(in + 1);
+  const HostTensor w = host_tensor({of, in}, 0.1f), b = host_tensor({of}, 1.0f);
+  std::vector<float> outs[2];
+  Backend* backends[2] = {p.gpu.get(), plain.get()};
+  for (int i = 0; i < 2; ++i) {
+    Backend& be = *backends[i];
+    Tensor whole = make(be, 1, in + 1, DType::f32, x.data());
+    const Tensor row = whole.reshaped(in + 1, 1).rows(1, in).reshaped(1, in);  // 4 bytes past the start
+    ASSERT_NE(reinterpret_cast<uintptr_t>(row.data()) % 16, 0u);
+    Tensor og = poisoned(be, 1, of), wt = be.upload_weight(w), bt = be.upload_weight(b);
+    be.matmul(row, wt, bt, og, false);
+    outs[i] = get(be, og);
+  }
+  EXPECT_EQ(0, std::memcmp(outs[0].data(), outs[1].data(), outs[0].size() * sizeof(float)));
+  EXPECT_FALSE(std::isnan(outs[0][0]));
 }
 
 // matmuls (products sharing x, one launch of the few-row kernel for n <= 4) gives each
@@ -223,7 +252,7 @@ TEST(CudaBackendOps, MatmulsEqualEachMatmulAlone) {
   Pair p;
   const int64_t in = 4096;
   const std::vector<int64_t> outs = {1024, 96, 8200};
-  for (int64_t n : {1, 3, 7}) {
+  for (int64_t n : {1, 3, 4, 7}) {
     const auto x = randn(n * in);
     Tensor xg = make(*p.gpu, n, in, DType::f32, x.data());
     std::vector<Backend::Product> products;

@@ -190,9 +190,9 @@ double measured_copy_gbps() {
   return 2.0 * bytes / bench::copy_ms(bytes) / 1e6;
 }
 
-// The model's decode-sized products (small_gemm.h) against cuBLAS on the same shapes, as
-// the backend runs it for larger batches (x converted to bf16 by a kernel, then
-// cublasGemmEx per weight), for each x row count in `rows`: one "matmul" line per (rows,
+// The model's decode-sized products (small_gemm.h) against cuBLAS on the same shapes, the
+// way the backend runs it for larger batches (x converted to bf16 by a kernel, then
+// cublasGemmEx per weight; here with a default handle on the legacy stream), for each x row count in `rows`: one "matmul" line per (rows,
 // projection); "qkv" and "gate_up" are the products that share x, one launch of ours.
 // Weight bytes per second are given as a fraction of the copy bandwidth.
 void bench_matmuls(const ModelConfig& c, const std::vector<int64_t>& rows, double copy_gbps,
@@ -244,9 +244,9 @@ void bench_matmuls(const ModelConfig& c, const std::vector<int64_t>& rows, doubl
           [&] {
             convert_f32_to_bf16(x, xb, n * s.in, nullptr);
             for (const SmallGemmProduct& p : products)
-              cublasGemmEx(hb, CUBLAS_OP_T, CUBLAS_OP_N, int(p.of), int(n), int(s.in), &one, p.w, CUDA_R_16BF,
-                           int(s.in), xb, CUDA_R_16BF, int(s.in), &zero, p.out, CUDA_R_32F, int(p.of),
-                           CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+              CUBLAS_CHECK(cublasGemmEx(hb, CUBLAS_OP_T, CUBLAS_OP_N, int(p.of), int(n), int(s.in), &one, p.w,
+                                        CUDA_R_16BF, int(s.in), xb, CUDA_R_16BF, int(s.in), &zero, p.out, CUDA_R_32F,
+                                        int(p.of), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
           },
           3, 20);
       std::snprintf(buf, sizeof buf,
