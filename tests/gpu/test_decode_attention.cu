@@ -35,21 +35,15 @@ struct Case {
   int num_splits = 0;
 };
 
-void run_case(const Case& c) {
-  const size_t nq = size_t(c.n_q) * c.H * c.D, nkv = size_t(c.n_k) * c.Hkv * c.D;
-  const HostBf16 q = test::random_bf16(nq, 1.0, rng);
-  // Keys with a spread of scales so some splits dominate the merge.
-  const HostBf16 k = test::random_bf16(nkv, 1.5, rng);
-  const HostBf16 v = test::random_bf16(nkv, 1.0, rng);
-  DeviceBuf<__nv_bfloat16> dq(q.bits), dk(k.bits), dv(v.bits);
-  DeviceBuf<float> dO(nq), dL(size_t(c.n_q) * c.H);
+// Runs decode_attention for case c on p (whose cache pointers the caller set) with q, into
+// poisoned outputs and workspace, and checks it against the float64 reference over the
+// exact values kval, vval (every key visible). Returns the relative O error.
+double run_and_check(const Case& c, DecodeAttnParams p, const DeviceBuf<__nv_bfloat16>& dq, const HostBf16& q,
+                     const std::vector<double>& kval, const std::vector<double>& vval, const char* kind) {
+  DeviceBuf<float> dO(size_t(c.n_q) * c.H * c.D), dL(size_t(c.n_q) * c.H);
   dO.poison();
   dL.poison();
-
-  DecodeAttnParams p;
   p.q = dq.ptr;
-  p.k = dk.ptr;
-  p.v = dv.ptr;
   p.o = dO.ptr;
   p.lse = dL.ptr;
   p.n_q = c.n_q;
@@ -65,15 +59,29 @@ void run_case(const Case& c) {
   ws.poison();
   decode_attention(p, ws.ptr, ws_bytes, nullptr);
   CUDA_CHECK(cudaDeviceSynchronize());
-
-  // float64 reference: every key visible.
   std::vector<double> ref_o, ref_lse;
-  test::reference_attention({c.n_q, c.n_k, c.H, c.Hkv, c.D}, q.val, k.val, v.val, p.softmax_scale,
+  test::reference_attention({c.n_q, c.n_k, c.H, c.Hkv, c.D}, q.val, kval, vval, p.softmax_scale,
                             [](int, int) { return true; }, ref_o, ref_lse);
-  const std::string what = "n_q=" + std::to_string(c.n_q) + " n_k=" + std::to_string(c.n_k) + " H=" +
-                           std::to_string(c.H) + " Hkv=" + std::to_string(c.Hkv) + " D=" + std::to_string(c.D) +
-                           " variant=" + std::to_string(c.variant) + " splits=" + std::to_string(c.num_splits);
-  test::expect_close(dO.download(), dL.download(), ref_o, ref_lse, what);
+  const std::string what = std::string(kind) + " n_q=" + std::to_string(c.n_q) + " n_k=" + std::to_string(c.n_k) +
+                           " H=" + std::to_string(c.H) + " Hkv=" + std::to_string(c.Hkv) + " D=" +
+                           std::to_string(c.D) + " variant=" + std::to_string(c.variant) +
+                           " splits=" + std::to_string(c.num_splits);
+  const double rel = test::expect_close(dO.download(), dL.download(), ref_o, ref_lse, what);
+  std::printf("[ measured ] %s: O rel %.3g\n", what.c_str(), rel);
+  return rel;
+}
+
+void run_case(const Case& c) {
+  const size_t nq = size_t(c.n_q) * c.H * c.D, nkv = size_t(c.n_k) * c.Hkv * c.D;
+  const HostBf16 q = test::random_bf16(nq, 1.0, rng);
+  // Keys with a spread of scales so some splits dominate the merge.
+  const HostBf16 k = test::random_bf16(nkv, 1.5, rng);
+  const HostBf16 v = test::random_bf16(nkv, 1.0, rng);
+  DeviceBuf<__nv_bfloat16> dq(q.bits), dk(k.bits), dv(v.bits);
+  DecodeAttnParams p;
+  p.k = dk.ptr;
+  p.v = dv.ptr;
+  run_and_check(c, p, dq, q, k.val, v.val, "bf16");
 }
 
 TEST(DecodeAttention, HeadDimsGqaRatiosAndKeyCounts) {
@@ -103,44 +111,18 @@ TEST(DecodeAttention, ForcedSplitCountsAndIdleWarps) {
 // row, GQA, several splits. Same tolerances as bf16 (the e4m3 values are exact in bf16,
 // the scales applied in fp32).
 void run_fp8_case(const Case& c) {
-  const size_t nq = size_t(c.n_q) * c.H * c.D;
-  const HostBf16 q = test::random_bf16(nq, 1.0, rng);
+  const HostBf16 q = test::random_bf16(size_t(c.n_q) * c.H * c.D, 1.0, rng);
   const test::HostFp8 k = test::random_fp8(c.n_k, c.Hkv, c.D, 1.0, 3.0, rng, c.n_k / 2);
   const test::HostFp8 v = test::random_fp8(c.n_k, c.Hkv, c.D, 1.0, 2.0, rng);
   DeviceBuf<__nv_bfloat16> dq(q.bits);
   DeviceBuf<uint8_t> dk(k.bytes), dv(v.bytes);
-  DeviceBuf<float> dks(k.scale), dvs(v.scale), dO(nq), dL(size_t(c.n_q) * c.H);
-  dO.poison();
-  dL.poison();
+  DeviceBuf<float> dks(k.scale), dvs(v.scale);
   DecodeAttnParams p;
-  p.q = dq.ptr;
   p.k_fp8 = dk.ptr;
   p.v_fp8 = dv.ptr;
   p.k_scale = dks.ptr;
   p.v_scale = dvs.ptr;
-  p.o = dO.ptr;
-  p.lse = dL.ptr;
-  p.n_q = c.n_q;
-  p.n_k = c.n_k;
-  p.n_heads = c.H;
-  p.n_kv_heads = c.Hkv;
-  p.head_dim = c.D;
-  p.softmax_scale = float(1.0 / std::sqrt(double(c.D)));
-  p.variant = c.variant;
-  p.num_splits = c.num_splits;
-  const size_t ws_bytes = decode_attention_workspace_bytes(p);
-  DeviceBuf<char> ws(ws_bytes);
-  ws.poison();
-  decode_attention(p, ws.ptr, ws_bytes, nullptr);
-  CUDA_CHECK(cudaDeviceSynchronize());
-  std::vector<double> ref_o, ref_lse;
-  test::reference_attention({c.n_q, c.n_k, c.H, c.Hkv, c.D}, q.val, k.val, v.val, p.softmax_scale,
-                            [](int, int) { return true; }, ref_o, ref_lse);
-  const std::string what = "fp8 n_q=" + std::to_string(c.n_q) + " n_k=" + std::to_string(c.n_k) + " H=" +
-                           std::to_string(c.H) + " Hkv=" + std::to_string(c.Hkv) + " D=" + std::to_string(c.D) +
-                           " variant=" + std::to_string(c.variant) + " splits=" + std::to_string(c.num_splits);
-  const double rel = test::expect_close(dO.download(), dL.download(), ref_o, ref_lse, what);
-  std::printf("[ measured ] %s: O rel %.3g\n", what.c_str(), rel);
+  run_and_check(c, p, dq, q, k.val, v.val, "fp8");
 }
 
 // Every fp8 variant (converted tile or direct fragments, 16- or 32-key tiles); lengths
