@@ -601,6 +601,31 @@ const Reference& load_reference(const std::string& name) { return test::referenc
 
 class CudaEngineFixture : public ::testing::TestWithParam<std::string> {};
 
+// |logprob - float64 reference| of engine.score() over the fixture's documents: the largest,
+// the mean and the count; a NaN logprob or a wrong count fails the test and counts as an
+// infinite error.
+struct ScoreError {
+  double worst = 0, mean = 0;
+  size_t count = 0;
+};
+ScoreError score_error(Engine& engine, const Reference& ref) {
+  ScoreError e;
+  double sum_abs = 0;
+  for (size_t d = 0; d < ref.docs.size(); ++d) {
+    const auto r = engine.score(ref.docs[d]);
+    EXPECT_EQ(r.logprobs.size(), ref.logprobs[d].size()) << "document " << d;
+    for (size_t k = 0; k < r.logprobs.size() && k < ref.logprobs[d].size(); ++k) {
+      const double err = std::fabs(double(r.logprobs[k]) - ref.logprobs[d][k]);
+      if (std::isnan(err)) ADD_FAILURE() << "NaN logprob, document " << d << " token " << k;
+      e.worst = std::isnan(err) ? INFINITY : std::max(e.worst, err);
+      sum_abs += err;
+      ++e.count;
+    }
+  }
+  e.mean = sum_abs / double(e.count);
+  return e;
+}
+
 TEST_P(CudaEngineFixture, ScoreWithinBf16ToleranceOfFloat64) {
   const Reference& ref = load_reference(GetParam());
   auto gpu = make_cuda_backend();
@@ -609,23 +634,11 @@ TEST_P(CudaEngineFixture, ScoreWithinBf16ToleranceOfFloat64) {
     opt.chunk_tokens = chunk;
     opt.logits_chunk = chunk == 7 ? 5 : 32;
     Engine engine(*gpu, ref.model.config, ref.model.weights, opt);
-    double worst = 0, sum_abs = 0;
-    size_t count = 0;
-    for (size_t d = 0; d < ref.docs.size(); ++d) {
-      const auto r = engine.score(ref.docs[d]);
-      ASSERT_EQ(r.logprobs.size(), ref.logprobs[d].size());
-      for (size_t k = 0; k < r.logprobs.size(); ++k) {
-        ASSERT_FALSE(std::isnan(r.logprobs[k]));
-        const double e = std::fabs(double(r.logprobs[k]) - ref.logprobs[d][k]);
-        worst = std::max(worst, e);
-        sum_abs += e;
-        ++count;
-      }
-    }
+    const ScoreError e = score_error(engine, ref);
     std::printf("[ measured ] %s chunk %lld on cuda: max |logprob - float64| = %.3g, mean %.3g over %zu tokens\n",
-                GetParam().c_str(), (long long)chunk, worst, sum_abs / double(count), count);
-    EXPECT_LT(worst, kModelTol) << GetParam();
-    EXPECT_LT(sum_abs / double(count), kModelMeanTol) << GetParam();
+                GetParam().c_str(), (long long)chunk, e.worst, e.mean, e.count);
+    EXPECT_LT(e.worst, kModelTol) << GetParam();
+    EXPECT_LT(e.mean, kModelMeanTol) << GetParam();
   }
 }
 
@@ -638,23 +651,11 @@ TEST_P(CudaEngineFixture, ScoreWithFp8KvWithinItsBound) {
   EngineOptions opt;
   opt.kv_dtype = KvDtype::fp8;
   Engine engine(*gpu, ref.model.config, ref.model.weights, opt);
-  double worst = 0, sum_abs = 0;
-  size_t count = 0;
-  for (size_t d = 0; d < ref.docs.size(); ++d) {
-    const auto r = engine.score(ref.docs[d]);
-    ASSERT_EQ(r.logprobs.size(), ref.logprobs[d].size());
-    for (size_t k = 0; k < r.logprobs.size(); ++k) {
-      ASSERT_FALSE(std::isnan(r.logprobs[k]));
-      const double e = std::fabs(double(r.logprobs[k]) - ref.logprobs[d][k]);
-      worst = std::max(worst, e);
-      sum_abs += e;
-      ++count;
-    }
-  }
+  const ScoreError e = score_error(engine, ref);
   std::printf("[ measured ] %s fp8 KV on cuda: max |logprob - float64| = %.3g, mean %.3g over %zu tokens\n",
-              GetParam().c_str(), worst, sum_abs / double(count), count);
-  EXPECT_LT(worst, 2.5 + kModelTol) << GetParam();
-  EXPECT_LT(sum_abs / double(count), 0.3 + kModelMeanTol) << GetParam();
+              GetParam().c_str(), e.worst, e.mean, e.count);
+  EXPECT_LT(e.worst, 2.5 + kModelTol) << GetParam();
+  EXPECT_LT(e.mean, 0.3 + kModelMeanTol) << GetParam();
 }
 
 TEST_P(CudaEngineFixture, GreedyTokensMatchCpuBackend) {
