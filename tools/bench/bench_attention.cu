@@ -66,6 +66,31 @@ __global__ void fill_fp8_cache(uint8_t* x, size_t n, float* scale, size_t n_scal
   }
 }
 
+// K and V of `rows` tokens as an fp8 cache (e4m3 bytes and a scale per token and KV head),
+// filled by fill_fp8_cache; freed on destruction.
+struct DeviceFp8Cache {
+  uint8_t *k8 = nullptr, *v8 = nullptr;
+  float *ks = nullptr, *vs = nullptr;
+  DeviceFp8Cache(size_t rows, int Hkv, int D) {
+    const size_t n_val = rows * Hkv * D, n_sc = rows * Hkv;
+    CUDA_CHECK(cudaMalloc(&k8, n_val));
+    CUDA_CHECK(cudaMalloc(&v8, n_val));
+    CUDA_CHECK(cudaMalloc(&ks, n_sc * sizeof(float)));
+    CUDA_CHECK(cudaMalloc(&vs, n_sc * sizeof(float)));
+    fill_fp8_cache<<<1024, 256>>>(k8, n_val, ks, n_sc);
+    fill_fp8_cache<<<1024, 256>>>(v8, n_val, vs, n_sc);
+    CUDA_CHECK_LAUNCH();
+  }
+  ~DeviceFp8Cache() {
+    cudaFree(k8);
+    cudaFree(v8);
+    cudaFree(ks);
+    cudaFree(vs);
+  }
+  DeviceFp8Cache(const DeviceFp8Cache&) = delete;
+  DeviceFp8Cache& operator=(const DeviceFp8Cache&) = delete;
+};
+
 __nv_bfloat16* random_device_bf16(size_t n, uint32_t seed) {
   __nv_bfloat16* p;
   CUDA_CHECK(cudaMalloc(&p, n * sizeof(__nv_bfloat16)));
@@ -195,21 +220,12 @@ int main(int argc, char** argv) {
         emit(line);
       }
       {  // fp8 K/V: dequantize the block once into the bf16 buffers, then the same kernel
-        const size_t n_val = size_t(n) * Hkv * D, n_sc = size_t(n) * Hkv;
-        uint8_t *k8, *v8;
-        float *ks, *vs;
-        CUDA_CHECK(cudaMalloc(&k8, n_val));
-        CUDA_CHECK(cudaMalloc(&v8, n_val));
-        CUDA_CHECK(cudaMalloc(&ks, n_sc * sizeof(float)));
-        CUDA_CHECK(cudaMalloc(&vs, n_sc * sizeof(float)));
-        fill_fp8_cache<<<1024, 256>>>(k8, n_val, ks, n_sc);
-        fill_fp8_cache<<<1024, 256>>>(v8, n_val, vs, n_sc);
-        CUDA_CHECK_LAUNCH();
+        const DeviceFp8Cache c(size_t(n), Hkv, D);
         p.variant = 0;
         const double ms = bench::median_ms(
             [&] {
-              dequantize_kv_fp8(k8, ks, long(n) * Hkv, D, b.k, nullptr);
-              dequantize_kv_fp8(v8, vs, long(n) * Hkv, D, b.v, nullptr);
+              dequantize_kv_fp8(c.k8, c.ks, long(n) * Hkv, D, b.k, nullptr);
+              dequantize_kv_fp8(c.v8, c.vs, long(n) * Hkv, D, b.v, nullptr);
               flash_attention_forward(p, nullptr);
             },
             1, reps);
@@ -218,10 +234,6 @@ int main(int argc, char** argv) {
                       "\"tflops\":%.1f,\"vs_bf16\":%.3f}",
                       n, H, Hkv, D, ms, flops / ms / 1e9, bf16_ms / ms);
         emit(line);
-        CUDA_CHECK(cudaFree(k8));
-        CUDA_CHECK(cudaFree(v8));
-        CUDA_CHECK(cudaFree(ks));
-        CUDA_CHECK(cudaFree(vs));
       }
     }
 
@@ -300,16 +312,7 @@ int main(int argc, char** argv) {
       }
       // fp8 cache, read directly by the same kernel, every fp8 tile configuration.
       {
-        const size_t n_val = size_t(n_k) * Hkv * D, n_sc = size_t(n_k) * Hkv;
-        uint8_t *k8, *v8;
-        float *ks, *vs;
-        CUDA_CHECK(cudaMalloc(&k8, n_val));
-        CUDA_CHECK(cudaMalloc(&v8, n_val));
-        CUDA_CHECK(cudaMalloc(&ks, n_sc * sizeof(float)));
-        CUDA_CHECK(cudaMalloc(&vs, n_sc * sizeof(float)));
-        fill_fp8_cache<<<1024, 256>>>(k8, n_val, ks, n_sc);
-        fill_fp8_cache<<<1024, 256>>>(v8, n_val, vs, n_sc);
-        CUDA_CHECK_LAUNCH();
+        const DeviceFp8Cache c(size_t(n_k), Hkv, D);
         DecodeAttnParams bf16 = base;
         bf16.variant = 0;
         const double bf16_ms = decode_ms(bf16);
@@ -317,10 +320,10 @@ int main(int argc, char** argv) {
         for (int variant = 0; variant < decode_attention_fp8_variants(); ++variant) {
           DecodeAttnParams p = base;
           p.k = p.v = nullptr;
-          p.k_fp8 = k8;
-          p.v_fp8 = v8;
-          p.k_scale = ks;
-          p.v_scale = vs;
+          p.k_fp8 = c.k8;
+          p.v_fp8 = c.v8;
+          p.k_scale = c.ks;
+          p.v_scale = c.vs;
           p.variant = variant;
           const double ms = decode_ms(p);
           std::snprintf(line, sizeof line,
@@ -331,10 +334,6 @@ int main(int argc, char** argv) {
                         bf16_ms / ms);
           emit(line);
         }
-        CUDA_CHECK(cudaFree(k8));
-        CUDA_CHECK(cudaFree(v8));
-        CUDA_CHECK(cudaFree(ks));
-        CUDA_CHECK(cudaFree(vs));
       }
       // Split-count sweep for the default variant (how many waves of blocks pay off).
       for (int splits : {16, 33, 132, 264}) {
