@@ -275,14 +275,6 @@ void CudaBackend::attention_rows(const Tensor& q, const std::vector<KvBlock>& kv
   }
   if (!batch) return Backend::attention_rows(q, kv, shapes, o, lse);
   const bool fp8 = kv[0].dtype == KvDtype::fp8;
-  const __nv_bfloat16* qb = nullptr;
-  if (q.dtype() == DType::bf16) {
-    qb = static_cast<const __nv_bfloat16*>(q.data());
-  } else {
-    auto* conv = static_cast<__nv_bfloat16*>(scratch(kAttnQuery, static_cast<size_t>(B * H * D) * 2));
-    convert_f32_to_bf16(q.f32(), conv, B * H * D, stream_);
-    qb = conv;
-  }
   std::vector<DecodeSeqKv> seqs(static_cast<size_t>(B));
   for (int64_t b = 0; b < B; ++b) {
     seqs[b].k = kv[b].k.data();
@@ -291,7 +283,7 @@ void CudaBackend::attention_rows(const Tensor& q, const std::vector<KvBlock>& kv
     seqs[b].n_k = static_cast<int>(kv[b].rows());
   }
   DecodeAttnParams p;
-  p.q = qb;
+  p.q = query_bf16(q);
   p.o = o.f32();
   p.lse = lse.f32();
   p.n_heads = static_cast<int>(H);
