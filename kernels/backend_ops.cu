@@ -29,7 +29,7 @@ unsigned grid_for(int64_t n) {
 // kMaxWarps values); every thread gets the result.
 template <class T>
 __device__ T block_sum(T v, T* shared) {
-  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  v = cuda::warp_sum(v);
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   __syncthreads();  // shared may still be read by a previous call
   if (lane == 0) shared[warp] = v;
@@ -40,7 +40,7 @@ __device__ T block_sum(T v, T* shared) {
 }
 
 __device__ float block_max(float v, float* shared) {
-  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+  v = cuda::warp_max(v);
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   __syncthreads();
   if (lane == 0) shared[warp] = v;

@@ -44,8 +44,7 @@ __global__ void generic_attention_kernel(GenericAttnParams p) {
       const int d = lane + 32 * i;
       if (d < D) s += q[i] * __bfloat162float(krow[d]);
     }
-    for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
-    s *= p.scale;
+    s = cuda::warp_sum(s) * p.scale;
     const float m_new = fmaxf(m, s), alpha = expf(m - m_new), e = expf(s - m_new);
     l = l * alpha + e;
     const __nv_bfloat16* vrow = p.v + j * ks + int64_t(kvh) * D;

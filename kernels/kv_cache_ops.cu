@@ -1,6 +1,7 @@
 // fp8 KV cache quantize / dequantize (kv_cache_ops.h). One warp per (token, head) row:
 // the warp's max is exact and order-free, and the per-value rule is kv_quant.h's, so the
 // bytes equal the CPU backend's.
+#include "cuda_common.cuh"
 #include "kv_cache_ops.h"
 #include "ringinfer/cuda_check.h"
 #include "ringinfer/kv_quant.h"
@@ -16,7 +17,7 @@ constexpr int kWarpsPerBlock = 8;
 __device__ __forceinline__ void quantize_head_warp(const float* xr, int D, int lane, uint8_t* q, float* scale) {
   float amax = 0.f;
   for (int d = lane; d < D; d += 32) amax = fmaxf(amax, fabsf(xr[d]));  // fmaxf skips NaN, as the CPU's fmax
-  for (int off = 16; off > 0; off /= 2) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, off));
+  amax = cuda::warp_max(amax);
   const float s = kvq::fp8_scale(amax);
   if (lane == 0) *scale = s;
   for (int d = lane; d < D; d += 32) q[d] = kvq::fp8_quantize(xr[d], s);
