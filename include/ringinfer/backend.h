@@ -243,21 +243,14 @@ class Backend {
   // writes row by row, which is what the default does; CUDA stores the rows in one launch
   // (a few for large B).
   virtual void store_kv_rows(const Tensor& k, const Tensor& v, const std::vector<KvBlock>& dst) {
-    if (static_cast<int64_t>(dst.size()) != k.rows() || v.rows() != k.rows())
-      throw Error("backend: store_kv_rows: " + std::to_string(k.rows()) + " k rows, " + std::to_string(v.rows()) +
-                  " v rows, " + std::to_string(dst.size()) + " destinations");
-    const KvBlock* first = nullptr;
-    for (size_t b = 0; b < dst.size(); ++b) {
-      if (dst[b].rows() == 0) continue;
-      if (!first) first = &dst[b];
-      if (dst[b].rows() != 1 || dst[b].dtype != first->dtype || dst[b].n_kv_heads != first->n_kv_heads ||
-          dst[b].head_dim != first->head_dim)
-        throw Error("backend: store_kv_rows: destination " + std::to_string(b) +
-                    " is not a one-row block of the others' dtype and heads");
-    }
+    check_kv_rows(k, v, dst);
     for (int64_t b = 0; b < k.rows(); ++b)
       if (dst[b].rows() != 0) store_kv(k.rows(b, 1), v.rows(b, 1), dst[b]);
   }
+  // store_kv_rows()'s arguments: one destination per row of k and v, the ones stored into
+  // one-row blocks of one dtype and heads (throws Error otherwise). Returns the first
+  // destination stored into, or null when every row is skipped.
+  static const KvBlock* check_kv_rows(const Tensor& k, const Tensor& v, const std::vector<KvBlock>& dst);
   // dst = src: the same dtype and heads, dst.rows() == src.rows() (packing a ring block).
   void copy_kv(const KvBlock& src, const KvBlock& dst);
   // o = 0, lse = -inf: the identity of the merge.

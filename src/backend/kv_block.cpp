@@ -1,5 +1,6 @@
 // The KV cache's storage (backend.h KvBlock): names, sizes, the one-allocation layout.
 #include <string>
+#include <vector>
 
 #include "ringinfer/backend.h"
 #include "ringinfer/error.h"
@@ -76,6 +77,22 @@ KvBlock Backend::alloc_kv(int64_t rows, int64_t n_kv_heads, int64_t head_dim, Kv
     b.v_scale = part(2 * value_bytes + scale_bytes, DType::f32, n_kv_heads);
   }
   return b;
+}
+
+const KvBlock* Backend::check_kv_rows(const Tensor& k, const Tensor& v, const std::vector<KvBlock>& dst) {
+  if (static_cast<int64_t>(dst.size()) != k.rows() || v.rows() != k.rows())
+    throw Error("backend: store_kv_rows: " + std::to_string(k.rows()) + " k rows, " + std::to_string(v.rows()) +
+                " v rows, " + std::to_string(dst.size()) + " destinations");
+  const KvBlock* first = nullptr;
+  for (size_t b = 0; b < dst.size(); ++b) {
+    if (dst[b].rows() == 0) continue;
+    if (!first) first = &dst[b];
+    if (dst[b].rows() != 1 || dst[b].dtype != first->dtype || dst[b].n_kv_heads != first->n_kv_heads ||
+        dst[b].head_dim != first->head_dim)
+      throw Error("backend: store_kv_rows: destination " + std::to_string(b) +
+                  " is not a one-row block of the others' dtype and heads");
+  }
+  return first;
 }
 
 void Backend::copy_kv(const KvBlock& src, const KvBlock& dst) {

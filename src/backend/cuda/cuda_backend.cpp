@@ -427,33 +427,24 @@ void CudaBackend::store_kv(const Tensor& k, const Tensor& v, const KvBlock& dst)
 
 void CudaBackend::store_kv_rows(const Tensor& k, const Tensor& v, const std::vector<KvBlock>& dst) {
   const int64_t B = k.rows();
-  check(static_cast<int64_t>(dst.size()) == B && v.rows() == B, "store_kv_rows",
-        std::to_string(B) + " k rows, " + std::to_string(v.rows()) + " v rows, " + std::to_string(dst.size()) +
-            " destinations");
+  const KvBlock* first = check_kv_rows(k, v, dst);
+  if (!first) return;
+  check(supports_kv_dtype(first->dtype), "store_kv_rows", std::string("a ") + kv_dtype_name(first->dtype) + " KV cache");
+  const bool fp8 = first->dtype == KvDtype::fp8;
   // The rows to store (a row without a destination belongs to another rank).
   std::vector<KvRowDst> rows;
-  const KvBlock* first = nullptr;
   for (int64_t b = 0; b < B; ++b) {
     const KvBlock& d = dst[b];
     if (d.rows() == 0) continue;
-    if (!first) first = &d;
-    check(d.rows() == 1 && d.dtype == first->dtype && d.n_kv_heads == first->n_kv_heads &&
-              d.head_dim == first->head_dim,
-          "store_kv_rows",
-          "destination " + std::to_string(b) + " is not a one-row block of the others' dtype and heads");
-    check(supports_kv_dtype(d.dtype), "store_kv_rows", std::string("a ") + kv_dtype_name(d.dtype) + " KV cache");
     backend_checks::check_kv_block("cuda", "store_kv_rows", d);
-    const bool fp8 = d.dtype == KvDtype::fp8;
     rows.push_back(KvRowDst{b, d.k.data(), d.v.data(), fp8 ? d.k_scale.f32() : nullptr,
                             fp8 ? d.v_scale.f32() : nullptr});
   }
-  if (!first) return;
   const int64_t Hkv = first->n_kv_heads, D = first->head_dim;
   expect(k, B, Hkv * D, DType::f32, "store_kv_rows", "k");
   expect(v, B, Hkv * D, DType::f32, "store_kv_rows", "v");
   check(D < (int64_t(1) << 31) && Hkv < (int64_t(1) << 31), "store_kv_rows", "heads or head_dim over 2^31");
-  scatter_kv_rows(k.f32(), v.f32(), static_cast<int>(Hkv), static_cast<int>(D), first->dtype == KvDtype::fp8,
-                  rows.data(), static_cast<int64_t>(rows.size()), stream_);
+  scatter_kv_rows(k.f32(), v.f32(), static_cast<int>(Hkv), static_cast<int>(D), fp8, rows.data(), static_cast<int64_t>(rows.size()), stream_);
 }
 
 void CudaBackend::attention_reset(const Tensor& o, const Tensor& lse) {
