@@ -192,8 +192,9 @@ double measured_copy_gbps() {
 
 // The model's decode-sized products (small_gemm.h) against cuBLAS on the same shapes, the
 // way the backend runs it for larger batches (x converted to bf16 by a kernel, then
-// cublasGemmEx per weight; here with a default handle on the legacy stream), for each x row count in `rows`: one "matmul" line per (rows,
-// projection); "qkv" and "gate_up" are the products that share x, one launch of ours.
+// cublasGemmEx per weight; here with a default handle on the legacy stream), for each x
+// row count in `rows`: one "matmul" line per (rows, projection); "qkv" and "gate_up" are
+// the products that share x, one launch of ours.
 // Weight bytes per second are given as a fraction of the copy bandwidth.
 void bench_matmuls(const ModelConfig& c, const std::vector<int64_t>& rows, double copy_gbps,
                    const std::function<void(const std::string&)>& emit) {

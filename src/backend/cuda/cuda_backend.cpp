@@ -387,21 +387,23 @@ SmallGemmProduct CudaBackend::small_gemm_product(const Tensor& w, const Tensor& 
   return p;
 }
 
+void CudaBackend::check_rope(const char* op, const Tensor& x, int64_t n_heads, const Tensor& inv_freq) {
+  const int64_t half = inv_freq.cols();
+  check(x.dtype() == DType::f32 && n_heads > 0 && x.cols() == n_heads * 2 * half, op,
+        "x is " + shape(x) + " for " + std::to_string(n_heads) + " heads of " + std::to_string(2 * half));
+  expect(inv_freq, 1, half, DType::f64, op, "inv_freq");
+}
+
 void CudaBackend::rope(const Tensor& x, int64_t n_heads, const Tensor& inv_freq, int64_t pos_start,
                        int64_t pos_stride) {
-  const int64_t n = x.rows(), half = inv_freq.cols();
-  check(x.dtype() == DType::f32 && n_heads > 0 && x.cols() == n_heads * 2 * half, "rope",
-        "x is " + shape(x) + " for " + std::to_string(n_heads) + " heads of " + std::to_string(2 * half));
-  expect(inv_freq, 1, half, DType::f64, "rope", "inv_freq");
-  rope_strided(x.f32(), n, n_heads, half, inv_freq.f64(), pos_start, pos_stride, stream_);
+  check_rope("rope", x, n_heads, inv_freq);
+  rope_strided(x.f32(), x.rows(), n_heads, inv_freq.cols(), inv_freq.f64(), pos_start, pos_stride, stream_);
 }
 
 void CudaBackend::rope_rows(const Tensor& x, int64_t n_heads, const Tensor& inv_freq,
                             const std::vector<int64_t>& positions) {
+  check_rope("rope_rows", x, n_heads, inv_freq);
   const int64_t n = x.rows(), half = inv_freq.cols();
-  check(x.dtype() == DType::f32 && n_heads > 0 && x.cols() == n_heads * 2 * half, "rope_rows",
-        "x is " + shape(x) + " for " + std::to_string(n_heads) + " heads of " + std::to_string(2 * half));
-  expect(inv_freq, 1, half, DType::f64, "rope_rows", "inv_freq");
   check(static_cast<int64_t>(positions.size()) == n, "rope_rows",
         std::to_string(n) + " rows, " + std::to_string(positions.size()) + " positions");
   rope_at_positions(x.f32(), n, n_heads, half, inv_freq.f64(), positions.data(), stream_);

@@ -90,6 +90,8 @@ class CudaBackend final : public Backend {
   enum Slot { kGemmInput, kAttnQuery, kDecodeWork, kDecodeO, kDecodeLse, kFp8KeysBf16, kFp8ValuesBf16, kSdpaO, kSdpaStats,
               kSdpaWork, kSdpaLens, kSlots };
   void* scratch(Slot slot, size_t bytes);
+  // rope's and rope_rows' checks of x (n, n_heads * D) f32 and inv_freq (1, D/2) f64 (throws).
+  void check_rope(const char* op, const Tensor& x, int64_t n_heads, const Tensor& inv_freq);
   // matmul's shape checks (throws); false when the product is empty.
   bool check_matmul(const Tensor& x, const Tensor& w, const Tensor& bias, const Tensor& out);
   // Whether the few-row kernel (kernels/small_gemm.h) takes x W^T, and one product of it.
