@@ -5,7 +5,9 @@
 // converted to bf16 by a kernel of its own first; this reads W once, streaming, rounds x to
 // bf16 in registers (the same operands as the cuBLAS path: bf16 x and W, products and sums
 // in fp32), and takes the bias and the accumulation in its epilogue. Up to
-// kSmallGemmMaxProducts products that share x (Q, K and V; gate and up) run in one launch.
+// kSmallGemmMaxProducts products that share x (Q, K and V; gate and up) run in one launch,
+// which may also take the RMSNorm before them and the SwiGLU after gate and up
+// (SmallGemmFusion): a decode layer's small kernels, folded into the products.
 // Host-callable; raw device pointers; CUDA builds only.
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
@@ -25,6 +27,17 @@ struct SmallGemmProduct {
   int64_t of = 0;
 };
 
+// What a launch folds in besides the products. norm: x is first normalized row by row as
+// rmsnorm() does (out = norm * (x / sqrt(mean(x^2) + eps)), the sum of squares in float64),
+// norm (in) f32, 16-byte aligned. swiglu: the launch has two products of one shape, gate
+// and up, and product 0's out receives silu(gate) * up (as swiglu() computes it from the
+// two outs), product 1's out is not written; no accumulation.
+struct SmallGemmFusion {
+  const float* norm = nullptr;
+  float eps = 0.f;
+  bool swiglu = false;
+};
+
 // Whether small_gemm_bf16 takes x (n, in) at `x` against w (of, in): 1 <= n <=
 // kSmallGemmMaxRows, in >= 8 and a multiple of 8, x and w 16-byte aligned (rows are read in
 // 16-byte pieces), in and of below 2^28.
@@ -32,8 +45,10 @@ bool small_gemm_supported(int64_t n, int64_t in, int64_t of, const void* x, cons
 
 // For each of the `count` products: out[m][j] = (accumulate ? out[m][j] : 0) +
 // sum_k bf16(x[m][k]) * w[j][k] (fp32, in an order fixed by `in` alone) + bias[j], m < n.
-// Throws ringinfer::Error unless small_gemm_supported() holds for every product.
+// With `fusion`, x is normalized first and/or gate and up are combined, as SmallGemmFusion
+// says; the sums are the same. Throws ringinfer::Error unless small_gemm_supported() holds
+// for every product and the fusion's conditions hold.
 void small_gemm_bf16(const float* x, int64_t n, int64_t in, const SmallGemmProduct* products, int count,
-                     bool accumulate, cudaStream_t stream);
+                     bool accumulate, cudaStream_t stream, const SmallGemmFusion& fusion = {});
 
 }  // namespace ringinfer

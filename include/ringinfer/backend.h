@@ -217,6 +217,20 @@ class Backend {
   virtual void matmuls(const Tensor& x, const std::vector<Product>& products) {
     for (const Product& p : products) matmul(x, p.w, p.bias, p.out, false);
   }
+  // matmuls() of RMSNorm(x) (rmsnorm() with norm_weight and eps), the RMSNorm into
+  // `normed` (x's shape) first. With `gated` the products are gate and up of one shape and
+  // products[0].out receives swiglu()'s silu(gate) * up; products[1].out is then scratch.
+  // `normed` is scratch too: a backend may form the products without writing it. The
+  // default runs the ops named; CUDA runs decode-sized ones as one launch (small_gemm.h).
+  virtual void rmsnorm_matmuls(const Tensor& x, const Tensor& norm_weight, float eps, const Tensor& normed,
+                               const std::vector<Product>& products, bool gated = false) {
+    if (gated && products.size() != 2)
+      throw Error("backend: rmsnorm_matmuls: gated takes two products (gate, up), got " +
+                  std::to_string(products.size()));
+    rmsnorm(x, norm_weight, eps, normed);
+    matmuls(normed, products);
+    if (gated) swiglu(products[0].out, products[1].out);
+  }
   // In place on x (n, n_heads * D), Hugging Face pairing (d, d + D/2). Row i has global
   // position pos_start + i * pos_stride; angle = position * inv_freq[d] in float64;
   // inv_freq (1, D/2) f64 from rope_inv_freq().

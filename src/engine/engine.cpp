@@ -269,9 +269,7 @@ struct Engine::State {
   void mlp(const engine::BackendLayer& L, const Tensor& x_rows) {
     const int64_t n = x_rows.rows();
     const Tensor hn = h.rows(0, n), g = gate.rows(0, n), u = up.rows(0, n);
-    be.rmsnorm(x_rows, L.ffn_norm, eps, hn);
-    be.matmuls(hn, {{L.w_gate, Tensor(), g}, {L.w_up, Tensor(), u}});
-    be.swiglu(g, u);
+    be.rmsnorm_matmuls(x_rows, L.ffn_norm, eps, hn, {{L.w_gate, Tensor(), g}, {L.w_up, Tensor(), u}}, /*gated=*/true);
     row_parallel(g, L.w_down, Tensor(), x_rows);
   }
 
@@ -311,12 +309,11 @@ struct Engine::State {
     const int64_t n = x_rows.rows();
     const Tensor hn = h.rows(0, n);
     const Tensor qf = q_new.empty() ? q_rows : q_new.rows(0, n);
-    be.rmsnorm(x_rows, L.attn_norm, eps, hn);
     const Tensor kn = k_new.rows(0, n), vn = v_new.rows(0, n);
     if (with_kv)
-      be.matmuls(hn, {{L.wq, L.bq, qf}, {L.wk, L.bk, kn}, {L.wv, L.bv, vn}});
+      be.rmsnorm_matmuls(x_rows, L.attn_norm, eps, hn, {{L.wq, L.bq, qf}, {L.wk, L.bk, kn}, {L.wv, L.bv, vn}});
     else
-      be.matmul(hn, L.wq, L.bq, qf, false);
+      be.rmsnorm_matmuls(x_rows, L.attn_norm, eps, hn, {{L.wq, L.bq, qf}});
     head_norm(qf, L.q_norm, H);
     rope_at(qf, H, pos);
     be.copy(qf, q_rows);  // f32 -> q_dtype (a no-op when they are the same tensor)

@@ -273,6 +273,71 @@ TEST(CudaBackendOps, MatmulsEqualEachMatmulAlone) {
   }
 }
 
+// rmsnorm_matmuls: the few-row launch that normalizes x as it reads it (n <= 4) against a
+// float64 sum of the operands it rounds (x normalized in fp32 as rmsnorm() does, then bf16;
+// bf16 weights): within 2e-6 of sum|terms|, as the plain few-row products; and bitwise what
+// the ops it stands for give on the same device (rmsnorm, matmuls, swiglu for `gated`),
+// for more rows too (the default path). in = 520: rows not a multiple of the warp's 128.
+TEST(CudaBackendOps, RmsnormMatmulsEqualTheOpsTheyFuse) {
+  Pair p;
+  const float eps = 1e-5f;
+  for (int64_t in : {4096, 520})
+    for (int64_t n : {1, 2, 3, 4, 7}) {
+      const auto x = randn(n * in, 3.0f), g = randn(in, 0.3f);
+      std::vector<float> gamma(g.size());
+      for (size_t k = 0; k < g.size(); ++k) gamma[k] = 1.0f + g[k];
+      Tensor xg = make(*p.gpu, n, in, DType::f32, x.data()), wn = make(*p.gpu, in, 1, DType::f32, gamma.data());
+      Tensor normed = poisoned(*p.gpu, n, in), gate_alone = poisoned(*p.gpu, n, 3000);
+      // The operands the kernel multiplies: x normalized in fp32, then rounded to bf16.
+      std::vector<float> xn(x.size());
+      for (int64_t m = 0; m < n; ++m) {
+        double ss = 0;
+        for (int64_t k = 0; k < in; ++k) ss += double(x[m * in + k]) * x[m * in + k];
+        const float inv = float(1.0 / std::sqrt(ss / double(in) + double(eps)));
+        for (int64_t k = 0; k < in; ++k) xn[m * in + k] = bf16_round(gamma[k] * (x[m * in + k] * inv));
+      }
+      for (bool gated : {false, true}) {
+        const std::vector<int64_t> outs = gated ? std::vector<int64_t>{3000, 3000} : std::vector<int64_t>{1024, 96, 8200};
+        std::vector<HostTensor> ws, bs;
+        std::vector<Backend::Product> fused, plain;
+        for (size_t i = 0; i < outs.size(); ++i) {
+          ws.push_back(host_tensor({outs[i], in}, 0.05f));
+          bs.push_back(host_tensor({outs[i]}, 1.0f));
+          Tensor w = p.gpu->upload_weight(ws[i]);
+          Tensor b = i == 1 ? Tensor() : p.gpu->upload_weight(bs[i]);
+          fused.push_back({w, b, poisoned(*p.gpu, n, outs[i])});
+          plain.push_back({w, b, poisoned(*p.gpu, n, outs[i])});
+        }
+        p.gpu->rmsnorm_matmuls(xg, wn, eps, normed, fused, gated);
+        p.gpu->rmsnorm(xg, wn, eps, normed);
+        p.gpu->matmuls(normed, plain);
+        if (gated) p.gpu->swiglu(plain[0].out, plain[1].out);
+        const size_t checked = gated ? 1 : outs.size();  // gated: up's out is scratch
+        for (size_t i = 0; i < checked; ++i) {
+          const auto a = get(*p.gpu, plain[i].out), got = get(*p.gpu, fused[i].out);
+          EXPECT_EQ(0, std::memcmp(a.data(), got.data(), a.size() * sizeof(float)))
+              << "in " << in << " n " << n << " product " << i << (gated ? " gated" : "");
+          if (gated) continue;
+          double worst = 0;
+          for (int64_t m = 0; m < n; ++m)
+            for (int64_t j = 0; j < outs[i]; ++j) {
+              double ref = i == 1 ? 0.0 : bs[i].data[j], mag = std::fabs(ref);
+              for (int64_t k = 0; k < in; ++k) {
+                const double t = double(xn[m * in + k]) * bf16_round(ws[i].data[j * in + k]);
+                ref += t;
+                mag += std::fabs(t);
+              }
+              const float v = got[m * outs[i] + j];
+              worst = std::isnan(v) ? INFINITY : std::max(worst, std::fabs(v - ref) / mag);
+            }
+          std::printf("[ measured ] rmsnorm_matmuls n %lld in %lld out %lld: max |err| / sum|terms| %.3g\n",
+                      (long long)n, (long long)in, (long long)outs[i], worst);
+          EXPECT_LT(worst, 2e-6) << "in " << in << " n " << n << " product " << i;
+        }
+      }
+    }
+}
+
 TEST(CudaBackendOps, RopeAtLargePositions) {
   Pair p;
   const int64_t H = 3, D = 64, n = 11;

@@ -362,6 +362,31 @@ void CudaBackend::matmuls(const Tensor& x, const std::vector<Product>& products)
   small_gemm_bf16(x.f32(), x.rows(), x.cols(), launch.data(), static_cast<int>(launch.size()), false, stream_);
 }
 
+void CudaBackend::rmsnorm_matmuls(const Tensor& x, const Tensor& norm_weight, float eps, const Tensor& normed,
+                                  const std::vector<Product>& products, bool gated) {
+  // Decode-sized products of bf16 weights: one launch of the few-row kernel, which
+  // normalizes x as it reads it (and with `gated` pairs gate and up rows and writes silu(g) * u),
+  // so neither `normed` nor up is written.
+  bool one_launch = !products.empty() && static_cast<int>(products.size()) <= kSmallGemmMaxProducts &&
+                    norm_weight.dtype() == DType::f32 && norm_weight.numel() == x.cols() &&
+                    reinterpret_cast<uintptr_t>(norm_weight.data()) % 16 == 0 &&
+                    (!gated || (products.size() == 2 && products[0].w.rows() == products[1].w.rows()));
+  for (const Product& p : products) one_launch = check_matmul(x, p.w, p.bias, p.out) && one_launch && small_gemm_takes(x, p.w);
+  if (!one_launch) {
+    Backend::rmsnorm_matmuls(x, norm_weight, eps, normed, products, gated);
+    return;
+  }
+  expect(normed, x.rows(), x.cols(), DType::f32, "rmsnorm_matmuls", "normed");
+  std::vector<SmallGemmProduct> launch;
+  for (const Product& p : products) launch.push_back(small_gemm_product(p.w, p.bias, p.out));
+  SmallGemmFusion fusion;
+  fusion.norm = norm_weight.f32();
+  fusion.eps = eps;
+  fusion.swiglu = gated;
+  small_gemm_bf16(x.f32(), x.rows(), x.cols(), launch.data(), static_cast<int>(launch.size()), false, stream_,
+                  fusion);
+}
+
 bool CudaBackend::check_matmul(const Tensor& x, const Tensor& w, const Tensor& bias, const Tensor& out) {
   const int64_t n = x.rows(), in = x.cols(), of = w.rows();
   check(x.dtype() == DType::f32 && (w.dtype() == DType::bf16 || w.dtype() == DType::f32), "matmul",

@@ -59,6 +59,8 @@ class CudaBackend final : public Backend {
   void rmsnorm(const Tensor& x, const Tensor& weight, float eps, const Tensor& out) override;
   void matmul(const Tensor& x, const Tensor& w, const Tensor& bias, const Tensor& out, bool accumulate) override;
   void matmuls(const Tensor& x, const std::vector<Product>& products) override;
+  void rmsnorm_matmuls(const Tensor& x, const Tensor& norm_weight, float eps, const Tensor& normed,
+                       const std::vector<Product>& products, bool gated) override;
   void rope(const Tensor& x, int64_t n_heads, const Tensor& inv_freq, int64_t pos_start, int64_t pos_stride) override;
   void rope_rows(const Tensor& x, int64_t n_heads, const Tensor& inv_freq,
                  const std::vector<int64_t>& positions) override;
