@@ -131,18 +131,11 @@ __global__ void rope_kernel(float* x, int64_t n, int64_t n_heads, int64_t half, 
   for (int64_t idx = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; idx < n * half * groups;
        idx += int64_t(gridDim.x) * blockDim.x) {
     const int64_t g = idx / (n * half), i = idx % (n * half) / half, d = idx % half;
-    const double angle = double(positions[i]) * inv_freq[d];
-    double sd, cd;
-    sincos(angle, &sd, &cd);
-    const float c = float(cd), s = float(sd);
+    float c, s;
+    cuda::rope_cos_sin(positions[i], inv_freq[d], c, s);
     float* row = x + i * n_heads * 2 * half;
     const int64_t h_end = (g + 1) * heads_per_thread < n_heads ? (g + 1) * heads_per_thread : n_heads;
-    for (int64_t h = g * heads_per_thread; h < h_end; ++h) {
-      float* xh = row + h * 2 * half;
-      const float a = xh[d], b = xh[d + half];
-      xh[d] = a * c - b * s;
-      xh[d + half] = b * c + a * s;
-    }
+    for (int64_t h = g * heads_per_thread; h < h_end; ++h) cuda::rope_rotate(row + h * 2 * half, d, half, c, s);
   }
 }
 

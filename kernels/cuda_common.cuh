@@ -138,6 +138,22 @@ __device__ __forceinline__ void pdl_wait() {
 #endif
 }
 
+// ---------------------------------------------------------------- RoPE
+// The rotation of one pair (x[d], x[d + D/2]) at `position`: the angle position *
+// inv_freq[d] and its cos/sin in float64, the rotation in fp32. Every RoPE kernel calls
+// these, so they rotate bitwise alike.
+__device__ __forceinline__ void rope_cos_sin(int64_t position, double inv_freq, float& c, float& s) {
+  double sd, cd;
+  sincos(double(position) * inv_freq, &sd, &cd);
+  c = float(cd);
+  s = float(sd);
+}
+__device__ __forceinline__ void rope_rotate(float* x, int64_t d, int64_t half, float c, float s) {
+  const float a = x[d], b = x[d + half];
+  x[d] = a * c - b * s;
+  x[d + half] = b * c + a * s;
+}
+
 // ---------------------------------------------------------------- shared-memory tiles
 // A tile of `rows` x D bf16 (D = 64 or 128) in shared memory, stored as 16-byte chunks
 // with chunk c of row r at position c ^ (r % 8): the 8 rows an ldmatrix reads at one

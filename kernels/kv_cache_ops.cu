@@ -4,6 +4,7 @@
 #include "cuda_common.cuh"
 #include "kv_cache_ops.h"
 #include "ringinfer/cuda_check.h"
+#include "ringinfer/error.h"
 #include "ringinfer/kv_quant.h"
 
 namespace ringinfer {
@@ -67,6 +68,64 @@ __global__ void dequantize_kv_fp8_kernel(const uint8_t* q, const float* scale, i
     out[row * D + d] = __float2bfloat16(kvq::fp8_e4m3_value(q[row * D + d]) * s);
 }
 
+// One launch's rows (rope_store_rows), by value.
+struct RopeStoreRows {
+  int64_t pos[kRopeStoreMaxRows];
+  KvRowDst dst[kRopeStoreMaxRows];
+};
+
+// Stores the D values of one (token, head) at x into a cache row: bf16, or fp8 through
+// quantize_head_warp, as scatter_kv_rows does.
+__device__ __forceinline__ void store_head_warp(const float* x, int D, int lane, bool fp8, void* cache, float* scale) {
+  if (fp8) {
+    quantize_head_warp(x, D, lane, static_cast<uint8_t*>(cache), scale);
+    return;
+  }
+  auto* y = static_cast<__nv_bfloat16*>(cache);
+  for (int d = lane; d < D; d += 32) y[d] = __float2bfloat16_rn(x[d]);
+}
+
+// blockIdx.y: the row; one warp per head, Q heads first, then K, then V.
+__global__ void rope_store_rows_kernel(float* q, void* q_out, bool q_out_bf16, float* k, const float* v, int n_heads,
+                                       int n_kv_heads, int D, const double* inv_freq, bool fp8,
+                                       const __grid_constant__ RopeStoreRows rows) {
+  const int i = blockIdx.y, lane = threadIdx.x % 32, half = D / 2;
+  const int head = blockIdx.x * kWarpsPerBlock + threadIdx.x / 32;
+  const int kv_heads = k ? n_kv_heads : 0;
+  if (head >= n_heads + 2 * kv_heads) return;
+  const KvRowDst& r = rows.dst[i];
+  if (head < n_heads) {
+    float* x = q + (int64_t(i) * n_heads + head) * D;
+    for (int d = lane; d < half; d += 32) {
+      float c, s;
+      cuda::rope_cos_sin(rows.pos[i], inv_freq[d], c, s);
+      cuda::rope_rotate(x, d, half, c, s);
+    }
+    __syncwarp();
+    const int64_t at = (int64_t(i) * n_heads + head) * D;
+    if (q_out_bf16)
+      for (int d = lane; d < D; d += 32) static_cast<__nv_bfloat16*>(q_out)[at + d] = __float2bfloat16_rn(x[d]);
+    else if (q_out != q)
+      for (int d = lane; d < D; d += 32) static_cast<float*>(q_out)[at + d] = x[d];
+    return;
+  }
+  const int h = (head - n_heads) % n_kv_heads;
+  const bool is_v = head >= n_heads + n_kv_heads;
+  const int64_t at = (int64_t(i) * n_kv_heads + h) * D;
+  if (!is_v) {
+    for (int d = lane; d < half; d += 32) {
+      float c, s;
+      cuda::rope_cos_sin(rows.pos[i], inv_freq[d], c, s);
+      cuda::rope_rotate(k + at, d, half, c, s);
+    }
+    __syncwarp();  // the rotated values, written by other lanes, are read below
+  }
+  if (!r.k) return;  // the row is not stored here
+  const size_t off = size_t(h) * D * (fp8 ? 1 : sizeof(__nv_bfloat16));
+  store_head_warp((is_v ? v : k) + at, D, lane, fp8, static_cast<char*>(is_v ? r.v : r.k) + off,
+                  fp8 ? (is_v ? r.v_scale : r.k_scale) + h : nullptr);
+}
+
 unsigned blocks_for(int64_t rows) { return static_cast<unsigned>((rows + kWarpsPerBlock - 1) / kWarpsPerBlock); }
 
 }  // namespace
@@ -103,6 +162,23 @@ void scatter_kv_rows(const float* k, const float* v, int n_kv_heads, int D, bool
     }
     CUDA_CHECK_LAUNCH();
   }
+}
+
+void rope_store_rows(float* q, void* q_out, bool q_out_bf16, float* k, const float* v, int64_t n, int n_heads,
+                     int n_kv_heads, int D, const double* inv_freq, const int64_t* pos, const KvRowDst* dst, bool fp8,
+                     cudaStream_t stream) {
+  if (n <= 0 || D <= 0) return;
+  if (n > kRopeStoreMaxRows) throw Error("rope_store_rows: more than 32 rows in one launch");
+  RopeStoreRows rows{};
+  for (int64_t i = 0; i < n; ++i) {
+    rows.pos[i] = pos[i];
+    if (k) rows.dst[i] = dst[i];
+  }
+  const int heads = n_heads + (k ? 2 * n_kv_heads : 0);
+  const dim3 grid(blocks_for(heads), unsigned(n));
+  rope_store_rows_kernel<<<grid, 32 * kWarpsPerBlock, 0, stream>>>(q, q_out, q_out_bf16, k, v, n_heads, n_kv_heads, D,
+                                                                   inv_freq, fp8, rows);
+  CUDA_CHECK_LAUNCH();
 }
 
 }  // namespace ringinfer

@@ -35,4 +35,15 @@ constexpr int kKvScatterMaxRows = 32;
 void scatter_kv_rows(const float* k, const float* v, int n_kv_heads, int D, bool fp8, const KvRowDst* dst,
                      int64_t n, cudaStream_t stream);
 
+// The end of a decode projection in one launch (Backend::rope_store_rows), n <=
+// kRopeStoreMaxRows rows: row i of q (n, n_heads*D) and of k (n, n_kv_heads*D) rotated in
+// place at pos[i] (inv_freq: D/2 float64) as rope_at_positions rotates them; q's rows
+// then written to q_out, rounded to bf16 (q_out_bf16) or as f32 (q_out may be q); and the
+// K, V rows with dst[i].k set (dst: n entries; src_row = i) stored as scatter_kv_rows
+// stores them. k and v null: Q only.
+constexpr int kRopeStoreMaxRows = 32;
+void rope_store_rows(float* q, void* q_out, bool q_out_bf16, float* k, const float* v, int64_t n, int n_heads,
+                     int n_kv_heads, int D, const double* inv_freq, const int64_t* pos, const KvRowDst* dst, bool fp8,
+                     cudaStream_t stream);
+
 }  // namespace ringinfer

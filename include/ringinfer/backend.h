@@ -261,6 +261,19 @@ class Backend {
     for (int64_t b = 0; b < k.rows(); ++b)
       if (dst[b].rows() != 0) store_kv(k.rows(b, 1), v.rows(b, 1), dst[b]);
   }
+  // The end of a decode batch's projection: rope_rows() of q (n_heads) and of k
+  // (n_kv_heads) at `positions`, then copy(q, q_out) (q_out may be q), then
+  // store_kv_rows(k, v, dst) of the rotated k. k and v empty: Q only; dst empty: nothing
+  // stored. The default runs those ops; CUDA runs them as one launch for up to 32 rows.
+  virtual void rope_store_rows(const Tensor& q, const Tensor& q_out, const Tensor& k, const Tensor& v,
+                               int64_t n_heads, int64_t n_kv_heads, const Tensor& inv_freq,
+                               const std::vector<int64_t>& positions, const std::vector<KvBlock>& dst) {
+    rope_rows(q, n_heads, inv_freq, positions);
+    copy(q, q_out);
+    if (k.empty()) return;
+    rope_rows(k, n_kv_heads, inv_freq, positions);
+    if (!dst.empty()) store_kv_rows(k, v, dst);
+  }
   // store_kv_rows()'s arguments: one destination per row of k and v, the ones stored into
   // one-row blocks of one dtype and heads (throws Error otherwise). Returns the first
   // destination stored into, or null when every row is skipped.

@@ -303,8 +303,11 @@ struct Engine::State {
 
   // Projects rows of x at global positions `pos`: Q into q_rows (q_dtype) and, with_kv, K
   // and V into k_new, v_new (rows 0..n), each after QK-norm and RoPE in fp32; Q is then
-  // rounded once into q_rows when q_dtype is narrower. The caller stores K,V in a cache.
-  void project_qkv(int l, const Tensor& x_rows, const Tensor& q_rows, const RowPositions& pos, bool with_kv) {
+  // rounded once into q_rows when q_dtype is narrower. Decode rows (pos.each) also store
+  // their K, V into `store` (rope_store_rows: one destination per row, an empty block for a
+  // row another rank owns); prefill's caller stores K, V itself.
+  void project_qkv(int l, const Tensor& x_rows, const Tensor& q_rows, const RowPositions& pos, bool with_kv,
+                   const std::vector<KvBlock>& store = {}) {
     const engine::BackendLayer& L = w.layers[l];
     const int64_t n = x_rows.rows();
     const Tensor hn = h.rows(0, n);
@@ -315,19 +318,15 @@ struct Engine::State {
     else
       be.rmsnorm_matmuls(x_rows, L.attn_norm, eps, hn, {{L.wq, L.bq, qf}});
     head_norm(qf, L.q_norm, H);
-    rope_at(qf, H, pos);
-    be.copy(qf, q_rows);  // f32 -> q_dtype (a no-op when they are the same tensor)
-    if (!with_kv) return;
-    head_norm(kn, L.k_norm, Hkv);
-    rope_at(kn, Hkv, pos);
-  }
-
-  void rope_at(const Tensor& t, int64_t n_heads, const RowPositions& pos) {
-    if (!pos.each) {
-      be.rope(t, n_heads, w.inv_freq, pos.start, N);
+    if (with_kv) head_norm(kn, L.k_norm, Hkv);
+    if (pos.each) {
+      be.rope_store_rows(qf, q_rows, with_kv ? kn : Tensor(), with_kv ? vn : Tensor(), H, Hkv, w.inv_freq, *pos.each,
+                         store);
       return;
     }
-    be.rope_rows(t, n_heads, w.inv_freq, *pos.each);
+    be.rope(qf, H, w.inv_freq, pos.start, N);
+    be.copy(qf, q_rows);  // f32 -> q_dtype (a no-op when they are the same tensor)
+    if (with_kv) be.rope(kn, Hkv, w.inv_freq, pos.start, N);
   }
 
   // ---------------------------------------------------------------- prefill
@@ -512,12 +511,10 @@ struct Engine::State {
     be.embed(w.embed, tok.rows(0, B), x1);
     std::vector<KvBlock> dst(static_cast<size_t>(B));  // each row's slot in its document's cache
     for (int l = 0; l < cfg.n_layers; ++l) {
-      project_qkv(l, x1, q1, RowPositions{0, &pos}, owns_any);
-      if (owns_any) {
+      if (owns_any)
         for (int64_t b = 0; b < B; ++b)  // an empty block: another rank owns the row
           dst[b] = seqs[b]->kv.holds(pos[b]) ? seqs[b]->kv.layers[l].rows(local_index(pos[b], N), 1) : KvBlock();
-        be.store_kv_rows(k_new.rows(0, B), v_new.rows(0, B), dst);
-      }
+      project_qkv(l, x1, q1, RowPositions{0, &pos}, owns_any, dst);
       const Tensor o1 = decode_attn->layer(caches, l, pos, q1, stats.bytes_sent);
       row_parallel(o1, w.layers[l].wo, w.layers[l].bo, x1);
       mlp(w.layers[l], x1);

@@ -647,6 +647,71 @@ TEST(CudaBackendOps, RopeRowsAndStoreKvRowsEqualTheRowByRowOps) {
   }
 }
 
+// rope_store_rows (a decode batch's RoPE, Q copy and K/V store in one launch for up to 32
+// rows) equals the ops it stands for on the same device bit for bit: rotated q and k,
+// the bf16 (or f32) Q copy, every cache byte (bf16 and fp8; rows another rank owns left
+// alone), and the Q-only form; B = 37 takes the ops one by one.
+TEST(CudaBackendOps, RopeStoreRowsEqualTheOpsTheyFuse) {
+  Pair p;
+  Backend& g = *p.gpu;
+  const int64_t H = 6, Hkv = 2, cap = 3;
+  for (int64_t D : {64, 128, 96}) {
+    RopeConfig rc;
+    rc.theta = 500000.0;
+    const auto inv = rope_inv_freq(rc, D);
+    Tensor fg = make(g, 1, D / 2, DType::f64, inv.data());
+    for (int64_t B : {1, 5, 37}) {
+      SCOPED_TRACE("D=" + std::to_string(D) + " B=" + std::to_string(B));
+      std::vector<int64_t> positions(B);
+      std::uniform_int_distribution<int64_t> any_pos(0, 8000000);
+      for (int64_t i = 0; i < B; ++i) positions[i] = i % 4 == 3 ? positions[i / 2] : any_pos(rng);
+      const auto q = randn(B * H * D), v = randn(B * Hkv * D);
+      auto k = randn(B * Hkv * D);
+      for (size_t i = 0; i < k.size(); ++i) k[i] *= std::ldexp(1.0f, int(i / D) % 13 - 6);
+      for (KvDtype dt : {KvDtype::bf16, KvDtype::fp8})
+        for (DType q_dtype : {DType::bf16, DType::f32})
+          for (bool with_kv : {true, false}) {
+            SCOPED_TRACE(std::string(kv_dtype_name(dt)) + (q_dtype == DType::bf16 ? " q bf16" : " q f32") +
+                         (with_kv ? "" : " Q only"));
+            Tensor qs[2], qo[2], ks[2], vs[2];
+            std::vector<KvBlock> caches[2], dst[2];
+            for (int i = 0; i < 2; ++i) {
+              qs[i] = make(g, B, H * D, DType::f32, q.data());
+              qo[i] = q_dtype == DType::f32 ? poisoned(g, B, H * D) : g.alloc(B, H * D, DType::bf16);
+              ks[i] = make(g, B, Hkv * D, DType::f32, k.data());
+              vs[i] = make(g, B, Hkv * D, DType::f32, v.data());
+              dst[i].resize(B);
+              for (int64_t b = 0; b < B; ++b) {
+                caches[i].push_back(g.alloc_kv(cap, Hkv, D, dt));
+                const std::vector<uint8_t> poison(caches[i][b].packed.bytes(), 0xa5);
+                g.copy_from_host(caches[i][b].packed, poison.data());
+                if (B == 1 || b % 3 != 1) dst[i][b] = caches[i][b].rows((b * 7) % cap, 1);
+              }
+            }
+            g.rope_store_rows(qs[0], qo[0], with_kv ? ks[0] : Tensor(), with_kv ? vs[0] : Tensor(), H, Hkv, fg,
+                              positions, with_kv ? dst[0] : std::vector<KvBlock>());
+            g.Backend::rope_store_rows(qs[1], qo[1], with_kv ? ks[1] : Tensor(), with_kv ? vs[1] : Tensor(), H,
+                                       Hkv, fg, positions, with_kv ? dst[1] : std::vector<KvBlock>());
+            auto bytes = [&](const Tensor& t) {
+              std::vector<uint8_t> h(t.bytes());
+              g.copy_to_host(h.data(), t);
+              return h;
+            };
+            EXPECT_EQ(bytes(qs[0]), bytes(qs[1]));
+            EXPECT_EQ(bytes(qo[0]), bytes(qo[1]));
+            EXPECT_EQ(bytes(ks[0]), bytes(ks[1]));
+            EXPECT_NE(bytes(qs[0]), bytes(make(g, B, H * D, DType::f32, q.data())));  // rotated
+            for (int64_t b = 0; b < B; ++b) {
+              const auto got = bytes(caches[0][b].packed);
+              EXPECT_EQ(got, bytes(caches[1][b].packed)) << "document " << b;
+              const bool untouched = std::all_of(got.begin(), got.end(), [](uint8_t c) { return c == 0xa5; });
+              EXPECT_EQ(untouched, !with_kv || dst[0][b].rows() == 0) << "document " << b;
+            }
+          }
+    }
+  }
+}
+
 TEST(CudaBackendAttention, GenericPathMatchesCpu) {
   CudaBackendOptions generic;
   generic.use_flash = false;

@@ -474,6 +474,40 @@ void CudaBackend::store_kv_rows(const Tensor& k, const Tensor& v, const std::vec
   scatter_kv_rows(k.f32(), v.f32(), static_cast<int>(Hkv), static_cast<int>(D), fp8, rows.data(), static_cast<int64_t>(rows.size()), stream_);
 }
 
+void CudaBackend::rope_store_rows(const Tensor& q, const Tensor& q_out, const Tensor& k, const Tensor& v,
+                                  int64_t n_heads, int64_t n_kv_heads, const Tensor& inv_freq,
+                                  const std::vector<int64_t>& positions, const std::vector<KvBlock>& dst) {
+  const int64_t n = q.rows(), D = 2 * inv_freq.cols();
+  const bool with_kv = !k.empty();
+  const KvBlock* first = with_kv && !dst.empty() ? check_kv_rows(k, v, dst) : nullptr;
+  // One launch where the shapes are the ones it takes; otherwise the ops one by one (which
+  // also say what is wrong with arguments that fit neither).
+  const bool one_launch =
+      n >= 1 && n <= kRopeStoreMaxRows && static_cast<int64_t>(positions.size()) == n && n_heads > 0 &&
+      q.dtype() == DType::f32 && q.cols() == n_heads * D && inv_freq.dtype() == DType::f64 && inv_freq.rows() == 1 &&
+      q_out.rows() == n && q_out.cols() == q.cols() && (q_out.dtype() == DType::bf16 || q_out.dtype() == DType::f32) &&
+      D < (int64_t(1) << 30) && n_heads < (int64_t(1) << 24) &&
+      (!with_kv || (n_kv_heads > 0 && n_kv_heads < (int64_t(1) << 24) && k.dtype() == DType::f32 &&
+                    v.dtype() == DType::f32 && k.rows() == n && v.rows() == n && k.cols() == n_kv_heads * D &&
+                    v.cols() == k.cols())) &&
+      (!first || (supports_kv_dtype(first->dtype) && first->n_kv_heads == n_kv_heads && first->head_dim == D));
+  if (!one_launch) {
+    Backend::rope_store_rows(q, q_out, k, v, n_heads, n_kv_heads, inv_freq, positions, dst);
+    return;
+  }
+  const bool fp8 = first && first->dtype == KvDtype::fp8;
+  std::vector<KvRowDst> rows(static_cast<size_t>(n), KvRowDst{0, nullptr, nullptr, nullptr, nullptr});
+  for (int64_t b = 0; first && b < n; ++b) {
+    const KvBlock& d = dst[b];
+    if (d.rows() == 0) continue;  // another rank owns the row
+    backend_checks::check_kv_block("cuda", "rope_store_rows", d);
+    rows[b] = KvRowDst{b, d.k.data(), d.v.data(), fp8 ? d.k_scale.f32() : nullptr, fp8 ? d.v_scale.f32() : nullptr};
+  }
+  ringinfer::rope_store_rows(q.f32(), q_out.data(), q_out.dtype() == DType::bf16, with_kv ? k.f32() : nullptr,
+                             with_kv ? v.f32() : nullptr, n, static_cast<int>(n_heads), static_cast<int>(n_kv_heads),
+                             static_cast<int>(D), inv_freq.f64(), positions.data(), rows.data(), fp8, stream_);
+}
+
 void CudaBackend::attention_reset(const Tensor& o, const Tensor& lse) {
   check(o.dtype() == DType::f32 && lse.dtype() == DType::f32 && o.rows() == lse.rows(), "attention_reset",
         "o is " + shape(o) + ", lse is " + shape(lse));

@@ -66,6 +66,9 @@ class CudaBackend final : public Backend {
                  const std::vector<int64_t>& positions) override;
   void store_kv(const Tensor& k, const Tensor& v, const KvBlock& dst) override;
   void store_kv_rows(const Tensor& k, const Tensor& v, const std::vector<KvBlock>& dst) override;
+  void rope_store_rows(const Tensor& q, const Tensor& q_out, const Tensor& k, const Tensor& v, int64_t n_heads,
+                       int64_t n_kv_heads, const Tensor& inv_freq, const std::vector<int64_t>& positions,
+                       const std::vector<KvBlock>& dst) override;
   void attention_reset(const Tensor& o, const Tensor& lse) override;
   void attention(const Tensor& q, const KvBlock& kv, const AttentionShape& shape, const Tensor& o,
                  const Tensor& lse) override;
