@@ -9,6 +9,7 @@
 
 #include "gpu_skip.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -110,10 +111,27 @@ TEST(DecodeAttention, ForcedSplitCountsAndIdleWarps) {
 // reference over the dequantized values; keys of very different magnitudes per row, a zero
 // row, GQA, several splits. Same tolerances as bf16 (the e4m3 values are exact in bf16,
 // the scales applied in fp32).
-void run_fp8_case(const Case& c) {
-  const HostBf16 q = test::random_bf16(size_t(c.n_q) * c.H * c.D, 1.0, rng);
-  const test::HostFp8 k = test::random_fp8(c.n_k, c.Hkv, c.D, 1.0, 3.0, rng, c.n_k / 2);
-  const test::HostFp8 v = test::random_fp8(c.n_k, c.Hkv, c.D, 1.0, 2.0, rng);
+// The value ranges of an fp8 case: standard deviations of q, k and v, the spread of the
+// per-row magnitudes (2^+-spread), and v_rise: V's scales grow by 2^v_rise from the first key
+// to the last (every few tiles a larger weight than any before, so an f16-P variant
+// rescales its accumulator often).
+struct Fp8Ranges {
+  double q_std = 1.0, k_std = 1.0, k_spread = 3.0, v_std = 1.0, v_spread = 2.0, v_rise = 0.0;
+  bool v_zero_row = false;  // one V row of zeros (scale 0)
+};
+
+void run_fp8_case(const Case& c, const Fp8Ranges& r = {}) {
+  const HostBf16 q = test::random_bf16(size_t(c.n_q) * c.H * c.D, r.q_std, rng);
+  const test::HostFp8 k = test::random_fp8(c.n_k, c.Hkv, c.D, r.k_std, r.k_spread, rng, c.n_k / 2);
+  test::HostFp8 v = test::random_fp8(c.n_k, c.Hkv, c.D, r.v_std, r.v_spread, rng, r.v_zero_row ? c.n_k / 3 : -1);
+  if (r.v_rise != 0.0) {
+    for (size_t h = 0; h < v.scale.size(); ++h) {
+      const double key = double(h / c.Hkv);
+      v.scale[h] = float(v.scale[h] * std::exp2(r.v_rise * key / std::max(1, c.n_k)));
+      for (int d = 0; d < c.D; ++d)
+        v.val[h * c.D + d] = double(kvq::fp8_e4m3_value(v.bytes[h * c.D + d])) * double(v.scale[h]);
+    }
+  }
   DeviceBuf<__nv_bfloat16> dq(q.bits);
   DeviceBuf<uint8_t> dk(k.bytes), dv(v.bytes);
   DeviceBuf<float> dks(k.scale), dvs(v.scale);
@@ -142,6 +160,27 @@ TEST(DecodeAttention, Fp8CacheReadDirectly) {
     run_fp8_case({1, 0, 8, 2, 128, variant});
   }
   run_fp8_case({1, 1000, 8, 2, 128, -1});  // the default variant
+}
+
+// Value ranges that stress the f16-operand variants (and must not matter to the others):
+// queries far beyond f16's range (max|q| ~ 1.5e5 > 65504) or tiny, keys scaled the other
+// way so the logits stay moderate; V scales over 2^+-10 within a tile, rising along the
+// keys, and a zero V row.
+TEST(DecodeAttention, Fp8ValueRanges) {
+  for (int variant = 0; variant < decode_attention_fp8_variants(); ++variant)
+    for (int D : {64, 128}) {
+      Fp8Ranges big_q, small_q, wide_v, rising_v, falling_v;
+      big_q.q_std = 3e4, big_q.k_std = 3e-5;
+      small_q.q_std = 1e-4, small_q.k_std = 1e4;
+      wide_v.v_spread = 10.0, wide_v.v_zero_row = true;
+      rising_v.v_rise = 16.0;
+      falling_v.v_spread = 6.0, falling_v.v_rise = -16.0;
+      run_fp8_case({1, 3000, 8, 2, D, variant}, big_q);
+      run_fp8_case({1, 3000, 8, 2, D, variant}, small_q);
+      run_fp8_case({1, 3000, 8, 2, D, variant}, wide_v);
+      run_fp8_case({1, 5003, 32, 8, D, variant}, rising_v);
+      run_fp8_case({1, 5003, 32, 8, D, variant}, falling_v);
+    }
 }
 
 TEST(DecodeAttention, Fp8RejectsMixedOrIncompleteCaches) {
