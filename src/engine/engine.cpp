@@ -380,14 +380,13 @@ struct Engine::State {
   Tensor head_logits(const Tensor& x_rows) {
     const int64_t n = x_rows.rows();
     const Tensor hn = h.rows(0, n);
-    be.rmsnorm(x_rows, w.final_norm, eps, hn);
     if (!tp) {
       const Tensor lg = logits.rows(0, n);
-      be.matmul(hn, w.lm_head, Tensor(), lg, false);
+      be.rmsnorm_matmuls(x_rows, w.final_norm, eps, hn, {{w.lm_head, Tensor(), lg}});
       return lg;
     }
     RI_CHECK(n == 1, "engine: the tensor-parallel LM head takes one row at a time");
-    be.matmul(hn, w.lm_head, Tensor(), row_cols(lg_pad, 0, vl), false);
+    be.rmsnorm_matmuls(x_rows, w.final_norm, eps, hn, {{w.lm_head, Tensor(), row_cols(lg_pad, 0, vl)}});
     tp->all_gather(lg_pad.data(), lg_all.data(), static_cast<size_t>(sl.vocab_part), CommDtype::float32,
                    be.stream());
     stats.tp_bytes_sent += static_cast<int64_t>(lg_pad.bytes());
