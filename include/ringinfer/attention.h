@@ -38,7 +38,9 @@ class RingAttention {
   void begin(const KvCache& cache);
   void end();  // frees them
   // Attention of this rank's n = q.rows() local queries (q (n, H*D), local indices 0..n-1)
-  // against every rank's stored prompt keys of layer l, into o (n, H*D) and lse (n, H).
+  // against every rank's stored prompt keys of layer l, into o (n, H*D) and lse (n, H), f32.
+  // Where the backend's attention_state_dtype() is wider, the blocks merge into a state of
+  // that type, rounded into o and lse once at the end.
   void layer(const KvCache& cache, int l, const Tensor& q, const Tensor& o, const Tensor& lse, int64_t& bytes_sent);
 
  private:
@@ -48,6 +50,7 @@ class RingAttention {
   AttentionHeads heads_;
   int64_t chunk_;
   KvBlock ring_[2];  // a block in flight, sent as its one packed buffer (values and scales)
+  Tensor o_state_, lse_state_;  // (n, H*D), (n, H) running state when it is not f32 (the CPU's f64), else empty
 };
 
 class DecodeAttention {
@@ -64,8 +67,11 @@ class DecodeAttention {
   Comm* cp_;
   int r_, N_;
   AttentionHeads heads_;
+  // Parts in the backend's attention_state_dtype() (f32, or the CPU's f64: gathered and
+  // merged at that width, then rounded into out_).
   Tensor part_;   // (1, max_rows (H*D + H)): this rank's partial O of B rows, then their LSE
   Tensor parts_;  // (N, max_rows (H*D + H)): every rank's part, gathered (N > 1)
+  Tensor out_;    // (max_rows, H*D) f32: the merged O when the state is not f32, else empty
 };
 
 }  // namespace ringinfer

@@ -11,14 +11,16 @@
 //   run (CUDA). Host-visible results need copy_to_host(), which waits. Communication
 //   (comm.h) takes stream() or comm_stream(); events order the two. On the CPU ops run
 //   at once and streams and events are no-ops.
-// - Activations, (O, LSE), logits and logprobs are fp32. Weights and the KV cache may be
+// - Activations, (O, LSE), logits and logprobs are fp32 (the running attention state may
+//   be f64: attention_state_dtype(); the CPU backend's is). Weights and the KV cache may be
 //   stored narrower (bf16 on CUDA); upload_weight() picks the weights' storage, the
 //   caller the KV cache's (KvDtype; each backend names its default and what it supports).
 // - bf16 is taken and handed by these ops only: copy() converts f32 <-> bf16 (rounding to
-//   nearest even); attention() reads q in f32 or in attention_query_dtype() (bf16 on CUDA
-//   where its tensor-core kernels run), so a caller may store a layer's queries at that
-//   width; KV blocks (store_kv, copy_kv, attention_input) in their KvDtype. Every other op
-//   takes and hands fp32 (or i32 / f64 where it says so).
+//   nearest even), and f64 -> f32 (to nearest) where attention_state_dtype() is f64;
+//   attention() reads q in f32 or in attention_query_dtype() (bf16 on CUDA where its
+//   tensor-core kernels run), so a caller may store a layer's queries at that width; KV
+//   blocks (store_kv, copy_kv, attention_input) in their KvDtype. Every other op takes and
+//   hands fp32 (or i32 / f64 where it says so).
 // - Host-resident buffers (alloc_host) are touched by copy_async() only, which moves them
 //   to and from backend buffers on any stream; no op reads them.
 // - Masking follows striped.h's key_visible() alone; RoPE angles are computed in float64
@@ -199,7 +201,8 @@ class Backend {
   virtual void copy_async(const Tensor& src, const Tensor& dst, Stream s) = 0;
 
   // ---------------------------------------------------------------- ops
-  // dst = src, same shape; f32 -> bf16 rounds to nearest even.
+  // dst = src, same shape; f32 -> bf16 rounds to nearest even; f64 -> f32 (to nearest) on
+  // backends whose attention_state_dtype() is f64, for the state's final rounding.
   virtual void copy(const Tensor& src, const Tensor& dst) = 0;
   // out (n, hidden) = table[tokens[i]]; tokens (n, 1) i32, each in [0, table.rows()).
   virtual void embed(const Tensor& table, const Tensor& tokens, const Tensor& out) = 0;
@@ -280,18 +283,29 @@ class Backend {
   static const KvBlock* check_kv_rows(const Tensor& k, const Tensor& v, const std::vector<KvBlock>& dst);
   // dst = src: the same dtype and heads, dst.rows() == src.rows() (packing a ring block).
   void copy_kv(const KvBlock& src, const KvBlock& dst);
-  // o = 0, lse = -inf: the identity of the merge.
+  // The element type of the running attention state (O, LSE) that attention() merges into
+  // and merge_attention() merges: f32 on CUDA (DESIGN §9), f64 on the CPU, whose attention
+  // computes in float64 so that its result does not depend on how the keys are split into
+  // ring blocks and tiles, that is on the rank count (cpu_attention.cpp says why). Callers
+  // keep the state in this type while a layer's keys arrive and round it to fp32 (copy())
+  // once when it is complete (RingAttention, DecodeAttention). attention(), attention_reset()
+  // and merge_attention() take f32 state on every backend too.
+  virtual DType attention_state_dtype() const { return DType::f32; }
+  // o = 0, lse = -inf: the identity of the merge (o, lse f32, or f64 where
+  // attention_state_dtype() is f64).
   virtual void attention_reset(const Tensor& o, const Tensor& lse) = 0;
   // Attention of q (nq, H*D) against the nk = kv.rows() keys and values of kv (their
   // dequantized values) under the striped mask, merged into the running o (nq, H*D,
-  // normalised) and lse (nq, H), fp32. q is f32 or attention_query_dtype(D); both give
-  // bitwise the same result when the bf16 q is copy() of the f32 one.
+  // normalised) and lse (nq, H), f32 (or f64 where attention_state_dtype() is f64). q is
+  // f32 or attention_query_dtype(D); both give bitwise the same result when the bf16 q is
+  // copy() of the f32 one.
   virtual void attention(const Tensor& q, const KvBlock& kv, const AttentionShape& shape, const Tensor& o,
                          const Tensor& lse) = 0;
   // Decode of a batch: query row b of q (B, H*D) against kv[b] under shapes[b] (each row
   // its own document's keys on this rank), written to row b of o (B, H*D) and lse (B, H),
-  // not merged. The default resets and calls attention() row by row; CUDA runs the rows
-  // in one launch of its split-KV kernel over the list of sequences.
+  // not merged (o, lse of the state type, as attention()'s). The default resets and calls
+  // attention() row by row; CUDA runs the rows in one launch of its split-KV kernel over
+  // the list of sequences.
   virtual void attention_rows(const Tensor& q, const std::vector<KvBlock>& kv,
                               const std::vector<AttentionShape>& shapes, const Tensor& o, const Tensor& lse) {
     const int64_t B = q.rows();
@@ -325,21 +339,20 @@ class Backend {
 
   // Merges the partial attention (o2, lse2) into (o, lse) per row and head, as
   // striped.h's merge_lse does: decode's fixed-order merge of the ranks' gathered parts.
-  // o, o2 (n, H*D) and lse, lse2 (n, H) fp32. The default goes through host memory.
+  // o, o2 (n, H*D) and lse, lse2 (n, H), all f32 or all f64 (attention_state_dtype()).
+  // The default goes through host memory.
   virtual void merge_attention(const Tensor& o, const Tensor& lse, const Tensor& o2, const Tensor& lse2) {
     if (o.empty() || lse.empty()) return;
     if (o2.rows() != o.rows() || o2.cols() != o.cols() || lse2.rows() != lse.rows() || lse2.cols() != lse.cols() ||
         lse.rows() != o.rows() || o.cols() % lse.cols() != 0)
       throw Error("backend: merge_attention: mismatched shapes");
-    const int64_t n = o.rows(), H = lse.cols(), D = o.cols() / H;
-    std::vector<float> ho(o.numel()), hl(lse.numel()), ho2(o2.numel()), hl2(lse2.numel());
-    copy_to_host(ho.data(), o);
-    copy_to_host(hl.data(), lse);
-    copy_to_host(ho2.data(), o2);
-    copy_to_host(hl2.data(), lse2);
-    for (int64_t i = 0; i < n * H; ++i) merge_lse(ho.data() + i * D, hl.data() + i, ho2.data() + i * D, hl2[i], D);
-    copy_from_host(o, ho.data());
-    copy_from_host(lse, hl.data());
+    const DType t = o.dtype();
+    if ((t != DType::f32 && t != DType::f64) || lse.dtype() != t || o2.dtype() != t || lse2.dtype() != t)
+      throw Error("backend: merge_attention: o, lse, o2, lse2 must be all f32 or all f64");
+    if (t == DType::f32)
+      merge_on_host<float>(o, lse, o2, lse2);
+    else
+      merge_on_host<double>(o, lse, o2, lse2);
   }
 
   // ---------------------------------------------------------------- accounting
@@ -348,6 +361,20 @@ class Backend {
   virtual int64_t allocated_bytes() const { return -1; }
   virtual int64_t peak_allocated_bytes() const { return -1; }
   virtual void reset_peak_bytes() {}
+
+ private:
+  template <class T>
+  void merge_on_host(const Tensor& o, const Tensor& lse, const Tensor& o2, const Tensor& lse2) {
+    const int64_t n = o.rows(), H = lse.cols(), D = o.cols() / H;
+    std::vector<T> ho(o.numel()), hl(lse.numel()), ho2(o2.numel()), hl2(lse2.numel());
+    copy_to_host(ho.data(), o);
+    copy_to_host(hl.data(), lse);
+    copy_to_host(ho2.data(), o2);
+    copy_to_host(hl2.data(), lse2);
+    for (int64_t i = 0; i < n * H; ++i) merge_lse(ho.data() + i * D, hl.data() + i, ho2.data() + i * D, hl2[i], D);
+    copy_from_host(o, ho.data());
+    copy_from_host(lse, hl.data());
+  }
 };
 
 // The element type each backend's attention() reads queries of head_dim D in, for callers

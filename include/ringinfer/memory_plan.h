@@ -31,6 +31,8 @@ struct PlanInput {
                                 // (CUDA fp8 prefill: a bf16 copy, 2); 0 = attention reads the cache
   int q_bytes = 2;              // bytes per element of a layer's stored Q (Backend::attention_query_dtype:
                                 // bf16 = 2 on CUDA at head_dim 64/128, else f32 = 4)
+  int state_bytes = 0;          // per element of the wider running attention state the ring keeps beside the
+                                // fp32 (O, LSE) (Backend::attention_state_dtype: the CPU's f64, 8); 0 where it is f32
   int64_t token_chunk = 4096;   // tokens per chunk of the projections, MLP and LM head (bounds scratch)
   int64_t batch = 1;            // documents decoded together (run --max-batch): B KV caches of `context`
   bool offload_residual = false;  // --offload-residual: the residual stream x waits in host memory between
@@ -38,7 +40,7 @@ struct PlanInput {
 };
 
 // A PlanInput with the element sizes of a run (context, ranks and batch left to fill in):
-// bf16 weights on the GPU, fp32 on the CPU; Q stored as the backend's attention reads it at
+// bf16 weights on the GPU, fp32 on the CPU; the CPU's f64 attention state; Q stored as the backend's attention reads it at
 // this head_dim (default_attention_query_dtype); a KV cache of `kv` (fp8: an f32 scale per
 // token and head, and on the GPU prefill's bf16 copy of the ring block it attends over).
 // head_dim defaults to the 8B shape's 128 for callers that plan that shape only (benchmarks).

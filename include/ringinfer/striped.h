@@ -39,18 +39,20 @@ inline int64_t visible_key_count(int64_t qi, int r, int s, int N) {
 
 // Merge weights of two partial softmax results with log-sum-exps l1, l2 (natural log):
 // l = logaddexp(l1, l2), w1 = e^(l1 - l), w2 = e^(l2 - l). Both -inf gives l = -inf and
-// w1 = w2 = 0 (an empty part merges as the identity; never NaN).
-inline void merge_lse_weights(float l1, float l2, float* l, float* w1, float* w2) {
-  const float ninf = -std::numeric_limits<float>::infinity();
-  const float m = std::max(l1, l2);
+// w1 = w2 = 0 (an empty part merges as the identity; never NaN). T is float, or double
+// for the CPU backend's fp64 attention state.
+template <class T>
+inline void merge_lse_weights(T l1, T l2, T* l, T* w1, T* w2) {
+  const T ninf = -std::numeric_limits<T>::infinity();
+  const T m = std::max(l1, l2);
   if (m == ninf) {
     *l = ninf;
-    *w1 = 0.0f;
-    *w2 = 0.0f;
+    *w1 = 0;
+    *w2 = 0;
     return;
   }
-  const float e1 = std::exp(l1 - m), e2 = std::exp(l2 - m);  // one of them is 1
-  const float sum = e1 + e2;
+  const T e1 = std::exp(l1 - m), e2 = std::exp(l2 - m);  // one of them is 1
+  const T sum = e1 + e2;
   *l = m + std::log(sum);
   *w1 = e1 / sum;
   *w2 = e2 / sum;
@@ -58,8 +60,9 @@ inline void merge_lse_weights(float l1, float l2, float* l, float* w1, float* w2
 
 // Merges the partial result (o2, l2) of d values into (o1, l1), in place:
 // O = O1 e^(L1-L) + O2 e^(L2-L), L = logaddexp(L1, L2).
-inline void merge_lse(float* o1, float* l1, const float* o2, float l2, int64_t d) {
-  float l, w1, w2;
+template <class T>
+inline void merge_lse(T* o1, T* l1, const T* o2, T l2, int64_t d) {
+  T l, w1, w2;
   merge_lse_weights(*l1, l2, &l, &w1, &w2);
   for (int64_t k = 0; k < d; ++k) o1[k] = w1 * o1[k] + w2 * o2[k];
   *l1 = l;

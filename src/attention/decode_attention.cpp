@@ -16,8 +16,10 @@ Tensor span(const Tensor& t, int64_t begin, int64_t count, int64_t rows) {
 DecodeAttention::DecodeAttention(Backend& be, Comm* cp, int r, int N, AttentionHeads heads, int64_t max_rows)
     : be_(be), cp_(cp), r_(r), N_(N), heads_(heads) {
   const int64_t row = heads.n_heads * heads.head_dim + heads.n_heads;
-  part_ = be.alloc(1, max_rows * row, DType::f32);
-  if (cp_) parts_ = be.alloc(N, max_rows * row, DType::f32);
+  const DType state = be.attention_state_dtype();
+  part_ = be.alloc(1, max_rows * row, state);
+  if (cp_) parts_ = be.alloc(N, max_rows * row, state);
+  if (state != DType::f32) out_ = be.alloc(max_rows, heads.n_heads * heads.head_dim, DType::f32);
 }
 
 Tensor DecodeAttention::layer(const std::vector<const KvCache*>& sequences, int l,
@@ -38,15 +40,24 @@ Tensor DecodeAttention::layer(const std::vector<const KvCache*>& sequences, int 
     shapes.push_back(attention_shape(heads_, local_index(pos, N_), stripe_owner(pos, N_), r_, N_));
   }
   be_.attention_rows(q, blocks, shapes, o, lse);
-  if (!cp_) return o;
+  // The merged O in fp32: o itself, or rounded once from the backend's wider state.
+  const auto result = [&]() {
+    if (out_.empty()) return o;
+    const Tensor out = out_.rows(0, B);
+    be_.copy(o, out);
+    return out;
+  };
+  if (!cp_) return result();
   // One all-gather of every rank's (O, LSE), then the same merge in rank order on every
   // rank, so all ranks keep bitwise the same hidden state.
-  cp_->all_gather(part_.data(), parts_.data(), static_cast<size_t>(B * row), CommDtype::float32, be_.stream());
-  bytes_sent += B * row * static_cast<int64_t>(sizeof(float));
+  const bool f64 = part_.dtype() == DType::f64;
+  cp_->all_gather(part_.data(), parts_.data(), static_cast<size_t>(B * row),
+                  f64 ? CommDtype::float64 : CommDtype::float32, be_.stream());
+  bytes_sent += B * row * static_cast<int64_t>(dtype_bytes(part_.dtype()));
   be_.attention_reset(o, lse);
   for (int s = 0; s < N_; ++s)
     be_.merge_attention(o, lse, span(parts_, s * B * row, B * HD, B), span(parts_, s * B * row + B * HD, B * H, B));
-  return o;
+  return result();
 }
 
 }  // namespace ringinfer

@@ -37,13 +37,22 @@ RingAttention::RingAttention(Backend& be, Comm* cp, int r, int N, AttentionHeads
     : be_(be), cp_(cp), r_(r), N_(N), heads_(heads), chunk_(chunk) {}
 
 void RingAttention::begin(const KvCache& cache) {
+  const DType state = be_.attention_state_dtype();
+  if (state != DType::f32) {
+    const int64_t n = local_len(cache.prompt_tokens, r_, N_);
+    o_state_ = be_.alloc(n, heads_.n_heads * heads_.head_dim, state);
+    lse_state_ = be_.alloc(n, heads_.n_heads, state);
+  }
   if (N_ == 1) return;
   // Rank 0 holds the longest stripe: ceil(S/N) rows.
   for (KvBlock& b : ring_)
     b = be_.alloc_kv(local_len(cache.prompt_tokens, 0, N_), heads_.n_kv_heads, heads_.head_dim, cache.dtype());
 }
 
-void RingAttention::end() { ring_[0] = ring_[1] = KvBlock(); }
+void RingAttention::end() {
+  ring_[0] = ring_[1] = KvBlock();
+  o_state_ = lse_state_ = Tensor();
+}
 
 // Step t holds the KV block of rank s = (r - t) mod N: while local queries attend to it
 // (in chunks, testing the transfer between chunks so MPI progresses), the block goes to
@@ -52,7 +61,11 @@ void RingAttention::layer(const KvCache& cache, int l, const Tensor& q, const Te
                           int64_t& bytes_sent) {
   const int64_t n = q.rows(), S = cache.prompt_tokens;
   const KvBlock local = cache.layers[static_cast<size_t>(l)].rows(0, n);
-  be_.attention_reset(o, lse);
+  // The running state: o and lse themselves, or the backend's wider state, rounded into
+  // them once every block has merged.
+  const bool wide = !o_state_.empty();
+  const Tensor so = wide ? o_state_.rows(0, n) : o, sl = wide ? lse_state_.rows(0, n) : lse;
+  be_.attention_reset(so, sl);
   KvBlock cur = ring_[0], nxt = ring_[1];
   if (N_ > 1) be_.copy_kv(local, cur.rows(0, n));  // the local block, packed for sending
   for (int step = 0; step < N_; ++step) {
@@ -72,13 +85,17 @@ void RingAttention::layer(const KvCache& cache, int l, const Tensor& q, const Te
     const KvBlock kv = be_.attention_input(step == 0 ? local : cur.rows(0, ns));
     for (int64_t c = 0; c < n; c += chunk_) {
       const int64_t cn = std::min(chunk_, n - c);
-      be_.attention(q.rows(c, cn), kv, attention_shape(heads_, c, r_, s, N_), o.rows(c, cn), lse.rows(c, cn));
+      be_.attention(q.rows(c, cn), kv, attention_shape(heads_, c, r_, s, N_), so.rows(c, cn), sl.rows(c, cn));
       if (pending) pending->test();
     }
     if (pending) {
       pending->wait(be_.stream());
       std::swap(cur, nxt);
     }
+  }
+  if (wide) {
+    be_.copy(so, o);
+    be_.copy(sl, lse);
   }
 }
 

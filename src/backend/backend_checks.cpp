@@ -32,7 +32,7 @@ void check_kv_block(const char* backend, const char* op, const KvBlock& kv) {
 }
 
 void check_attention(const char* backend, const Tensor& q, const KvBlock& kv, const AttentionShape& sh,
-                     const Tensor& o, const Tensor& lse, bool kv_dtype_supported, DType q_dtype) {
+                     const Tensor& o, const Tensor& lse, bool kv_dtype_supported, DType q_dtype, DType state) {
   const int64_t H = sh.n_heads, Hkv = sh.n_kv_heads, D = sh.head_dim;
   check(H > 0 && Hkv > 0 && D > 0 && H % Hkv == 0, backend, "attention",
         "heads " + std::to_string(H) + "/" + std::to_string(Hkv) + " x " + std::to_string(D));
@@ -44,8 +44,8 @@ void check_attention(const char* backend, const Tensor& q, const KvBlock& kv, co
   check_kv_block(backend, "attention", kv);
   const int64_t nq = q.rows();
   expect(q, nq, H * D, q.dtype() == q_dtype ? q_dtype : DType::f32, backend, "attention", "q");
-  expect(o, nq, H * D, DType::f32, backend, "attention", "o");
-  expect(lse, nq, H, DType::f32, backend, "attention", "lse");
+  expect(o, nq, H * D, state, backend, "attention", "o");
+  expect(lse, nq, H, state, backend, "attention", "lse");
 }
 
 }  // namespace ringinfer::backend_checks

@@ -21,10 +21,12 @@ void expect(const Tensor& t, int64_t rows, int64_t cols, DType dtype, const char
 
 // The contract of Backend::attention (ringinfer/backend.h): head counts, stripe
 // coordinates, q (nq, H*D) f32 or q_dtype (the backend's attention_query_dtype(D)), o (nq, H*D)
-// f32, kv of Hkv heads of D in a dtype the backend stores (its k / v (nk, Hkv*D), fp8 scales
-// (nk, Hkv) f32), lse (nq, H) f32.
+// of `state` (f32, or f64 where the backend keeps its running state so), kv of Hkv heads of
+// D in a dtype the backend stores (its k / v (nk, Hkv*D), fp8 scales (nk, Hkv) f32), lse
+// (nq, H) of `state`.
 void check_attention(const char* backend, const Tensor& q, const KvBlock& kv, const AttentionShape& sh,
-                     const Tensor& o, const Tensor& lse, bool kv_dtype_supported, DType q_dtype);
+                     const Tensor& o, const Tensor& lse, bool kv_dtype_supported, DType q_dtype,
+                     DType state = DType::f32);
 
 // A KV block's parts: k / v (rows, Hkv*D) of its dtype's element type, scales when fp8.
 void check_kv_block(const char* backend, const char* op, const KvBlock& kv);

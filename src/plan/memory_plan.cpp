@@ -70,14 +70,16 @@ MemoryPlan plan_unchecked(const ModelConfig& c, const PlanInput& in) {
   // Per local token, layer-major prefill allocates (Engine's prefill, exactly these
   // buffers; mpi_engine ties the two): the residual stream x (fp32, replicated over TP; in
   // host memory instead with offload_residual),
-  // Q of one layer (q_bytes) and its (O, LSE) (fp32 for the merge), two ring buffers of one
-  // layer's K and V when N > 1 (DESIGN §3; none on one rank), and with kv_copy_bytes the
-  // dequantized copy of the block attention reads (CUDA fp8 prefill).
+  // Q of one layer (q_bytes) and its (O, LSE) (fp32 for the merge; with state_bytes also
+  // the wider running state they are rounded from), two ring buffers of one layer's K and V
+  // when N > 1 (DESIGN §3; none on one rank), and with kv_copy_bytes the dequantized copy of
+  // the block attention reads (CUDA fp8 prefill).
   const int64_t q_heads = c.n_heads / T, q_local = mul(q_heads, D);
   const int64_t ring_buffers = N > 1 ? 2 : 0;
   p.activation_bytes_per_local_token =
       add(in.offload_residual ? 0 : mul(c.hidden_size, 4), mul(q_local, in.q_bytes), mul(q_local, 4), mul(q_heads, 4),
-          mul(ring_buffers, 2, kv_heads_local, head_bytes), mul(2, kv_heads_local, D, in.kv_copy_bytes));
+          mul(ring_buffers, 2, kv_heads_local, head_bytes), mul(2, kv_heads_local, D, in.kv_copy_bytes),
+          mul(add(q_local, q_heads), in.state_bytes));
   p.activations_per_rank = mul(p.activation_bytes_per_local_token, p.local_tokens);
   // Bounded scratch, independent of S: one chunk of tokens through the MLP (fp32 gate and
   // up, I/T wide), three hidden-wide fp32 temporaries, and fp32 logits of the LM head
@@ -118,6 +120,7 @@ PlanInput plan_input(KvDtype kv, bool on_gpu, int64_t head_dim) {
   in.weight_bytes = on_gpu ? 2 : 4;
   in.q_bytes = static_cast<int>(dtype_bytes(default_attention_query_dtype(on_gpu, head_dim)));
   in.kv_bytes = kv == KvDtype::fp8 ? 1 : kv == KvDtype::bf16 ? 2 : 4;
+  in.state_bytes = on_gpu ? 0 : 8;
   if (kv == KvDtype::fp8) {
     in.kv_scale_bytes = 4;
     in.kv_copy_bytes = on_gpu ? 2 : 0;

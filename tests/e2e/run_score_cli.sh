@@ -61,12 +61,13 @@ for np in 2 3 tp4-2-2 tp2-1-2; do
   else fail "score -np 1 vs -np $np"; tail -3 "$WORK/cmp.err"; fi
 done
 
-# --kv-dtype (issue 17): fp8 score at 1 and 2 ranks; the resolved dtype is an attribute
-# and part of the configuration; perplexities match across rank counts within 1e-3 (a
-# rounded cache: see tests/mpi/mpi_kv_dtype.cpp) and differ from f32's; a bad name exits 2.
-for np in 1 2; do
+# --kv-dtype (issue 17): fp8 score at 1-4 ranks; the resolved dtype is an attribute and
+# part of the configuration; every token's logprob matches across rank counts within 1e-5
+# (the CPU forward does not depend on the rank count: tests/mpi/mpi_kv_dtype.cpp) and the
+# perplexities differ from f32's; a bad name exits 2.
+for np in 1 2 3 4; do
   if timeout -k 5 120 $MPIRUN -np $np "$R" score -m "$MODEL" -i "$WORK/in.h5" -o "$WORK/fp8_$np.h5" --device cpu -q \
-       --kv-dtype fp8 > "$WORK/fp8_$np.log" 2>&1 && "$R" dump "$WORK/fp8_$np.h5" --jsonl > "$WORK/fp8_$np.jsonl" &&
+       --kv-dtype fp8 > "$WORK/fp8_$np.log" 2>&1 && "$R" dump "$WORK/fp8_$np.h5" --jsonl --logprobs > "$WORK/fp8_$np.jsonl" &&
      "$R" dump "$WORK/fp8_$np.h5" > "$WORK/fp8_$np.txt" 2>&1 && grep -q "^# kv_dtype: fp8$" "$WORK/fp8_$np.txt" &&
      grep -q "kv-dtype = fp8" "$WORK/fp8_$np.txt"; then
     pass "score --kv-dtype fp8 -np $np"
@@ -79,9 +80,18 @@ a=[json.loads(l) for l in open(sys.argv[1])]; b=[json.loads(l) for l in open(sys
 worst=max(abs(x["perplexity"]-y["perplexity"])/x["perplexity"] for x,y in zip(a,b) if x["tokens"]>1)
 assert (worst <= tol) if tol > 0 else (worst > -tol), worst
 ' "$@"; }
-if ppl_close "$WORK/fp8_1.jsonl" "$WORK/fp8_2.jsonl" 1e-3 && ppl_close "$WORK/score1.jsonl" "$WORK/fp8_1.jsonl" -1e-4; then
-  pass "fp8 perplexities: -np 1 == -np 2, and not f32's"
-else fail "fp8 perplexities across rank counts / against f32"; fi
+lp_close() { python3 -c 'import json,sys
+a=[json.loads(l) for l in open(sys.argv[1])]; b=[json.loads(l) for l in open(sys.argv[2])]
+assert len(a)==len(b)
+worst=max((abs(x-y)/max(1.0,abs(y)) for p,q in zip(a,b) for x,y in zip(p["logprobs"],q["logprobs"])), default=0.0)
+assert all(len(p["logprobs"])==len(q["logprobs"]) for p,q in zip(a,b)) and worst <= 1e-5, worst
+' "$@"; }
+for np in 2 3 4; do
+  if lp_close "$WORK/fp8_$np.jsonl" "$WORK/fp8_1.jsonl" 2> "$WORK/cmp.err"; then pass "fp8 logprobs: -np $np == -np 1 within 1e-5"
+  else fail "fp8 logprobs -np $np vs -np 1"; tail -3 "$WORK/cmp.err"; fi
+done
+if ppl_close "$WORK/score1.jsonl" "$WORK/fp8_1.jsonl" -1e-4; then pass "fp8 perplexities are not f32's"
+else fail "fp8 perplexities against f32"; fi
 "$R" score -m "$MODEL" -i "$WORK/in.h5" -o "$WORK/bad.h5" --device cpu --kv-dtype fp16 > "$WORK/bad.log" 2>&1
 rc=$?
 if [[ $rc -eq 2 ]] && grep -q "kv-dtype must be auto, f32, bf16 or fp8" "$WORK/bad.log"; then pass "--kv-dtype fp16: exit 2"

@@ -86,8 +86,9 @@ TEST(MemoryPlan, ActivationsPerLocalTokenAreThePrefillBuffers) {
   PlanInput cpu = plan_input(KvDtype::f32, false, 128);
   cpu.context = 3000; cpu.ranks = 3;
   EXPECT_EQ(cpu.q_bytes, 4);
+  EXPECT_EQ(cpu.state_bytes, 8);  // the CPU's float64 (O, LSE) beside the fp32 ones
   EXPECT_EQ(plan_memory(llama_8b(), cpu).activation_bytes_per_local_token,
-            x + 4096 * 4 + o + lse + 2 * (2 * 8 * 128 * 4));  // 65664
+            x + 4096 * 4 + o + lse + 2 * (o + lse) + 2 * (2 * 8 * 128 * 4));  // 98688
   // A head_dim the CUDA tensor-core kernels do not take: the generic kernel reads fp32 Q.
   EXPECT_EQ(plan_input(KvDtype::bf16, true, 96).q_bytes, 4);
   EXPECT_EQ(plan_input(KvDtype::bf16, true, 64).q_bytes, 2);

@@ -1,8 +1,17 @@
 // CPU attention: one block of local queries against one block of keys under the striped
 // causal mask, merged into the running (O, LSE). Tiled with online softmax, so memory is
-// O(tile) whatever the sequence length (no S x S matrix); GQA by head index. The tile
-// products are OpenBLAS sgemm calls and the exponentials AVX2 when the CPU has it. A bf16
-// or fp8 cache is dequantized one key tile at a time (kv_quant.h values, exact in fp32).
+// O(tile) whatever the sequence length (no S x S matrix); GQA by head index.
+//
+// In float64 throughout (scores, running max and sum, O, the merge into a float64 running
+// state): the keys a query sees are split into ring blocks and key tiles differently at
+// every rank count, and fp32 sums in another order would differ in their last bits, which
+// a bf16 / fp8 KV cache of the next layer then turns into a different rounding now and then
+// (README "KV cache dtype"). In float64 those differences stay near 1e-16, and the
+// caller rounds O to fp32 once, when the layer's attention is complete (RingAttention,
+// DecodeAttention), so the fp32 result is the same at every rank count but for the rare
+// value within float64's noise of an fp32 rounding boundary. The tile products are
+// OpenBLAS dgemm / dgemv calls and the exponentials AVX2 (exp_avx2_pd) when the CPU has it.
+// A bf16 or fp8 cache is dequantized one key tile at a time (kv_quant.h values, exact).
 #include <cblas.h>
 
 #include <algorithm>
@@ -23,13 +32,13 @@ constexpr int64_t kKeyTile = 128;
 constexpr int64_t kGemvRows = 4;    // up to this many rows per task (decode), sgemv per row
 
 // p[j] = exp(s[j] - m) for j < n, returning their sum; s[j] = -inf gives 0.
-float exp_row(const float* s, float m, int64_t n, float* p, bool simd) {
+double exp_row(const double* s, double m, int64_t n, double* p, bool simd) {
   int64_t j = 0;
-  float sum = 0.0f;
+  double sum = 0.0;
 #if RI_X86_SIMD
   if (simd) {
-    sum = exp_row_avx2(s, m, n, p);
-    j = n / 8 * 8;
+    sum = exp_row_avx2_pd(s, m, n, p);
+    j = n / 4 * 4;
   }
 #else
   (void)simd;
@@ -51,56 +60,54 @@ const float* fp8_values() {
   return table.data();
 }
 
-// Rows j0 .. j0+jn of head kvh of `values` (K or V of kv) as fp32: a pointer with a row
-// stride, straight into an f32 cache, else dequantized into buf (jn x D).
-const float* kv_tile(const KvBlock& kv, const Tensor& values, const Tensor& scales, int64_t j0, int64_t jn,
-                     int64_t kvh, float* buf, int64_t* stride) {
+// Rows j0 .. j0+jn of head kvh of `values` (K or V of kv) as float64 (exact) in buf (jn x D).
+void kv_tile(const KvBlock& kv, const Tensor& values, const Tensor& scales, int64_t j0, int64_t jn, int64_t kvh,
+             double* buf) {
   const int64_t D = kv.head_dim, ks = kv.n_kv_heads * D;
-  if (kv.dtype == KvDtype::f32) {
-    *stride = ks;
-    return values.f32() + j0 * ks + kvh * D;
-  }
-  *stride = D;
   for (int64_t jj = 0; jj < jn; ++jj) {
     const int64_t at = (j0 + jj) * ks + kvh * D;
-    float* out = buf + jj * D;
-    if (kv.dtype == KvDtype::bf16) {
+    double* out = buf + jj * D;
+    if (kv.dtype == KvDtype::f32) {
+      const float* b = values.f32() + at;
+      for (int64_t d = 0; d < D; ++d) out[d] = b[d];
+    } else if (kv.dtype == KvDtype::bf16) {
       const auto* b = static_cast<const uint16_t*>(values.data()) + at;
       for (int64_t d = 0; d < D; ++d) out[d] = kvq::bf16_value(b[d]);
     } else {
       const auto* b = static_cast<const uint8_t*>(values.data()) + at;
       const float* table = fp8_values();
       const float sc = scales.f32()[(j0 + jj) * kv.n_kv_heads + kvh];
-      for (int64_t d = 0; d < D; ++d) out[d] = table[b[d]] * sc;
+      for (int64_t d = 0; d < D; ++d) out[d] = table[b[d]] * sc;  // exact in fp32 (kv_quant.h)
     }
   }
-  return buf;
 }
 }  // namespace
 
 void CpuBackend::attention(const Tensor& q, const KvBlock& kv, const AttentionShape& sh, const Tensor& o,
                            const Tensor& lse) {
-  backend_checks::check_attention("cpu", q, kv, sh, o, lse, true, DType::f32);
+  backend_checks::check_attention("cpu", q, kv, sh, o, lse, true, DType::f32, o.dtype());
+  check(o.dtype() == DType::f32 || o.dtype() == DType::f64, "attention", "o and lse must be f32 or f64");
   const int64_t H = sh.n_heads, Hkv = sh.n_kv_heads, D = sh.head_dim;
   const int64_t nq = q.rows(), nk = kv.rows();
   if (nq == 0 || nk == 0) return;  // an empty block merges as the identity
 
   const int64_t group = H / Hkv, q_tiles = (nq + kQueryTile - 1) / kQueryTile;
   const int64_t qs = H * D;
-  const float ninf = -std::numeric_limits<float>::infinity();
-  const bool flip = options_.flip_mask_diagonal;
+  const double ninf = -std::numeric_limits<double>::infinity();
+  const double scale = sh.scale;
+  const bool flip = options_.flip_mask_diagonal, state64 = o.dtype() == DType::f64;
 
   // Per (KV head, query tile): online softmax over key tiles; S = Q K^T and O += P V are
-  // sgemm calls (single-threaded; the team splits the tasks). With a full query tile the
+  // dgemm calls (single-threaded; the team splits the tasks). With a full query tile the
   // `group` query heads that read one KV head go together (their rows packed), so each
-  // K,V tile is packed once for all of them; fewer rows (decode) keep a task per head.
+  // K,V tile is converted once for all of them; fewer rows (decode) keep a task per head.
   const int64_t hg = nq >= kQueryTile ? group : 1;  // query heads per task
   const int64_t rmax_rows = kQueryTile * hg;
 #pragma omp parallel
   {
-    std::vector<float> qp(hg > 1 ? rmax_rows * D : 0), acc(rmax_rows * D), sc(rmax_rows * kKeyTile), ob(D);
-    std::vector<float> m(rmax_rows), l(rmax_rows);
-    std::vector<float> kbuf(kv.dtype == KvDtype::f32 ? 0 : kKeyTile * D), vbuf(kbuf.size());
+    std::vector<double> qp(rmax_rows * D), acc(rmax_rows * D), sc(rmax_rows * kKeyTile), ob(D);
+    std::vector<double> m(rmax_rows), l(rmax_rows), kbuf(kKeyTile * D), vbuf(kKeyTile * D);
+    std::vector<float> of(state64 ? 0 : D);
     int64_t cnt[kQueryTile];
 #pragma omp for collapse(2) schedule(dynamic)
     for (int64_t hh = 0; hh < H / hg; ++hh) {
@@ -116,71 +123,68 @@ void CpuBackend::attention(const Tensor& q, const KvBlock& kv, const AttentionSh
           kmax = std::max(kmax, cnt[t]);
         }
         std::fill(m.begin(), m.begin() + R, ninf);
-        std::fill(l.begin(), l.begin() + R, 0.0f);
-        std::fill(acc.begin(), acc.begin() + R * D, 0.0f);
+        std::fill(l.begin(), l.begin() + R, 0.0);
+        std::fill(acc.begin(), acc.begin() + R * D, 0.0);
         const float* qh = q.f32() + i0 * qs + h0 * D;
-        int64_t lda = qs;
-        if (hg > 1) {
-          for (int64_t j = 0; j < hg; ++j)
-            for (int64_t t = 0; t < rows; ++t)
-              std::copy_n(qh + t * qs + j * D, D, qp.data() + (j * rows + t) * D);
-          qh = qp.data();
-          lda = D;
-        }
+        for (int64_t j = 0; j < hg; ++j)
+          for (int64_t t = 0; t < rows; ++t)
+            std::copy_n(qh + t * qs + j * D, D, qp.data() + (j * rows + t) * D);
         for (int64_t j0 = 0; j0 < kmax; j0 += kKeyTile) {
           const int64_t jn = std::min(kKeyTile, kmax - j0);
-          int64_t ks = 0, vs = 0;  // row strides: Hkv*D straight into an f32 cache, else D
-          const float* kh = kv_tile(kv, kv.k, kv.k_scale, j0, jn, kvh, kbuf.data(), &ks);
-          const float* vh = kv_tile(kv, kv.v, kv.v_scale, j0, jn, kvh, vbuf.data(), &vs);
-          if (R <= kGemvRows) {  // decode: sgemv, without sgemm's packing of one query row
+          kv_tile(kv, kv.k, kv.k_scale, j0, jn, kvh, kbuf.data());
+          kv_tile(kv, kv.v, kv.v_scale, j0, jn, kvh, vbuf.data());
+          const int iD = static_cast<int>(D), ijn = static_cast<int>(jn), iT = static_cast<int>(kKeyTile);
+          if (R <= kGemvRows) {  // decode: dgemv, without dgemm's packing of one query row
             for (int64_t rr = 0; rr < R; ++rr)
-              cblas_sgemv(CblasRowMajor, CblasNoTrans, static_cast<int>(jn), static_cast<int>(D), sh.scale, kh,
-                          static_cast<int>(ks), qh + rr * lda, 1, 0.0f, sc.data() + rr * kKeyTile, 1);
+              cblas_dgemv(CblasRowMajor, CblasNoTrans, ijn, iD, scale, kbuf.data(), iD, qp.data() + rr * D, 1, 0.0,
+                          sc.data() + rr * kKeyTile, 1);
           } else {
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(R), static_cast<int>(jn),
-                        static_cast<int>(D), sh.scale, qh, static_cast<int>(lda), kh, static_cast<int>(ks), 0.0f,
-                        sc.data(), static_cast<int>(kKeyTile));
+            cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(R), ijn, iD, scale, qp.data(), iD,
+                        kbuf.data(), iD, 0.0, sc.data(), iT);
           }
           for (int64_t rr = 0; rr < R; ++rr) {
-            float* srow = sc.data() + rr * kKeyTile;
+            double* srow = sc.data() + rr * kKeyTile;
             const int64_t vis = std::clamp<int64_t>(cnt[rr % rows] - j0, 0, jn);  // keys j0 + [0, vis) are visible
-            float rmax = ninf;
+            double rmax = ninf;
             for (int64_t jj = 0; jj < vis; ++jj) rmax = std::max(rmax, srow[jj]);
             if (rmax == ninf) {  // nothing visible in this tile for this row: P row = 0
-              std::fill(srow, srow + jn, 0.0f);
+              std::fill(srow, srow + jn, 0.0);
               continue;
             }
-            const float m_new = std::max(m[rr], rmax);
-            const float alpha = std::exp(m[rr] - m_new);  // 0 when m[rr] = -inf
+            const double m_new = std::max(m[rr], rmax);
+            const double alpha = std::exp(m[rr] - m_new);  // 0 when m[rr] = -inf
             l[rr] = l[rr] * alpha + exp_row(srow, m_new, vis, srow, simd_);
-            std::fill(srow + vis, srow + jn, 0.0f);
-            if (alpha != 1.0f) {
-              float* a = acc.data() + rr * D;
+            std::fill(srow + vis, srow + jn, 0.0);
+            if (alpha != 1.0) {
+              double* a = acc.data() + rr * D;
               for (int64_t d = 0; d < D; ++d) a[d] *= alpha;
             }
             m[rr] = m_new;
           }
           if (R <= kGemvRows) {
             for (int64_t rr = 0; rr < R; ++rr)
-              cblas_sgemv(CblasRowMajor, CblasTrans, static_cast<int>(jn), static_cast<int>(D), 1.0f, vh,
-                          static_cast<int>(vs), sc.data() + rr * kKeyTile, 1, 1.0f, acc.data() + rr * D, 1);
+              cblas_dgemv(CblasRowMajor, CblasTrans, ijn, iD, 1.0, vbuf.data(), iD, sc.data() + rr * kKeyTile, 1, 1.0,
+                          acc.data() + rr * D, 1);
           } else {
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<int>(R), static_cast<int>(D),
-                        static_cast<int>(jn), 1.0f, sc.data(), static_cast<int>(kKeyTile), vh, static_cast<int>(vs),
-                        1.0f, acc.data(), static_cast<int>(D));
+            cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<int>(R), iD, ijn, 1.0, sc.data(), iT,
+                        vbuf.data(), iD, 1.0, acc.data(), iD);
           }
         }
         for (int64_t rr = 0; rr < R; ++rr) {
           const int64_t row = i0 + rr % rows, h = h0 + rr / rows;
-          float lse_blk = ninf;
-          if (l[rr] > 0.0f) {
-            const float inv = 1.0f / l[rr];
-            for (int64_t d = 0; d < D; ++d) ob[d] = acc[rr * D + d] * inv;
+          double lse_blk = ninf;
+          if (l[rr] > 0.0) {
+            for (int64_t d = 0; d < D; ++d) ob[d] = acc[rr * D + d] / l[rr];
             lse_blk = m[rr] + std::log(l[rr]);
           } else {
-            std::fill(ob.begin(), ob.end(), 0.0f);
+            std::fill(ob.begin(), ob.end(), 0.0);
           }
-          merge_lse(o.f32() + row * qs + h * D, lse.f32() + row * H + h, ob.data(), lse_blk, D);
+          if (state64) {
+            merge_lse(o.f64() + row * qs + h * D, lse.f64() + row * H + h, ob.data(), lse_blk, D);
+          } else {  // an fp32 running state: this block's result rounded once, merged in fp32
+            for (int64_t d = 0; d < D; ++d) of[d] = static_cast<float>(ob[d]);
+            merge_lse(o.f32() + row * qs + h * D, lse.f32() + row * H + h, of.data(), static_cast<float>(lse_blk), D);
+          }
         }
       }
     }

@@ -2,6 +2,7 @@
 // cpu_attention.cpp).
 #include "backend/cpu/cpu_backend.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -77,6 +78,15 @@ void CpuBackend::copy_to_host(void* dst, const Tensor& src) {
 // ---------------------------------------------------------------- ops
 
 void CpuBackend::copy(const Tensor& src, const Tensor& dst) {
+  if (src.dtype() == DType::f64 && dst.dtype() == DType::f32) {  // the attention state's final rounding
+    expect(dst, src.rows(), src.cols(), DType::f32, "copy", "dst");
+    const double* a = src.f64();
+    float* b = dst.f32();
+    const int64_t n = src.numel();
+#pragma omp parallel for schedule(static) if (n >= kParallelMin)
+    for (int64_t i = 0; i < n; ++i) b[i] = static_cast<float>(a[i]);
+    return;
+  }
   expect(dst, src.rows(), src.cols(), src.dtype(), "copy", "dst");
   if (!src.empty() && src.data() != dst.data()) std::memmove(dst.data(), src.data(), src.bytes());
 }
@@ -171,11 +181,14 @@ void CpuBackend::store_kv(const Tensor& k, const Tensor& v, const KvBlock& dst) 
 }
 
 void CpuBackend::attention_reset(const Tensor& o, const Tensor& lse) {
-  check(o.dtype() == DType::f32 && lse.dtype() == DType::f32 && o.rows() == lse.rows(), "attention_reset",
-        "o is " + shape(o) + ", lse is " + shape(lse));
-  if (!o.empty()) std::memset(o.data(), 0, o.bytes());
-  float* l = lse.f32();
-  for (int64_t i = 0; i < lse.numel(); ++i) l[i] = -std::numeric_limits<float>::infinity();
+  check((o.dtype() == DType::f32 || o.dtype() == DType::f64) && lse.dtype() == o.dtype() && o.rows() == lse.rows(),
+        "attention_reset", "o is " + shape(o) + ", lse is " + shape(lse));
+  if (!o.empty()) std::memset(o.data(), 0, o.bytes());  // 0.0 in f32 and f64
+  if (lse.dtype() == DType::f64) {
+    std::fill_n(lse.f64(), lse.numel(), -std::numeric_limits<double>::infinity());
+  } else {
+    std::fill_n(lse.f32(), lse.numel(), -std::numeric_limits<float>::infinity());
+  }
 }
 
 void CpuBackend::swiglu(const Tensor& gate, const Tensor& up) {

@@ -42,6 +42,9 @@ class CpuBackend final : public Backend {
   void matmul(const Tensor& x, const Tensor& w, const Tensor& bias, const Tensor& out, bool accumulate) override;
   void rope(const Tensor& x, int64_t n_heads, const Tensor& inv_freq, int64_t pos_start, int64_t pos_stride) override;
   void store_kv(const Tensor& k, const Tensor& v, const KvBlock& dst) override;
+  // float64: attention over keys split in any way (ring blocks, tiles) agrees to ~1e-16
+  // before its single rounding to fp32 (cpu_attention.cpp).
+  DType attention_state_dtype() const override { return DType::f64; }
   void attention_reset(const Tensor& o, const Tensor& lse) override;
   void attention(const Tensor& q, const KvBlock& kv, const AttentionShape& shape, const Tensor& o,
                  const Tensor& lse) override;

@@ -1,11 +1,22 @@
 // CPU matmul: out = x W^T for fp32 weights and for GGUF weights kept quantized
 // (Q8_0, Q4_0, Q4_1, F16, BF16), which stay as stored and are dequantized block by block
 // inside the loops, fp32 arithmetic throughout: a quarter of the bytes of fp32 weights.
-//   - a few rows of x (decode): a GEMV per weight row, AVX2/FMA when the CPU has it
-//     (runtime dispatch: the binary keeps the x86-64 baseline), else portable C++;
-//   - more rows (prefill): each thread dequantizes a panel of weight rows to fp32 scratch
-//     and calls OpenBLAS sgemm (single-threaded; the OpenMP team splits the panels).
-#include <cblas.h>
+//
+// Each output element is one dot product computed in a fixed order that depends only on
+// the weight row and the x row, never on how many rows x has, which rows a call gets, or
+// how the weight rows are split among threads (OpenBLAS's sgemm gives a row different bits
+// at another M or N: its edge kernels sum in another order). So a token's activations are
+// bitwise the same whether its rank holds 59 or 237 tokens, or its rows come in chunks of
+// 64 or 13, which is what makes the forward independent of the rank count (README
+// "KV cache dtype"). The order: the weight row's fp32 values (GGUF types dequantized, exact
+// in fp32) times x in 8 lanes, lane l accumulating
+// k = l, l + 8, ... by FMA, then hsum_avx2's fixed tree, then the k past the last multiple
+// of 8 by scalar FMA (AVX2 + FMA, runtime dispatch: the binary keeps the x86-64 baseline);
+// portable C++ (a CPU without AVX2, or the test option) uses 8 lanes without FMA and the
+// same tree. The kernel blocks up to 4 x rows by 3 to 8 weight rows in registers. Prefill's many
+// x rows: each thread dequantizes a panel of weight rows to fp32 scratch and runs every x
+// row against it, 4 at a time (they stay in L1 while the panel streams from L2); decode's
+// few rows: 24 weight rows at a time, dequantized into L1 just before their use.
 #include <omp.h>
 
 #include <algorithm>
@@ -20,67 +31,54 @@ namespace ringinfer::cpu {
 
 namespace {
 
-constexpr int64_t kGemvMaxRows = 4;   // x rows up to which a GEMV beats dequantize + sgemm
-constexpr int64_t kPanelRows = 256;   // weight rows per dequantized panel (scratch 256 x in fp32)
+constexpr int64_t kRowBlock = 4;     // x rows per kernel call (registers)
+constexpr int64_t kDecodeRows = 24;  // weight rows dequantized at a time for few x rows (into L1)
+constexpr int64_t kPanelRows = 64;   // weight rows per panel (fp32 or dequantized: 64 x in floats)
 
 // ---------------------------------------------------------------- portable kernels
 
-float dot_portable(DType t, const unsigned char* w, const float* x, int64_t n, float* tmp) {
-  dequant_row(t, w, n, tmp, false);
-  float s = 0.0f;
-  for (int64_t k = 0; k < n; ++k) s += tmp[k] * x[k];
+// The dot product of n fp32 values: 8 lanes, then (l, l+4) pairs, (0+2), (1+3), their sum
+// (hsum_avx2's tree), then the tail.
+float dot_portable(const float* w, const float* x, int64_t n) {
+  float lane[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  int64_t k = 0;
+  for (; k + 8 <= n; k += 8)
+    for (int l = 0; l < 8; ++l) lane[l] += w[k + l] * x[k + l];
+  const float a0 = lane[0] + lane[4], a1 = lane[1] + lane[5], a2 = lane[2] + lane[6], a3 = lane[3] + lane[7];
+  float s = (a0 + a2) + (a1 + a3);
+  for (; k < n; ++k) s += w[k] * x[k];
   return s;
 }
 
 // ---------------------------------------------------------------- AVX2 + FMA kernels
-// Per block, sum_j w_j x_j = d sum_j q_j x_j (+ m sum_j x_j for Q4_1, with the block sums
-// of x computed once per x row): the integer codes meet x in fp32 and the scale is applied
-// once per block. The same sum as with dequantized weights, rounded in another order.
 #if RI_X86_SIMD
-// The 16 code bytes at p as 32 values: element j in the low nibble of byte j, element
-// j + 16 in the high nibble; minus `bias` (8 for Q4_0, 0 for Q4_1). Returns sum_j q_j x_j.
-RI_AVX2 inline __m256 nibbles_dot_avx2(const unsigned char* p, const float* x, __m128i bias) {
-  const __m128i low = _mm_set1_epi8(0x0f);
-  const __m128i q = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
-  const __m128i lo = _mm_sub_epi8(_mm_and_si128(q, low), bias);
-  const __m128i hi = _mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(q, 4), low), bias);
-  __m256 s = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(lo)), _mm256_loadu_ps(x));
-  s = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(lo, 8))), _mm256_loadu_ps(x + 8), s);
-  s = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(hi)), _mm256_loadu_ps(x + 16), s);
-  return _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(hi, 8))), _mm256_loadu_ps(x + 24), s);
+RI_AVX2 inline float fma_ss(float a, float b, float c) {
+  return _mm_cvtss_f32(_mm_fmadd_ss(_mm_set_ss(a), _mm_set_ss(b), _mm_set_ss(c)));
 }
 
-RI_AVX2 float dot_q4_1_avx2(const unsigned char* w, const float* x, const float* xsum, int64_t nb) {
-  __m256 acc = _mm256_setzero_ps();
-  float macc = 0.0f;
-  const __m128i zero = _mm_setzero_si128();
-  for (int64_t b = 0; b < nb; ++b, w += dtype::kQ4_1Bytes, x += dtype::kQBlock) {
-    acc = _mm256_fmadd_ps(nibbles_dot_avx2(w + 4, x, zero), _mm256_set1_ps(f16_avx2(w)), acc);
-    macc += f16_avx2(w + 2) * xsum[b];
+// out[i * ldo + c] = row c of w (fp32, stride ldw) . row i of x (stride ldx), n values,
+// for i < R, c < C.
+template <int R, int C>
+RI_AVX2 void dot_f32_block(const float* w, int64_t ldw, const float* x, int64_t ldx, int64_t n, float* out,
+                           int64_t ldo) {
+  __m256 acc[R][C];
+  for (int i = 0; i < R; ++i)
+    for (int c = 0; c < C; ++c) acc[i][c] = _mm256_setzero_ps();
+  int64_t k = 0;
+  for (; k + 8 <= n; k += 8) {
+    __m256 wv[C];
+    for (int c = 0; c < C; ++c) wv[c] = _mm256_loadu_ps(w + c * ldw + k);
+    for (int i = 0; i < R; ++i) {
+      const __m256 xv = _mm256_loadu_ps(x + i * ldx + k);
+      for (int c = 0; c < C; ++c) acc[i][c] = _mm256_fmadd_ps(wv[c], xv, acc[i][c]);
+    }
   }
-  return hsum_avx2(acc) + macc;
-}
-
-RI_AVX2 float dot_q4_0_avx2(const unsigned char* w, const float* x, int64_t nb) {
-  __m256 acc = _mm256_setzero_ps();
-  const __m128i eight = _mm_set1_epi8(8);
-  for (int64_t b = 0; b < nb; ++b, w += dtype::kQ4_0Bytes, x += dtype::kQBlock)
-    acc = _mm256_fmadd_ps(nibbles_dot_avx2(w + 2, x, eight), _mm256_set1_ps(f16_avx2(w)), acc);
-  return hsum_avx2(acc);
-}
-
-RI_AVX2 float dot_q8_0_avx2(const unsigned char* w, const float* x, int64_t nb) {
-  __m256 acc = _mm256_setzero_ps();
-  for (int64_t b = 0; b < nb; ++b, w += dtype::kQ8_0Bytes, x += dtype::kQBlock) {
-    const unsigned char* q = w + 2;
-    __m256 s = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(q)))),
-                             _mm256_loadu_ps(x));
-    for (int k = 8; k < 32; k += 8)
-      s = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(q + k)))),
-                          _mm256_loadu_ps(x + k), s);
-    acc = _mm256_fmadd_ps(s, _mm256_set1_ps(f16_avx2(w)), acc);
-  }
-  return hsum_avx2(acc);
+  for (int i = 0; i < R; ++i)
+    for (int c = 0; c < C; ++c) {
+      float s = hsum_avx2(acc[i][c]);
+      for (int64_t kk = k; kk < n; ++kk) s = fma_ss(w[c * ldw + kk], x[i * ldx + kk], s);
+      out[i * ldo + c] = s;
+    }
 }
 
 // Dequantization to fp32 scratch (prefill panels, embed): the same values as the
@@ -108,23 +106,54 @@ RI_AVX2 void dequant_q8_0_avx2(const unsigned char* w, int64_t nb, float* dst) {
                                               vd));
   }
 }
+
+// Weight rows per kernel call for R x rows: R x C accumulators (and R x rows, one weight
+// vector) fill the 16 ymm registers; decode's single row needs many independent
+// accumulators, its FMA chain being latency-bound.
+template <int R>
+constexpr int64_t col_block() {
+  return R == 1 ? 8 : R == 2 ? 6 : R == 3 ? 4 : 3;
+}
+
+// dot_f32_block<R, C> for weight rows in blocks of col_block<R>() (the last one shorter).
+template <int R>
+void dot_f32_rows(int64_t cols, const float* w, int64_t ldw, const float* x, int64_t ldx, int64_t n, float* out,
+                  int64_t ldo) {
+  constexpr int64_t C = col_block<R>();
+  int64_t c = 0;
+  for (; c + C <= cols; c += C) dot_f32_block<R, C>(w + c * ldw, ldw, x, ldx, n, out + c, ldo);
+  switch (cols - c) {
+    case 0: return;
+    case 1: return dot_f32_block<R, 1>(w + c * ldw, ldw, x, ldx, n, out + c, ldo);
+    case 2: return dot_f32_block<R, (C > 2 ? 2 : 1)>(w + c * ldw, ldw, x, ldx, n, out + c, ldo);
+    case 3: return dot_f32_block<R, (C > 3 ? 3 : 1)>(w + c * ldw, ldw, x, ldx, n, out + c, ldo);
+    case 4: return dot_f32_block<R, (C > 4 ? 4 : 1)>(w + c * ldw, ldw, x, ldx, n, out + c, ldo);
+    case 5: return dot_f32_block<R, (C > 5 ? 5 : 1)>(w + c * ldw, ldw, x, ldx, n, out + c, ldo);
+    case 6: return dot_f32_block<R, (C > 6 ? 6 : 1)>(w + c * ldw, ldw, x, ldx, n, out + c, ldo);
+    default: return dot_f32_block<R, (C > 7 ? 7 : 1)>(w + c * ldw, ldw, x, ldx, n, out + c, ldo);
+  }
+}
 #endif
 
-// One weight row (n elements of type t) dotted with x; xsum: x's sums per 32-block.
-float dot_row(DType t, const unsigned char* w, const float* x, const float* xsum, int64_t n, float* tmp, bool simd) {
+// out (rows x cols, stride ldo) = x rows (rows <= kRowBlock, stride ldx) . fp32 weight rows
+// wp (cols of them, stride ldw), n values each.
+void dot_f32_tile(const float* wp, int64_t ldw, int64_t cols, const float* x, int64_t ldx, int64_t rows, int64_t n,
+                  float* out, int64_t ldo, bool simd) {
 #if RI_X86_SIMD
   if (simd) {
-    switch (t) {
-      case DType::q4_1: return dot_q4_1_avx2(w, x, xsum, n / dtype::kQBlock);
-      case DType::q4_0: return dot_q4_0_avx2(w, x, n / dtype::kQBlock);
-      case DType::q8_0: return dot_q8_0_avx2(w, x, n / dtype::kQBlock);
-      default: break;
+    switch (rows) {
+      case 1: dot_f32_rows<1>(cols, wp, ldw, x, ldx, n, out, ldo); break;
+      case 2: dot_f32_rows<2>(cols, wp, ldw, x, ldx, n, out, ldo); break;
+      case 3: dot_f32_rows<3>(cols, wp, ldw, x, ldx, n, out, ldo); break;
+      default: dot_f32_rows<4>(cols, wp, ldw, x, ldx, n, out, ldo); break;
     }
+    return;
   }
 #else
-  (void)xsum, (void)simd;
+  (void)simd;
 #endif
-  return dot_portable(t, w, x, n, tmp);
+  for (int64_t i = 0; i < rows; ++i)
+    for (int64_t c = 0; c < cols; ++c) out[i * ldo + c] = dot_portable(wp + c * ldw, x + i * ldx, n);
 }
 
 }  // namespace
@@ -172,42 +201,44 @@ void CpuBackend::matmul(const Tensor& x, const Tensor& w, const Tensor& bias, co
   float* o = out.f32();
   if (in == 0) {
     if (!accumulate) std::memset(out.data(), 0, out.bytes());
-  } else if (t != DType::f32 && n <= kGemvMaxRows) {
-    const int64_t nb = in / dtype::kQBlock;  // x's sums per block (Q4_1's offsets multiply them)
-    std::vector<float> xsum(static_cast<size_t>(n * nb), 0.0f);
-    for (int64_t i = 0; i < n; ++i)
-      for (int64_t b = 0; b < nb; ++b)
-        for (int64_t k = 0; k < dtype::kQBlock; ++k) xsum[i * nb + b] += xs[i * in + b * dtype::kQBlock + k];
-#pragma omp parallel
-    {
-      std::vector<float> tmp(static_cast<size_t>(in));
-#pragma omp for schedule(static)
-      for (int64_t r = 0; r < of; ++r)
-        for (int64_t i = 0; i < n; ++i) {
-          const float v = dot_row(t, wb + r * row_bytes, xs + i * in, xsum.data() + i * nb, in, tmp.data(), simd_);
-          o[i * of + r] = accumulate ? o[i * of + r] + v : v;
-        }
-    }
   } else {
-    // Panels of weight rows over the team, each an sgemm of all x rows against the panel.
+    // Panels of weight rows, a multiple of the team's size of them (decode's few x rows
+    // split evenly), each against every x row.
     const int64_t team = omp_get_max_threads();
-    const int64_t panel = std::max<int64_t>(16, std::min(kPanelRows, (of + team - 1) / team));
-    const int64_t panels = (of + panel - 1) / panel;
+    const int64_t panels = team * ((of + team * kPanelRows - 1) / (team * kPanelRows));
+    const int64_t panel = (of + panels - 1) / panels;
+    const bool few = n <= kRowBlock;  // decode: dequantize kDecodeRows rows at a time, not a panel
 #pragma omp parallel
     {
-      std::vector<float> scratch(t == DType::f32 ? 0 : static_cast<size_t>(panel * in));
+      std::vector<float> scratch(t == DType::f32 ? 0 : static_cast<size_t>((few ? kDecodeRows : panel) * in));
+      std::vector<float> vals(static_cast<size_t>(kRowBlock * panel));
 #pragma omp for schedule(dynamic, 1)
       for (int64_t p = 0; p < panels; ++p) {
-        const int64_t r0 = p * panel, rows = std::min(panel, of - r0);
-        const float* wp = w.f32() + r0 * in;
-        if (t != DType::f32) {
-          for (int64_t r = 0; r < rows; ++r)
-            dequant_row(t, wb + (r0 + r) * row_bytes, in, scratch.data() + r * in, simd_);
-          wp = scratch.data();
+        const int64_t r0 = std::min(of, p * panel), rows = std::min(panel, of - r0);
+        if (rows <= 0) continue;
+        // Weight rows r0 + [c0, c0 + cn) as fp32 rows of stride `in`: the weights' own, or
+        // dequantized into scratch.
+        const auto fp32_rows = [&](int64_t c0, int64_t cn, float* dst) -> const float* {
+          if (t == DType::f32) return w.f32() + (r0 + c0) * in;
+          for (int64_t c = 0; c < cn; ++c) dequant_row(t, wb + (r0 + c0 + c) * row_bytes, in, dst + c * in, simd_);
+          return dst;
+        };
+        if (few) {
+          for (int64_t c0 = 0; c0 < rows; c0 += kDecodeRows) {
+            const int64_t cn = std::min(kDecodeRows, rows - c0);
+            dot_f32_tile(fp32_rows(c0, cn, scratch.data()), in, cn, xs, in, n, in, vals.data() + c0, panel, simd_);
+          }
         }
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(n), static_cast<int>(rows),
-                    static_cast<int>(in), 1.0f, xs, static_cast<int>(in), wp, static_cast<int>(in),
-                    accumulate ? 1.0f : 0.0f, o + r0, static_cast<int>(of));
+        const float* wp = few ? nullptr : fp32_rows(0, rows, scratch.data());
+        for (int64_t i0 = 0; i0 < n; i0 += kRowBlock) {
+          const int64_t ri = std::min(kRowBlock, n - i0);
+          if (!few) dot_f32_tile(wp, in, rows, xs + i0 * in, in, ri, in, vals.data(), panel, simd_);
+          for (int64_t i = 0; i < ri; ++i) {
+            float* oi = o + (i0 + i) * of + r0;
+            const float* v = vals.data() + i * panel;
+            for (int64_t r = 0; r < rows; ++r) oi[r] = accumulate ? oi[r] + v[r] : v[r];
+          }
+        }
       }
     }
   }
