@@ -183,14 +183,15 @@ TEST(CudaBackendOps, MatmulBf16WeightsBiasAndAccumulate) {
 // Decode-sized products (n <= 4 rows: the few-row kernel; more: cuBLAS) against float64 sums
 // of the same bf16-rounded operands: only the fp32 summation may differ, so each element is
 // within 2e-6 of sum_k |x_k w_k| + |out| + |bias| (fp32 sums over 14336 terms measure
-// ~1e-7). Shapes: the 8B model's (4096 -> 1024, 14336 -> 4096 at n = 1), a tail tile
-// (2056), wide outputs (two rows per warp), in = 60 (not a multiple of 8: cuBLAS). Each
+// ~1e-7). Shapes: the 8B model's (4096 -> 1024, 14336 -> 4096 at n = 1), a tail chunk
+// (2056), wide outputs, x too large to stage in shared memory (4 x 14336), in = 60 (not a
+// multiple of 8: cuBLAS). Each
 // with the bias, accumulating, and both (tensor parallelism's rank 0 output projection).
 TEST(CudaBackendOps, MatmulFewRowsAgainstFloat64) {
   Pair p;
   struct S { int64_t n, in, of; };
   for (S s : {S{1, 4096, 1024}, S{1, 14336, 96}, S{2, 2056, 1000}, S{3, 64, 8200}, S{4, 4096, 1024},
-              S{5, 4104, 37}, S{8, 8, 3}, S{8, 2048, 513}, S{9, 520, 70}, S{1, 60, 33}}) {
+              S{4, 14336, 129}, S{5, 4104, 37}, S{8, 8, 3}, S{8, 2048, 513}, S{9, 520, 70}, S{1, 60, 33}}) {
     const auto x = randn(s.n * s.in), acc = randn(s.n * s.of);
     const HostTensor w = host_tensor({s.of, s.in}, 0.1f), b = host_tensor({s.of}, 1.0f);
     Tensor wg = p.gpu->upload_weight(w), bg = p.gpu->upload_weight(b);
@@ -277,11 +278,12 @@ TEST(CudaBackendOps, MatmulsEqualEachMatmulAlone) {
 // float64 sum of the operands it rounds (x normalized in fp32 as rmsnorm() does, then bf16;
 // bf16 weights): within 2e-6 of sum|terms|, as the plain few-row products; and bitwise what
 // the ops it stands for give on the same device (rmsnorm, matmuls, swiglu for `gated`),
-// for more rows too (the default path). in = 520: rows not a multiple of the warp's 128.
+// for more rows too (the default path). in = 520: rows not a multiple of the warp's 128;
+// in = 13000: x staged in shared memory up to 3 rows, read through L1 at 4.
 TEST(CudaBackendOps, RmsnormMatmulsEqualTheOpsTheyFuse) {
   Pair p;
   const float eps = 1e-5f;
-  for (int64_t in : {4096, 520})
+  for (int64_t in : {4096, 520, 13000})
     for (int64_t n : {1, 2, 3, 4, 7}) {
       const auto x = randn(n * in, 3.0f), g = randn(in, 0.3f);
       std::vector<float> gamma(g.size());
