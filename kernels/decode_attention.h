@@ -40,7 +40,6 @@ struct DecodeAttnParams {
 // The fp8 variant a call with variant = -1 gets (decode_attention_kernel.cuh lists them):
 // 1, 16-key converted tiles, 2 blocks per SM. H100, 128K keys, D 128 (2026-12-07,
 // bench_attention): 0.733 of copy bandwidth; variant 0 0.540, 2 0.700, 3 0.656.
-// Variants 4 and 5 (f16 MMAs on the raw e4m3 values) are not measured yet.
 constexpr int kDecodeFp8DefaultVariant = 1;
 
 // Workspace bytes decode_attention needs for these parameters on the current device.

@@ -37,24 +37,6 @@
 //   the K reads and the V reads of a warp hit distinct banks.
 // Per warp this needs kStages x (K, V) byte tiles and scales only, so 16-key tiles and
 // 2-3 blocks per SM fit (DecodeTile::kSmemBytes).
-//
-// fp8, f16 MMAs on the raw e4m3 values (kHalf, with kDirect's fragment orders): e4m3 ->
-// f16 is exact and one cvt per byte pair (e4m3 -> bf16 costs a cvt, two f16 -> f32 and a
-// pack), so both products run as f16 MMAs (fp32 accumulate) on the unscaled e4m3 values:
-//   Q K^T: Q rounded once to f16 times a power of two per row (q_prescale_exp: exact for
-//   bf16 Q, any range), undone with the softmax scale: s_j = dot(q 2^e, k8_j) k_scale[j]
-//   * softmax_scale * 2^-e.
-//   P V: v_scale[j] stays inside the sum over keys, so it goes into P: w_j = p_j
-//   v_scale[j] (fp32). f16 needs w in range, so each row keeps a unit u (the largest w
-//   seen so far, in the frame of the running max) and the tile's P' = w / u * 2^15 in
-//   [0, 2^15]; the accumulator holds sum P' v8 (O * l = acc * u * 2^-15). The running max
-//   moving multiplies u by alpha instead of rescaling the accumulator; only a tile whose
-//   largest w exceeds u (rare after the first tiles) rescales it, by u_old / u_new < 1.
-//   P' keeps f16's 11 bits down to 2^-29 of the largest weight (bf16's 8 bits for
-//   converted tiles), and weights under 2^-40 of it round to zero.
-// l sums the fp32 p as in every variant. The loads of a full tile use precomputed
-// addresses (the generic index arithmetic was a fifth of the instructions per tile).
-#include <cuda_fp16.h>
 #include <cuda_fp8.h>
 #include <math.h>
 
@@ -129,13 +111,12 @@ __device__ __forceinline__ DecodeArgs sequence_args(const DecodeArgs& a, const D
   return b;
 }
 
-template <int D, int kWarps, int kBlockN, int kStages, bool kFp8 = false, bool kDirect = false, bool kHalf = false>
+template <int D, int kWarps, int kBlockN, int kStages, bool kFp8 = false, bool kDirect = false>
 struct DecodeTile {
   static_assert(!kDirect || kFp8, "direct fragments are an fp8-cache path");
-  static_assert(!kHalf || kDirect, "f16 MMAs on the raw e4m3 values build their fragments directly");
   static_assert(kBlockN % 16 == 0 && kStages >= 2, "tiles of 16-key MMA steps, at least double-buffered");
   static constexpr int kNumWarps = kWarps, kKeys = kBlockN, kNumStages = kStages;
-  static constexpr bool kIsDirect = kDirect, kIsHalf = kHalf;
+  static constexpr bool kIsDirect = kDirect;
   static constexpr int kThreads = 32 * kWarps;
   static constexpr int kChunks = D / 8;  // 16-byte chunks of a bf16 row
   static constexpr size_t kBf16Tile = size_t(kBlockN) * D * sizeof(bf16);
@@ -165,17 +146,11 @@ struct DecodeTile {
 //   1: 16-key tiles, 4 stages, converted bf16 tile (2 blocks/SM at D = 128)
 //   2: 32-key tiles, 3 stages, direct fragments     (2 blocks/SM at D = 128)
 //   3: 16-key tiles, 4 stages, direct fragments     (3 blocks/SM at D = 128; D = 64: 4, by registers)
-//   4: 16-key tiles, 4 stages, f16 MMAs on the raw e4m3 values (3 blocks/SM at D = 128)
-//   5: 32-key tiles, 3 stages, f16 MMAs on the raw e4m3 values (2 blocks/SM at D = 128)
 // f receives a value-initialized DecodeTile of the variant (its constants describe it).
-constexpr int kDecodeFp8Variants = 6;
+constexpr int kDecodeFp8Variants = 4;
 template <int D, typename F>
 decltype(auto) visit_decode_fp8_variant(int variant, F&& f) {
   switch (variant) {
-    case 4:
-      return f(DecodeTile<D, 4, 16, 4, true, true, true>{});
-    case 5:
-      return f(DecodeTile<D, 4, 32, 3, true, true, true>{});
     case 1:
       return f(DecodeTile<D, 4, 16, 4, true, false>{});
     case 2:
@@ -207,52 +182,6 @@ __device__ __forceinline__ uint4 e4m3x8_to_bf16x8(uint2 bytes) {
                     e4m3x2_to_bf16x2(bytes.y >> 16));  // element 2i in the low half, as in memory
 }
 
-// ---- f16 MMAs on the raw e4m3 values (kHalf): helpers
-// 4 e4m3 bytes -> 2 f16x2 (exact: every e4m3 value is an f16 value): lo = bytes 0, 1,
-// hi = bytes 2, 3, the lower byte in the low half. One cvt per pair (sm_89+).
-__device__ __forceinline__ void e4m3x4_to_f16x2x2(uint32_t bytes, uint32_t& lo, uint32_t& hi) {
-  asm("{\n .reg .b16 l, h;\n mov.b32 {l, h}, %2;\n cvt.rn.f16x2.e4m3x2 %0, l;\n cvt.rn.f16x2.e4m3x2 %1, h;\n}\n"
-      : "=r"(lo), "=r"(hi)
-      : "r"(bytes));
-}
-
-// m16n8k16 with f16 operands, fp32 accumulate (fragment layouts as the bf16 one, cuda_common.cuh).
-__device__ __forceinline__ void mma_f16_16816(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
-  asm volatile(
-      "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
-      "{%8,%9}, {%0,%1,%2,%3};\n"
-      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-
-__device__ __forceinline__ uint32_t pack_f16x2(float lo, float hi) {
-  const __half2 v = __floats2half2_rn(lo, hi);
-  return *reinterpret_cast<const uint32_t*>(&v);
-}
-
-__device__ __forceinline__ float fast_rcp(float x) {
-  float y;
-  asm("rcp.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
-  return y;
-}
-
-// 2^e as a float, e in [-126, 127].
-__device__ __forceinline__ float exp2_int(int e) { return __int_as_float((e + 127) << 23); }
-
-// The power of two e that takes a query row whose largest magnitude is amax into f16
-// without rounding: amax * 2^e < 2^15 <= 65504, and every bf16 value of the row times
-// 2^e keeps its 8 significant bits (f16 has 11) unless it falls below f16's normal range,
-// 2^-29 of amax (negligible in the dot product). Clamped to [-120, 100] so 2^e and 2^-e
-// are normal floats; amax = 0 (a padding row), inf or NaN: 0.
-__device__ __forceinline__ int q_prescale_exp(float amax) {
-  if (!(amax > 0.f && amax < INFINITY)) return 0;
-  const int E = ((__float_as_int(amax) >> 23) & 0xff) - 126;  // amax < 2^E (normal amax: in [2^(E-1), 2^E))
-  return min(100, max(-120, 15 - E));
-}
-
-// The smallest unit of a row's V accumulator (kHalf): keeps 1 / unit finite.
-constexpr float kAccUnitFloor = 7.8886090522101181e-31f;  // 2^-100
-
 // Byte offset of 16-byte chunk `ch` of key row r in a direct-fragment e4m3 tile
 // [kBlockN][D]: the chunks of each 128-byte line are permuted by XOR so that a warp's
 // 16-byte K reads (lanes g, t: row 8nb + g, chunks of t) and its V reads (row
@@ -270,16 +199,15 @@ __device__ __forceinline__ int fp8_chunk(int r, int ch) {
   }
 }
 
-template <int D, int kWarps, int kBlockN, int kStages, bool kFp8, bool kDirect, bool kHalf, bool kSeqs>
-__global__ void __launch_bounds__(32 * kWarps,
-                                  (DecodeTile<D, kWarps, kBlockN, kStages, kFp8, kDirect, kHalf>::kMinBlocks))
+template <int D, int kWarps, int kBlockN, int kStages, bool kFp8, bool kDirect, bool kSeqs>
+__global__ void __launch_bounds__(32 * kWarps, (DecodeTile<D, kWarps, kBlockN, kStages, kFp8, kDirect>::kMinBlocks))
     decode_split_kernel(const __grid_constant__ DecodeArgs a_in, const __grid_constant__ DecodeSeqs seqs) {
   // A single-sequence launch reads its arguments from parameter space as before; a
   // several-sequence one works on a copy with this block's sequence filled in.
   DecodeArgs a_seq;
   if constexpr (kSeqs) a_seq = sequence_args<D>(a_in, seqs, blockIdx.z);
   const DecodeArgs& a = kSeqs ? a_seq : a_in;
-  using Tile = DecodeTile<D, kWarps, kBlockN, kStages, kFp8, kDirect, kHalf>;
+  using Tile = DecodeTile<D, kWarps, kBlockN, kStages, kFp8, kDirect>;
   constexpr int kChunks = Tile::kChunks;
   extern __shared__ __align__(128) unsigned char smem_raw[];
   bf16* sQ = reinterpret_cast<bf16*>(smem_raw);  // [16][D] swizzled
@@ -312,62 +240,22 @@ __global__ void __launch_bounds__(32 * kWarps,
       uint8_t* k_dst = s8 + stage * 2 * Tile::kFp8Tile;
       uint8_t* v_dst = k_dst + Tile::kFp8Tile;
       constexpr int kChunks8 = D / 16;  // 16-byte chunks of an fp8 row
-      if constexpr (kHalf) {
-        // A full tile (every tile but a sequence's last): the lane's chunks are column
-        // lane % kChunks8 of rows lane / kChunks8 + j * kRowStep, at addresses that advance
-        // by adds (the generic loop below spends ~20 instructions of 64-bit index
-        // arithmetic per chunk). fp8_chunk of row r0 + j * kRowStep depends on j only
-        // through j & 1 (D = 128: r % 8 = r0 + 4 (j & 1); D = 64: not at all).
-        constexpr int kRowStep = 32 / kChunks8, kRowsPerLane = kBlockN / kRowStep;
-        static_assert(kBlockN % kRowStep == 0 && kBlockN <= 32, "whole rows of chunks per lane; one scale per lane");
-        const int r0 = lane / kChunks8, ch = lane % kChunks8;
-        if (key0 + kBlockN <= a.n_k) {
-          const int dst_even = fp8_chunk<D>(r0, ch), dst_odd = fp8_chunk<D>(r0 + kRowStep, ch) - kRowStep * D;
-          const long off = long(key0 + r0) * a.kv_stride + kv_head * D + ch * 16, step = long(kRowStep) * a.kv_stride;
-          const uint8_t* kp = a.k8 + off;
-          const uint8_t* vp = a.v8 + off;
 #pragma unroll
-          for (int j = 0; j < kRowsPerLane; ++j) {
-            const int dst = (j % 2 ? dst_odd : dst_even) + j * kRowStep * D;
-            cp_async_16(k_dst + dst, kp + j * step, true);
-            cp_async_16(v_dst + dst, vp + j * step, true);
-          }
-        } else {
-#pragma unroll
-          for (int j = 0; j < kRowsPerLane; ++j) {
-            const int r = r0 + j * kRowStep, key = key0 + r;
-            const bool ok = key < a.n_k;
-            const long off = (ok ? key : 0) * a.kv_stride + kv_head * D + ch * 16;
-            cp_async_16(k_dst + fp8_chunk<D>(r, ch), a.k8 + off, ok);
-            cp_async_16(v_dst + fp8_chunk<D>(r, ch), a.v8 + off, ok);
-          }
-        }
-        float* ks = sScale + stage * 2 * kBlockN;
-        if (lane < kBlockN) {
-          const int key = key0 + lane;
-          const bool ok = key < a.n_k;
-          const long off = long(ok ? key : 0) * gridDim.y + kv_head;  // gridDim.y = Hkv
-          cp_async_4(ks + lane, a.k_scale + off, ok);
-          cp_async_4(ks + kBlockN + lane, a.v_scale + off, ok);
-        }
-      } else {
-#pragma unroll
-        for (int c = lane; c < kBlockN * kChunks8; c += 32) {
-          const int r = c / kChunks8, ch = c % kChunks8, key = key0 + r;
-          const bool ok = key < a.n_k;
-          const long off = (ok ? key : 0) * a.kv_stride + kv_head * D + ch * 16;
-          const int dst = kDirect ? fp8_chunk<D>(r, ch) : r * D + ch * 16;
-          cp_async_16(k_dst + dst, a.k8 + off, ok);
-          cp_async_16(v_dst + dst, a.v8 + off, ok);
-        }
-        float* ks = sScale + stage * 2 * kBlockN;
-        for (int r = lane; r < kBlockN; r += 32) {
-          const int key = key0 + r;
-          const bool ok = key < a.n_k;
-          const long off = long(ok ? key : 0) * gridDim.y + kv_head;  // gridDim.y = Hkv
-          cp_async_4(ks + r, a.k_scale + off, ok);
-          cp_async_4(ks + kBlockN + r, a.v_scale + off, ok);
-        }
+      for (int c = lane; c < kBlockN * kChunks8; c += 32) {
+        const int r = c / kChunks8, ch = c % kChunks8, key = key0 + r;
+        const bool ok = key < a.n_k;
+        const long off = (ok ? key : 0) * a.kv_stride + kv_head * D + ch * 16;
+        const int dst = kDirect ? fp8_chunk<D>(r, ch) : r * D + ch * 16;
+        cp_async_16(k_dst + dst, a.k8 + off, ok);
+        cp_async_16(v_dst + dst, a.v8 + off, ok);
+      }
+      float* ks = sScale + stage * 2 * kBlockN;
+      for (int r = lane; r < kBlockN; r += 32) {
+        const int key = key0 + r;
+        const bool ok = key < a.n_k;
+        const long off = long(ok ? key : 0) * gridDim.y + kv_head;  // gridDim.y = Hkv
+        cp_async_4(ks + r, a.k_scale + off, ok);
+        cp_async_4(ks + kBlockN + r, a.v_scale + off, ok);
       }
     } else {
       bf16* k_dst = sK + stage * kBlockN * D;
@@ -408,42 +296,10 @@ __global__ void __launch_bounds__(32 * kWarps,
       ldmatrix_x4(qf[kk], sQ + swizzle<D>(((lane / 8) % 2) * 8 + lane % 8, kk * 2 + lane / 16));
   }
 
-  // Row factors of the scores in log2 units: the softmax scale, and with kHalf the 2^-e
-  // that undoes row's power-of-two prescale of Q (rows g: _a, g + 8: _b).
-  float sc_a = a.scale_log2, sc_b = a.scale_log2;
-  if constexpr (kHalf) {  // Q bf16 -> f16 times 2^e per row (exact, q_prescale_exp)
-    float amax_a = 0.f, amax_b = 0.f;
-#pragma unroll
-    for (int kk = 0; kk < D / 16; ++kk)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const float2 f = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&qf[kk][e]));
-        const float m = fmaxf(fabsf(f.x), fabsf(f.y));
-        if (e % 2 == 0) amax_a = fmaxf(amax_a, m);
-        else amax_b = fmaxf(amax_b, m);
-      }
-    // A quad's 4 lanes hold all D dims of rows g and g + 8.
-    const int e_a = q_prescale_exp(quad_max(amax_a)), e_b = q_prescale_exp(quad_max(amax_b));
-    const float pre_a = exp2_int(e_a), pre_b = exp2_int(e_b);
-#pragma unroll
-    for (int kk = 0; kk < D / 16; ++kk)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const float2 f = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&qf[kk][e]));
-        const float pre = e % 2 == 0 ? pre_a : pre_b;
-        qf[kk][e] = pack_f16x2(f.x * pre, f.y * pre);
-      }
-    sc_a = a.scale_log2 * exp2_int(-e_a);
-    sc_b = a.scale_log2 * exp2_int(-e_b);
-  }
-
   float acc[D / 8][4];
 #pragma unroll
   for (int n = 0; n < D / 8; ++n) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.f;
   float m_a = -INFINITY, m_b = -INFINITY, l_a = 0.f, l_b = 0.f;
-  // kHalf: the V accumulator of row a holds O * l / u_a * 2^15 (u_a: the unit, the largest
-  // single weight p * v_scale seen so far, in the current max's frame; header comment).
-  float u_a = 0.f, u_b = 0.f;
 
   for (int i = 0; i < my_tiles; ++i) {
     if (i + kStages - 1 < my_tiles) load_tile(i + kStages - 1);
@@ -483,15 +339,8 @@ __global__ void __launch_bounds__(32 * kWarps,
           raw[4 * h] = w.x, raw[4 * h + 1] = w.y, raw[4 * h + 2] = w.z, raw[4 * h + 3] = w.w;
         }
 #pragma unroll
-        for (int kk = 0; kk < D / 16; ++kk) {
-          if constexpr (kHalf) {
-            uint32_t b0, b1;
-            e4m3x4_to_f16x2x2(raw[kk], b0, b1);
-            mma_f16_16816(s[nb], qf[kk], b0, b1);
-          } else {
-            mma_bf16_16816(s[nb], qf[kk], e4m3x2_to_bf16x2(raw[kk]), e4m3x2_to_bf16x2(raw[kk] >> 16));
-          }
-        }
+        for (int kk = 0; kk < D / 16; ++kk)
+          mma_bf16_16816(s[nb], qf[kk], e4m3x2_to_bf16x2(raw[kk]), e4m3x2_to_bf16x2(raw[kk] >> 16));
       }
     } else {
 #pragma unroll
@@ -530,73 +379,31 @@ __global__ void __launch_bounds__(32 * kWarps,
       mx_b = fmaxf(mx_b, fmaxf(s[n][2], s[n][3]));
     }
     // Every tile holds at least one real key, so the new max is finite.
-    const float new_m_a = fmaxf(m_a, quad_max(mx_a) * sc_a);
-    const float new_m_b = fmaxf(m_b, quad_max(mx_b) * sc_b);
+    const float new_m_a = fmaxf(m_a, quad_max(mx_a) * a.scale_log2);
+    const float new_m_b = fmaxf(m_b, quad_max(mx_b) * a.scale_log2);
     const float alpha_a = fast_exp2(m_a - new_m_a), alpha_b = fast_exp2(m_b - new_m_b);
     m_a = new_m_a;
     m_b = new_m_b;
     float sum_a = 0.f, sum_b = 0.f;
 #pragma unroll
     for (int n = 0; n < kBlockN / 8; ++n) {
-      s[n][0] = fast_exp2(fmaf(s[n][0], sc_a, -m_a));
-      s[n][1] = fast_exp2(fmaf(s[n][1], sc_a, -m_a));
-      s[n][2] = fast_exp2(fmaf(s[n][2], sc_b, -m_b));
-      s[n][3] = fast_exp2(fmaf(s[n][3], sc_b, -m_b));
+      s[n][0] = fast_exp2(fmaf(s[n][0], a.scale_log2, -m_a));
+      s[n][1] = fast_exp2(fmaf(s[n][1], a.scale_log2, -m_a));
+      s[n][2] = fast_exp2(fmaf(s[n][2], a.scale_log2, -m_b));
+      s[n][3] = fast_exp2(fmaf(s[n][3], a.scale_log2, -m_b));
       sum_a += s[n][0] + s[n][1];
       sum_b += s[n][2] + s[n][3];
     }
     l_a = l_a * alpha_a + sum_a;
     l_b = l_b * alpha_b + sum_b;
-    if constexpr (kHalf) {
-      // Weights w = p * v_scale (fp32); the tile's P' = w / unit * 2^15 lies in [0, 2^15],
-      // f16's range. The unit only grows past the running one (in this tile's frame,
-      // u * alpha) when a weight does, and only then is the accumulator rescaled (by a
-      // factor < 1, exactly 1 for rows whose unit did not grow; padding rows are never
-      // read, so they do not ask for it).
-      float w_a = 0.f, w_b = 0.f;
 #pragma unroll
-      for (int n = 0; n < kBlockN / 8; ++n) {
-        const float2 vs = *reinterpret_cast<const float2*>(v_scale + n * 8 + (lane % 4) * 2);
-        s[n][0] *= vs.x;
-        s[n][1] *= vs.y;
-        s[n][2] *= vs.x;
-        s[n][3] *= vs.y;
-        w_a = fmaxf(w_a, fmaxf(s[n][0], s[n][1]));
-        w_b = fmaxf(w_b, fmaxf(s[n][2], s[n][3]));
-      }
-      const float old_a = u_a * alpha_a, old_b = u_b * alpha_b;
-      u_a = fmaxf(fmaxf(quad_max(w_a), old_a), kAccUnitFloor);
-      u_b = fmaxf(fmaxf(quad_max(w_b), old_b), kAccUnitFloor);
-      const float r_a = fast_rcp(u_a), r_b = fast_rcp(u_b);
-      const bool grow_a = u_a > old_a, grow_b = u_b > old_b;
-      if (__any_sync(0xffffffffu, (grow_a && lane / 4 < a.rows) || (grow_b && lane / 4 + 8 < a.rows))) {
-        const float f_a = grow_a ? old_a * r_a : 1.f, f_b = grow_b ? old_b * r_b : 1.f;
-#pragma unroll
-        for (int n = 0; n < D / 8; ++n) {
-          acc[n][0] *= f_a;
-          acc[n][1] *= f_a;
-          acc[n][2] *= f_b;
-          acc[n][3] *= f_b;
-        }
-      }
-      const float i_a = r_a * 32768.f, i_b = r_b * 32768.f;
-#pragma unroll
-      for (int n = 0; n < kBlockN / 8; ++n) {
-        s[n][0] *= i_a;
-        s[n][1] *= i_a;
-        s[n][2] *= i_b;
-        s[n][3] *= i_b;
-      }
-    } else {
-#pragma unroll
-      for (int n = 0; n < D / 8; ++n) {
-        acc[n][0] *= alpha_a;
-        acc[n][1] *= alpha_a;
-        acc[n][2] *= alpha_b;
-        acc[n][3] *= alpha_b;
-      }
+    for (int n = 0; n < D / 8; ++n) {
+      acc[n][0] *= alpha_a;
+      acc[n][1] *= alpha_a;
+      acc[n][2] *= alpha_b;
+      acc[n][3] *= alpha_b;
     }
-    if constexpr (kFp8 && !kHalf) {  // P[:, j] *= v_scale[j] (after l took the unscaled P)
+    if constexpr (kFp8) {  // P[:, j] *= v_scale[j] (after l took the unscaled P)
 #pragma unroll
       for (int n = 0; n < kBlockN / 8; ++n) {
         const float2 vs = *reinterpret_cast<const float2*>(v_scale + n * 8 + (lane % 4) * 2);
@@ -608,9 +415,9 @@ __global__ void __launch_bounds__(32 * kWarps,
     }
 #pragma unroll
     for (int kk = 0; kk < kBlockN / 16; ++kk) {
-      auto pack = [](float lo, float hi) { return kHalf ? pack_f16x2(lo, hi) : pack_bf16x2(lo, hi); };
-      const uint32_t pa[4] = {pack(s[2 * kk][0], s[2 * kk][1]), pack(s[2 * kk][2], s[2 * kk][3]),
-                              pack(s[2 * kk + 1][0], s[2 * kk + 1][1]), pack(s[2 * kk + 1][2], s[2 * kk + 1][3])};
+      const uint32_t pa[4] = {pack_bf16x2(s[2 * kk][0], s[2 * kk][1]), pack_bf16x2(s[2 * kk][2], s[2 * kk][3]),
+                              pack_bf16x2(s[2 * kk + 1][0], s[2 * kk + 1][1]),
+                              pack_bf16x2(s[2 * kk + 1][2], s[2 * kk + 1][3])};
       if constexpr (kDirect) {  // lane (g, t): keys 16kk + 2t + {0, 1, 8, 9}, dims g * D/8 ... (+ D/8)
         const int g = lane / 4, t = lane % 4;
         uint32_t x[4][D / 32];  // [key][4 dims per word]
@@ -631,22 +438,10 @@ __global__ void __launch_bounds__(32 * kWarps,
         for (int w = 0; w < D / 32; ++w) {
           const uint32_t lo_01 = __byte_perm(x[0][w], x[1][w], 0x5140), hi_01 = __byte_perm(x[0][w], x[1][w], 0x7362);
           const uint32_t lo_89 = __byte_perm(x[2][w], x[3][w], 0x5140), hi_89 = __byte_perm(x[2][w], x[3][w], 0x7362);
-          if constexpr (kHalf) {
-            uint32_t d0_01, d1_01, d2_01, d3_01, d0_89, d1_89, d2_89, d3_89;  // dim 4w + e, key pairs
-            e4m3x4_to_f16x2x2(lo_01, d0_01, d1_01);
-            e4m3x4_to_f16x2x2(hi_01, d2_01, d3_01);
-            e4m3x4_to_f16x2x2(lo_89, d0_89, d1_89);
-            e4m3x4_to_f16x2x2(hi_89, d2_89, d3_89);
-            mma_f16_16816(acc[4 * w], pa, d0_01, d0_89);
-            mma_f16_16816(acc[4 * w + 1], pa, d1_01, d1_89);
-            mma_f16_16816(acc[4 * w + 2], pa, d2_01, d2_89);
-            mma_f16_16816(acc[4 * w + 3], pa, d3_01, d3_89);
-          } else {
-            mma_bf16_16816(acc[4 * w], pa, e4m3x2_to_bf16x2(lo_01), e4m3x2_to_bf16x2(lo_89));
-            mma_bf16_16816(acc[4 * w + 1], pa, e4m3x2_to_bf16x2(lo_01 >> 16), e4m3x2_to_bf16x2(lo_89 >> 16));
-            mma_bf16_16816(acc[4 * w + 2], pa, e4m3x2_to_bf16x2(hi_01), e4m3x2_to_bf16x2(hi_89));
-            mma_bf16_16816(acc[4 * w + 3], pa, e4m3x2_to_bf16x2(hi_01 >> 16), e4m3x2_to_bf16x2(hi_89 >> 16));
-          }
+          mma_bf16_16816(acc[4 * w], pa, e4m3x2_to_bf16x2(lo_01), e4m3x2_to_bf16x2(lo_89));
+          mma_bf16_16816(acc[4 * w + 1], pa, e4m3x2_to_bf16x2(lo_01 >> 16), e4m3x2_to_bf16x2(lo_89 >> 16));
+          mma_bf16_16816(acc[4 * w + 2], pa, e4m3x2_to_bf16x2(hi_01), e4m3x2_to_bf16x2(hi_89));
+          mma_bf16_16816(acc[4 * w + 3], pa, e4m3x2_to_bf16x2(hi_01 >> 16), e4m3x2_to_bf16x2(hi_89 >> 16));
         }
       } else {
 #pragma unroll
@@ -682,9 +477,7 @@ __global__ void __launch_bounds__(32 * kWarps,
       const int d0 = (lane % 4) * 2 * (D / 8) + n, d1 = d0 + D / 8;
       float* row_a = sO + (warp * kDecodeRows + g) * D;
       float* row_b = row_a + 8 * D;
-      // kHalf: the accumulator in units of u * 2^-15 (a warp without tiles: u = 0, acc = 0)
-      const float f_a = kHalf ? u_a * (1.f / 32768.f) : 1.f, f_b = kHalf ? u_b * (1.f / 32768.f) : 1.f;
-      row_a[d0] = acc[n][0] * f_a, row_a[d1] = acc[n][1] * f_a, row_b[d0] = acc[n][2] * f_b, row_b[d1] = acc[n][3] * f_b;
+      row_a[d0] = acc[n][0], row_a[d1] = acc[n][1], row_b[d0] = acc[n][2], row_b[d1] = acc[n][3];
     } else {
       const int col = n * 8 + (lane % 4) * 2;
       *reinterpret_cast<float2*>(sO + (warp * kDecodeRows + g) * D + col) = make_float2(acc[n][0], acc[n][1]);
@@ -741,15 +534,15 @@ __global__ void decode_combine_kernel(const float* ws_lse, const float* ws_o, in
 }
 
 // seqs: null for one sequence (a's cache), else seqs->count sequences in grid z.
-template <int D, int kWarps, int kBlockN, int kStages, bool kFp8 = false, bool kDirect = false, bool kHalf = false>
+template <int D, int kWarps, int kBlockN, int kStages, bool kFp8 = false, bool kDirect = false>
 void launch_decode_split(const DecodeArgs& a, int n_kv_heads, const DecodeSeqs* seqs, cudaStream_t stream) {
-  using Tile = DecodeTile<D, kWarps, kBlockN, kStages, kFp8, kDirect, kHalf>;
+  using Tile = DecodeTile<D, kWarps, kBlockN, kStages, kFp8, kDirect>;
   if (seqs) {
-    auto kernel = decode_split_kernel<D, kWarps, kBlockN, kStages, kFp8, kDirect, kHalf, true>;
+    auto kernel = decode_split_kernel<D, kWarps, kBlockN, kStages, kFp8, kDirect, true>;
     CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(Tile::kSmemBytes)));
     kernel<<<dim3(a.n_splits, n_kv_heads, seqs->count), Tile::kThreads, Tile::kSmemBytes, stream>>>(a, *seqs);
   } else {
-    auto kernel = decode_split_kernel<D, kWarps, kBlockN, kStages, kFp8, kDirect, kHalf, false>;
+    auto kernel = decode_split_kernel<D, kWarps, kBlockN, kStages, kFp8, kDirect, false>;
     CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(Tile::kSmemBytes)));
     kernel<<<dim3(a.n_splits, n_kv_heads), Tile::kThreads, Tile::kSmemBytes, stream>>>(a, DecodeSeqs{});
   }
@@ -762,8 +555,7 @@ void launch_decode_split_fp8(const DecodeArgs& a, int n_kv_heads, int variant, c
                              cudaStream_t stream) {
   visit_decode_fp8_variant<D>(variant, [&](auto tile) {
     using T = decltype(tile);
-    launch_decode_split<D, T::kNumWarps, T::kKeys, T::kNumStages, true, T::kIsDirect, T::kIsHalf>(a, n_kv_heads, seqs,
-                                                                                                 stream);
+    launch_decode_split<D, T::kNumWarps, T::kKeys, T::kNumStages, true, T::kIsDirect>(a, n_kv_heads, seqs, stream);
   });
 }
 

@@ -162,10 +162,11 @@ TEST(DecodeAttention, Fp8CacheReadDirectly) {
   run_fp8_case({1, 1000, 8, 2, 128, -1});  // the default variant
 }
 
-// Value ranges that stress the f16-operand variants (and must not matter to the others):
-// queries far beyond f16's range (max|q| ~ 1.5e5 > 65504) or tiny, keys scaled the other
-// way so the logits stay moderate; V scales over 2^+-10 within a tile, rising along the
-// keys, and a zero V row.
+// Value ranges at the edges of the formats, for every fp8 variant: queries far beyond
+// f16's range (max|q| ~ 1.5e5 > 65504) or tiny, keys scaled the other way so the logits
+// stay moderate; V scales over 2^+-10 within a tile, rising along the keys, and a zero V
+// row. (Written for two variants that ran the MMAs in f16 on the raw e4m3 values; they
+// were slower than variant 1 and were removed: docs/PERFORMANCE.md.)
 TEST(DecodeAttention, Fp8ValueRanges) {
   for (int variant = 0; variant < decode_attention_fp8_variants(); ++variant)
     for (int D : {64, 128}) {
