@@ -11,12 +11,12 @@
 //
 // x. Each block first writes x, rounded to bf16 (the operand the cuBLAS path multiplies),
 // into shared memory once, where every warp reads it (16 bytes a piece instead of 32 of
-// fp32 through L1); where x would not fit (kStaged = false), warps read and round it
-// through L1 as they go. A lane sums its pieces in increasing order and the warp adds the
-// lanes with a fixed butterfly, so a result depends on `in` alone: not on n, the grid, the
-// staging, or the other products of the launch. The kernel is launched as a programmatic
-// dependent (cuda_common.cuh): its first weight loads overlap the end of the kernel before
-// it, which writes x; x and out are touched only after pdl_wait().
+// fp32 through L1; small_gemm_supported() takes the x that fits). A lane sums its pieces
+// in increasing order and the warp adds the lanes with a fixed butterfly, so a result
+// depends on `in` alone: not on n, the grid, or the other products of the launch. The
+// kernel is launched as a programmatic dependent (cuda_common.cuh): its first weight loads
+// overlap the end of the kernel before it, which writes x; x and out are touched only after
+// pdl_wait().
 //
 // Fusions (SmallGemmFusion). RMSNorm: each block sums the squares of the x rows (float64,
 // a fixed order over the block's threads) and normalizes x as it stages it, so the
@@ -35,8 +35,8 @@ namespace {
 
 constexpr int kWarps = 8;
 constexpr int kThreads = 32 * kWarps;
-// x staged in shared memory up to this many bytes of bf16 (n * in * 2): the 8B shape's
-// products at 4 rows but the down projection's.
+// The most x staged in shared memory, in bytes of bf16 (n * in * 2): the 8B shape's
+// products at 2 rows, a 70B shape's at 1.
 constexpr int64_t kMaxStagedBytes = 100 * 1024;
 constexpr int kMaxDevices = 64;
 
@@ -120,14 +120,14 @@ __device__ __forceinline__ ChunkAt<kRowsPerWarp, kSwiglu> chunk_at(const Launch&
 
 // kRows: x rows compiled for (n <= kRows; rows past n are neither read nor written).
 // kNorm, kSwiglu: the fusions (SmallGemmFusion); kSwiglu takes kRowsPerWarp = 2, row r of
-// a task from product r. kStaged: x in shared memory (dynamic, n * in bf16).
-template <int kRows, int kRowsPerWarp, bool kNorm, bool kSwiglu, bool kStaged>
+// a task from product r.
+template <int kRows, int kRowsPerWarp, bool kNorm, bool kSwiglu>
 __global__ void __launch_bounds__(kThreads)
     small_gemm_kernel(const float* __restrict__ x, int n, int in, const __grid_constant__ Launch launch,
                       bool accumulate) {
   static_assert(!kSwiglu || kRowsPerWarp == 2, "SwiGLU pairs a gate row with an up row");
   constexpr int kPieces = kRowsPerWarp == 1 ? 8 : 4;  // per lane, row and chunk: 4 KB per warp in flight
-  extern __shared__ uint4 staged_x[];                 // [n][in / 8] pieces, with kStaged
+  extern __shared__ uint4 staged_x[];                 // [n][in / 8] pieces
   __shared__ double partial_ss[kRows][kWarps];
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int pieces = in / 8, chunks = (pieces + kPieces * 32 - 1) / (kPieces * 32);
@@ -181,16 +181,15 @@ __global__ void __launch_bounds__(kThreads)
       inv[m] = float(1.0 / sqrt(ss / double(in) + double(launch.eps)));
     }
   }
-  if constexpr (kStaged) {
 #pragma unroll
-    for (int m = 0; m < kRows; ++m) {
-      if (m >= n) break;
-      for (int piece = threadIdx.x; piece < pieces; piece += kThreads)
-        staged_x[m * pieces + piece] =
-            x_piece<kNorm>(x + size_t(m) * in + size_t(piece) * 8, launch.norm + size_t(piece) * 8, kNorm ? inv[m] : 1.f);
-    }
-    __syncthreads();
+  for (int m = 0; m < kRows; ++m) {
+    if (m >= n) break;
+    for (int piece = threadIdx.x; piece < pieces; piece += kThreads)
+      staged_x[m * pieces + piece] =
+          x_piece<kNorm>(x + size_t(m) * in + size_t(piece) * 8, kNorm ? launch.norm + size_t(piece) * 8 : nullptr,
+                         kNorm ? inv[m] : 1.f);
   }
+  __syncthreads();
 
   float acc[kRowsPerWarp][kRows];
 #pragma unroll
@@ -206,12 +205,7 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
       for (int m = 0; m < kRows; ++m) {
         if (m >= n) break;
-        uint4 xv;
-        if constexpr (kStaged)
-          xv = staged_x[m * pieces + piece];
-        else
-          xv = x_piece<kNorm>(x + size_t(m) * in + size_t(piece) * 8, launch.norm + size_t(piece) * 8,
-                              kNorm ? inv[m] : 1.f);
+        const uint4 xv = staged_x[m * pieces + piece];
 #pragma unroll
         for (int r = 0; r < kRowsPerWarp; ++r) acc[r][m] = dot8(w[r][p], xv, acc[r][m]);
       }
@@ -280,7 +274,7 @@ int resident_blocks(Kernel kernel, size_t smem) {
   return sms * (per_sm > 0 ? per_sm : 1);
 }
 
-template <int kRows, int kRowsPerWarp, bool kNorm, bool kSwiglu, bool kStaged>
+template <int kRows, int kRowsPerWarp, bool kNorm, bool kSwiglu>
 void launch_kernel(const float* x, int n, int in, const SmallGemmProduct* products, int count, bool accumulate,
                    const SmallGemmFusion& fusion, cudaStream_t stream) {
   Launch l{};
@@ -295,8 +289,8 @@ void launch_kernel(const float* x, int n, int in, const SmallGemmProduct* produc
   l.tasks = tasks;
   l.norm = fusion.norm;
   l.eps = fusion.eps;
-  auto kernel = small_gemm_kernel<kRows, kRowsPerWarp, kNorm, kSwiglu, kStaged>;
-  const size_t smem = kStaged ? size_t(n) * size_t(in) * 2 : 0;
+  auto kernel = small_gemm_kernel<kRows, kRowsPerWarp, kNorm, kSwiglu>;
+  const size_t smem = size_t(n) * size_t(in) * 2;
   // Once per instantiation and device: the shared-memory opt-in (above 48 KB) and the
   // resident grid at the most x it stages (registers allow 2 blocks per multiprocessor, and
   // so does that much shared memory).
@@ -305,9 +299,8 @@ void launch_kernel(const float* x, int n, int in, const SmallGemmProduct* produc
   CUDA_CHECK(cudaGetDevice(&device));
   if (device >= kMaxDevices) throw Error("small_gemm: device " + std::to_string(device) + " past the 64 it sizes for");
   if (resident[device] == 0) {
-    if (kStaged)
-      CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(kMaxStagedBytes)));
-    resident[device] = resident_blocks(kernel, kStaged ? size_t(kMaxStagedBytes) : 0);
+    CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(kMaxStagedBytes)));
+    resident[device] = resident_blocks(kernel, size_t(kMaxStagedBytes));
   }
   const int blocks = std::min(resident[device], (tasks + kWarps - 1) / kWarps);
   cudaLaunchConfig_t config = {};
@@ -323,25 +316,22 @@ void launch_kernel(const float* x, int n, int in, const SmallGemmProduct* produc
   CUDA_CHECK(cudaLaunchKernelEx(&config, kernel, x, n, in, l, accumulate));
 }
 
-template <int kRows, bool kNorm, bool kStaged>
+template <int kRows, bool kNorm>
 void launch(const float* x, int n, int in, const SmallGemmProduct* products, int count, bool accumulate,
             const SmallGemmFusion& fusion, cudaStream_t stream) {
   if (fusion.swiglu)
-    launch_kernel<kRows, 2, kNorm, true, kStaged>(x, n, in, products, count, accumulate, fusion, stream);
+    launch_kernel<kRows, 2, kNorm, true>(x, n, in, products, count, accumulate, fusion, stream);
   else
-    launch_kernel<kRows, 1, kNorm, false, kStaged>(x, n, in, products, count, accumulate, fusion, stream);
+    launch_kernel<kRows, 1, kNorm, false>(x, n, in, products, count, accumulate, fusion, stream);
 }
 
 template <int kRows>
 void launch(const float* x, int n, int in, const SmallGemmProduct* products, int count, bool accumulate,
             const SmallGemmFusion& fusion, cudaStream_t stream) {
-  const bool staged = int64_t(n) * in * 2 <= kMaxStagedBytes;
   if (fusion.norm)
-    staged ? launch<kRows, true, true>(x, n, in, products, count, accumulate, fusion, stream)
-           : launch<kRows, true, false>(x, n, in, products, count, accumulate, fusion, stream);
+    launch<kRows, true>(x, n, in, products, count, accumulate, fusion, stream);
   else
-    staged ? launch<kRows, false, true>(x, n, in, products, count, accumulate, fusion, stream)
-           : launch<kRows, false, false>(x, n, in, products, count, accumulate, fusion, stream);
+    launch<kRows, false>(x, n, in, products, count, accumulate, fusion, stream);
 }
 
 bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
@@ -350,7 +340,7 @@ bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0;
 
 bool small_gemm_supported(int64_t n, int64_t in, int64_t of, const void* x, const void* w) {
   return n >= 1 && n <= kSmallGemmMaxRows && in >= 8 && in % 8 == 0 && of >= 1 && in < (int64_t(1) << 28) &&
-         of < (int64_t(1) << 28) && aligned16(x) && aligned16(w);
+         of < (int64_t(1) << 28) && n * in * 2 <= kMaxStagedBytes && aligned16(x) && aligned16(w);
 }
 
 void small_gemm_bf16(const float* x, int64_t n, int64_t in, const SmallGemmProduct* products, int count,
@@ -366,10 +356,8 @@ void small_gemm_bf16(const float* x, int64_t n, int64_t in, const SmallGemmProdu
   const int ni = int(n), ii = int(in);
   if (n <= 1)
     launch<1>(x, ni, ii, products, count, accumulate, fusion, stream);
-  else if (n <= 2)
-    launch<2>(x, ni, ii, products, count, accumulate, fusion, stream);
   else
-    launch<4>(x, ni, ii, products, count, accumulate, fusion, stream);
+    launch<2>(x, ni, ii, products, count, accumulate, fusion, stream);
 }
 
 }  // namespace ringinfer

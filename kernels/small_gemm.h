@@ -15,7 +15,9 @@
 
 namespace ringinfer {
 
-constexpr int64_t kSmallGemmMaxRows = 4;
+// At 3-4 rows cuBLAS was as fast or faster for most of the 8B shape's products (H100,
+// docs/PERFORMANCE.md), so the kernel takes 1 or 2.
+constexpr int64_t kSmallGemmMaxRows = 2;
 constexpr int kSmallGemmMaxProducts = 4;
 
 // One product of a launch: out (n, of) f32 [+]= x W^T + bias; w (of, in) bf16, bias (of)
@@ -39,8 +41,9 @@ struct SmallGemmFusion {
 };
 
 // Whether small_gemm_bf16 takes x (n, in) at `x` against w (of, in): 1 <= n <=
-// kSmallGemmMaxRows, in >= 8 and a multiple of 8, x and w 16-byte aligned (rows are read in
-// 16-byte pieces), in and of below 2^28.
+// kSmallGemmMaxRows, in >= 8 and a multiple of 8, n * in bf16 within the 100 KB of shared
+// memory it stages x in, x and w 16-byte aligned (rows are read in 16-byte pieces), in and
+// of below 2^28.
 bool small_gemm_supported(int64_t n, int64_t in, int64_t of, const void* x, const void* w);
 
 // For each of the `count` products: out[m][j] = (accumulate ? out[m][j] : 0) +

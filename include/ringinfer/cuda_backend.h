@@ -1,7 +1,7 @@
 #pragma once
 // The CUDA backend (backend/cuda/): bf16 weight matrices, bf16 or fp8 KV cache, fp32 residual
 // stream, activations and accumulation; cuBLAS for the weight GEMMs and a few-row kernel for
-// decode's products of 1-4 rows, the striped flash / split-KV decode kernels for attention. Available in CUDA builds only
+// decode's products of 1-2 rows, the striped flash / split-KV decode kernels for attention. Available in CUDA builds only
 // (RINGINFER_HAVE_CUDA); this header includes no CUDA header, so host-only code may
 // include it under #ifdef RINGINFER_HAVE_CUDA.
 #include <cstdint>
@@ -37,7 +37,7 @@ struct CudaBackendOptions {
   AttentionPath attention = AttentionPath::auto_select;
   bool use_flash = true;    // head_dim 64/128: flash / decode kernels; false: the generic kernel (tests)
   bool use_decode = true;   // single-query calls that see every key: the split-KV decode kernel
-  bool use_small_gemm = true;  // products of 1-4 rows (decode): the few-row kernel; false: cuBLAS (benchmarks)
+  bool use_small_gemm = true;  // products of 1-2 rows (decode): the few-row kernel; false: cuBLAS (benchmarks)
 };
 
 // cuDNN SDPA plans `backend` (a CUDA backend) has built so far: > 0 once the cuDNN path

@@ -180,18 +180,18 @@ TEST(CudaBackendOps, MatmulBf16WeightsBiasAndAccumulate) {
   }
 }
 
-// Decode-sized products (n <= 4 rows: the few-row kernel; more: cuBLAS) against float64 sums
+// Decode-sized products (n <= 2 rows: the few-row kernel; more: cuBLAS) against float64 sums
 // of the same bf16-rounded operands: only the fp32 summation may differ, so each element is
 // within 2e-6 of sum_k |x_k w_k| + |out| + |bias| (fp32 sums over 14336 terms measure
 // ~1e-7). Shapes: the 8B model's (4096 -> 1024, 14336 -> 4096 at n = 1), a tail chunk
-// (2056), wide outputs, x too large to stage in shared memory (4 x 14336), in = 60 (not a
-// multiple of 8: cuBLAS). Each
+// (2056), wide outputs, x too large to stage in shared memory (2 x 30000: cuBLAS), in = 60
+// (not a multiple of 8: cuBLAS). Each
 // with the bias, accumulating, and both (tensor parallelism's rank 0 output projection).
 TEST(CudaBackendOps, MatmulFewRowsAgainstFloat64) {
   Pair p;
   struct S { int64_t n, in, of; };
   for (S s : {S{1, 4096, 1024}, S{1, 14336, 96}, S{2, 2056, 1000}, S{3, 64, 8200}, S{4, 4096, 1024},
-              S{4, 14336, 129}, S{5, 4104, 37}, S{8, 8, 3}, S{8, 2048, 513}, S{9, 520, 70}, S{1, 60, 33}}) {
+              S{1, 30000, 40}, S{2, 30000, 40}, S{5, 4104, 37}, S{8, 8, 3}, S{8, 2048, 513}, S{9, 520, 70}, S{1, 60, 33}}) {
     const auto x = randn(s.n * s.in), acc = randn(s.n * s.of);
     const HostTensor w = host_tensor({s.of, s.in}, 0.1f), b = host_tensor({s.of}, 1.0f);
     Tensor wg = p.gpu->upload_weight(w), bg = p.gpu->upload_weight(b);
@@ -247,13 +247,13 @@ TEST(CudaBackendOps, MatmulOfAnUnalignedRowFallsBackToCublas) {
   EXPECT_FALSE(std::isnan(outs[0][0]));
 }
 
-// matmuls (products sharing x, one launch of the few-row kernel for n <= 4) gives each
+// matmuls (products sharing x, one launch of the few-row kernel for n <= 2) gives each
 // product bitwise what matmul gives it alone, biases included; for more rows, the loop.
 TEST(CudaBackendOps, MatmulsEqualEachMatmulAlone) {
   Pair p;
   const int64_t in = 4096;
   const std::vector<int64_t> outs = {1024, 96, 8200};
-  for (int64_t n : {1, 3, 4, 7}) {
+  for (int64_t n : {1, 2, 3, 7}) {
     const auto x = randn(n * in);
     Tensor xg = make(*p.gpu, n, in, DType::f32, x.data());
     std::vector<Backend::Product> products;
@@ -274,12 +274,12 @@ TEST(CudaBackendOps, MatmulsEqualEachMatmulAlone) {
   }
 }
 
-// rmsnorm_matmuls: the few-row launch that normalizes x as it reads it (n <= 4) against a
+// rmsnorm_matmuls: the few-row launch that normalizes x as it stages it (n <= 2) against a
 // float64 sum of the operands it rounds (x normalized in fp32 as rmsnorm() does, then bf16;
 // bf16 weights): within 2e-6 of sum|terms|, as the plain few-row products; and bitwise what
 // the ops it stands for give on the same device (rmsnorm, matmuls, swiglu for `gated`),
 // for more rows too (the default path). in = 520: rows not a multiple of the warp's 128;
-// in = 13000: x staged in shared memory up to 3 rows, read through L1 at 4.
+// in = 13000: a wide x (52 KB of bf16 at 2 rows).
 TEST(CudaBackendOps, RmsnormMatmulsEqualTheOpsTheyFuse) {
   Pair p;
   const float eps = 1e-5f;
@@ -408,6 +408,26 @@ TEST(CudaBackendOps, SampleMatchesCpuGreedyWithTiesAndTopP) {
       EXPECT_EQ(b, argmax_token(lg.data(), V));
     }
   }
+}
+
+// The greedy argmax of vocabularies up to 128K (blocks of at least 1024 logits, then one
+// block over their results): the host's argmax, the lowest id among equal maxima also when
+// they fall in different blocks or at a block's edges.
+TEST(CudaBackendOps, GreedyArgmaxOfLargeVocabularies) {
+  Pair p;
+  for (int64_t V : {int64_t(1), int64_t(1023), int64_t(1025), int64_t(50001), int64_t(128256), int64_t(131073)})
+    for (int ties : {0, 1, 2}) {
+      auto lg = randn(V, 3.0f);
+      if (ties == 1 && V > 2048) lg[V - 1] = lg[1023] = lg[1024] = 50.0f;  // across a block edge: 1023 wins
+      if (ties == 2 && V > 4) lg[V / 2] = lg[V - 2] = 50.0f;
+      Tensor lgd = make(*p.gpu, 1, V, DType::f32, lg.data()), tg = p.gpu->alloc(1, 1, DType::i32);
+      SamplingParams sp;
+      sp.temperature = 0.0;
+      p.gpu->sample(lgd, sp, 0.5, Tensor(), tg);
+      int32_t b = -1;
+      p.gpu->copy_to_host(&b, tg);
+      EXPECT_EQ(b, argmax_token(lg.data(), V)) << "V " << V << " ties " << ties;
+    }
 }
 
 // Penalties (the device kernel), top-k and min-p: the same penalized logits, bit for bit,
