@@ -3,7 +3,7 @@
 // weights, at the weights' memory bandwidth: out (n, of) = x (n, in) W^T [+ out] [+ bias].
 // cuBLAS runs such shapes as a split-K GEMM at about half the copy bandwidth and needs x
 // converted to bf16 by a kernel of its own first; this reads W once, streaming, rounds x to
-// bf16 in registers (the same operands as the cuBLAS path: bf16 x and W, products and sums
+// bf16 once per block (the same operands as the cuBLAS path: bf16 x and W, products and sums
 // in fp32), and takes the bias and the accumulation in its epilogue. Up to
 // kSmallGemmMaxProducts products that share x (Q, K and V; gate and up) run in one launch,
 // which may also take the RMSNorm before them and the SwiGLU after gate and up

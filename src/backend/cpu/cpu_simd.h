@@ -39,40 +39,6 @@ RI_AVX2 inline float f16_avx2(const unsigned char* p) {
   return _cvtsh_ss(h);
 }
 
-// e^x for x <= 0 (and -inf -> 0), 8 lanes: Cephes' expf (range reduction by ln 2 in two
-// parts, degree-5 polynomial), within 2 ulp of the correctly rounded value.
-RI_AVX2 inline __m256 exp_avx2(__m256 x) {
-  const __m256 lo = _mm256_set1_ps(-87.33654f);
-  const __m256 under = _mm256_cmp_ps(x, lo, _CMP_LT_OQ);  // e^x below FLT_MIN: 0
-  x = _mm256_max_ps(x, lo);
-  const __m256 fx = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
-                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  x = _mm256_fnmadd_ps(fx, _mm256_set1_ps(0.693359375f), x);
-  x = _mm256_fnmadd_ps(fx, _mm256_set1_ps(-2.12194440e-4f), x);
-  __m256 y = _mm256_set1_ps(1.9875691500e-4f);
-  y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(1.3981999507e-3f));
-  y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(8.3334519073e-3f));
-  y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(4.1665795894e-2f));
-  y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(1.6666665459e-1f));
-  y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(5.0000001201e-1f));
-  y = _mm256_fmadd_ps(y, _mm256_mul_ps(x, x), _mm256_add_ps(x, _mm256_set1_ps(1.0f)));
-  // 2^fx: fx in [-126, 0] here, so the exponent field is in range.
-  const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(fx), _mm256_set1_epi32(127)), 23);
-  return _mm256_andnot_ps(under, _mm256_mul_ps(y, _mm256_castsi256_ps(e)));
-}
-
-// p[j] = exp(s[j] - m) for j < n rounded down to a multiple of 8; returns their sum.
-RI_AVX2 inline float exp_row_avx2(const float* s, float m, int64_t n, float* p) {
-  const __m256 vm = _mm256_set1_ps(m);
-  __m256 sum = _mm256_setzero_ps();
-  for (int64_t j = 0; j + 8 <= n; j += 8) {
-    const __m256 e = exp_avx2(_mm256_sub_ps(_mm256_loadu_ps(s + j), vm));
-    _mm256_storeu_ps(p + j, e);
-    sum = _mm256_add_ps(sum, e);
-  }
-  return hsum_avx2(sum);
-}
-
 // e^x for x <= 0 (and -inf -> 0), 4 double lanes, within ~1 ulp of float64: range
 // reduction x = n ln2 + r (ln 2 in two parts, |r| <= ln2 / 2), the Taylor polynomial of
 // degree 13 (truncation below 1e-17), then 2^n through the exponent field. The CPU
