@@ -249,6 +249,30 @@ TEST(CpuBackend, MatmulFewRowsBitwiseEqualManyRows) {
   }
 }
 
+// matmuls() runs several products of one x in one parallel region: each out bitwise
+// what matmul() gives it alone, weights of different types and sizes, with and without bias.
+TEST(CpuBackend, MatmulsEqualMatmulPerProduct) {
+  Fixture f;
+  const int64_t in = 96;
+  const Tensor w0 = f.be->upload_weight(gguf_weight(3, f.randn(37 * in, 0.5f), 37, in));   // Q4_1
+  const Tensor w1 = f.be->upload_weight(gguf_weight(0, f.randn(5 * in, 0.5f), 5, in));     // F32
+  const Tensor w2 = f.be->upload_weight(gguf_weight(8, f.randn(300 * in, 0.5f), 300, in)); // Q8_0
+  const Tensor b2 = f.put(f.randn(300), 300, 1);
+  for (int64_t n : {1, 3, 9}) {
+    const Tensor x = f.put(f.randn(n * in), n, in);
+    std::vector<Backend::Product> ps = {{w0, Tensor(), f.be->alloc(n, 37, DType::f32)},
+                                        {w1, Tensor(), f.be->alloc(n, 5, DType::f32)},
+                                        {w2, b2, f.be->alloc(n, 300, DType::f32)}};
+    f.be->matmuls(x, ps);
+    for (const Backend::Product& p : ps) {
+      const Tensor alone = f.be->alloc(n, p.w.rows(), DType::f32);
+      f.be->matmul(x, p.w, p.bias, alone, false);
+      const std::vector<float> a = f.get(alone), b = f.get(p.out);
+      EXPECT_EQ(std::memcmp(a.data(), b.data(), a.size() * sizeof(float)), 0) << n << " rows, of " << p.w.rows();
+    }
+  }
+}
+
 TEST(CpuBackend, RopeAtLargeStridedPositions) {
   Fixture f;
   const int64_t n = 5, heads = 3, D = 16, start = 1000003, stride = 4;

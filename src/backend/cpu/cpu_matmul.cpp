@@ -379,38 +379,65 @@ void dequant_row(DType t, const unsigned char* src, int64_t n, float* dst, bool 
 // ---------------------------------------------------------------- matmul
 
 void CpuBackend::matmul(const Tensor& x, const Tensor& w, const Tensor& bias, const Tensor& out, bool accumulate) {
-  const int64_t n = x.rows(), in = x.cols(), of = w.rows();
-  check(x.dtype() == DType::f32 && is_weight_dtype(w.dtype()), "matmul",
-        std::string("needs f32 x and an f32 or GGUF weight, got ") + dtype_name(w.dtype()));
-  check(w.cols() == in, "matmul", "x is " + shape(x) + " but w is " + shape(w));
-  expect(out, n, of, DType::f32, "matmul", "out");
-  if (!bias.empty()) expect(bias, of, 1, DType::f32, "matmul", "bias");
-  if (n == 0 || of == 0) return;
-  const DType t = w.dtype();
-  const size_t row_bytes = storage_bytes(t, in);
-  const auto* wb = static_cast<const unsigned char*>(w.data());
-  const float* xs = x.f32();
-  float* o = out.f32();
+  matmul_products(x, {{w, bias, out}}, accumulate);
+}
+
+void CpuBackend::matmuls(const Tensor& x, const std::vector<Product>& products) {
+  matmul_products(x, products, false);
+}
+
+// Every product's weight rows in panels, a multiple of the team's size of them per product
+// (decode's few x rows split evenly), each panel against every x row; all products' panels
+// in one parallel region (decode runs q, k, v and gate, up as one: waking the team costs
+// microseconds, ~100 times per token). A panel's split changes no bits (the file's header).
+void CpuBackend::matmul_products(const Tensor& x, const std::vector<Product>& products, bool accumulate) {
+  const int64_t n = x.rows(), in = x.cols();
+  check(x.dtype() == DType::f32, "matmul", std::string("needs f32 x, got ") + dtype_name(x.dtype()));
+  for (const Product& p : products) {
+    check(is_weight_dtype(p.w.dtype()), "matmul",
+          std::string("needs an f32 or GGUF weight, got ") + dtype_name(p.w.dtype()));
+    check(p.w.cols() == in, "matmul", "x is " + shape(x) + " but w is " + shape(p.w));
+    expect(p.out, n, p.w.rows(), DType::f32, "matmul", "out");
+    if (!p.bias.empty()) expect(p.bias, p.w.rows(), 1, DType::f32, "matmul", "bias");
+  }
+  if (n == 0) return;
   if (in == 0) {
-    if (!accumulate) std::memset(out.data(), 0, out.bytes());
+    for (const Product& p : products)
+      if (!accumulate && !p.out.empty()) std::memset(p.out.data(), 0, p.out.bytes());
   } else {
-    // Panels of weight rows, a multiple of the team's size of them (decode's few x rows
-    // split evenly), each against every x row.
+    // first[j]: product j's first panel among all; panel[j]: its weight rows per panel.
     const int64_t team = omp_get_max_threads();
-    const int64_t panels = team * ((of + team * kPanelRows - 1) / (team * kPanelRows));
-    const int64_t panel = (of + panels - 1) / panels;
-    // Decode's few x rows: GGUF weights decoded in registers (AVX2), or dequantized
-    // kDecodeRows rows at a time (portable); more rows: each panel dequantized once.
-    const bool few = n <= kRowBlock, in_registers = few && decodes_in_registers(t, simd_);
+    const size_t np = products.size();
+    std::vector<int64_t> first(np + 1, 0), panel(np, 0);
+    int64_t max_panel = 0, scratch_floats = 0;
+    const bool few = n <= kRowBlock;
+    for (size_t j = 0; j < np; ++j) {
+      const int64_t of = products[j].w.rows();
+      const int64_t panels = team * ((of + team * kPanelRows - 1) / (team * kPanelRows));
+      panel[j] = panels > 0 ? (of + panels - 1) / panels : 0;
+      first[j + 1] = first[j] + panels;
+      max_panel = std::max(max_panel, panel[j]);
+      // Decode's few x rows: GGUF weights decoded in registers (AVX2), or dequantized
+      // kDecodeRows rows at a time (portable); more rows: each panel dequantized once.
+      const DType t = products[j].w.dtype();
+      if (t != DType::f32 && !(few && decodes_in_registers(t, simd_)))
+        scratch_floats = std::max(scratch_floats, (few ? kDecodeRows : panel[j]) * in);
+    }
 #pragma omp parallel
     {
-      std::vector<float> scratch(t == DType::f32 || in_registers ? 0
-                                                                  : static_cast<size_t>((few ? kDecodeRows : panel) * in));
-      std::vector<float> vals(static_cast<size_t>(kRowBlock * panel));
+      std::vector<float> scratch(static_cast<size_t>(scratch_floats));
+      std::vector<float> vals(static_cast<size_t>(kRowBlock * max_panel));
 #pragma omp for schedule(dynamic, 1)
-      for (int64_t p = 0; p < panels; ++p) {
-        const int64_t r0 = std::min(of, p * panel), rows = std::min(panel, of - r0);
+      for (int64_t g = 0; g < first[np]; ++g) {
+        size_t j = 0;
+        while (first[j + 1] <= g) ++j;
+        const Tensor& w = products[j].w;
+        const int64_t of = w.rows(), pr = panel[j];
+        const int64_t r0 = std::min(of, (g - first[j]) * pr), rows = std::min(pr, of - r0);
         if (rows <= 0) continue;
+        const DType t = w.dtype();
+        const size_t row_bytes = storage_bytes(t, in);
+        const auto* wb = static_cast<const unsigned char*>(w.data());
         // Weight rows r0 + [c0, c0 + cn) as fp32 rows of stride `in`: the weights' own, or
         // dequantized into scratch.
         const auto fp32_rows = [&](int64_t c0, int64_t cn, float* dst) -> const float* {
@@ -418,30 +445,33 @@ void CpuBackend::matmul(const Tensor& x, const Tensor& w, const Tensor& bias, co
           for (int64_t c = 0; c < cn; ++c) dequant_row(t, wb + (r0 + c0 + c) * row_bytes, in, dst + c * in, simd_);
           return dst;
         };
-        if (in_registers) {
-          dot_stored_tile(t, wb + r0 * row_bytes, static_cast<int64_t>(row_bytes), rows, xs, in, n, in, vals.data(),
-                          panel);
+        if (few && decodes_in_registers(t, simd_)) {
+          dot_stored_tile(t, wb + r0 * row_bytes, static_cast<int64_t>(row_bytes), rows, x.f32(), in, n, in,
+                          vals.data(), pr);
         } else if (few) {
           for (int64_t c0 = 0; c0 < rows; c0 += kDecodeRows) {
             const int64_t cn = std::min(kDecodeRows, rows - c0);
-            dot_f32_tile(fp32_rows(c0, cn, scratch.data()), in, cn, xs, in, n, in, vals.data() + c0, panel, simd_);
+            dot_f32_tile(fp32_rows(c0, cn, scratch.data()), in, cn, x.f32(), in, n, in, vals.data() + c0, pr, simd_);
           }
         }
         const float* wp = few ? nullptr : fp32_rows(0, rows, scratch.data());
         for (int64_t i0 = 0; i0 < n; i0 += kRowBlock) {
           const int64_t ri = std::min(kRowBlock, n - i0);
-          if (!few) dot_f32_tile(wp, in, rows, xs + i0 * in, in, ri, in, vals.data(), panel, simd_);
+          if (!few) dot_f32_tile(wp, in, rows, x.f32() + i0 * in, in, ri, in, vals.data(), pr, simd_);
           for (int64_t i = 0; i < ri; ++i) {
-            float* oi = o + (i0 + i) * of + r0;
-            const float* v = vals.data() + i * panel;
+            float* oi = products[j].out.f32() + (i0 + i) * of + r0;
+            const float* v = vals.data() + i * pr;
             for (int64_t r = 0; r < rows; ++r) oi[r] = accumulate ? oi[r] + v[r] : v[r];
           }
         }
       }
     }
   }
-  if (!bias.empty()) {
-    const float* b = bias.f32();
+  for (const Product& p : products) {
+    if (p.bias.empty()) continue;
+    const int64_t of = p.w.rows();
+    const float* b = p.bias.f32();
+    float* o = p.out.f32();
 #pragma omp parallel for schedule(static) if (n * of >= kParallelMin)
     for (int64_t i = 0; i < n; ++i)
       for (int64_t k = 0; k < of; ++k) o[i * of + k] += b[k];
