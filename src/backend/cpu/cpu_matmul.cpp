@@ -212,8 +212,11 @@ struct DecodeQ4 {
   static constexpr int kVecs = 4;
   static constexpr int64_t kStepBytes = kHasMin ? dtype::kQ4_1Bytes : dtype::kQ4_0Bytes;
   RI_AVX2 static void step(const unsigned char* p, __m256* w) {
-    const float df = f16_avx2(p);
-    const __m256 d = _mm256_set1_ps(df), m = _mm256_set1_ps(kHasMin ? f16_avx2(p + 2) : -8.0f * df);
+    uint32_t dm_bits;  // d and (Q4_1) m, fp16
+    std::memcpy(&dm_bits, p, sizeof dm_bits);
+    const __m128 dm = _mm_cvtph_ps(_mm_cvtsi32_si128(static_cast<int>(dm_bits)));
+    const __m256 d = _mm256_broadcastss_ps(dm);
+    const __m256 m = kHasMin ? _mm256_broadcastss_ps(_mm_movehdup_ps(dm)) : _mm256_mul_ps(d, _mm256_set1_ps(-8.0f));
     const unsigned char* q = p + (kHasMin ? 4 : 2);
     const __m256i b0 = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(q)));
     const __m256i b1 = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(q + 8)));
