@@ -1,6 +1,6 @@
 #pragma once
 // The CPU backend: fp32 activations, fp32 or GGUF-quantized weights (cpu_matmul.cpp),
-// OpenBLAS sgemm and OpenMP loops. The KV cache is fp32 by default; bf16 and fp8 caches
+// OpenBLAS (attention's float64 GEMMs) and OpenMP loops. The KV cache is fp32 by default; bf16 and fp8 caches
 // store the very bytes the CUDA backend stores (kv_quant.h) and attention reads their
 // dequantized values, so CI tests the numerics of those dtypes. Ops run synchronously on the calling thread's team, so streams and events are
 // no-ops. Private to backend/cpu/.
