@@ -1,9 +1,11 @@
 // Each CPU backend op against a naive double-precision implementation on random inputs.
 // Tolerance: max |got - want| <= 1e-5 x max |want| (fp32 arithmetic), unless stated.
 #include <gtest/gtest.h>
+#include <omp.h>
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <random>
 #include <vector>
@@ -64,6 +66,33 @@ double rel_err(const std::vector<float>& got, const std::vector<double>& want) {
   return den > 0 ? num / den : num;
 }
 
+// A (rows, cols) weight of ggml type `type` (Q8_0 8, Q4_0 2, Q4_1 3, F16 1, BF16 30, or
+// 0: fp32 values) made from values wf, as upload_weight takes it; deq (if given) gets the
+// exact values it stores.
+HostTensor gguf_weight(uint32_t type, const std::vector<float>& wf, int64_t rows, int64_t cols,
+                       std::vector<double>* deq = nullptr) {
+  HostTensor h;
+  h.shape = {rows, cols};
+  std::vector<double> d;
+  if (type == 0) {
+    h.data = wf;
+    d.assign(wf.begin(), wf.end());
+  }
+  if (type == 8) h.blocks = ringinfer::test::quantize_q8_0(wf, &d);
+  if (type == 2) h.blocks = ringinfer::test::quantize_q4_0(wf, &d);
+  if (type == 3) h.blocks = ringinfer::test::quantize_q4_1(wf, &d);
+  if (type == 1 || type == 30)
+    for (float v : wf) {
+      const uint16_t b = type == 1 ? ringinfer::test::float_to_fp16(v) : ringinfer::test::float_to_bf16(v);
+      h.blocks.push_back(static_cast<uint8_t>(b & 0xff));
+      h.blocks.push_back(static_cast<uint8_t>(b >> 8));
+      d.push_back(type == 1 ? ringinfer::test::fp16_value(b) : ringinfer::test::bf16_value(b));
+    }
+  if (type != 0) h.ggml_type = type;
+  if (deq) *deq = std::move(d);
+  return h;
+}
+
 }  // namespace
 
 TEST(CpuBackend, EmbedGathersRows) {
@@ -118,13 +147,11 @@ TEST(CpuBackend, MatmulBiasAccumulate) {
 }
 
 // GGUF weights kept quantized (upload_weight of HostTensor::blocks) against a float64
-// product with the exact dequantized values, on both matmul paths: the GEMV (x rows <= 4,
-// AVX2 when the CPU has it) and dequantized panels + sgemm (more rows); of = 300 spans
-// panels unevenly. The same weights through embed() give the dequantized values exactly.
+// product with the exact dequantized values, on both matmul paths: x rows <= 4 (weights
+// decoded in registers, AVX2 when the CPU has it) and dequantized panels (more rows);
+// of = 300 spans panels unevenly. The same weights through embed() give the dequantized values exactly.
 // Both kernel sets: AVX2/FMA (where the CPU has it) and the portable C++.
 TEST(CpuBackend, MatmulAndEmbedOnQuantizedWeights) {
-  using ringinfer::test::float_to_bf16;
-  using ringinfer::test::float_to_fp16;
   for (bool portable : {false, true}) {
     SCOPED_TRACE(portable ? "portable kernels" : "default kernels");
     Fixture f(portable);
@@ -132,20 +159,8 @@ TEST(CpuBackend, MatmulAndEmbedOnQuantizedWeights) {
     for (int64_t in : {64, 576}) {
       auto wf = f.randn(of * in, 0.5f);
       for (uint32_t type : {8u, 2u, 3u, 1u, 30u}) {  // Q8_0, Q4_0, Q4_1, F16, BF16
-        HostTensor h;
-        h.shape = {of, in};
-        h.ggml_type = type;
         std::vector<double> deq;
-        if (type == 8) h.blocks = ringinfer::test::quantize_q8_0(wf, &deq);
-        if (type == 2) h.blocks = ringinfer::test::quantize_q4_0(wf, &deq);
-        if (type == 3) h.blocks = ringinfer::test::quantize_q4_1(wf, &deq);
-        if (type == 1 || type == 30)
-          for (float v : wf) {
-            const uint16_t b = type == 1 ? float_to_fp16(v) : float_to_bf16(v);
-            h.blocks.push_back(static_cast<uint8_t>(b & 0xff));
-            h.blocks.push_back(static_cast<uint8_t>(b >> 8));
-            deq.push_back(type == 1 ? ringinfer::test::fp16_value(b) : ringinfer::test::bf16_value(b));
-          }
+        const HostTensor h = gguf_weight(type, wf, of, in, &deq);
         Tensor w = f.be->upload_weight(h);
         ASSERT_NE(w.dtype(), DType::f32);
         EXPECT_EQ(w.bytes(), h.blocks.size());
@@ -182,6 +197,78 @@ TEST(CpuBackend, MatmulAndEmbedOnQuantizedWeights) {
         got = f.get(rows);
         for (int64_t k = 0; k < in; ++k) ASSERT_EQ(got[k], deq[17 * in + k]) << "type " << type;
       }
+    }
+  }
+}
+
+// Every output element of matmul is one dot product in a fixed order (cpu_matmul.cpp), so
+// a row of x gets the same bits whether it comes alone (decode: 1 row, weights decoded in
+// registers), among a few (2-4 rows) or among many (dequantized panels), wherever it sits
+// in x and however many threads split the weight rows: the property that makes the forward
+// independent of the rank count. Every weight type, inputs not a multiple of 8 (the FMA
+// lanes' scalar tail) where the type allows, outputs not a multiple of any kernel's block
+// of weight rows, both kernel sets.
+TEST(CpuBackend, MatmulFewRowsBitwiseEqualManyRows) {
+  struct Shape {
+    int64_t in, of;
+  };
+  const Shape any_in[] = {{1, 7}, {13, 37}, {64, 300}, {203, 67}, {576, 5}};  // F32, F16, BF16
+  const Shape blocks_in[] = {{32, 7}, {96, 37}, {224, 67}, {608, 300}};      // Q8_0, Q4_0, Q4_1: whole blocks
+  const int default_threads = omp_get_max_threads();
+  for (bool portable : {false, true}) {
+    SCOPED_TRACE(portable ? "portable kernels" : "default kernels");
+    Fixture f(portable);
+    for (uint32_t type : {0u, 1u, 30u, 8u, 2u, 3u}) {  // F32, F16, BF16, Q8_0, Q4_0, Q4_1
+      const bool quantized = type == 8 || type == 2 || type == 3;
+      for (const Shape& sh : quantized ? std::vector<Shape>(std::begin(blocks_in), std::end(blocks_in))
+                                       : std::vector<Shape>(std::begin(any_in), std::end(any_in))) {
+        SCOPED_TRACE("type " + std::to_string(type) + " in " + std::to_string(sh.in) + " of " + std::to_string(sh.of));
+        const Tensor w = f.be->upload_weight(gguf_weight(type, f.randn(sh.of * sh.in, 0.5f), sh.of, sh.in));
+        const int64_t n = 37;
+        const Tensor x = f.put(f.randn(n * sh.in), n, sh.in), many = f.be->alloc(n, sh.of, DType::f32);
+        f.be->matmul(x, w, Tensor(), many, false);
+        const std::vector<float> want = f.get(many);
+        // 1 and 2 threads split of = 300 into panels of 60 and 50 (more threads than cores
+        // would spin: libgomp's default wait policy here).
+        for (int threads : {1, 2, default_threads}) {
+          omp_set_num_threads(threads);
+          for (int64_t rows = 1; rows <= 5; ++rows)
+            for (int64_t first : {int64_t{0}, int64_t{3}, n - rows}) {
+              const Tensor out = f.be->alloc(rows, sh.of, DType::f32);
+              f.be->matmul(x.rows(first, rows), w, Tensor(), out, false);
+              const std::vector<float> got = f.get(out);
+              size_t bad = 0;
+              for (size_t k = 0; k < got.size(); ++k)
+                bad += std::memcmp(&got[k], &want[static_cast<size_t>(first * sh.of) + k], sizeof(float)) != 0;
+              EXPECT_EQ(bad, 0u) << rows << " rows from row " << first << ", " << threads << " threads";
+            }
+        }
+        omp_set_num_threads(default_threads);
+      }
+    }
+  }
+}
+
+// matmuls() runs several products of one x in one parallel region: each out bitwise
+// what matmul() gives it alone, weights of different types and sizes, with and without bias.
+TEST(CpuBackend, MatmulsEqualMatmulPerProduct) {
+  Fixture f;
+  const int64_t in = 96;
+  const Tensor w0 = f.be->upload_weight(gguf_weight(3, f.randn(37 * in, 0.5f), 37, in));   // Q4_1
+  const Tensor w1 = f.be->upload_weight(gguf_weight(0, f.randn(5 * in, 0.5f), 5, in));     // F32
+  const Tensor w2 = f.be->upload_weight(gguf_weight(8, f.randn(300 * in, 0.5f), 300, in)); // Q8_0
+  const Tensor b2 = f.put(f.randn(300), 300, 1);
+  for (int64_t n : {1, 3, 9}) {
+    const Tensor x = f.put(f.randn(n * in), n, in);
+    std::vector<Backend::Product> ps = {{w0, Tensor(), f.be->alloc(n, 37, DType::f32)},
+                                        {w1, Tensor(), f.be->alloc(n, 5, DType::f32)},
+                                        {w2, b2, f.be->alloc(n, 300, DType::f32)}};
+    f.be->matmuls(x, ps);
+    for (const Backend::Product& p : ps) {
+      const Tensor alone = f.be->alloc(n, p.w.rows(), DType::f32);
+      f.be->matmul(x, p.w, p.bias, alone, false);
+      const std::vector<float> a = f.get(alone), b = f.get(p.out);
+      EXPECT_EQ(std::memcmp(a.data(), b.data(), a.size() * sizeof(float)), 0) << n << " rows, of " << p.w.rows();
     }
   }
 }

@@ -1,6 +1,6 @@
 #pragma once
 // The CPU backend: fp32 activations, fp32 or GGUF-quantized weights (cpu_matmul.cpp),
-// OpenBLAS sgemm and OpenMP loops. The KV cache is fp32 by default; bf16 and fp8 caches
+// OpenBLAS (attention's float64 GEMMs) and OpenMP loops. The KV cache is fp32 by default; bf16 and fp8 caches
 // store the very bytes the CUDA backend stores (kv_quant.h) and attention reads their
 // dequantized values, so CI tests the numerics of those dtypes. Ops run synchronously on the calling thread's team, so streams and events are
 // no-ops. Private to backend/cpu/.
@@ -40,6 +40,7 @@ class CpuBackend final : public Backend {
   void embed(const Tensor& table, const Tensor& tokens, const Tensor& out) override;
   void rmsnorm(const Tensor& x, const Tensor& weight, float eps, const Tensor& out) override;
   void matmul(const Tensor& x, const Tensor& w, const Tensor& bias, const Tensor& out, bool accumulate) override;
+  void matmuls(const Tensor& x, const std::vector<Product>& products) override;  // one parallel region
   void rope(const Tensor& x, int64_t n_heads, const Tensor& inv_freq, int64_t pos_start, int64_t pos_stride) override;
   void store_kv(const Tensor& k, const Tensor& v, const KvBlock& dst) override;
   // float64: attention over keys split in any way (ring blocks, tiles) agrees to ~1e-16
@@ -64,6 +65,10 @@ class CpuBackend final : public Backend {
     std::atomic<int64_t> live{0};  // bytes of buffers alive now
     std::atomic<int64_t> peak{0};  // high-water mark of live
   };
+  // matmul() of x by each product's weight (accumulating into its out or not), every
+  // product's panels in one parallel region (cpu_matmul.cpp).
+  void matmul_products(const Tensor& x, const std::vector<Product>& products, bool accumulate);
+
   CpuBackendOptions options_;
   bool simd_;  // AVX2/FMA kernels (cpu_simd.h) rather than the portable ones
   std::shared_ptr<Counters> counters_;

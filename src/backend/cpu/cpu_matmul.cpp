@@ -13,10 +13,13 @@
 // k = l, l + 8, ... by FMA, then hsum_avx2's fixed tree, then the k past the last multiple
 // of 8 by scalar FMA (AVX2 + FMA, runtime dispatch: the binary keeps the x86-64 baseline);
 // portable C++ (a CPU without AVX2, or the test option) uses 8 lanes without FMA and the
-// same tree. The kernel blocks up to 4 x rows by 3 to 8 weight rows in registers. Prefill's many
-// x rows: each thread dequantizes a panel of weight rows to fp32 scratch and runs every x
-// row against it, 4 at a time (they stay in L1 while the panel streams from L2); decode's
-// few rows: 24 weight rows at a time, dequantized into L1 just before their use.
+// same tree. The kernel blocks up to 4 x rows by 3 to 8 weight rows in registers. Prefill's
+// many x rows: each thread dequantizes a panel of weight rows to fp32 scratch and runs every
+// x row against it, 4 at a time (they stay in L1 while the panel streams from L2). Decode's
+// few rows (<= 4) read each weight once: the AVX2 kernels decode each block of a stored
+// row in registers right before its FMAs (the same fp32 values, lanes and order, so the
+// same bits) while prefetching the next rows; the portable code dequantizes 24 weight
+// rows at a time into L1.
 #include <omp.h>
 
 #include <algorithm>
@@ -133,7 +136,197 @@ void dot_f32_rows(int64_t cols, const float* w, int64_t ldw, const float* x, int
     default: return dot_f32_block<R, (C > 7 ? 7 : 1)>(w + c * ldw, ldw, x, ldx, n, out + c, ldo);
   }
 }
+
+// fp16 / bf16 rows to fp32 (exact conversions, the values of dtype::f16_to_f32 and
+// bf16_to_f32), 8 at a time.
+RI_AVX2 void f16_to_f32_avx2(const unsigned char* w, int64_t n, float* dst) {
+  int64_t k = 0;
+  for (; k + 8 <= n; k += 8)
+    _mm256_storeu_ps(dst + k, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w + 2 * k))));
+  for (; k < n; ++k) dst[k] = f16_avx2(w + 2 * k);
+}
+
+RI_AVX2 inline __m256 bf16x8_avx2(const unsigned char* p) {
+  return _mm256_castsi256_ps(
+      _mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))), 16));
+}
+
+RI_AVX2 inline float bf16_value(const unsigned char* p) {
+  const uint32_t bits = static_cast<uint32_t>(p[0] | (p[1] << 8)) << 16;
+  float v;
+  std::memcpy(&v, &bits, sizeof v);
+  return v;
+}
+
+RI_AVX2 void bf16_to_f32_avx2(const unsigned char* w, int64_t n, float* dst) {
+  int64_t k = 0;
+  for (; k + 8 <= n; k += 8) _mm256_storeu_ps(dst + k, bf16x8_avx2(w + 2 * k));
+  for (; k < n; ++k) dst[k] = bf16_value(w + 2 * k);
+}
+
+// ---------------------------------------------------------------- decode kernels
+// Few x rows (decode): the weights are read once per call, so dequantizing them to memory
+// and reading them back costs as much as the product. These kernels dequantize each step
+// of a stored weight row into registers and use it at once: the very fp32 values
+// dequant_row() writes (the same float operations: q d + m by FMA, q d exact), in the same
+// lanes and order as dot_f32_block, so every output element has the bits of the panel
+// path (tests/unit/test_cpu_backend.cpp, MatmulFewRowsBitwiseEqualManyRows).
+//
+// A decoder: kVecs vectors of 8 values per step (a 32-value block for Q8_0 / Q4_x, 8
+// values for F16 / BF16), kStepBytes stored bytes per step; step(p, w) decodes the step
+// at p; value(row, k) is value k of a row (the scalar tail, types of block 1 only).
+struct DecodeF16 {
+  static constexpr int kVecs = 1;
+  static constexpr int64_t kStepBytes = 16;
+  RI_AVX2 static void step(const unsigned char* p, __m256* w) {
+    w[0] = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+  }
+  RI_AVX2 static float value(const unsigned char* row, int64_t k) { return f16_avx2(row + 2 * k); }
+};
+
+struct DecodeBF16 {
+  static constexpr int kVecs = 1;
+  static constexpr int64_t kStepBytes = 16;
+  RI_AVX2 static void step(const unsigned char* p, __m256* w) { w[0] = bf16x8_avx2(p); }
+  RI_AVX2 static float value(const unsigned char* row, int64_t k) { return bf16_value(row + 2 * k); }
+};
+
+// Q8_0: q d (exact), as dequant_q8_0_avx2.
+struct DecodeQ8_0 {
+  static constexpr int kVecs = 4;
+  static constexpr int64_t kStepBytes = dtype::kQ8_0Bytes;
+  RI_AVX2 static void step(const unsigned char* p, __m256* w) {
+    const __m256 d = _mm256_set1_ps(f16_avx2(p));
+    for (int v = 0; v < 4; ++v)
+      w[v] = _mm256_mul_ps(
+          _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p + 2 + 8 * v)))),
+          d);
+  }
+  static float value(const unsigned char*, int64_t) { return 0.0f; }  // rows are whole blocks: no tail
+};
+
+// Q4_0 / Q4_1: FMA(q, d, m) with m = -8 d (Q4_0) or the block's m, as dequant_q4_avx2.
+// Values 0-7 and 8-15 are the low nibbles of bytes 0-7 and 8-15, 16-31 their high nibbles.
+template <bool kHasMin>
+struct DecodeQ4 {
+  static constexpr int kVecs = 4;
+  static constexpr int64_t kStepBytes = kHasMin ? dtype::kQ4_1Bytes : dtype::kQ4_0Bytes;
+  RI_AVX2 static void step(const unsigned char* p, __m256* w) {
+    uint32_t dm_bits;  // d and (Q4_1) m, fp16
+    std::memcpy(&dm_bits, p, sizeof dm_bits);
+    const __m128 dm = _mm_cvtph_ps(_mm_cvtsi32_si128(static_cast<int>(dm_bits)));
+    const __m256 d = _mm256_broadcastss_ps(dm);
+    const __m256 m = kHasMin ? _mm256_broadcastss_ps(_mm_movehdup_ps(dm)) : _mm256_mul_ps(d, _mm256_set1_ps(-8.0f));
+    const unsigned char* q = p + (kHasMin ? 4 : 2);
+    const __m256i b0 = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(q)));
+    const __m256i b1 = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(q + 8)));
+    const __m256i low = _mm256_set1_epi32(0x0f);
+    w[0] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_and_si256(b0, low)), d, m);
+    w[1] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_and_si256(b1, low)), d, m);
+    w[2] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_srli_epi32(b0, 4)), d, m);
+    w[3] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_srli_epi32(b1, 4)), d, m);
+  }
+  static float value(const unsigned char*, int64_t) { return 0.0f; }  // rows are whole blocks: no tail
+};
+
+// out[i * ldo + c] = stored weight row c (at w + c * row_bytes) . row i of x, n values,
+// for i < R, c < C: dot_f32_block's lanes, tree and tail on values decoded in registers.
+// Meanwhile the next rows' bytes [w + C row_bytes, end) are prefetched into L1, spread over
+// the steps: the C rows are C interleaved streams, which the hardware prefetcher does not
+// follow well (measured: Q8_0 from DRAM 35% slower than from cache without this).
+template <class D, int R, int C>
+RI_AVX2 void dot_stored_block(const unsigned char* w, int64_t row_bytes, const float* x, int64_t ldx, int64_t n,
+                              float* out, int64_t ldo, const unsigned char* end) {
+  constexpr int64_t kValues = 8 * D::kVecs;
+  __m256 acc[R][C];
+  for (int i = 0; i < R; ++i)
+    for (int c = 0; c < C; ++c) acc[i][c] = _mm256_setzero_ps();
+  const int64_t steps = n / kValues;
+  const unsigned char* pf = w + C * row_bytes;
+  const int64_t pf_bytes = std::min<int64_t>(end - pf, C * row_bytes);
+  const int64_t pf_step = steps > 0 ? (pf_bytes / steps + 64) & ~int64_t{63} : 0;  // bytes per step, >= 64
+  for (int64_t s = 0; s < steps; ++s) {
+    for (int64_t b = s * pf_step; b < std::min(pf_bytes, (s + 1) * pf_step); b += 64)
+      _mm_prefetch(reinterpret_cast<const char*>(pf + b), _MM_HINT_T0);
+    const float* xs = x + s * kValues;
+    for (int c = 0; c < C; ++c) {
+      __m256 wv[D::kVecs];
+      D::step(w + c * row_bytes + s * D::kStepBytes, wv);
+      for (int v = 0; v < D::kVecs; ++v)
+        for (int i = 0; i < R; ++i)
+          acc[i][c] = _mm256_fmadd_ps(wv[v], _mm256_loadu_ps(xs + i * ldx + 8 * v), acc[i][c]);
+    }
+  }
+  for (int i = 0; i < R; ++i)
+    for (int c = 0; c < C; ++c) {
+      float s = hsum_avx2(acc[i][c]);
+      for (int64_t k = steps * kValues; k < n; ++k) s = fma_ss(D::value(w + c * row_bytes, k), x[i * ldx + k], s);
+      out[i * ldo + c] = s;
+    }
+}
+
+// Weight rows per dot_stored_block call for R x rows: fewer than col_block<R>() leaves
+// registers for the decoded step (measured, Q4_1 and Q8_0 at 1-4 rows: 6, 4, 3, 2 as fast
+// as or up to 8% faster than 8, 6, 4, 3).
+template <int R>
+constexpr int stored_col_block() {
+  return R == 1 ? 6 : R == 2 ? 4 : R == 3 ? 3 : 2;
+}
+
+// dot_stored_block<D, R, C> for weight rows in blocks of stored_col_block<R>(), the rest
+// by 4, 2, 1.
+template <class D, int R>
+void dot_stored_rows(int64_t cols, const unsigned char* w, int64_t row_bytes, const float* x, int64_t ldx, int64_t n,
+                     float* out, int64_t ldo) {
+  constexpr int C = stored_col_block<R>();
+  const unsigned char* end = w + cols * row_bytes;
+  int64_t c = 0;
+  for (; c + C <= cols; c += C) dot_stored_block<D, R, C>(w + c * row_bytes, row_bytes, x, ldx, n, out + c, ldo, end);
+  if (C > 4 && c + 4 <= cols) {
+    dot_stored_block<D, R, (C > 4 ? 4 : 1)>(w + c * row_bytes, row_bytes, x, ldx, n, out + c, ldo, end);
+    c += 4;
+  }
+  if (c + 2 <= cols) {
+    dot_stored_block<D, R, 2>(w + c * row_bytes, row_bytes, x, ldx, n, out + c, ldo, end);
+    c += 2;
+  }
+  if (c < cols) dot_stored_block<D, R, 1>(w + c * row_bytes, row_bytes, x, ldx, n, out + c, ldo, end);
+}
+
+template <class D>
+void dot_stored_tile_of(int64_t cols, const unsigned char* w, int64_t row_bytes, const float* x, int64_t ldx,
+                        int64_t rows, int64_t n, float* out, int64_t ldo) {
+  switch (rows) {
+    case 1: return dot_stored_rows<D, 1>(cols, w, row_bytes, x, ldx, n, out, ldo);
+    case 2: return dot_stored_rows<D, 2>(cols, w, row_bytes, x, ldx, n, out, ldo);
+    case 3: return dot_stored_rows<D, 3>(cols, w, row_bytes, x, ldx, n, out, ldo);
+    default: return dot_stored_rows<D, 4>(cols, w, row_bytes, x, ldx, n, out, ldo);
+  }
+}
 #endif
+
+// Whether dot_stored_tile takes weights of type t: the GGUF types, with the AVX2 kernels.
+bool decodes_in_registers(DType t, bool simd) { return RI_X86_SIMD && simd && t != DType::f32; }
+
+// out (rows x cols, stride ldo) = x rows (rows <= kRowBlock, stride ldx) . stored weight
+// rows of a GGUF type (cols of them at w, row_bytes apart), n values each, decoded in
+// registers; only where decodes_in_registers(t, true).
+void dot_stored_tile(DType t, const unsigned char* w, int64_t row_bytes, int64_t cols, const float* x, int64_t ldx,
+                     int64_t rows, int64_t n, float* out, int64_t ldo) {
+#if RI_X86_SIMD
+  switch (t) {
+    case DType::f16: return dot_stored_tile_of<DecodeF16>(cols, w, row_bytes, x, ldx, rows, n, out, ldo);
+    case DType::bf16: return dot_stored_tile_of<DecodeBF16>(cols, w, row_bytes, x, ldx, rows, n, out, ldo);
+    case DType::q8_0: return dot_stored_tile_of<DecodeQ8_0>(cols, w, row_bytes, x, ldx, rows, n, out, ldo);
+    case DType::q4_0: return dot_stored_tile_of<DecodeQ4<false>>(cols, w, row_bytes, x, ldx, rows, n, out, ldo);
+    case DType::q4_1: return dot_stored_tile_of<DecodeQ4<true>>(cols, w, row_bytes, x, ldx, rows, n, out, ldo);
+    default: break;
+  }
+#else
+  (void)w, (void)row_bytes, (void)cols, (void)x, (void)ldx, (void)rows, (void)n, (void)out, (void)ldo;
+#endif
+  throw Error(std::string("cpu backend: no register decoding for ") + dtype_name(t));
+}
 
 // out (rows x cols, stride ldo) = x rows (rows <= kRowBlock, stride ldx) . fp32 weight rows
 // wp (cols of them, stride ldw), n values each.
@@ -167,6 +360,8 @@ void dequant_row(DType t, const unsigned char* src, int64_t n, float* dst, bool 
       case DType::q8_0: return dequant_q8_0_avx2(src, n / dtype::kQBlock, dst);
       case DType::q4_0: return dequant_q4_avx2(src, n / dtype::kQBlock, dst, false);
       case DType::q4_1: return dequant_q4_avx2(src, n / dtype::kQBlock, dst, true);
+      case DType::f16: return f16_to_f32_avx2(src, n, dst);
+      case DType::bf16: return bf16_to_f32_avx2(src, n, dst);
       default: break;
     }
   }
@@ -187,35 +382,65 @@ void dequant_row(DType t, const unsigned char* src, int64_t n, float* dst, bool 
 // ---------------------------------------------------------------- matmul
 
 void CpuBackend::matmul(const Tensor& x, const Tensor& w, const Tensor& bias, const Tensor& out, bool accumulate) {
-  const int64_t n = x.rows(), in = x.cols(), of = w.rows();
-  check(x.dtype() == DType::f32 && is_weight_dtype(w.dtype()), "matmul",
-        std::string("needs f32 x and an f32 or GGUF weight, got ") + dtype_name(w.dtype()));
-  check(w.cols() == in, "matmul", "x is " + shape(x) + " but w is " + shape(w));
-  expect(out, n, of, DType::f32, "matmul", "out");
-  if (!bias.empty()) expect(bias, of, 1, DType::f32, "matmul", "bias");
-  if (n == 0 || of == 0) return;
-  const DType t = w.dtype();
-  const size_t row_bytes = storage_bytes(t, in);
-  const auto* wb = static_cast<const unsigned char*>(w.data());
-  const float* xs = x.f32();
-  float* o = out.f32();
+  matmul_products(x, {{w, bias, out}}, accumulate);
+}
+
+void CpuBackend::matmuls(const Tensor& x, const std::vector<Product>& products) {
+  matmul_products(x, products, false);
+}
+
+// Every product's weight rows in panels, a multiple of the team's size of them per product
+// (decode's few x rows split evenly), each panel against every x row; all products' panels
+// in one parallel region (decode runs q, k, v and gate, up as one: waking the team costs
+// microseconds, ~100 times per token). A panel's split changes no bits (the file's header).
+void CpuBackend::matmul_products(const Tensor& x, const std::vector<Product>& products, bool accumulate) {
+  const int64_t n = x.rows(), in = x.cols();
+  check(x.dtype() == DType::f32, "matmul", std::string("needs f32 x, got ") + dtype_name(x.dtype()));
+  for (const Product& p : products) {
+    check(is_weight_dtype(p.w.dtype()), "matmul",
+          std::string("needs an f32 or GGUF weight, got ") + dtype_name(p.w.dtype()));
+    check(p.w.cols() == in, "matmul", "x is " + shape(x) + " but w is " + shape(p.w));
+    expect(p.out, n, p.w.rows(), DType::f32, "matmul", "out");
+    if (!p.bias.empty()) expect(p.bias, p.w.rows(), 1, DType::f32, "matmul", "bias");
+  }
+  if (n == 0) return;
   if (in == 0) {
-    if (!accumulate) std::memset(out.data(), 0, out.bytes());
+    for (const Product& p : products)
+      if (!accumulate && !p.out.empty()) std::memset(p.out.data(), 0, p.out.bytes());
   } else {
-    // Panels of weight rows, a multiple of the team's size of them (decode's few x rows
-    // split evenly), each against every x row.
+    // first[j]: product j's first panel among all; panel[j]: its weight rows per panel.
     const int64_t team = omp_get_max_threads();
-    const int64_t panels = team * ((of + team * kPanelRows - 1) / (team * kPanelRows));
-    const int64_t panel = (of + panels - 1) / panels;
-    const bool few = n <= kRowBlock;  // decode: dequantize kDecodeRows rows at a time, not a panel
+    const size_t np = products.size();
+    std::vector<int64_t> first(np + 1, 0), panel(np, 0);
+    int64_t max_panel = 0, scratch_floats = 0;
+    const bool few = n <= kRowBlock;
+    for (size_t j = 0; j < np; ++j) {
+      const int64_t of = products[j].w.rows();
+      const int64_t panels = team * ((of + team * kPanelRows - 1) / (team * kPanelRows));
+      panel[j] = panels > 0 ? (of + panels - 1) / panels : 0;
+      first[j + 1] = first[j] + panels;
+      max_panel = std::max(max_panel, panel[j]);
+      // Decode's few x rows: GGUF weights decoded in registers (AVX2), or dequantized
+      // kDecodeRows rows at a time (portable); more rows: each panel dequantized once.
+      const DType t = products[j].w.dtype();
+      if (t != DType::f32 && !(few && decodes_in_registers(t, simd_)))
+        scratch_floats = std::max(scratch_floats, (few ? kDecodeRows : panel[j]) * in);
+    }
 #pragma omp parallel
     {
-      std::vector<float> scratch(t == DType::f32 ? 0 : static_cast<size_t>((few ? kDecodeRows : panel) * in));
-      std::vector<float> vals(static_cast<size_t>(kRowBlock * panel));
+      std::vector<float> scratch(static_cast<size_t>(scratch_floats));
+      std::vector<float> vals(static_cast<size_t>(kRowBlock * max_panel));
 #pragma omp for schedule(dynamic, 1)
-      for (int64_t p = 0; p < panels; ++p) {
-        const int64_t r0 = std::min(of, p * panel), rows = std::min(panel, of - r0);
+      for (int64_t g = 0; g < first[np]; ++g) {
+        size_t j = 0;
+        while (first[j + 1] <= g) ++j;
+        const Tensor& w = products[j].w;
+        const int64_t of = w.rows(), pr = panel[j];
+        const int64_t r0 = std::min(of, (g - first[j]) * pr), rows = std::min(pr, of - r0);
         if (rows <= 0) continue;
+        const DType t = w.dtype();
+        const size_t row_bytes = storage_bytes(t, in);
+        const auto* wb = static_cast<const unsigned char*>(w.data());
         // Weight rows r0 + [c0, c0 + cn) as fp32 rows of stride `in`: the weights' own, or
         // dequantized into scratch.
         const auto fp32_rows = [&](int64_t c0, int64_t cn, float* dst) -> const float* {
@@ -223,27 +448,33 @@ void CpuBackend::matmul(const Tensor& x, const Tensor& w, const Tensor& bias, co
           for (int64_t c = 0; c < cn; ++c) dequant_row(t, wb + (r0 + c0 + c) * row_bytes, in, dst + c * in, simd_);
           return dst;
         };
-        if (few) {
+        if (few && decodes_in_registers(t, simd_)) {
+          dot_stored_tile(t, wb + r0 * row_bytes, static_cast<int64_t>(row_bytes), rows, x.f32(), in, n, in,
+                          vals.data(), pr);
+        } else if (few) {
           for (int64_t c0 = 0; c0 < rows; c0 += kDecodeRows) {
             const int64_t cn = std::min(kDecodeRows, rows - c0);
-            dot_f32_tile(fp32_rows(c0, cn, scratch.data()), in, cn, xs, in, n, in, vals.data() + c0, panel, simd_);
+            dot_f32_tile(fp32_rows(c0, cn, scratch.data()), in, cn, x.f32(), in, n, in, vals.data() + c0, pr, simd_);
           }
         }
         const float* wp = few ? nullptr : fp32_rows(0, rows, scratch.data());
         for (int64_t i0 = 0; i0 < n; i0 += kRowBlock) {
           const int64_t ri = std::min(kRowBlock, n - i0);
-          if (!few) dot_f32_tile(wp, in, rows, xs + i0 * in, in, ri, in, vals.data(), panel, simd_);
+          if (!few) dot_f32_tile(wp, in, rows, x.f32() + i0 * in, in, ri, in, vals.data(), pr, simd_);
           for (int64_t i = 0; i < ri; ++i) {
-            float* oi = o + (i0 + i) * of + r0;
-            const float* v = vals.data() + i * panel;
+            float* oi = products[j].out.f32() + (i0 + i) * of + r0;
+            const float* v = vals.data() + i * pr;
             for (int64_t r = 0; r < rows; ++r) oi[r] = accumulate ? oi[r] + v[r] : v[r];
           }
         }
       }
     }
   }
-  if (!bias.empty()) {
-    const float* b = bias.f32();
+  for (const Product& p : products) {
+    if (p.bias.empty()) continue;
+    const int64_t of = p.w.rows();
+    const float* b = p.bias.f32();
+    float* o = p.out.f32();
 #pragma omp parallel for schedule(static) if (n * of >= kParallelMin)
     for (int64_t i = 0; i < n; ++i)
       for (int64_t k = 0; k < of; ++k) o[i * of + k] += b[k];
