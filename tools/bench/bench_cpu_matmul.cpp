@@ -117,7 +117,8 @@ int main(int argc, char** argv) {
     }
     const HostTensor h = random_weight(*t, of, in, gen);
     std::vector<Tensor> ws{be->upload_weight(h)};
-    while (static_cast<int64_t>(ws.size()) * ws[0].bytes() < stream_mb * (int64_t{1} << 20)) ws.push_back(be->upload_weight(h));
+    while (static_cast<int64_t>(ws.size() * ws[0].bytes()) < stream_mb * (int64_t{1} << 20))
+      ws.push_back(be->upload_weight(h));
     for (const std::string& rs : split(rows_s)) {
       const int64_t n = std::atoll(rs.c_str());
       std::vector<float> xh(static_cast<size_t>(n * in));
