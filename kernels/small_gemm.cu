@@ -91,7 +91,7 @@ __device__ __forceinline__ uint4 x_piece(const float* p, const float* g, float i
 }
 
 // Where a warp's chunk k is: the weight rows of its task and the chunk's first piece.
-template <int kRowsPerWarp, bool kSwiglu>
+template <int kRowsPerWarp>
 struct ChunkAt {
   const __nv_bfloat16* row[kRowsPerWarp];
   int product, j0, base;  // base: first piece of the chunk; j0: the task's first feature
@@ -99,9 +99,9 @@ struct ChunkAt {
 };
 
 template <int kRowsPerWarp, bool kSwiglu, int kPieces>
-__device__ __forceinline__ ChunkAt<kRowsPerWarp, kSwiglu> chunk_at(const Launch& l, int warp_id, int warps, int chunks,
-                                                                   int k, int in) {
-  ChunkAt<kRowsPerWarp, kSwiglu> c;
+__device__ __forceinline__ ChunkAt<kRowsPerWarp> chunk_at(const Launch& l, int warp_id, int warps, int chunks, int k,
+                                                          int in) {
+  ChunkAt<kRowsPerWarp> c;
   const int task = warp_id + (k / chunks) * warps, ci = k % chunks;
   int pi = 0;
   for (int i = 1; i < l.count; ++i)
@@ -135,7 +135,7 @@ __global__ void __launch_bounds__(kThreads)
   const int my_tasks = launch.tasks > warp_id ? (launch.tasks - warp_id + warps - 1) / warps : 0;
   const int total = my_tasks * chunks;
 
-  using Chunk = ChunkAt<kRowsPerWarp, kSwiglu>;
+  using Chunk = ChunkAt<kRowsPerWarp>;
   auto load = [&](uint4 (&w)[kRowsPerWarp][kPieces], const Chunk& c) {
 #pragma unroll
     for (int r = 0; r < kRowsPerWarp; ++r)
@@ -152,8 +152,8 @@ __global__ void __launch_bounds__(kThreads)
     load(wa, ca);
   }
 
-  // The first weights are on their way while the kernel before (RMSNorm, SwiGLU, the
-  // attention merge) finishes writing x.
+  // The first weights are on their way while the kernel before (the decode combine or
+  // merge, an unfused RMSNorm or SwiGLU) finishes writing x.
   cuda::pdl_wait();
   float inv[kRows];
   if constexpr (kNorm) {
