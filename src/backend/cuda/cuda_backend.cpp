@@ -37,6 +37,14 @@ class CudaEvent final : public Event {
 
 cudaStream_t native(Stream s) { return static_cast<cudaStream_t>(s.native); }
 
+// Where row b of a decode batch's K, V goes: d, a one-row block of a document's cache
+// (checked as every KV block an op writes is).
+KvRowDst kv_row_dst(int64_t b, const KvBlock& d, const char* op) {
+  backend_checks::check_kv_block("cuda", op, d);
+  const bool fp8 = d.dtype == KvDtype::fp8;
+  return KvRowDst{b, d.k.data(), d.v.data(), fp8 ? d.k_scale.f32() : nullptr, fp8 ? d.v_scale.f32() : nullptr};
+}
+
 }  // namespace
 
 // ---------------------------------------------------------------- lifetime, streams
@@ -351,14 +359,11 @@ void CudaBackend::matmul(const Tensor& x, const Tensor& w, const Tensor& bias, c
 
 void CudaBackend::matmuls(const Tensor& x, const std::vector<Product>& products) {
   // Decode-sized products of bf16 weights: one launch of the few-row kernel for them all.
-  bool one_launch = !products.empty() && static_cast<int>(products.size()) <= kSmallGemmMaxProducts;
-  for (const Product& p : products) one_launch = check_matmul(x, p.w, p.bias, p.out) && one_launch && small_gemm_takes(x, p.w);
-  if (!one_launch) {
+  const std::vector<SmallGemmProduct> launch = small_gemm_launch(x, products);
+  if (launch.empty()) {
     for (const Product& p : products) matmul(x, p.w, p.bias, p.out, false);
     return;
   }
-  std::vector<SmallGemmProduct> launch;
-  for (const Product& p : products) launch.push_back(small_gemm_product(p.w, p.bias, p.out));
   small_gemm_bf16(x.f32(), x.rows(), x.cols(), launch.data(), static_cast<int>(launch.size()), false, stream_);
 }
 
@@ -367,18 +372,15 @@ void CudaBackend::rmsnorm_matmuls(const Tensor& x, const Tensor& norm_weight, fl
   // Decode-sized products of bf16 weights: one launch of the few-row kernel, which
   // normalizes x as it reads it (and with `gated` pairs gate and up rows and writes silu(g) * u),
   // so neither `normed` nor up is written.
-  bool one_launch = !products.empty() && static_cast<int>(products.size()) <= kSmallGemmMaxProducts &&
-                    norm_weight.dtype() == DType::f32 && norm_weight.numel() == x.cols() &&
-                    reinterpret_cast<uintptr_t>(norm_weight.data()) % 16 == 0 &&
-                    (!gated || (products.size() == 2 && products[0].w.rows() == products[1].w.rows()));
-  for (const Product& p : products) one_launch = check_matmul(x, p.w, p.bias, p.out) && one_launch && small_gemm_takes(x, p.w);
-  if (!one_launch) {
+  const std::vector<SmallGemmProduct> launch = small_gemm_launch(x, products);
+  const bool fused = !launch.empty() && norm_weight.dtype() == DType::f32 && norm_weight.numel() == x.cols() &&
+                     reinterpret_cast<uintptr_t>(norm_weight.data()) % 16 == 0 &&
+                     (!gated || (products.size() == 2 && products[0].w.rows() == products[1].w.rows()));
+  if (!fused) {
     Backend::rmsnorm_matmuls(x, norm_weight, eps, normed, products, gated);
     return;
   }
   expect(normed, x.rows(), x.cols(), DType::f32, "rmsnorm_matmuls", "normed");
-  std::vector<SmallGemmProduct> launch;
-  for (const Product& p : products) launch.push_back(small_gemm_product(p.w, p.bias, p.out));
   SmallGemmFusion fusion;
   fusion.norm = norm_weight.f32();
   fusion.eps = eps;
@@ -410,6 +412,16 @@ SmallGemmProduct CudaBackend::small_gemm_product(const Tensor& w, const Tensor& 
   p.out = out.f32();
   p.of = w.rows();
   return p;
+}
+
+std::vector<SmallGemmProduct> CudaBackend::small_gemm_launch(const Tensor& x, const std::vector<Product>& products) {
+  bool takes = !products.empty() && static_cast<int>(products.size()) <= kSmallGemmMaxProducts;
+  for (const Product& p : products)  // every product checked, whatever the others
+    takes = check_matmul(x, p.w, p.bias, p.out) && takes && small_gemm_takes(x, p.w);
+  std::vector<SmallGemmProduct> launch;
+  if (takes)
+    for (const Product& p : products) launch.push_back(small_gemm_product(p.w, p.bias, p.out));
+  return launch;
 }
 
 void CudaBackend::check_rope(const char* op, const Tensor& x, int64_t n_heads, const Tensor& inv_freq) {
@@ -463,9 +475,7 @@ void CudaBackend::store_kv_rows(const Tensor& k, const Tensor& v, const std::vec
   for (int64_t b = 0; b < B; ++b) {
     const KvBlock& d = dst[b];
     if (d.rows() == 0) continue;
-    backend_checks::check_kv_block("cuda", "store_kv_rows", d);
-    rows.push_back(KvRowDst{b, d.k.data(), d.v.data(), fp8 ? d.k_scale.f32() : nullptr,
-                            fp8 ? d.v_scale.f32() : nullptr});
+    rows.push_back(kv_row_dst(b, d, "store_kv_rows"));
   }
   const int64_t Hkv = first->n_kv_heads, D = first->head_dim;
   expect(k, B, Hkv * D, DType::f32, "store_kv_rows", "k");
@@ -500,8 +510,7 @@ void CudaBackend::rope_store_rows(const Tensor& q, const Tensor& q_out, const Te
   for (int64_t b = 0; first && b < n; ++b) {
     const KvBlock& d = dst[b];
     if (d.rows() == 0) continue;  // another rank owns the row
-    backend_checks::check_kv_block("cuda", "rope_store_rows", d);
-    rows[b] = KvRowDst{b, d.k.data(), d.v.data(), fp8 ? d.k_scale.f32() : nullptr, fp8 ? d.v_scale.f32() : nullptr};
+    rows[b] = kv_row_dst(b, d, "rope_store_rows");
   }
   ringinfer::rope_store_rows(q.f32(), q_out.data(), q_out.dtype() == DType::bf16, with_kv ? k.f32() : nullptr,
                              with_kv ? v.f32() : nullptr, n, static_cast<int>(n_heads), static_cast<int>(n_kv_heads),

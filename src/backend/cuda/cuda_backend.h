@@ -102,6 +102,9 @@ class CudaBackend final : public Backend {
   // Whether the few-row kernel (kernels/small_gemm.h) takes x W^T, and one product of it.
   bool small_gemm_takes(const Tensor& x, const Tensor& w) const;
   static SmallGemmProduct small_gemm_product(const Tensor& w, const Tensor& bias, const Tensor& out);
+  // The products of one x as one few-row launch (each checked as matmul() checks it), or
+  // empty when the kernel does not take them all.
+  std::vector<SmallGemmProduct> small_gemm_launch(const Tensor& x, const std::vector<Product>& products);
   // The cuDNN path of attention() (cuda_attention.cpp): false when it does not take this
   // call (no cuDNN, a shape cuDNN refuses, a mask that is not one bottom-right block), and
   // the caller runs the native kernels instead.
