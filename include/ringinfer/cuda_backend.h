@@ -38,6 +38,10 @@ struct CudaBackendOptions {
   bool use_flash = true;    // head_dim 64/128: flash / decode kernels; false: the generic kernel (tests)
   bool use_decode = true;   // single-query calls that see every key: the split-KV decode kernel
   bool use_small_gemm = true;  // products of 1-2 rows (decode): the few-row kernel; false: cuBLAS (benchmarks)
+  // The split-KV decode kernel's tile variant and key splits per call (benchmarks): -1 / 0
+  // keep decode_attention's choice.
+  int decode_variant = -1;
+  int decode_splits = 0;
 };
 
 // cuDNN SDPA plans `backend` (a CUDA backend) has built so far: > 0 once the cuDNN path

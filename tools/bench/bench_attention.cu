@@ -1,4 +1,4 @@
-// Usage: bench_attention [--json FILE] [--quick]
+// Usage: bench_attention [--json FILE] [--quick] [--decode-sweep KEYS]
 // Times our attention kernels on the current GPU (CUDA events, median of repeats, random
 // bf16 inputs) and writes one JSON object per line to FILE (default: stdout only):
 //   copy:    device-to-device cudaMemcpy of 2 GiB; GB/s counts bytes read + written
@@ -18,6 +18,10 @@
 //            shapes as prefill, one call over all n queries ("chunk": n) and the engine's
 //            4096-row query chunks; wall time of the calls plus one synchronize, median;
 //            "first_ms" is the first call, plan building included
+// With --decode-sweep KEYS (e.g. 8192,32768) only: copy, then for each key count, decode
+// per variant and split count ("decode_split" lines, splits 0 = the automatic choice, "auto"
+// the count it chose) over enough copies of K and V (cycled call by call) that the L2 cache
+// holds none of them, as in a model step, where the weights pass through L2 between layers.
 // tools/bench_attention_peer.py times PyTorch SDPA on the same shapes and prints the table.
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
@@ -25,7 +29,9 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -135,6 +141,55 @@ double decode_ms(const DecodeAttnParams& p) {
 }
 
 
+FILE* json = nullptr;
+void emit(const char* line) {
+  std::printf("%s\n", line);
+  if (json) std::fprintf(json, "%s\n", line), std::fflush(json);
+}
+
+// --decode-sweep: decode over n_k keys (H = 32, Hkv = 8, D = 128) per variant and split count,
+// cycling through copies of K and V that add up to 4x the L2 cache.
+void decode_split_sweep(int n_k, double copy_gbps, size_t l2_bytes) {
+  const int H = 32, Hkv = 8, D = 128;
+  const double bytes = 2.0 * n_k * Hkv * D * sizeof(__nv_bfloat16);
+  const int copies = std::max(1, int(4.0 * l2_bytes / bytes + 0.999));
+  std::vector<std::unique_ptr<AttnBuffers>> bufs;
+  for (int c = 0; c < copies; ++c) bufs.push_back(std::make_unique<AttnBuffers>(1, n_k, H, Hkv, D, 4 + 3 * c));
+  char line[512];
+  for (int variant = 0; variant < decode_attention_variants(); ++variant)
+    for (int splits : {0, 8, 12, 16, 24, 33, 48, 66, 99, 132}) {
+      std::vector<DecodeAttnParams> ps(bufs.size());
+      for (size_t c = 0; c < bufs.size(); ++c) {
+        DecodeAttnParams& p = ps[c];
+        p.q = bufs[c]->q;
+        p.k = bufs[c]->k;
+        p.v = bufs[c]->v;
+        p.o = bufs[c]->o;
+        p.lse = bufs[c]->lse;
+        p.n_q = 1;
+        p.n_k = n_k;
+        p.n_heads = H;
+        p.n_kv_heads = Hkv;
+        p.head_dim = D;
+        p.softmax_scale = 0.08838834764831845f;
+        p.variant = variant;
+        p.num_splits = splits;
+      }
+      const size_t ws_bytes = decode_attention_workspace_bytes(ps[0]);
+      void* ws;
+      CUDA_CHECK(cudaMalloc(&ws, ws_bytes));
+      size_t call = 0;
+      const double ms = bench::median_ms([&] { decode_attention(ps[call++ % ps.size()], ws, ws_bytes, nullptr); }, 5, 60);
+      CUDA_CHECK(cudaFree(ws));
+      std::snprintf(line, sizeof line,
+                    "{\"kind\":\"decode_split\",\"n_k\":%d,\"variant\":%d,\"splits\":%d,\"auto\":%d,\"copies\":%d,"
+                    "\"ms\":%.4f,\"gbps\":%.1f,\"of_copy\":%.3f}",
+                    n_k, variant, splits, decode_attention_splits(ps[0]), copies, ms, bytes / ms / 1e6,
+                    bytes / ms / 1e6 / copy_gbps);
+      emit(line);
+    }
+}
+
 // Wall milliseconds of f() followed by be.synchronize(): the first call, then the median
 // of `reps` more.
 template <class F>
@@ -152,21 +207,26 @@ std::pair<double, double> backend_ms(Backend& be, F&& f, int reps) {
   return {first, t[t.size() / 2]};
 }
 
-FILE* json = nullptr;
-void emit(const char* line) {
-  std::printf("%s\n", line);
-  if (json) std::fprintf(json, "%s\n", line), std::fflush(json);
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
   bool quick = false;
+  std::vector<int> sweep_keys;
   for (int i = 1; i < argc; ++i) {
     if (!std::strcmp(argv[i], "--json") && i + 1 < argc) json = std::fopen(argv[++i], "w");
     else if (!std::strcmp(argv[i], "--quick")) quick = true;
-    else {
-      std::fprintf(stderr, "usage: bench_attention [--json FILE] [--quick]\n");
+    else if (!std::strcmp(argv[i], "--decode-sweep") && i + 1 < argc) {
+      for (const char* c = argv[++i]; *c;) {
+        char* end;
+        sweep_keys.push_back(int(std::strtol(c, &end, 10)));
+        c = *end == ',' ? end + 1 : end;
+        if (sweep_keys.back() <= 0 || (*end && *end != ',')) {
+          std::fprintf(stderr, "bench_attention: --decode-sweep takes key counts like 8192,32768\n");
+          return 2;
+        }
+      }
+    } else {
+      std::fprintf(stderr, "usage: bench_attention [--json FILE] [--quick] [--decode-sweep KEYS]\n");
       return 2;
     }
   }
@@ -187,6 +247,11 @@ int main(int argc, char** argv) {
       std::snprintf(line, sizeof line, "{\"kind\":\"copy\",\"bytes\":%zu,\"ms\":%.4f,\"gbps\":%.1f}", bytes, ms,
                     copy_gbps);
       emit(line);
+    }
+    if (!sweep_keys.empty()) {
+      for (int n_k : sweep_keys) decode_split_sweep(n_k, copy_gbps, size_t(prop.l2CacheSize));
+      if (json) std::fclose(json);
+      return 0;
     }
 
     // ---- causal prefill

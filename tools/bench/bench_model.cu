@@ -1,7 +1,7 @@
 // Usage: bench_model [--config FILE] [--contexts 8192,32768,131072] [--decode N] [--chunk N]
 //                    [--layers L] [--json FILE] [--peak-tflops T] [--cp N] [--kv-dtype bf16|fp8]
 //                    [--attention auto|native|cudnn] [--job DOCS --job-prompt 8192 --job-new-tokens 128 --batches 1,32] [--offload-residual]
-//                    [--matmul-rows 1,2,4,8] [--cublas-only]
+//                    [--matmul-rows 1,2,4,8] [--cublas-only] [--decode-variant V] [--decode-splits N]
 //        mpirun -np N bench_model --cp N ...        (ring prefill over N ranks)
 // End-to-end throughput of the engine on the CUDA backend with random weights of a real
 // model shape (default tests/fixtures/configs/llama-3.1-8b.json): for each context S, one
@@ -12,6 +12,8 @@
 // KV head, half the bytes: the longest context one GPU holds, issue 17).
 // --cublas-only: every weight product through cuBLAS, as before the few-row kernel
 // (CudaBackendOptions::use_small_gemm = false): the same run's baseline for decode.
+// --decode-variant V, --decode-splits N: the split-KV decode kernel's tile variant and key
+// splits (CudaBackendOptions; default -1 / 0: decode_attention's own choice).
 // --offload-residual: the residual stream waits in pinned host memory between layers
 // (EngineOptions::offload_residual), for the longest contexts.
 // --cp N (default 1): the N ranks of the job (mpirun -np N; the world size must be N) form
@@ -378,6 +380,7 @@ int run_bench(int argc, char** argv, const RankInfo& me) {
   std::vector<int64_t> batches = {1, 32};
   std::vector<int64_t> matmul_rows = {1, 2, 4, 8};
   bool cublas_only = false;
+  int decode_variant = -1, decode_splits = 0;
   AttentionPath attention = AttentionPath::auto_select;  // the CUDA backend's --attention
   double peak_tflops = 989.4;
   KvDtype kv_dtype = KvDtype::bf16;
@@ -404,6 +407,8 @@ int run_bench(int argc, char** argv, const RankInfo& me) {
     else if (a == "--batches") batches = parse_list(next());
     else if (a == "--matmul-rows") matmul_rows = parse_list(next());
     else if (a == "--cublas-only") cublas_only = true;
+    else if (a == "--decode-variant") decode_variant = std::stoi(next());
+    else if (a == "--decode-splits") decode_splits = std::stoi(next());
     else throw Error("bench_model: unknown argument " + a);
   }
   RI_CHECK(cp >= 1, "--cp " + std::to_string(cp) + ": must be at least 1");
@@ -433,6 +438,8 @@ int run_bench(int argc, char** argv, const RankInfo& me) {
   bo.device = bind_gpu(me, /*allow_shared=*/kind == CommKind::staged);
   bo.attention = attention;
   bo.use_small_gemm = !cublas_only;
+  bo.decode_variant = decode_variant;
+  bo.decode_splits = decode_splits;
   // Distinct GPUs of the group: bind_gpu deals local ranks round-robin, so the first
   // `gpus` local ranks of each node are the first on their device.
   const int64_t gpus_used = reduce<int64_t>(me.local_rank < gpus ? 1 : 0, MPI_SUM);
@@ -547,7 +554,8 @@ int run_bench(int argc, char** argv, const RankInfo& me) {
                   "\"decode_fraction_of_copy_bw\":%.3f,\"peak_device_bytes\":%lld,"
                   "\"cp\":%d,\"comm\":\"%s\",\"gpus\":%lld,\"shared_gpu\":%s,\"prefill_s_min\":%.3f,"
                   "\"tokens_held\":%lld,\"kv_bytes\":%lld,\"cp_bytes_sent\":%lld,\"ring_gbps\":%.1f,\"kv_dtype\":\"%s\","
-                  "\"plan_bytes\":%lld,\"peak_over_plan\":%.3f,\"offload_residual\":%s,\"small_gemm\":%s}",
+                  "\"plan_bytes\":%lld,\"peak_over_plan\":%.3f,\"offload_residual\":%s,\"small_gemm\":%s,"
+                  "\"decode_variant\":%d,\"decode_splits\":%d}",
                   to_string(attention), static_cast<long long>(cuda_backend_cudnn_plans(*backend)),
                   config_path.c_str(), static_cast<long long>(L), static_cast<long long>(S),
                   static_cast<long long>(chunk), prefill_s, S / prefill_s, prefill_tflops, per_gpu_tflops / gemm,
@@ -557,7 +565,7 @@ int run_bench(int argc, char** argv, const RankInfo& me) {
                   static_cast<long long>(tokens_held), static_cast<long long>(kv_bytes), static_cast<long long>(sent),
                   cp > 1 ? double(sent) / prefill_s / 1e9 : 0.0, kv_dtype_name(kv_dtype),
                   static_cast<long long>(plan_bytes(S + decode, 1)), double(peak) / double(plan_bytes(S + decode, 1)), offload_residual ? "true" : "false",
-                  cublas_only ? "false" : "true");
+                  cublas_only ? "false" : "true", decode_variant, decode_splits);
     emit(buf);
     if (!shared_gpu) {
       std::snprintf(buf, sizeof buf,

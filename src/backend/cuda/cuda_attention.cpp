@@ -189,6 +189,8 @@ void CudaBackend::attention(const Tensor& q, const KvBlock& kv, const AttentionS
     p.n_kv_heads = static_cast<int>(Hkv);
     p.head_dim = static_cast<int>(D);
     p.softmax_scale = sh.scale;
+    p.variant = options_.decode_variant;
+    p.num_splits = options_.decode_splits;
     p.o = static_cast<float*>(scratch(kDecodeO, static_cast<size_t>(H * D) * 4));
     p.lse = static_cast<float*>(scratch(kDecodeLse, static_cast<size_t>(H) * 4));
     const size_t ws_bytes = decode_attention_workspace_bytes(p);
@@ -290,6 +292,8 @@ void CudaBackend::attention_rows(const Tensor& q, const std::vector<KvBlock>& kv
   p.n_kv_heads = static_cast<int>(Hkv);
   p.head_dim = static_cast<int>(D);
   p.softmax_scale = sh.scale;
+  p.variant = options_.decode_variant;
+  p.num_splits = options_.decode_splits;
   const size_t ws_bytes = decode_attention_batch_workspace_bytes(p, fp8, seqs.data(), static_cast<int>(B));
   void* ws = scratch(kDecodeWork, ws_bytes);
   decode_attention_batch(p, fp8, seqs.data(), static_cast<int>(B), ws, ws_bytes, stream_);
