@@ -2,6 +2,7 @@
 // kernels, one block per row for the row reductions.
 #include <math.h>
 
+#include <algorithm>
 #include <cfloat>
 
 #include "backend_ops.h"
@@ -187,14 +188,38 @@ __global__ void penalize_kernel(float* logits, int64_t V, const int32_t* counts,
     logits[v] = penalized_logit(logits[v], counts[v], repetition, frequency, presence);
 }
 
-// Single block: (value, index) pairs reduced with "larger value, then lower index".
-__global__ void argmax_kernel(const float* logits, int64_t V, int32_t* token, int* error) {
-  __shared__ float sv[kRowThreads];
-  __shared__ int64_t si[kRowThreads];
+// (value, index) pairs of a block's kT threads reduced with "larger value, then lower
+// index" (index `none`: no value yet; NaN never wins): the result in sv[0], si[0]. The rule
+// does not depend on how the values were split among threads or blocks.
+template <int kT>
+__device__ void block_argmax(float best, int64_t bi, int64_t none, float* sv, int64_t* si) {
+  sv[threadIdx.x] = best;
+  si[threadIdx.x] = bi;
+  __syncthreads();
+  for (int s = kT / 2; s > 0; s >>= 1) {
+    if (threadIdx.x < s) {
+      const float v = sv[threadIdx.x + s];
+      const int64_t i = si[threadIdx.x + s];
+      if (i != none && (si[threadIdx.x] == none || v > sv[threadIdx.x] || (v == sv[threadIdx.x] && i < si[threadIdx.x]))) {
+        sv[threadIdx.x] = v;
+        si[threadIdx.x] = i;
+      }
+    }
+    __syncthreads();
+  }
+}
+
+// Greedy argmax, pass 1: block b takes logits [b * run, (b + 1) * run) and leaves its best
+// (value, index) in pv[b], pi[b] (index V: none).
+constexpr int kArgmaxThreads = 256;
+__global__ void argmax_partial_kernel(const float* logits, int64_t V, int64_t run, float* pv, int64_t* pi,
+                                      int* error) {
+  __shared__ float sv[kArgmaxThreads];
+  __shared__ int64_t si[kArgmaxThreads];
+  const int64_t begin = int64_t(blockIdx.x) * run, end = begin + run < V ? begin + run : V;
   float best = -INFINITY;
-  int64_t bi = V;  // V = "none yet"
-#pragma unroll 8
-  for (int64_t k = threadIdx.x; k < V; k += blockDim.x) {
+  int64_t bi = V;
+  for (int64_t k = begin + threadIdx.x; k < end; k += kArgmaxThreads) {
     const float v = logits[k];
     if (!isfinite(v)) report(error, kErrNonFiniteLogit, int(k));
     if (v > best || (bi == V && !isnan(v))) {  // strictly larger keeps the lowest index
@@ -202,20 +227,16 @@ __global__ void argmax_kernel(const float* logits, int64_t V, int32_t* token, in
       bi = k;
     }
   }
-  sv[threadIdx.x] = best;
-  si[threadIdx.x] = bi;
-  __syncthreads();
-  for (int s = kRowThreads / 2; s > 0; s >>= 1) {
-    if (threadIdx.x < s) {
-      const float v = sv[threadIdx.x + s];
-      const int64_t i = si[threadIdx.x + s];
-      if (i != V && (si[threadIdx.x] == V || v > sv[threadIdx.x] || (v == sv[threadIdx.x] && i < si[threadIdx.x]))) {
-        sv[threadIdx.x] = v;
-        si[threadIdx.x] = i;
-      }
-    }
-    __syncthreads();
-  }
+  block_argmax<kArgmaxThreads>(best, bi, V, sv, si);
+  if (threadIdx.x == 0) pv[blockIdx.x] = sv[0], pi[blockIdx.x] = si[0];
+}
+
+// Pass 2: one block over the blocks' results.
+__global__ void argmax_final_kernel(const float* pv, const int64_t* pi, int blocks, int64_t V, int32_t* token) {
+  __shared__ float sv[kArgmaxBlocks];
+  __shared__ int64_t si[kArgmaxBlocks];
+  const bool mine = int(threadIdx.x) < blocks;
+  block_argmax<kArgmaxBlocks>(mine ? pv[threadIdx.x] : -INFINITY, mine ? pi[threadIdx.x] : V, V, sv, si);
   if (threadIdx.x == 0) token[0] = int32_t(si[0] == V ? 0 : si[0]);
 }
 
@@ -321,8 +342,16 @@ void penalize_row(float* logits, int64_t V, const int32_t* counts, double repeti
   CUDA_CHECK_LAUNCH();
 }
 
-void argmax_row(const float* logits, int64_t V, int32_t* token, int* error, cudaStream_t stream) {
-  argmax_kernel<<<1, kRowThreads, 0, stream>>>(logits, V, token, error);
+void argmax_row(const float* logits, int64_t V, int32_t* token, int* error, void* workspace, cudaStream_t stream) {
+  // Runs of at least 1024 logits: the 128K vocabularies take all kArgmaxBlocks blocks (one
+  // block alone read them in 32 us), small ones a few.
+  const int64_t run = std::max<int64_t>(1024, (V + kArgmaxBlocks - 1) / kArgmaxBlocks);
+  const int blocks = int((V + run - 1) / run);
+  auto* pv = static_cast<float*>(workspace);
+  auto* pi = reinterpret_cast<int64_t*>(pv + kArgmaxBlocks);
+  argmax_partial_kernel<<<blocks, kArgmaxThreads, 0, stream>>>(logits, V, run, pv, pi, error);
+  CUDA_CHECK_LAUNCH();
+  argmax_final_kernel<<<1, kArgmaxBlocks, 0, stream>>>(pv, pi, blocks, V, token);
   CUDA_CHECK_LAUNCH();
 }
 

@@ -62,7 +62,10 @@ void target_logprobs_rows(const float* logits, int64_t n, int64_t V, const int32
 void penalize_row(float* logits, int64_t V, const int32_t* counts, double repetition, double frequency,
                   double presence, cudaStream_t stream);
 // token[0] = argmax of logits (V) f32, the lowest index among equal maxima (NaN never wins);
-// a NaN or inf logit leaves kErrNonFiniteLogit in error (error[1] = its index).
-void argmax_row(const float* logits, int64_t V, int32_t* token, int* error, cudaStream_t stream);
+// a NaN or inf logit leaves kErrNonFiniteLogit in error (error[1] = its index). V >= 1;
+// workspace: kArgmaxWorkspaceBytes of device memory (the blocks' partial results).
+constexpr int kArgmaxBlocks = 128;
+constexpr size_t kArgmaxWorkspaceBytes = kArgmaxBlocks * (sizeof(float) + sizeof(int64_t));
+void argmax_row(const float* logits, int64_t V, int32_t* token, int* error, void* workspace, cudaStream_t stream);
 
 }  // namespace ringinfer

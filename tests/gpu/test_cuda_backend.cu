@@ -410,6 +410,26 @@ TEST(CudaBackendOps, SampleMatchesCpuGreedyWithTiesAndTopP) {
   }
 }
 
+// The greedy argmax of vocabularies up to 128K (blocks of at least 1024 logits, then one
+// block over their results): the host's argmax, the lowest id among equal maxima also when
+// they fall in different blocks or at a block's edges.
+TEST(CudaBackendOps, GreedyArgmaxOfLargeVocabularies) {
+  Pair p;
+  for (int64_t V : {int64_t(1), int64_t(1023), int64_t(1025), int64_t(50001), int64_t(128256), int64_t(131073)})
+    for (int ties : {0, 1, 2}) {
+      auto lg = randn(V, 3.0f);
+      if (ties == 1 && V > 2048) lg[V - 1] = lg[1023] = lg[1024] = 50.0f;  // across a block edge: 1023 wins
+      if (ties == 2 && V > 4) lg[V / 2] = lg[V - 2] = 50.0f;
+      Tensor lgd = make(*p.gpu, 1, V, DType::f32, lg.data()), tg = p.gpu->alloc(1, 1, DType::i32);
+      SamplingParams sp;
+      sp.temperature = 0.0;
+      p.gpu->sample(lgd, sp, 0.5, Tensor(), tg);
+      int32_t b = -1;
+      p.gpu->copy_to_host(&b, tg);
+      EXPECT_EQ(b, argmax_token(lg.data(), V)) << "V " << V << " ties " << ties;
+    }
+}
+
 // Penalties (the device kernel), top-k and min-p: the same penalized logits, bit for bit,
 // and the same token as the CPU backend, greedy and sampled.
 TEST(CudaBackendOps, SamplePenaltiesTopKMinPMatchCpu) {

@@ -551,7 +551,7 @@ void CudaBackend::sample(const Tensor& logits, const SamplingParams& p, double u
                  p.presence_penalty, stream_);
   }
   if (p.temperature <= 0.0) {
-    argmax_row(logits.f32(), logits.cols(), token.i32(), error_, stream_);
+    argmax_row(logits.f32(), logits.cols(), token.i32(), error_, scratch(kArgmax, kArgmaxWorkspaceBytes), stream_);
     return;
   }
   // Top-p on the host with the one shared rule (sampling.h): one row of V floats per

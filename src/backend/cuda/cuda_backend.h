@@ -93,7 +93,7 @@ class CudaBackend final : public Backend {
  private:
   // Grow-only device scratch, one per use, so two live at once never alias.
   enum Slot { kGemmInput, kAttnQuery, kDecodeWork, kDecodeO, kDecodeLse, kFp8KeysBf16, kFp8ValuesBf16, kSdpaO, kSdpaStats,
-              kSdpaWork, kSdpaLens, kSlots };
+              kSdpaWork, kSdpaLens, kArgmax, kSlots };
   void* scratch(Slot slot, size_t bytes);
   // rope's and rope_rows' checks of x (n, n_heads * D) f32 and inv_freq (1, D/2) f64 (throws).
   void check_rope(const char* op, const Tensor& x, int64_t n_heads, const Tensor& inv_freq);
