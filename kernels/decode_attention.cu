@@ -1,5 +1,5 @@
 // decode_attention: validates the call, chooses the key splits, and launches the split
-// kernel (which also merges the splits) once per chunk of query tokens (16 rows per KV head).
+// kernel and the combine kernel once per chunk of query tokens (16 rows per KV head).
 #include <math.h>
 
 #include <algorithm>
@@ -16,13 +16,6 @@ namespace {
 
 void check(bool ok, const std::string& what) {
   if (!ok) throw Error("decode_attention: " + what);
-}
-
-// The workspace: the split counters (zero between calls), then the partial (LSE, O) rows.
-constexpr size_t kCounterBytes = kDecodeWorkspaceZeroBytes;
-static_assert(kCounterBytes == cuda::kDecodeCounters * sizeof(unsigned), "the counters are the zeroed bytes");
-float* partials(void* workspace) {
-  return reinterpret_cast<float*>(static_cast<unsigned char*>(workspace) + kCounterBytes);
 }
 
 // The cache kind's tile configuration: p.variant, or the default for -1.
@@ -42,8 +35,6 @@ void validate(const DecodeAttnParams& p, bool fp8) {
   check(p.variant >= -1 && p.variant < (fp8 ? decode_attention_fp8_variants() : decode_attention_variants()),
         std::string(fp8 ? "fp8" : "bf16") + " variant " + std::to_string(p.variant) + " out of range");
   check(p.num_splits >= 0, "negative num_splits");
-  check(p.n_kv_heads * cuda::kDecodeMaxSeqs <= cuda::kDecodeCounters,
-        "more than " + std::to_string(cuda::kDecodeCounters / cuda::kDecodeMaxSeqs) + " KV heads");
   const long stride = p.kv_row_stride ? p.kv_row_stride : long(p.n_kv_heads) * p.head_dim;
   check(stride >= long(p.n_kv_heads) * p.head_dim && stride % 8 == 0,
         "kv_row_stride must cover the KV heads and be a multiple of 8 elements (16-byte loads)");
@@ -146,7 +137,7 @@ size_t decode_attention_batch_workspace_bytes(const DecodeAttnParams& p, bool fp
     const size_t rows = size_t(n) * batch_splits(p, fp8, seqs + s0, n) * p.n_kv_heads * cuda::kDecodeRows;
     most = std::max(most, rows * (p.head_dim + 1) * sizeof(float));
   }
-  return kCounterBytes + most;
+  return most;
 }
 
 void decode_attention_batch(const DecodeAttnParams& p, bool fp8, const DecodeSeqKv* seqs, int n_seqs,
@@ -188,21 +179,27 @@ void decode_attention_batch(const DecodeAttnParams& p, bool fp8, const DecodeSeq
     a.n_splits = splits;
     a.scale_log2 = p.softmax_scale * 1.4426950408889634f;
     a.q = p.q + size_t(s0) * p.n_heads * p.head_dim;
-    a.counters = static_cast<unsigned*>(workspace);
-    a.ws_lse = partials(workspace);
+    a.ws_lse = static_cast<float*>(workspace);
     a.ws_o = a.ws_lse + size_t(n) * splits * p.n_kv_heads * cuda::kDecodeRows;
-    a.o = p.o + size_t(s0) * p.n_heads * p.head_dim;
-    a.lse = p.lse + size_t(s0) * p.n_heads;
-    if (p.head_dim == 64)
+    float* o = p.o + size_t(s0) * p.n_heads * p.head_dim;
+    float* lse = p.lse + size_t(s0) * p.n_heads;
+    const dim3 grid(n, p.n_heads);
+    if (p.head_dim == 64) {
       cuda::decode_split_hdim64(a, p.n_kv_heads, variant, &table, stream);
-    else
+      cuda::decode_combine_kernel<64><<<grid, 64, 0, stream>>>(a.ws_lse, a.ws_o, splits, p.n_kv_heads, group, o, lse,
+                                                                true);
+    } else {
       cuda::decode_split_hdim128(a, p.n_kv_heads, variant, &table, stream);
+      cuda::decode_combine_kernel<128><<<grid, 128, 0, stream>>>(a.ws_lse, a.ws_o, splits, p.n_kv_heads, group, o,
+                                                                  lse, true);
+    }
+    CUDA_CHECK_LAUNCH();
   }
 }
 
 size_t decode_attention_workspace_bytes(const DecodeAttnParams& p) {
   const size_t rows = size_t(decode_attention_splits(p)) * p.n_kv_heads * cuda::kDecodeRows;
-  return kCounterBytes + rows * (p.head_dim + 1) * sizeof(float);
+  return rows * (p.head_dim + 1) * sizeof(float);
 }
 
 void decode_attention(const DecodeAttnParams& p, void* workspace, size_t workspace_bytes, cudaStream_t stream) {
@@ -231,8 +228,7 @@ void decode_attention(const DecodeAttnParams& p, void* workspace, size_t workspa
   a.v8 = p.v_fp8;
   a.k_scale = p.k_scale;
   a.v_scale = p.v_scale;
-  a.counters = static_cast<unsigned*>(workspace);
-  a.ws_lse = partials(workspace);
+  a.ws_lse = static_cast<float*>(workspace);
   a.ws_o = a.ws_lse + size_t(splits) * p.n_kv_heads * cuda::kDecodeRows;
   a.kv_stride = p.kv_row_stride ? p.kv_row_stride : long(p.n_kv_heads) * p.head_dim;
   a.n_k = p.n_k;
@@ -246,12 +242,18 @@ void decode_attention(const DecodeAttnParams& p, void* workspace, size_t workspa
     const int nt = std::min(tokens_per_launch, p.n_q - t0);
     a.q = p.q + size_t(t0) * p.n_heads * p.head_dim;
     a.rows = nt * group;
-    a.o = p.o + size_t(t0) * p.n_heads * p.head_dim;
-    a.lse = p.lse + size_t(t0) * p.n_heads;
-    if (p.head_dim == 64)
+    float* o = p.o + size_t(t0) * p.n_heads * p.head_dim;
+    float* lse = p.lse + size_t(t0) * p.n_heads;
+    const dim3 grid(nt, p.n_heads);
+    if (p.head_dim == 64) {
       cuda::decode_split_hdim64(a, p.n_kv_heads, variant, nullptr, stream);
-    else
+      cuda::decode_combine_kernel<64><<<grid, 64, 0, stream>>>(a.ws_lse, a.ws_o, splits, p.n_kv_heads, group, o, lse);
+    } else {
       cuda::decode_split_hdim128(a, p.n_kv_heads, variant, nullptr, stream);
+      cuda::decode_combine_kernel<128><<<grid, 128, 0, stream>>>(a.ws_lse, a.ws_o, splits, p.n_kv_heads, group, o,
+                                                                  lse);
+    }
+    CUDA_CHECK_LAUNCH();
   }
 }
 

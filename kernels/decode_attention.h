@@ -2,9 +2,8 @@
 // Split-KV decode attention ("flash-decoding"): a few query tokens against a rank's whole
 // local KV cache, every key visible. All query heads of a KV group are processed together
 // so each KV byte is read once; the keys are split across thread blocks, each writes a
-// partial (O, LSE) to a workspace, and the last block of a KV head to finish merges the
-// splits into (O, LSE) per query row and head (fp32), ready to be merged across ranks by
-// log-sum-exp. One launch per call (per 16 sequences of a batch).
+// partial (O, LSE) to a workspace, and a combine kernel merges the splits into (O, LSE)
+// per query row and head (fp32), ready to be merged across ranks by log-sum-exp.
 // The cache is bf16 (k, v) or fp8 (k_fp8, v_fp8: e4m3 bytes, value = e4m3 * scale of the
 // (token, KV head), ringinfer/kv_quant.h), read directly: half the bytes of bf16.
 // Host-callable; raw device pointers; CUDA builds only.
@@ -43,9 +42,6 @@ struct DecodeAttnParams {
 // bench_attention): 0.733 of copy bandwidth; variant 0 0.540, 2 0.700, 3 0.656.
 constexpr int kDecodeFp8DefaultVariant = 1;
 
-// The leading bytes of a decode workspace that must be zero before its first use.
-constexpr size_t kDecodeWorkspaceZeroBytes = 4096 * sizeof(unsigned);
-
 // Workspace bytes decode_attention needs for these parameters on the current device.
 size_t decode_attention_workspace_bytes(const DecodeAttnParams& p);
 
@@ -53,19 +49,15 @@ size_t decode_attention_workspace_bytes(const DecodeAttnParams& p);
 int decode_attention_splits(const DecodeAttnParams& p);
 
 // Launches on `stream`. workspace: device memory of at least
-// decode_attention_workspace_bytes(p) bytes whose first kDecodeWorkspaceZeroBytes are zero
-// before the first call (cudaMemset once): the split counters, which every call leaves at
-// zero, so the workspace is reused across calls without clearing (one stream at a time).
+// decode_attention_workspace_bytes(p) bytes (reused across calls; no clearing needed).
 // Throws ringinfer::Error for unsupported shapes or a too-small workspace.
 void decode_attention(const DecodeAttnParams& p, void* workspace, size_t workspace_bytes, cudaStream_t stream);
 
 // Decode of a batch of documents: query row s (one token) against sequence s's own cache,
-// every key visible, all sequences in one launch per 16 (the split kernel's grid z). `p`
-// gives the shared shapes and q [n_seqs, H, D], o, lse for the n_seqs rows; its k, v,
-// k_fp8, v_fp8, scales, n_q and n_k are ignored (fp8 says which cache kind every sequence
-// has). The workspace as decode_attention's (its first kDecodeWorkspaceZeroBytes zero
-// before the first use). Results equal decode_attention() of each row with the same
-// num_splits.
+// every key visible, all sequences in one pair of launches per 16 (the split kernel's
+// grid z). `p` gives the shared shapes and q [n_seqs, H, D], o, lse for the n_seqs rows;
+// its k, v, k_fp8, v_fp8, scales, n_q and n_k are ignored (fp8 says which cache kind every
+// sequence has). Results equal decode_attention() of each row with the same num_splits.
 struct DecodeSeqKv {
   const void* k = nullptr;  // bf16 rows, or e4m3 bytes with fp8 (kv_row_stride as in p)
   const void* v = nullptr;

@@ -10,11 +10,8 @@
 // synchronizes only with __syncwarp, then the same S = QK^T / online softmax / O += PV
 // steps as the prefill kernel (see flash_attention_kernel.cuh for fragment layouts).
 // At the end the warps' (m, l, O) meet in shared memory and the block writes one
-// normalized partial (O, LSE) per row to the workspace. The last block of a (sequence, KV
-// head) to finish -- counted by an atomic in the workspace, which it leaves at zero again
-// -- merges the splits in a fixed order (deterministic whoever merges) into O and LSE: no
-// second launch, and the kernel after it (the output projection) may start fetching its
-// weights while the split blocks run.
+// normalized partial (O, LSE) per row to the workspace; decode_combine_kernel merges the
+// splits in a fixed order (deterministic).
 //
 // fp8 cache (kFp8): cp.async lands the e4m3 bytes of a tile and the tile's per-key scales
 // (4-byte copies) in the warp's staging stages; before use the warp converts the bytes to
@@ -62,9 +59,6 @@ struct DecodeArgs {
   const float* v_scale;  // [n_k, Hkv]
   float* ws_lse;      // [n_splits, Hkv, 16]
   float* ws_o;        // [n_splits, Hkv, 16, D]
-  unsigned* counters;  // [Hkv]: split blocks done per KV head; zero before and after a launch
-  float* o;           // [nt, H, D] merged output, normalized
-  float* lse;         // [nt, H] natural log; -inf (O = 0) for no keys
   long kv_stride;     // elements between key tokens
   int n_k;            // keys
   int n_heads;        // H
@@ -80,9 +74,6 @@ struct DecodeArgs {
 // and whose partials take the z-th slice of the workspace. Passed by value as a
 // __grid_constant__ parameter (no device table to upload, nothing to order).
 constexpr int kDecodeMaxSeqs = 16;
-// The workspace starts with this many split counters (DecodeArgs::counters), kDecodeMaxSeqs
-// per KV head: Hkv <= 256.
-constexpr int kDecodeCounters = 4096;
 struct DecodeSeq {
   const void* k;         // bf16 rows or e4m3 bytes, as the launch's cache
   const void* v;
@@ -117,9 +108,6 @@ __device__ __forceinline__ DecodeArgs sequence_args(const DecodeArgs& a, const D
   const long rows = (long)z * a.n_splits * gridDim.y * kDecodeRows;
   b.ws_lse = a.ws_lse + rows;
   b.ws_o = a.ws_o + rows * D;
-  b.counters = a.counters + (long)z * gridDim.y;
-  b.o = a.o + (long)z * a.n_heads * D;
-  b.lse = a.lse + (long)z * a.n_heads;
   return b;
 }
 
@@ -211,34 +199,9 @@ __device__ __forceinline__ int fp8_chunk(int r, int ch) {
   }
 }
 
-// The merge of a KV head's splits (the partials in a's workspace, read from L2: other
-// blocks wrote them) into its rows of O and LSE, in split order.
-template <int D>
-__device__ void merge_splits(const DecodeArgs& a, int kv_head, int tid, int threads) {
-  const long stride = (long)gridDim.y * kDecodeRows;  // rows between splits
-  for (int idx = tid; idx < a.rows * D; idx += threads) {
-    const int r = idx / D, d = idx % D;
-    const long row0 = (long)kv_head * kDecodeRows + r;
-    float m = -INFINITY;
-    for (int s = 0; s < a.n_splits; ++s) m = fmaxf(m, __ldcg(a.ws_lse + row0 + s * stride));
-    float l = 0.f, acc = 0.f;
-    if (m > -INFINITY) {
-      for (int s = 0; s < a.n_splits; ++s) {
-        const float w = expf(__ldcg(a.ws_lse + row0 + s * stride) - m);
-        l += w;
-        acc += w * __ldcg(a.ws_o + (row0 + s * stride) * D + d);
-      }
-    }
-    const long out = (long)(r / a.group) * a.n_heads + kv_head * a.group + r % a.group;
-    a.o[out * D + d] = l > 0.f ? acc / l : 0.f;
-    if (d == 0) a.lse[out] = l > 0.f ? m + logf(l) : -INFINITY;
-  }
-}
-
 template <int D, int kWarps, int kBlockN, int kStages, bool kFp8, bool kDirect, bool kSeqs>
 __global__ void __launch_bounds__(32 * kWarps, (DecodeTile<D, kWarps, kBlockN, kStages, kFp8, kDirect>::kMinBlocks))
     decode_split_kernel(const __grid_constant__ DecodeArgs a_in, const __grid_constant__ DecodeSeqs seqs) {
-  pdl_trigger();  // the output projection after it may fetch its weights meanwhile (cuda_common.cuh)
   // A single-sequence launch reads its arguments from parameter space as before; a
   // several-sequence one works on a copy with this block's sequence filled in.
   DecodeArgs a_seq;
@@ -542,18 +505,32 @@ __global__ void __launch_bounds__(32 * kWarps, (DecodeTile<D, kWarps, kBlockN, k
     a.ws_o[(ws_row0 + r) * D + d] = l > 0.f ? o / l : 0.f;
     if (d == 0) a.ws_lse[ws_row0 + r] = l > 0.f ? m * 0.69314718055994531f + logf(l) : -INFINITY;
   }
+}
 
-  // ---- the last split block of this KV head merges all splits (threadFenceReduction's
-  // pattern: every thread's partials are visible device-wide before the block counts itself)
-  __shared__ bool merges;
-  __threadfence();
-  __syncthreads();
-  if (tid == 0) merges = atomicAdd(a.counters + kv_head, 1u) == unsigned(a.n_splits - 1);
-  __syncthreads();
-  if (!merges) return;
-  __threadfence();
-  merge_splits<D>(a, kv_head, tid, Tile::kThreads);
-  if (tid == 0) a.counters[kv_head] = 0;  // every block has counted: ready for the next launch
+// Merges the splits of one (token, head) row: block = D threads, grid (tokens, H). With
+// per_seq, token x is sequence x of a several-sequence launch (one token each, its own
+// workspace slice).
+template <int D>
+__global__ void decode_combine_kernel(const float* ws_lse, const float* ws_o, int n_splits, int n_kv_heads,
+                                      int group, float* o, float* lse, bool per_seq = false) {
+  pdl_trigger();  // the output projection after it may fetch its weights meanwhile (cuda_common.cuh)
+  const int tok = blockIdx.x, head = blockIdx.y, d = threadIdx.x, n_heads = gridDim.y;
+  const int kv_head = head / group, r = (per_seq ? 0 : tok) * group + head % group;
+  const long stride = (long)n_kv_heads * kDecodeRows;  // between splits
+  const long row0 = (per_seq ? (long)tok * n_splits * stride : 0) + (long)kv_head * kDecodeRows + r;
+  float m = -INFINITY;
+  for (int s = 0; s < n_splits; ++s) m = fmaxf(m, ws_lse[row0 + s * stride]);
+  float l = 0.f, acc = 0.f;
+  if (m > -INFINITY) {
+    for (int s = 0; s < n_splits; ++s) {
+      const float w = expf(ws_lse[row0 + s * stride] - m);
+      l += w;
+      acc += w * ws_o[(row0 + s * stride) * D + d];
+    }
+  }
+  const long out = (long)tok * n_heads + head;
+  o[out * D + d] = l > 0.f ? acc / l : 0.f;
+  if (d == 0) lse[out] = l > 0.f ? m + logf(l) : -INFINITY;
 }
 
 // seqs: null for one sequence (a's cache), else seqs->count sequences in grid z.

@@ -135,7 +135,6 @@ double decode_ms(const DecodeAttnParams& p) {
   const size_t ws_bytes = decode_attention_workspace_bytes(p);
   void* ws;
   CUDA_CHECK(cudaMalloc(&ws, ws_bytes));
-  CUDA_CHECK(cudaMemset(ws, 0, kDecodeWorkspaceZeroBytes));
   const double ms = bench::median_ms([&] { decode_attention(p, ws, ws_bytes, nullptr); }, 5, 50);
   CUDA_CHECK(cudaFree(ws));
   return ms;
@@ -179,7 +178,6 @@ void decode_split_sweep(int n_k, double copy_gbps, size_t l2_bytes) {
       const size_t ws_bytes = decode_attention_workspace_bytes(ps[0]);
       void* ws;
       CUDA_CHECK(cudaMalloc(&ws, ws_bytes));
-      CUDA_CHECK(cudaMemset(ws, 0, kDecodeWorkspaceZeroBytes));
       size_t call = 0;
       const double ms = bench::median_ms([&] { decode_attention(ps[call++ % ps.size()], ws, ws_bytes, nullptr); }, 5, 60);
       CUDA_CHECK(cudaFree(ws));

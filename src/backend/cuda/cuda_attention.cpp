@@ -194,7 +194,7 @@ void CudaBackend::attention(const Tensor& q, const KvBlock& kv, const AttentionS
     p.o = static_cast<float*>(scratch(kDecodeO, static_cast<size_t>(H * D) * 4));
     p.lse = static_cast<float*>(scratch(kDecodeLse, static_cast<size_t>(H) * 4));
     const size_t ws_bytes = decode_attention_workspace_bytes(p);
-    void* ws = decode_workspace(ws_bytes);
+    void* ws = scratch(kDecodeWork, ws_bytes);
     decode_attention(p, ws, ws_bytes, stream_);
     ringinfer::merge_attention(o.f32(), lse.f32(), p.o, p.lse, 1, H, D, stream_);
     return;
@@ -256,13 +256,6 @@ void CudaBackend::attention(const Tensor& q, const KvBlock& kv, const AttentionS
   generic_attention(p, stream_);
 }
 
-void* CudaBackend::decode_workspace(size_t bytes) {
-  const bool grows = bytes > scratch_bytes_[kDecodeWork];
-  void* ws = scratch(kDecodeWork, bytes);
-  if (grows) CUDA_CHECK(cudaMemsetAsync(ws, 0, kDecodeWorkspaceZeroBytes, stream_));
-  return ws;
-}
-
 void CudaBackend::attention_rows(const Tensor& q, const std::vector<KvBlock>& kv,
                                  const std::vector<AttentionShape>& shapes, const Tensor& o, const Tensor& lse) {
   const int64_t B = q.rows();
@@ -302,7 +295,7 @@ void CudaBackend::attention_rows(const Tensor& q, const std::vector<KvBlock>& kv
   p.variant = options_.decode_variant;
   p.num_splits = options_.decode_splits;
   const size_t ws_bytes = decode_attention_batch_workspace_bytes(p, fp8, seqs.data(), static_cast<int>(B));
-  void* ws = decode_workspace(ws_bytes);
+  void* ws = scratch(kDecodeWork, ws_bytes);
   decode_attention_batch(p, fp8, seqs.data(), static_cast<int>(B), ws, ws_bytes, stream_);
 }
 

@@ -95,8 +95,6 @@ class CudaBackend final : public Backend {
   enum Slot { kGemmInput, kAttnQuery, kDecodeWork, kDecodeO, kDecodeLse, kFp8KeysBf16, kFp8ValuesBf16, kSdpaO, kSdpaStats,
               kSdpaWork, kSdpaLens, kArgmax, kSlots };
   void* scratch(Slot slot, size_t bytes);
-  // The decode kernel's workspace (kDecodeWork), its split counters zeroed when it grows.
-  void* decode_workspace(size_t bytes);
   // rope's and rope_rows' checks of x (n, n_heads * D) f32 and inv_freq (1, D/2) f64 (throws).
   void check_rope(const char* op, const Tensor& x, int64_t n_heads, const Tensor& inv_freq);
   // matmul's shape checks (throws); false when the product is empty.
