@@ -82,13 +82,13 @@ MemoryPlan plan_unchecked(const ModelConfig& c, const PlanInput& in) {
           mul(add(q_local, q_heads), in.state_bytes));
   p.activations_per_rank = mul(p.activation_bytes_per_local_token, p.local_tokens);
   // Bounded scratch, independent of S: one chunk of tokens through the MLP (fp32 gate and
-  // up, I/T wide), three hidden-wide fp32 temporaries, and fp32 logits of the LM head
-  // (vocabulary-parallel: V/T wide) reduced at once to logprobs (DESIGN §3); with
-  // offload_residual the two chunk buffers x streams through.
+  // up, I/T wide) and three hidden-wide fp32 temporaries (with offload_residual also the two
+  // chunk buffers x streams through), and one logits chunk of fp32 LM-head logits
+  // (vocabulary-parallel: V/T wide) reduced at once to logprobs (DESIGN §3).
   const int64_t chunk = std::min<int64_t>(in.token_chunk, std::max<int64_t>(1, p.local_tokens));
   const int64_t hidden_rows = in.offload_residual ? 5 : 3;
-  p.scratch_per_rank = mul(chunk, add(mul(2, c.intermediate_size / T, 4), mul(hidden_rows, c.hidden_size, 4),
-                                      mul((c.vocab_size + T - 1) / T, 4)));
+  p.scratch_per_rank = add(mul(chunk, add(mul(2, c.intermediate_size / T, 4), mul(hidden_rows, c.hidden_size, 4))),
+                           mul(in.logits_chunk, (c.vocab_size + T - 1) / T, 4));
   p.total_per_rank = add(p.weights_per_rank, p.kv_batch_per_rank, p.activations_per_rank, p.scratch_per_rank);
   p.host_per_rank = in.offload_residual ? mul(p.local_tokens, c.hidden_size, 4) : 0;
 
@@ -105,8 +105,9 @@ void check_input(const ModelConfig& c, const PlanInput& in) {
   RI_CHECK(in.context >= 0 && in.context <= kMaxContextTokens,
            "plan: a context of " + std::to_string(in.context) + " tokens is outside [0, " +
                std::to_string(kMaxContextTokens) + "], the longest context ringinfer supports");
-  RI_CHECK(in.weight_bytes > 0 && in.kv_bytes > 0 && in.q_bytes > 0 && in.token_chunk > 0 && in.batch > 0,
-           "plan: element sizes, the token chunk and the batch must be positive");
+  RI_CHECK(in.weight_bytes > 0 && in.kv_bytes > 0 && in.q_bytes > 0 && in.token_chunk > 0 && in.logits_chunk > 0 &&
+               in.batch > 0,
+           "plan: element sizes, the token and logits chunks and the batch must be positive");
   RI_CHECK(in.kv_scale_bytes >= 0 && in.kv_copy_bytes >= 0, "plan: KV scale and copy sizes must not be negative");
   // The divisibility rule of the tensor-parallel loader: plan and run agree on which
   // --tp values split the model.
