@@ -186,14 +186,13 @@ void decode_attention_batch(const DecodeAttnParams& p, bool fp8, const DecodeSeq
     const dim3 grid(n, p.n_heads);
     if (p.head_dim == 64) {
       cuda::decode_split_hdim64(a, p.n_kv_heads, variant, &table, stream);
-      cuda::decode_combine_kernel<64><<<grid, 64, 0, stream>>>(a.ws_lse, a.ws_o, splits, p.n_kv_heads, group, o, lse,
-                                                                true);
+      cuda::launch_dependent(cuda::decode_combine_kernel<64>, grid, dim3(64), 0, stream, a.ws_lse, a.ws_o, splits,
+                             p.n_kv_heads, group, o, lse, true);
     } else {
       cuda::decode_split_hdim128(a, p.n_kv_heads, variant, &table, stream);
-      cuda::decode_combine_kernel<128><<<grid, 128, 0, stream>>>(a.ws_lse, a.ws_o, splits, p.n_kv_heads, group, o,
-                                                                  lse, true);
+      cuda::launch_dependent(cuda::decode_combine_kernel<128>, grid, dim3(128), 0, stream, a.ws_lse, a.ws_o, splits,
+                             p.n_kv_heads, group, o, lse, true);
     }
-    CUDA_CHECK_LAUNCH();
   }
 }
 
@@ -247,13 +246,13 @@ void decode_attention(const DecodeAttnParams& p, void* workspace, size_t workspa
     const dim3 grid(nt, p.n_heads);
     if (p.head_dim == 64) {
       cuda::decode_split_hdim64(a, p.n_kv_heads, variant, nullptr, stream);
-      cuda::decode_combine_kernel<64><<<grid, 64, 0, stream>>>(a.ws_lse, a.ws_o, splits, p.n_kv_heads, group, o, lse);
+      cuda::launch_dependent(cuda::decode_combine_kernel<64>, grid, dim3(64), 0, stream, a.ws_lse, a.ws_o, splits,
+                             p.n_kv_heads, group, o, lse, false);
     } else {
       cuda::decode_split_hdim128(a, p.n_kv_heads, variant, nullptr, stream);
-      cuda::decode_combine_kernel<128><<<grid, 128, 0, stream>>>(a.ws_lse, a.ws_o, splits, p.n_kv_heads, group, o,
-                                                                  lse);
+      cuda::launch_dependent(cuda::decode_combine_kernel<128>, grid, dim3(128), 0, stream, a.ws_lse, a.ws_o, splits,
+                             p.n_kv_heads, group, o, lse, false);
     }
-    CUDA_CHECK_LAUNCH();
   }
 }
 

@@ -202,6 +202,8 @@ __device__ __forceinline__ int fp8_chunk(int r, int ch) {
 template <int D, int kWarps, int kBlockN, int kStages, bool kFp8, bool kDirect, bool kSeqs>
 __global__ void __launch_bounds__(32 * kWarps, (DecodeTile<D, kWarps, kBlockN, kStages, kFp8, kDirect>::kMinBlocks))
     decode_split_kernel(const __grid_constant__ DecodeArgs a_in, const __grid_constant__ DecodeSeqs seqs) {
+  pdl_trigger();  // the combine kernel after it may start its blocks meanwhile (cuda_common.cuh)
+  pdl_wait();     // the query and the newest cache row: the RoPE + store before it
   // A single-sequence launch reads its arguments from parameter space as before; a
   // several-sequence one works on a copy with this block's sequence filled in.
   DecodeArgs a_seq;
@@ -514,6 +516,7 @@ template <int D>
 __global__ void decode_combine_kernel(const float* ws_lse, const float* ws_o, int n_splits, int n_kv_heads,
                                       int group, float* o, float* lse, bool per_seq = false) {
   pdl_trigger();  // the output projection after it may fetch its weights meanwhile (cuda_common.cuh)
+  pdl_wait();     // the split kernel's partials
   const int tok = blockIdx.x, head = blockIdx.y, d = threadIdx.x, n_heads = gridDim.y;
   const int kv_head = head / group, r = (per_seq ? 0 : tok) * group + head % group;
   const long stride = (long)n_kv_heads * kDecodeRows;  // between splits
@@ -540,13 +543,14 @@ void launch_decode_split(const DecodeArgs& a, int n_kv_heads, const DecodeSeqs* 
   if (seqs) {
     auto kernel = decode_split_kernel<D, kWarps, kBlockN, kStages, kFp8, kDirect, true>;
     CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(Tile::kSmemBytes)));
-    kernel<<<dim3(a.n_splits, n_kv_heads, seqs->count), Tile::kThreads, Tile::kSmemBytes, stream>>>(a, *seqs);
+    launch_dependent(kernel, dim3(a.n_splits, n_kv_heads, seqs->count), dim3(Tile::kThreads), Tile::kSmemBytes, stream,
+                     a, *seqs);
   } else {
     auto kernel = decode_split_kernel<D, kWarps, kBlockN, kStages, kFp8, kDirect, false>;
     CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(Tile::kSmemBytes)));
-    kernel<<<dim3(a.n_splits, n_kv_heads), Tile::kThreads, Tile::kSmemBytes, stream>>>(a, DecodeSeqs{});
+    launch_dependent(kernel, dim3(a.n_splits, n_kv_heads), dim3(Tile::kThreads), Tile::kSmemBytes, stream, a,
+                     DecodeSeqs{});
   }
-  CUDA_CHECK_LAUNCH();
 }
 
 // The split kernel of fp8 variant `variant` (visit_decode_fp8_variant).

@@ -89,6 +89,8 @@ __device__ __forceinline__ void store_head_warp(const float* x, int D, int lane,
 __global__ void rope_store_rows_kernel(float* q, void* q_out, bool q_out_bf16, float* k, const float* v, int n_heads,
                                        int n_kv_heads, int D, const double* inv_freq, bool fp8,
                                        const __grid_constant__ RopeStoreRows rows) {
+  cuda::pdl_trigger();  // the decode attention after it may start its blocks meanwhile
+  cuda::pdl_wait();     // q, k, v: the projection before it
   const int i = blockIdx.y, lane = threadIdx.x % 32, half = D / 2;
   const int head = blockIdx.x * kWarpsPerBlock + threadIdx.x / 32;
   const int kv_heads = k ? n_kv_heads : 0;
@@ -176,9 +178,8 @@ void rope_store_rows(float* q, void* q_out, bool q_out_bf16, float* k, const flo
   }
   const int heads = n_heads + (k ? 2 * n_kv_heads : 0);
   const dim3 grid(blocks_for(heads), unsigned(n));
-  rope_store_rows_kernel<<<grid, 32 * kWarpsPerBlock, 0, stream>>>(q, q_out, q_out_bf16, k, v, n_heads, n_kv_heads, D,
-                                                                   inv_freq, fp8, rows);
-  CUDA_CHECK_LAUNCH();
+  cuda::launch_dependent(rope_store_rows_kernel, grid, dim3(32 * kWarpsPerBlock), 0, stream, q, q_out, q_out_bf16, k,
+                         v, n_heads, n_kv_heads, D, inv_freq, fp8, rows);
 }
 
 }  // namespace ringinfer

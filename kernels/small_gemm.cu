@@ -126,6 +126,10 @@ __global__ void __launch_bounds__(kThreads)
     small_gemm_kernel(const float* __restrict__ x, int n, int in, const __grid_constant__ Launch launch,
                       bool accumulate) {
   static_assert(!kSwiglu || kRowsPerWarp == 2, "SwiGLU pairs a gate row with an up row");
+  // The kernel after this one (a product or the RoPE + store, programmatic dependents too)
+  // may start its blocks as this grid's retire: they take the places this one leaves and
+  // fetch their first weights during its tail.
+  cuda::pdl_trigger();
   constexpr int kPieces = kRowsPerWarp == 1 ? 8 : 4;  // per lane, row and chunk: 4 KB per warp in flight
   extern __shared__ uint4 staged_x[];                 // [n][in / 8] pieces
   __shared__ double partial_ss[kRows][kWarps];
@@ -303,17 +307,7 @@ void launch_kernel(const float* x, int n, int in, const SmallGemmProduct* produc
     resident[device] = resident_blocks(kernel, size_t(kMaxStagedBytes));
   }
   const int blocks = std::min(resident[device], (tasks + kWarps - 1) / kWarps);
-  cudaLaunchConfig_t config = {};
-  config.gridDim = dim3(unsigned(blocks));
-  config.blockDim = dim3(kThreads);
-  config.dynamicSmemBytes = smem;
-  config.stream = stream;
-  cudaLaunchAttribute dependent[1];
-  dependent[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  dependent[0].val.programmaticStreamSerializationAllowed = 1;
-  config.attrs = dependent;
-  config.numAttrs = 1;
-  CUDA_CHECK(cudaLaunchKernelEx(&config, kernel, x, n, in, l, accumulate));
+  cuda::launch_dependent(kernel, dim3(unsigned(blocks)), dim3(kThreads), smem, stream, x, n, in, l, accumulate);
 }
 
 template <int kRows, bool kNorm>
