@@ -28,6 +28,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -147,6 +148,23 @@ void emit(const char* line) {
   if (json) std::fprintf(json, "%s\n", line), std::fflush(json);
 }
 
+// One query token of b against its n_k keys (H heads over Hkv KV heads of D), every key visible.
+DecodeAttnParams one_token_decode(const AttnBuffers& b, int n_k, int H, int Hkv, int D) {
+  DecodeAttnParams p;
+  p.q = b.q;
+  p.k = b.k;
+  p.v = b.v;
+  p.o = b.o;
+  p.lse = b.lse;
+  p.n_q = 1;
+  p.n_k = n_k;
+  p.n_heads = H;
+  p.n_kv_heads = Hkv;
+  p.head_dim = D;
+  p.softmax_scale = float(1.0 / std::sqrt(double(D)));
+  return p;
+}
+
 // --decode-sweep: decode over n_k keys (H = 32, Hkv = 8, D = 128) per variant and split count,
 // cycling through copies of K and V that add up to 4x the L2 cache.
 void decode_split_sweep(int n_k, double copy_gbps, size_t l2_bytes) {
@@ -158,22 +176,11 @@ void decode_split_sweep(int n_k, double copy_gbps, size_t l2_bytes) {
   char line[512];
   for (int variant = 0; variant < decode_attention_variants(); ++variant)
     for (int splits : {0, 8, 12, 16, 24, 33, 48, 66, 99, 132}) {
-      std::vector<DecodeAttnParams> ps(bufs.size());
-      for (size_t c = 0; c < bufs.size(); ++c) {
-        DecodeAttnParams& p = ps[c];
-        p.q = bufs[c]->q;
-        p.k = bufs[c]->k;
-        p.v = bufs[c]->v;
-        p.o = bufs[c]->o;
-        p.lse = bufs[c]->lse;
-        p.n_q = 1;
-        p.n_k = n_k;
-        p.n_heads = H;
-        p.n_kv_heads = Hkv;
-        p.head_dim = D;
-        p.softmax_scale = 0.08838834764831845f;
-        p.variant = variant;
-        p.num_splits = splits;
+      std::vector<DecodeAttnParams> ps;
+      for (const auto& b : bufs) {
+        ps.push_back(one_token_decode(*b, n_k, H, Hkv, D));
+        ps.back().variant = variant;
+        ps.back().num_splits = splits;
       }
       const size_t ws_bytes = decode_attention_workspace_bytes(ps[0]);
       void* ws;
@@ -351,18 +358,7 @@ int main(int argc, char** argv) {
     std::vector<int> keys = quick ? std::vector<int>{131072} : std::vector<int>{131072, 1048576};
     for (int n_k : keys) {
       const AttnBuffers b(1, n_k, H, Hkv, D, 4);
-      DecodeAttnParams base;
-      base.q = b.q;
-      base.k = b.k;
-      base.v = b.v;
-      base.o = b.o;
-      base.lse = b.lse;
-      base.n_q = 1;
-      base.n_k = n_k;
-      base.n_heads = H;
-      base.n_kv_heads = Hkv;
-      base.head_dim = D;
-      base.softmax_scale = 0.08838834764831845f;
+      const DecodeAttnParams base = one_token_decode(b, n_k, H, Hkv, D);
       const double bytes = 2.0 * n_k * Hkv * D * sizeof(__nv_bfloat16);
       for (int variant = 0; variant < decode_attention_variants(); ++variant) {
         DecodeAttnParams p = base;
