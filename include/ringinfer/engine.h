@@ -63,6 +63,13 @@ struct EngineOptions {
   int64_t chunk_tokens = 256;   // rows per projection / MLP chunk (bounds scratch memory)
   int64_t logits_chunk = 32;    // rows per LM-head chunk in score (logits_chunk x vocab fp32)
   int64_t max_batch = 1;        // documents decoded together (1..chunk_tokens); each holds its own KV cache
+  // Decode steps run back to back before the host reads their tokens (1..64): each step's
+  // sampled ids stay on the backend and feed the next step's embedding, and the host takes
+  // the tokens (EOS, stop strings, lengths, progress) every decode_burst steps. A document
+  // that ends inside a burst has its later tokens discarded, so outputs do not depend on it.
+  // Documents with repetition/frequency/presence penalties run one step at a time (their
+  // counts are kept on the host).
+  int64_t decode_burst = 8;
   // The KV cache's element type; empty: the backend's default (f32 CPU, bf16 CUDA). The
   // constructor throws Error when the backend does not store it.
   std::optional<KvDtype> kv_dtype;

@@ -6,6 +6,7 @@
 #include <cmath>
 #include <functional>
 #include <limits>
+#include <optional>
 #include <string>
 #include <utility>
 
@@ -118,6 +119,7 @@ struct Engine::State {
   Tensor q_new;       // (chunk, H*D) fp32 Q before its copy into q_dtype (empty when q_dtype is f32)
   Tensor gate, up;    // (chunk, intermediate)
   Tensor tok;         // (chunk, 1) i32 token ids / targets
+  Tensor burst_tok;   // (decode_burst + 1) x max_batch i32: a burst's input ids, then each step's sampled ids
   Tensor hl;          // (logits_chunk, hidden) final-normed rows for the LM head
   Tensor logits;      // (logits_chunk, vl)
   Tensor xb, qb;      // decode: (max_batch, hidden) f32, (max_batch, H*D) q_dtype: one row per document
@@ -133,6 +135,10 @@ struct Engine::State {
   Tensor lg_all;      // (1, T * vocab_part) every rank's part in rank order: its first vocab are the row
   std::vector<std::unique_ptr<Sequence>> batch;  // documents in decode (at most max_batch)
   std::vector<FinishedDocument> finished;        // finished since the last take_finished()
+  // A stop seen inside a decode burst: the burst ended there (its earlier steps' tokens
+  // taken), and the next step() or join() throws it, as a stop seen at the start of a step
+  // would have been.
+  std::optional<StopRequested> pending_stop;
 
   // load: this rank's weights on the backend, given its slice (checked first: the "cannot
   // split" Error comes before any weight is read).
@@ -173,6 +179,8 @@ struct Engine::State {
     // token buffer.
     RI_CHECK(o.max_batch >= 1 && o.max_batch <= chunk,
              "engine: --max-batch must be between 1 and the chunk size (" + std::to_string(chunk) + ")");
+    RI_CHECK(o.decode_burst >= 1 && o.decode_burst <= 64, "engine: decode_burst must be between 1 and 64");
+    burst_tok = be.alloc((o.decode_burst + 1) * o.max_batch, 1, DType::i32);
     xb = be.alloc(o.max_batch, hidden, DType::f32);
     qb = be.alloc(o.max_batch, H * D, q_dtype);
     heads = AttentionHeads{H, Hkv, D, scale};
@@ -399,8 +407,18 @@ struct Engine::State {
   // from the same gathered rows, and TP rank 0's tokens are broadcast over the TP group so
   // that rounding differences can never make them disagree.
   std::vector<int32_t> sample_on(int root, const Tensor& x_rows, const std::vector<Sequence*>& seqs) {
+    const Tensor t = tok.rows(0, static_cast<int64_t>(seqs.size()));
+    sample_into(root, x_rows, seqs, 0, t);
+    std::vector<int32_t> ids(seqs.size());
+    be.copy_to_host(ids.data(), t);
+    return ids;
+  }
+
+  // sample_on without the host read: the ids land in t (B rows) on every rank. `ahead`:
+  // steps the documents have run since their last token the host knows (a burst's step).
+  void sample_into(int root, const Tensor& x_rows, const std::vector<Sequence*>& seqs, int64_t ahead,
+                   const Tensor& t) {
     const int64_t B = static_cast<int64_t>(seqs.size());
-    const Tensor t = tok.rows(0, B);
     if (r == root) {
       const int64_t rows_per_head = tp ? 1 : logits.rows();
       for (int64_t b0 = 0; b0 < B; b0 += rows_per_head) {
@@ -409,7 +427,7 @@ struct Engine::State {
         for (int64_t i = 0; i < nb; ++i) {
           const Sequence& sq = *seqs[b0 + i];
           const GenerateOptions& g = sq.options;
-          const uint64_t step = sq.result.tokens.size();
+          const uint64_t step = sq.result.tokens.size() + static_cast<uint64_t>(ahead);
           be.sample(lg.rows(i, 1), g.sampling, sampling_uniform(g.seed, g.doc_key, step), sq.counts,
                     t.rows(b0 + i, 1));
         }
@@ -423,9 +441,6 @@ struct Engine::State {
       comm->broadcast(t.data(), static_cast<size_t>(B), CommDtype::int32, root, be.stream());
       if (r == root) stats.bytes_sent += B * static_cast<int64_t>(sizeof(int32_t));
     }
-    std::vector<int32_t> ids(static_cast<size_t>(B));
-    be.copy_to_host(ids.data(), t);
-    return ids;
   }
 
   // Penalties: a document starts with no token generated, and counts each one as it comes.
@@ -492,22 +507,21 @@ struct Engine::State {
   // every rank (DESIGN §4, §5): one GEMM per projection for the B rows, the owner rank of
   // each row appends its K,V before attending, each row attends over its own document's
   // stripe, one merge collective carries all B rows. Leaves the hidden states in xb.
-  void decode_step(const std::vector<Sequence*>& seqs) {
+  // ids: the B tokens to run (on the backend), `ahead` steps past each document's last
+  // known token.
+  void decode_step(const std::vector<Sequence*>& seqs, int64_t ahead, const Tensor& ids) {
     const int64_t B = static_cast<int64_t>(seqs.size());
     const Tensor x1 = xb.rows(0, B), q1 = qb.rows(0, B);
-    std::vector<int32_t> ids;
     std::vector<int64_t> pos;
     std::vector<const KvCache*> caches;
     bool owns_any = false;
     for (Sequence* sq : seqs) {
-      ids.push_back(sq->result.tokens.back());
-      pos.push_back(sq->position());
+      pos.push_back(sq->position() + ahead);
       sq->kv.length = local_len(pos.back() + 1, r, N);  // the owner stores row local_index(pos) below
       caches.push_back(&sq->kv);
       owns_any = owns_any || sq->kv.holds(pos.back());
     }
-    be.copy_from_host(tok.rows(0, B), ids.data());
-    be.embed(w.embed, tok.rows(0, B), x1);
+    be.embed(w.embed, ids, x1);
     std::vector<KvBlock> dst(static_cast<size_t>(B));  // each row's slot in its document's cache
     for (int l = 0; l < cfg.n_layers; ++l) {
       if (owns_any)
@@ -648,6 +662,12 @@ void Engine::join(const std::vector<int32_t>& stripe, int64_t S, const GenerateO
   RI_CHECK(batch_size() < s.opt.max_batch, "generate: the decode batch is full (" +
                                                std::to_string(s.opt.max_batch) + " documents)");
   check_sampling_params(g.sampling, "generate");
+  if (s.pending_stop) {  // seen inside the last burst: the group stops before new work
+    const StopRequested stop = *s.pending_stop;
+    s.pending_stop.reset();
+    s.batch.clear();
+    throw stop;
+  }
   const auto t0 = std::chrono::steady_clock::now();
   const int64_t G = g.max_new_tokens;
   s.stats = EngineStats();
@@ -686,28 +706,70 @@ void Engine::join(const std::vector<int32_t>& stripe, int64_t S, const GenerateO
 
 void Engine::step() {
   State& s = *s_;
-  if (s.batch.empty()) return;
+  if (s.batch.empty()) {
+    s.pending_stop.reset();  // nothing left to stop
+    return;
+  }
   std::vector<Sequence*> seqs;
   for (auto& sq : s.batch) seqs.push_back(sq.get());
   const int64_t B = static_cast<int64_t>(seqs.size());
   s.stats = EngineStats();
   try {
+    if (s.pending_stop) {
+      const StopRequested stop = *s.pending_stop;
+      s.pending_stop.reset();
+      throw stop;
+    }
     s.stop_point();  // only while work remains: a finished document is never thrown away
   } catch (const StopRequested&) {
     s.batch.clear();  // the group stops together; documents in decode restart on resume
     throw;
   }
-  s.decode_step(seqs);
-  const std::vector<int32_t> ids = s.sample_on(0, s.xb.rows(0, B), seqs);  // CP rank 0 samples from here on
+  // A burst of k steps, no longer than any document has tokens left (so none runs past its
+  // cache) and 1 where a document counts penalties on the host. Step i runs the ids in
+  // block i of burst_tok and samples into block i + 1 (CP rank 0 samples from here on);
+  // the host reads the blocks once.
+  int64_t k = s.opt.decode_burst;
+  for (const Sequence* sq : seqs) {
+    if (sq->options.sampling.penalized()) k = 1;
+    k = std::min(k, sq->options.max_new_tokens - static_cast<int64_t>(sq->result.tokens.size()));
+  }
+  k = std::max<int64_t>(k, 1);
+  std::vector<int32_t> ids(static_cast<size_t>((k + 1) * B));
+  for (int64_t b = 0; b < B; ++b) ids[b] = seqs[b]->result.tokens.back();
+  s.be.copy_from_host(s.burst_tok.rows(0, B), ids.data());
+  // The stop check before each step, as one step per call would make it (on one rank a
+  // host flag: no wait on the backend); a stop ends the burst after the steps already run.
+  int64_t ran = 0;
+  for (; ran < k; ++ran) {
+    if (ran > 0) {
+      try {
+        s.stop_point();
+      } catch (const StopRequested& stop) {
+        s.pending_stop = stop;
+        break;
+      }
+    }
+    s.decode_step(seqs, ran, s.burst_tok.rows(ran * B, B));
+    s.sample_into(0, s.xb.rows(0, B), seqs, ran, s.burst_tok.rows((ran + 1) * B, B));
+  }
+  s.be.copy_to_host(ids.data() + B, s.burst_tok.rows(B, ran * B));
   // Every row moved the same bytes: each document gets its share.
   for (Sequence* sq : seqs) {
     sq->stats.bytes_sent += s.stats.bytes_sent / B;
     sq->stats.tp_bytes_sent += s.stats.tp_bytes_sent / B;
-    sq->stats.kv_tokens = sq->kv.length;
   }
+  // The tokens in step order; a document that ends drops the rest of its burst.
+  std::vector<bool> done(static_cast<size_t>(B), false);
+  for (int64_t i = 0; i < ran; ++i)
+    for (int64_t b = 0; b < B; ++b)
+      if (!done[b]) {
+        seqs[b]->stats.kv_tokens = local_len(seqs[b]->position() + 1, s.r, s.N);
+        done[b] = s.accept(*seqs[b], ids[(i + 1) * B + b]);
+      }
   std::vector<std::unique_ptr<Sequence>> still;
   for (int64_t b = 0; b < B; ++b)
-    if (!s.accept(*seqs[b], ids[b])) still.push_back(std::move(s.batch[b]));
+    if (!done[b]) still.push_back(std::move(s.batch[b]));
   s.batch = std::move(still);
 }
 

@@ -4,10 +4,12 @@
 // numpy forward to ~1e-14). Tolerance: 1e-4 absolute on every token's logprob (DESIGN §9).
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <fstream>
 #include <functional>
+#include <map>
 #include <set>
 #include <nlohmann/json.hpp>
 
@@ -227,6 +229,72 @@ TEST(Engine, StopsAtEos) {
   ASSERT_LE(r.tokens.size(), 3u);
   EXPECT_EQ(r.finish, FinishReason::eos);
   EXPECT_EQ(r.tokens.back(), ref.greedy_tokens[2]);
+}
+
+// Decode bursts (EngineOptions::decode_burst: steps run back to back, their tokens read
+// once) change nothing a caller sees: a batch of documents that end by EOS, by a stop
+// string and by length at different steps, greedy and sampled, one with penalties (which
+// runs a step at a time), gives the same tokens, finish reasons and progress events at
+// every burst length, documents joining as others finish.
+TEST(Engine, DecodeBurstsChangeNoOutput) {
+  const Reference ref = load_reference("qwen2-bias-tied");
+  ModelConfig cfg = ref.model.config;
+  cfg.eos_token_ids = {ref.greedy_tokens[4]};  // the greedy prompt's fifth token ends it
+  struct Doc {
+    std::vector<int32_t> prompt;
+    GenerateOptions g;
+  };
+  std::vector<Doc> docs;
+  for (int d = 0; d < 7; ++d) {
+    Doc doc;
+    doc.prompt = d % 2 ? ref.greedy_prompt : std::vector<int32_t>(ref.greedy_prompt.begin() + d, ref.greedy_prompt.end());
+    doc.g.max_new_tokens = std::vector<int64_t>{13, 1, 5, 17, 2, 9, 11}[d];
+    doc.g.doc_key = doc_key("doc-" + std::to_string(d));
+    doc.g.seed = 7;
+    if (d == 2 || d == 5) doc.g.sampling.temperature = 1.3;
+    if (d == 3) doc.g.stop_here = [](const std::vector<int32_t>& t) { return t.size() == 3; };
+    if (d == 6) doc.g.sampling.repetition_penalty = 1.3;
+    docs.push_back(doc);
+  }
+  auto run = [&](int64_t burst) {
+    auto be = make_cpu_backend();
+    EngineOptions o;
+    o.max_batch = 3;
+    o.decode_burst = burst;
+    std::vector<std::string> events;
+    o.on_progress = [&](const EngineProgress& p) {
+      if (p.kind == EngineProgress::Kind::decode_token)
+        events.push_back(std::to_string(p.tag) + ":" + std::to_string(p.generated));
+    };
+    Engine engine(*be, cfg, ref.model.weights, o);
+    std::map<uint64_t, GenerateResult> out;
+    size_t next = 0;
+    while (next < docs.size() || engine.batch_size() > 0) {
+      if (next < docs.size() && engine.batch_size() < engine.max_batch()) {
+        engine.join(docs[next].prompt, static_cast<int64_t>(docs[next].prompt.size()), docs[next].g, next);
+        ++next;
+      } else {
+        engine.step();
+      }
+      for (FinishedDocument& f : engine.take_finished()) out[f.tag] = std::move(f.result);
+    }
+    std::sort(events.begin(), events.end());
+    return std::make_pair(out, events);
+  };
+  const auto one = run(1);
+  ASSERT_EQ(one.first.size(), docs.size());
+  EXPECT_EQ(one.first.at(0).finish, FinishReason::eos);
+  EXPECT_EQ(one.first.at(3).finish, FinishReason::stop);
+  EXPECT_EQ(one.first.at(1).finish, FinishReason::length);
+  for (int64_t burst : {2, 3, 8, 64}) {
+    const auto got = run(burst);
+    ASSERT_EQ(got.first.size(), docs.size()) << "burst " << burst;
+    for (const auto& [tag, r] : one.first) {
+      EXPECT_EQ(got.first.at(tag).tokens, r.tokens) << "burst " << burst << " document " << tag;
+      EXPECT_EQ(got.first.at(tag).finish, r.finish) << "burst " << burst << " document " << tag;
+    }
+    EXPECT_EQ(got.second, one.second) << "burst " << burst;
+  }
 }
 
 TEST(Engine, SamplingIsReproducibleAndKeyed) {
