@@ -226,6 +226,16 @@ struct Engine::State {
     if (flag[1]) throw StopRequested{stop_signal()};
   }
 
+  // The stop a decode burst saw (pending_stop), thrown once by the next step() or join():
+  // the group stops together and the documents in decode restart on resume.
+  void raise_pending_stop() {
+    if (!pending_stop) return;
+    const StopRequested stop = *pending_stop;
+    pending_stop.reset();
+    batch.clear();
+    throw stop;
+  }
+
   // Checks the stripes' lengths and tokens. With N > 1 the ranks exchange their first bad
   // token, so every rank throws the same Error (none is left waiting in a collective).
   void check_document(const std::vector<int32_t>& stripe, const std::vector<int32_t>* next, int64_t len,
@@ -662,12 +672,7 @@ void Engine::join(const std::vector<int32_t>& stripe, int64_t S, const GenerateO
   RI_CHECK(batch_size() < s.opt.max_batch, "generate: the decode batch is full (" +
                                                std::to_string(s.opt.max_batch) + " documents)");
   check_sampling_params(g.sampling, "generate");
-  if (s.pending_stop) {  // seen inside the last burst: the group stops before new work
-    const StopRequested stop = *s.pending_stop;
-    s.pending_stop.reset();
-    s.batch.clear();
-    throw stop;
-  }
+  s.raise_pending_stop();  // seen inside the last burst: the group stops before new work
   const auto t0 = std::chrono::steady_clock::now();
   const int64_t G = g.max_new_tokens;
   s.stats = EngineStats();
@@ -714,12 +719,8 @@ void Engine::step() {
   for (auto& sq : s.batch) seqs.push_back(sq.get());
   const int64_t B = static_cast<int64_t>(seqs.size());
   s.stats = EngineStats();
+  s.raise_pending_stop();
   try {
-    if (s.pending_stop) {
-      const StopRequested stop = *s.pending_stop;
-      s.pending_stop.reset();
-      throw stop;
-    }
     s.stop_point();  // only while work remains: a finished document is never thrown away
   } catch (const StopRequested&) {
     s.batch.clear();  // the group stops together; documents in decode restart on resume
