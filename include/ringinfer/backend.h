@@ -355,6 +355,20 @@ class Backend {
       merge_on_host<double>(o, lse, o2, lse2);
   }
 
+  // ---------------------------------------------------------------- recorded steps
+  // A decode step as one launch. begin_recording() returns true when this backend records:
+  // the ops enqueued on stream() after it are recorded, not run, until end_recording(true)
+  // runs them all as one launch (CUDA: a graph captured from stream(); the launch replaces
+  // the kernels' hundreds of launches, the host's work is the same). end_recording(false)
+  // drops them unrun (an exception came between). Between the two only ops that never
+  // wait for the host may come: not copy_to_host, copy_from_host, copy_async, synchronize,
+  // record/wait, communication, nor sample() where samples_on_device(p) is false. The CPU
+  // backend runs every op at once: begin_recording() is false and end_recording() nothing.
+  virtual bool begin_recording() { return false; }
+  virtual void end_recording(bool run) { (void)run; }
+  // Whether sample() with p stays on the backend (no read of the logits by the host).
+  virtual bool samples_on_device(const SamplingParams& p) const { (void)p; return true; }
+
   // ---------------------------------------------------------------- accounting
   // Bytes of backend buffers alive now, and their high-water mark since the last
   // reset_peak_bytes() (which sets it to the bytes alive now). -1: not tracked.

@@ -70,6 +70,11 @@ struct EngineOptions {
   // Documents with repetition/frequency/presence penalties run one step at a time (their
   // counts are kept on the host).
   int64_t decode_burst = 8;
+  // Each decode step as one recorded launch (Backend::begin_recording; a CUDA graph) where
+  // the backend records and nothing in the step waits for the host: one rank (N = T = 1:
+  // the communicators' calls are not recorded) and every document's sampling on the
+  // backend (greedy on CUDA). Outputs are the same either way; false launches op by op.
+  bool decode_graph = true;
   // The KV cache's element type; empty: the backend's default (f32 CPU, bf16 CUDA). The
   // constructor throws Error when the backend does not store it.
   std::optional<KvDtype> kv_dtype;

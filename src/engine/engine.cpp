@@ -544,6 +544,22 @@ struct Engine::State {
     }
   }
 
+  // Step `ahead` of a burst: runs the ids in block `ahead` of burst_tok and samples into
+  // block ahead + 1 (CP rank 0 samples), recorded and run as one launch when `record` and
+  // the backend records (EngineOptions::decode_graph).
+  void run_step(const std::vector<Sequence*>& seqs, int64_t ahead, bool record) {
+    const int64_t B = static_cast<int64_t>(seqs.size());
+    const bool recording = record && be.begin_recording();
+    try {
+      decode_step(seqs, ahead, burst_tok.rows(ahead * B, B));
+      sample_into(0, xb.rows(0, B), seqs, ahead, burst_tok.rows((ahead + 1) * B, B));
+    } catch (...) {
+      if (recording) be.end_recording(false);
+      throw;
+    }
+    if (recording) be.end_recording(true);
+  }
+
   // Takes the document's new token: counts it, reports it, and moves the document to
   // `finished` when the token ends it (EOS, a stop string, its length). True when it did.
   bool accept(Sequence& sq, int32_t id) {
@@ -728,14 +744,16 @@ void Engine::step() {
   }
   // A burst of k steps, no longer than any document has tokens left (so none runs past its
   // cache) and 1 where a document counts penalties on the host. Step i runs the ids in
-  // block i of burst_tok and samples into block i + 1 (CP rank 0 samples from here on);
-  // the host reads the blocks once.
+  // block i of burst_tok and samples into block i + 1 (run_step); the host reads the blocks
+  // once.
   int64_t k = s.opt.decode_burst;
   for (const Sequence* sq : seqs) {
     if (sq->options.sampling.penalized()) k = 1;
     k = std::min(k, sq->options.max_new_tokens - static_cast<int64_t>(sq->result.tokens.size()));
   }
   k = std::max<int64_t>(k, 1);
+  bool record = s.opt.decode_graph && !s.comm && !s.tp;
+  for (const Sequence* sq : seqs) record = record && s.be.samples_on_device(sq->options.sampling);
   std::vector<int32_t> ids(static_cast<size_t>((k + 1) * B));
   for (int64_t b = 0; b < B; ++b) ids[b] = seqs[b]->result.tokens.back();
   s.be.copy_from_host(s.burst_tok.rows(0, B), ids.data());
@@ -751,8 +769,7 @@ void Engine::step() {
         break;
       }
     }
-    s.decode_step(seqs, ran, s.burst_tok.rows(ran * B, B));
-    s.sample_into(0, s.xb.rows(0, B), seqs, ran, s.burst_tok.rows((ran + 1) * B, B));
+    s.run_step(seqs, ran, record);
   }
   s.be.copy_to_host(ids.data() + B, s.burst_tok.rows(B, ran * B));
   // Every row moved the same bytes: each document gets its share.

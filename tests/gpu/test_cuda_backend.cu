@@ -26,6 +26,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <limits>
+#include <map>
 #include <random>
 #include <vector>
 
@@ -338,6 +339,44 @@ TEST(CudaBackendOps, RmsnormMatmulsEqualTheOpsTheyFuse) {
         }
       }
     }
+}
+
+// Backend::begin_recording on CUDA (a graph captured from the stream): recorded ops give
+// bitwise what the same ops give run one by one, including ones whose scratch grows inside
+// the recording (a cuBLAS product of more rows than any before: its bf16 input copy), a
+// second recording of another shape (a new executable graph) and one of the same shape
+// with new data (the graph updated in place); a host wait inside a recording throws, and
+// a dropped recording leaves the backend working.
+TEST(CudaBackendOps, RecordedOpsEqualTheOpsRunOneByOne) {
+  auto be = make_cuda_backend();
+  const int64_t in = 256, of = 384;
+  const HostTensor w = host_tensor({of, in}, 0.06f), nw = host_tensor({in}, 1.0f);
+  const Tensor wg = be->upload_weight(w), nwg = be->upload_weight(nw);
+  auto ops = [&](const Tensor& x, const Tensor& h, const Tensor& out) {
+    be->rmsnorm(x, nwg, 1e-5f, h);
+    be->matmul(h, wg, Tensor(), out, false);
+    be->swiglu(out, out);
+  };
+  for (int64_t n : {3, 700, 2000, 2000}) {  // 700, 2000: scratch grows inside the recording
+    const auto x = randn(static_cast<size_t>(n * in));
+    const Tensor xg = make(*be, n, in, DType::f32, x.data());
+    const Tensor h1 = be->alloc(n, in, DType::f32), h2 = be->alloc(n, in, DType::f32);
+    const Tensor eager = poisoned(*be, n, of), recorded = poisoned(*be, n, of);
+    ASSERT_TRUE(be->begin_recording());
+    ops(xg, h2, recorded);
+    be->end_recording(true);
+    ops(xg, h1, eager);
+    EXPECT_EQ(get(*be, recorded), get(*be, eager)) << n << " rows";
+  }
+  ASSERT_TRUE(be->begin_recording());
+  const Tensor t = be->alloc(1, 4, DType::f32);
+  std::vector<float> host(4);
+  EXPECT_NE(test::error_of([&] { be->copy_to_host(host.data(), t); }).find("while a decode step is being recorded"),
+            std::string::npos);
+  be->end_recording(false);
+  const std::vector<float> ones(4, 1.0f);
+  be->copy_from_host(t, ones.data());
+  EXPECT_EQ(get(*be, t), ones);
 }
 
 TEST(CudaBackendOps, RopeAtLargePositions) {
@@ -1002,6 +1041,54 @@ TEST(CudaEngine, HeadDim64ModelWithFp8Kv) {
   const std::vector<int32_t> prompt(doc.begin(), doc.begin() + 300);
   const auto ga = ec8.generate(prompt, g), gb = eg8.generate(prompt, g);
   expect_greedy_follows(ec8, prompt, ga, gb, fp8_pair, "head_dim 64 model, fp8 KV,");
+}
+
+// Decode steps as CUDA graphs (EngineOptions::decode_graph) give the tokens the same
+// kernels give launched one by one: greedy documents of different prompt lengths and
+// token counts in a batch of 3 (documents joining as others finish, bursts cut short by
+// lengths), with bf16 and fp8 KV; a sampled document (which reads logits on the host)
+// makes its batch launch op by op.
+TEST(CudaEngine, DecodeGraphsGiveTheSameTokens) {
+  ModelConfig c;
+  ModelWeights w;
+  head_dim64_model(c, w);
+  c.eos_token_ids.clear();
+  std::vector<int32_t> doc(900);
+  for (auto& t : doc) t = static_cast<int32_t>(rng() % c.vocab_size);
+  for (KvDtype kv : {KvDtype::bf16, KvDtype::fp8}) {
+    auto run = [&](bool graph) {
+      auto gpu = make_cuda_backend();
+      EngineOptions o;
+      o.max_batch = 3;
+      o.kv_dtype = kv;
+      o.decode_graph = graph;
+      Engine e(*gpu, c, w, o);
+      std::map<uint64_t, std::vector<int32_t>> out;
+      const std::vector<int64_t> prompt_len = {300, 517, 64, 899, 129}, new_tokens = {21, 9, 30, 13, 17};
+      size_t next = 0;
+      while (next < prompt_len.size() || e.batch_size() > 0) {
+        if (next < prompt_len.size() && e.batch_size() < e.max_batch()) {
+          GenerateOptions g;
+          g.max_new_tokens = new_tokens[next];
+          g.doc_key = 100 + next;
+          if (next == 4) g.sampling.temperature = 0.8;
+          const std::vector<int32_t> p(doc.begin(), doc.begin() + prompt_len[next]);
+          e.join(p, static_cast<int64_t>(p.size()), g, next);
+          ++next;
+        } else {
+          e.step();
+        }
+        for (FinishedDocument& f : e.take_finished()) out[f.tag] = f.result.tokens;
+      }
+      return out;
+    };
+    const auto plain = run(false), graphs = run(true);
+    ASSERT_EQ(plain.size(), 5u);
+    for (const auto& [tag, tokens] : plain) {
+      EXPECT_EQ(tokens.size(), std::vector<size_t>({21, 9, 30, 13, 17})[tag]) << kv_dtype_name(kv);
+      EXPECT_EQ(graphs.at(tag), tokens) << kv_dtype_name(kv) << " document " << tag;
+    }
+  }
 }
 
 // The CUDA backend stores bf16 or fp8, not f32: the engine says so before any work.

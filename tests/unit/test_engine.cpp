@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <functional>
@@ -231,11 +232,120 @@ TEST(Engine, StopsAtEos) {
   EXPECT_EQ(r.tokens.back(), ref.greedy_tokens[2]);
 }
 
+// The CPU backend with Backend::begin_recording's contract acted out, as a CUDA graph
+// makes it: ops enqueued while recording are queued, not run, and run in order by
+// end_recording(true) (dropped by false); a host wait while recording throws, as does
+// sample() of parameters that samples_on_device() (greedy only, as on CUDA) refuses.
+class RecordingCpuBackend final : public Backend {
+ public:
+  RecordingCpuBackend() : b_(make_cpu_backend()) {}
+  int recorded_steps = 0;  // end_recording(true) calls
+
+  bool begin_recording() override {
+    if (recording_) throw Error("recording: begin_recording while recording");
+    recording_ = true;
+    return true;
+  }
+  void end_recording(bool run) override {
+    if (!recording_) throw Error("recording: end_recording without begin_recording");
+    recording_ = false;
+    std::vector<std::function<void()>> ops = std::move(queued_);
+    queued_.clear();
+    if (!run) return;
+    ++recorded_steps;
+    for (auto& op : ops) op();
+  }
+  bool samples_on_device(const SamplingParams& p) const override { return p.temperature <= 0.0; }
+
+  const char* name() const override { return b_->name(); }
+  Stream stream() override { return b_->stream(); }
+  Stream comm_stream() override { return b_->comm_stream(); }
+  Stream copy_stream() override { return b_->copy_stream(); }
+  std::unique_ptr<Event> record(Stream s) override { return host("record"), b_->record(s); }
+  void wait(Stream s, const Event& e) override { host("wait"), b_->wait(s, e); }
+  void synchronize() override { host("synchronize"), b_->synchronize(); }
+  Tensor alloc(int64_t r, int64_t c, DType t) override { return b_->alloc(r, c, t); }
+  Tensor upload_weight(const HostTensor& w) override { return b_->upload_weight(w); }
+  bool takes_quantized_weights() const override { return b_->takes_quantized_weights(); }
+  KvDtype default_kv_dtype() const override { return b_->default_kv_dtype(); }
+  bool supports_kv_dtype(KvDtype t) const override { return b_->supports_kv_dtype(t); }
+  void copy_from_host(const Tensor& d, const void* s) override { host("copy_from_host"), b_->copy_from_host(d, s); }
+  void copy_to_host(void* d, const Tensor& s) override { host("copy_to_host"), b_->copy_to_host(d, s); }
+  Tensor alloc_host(int64_t r, int64_t c, DType t) override { return b_->alloc_host(r, c, t); }
+  void copy_async(const Tensor& s, const Tensor& d, Stream st) override { host("copy_async"), b_->copy_async(s, d, st); }
+  DType attention_state_dtype() const override { return b_->attention_state_dtype(); }
+  DType attention_query_dtype(int64_t d) const override { return b_->attention_query_dtype(d); }
+  KvBlock attention_input(const KvBlock& kv) override { return b_->attention_input(kv); }
+
+  void copy(const Tensor& s, const Tensor& d) override { op([=] { b_->copy(s, d); }); }
+  void embed(const Tensor& t, const Tensor& k, const Tensor& o) override { op([=] { b_->embed(t, k, o); }); }
+  void rmsnorm(const Tensor& x, const Tensor& w, float eps, const Tensor& o) override {
+    op([=] { b_->rmsnorm(x, w, eps, o); });
+  }
+  void matmul(const Tensor& x, const Tensor& w, const Tensor& b, const Tensor& o, bool acc) override {
+    op([=] { b_->matmul(x, w, b, o, acc); });
+  }
+  void matmuls(const Tensor& x, const std::vector<Product>& p) override { op([=] { b_->matmuls(x, p); }); }
+  void rmsnorm_matmuls(const Tensor& x, const Tensor& nw, float eps, const Tensor& n, const std::vector<Product>& p,
+                       bool gated) override {
+    op([=] { b_->rmsnorm_matmuls(x, nw, eps, n, p, gated); });
+  }
+  void rope(const Tensor& x, int64_t h, const Tensor& f, int64_t p0, int64_t ps) override {
+    op([=] { b_->rope(x, h, f, p0, ps); });
+  }
+  void rope_rows(const Tensor& x, int64_t h, const Tensor& f, const std::vector<int64_t>& p) override {
+    op([=] { b_->rope_rows(x, h, f, p); });
+  }
+  void store_kv(const Tensor& k, const Tensor& v, const KvBlock& d) override { op([=] { b_->store_kv(k, v, d); }); }
+  void store_kv_rows(const Tensor& k, const Tensor& v, const std::vector<KvBlock>& d) override {
+    op([=] { b_->store_kv_rows(k, v, d); });
+  }
+  void rope_store_rows(const Tensor& q, const Tensor& qo, const Tensor& k, const Tensor& v, int64_t h, int64_t hkv,
+                       const Tensor& f, const std::vector<int64_t>& p, const std::vector<KvBlock>& d) override {
+    op([=] { b_->rope_store_rows(q, qo, k, v, h, hkv, f, p, d); });
+  }
+  void attention_reset(const Tensor& o, const Tensor& l) override { op([=] { b_->attention_reset(o, l); }); }
+  void attention(const Tensor& q, const KvBlock& kv, const AttentionShape& sh, const Tensor& o,
+                 const Tensor& l) override {
+    op([=] { b_->attention(q, kv, sh, o, l); });
+  }
+  void attention_rows(const Tensor& q, const std::vector<KvBlock>& kv, const std::vector<AttentionShape>& sh,
+                      const Tensor& o, const Tensor& l) override {
+    op([=] { b_->attention_rows(q, kv, sh, o, l); });
+  }
+  void swiglu(const Tensor& g, const Tensor& u) override { op([=] { b_->swiglu(g, u); }); }
+  void target_logprobs(const Tensor& l, const Tensor& t, const Tensor& o) override {
+    op([=] { b_->target_logprobs(l, t, o); });
+  }
+  void sample(const Tensor& l, const SamplingParams& p, double u, const Tensor& c, const Tensor& t) override {
+    if (recording_ && !samples_on_device(p)) throw Error("recording: sample() on the host while recording");
+    op([=] { b_->sample(l, p, u, c, t); });
+  }
+  void merge_attention(const Tensor& o, const Tensor& l, const Tensor& o2, const Tensor& l2) override {
+    op([=] { b_->merge_attention(o, l, o2, l2); });
+  }
+
+ private:
+  void host(const char* what) const {
+    if (recording_) throw Error(std::string("recording: ") + what + " waits for the host while recording");
+  }
+  void op(std::function<void()> f) {
+    if (recording_)
+      queued_.push_back(std::move(f));
+    else
+      f();
+  }
+  std::unique_ptr<Backend> b_;
+  bool recording_ = false;
+  std::vector<std::function<void()>> queued_;
+};
+
 // Decode bursts (EngineOptions::decode_burst: steps run back to back, their tokens read
-// once) change nothing a caller sees: a batch of documents that end by EOS, by a stop
-// string and by length at different steps, greedy and sampled, one with penalties (which
-// runs a step at a time), gives the same tokens, finish reasons and progress events at
-// every burst length, documents joining as others finish.
+// once) and recorded steps (decode_graph, on RecordingCpuBackend) change nothing a caller
+// sees: a batch of documents that end by EOS, by a stop string and by length at different
+// steps, greedy and sampled, one with penalties (which runs a step at a time), gives the
+// same tokens, finish reasons and progress events at every burst length, documents
+// joining as others finish.
 TEST(Engine, DecodeBurstsChangeNoOutput) {
   const Reference ref = load_reference("qwen2-bias-tied");
   ModelConfig cfg = ref.model.config;
@@ -256,8 +366,10 @@ TEST(Engine, DecodeBurstsChangeNoOutput) {
     if (d == 6) doc.g.sampling.repetition_penalty = 1.3;
     docs.push_back(doc);
   }
-  auto run = [&](int64_t burst) {
-    auto be = make_cpu_backend();
+  int recorded = 0;
+  auto run = [&](int64_t burst, bool recording = false) {
+    std::unique_ptr<Backend> be = make_cpu_backend();
+    if (recording) be = std::make_unique<RecordingCpuBackend>();
     EngineOptions o;
     o.max_batch = 3;
     o.decode_burst = burst;
@@ -279,6 +391,7 @@ TEST(Engine, DecodeBurstsChangeNoOutput) {
       for (FinishedDocument& f : engine.take_finished()) out[f.tag] = std::move(f.result);
     }
     std::sort(events.begin(), events.end());
+    if (recording) recorded += static_cast<RecordingCpuBackend&>(*be).recorded_steps;
     return std::make_pair(out, events);
   };
   const auto one = run(1);
@@ -286,8 +399,8 @@ TEST(Engine, DecodeBurstsChangeNoOutput) {
   EXPECT_EQ(one.first.at(0).finish, FinishReason::eos);
   EXPECT_EQ(one.first.at(3).finish, FinishReason::stop);
   EXPECT_EQ(one.first.at(1).finish, FinishReason::length);
-  for (int64_t burst : {2, 3, 8, 64}) {
-    const auto got = run(burst);
+  for (int64_t burst : {2, 3, 8, 64, -8, -1}) {  // negative: recorded steps (decode_graph) at -burst
+    const auto got = run(std::abs(burst), burst < 0);
     ASSERT_EQ(got.first.size(), docs.size()) << "burst " << burst;
     for (const auto& [tag, r] : one.first) {
       EXPECT_EQ(got.first.at(tag).tokens, r.tokens) << "burst " << burst << " document " << tag;
@@ -295,6 +408,8 @@ TEST(Engine, DecodeBurstsChangeNoOutput) {
     }
     EXPECT_EQ(got.second, one.second) << "burst " << burst;
   }
+  // Steps of greedy-only batches were recorded (the sampled documents' were not).
+  EXPECT_GT(recorded, 0);
 }
 
 TEST(Engine, SamplingIsReproducibleAndKeyed) {

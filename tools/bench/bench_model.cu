@@ -2,6 +2,7 @@
 //                    [--layers L] [--json FILE] [--peak-tflops T] [--cp N] [--kv-dtype bf16|fp8]
 //                    [--attention auto|native|cudnn] [--job DOCS --job-prompt 8192 --job-new-tokens 128 --batches 1,32] [--offload-residual]
 //                    [--matmul-rows 1,2,4,8] [--cublas-only] [--decode-variant V] [--decode-splits N]
+//                    [--no-decode-graph]
 //        mpirun -np N bench_model --cp N ...        (ring prefill over N ranks)
 // End-to-end throughput of the engine on the CUDA backend with random weights of a real
 // model shape (default tests/fixtures/configs/llama-3.1-8b.json): for each context S, one
@@ -14,6 +15,8 @@
 // (CudaBackendOptions::use_small_gemm = false): the same run's baseline for decode.
 // --decode-variant V, --decode-splits N: the split-KV decode kernel's tile variant and key
 // splits (CudaBackendOptions; default -1 / 0: decode_attention's own choice).
+// --no-decode-graph: decode steps launched op by op, not as one CUDA graph each
+// (EngineOptions::decode_graph = false): the same machine's baseline for the graphs.
 // --offload-residual: the residual stream waits in pinned host memory between layers
 // (EngineOptions::offload_residual), for the longest contexts.
 // --cp N (default 1): the N ranks of the job (mpirun -np N; the world size must be N) form
@@ -318,7 +321,7 @@ T reduce(T v, MPI_Op op) {
 template <typename Emit, typename PlanBytes>
 void run_job(Engine& engine, Backend& backend, int64_t docs, int64_t prompt, int64_t decode,
              const std::vector<int64_t>& batches, int64_t vocab, double copy_gbps, double weight_bytes,
-             double kv_bytes_per_token, PlanBytes plan_bytes, Emit emit) {
+             double kv_bytes_per_token, bool decode_graph, PlanBytes plan_bytes, Emit emit) {
   using clock = std::chrono::steady_clock;
   for (int64_t B : batches) {
     RI_CHECK(B >= 1 && B <= engine.max_batch(), "--batches: each must be in [1, " +
@@ -361,11 +364,11 @@ void run_job(Engine& engine, Backend& backend, int64_t docs, int64_t prompt, int
                   "{\"kind\":\"job\",\"docs\":%lld,\"batch\":%lld,\"prompt\":%lld,\"new_tokens\":%lld,"
                   "\"job_s\":%.3f,\"job_tokens_per_s\":%.1f,\"decode_s\":%.3f,\"decode_tokens_per_s\":%.1f,"
                   "\"decode_bound_tokens_per_s\":%.1f,\"peak_device_bytes\":%lld,\"plan_bytes\":%lld,"
-                  "\"peak_over_plan\":%.3f}",
+                  "\"peak_over_plan\":%.3f,\"decode_graph\":%s}",
                   static_cast<long long>(docs), static_cast<long long>(B), static_cast<long long>(prompt),
                   static_cast<long long>(generated), job_s, double(generated) / job_s, decode_s,
                   decode_s > 0 ? double(step_tokens) / decode_s : 0.0, bound_tps, static_cast<long long>(peak),
-                  static_cast<long long>(plan), double(peak) / double(plan));
+                  static_cast<long long>(plan), double(peak) / double(plan), decode_graph ? "true" : "false");
     emit(std::string(buf));
   }
 }
@@ -380,6 +383,7 @@ int run_bench(int argc, char** argv, const RankInfo& me) {
   std::vector<int64_t> batches = {1, 32};
   std::vector<int64_t> matmul_rows = {1, 2, 4, 8};
   bool cublas_only = false;
+  bool decode_graph = true;
   int decode_variant = -1, decode_splits = 0;
   AttentionPath attention = AttentionPath::auto_select;  // the CUDA backend's --attention
   double peak_tflops = 989.4;
@@ -407,6 +411,7 @@ int run_bench(int argc, char** argv, const RankInfo& me) {
     else if (a == "--batches") batches = parse_list(next());
     else if (a == "--matmul-rows") matmul_rows = parse_list(next());
     else if (a == "--cublas-only") cublas_only = true;
+    else if (a == "--no-decode-graph") decode_graph = false;
     else if (a == "--decode-variant") decode_variant = std::stoi(next());
     else if (a == "--decode-splits") decode_splits = std::stoi(next());
     else throw Error("bench_model: unknown argument " + a);
@@ -479,6 +484,7 @@ int run_bench(int argc, char** argv, const RankInfo& me) {
   eo.cp_comm = device_comm.get();
   eo.kv_dtype = kv_dtype;
   eo.offload_residual = offload_residual;
+  eo.decode_graph = decode_graph;
   if (job_docs > 0) eo.max_batch = *std::max_element(batches.begin(), batches.end());
   std::unique_ptr<Engine> engine;
   {
@@ -555,7 +561,7 @@ int run_bench(int argc, char** argv, const RankInfo& me) {
                   "\"cp\":%d,\"comm\":\"%s\",\"gpus\":%lld,\"shared_gpu\":%s,\"prefill_s_min\":%.3f,"
                   "\"tokens_held\":%lld,\"kv_bytes\":%lld,\"cp_bytes_sent\":%lld,\"ring_gbps\":%.1f,\"kv_dtype\":\"%s\","
                   "\"plan_bytes\":%lld,\"peak_over_plan\":%.3f,\"offload_residual\":%s,\"small_gemm\":%s,"
-                  "\"decode_variant\":%d,\"decode_splits\":%d}",
+                  "\"decode_variant\":%d,\"decode_splits\":%d,\"decode_graph\":%s}",
                   to_string(attention), static_cast<long long>(cuda_backend_cudnn_plans(*backend)),
                   config_path.c_str(), static_cast<long long>(L), static_cast<long long>(S),
                   static_cast<long long>(chunk), prefill_s, S / prefill_s, prefill_tflops, per_gpu_tflops / gemm,
@@ -565,7 +571,7 @@ int run_bench(int argc, char** argv, const RankInfo& me) {
                   static_cast<long long>(tokens_held), static_cast<long long>(kv_bytes), static_cast<long long>(sent),
                   cp > 1 ? double(sent) / prefill_s / 1e9 : 0.0, kv_dtype_name(kv_dtype),
                   static_cast<long long>(plan_bytes(S + decode, 1)), double(peak) / double(plan_bytes(S + decode, 1)), offload_residual ? "true" : "false",
-                  cublas_only ? "false" : "true", decode_variant, decode_splits);
+                  cublas_only ? "false" : "true", decode_variant, decode_splits, decode_graph ? "true" : "false");
     emit(buf);
     if (!shared_gpu) {
       std::snprintf(buf, sizeof buf,
@@ -577,8 +583,8 @@ int run_bench(int argc, char** argv, const RankInfo& me) {
   if (job_docs > 0) {
     RI_CHECK(cp == 1, "--job: one rank (--cp 1): the job passes whole prompts to join()");
     run_job(*engine, *backend, job_docs, job_prompt, job_new_tokens, batches, V, copy,
-            weight_bytes, double(kv_bytes_per_token(kv_dtype, Hkv, D)) * double(L) / double(cp), plan_bytes,
-            emit);
+            weight_bytes, double(kv_bytes_per_token(kv_dtype, Hkv, D)) * double(L) / double(cp), decode_graph,
+            plan_bytes, emit);
   }
   if (json) std::fclose(json);
   return 0;

@@ -105,6 +105,7 @@ CudaBackend::~CudaBackend() {
 #ifdef RINGINFER_HAVE_CUDNN
   delete cudnn_;
 #endif
+  if (step_graph_) cudaGraphExecDestroy(step_graph_);
   for (void* p : scratch_)
     if (p) cudaFree(p);
   cudaFree(error_);
@@ -114,18 +115,21 @@ CudaBackend::~CudaBackend() {
 }
 
 std::unique_ptr<Event> CudaBackend::record(Stream s) {
+  check_not_recording("record");
   auto e = std::make_unique<CudaEvent>();
   CUDA_CHECK(cudaEventRecord(e->event, native(s)));
   return e;
 }
 
 void CudaBackend::wait(Stream s, const Event& e) {
+  check_not_recording("wait");
   const auto* ce = dynamic_cast<const CudaEvent*>(&e);
   check(ce != nullptr, "wait", "the event was not recorded by the CUDA backend");
   CUDA_CHECK(cudaStreamWaitEvent(native(s), ce->event, 0));
 }
 
 void CudaBackend::synchronize() {
+  check_not_recording("synchronize");
   read_kernel_errors();
   device_wait::wait_stream(comm_stream_, "cuda backend synchronize: the communication stream");
   device_wait::wait_stream(copy_stream_, "cuda backend synchronize: the copy stream");
@@ -159,15 +163,71 @@ void CudaBackend::throw_kernel_errors() {
 
 void* CudaBackend::scratch(Slot slot, size_t bytes) {
   if (bytes > scratch_bytes_[slot]) {
-    // Stream-ordered: the old buffer is freed after the work already queued that reads it.
-    if (scratch_[slot]) CUDA_CHECK(cudaFreeAsync(scratch_[slot], stream_));
+    const size_t grown = bytes + bytes / 4;
+    void* old = scratch_[slot];
+    const bool old_plain = scratch_plain_[slot];
     scratch_[slot] = nullptr;
     scratch_bytes_[slot] = 0;
-    const size_t grown = bytes + bytes / 4;
-    CUDA_CHECK(cudaMallocAsync(&scratch_[slot], grown, stream_));
+    if (recording_) {
+      // Work queued before the recording may still read the old buffer: it is freed after
+      // the recorded step's launch (end_recording).
+      if (old) retired_.push_back(Retired{old, old_plain});
+      CUDA_CHECK(cudaMalloc(&scratch_[slot], grown));
+      scratch_plain_[slot] = true;
+    } else {
+      // Stream-ordered: the old buffer is freed after the work already queued that reads it.
+      if (old && old_plain) CUDA_CHECK(cudaFree(old));  // waits for the device: rare (a growth)
+      if (old && !old_plain) CUDA_CHECK(cudaFreeAsync(old, stream_));
+      CUDA_CHECK(cudaMallocAsync(&scratch_[slot], grown, stream_));
+      scratch_plain_[slot] = false;
+    }
     scratch_bytes_[slot] = grown;
   }
   return scratch_[slot];
+}
+
+void CudaBackend::check_not_recording(const char* op) const {
+  check(!recording_, op, "waits for the host while a decode step is being recorded (Backend::begin_recording)");
+}
+
+// ---------------------------------------------------------------- recorded steps
+
+bool CudaBackend::begin_recording() {
+  check_not_recording("begin_recording");
+  // Relaxed: scratch may grow with cudaMalloc inside the capture.
+  CUDA_CHECK(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeRelaxed));
+  recording_ = true;
+  return true;
+}
+
+void CudaBackend::end_recording(bool run) {
+  if (!recording_) return;
+  recording_ = false;
+  cudaGraph_t graph = nullptr;
+  const cudaError_t captured = cudaStreamEndCapture(stream_, &graph);
+  std::unique_ptr<CUgraph_st, cudaError_t (*)(cudaGraph_t)> owned(graph, cudaGraphDestroy);
+  if (captured != cudaSuccess) cudaGetLastError();  // (reported below when the step was to run)
+  if (run) {
+    check(captured == cudaSuccess && graph != nullptr, "end_recording",
+          std::string("the decode step could not be captured as a graph: ") + cudaGetErrorString(captured));
+    if (step_graph_) {
+      cudaGraphExecUpdateResultInfo info{};
+      if (cudaGraphExecUpdate(step_graph_, graph, &info) != cudaSuccess) {
+        cudaGetLastError();  // another shape (batch, splits): a new executable graph
+        CUDA_CHECK(cudaGraphExecDestroy(step_graph_));  // freed when its launches are done
+        step_graph_ = nullptr;
+      }
+    }
+    if (!step_graph_) CUDA_CHECK(cudaGraphInstantiate(&step_graph_, graph, 0));
+    CUDA_CHECK(cudaGraphLaunch(step_graph_, stream_));
+  }
+  for (const Retired& r : retired_) {
+    if (r.plain)
+      CUDA_CHECK(cudaFree(r.p));
+    else
+      CUDA_CHECK(cudaFreeAsync(r.p, stream_));
+  }
+  retired_.clear();
 }
 
 // ---------------------------------------------------------------- memory
@@ -214,6 +274,7 @@ Tensor CudaBackend::alloc_host(int64_t rows, int64_t cols, DType dtype) {
 }
 
 void CudaBackend::copy_async(const Tensor& src, const Tensor& dst, Stream s) {
+  check_not_recording("copy_async");
   check(src.rows() == dst.rows() && src.cols() == dst.cols() && src.dtype() == dst.dtype(), "copy_async",
         "src is " + shape(src) + ", dst is " + shape(dst));
   // The direction follows from the pointers (unified addressing); pinned host memory keeps
@@ -243,6 +304,7 @@ Tensor CudaBackend::upload_weight(const HostTensor& w) {
 }
 
 void CudaBackend::copy_from_host(const Tensor& dst, const void* src) {
+  check_not_recording("copy_from_host");
   // Returns once src has been staged, so the caller may reuse it. Small copies: the
   // driver stages a pageable source at once. Larger ones may make the driver wait for the
   // stream, unbounded: they go through staging_ in chunks, each chunk waiting (bounded)
@@ -267,6 +329,7 @@ void CudaBackend::copy_from_host(const Tensor& dst, const void* src) {
 }
 
 void CudaBackend::copy_to_host(void* dst, const Tensor& src) {
+  check_not_recording("copy_to_host");
   // Async copy into pinned staging and a polled wait; the kernel error words come back
   // with the last chunk, so a small copy costs one round trip.
   const size_t bytes = src.bytes();

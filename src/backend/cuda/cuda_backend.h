@@ -18,6 +18,7 @@
 #include <atomic>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "backend/backend_checks.h"
 #include "ringinfer/cuda_backend.h"
@@ -81,6 +82,13 @@ class CudaBackend final : public Backend {
   void sample(const Tensor& logits, const SamplingParams& p, double u, const Tensor& counts,
               const Tensor& token) override;
   void merge_attention(const Tensor& o, const Tensor& lse, const Tensor& o2, const Tensor& lse2) override;
+  // Decode steps as CUDA graphs: each recording is captured from stream_ and becomes one
+  // graph launch; the executable graph of the last step is updated in place when the new
+  // one has its shape (the same kernels; only arguments such as positions changed), else
+  // instantiated anew.
+  bool begin_recording() override;
+  void end_recording(bool run) override;
+  bool samples_on_device(const SamplingParams& p) const override { return p.temperature <= 0.0; }
 
   // Bytes of alloc()/alloc_kv()/upload_weight() buffers alive now and their high-water
   // mark (the grow-only scratch is not counted).
@@ -95,6 +103,8 @@ class CudaBackend final : public Backend {
   enum Slot { kGemmInput, kAttnQuery, kDecodeWork, kDecodeO, kDecodeLse, kFp8KeysBf16, kFp8ValuesBf16, kSdpaO, kSdpaStats,
               kSdpaWork, kSdpaLens, kArgmax, kSlots };
   void* scratch(Slot slot, size_t bytes);
+  // Throws when a host wait comes while a step is being recorded (Backend::begin_recording).
+  void check_not_recording(const char* op) const;
   // rope's and rope_rows' checks of x (n, n_heads * D) f32 and inv_freq (1, D/2) f64 (throws).
   void check_rope(const char* op, const Tensor& x, int64_t n_heads, const Tensor& inv_freq);
   // matmul's shape checks (throws); false when the product is empty.
@@ -144,6 +154,17 @@ class CudaBackend final : public Backend {
   CudnnSdpa* cudnn_ = nullptr;  // --attention cudnn only: made by the constructor (cudnn_attention.h)
   void* scratch_[kSlots] = {};
   size_t scratch_bytes_[kSlots] = {};
+  // Scratch grown while recording is plain cudaMalloc memory (a stream-ordered allocation
+  // would become the graph's own), freed with cudaFree; the buffers it replaced are freed
+  // once the recorded step is launched (retired_).
+  bool scratch_plain_[kSlots] = {};
+  struct Retired {
+    void* p;
+    bool plain;
+  };
+  std::vector<Retired> retired_;
+  bool recording_ = false;               // stream_ is being captured
+  cudaGraphExec_t step_graph_ = nullptr;  // the last recorded step, updated for the next
 };
 
 // Throws Error("cuda backend: <op>: <what>") unless cond holds (backend/backend_checks.h).
