@@ -73,7 +73,9 @@ struct EngineOptions {
   // Each decode step as one recorded launch (Backend::begin_recording; a CUDA graph) where
   // the backend records and nothing in the step waits for the host: one rank (N = T = 1:
   // the communicators' calls are not recorded) and every document's sampling on the
-  // backend (greedy on CUDA). Outputs are the same either way; false launches op by op.
+  // backend (greedy on CUDA). A burst's first step launches op by op (the device starts
+  // on it while the host records the next). Outputs are the same either way; false
+  // launches every step op by op.
   bool decode_graph = true;
   // The KV cache's element type; empty: the backend's default (f32 CPU, bf16 CUDA). The
   // constructor throws Error when the backend does not store it.

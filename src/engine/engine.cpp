@@ -769,7 +769,9 @@ void Engine::step() {
         break;
       }
     }
-    s.run_step(seqs, ran, record);
+    // The burst's first step launches op by op: the GPU starts on it at once (the host has
+    // just read the last burst's tokens), while the host records the next.
+    s.run_step(seqs, ran, record && ran > 0);
   }
   s.be.copy_to_host(ids.data() + B, s.burst_tok.rows(B, ran * B));
   // Every row moved the same bytes: each document gets its share.
