@@ -68,6 +68,10 @@ CudaBackend::CudaBackend(const CudaBackendOptions& options) : options_(options) 
   CUDA_CHECK(cudaStreamCreateWithPriority(&copy_stream_, cudaStreamNonBlocking, least));
   CUBLAS_CHECK(cublasCreate(&cublas_));
   CUBLAS_CHECK(cublasSetStream(cublas_, stream_));
+  // Our own workspace (cublasSetStream resets it, so after): a product recorded into a
+  // decode step's graph then allocates nothing inside the capture.
+  CUDA_CHECK(cudaMalloc(&cublas_workspace_, kCublasWorkspaceBytes));
+  CUBLAS_CHECK(cublasSetWorkspace(cublas_, cublas_workspace_, kCublasWorkspaceBytes));
   CUDA_CHECK(cudaMalloc(&error_, 2 * sizeof(int)));
   CUDA_CHECK(cudaMemset(error_, 0, 2 * sizeof(int)));
   CUDA_CHECK(cudaMallocHost(&error_host_, 2 * sizeof(int)));
@@ -112,6 +116,7 @@ CudaBackend::~CudaBackend() {
   cudaFreeHost(error_host_);
   cudaFreeHost(staging_);
   cublasDestroy(cublas_);
+  cudaFree(cublas_workspace_);
 }
 
 std::unique_ptr<Event> CudaBackend::record(Stream s) {

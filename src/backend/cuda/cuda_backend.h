@@ -140,6 +140,8 @@ class CudaBackend final : public Backend {
   int device_ = 0;
   cudaStream_t stream_ = nullptr, comm_stream_ = nullptr, copy_stream_ = nullptr;
   cublasHandle_t cublas_ = nullptr;
+  void* cublas_workspace_ = nullptr;  // kCublasWorkspaceBytes, cuBLAS's (its recommended size on Hopper)
+  static constexpr size_t kCublasWorkspaceBytes = size_t(32) << 20;
   int* error_ = nullptr;  // device int[2]: KernelError code and value (backend_ops.h)
   int* error_host_ = nullptr;      // pinned int[2]: error_ as last read back
   char* staging_ = nullptr;        // pinned kStagingBytes: host copies in chunks of this size
