@@ -359,13 +359,16 @@ class Backend {
   // A decode step as one launch. begin_recording() returns true when this backend records:
   // the ops enqueued on stream() after it are recorded, not run, until end_recording(true)
   // runs them all as one launch (CUDA: a graph captured from stream(); the launch replaces
-  // the kernels' hundreds of launches, the host's work is the same). end_recording(false)
-  // drops them unrun (an exception came between). Between the two only ops that never
+  // the kernels' hundreds of launches, the host's work is the same) and returns true.
+  // end_recording(false) drops them unrun (an exception came between); so does
+  // end_recording(true) when the backend could not make them one launch, returning false:
+  // the caller then enqueues the ops again, op by op. Between the two only ops that never
   // wait for the host may come: not copy_to_host, copy_from_host, copy_async, synchronize,
-  // record/wait, communication, nor sample() where samples_on_device(p) is false. The CPU
-  // backend runs every op at once: begin_recording() is false and end_recording() nothing.
+  // record/wait, communication, nor sample() where samples_on_device(p) is false (these
+  // throw while recording). The CPU backend runs every op at once: begin_recording() is
+  // false and end_recording() does nothing.
   virtual bool begin_recording() { return false; }
-  virtual void end_recording(bool run) { (void)run; }
+  virtual bool end_recording(bool run) { (void)run; return false; }
   // Whether sample() with p stays on the backend (no read of the logits by the host).
   virtual bool samples_on_device(const SamplingParams& p) const { (void)p; return true; }
 

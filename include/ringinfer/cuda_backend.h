@@ -47,6 +47,9 @@ struct CudaBackendOptions {
 // cuDNN SDPA plans `backend` (a CUDA backend) has built so far: > 0 once the cuDNN path
 // served a block (tests, benchmarks); 0 for any other backend.
 int64_t cuda_backend_cudnn_plans(const Backend& backend);
+// Decode steps `backend` (a CUDA backend) has launched as CUDA graphs (Backend::begin_recording);
+// 0 for any other backend.
+int64_t cuda_backend_recorded_steps(const Backend& backend);
 
 // Creates the stream pair and the cuBLAS handle on options.device. Throws ringinfer::Error
 // when no device is usable.

@@ -546,18 +546,24 @@ struct Engine::State {
 
   // Step `ahead` of a burst: runs the ids in block `ahead` of burst_tok and samples into
   // block ahead + 1 (CP rank 0 samples), recorded and run as one launch when `record` and
-  // the backend records (EngineOptions::decode_graph).
+  // the backend records (EngineOptions::decode_graph); else, or when the backend could not
+  // run the recording, op by op.
   void run_step(const std::vector<Sequence*>& seqs, int64_t ahead, bool record) {
     const int64_t B = static_cast<int64_t>(seqs.size());
-    const bool recording = record && be.begin_recording();
-    try {
+    const auto enqueue = [&] {
       decode_step(seqs, ahead, burst_tok.rows(ahead * B, B));
       sample_into(0, xb.rows(0, B), seqs, ahead, burst_tok.rows((ahead + 1) * B, B));
-    } catch (...) {
-      if (recording) be.end_recording(false);
-      throw;
+    };
+    if (record && be.begin_recording()) {
+      try {
+        enqueue();
+      } catch (...) {
+        be.end_recording(false);
+        throw;
+      }
+      if (be.end_recording(true)) return;
     }
-    if (recording) be.end_recording(true);
+    enqueue();
   }
 
   // Takes the document's new token: counts it, reports it, and moves the document to

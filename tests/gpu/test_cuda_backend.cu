@@ -364,7 +364,7 @@ TEST(CudaBackendOps, RecordedOpsEqualTheOpsRunOneByOne) {
     const Tensor eager = poisoned(*be, n, of), recorded = poisoned(*be, n, of);
     ASSERT_TRUE(be->begin_recording());
     ops(xg, h2, recorded);
-    be->end_recording(true);
+    ASSERT_TRUE(be->end_recording(true)) << n << " rows: the graph was refused";
     ops(xg, h1, eager);
     EXPECT_EQ(get(*be, recorded), get(*be, eager)) << n << " rows";
   }
@@ -373,7 +373,7 @@ TEST(CudaBackendOps, RecordedOpsEqualTheOpsRunOneByOne) {
   std::vector<float> host(4);
   EXPECT_NE(test::error_of([&] { be->copy_to_host(host.data(), t); }).find("while a decode step is being recorded"),
             std::string::npos);
-  be->end_recording(false);
+  EXPECT_FALSE(be->end_recording(false));
   const std::vector<float> ones(4, 1.0f);
   be->copy_from_host(t, ones.data());
   EXPECT_EQ(get(*be, t), ones);
@@ -1080,6 +1080,7 @@ TEST(CudaEngine, DecodeGraphsGiveTheSameTokens) {
         }
         for (FinishedDocument& f : e.take_finished()) out[f.tag] = f.result.tokens;
       }
+      EXPECT_EQ(cuda_backend_recorded_steps(*gpu) > 0, graph) << kv_dtype_name(kv);
       return out;
     };
     const auto plain = run(false), graphs = run(true);

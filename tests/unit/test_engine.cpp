@@ -246,15 +246,18 @@ class RecordingCpuBackend final : public Backend {
     recording_ = true;
     return true;
   }
-  void end_recording(bool run) override {
+  bool end_recording(bool run) override {
     if (!recording_) throw Error("recording: end_recording without begin_recording");
     recording_ = false;
     std::vector<std::function<void()>> ops = std::move(queued_);
     queued_.clear();
-    if (!run) return;
+    if (!run) return false;
     ++recorded_steps;
+    if (refuse_every > 0 && recorded_steps % refuse_every == 0) return false;  // dropped: the caller reruns
     for (auto& op : ops) op();
+    return true;
   }
+  int refuse_every = 0;  // > 0: every refuse_every-th recording is not run (a refused graph)
   bool samples_on_device(const SamplingParams& p) const override { return p.temperature <= 0.0; }
 
   const char* name() const override { return b_->name(); }
@@ -367,9 +370,13 @@ TEST(Engine, DecodeBurstsChangeNoOutput) {
     docs.push_back(doc);
   }
   int recorded = 0;
-  auto run = [&](const std::vector<Doc>& docs, int64_t burst, bool recording) {
+  auto run = [&](const std::vector<Doc>& docs, int64_t burst, bool recording, int refuse_every = 0) {
     std::unique_ptr<Backend> be = make_cpu_backend();
-    if (recording) be = std::make_unique<RecordingCpuBackend>();
+    if (recording) {
+      auto rb = std::make_unique<RecordingCpuBackend>();
+      rb->refuse_every = refuse_every;
+      be = std::move(rb);
+    }
     EngineOptions o;
     o.max_batch = 3;
     o.decode_burst = burst;
@@ -421,6 +428,8 @@ TEST(Engine, DecodeBurstsChangeNoOutput) {
     expect_same(run(greedy, burst, true), greedy_one, "greedy, recorded, burst " + std::to_string(burst));
     EXPECT_GT(recorded, 0) << "burst " << burst;
   }
+  // A recording the backend could not run (end_recording(true) false) is enqueued again.
+  expect_same(run(greedy, 8, true, 3), greedy_one, "greedy, every third recording refused");
 }
 
 TEST(Engine, SamplingIsReproducibleAndKeyed) {

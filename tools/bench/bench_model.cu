@@ -17,6 +17,7 @@
 // splits (CudaBackendOptions; default -1 / 0: decode_attention's own choice).
 // --no-decode-graph: decode steps launched op by op, not as one CUDA graph each
 // (EngineOptions::decode_graph = false): the same machine's baseline for the graphs.
+// "graph_steps" in the model and job lines: decode steps launched as graphs so far.
 // --offload-residual: the residual stream waits in pinned host memory between layers
 // (EngineOptions::offload_residual), for the longest contexts.
 // --cp N (default 1): the N ranks of the job (mpirun -np N; the world size must be N) form
@@ -364,11 +365,12 @@ void run_job(Engine& engine, Backend& backend, int64_t docs, int64_t prompt, int
                   "{\"kind\":\"job\",\"docs\":%lld,\"batch\":%lld,\"prompt\":%lld,\"new_tokens\":%lld,"
                   "\"job_s\":%.3f,\"job_tokens_per_s\":%.1f,\"decode_s\":%.3f,\"decode_tokens_per_s\":%.1f,"
                   "\"decode_bound_tokens_per_s\":%.1f,\"peak_device_bytes\":%lld,\"plan_bytes\":%lld,"
-                  "\"peak_over_plan\":%.3f,\"decode_graph\":%s}",
+                  "\"peak_over_plan\":%.3f,\"decode_graph\":%s,\"graph_steps\":%lld}",
                   static_cast<long long>(docs), static_cast<long long>(B), static_cast<long long>(prompt),
                   static_cast<long long>(generated), job_s, double(generated) / job_s, decode_s,
                   decode_s > 0 ? double(step_tokens) / decode_s : 0.0, bound_tps, static_cast<long long>(peak),
-                  static_cast<long long>(plan), double(peak) / double(plan), decode_graph ? "true" : "false");
+                  static_cast<long long>(plan), double(peak) / double(plan), decode_graph ? "true" : "false",
+                  static_cast<long long>(cuda_backend_recorded_steps(backend)));
     emit(std::string(buf));
   }
 }
@@ -561,7 +563,7 @@ int run_bench(int argc, char** argv, const RankInfo& me) {
                   "\"cp\":%d,\"comm\":\"%s\",\"gpus\":%lld,\"shared_gpu\":%s,\"prefill_s_min\":%.3f,"
                   "\"tokens_held\":%lld,\"kv_bytes\":%lld,\"cp_bytes_sent\":%lld,\"ring_gbps\":%.1f,\"kv_dtype\":\"%s\","
                   "\"plan_bytes\":%lld,\"peak_over_plan\":%.3f,\"offload_residual\":%s,\"small_gemm\":%s,"
-                  "\"decode_variant\":%d,\"decode_splits\":%d,\"decode_graph\":%s}",
+                  "\"decode_variant\":%d,\"decode_splits\":%d,\"decode_graph\":%s,\"graph_steps\":%lld}",
                   to_string(attention), static_cast<long long>(cuda_backend_cudnn_plans(*backend)),
                   config_path.c_str(), static_cast<long long>(L), static_cast<long long>(S),
                   static_cast<long long>(chunk), prefill_s, S / prefill_s, prefill_tflops, per_gpu_tflops / gemm,
@@ -571,7 +573,8 @@ int run_bench(int argc, char** argv, const RankInfo& me) {
                   static_cast<long long>(tokens_held), static_cast<long long>(kv_bytes), static_cast<long long>(sent),
                   cp > 1 ? double(sent) / prefill_s / 1e9 : 0.0, kv_dtype_name(kv_dtype),
                   static_cast<long long>(plan_bytes(S + decode, 1)), double(peak) / double(plan_bytes(S + decode, 1)), offload_residual ? "true" : "false",
-                  cublas_only ? "false" : "true", decode_variant, decode_splits, decode_graph ? "true" : "false");
+                  cublas_only ? "false" : "true", decode_variant, decode_splits, decode_graph ? "true" : "false",
+                  static_cast<long long>(cuda_backend_recorded_steps(*backend)));
     emit(buf);
     if (!shared_gpu) {
       std::snprintf(buf, sizeof buf,

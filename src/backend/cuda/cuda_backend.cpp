@@ -24,6 +24,11 @@ std::unique_ptr<Backend> make_cuda_backend(const CudaBackendOptions& options) {
   return std::make_unique<cuda::CudaBackend>(options);
 }
 
+int64_t cuda_backend_recorded_steps(const Backend& backend) {
+  const auto* be = dynamic_cast<const cuda::CudaBackend*>(&backend);
+  return be ? be->recorded_steps() : 0;
+}
+
 namespace cuda {
 
 namespace {
@@ -199,32 +204,46 @@ void CudaBackend::check_not_recording(const char* op) const {
 
 bool CudaBackend::begin_recording() {
   check_not_recording("begin_recording");
+  if (graphs_off_) return false;
   // Relaxed: scratch may grow with cudaMalloc inside the capture.
-  CUDA_CHECK(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeRelaxed));
+  const cudaError_t rc = cudaStreamBeginCapture(stream_, cudaStreamCaptureModeRelaxed);
+  if (rc != cudaSuccess) {
+    cudaGetLastError();
+    stop_graphs(std::string("cudaStreamBeginCapture: ") + cudaGetErrorString(rc));
+    return false;
+  }
   recording_ = true;
   return true;
 }
 
-void CudaBackend::end_recording(bool run) {
-  if (!recording_) return;
+bool CudaBackend::end_recording(bool run) {
+  if (!recording_) return false;
   recording_ = false;
   cudaGraph_t graph = nullptr;
   const cudaError_t captured = cudaStreamEndCapture(stream_, &graph);
   std::unique_ptr<CUgraph_st, cudaError_t (*)(cudaGraph_t)> owned(graph, cudaGraphDestroy);
-  if (captured != cudaSuccess) cudaGetLastError();  // (reported below when the step was to run)
-  if (run) {
-    check(captured == cudaSuccess && graph != nullptr, "end_recording",
-          std::string("the decode step could not be captured as a graph: ") + cudaGetErrorString(captured));
+  if (captured != cudaSuccess) cudaGetLastError();
+  bool ran = false;
+  if (run && captured != cudaSuccess) stop_graphs(std::string("cudaStreamEndCapture: ") + cudaGetErrorString(captured));
+  if (run && captured == cudaSuccess) {
     if (step_graph_) {
       cudaGraphExecUpdateResultInfo info{};
       if (cudaGraphExecUpdate(step_graph_, graph, &info) != cudaSuccess) {
         cudaGetLastError();  // another shape (batch, splits): a new executable graph
-        CUDA_CHECK(cudaGraphExecDestroy(step_graph_));  // freed when its launches are done
+        cudaGraphExecDestroy(step_graph_);  // freed once its launches are done
         step_graph_ = nullptr;
       }
     }
-    if (!step_graph_) CUDA_CHECK(cudaGraphInstantiate(&step_graph_, graph, 0));
-    CUDA_CHECK(cudaGraphLaunch(step_graph_, stream_));
+    cudaError_t rc = cudaSuccess;
+    if (!step_graph_) rc = cudaGraphInstantiate(&step_graph_, graph, 0);
+    if (rc == cudaSuccess) rc = cudaGraphLaunch(step_graph_, stream_);
+    if (rc == cudaSuccess) {
+      ran = true;
+      ++recorded_steps_;
+    } else {
+      cudaGetLastError();
+      stop_graphs(std::string("instantiating or launching the graph: ") + cudaGetErrorString(rc));
+    }
   }
   for (const Retired& r : retired_) {
     if (r.plain)
@@ -233,6 +252,14 @@ void CudaBackend::end_recording(bool run) {
       CUDA_CHECK(cudaFreeAsync(r.p, stream_));
   }
   retired_.clear();
+  return ran;
+}
+
+void CudaBackend::stop_graphs(const std::string& why) {
+  graphs_off_ = true;
+  if (step_graph_) cudaGraphExecDestroy(step_graph_);
+  step_graph_ = nullptr;
+  log::warn("cuda backend: decode steps launch op by op from here on (a CUDA graph failed: " + why + ")");
 }
 
 // ---------------------------------------------------------------- memory

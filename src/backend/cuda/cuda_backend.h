@@ -85,9 +85,11 @@ class CudaBackend final : public Backend {
   // Decode steps as CUDA graphs: each recording is captured from stream_ and becomes one
   // graph launch; the executable graph of the last step is updated in place when the new
   // one has its shape (the same kernels; only arguments such as positions changed), else
-  // instantiated anew.
+  // instantiated anew. Should the driver refuse a capture or a graph, a warning says so
+  // and recording stops for this backend's life (begin_recording() is false after).
   bool begin_recording() override;
-  void end_recording(bool run) override;
+  bool end_recording(bool run) override;
+  int64_t recorded_steps() const { return recorded_steps_; }  // graphs launched (cuda_backend_recorded_steps)
   bool samples_on_device(const SamplingParams& p) const override { return p.temperature <= 0.0; }
 
   // Bytes of alloc()/alloc_kv()/upload_weight() buffers alive now and their high-water
@@ -105,6 +107,7 @@ class CudaBackend final : public Backend {
   void* scratch(Slot slot, size_t bytes);
   // Throws when a host wait comes while a step is being recorded (Backend::begin_recording).
   void check_not_recording(const char* op) const;
+  void stop_graphs(const std::string& why);
   // rope's and rope_rows' checks of x (n, n_heads * D) f32 and inv_freq (1, D/2) f64 (throws).
   void check_rope(const char* op, const Tensor& x, int64_t n_heads, const Tensor& inv_freq);
   // matmul's shape checks (throws); false when the product is empty.
@@ -166,6 +169,8 @@ class CudaBackend final : public Backend {
   };
   std::vector<Retired> retired_;
   bool recording_ = false;               // stream_ is being captured
+  bool graphs_off_ = false;              // a capture or graph failed: no more recording (stop_graphs)
+  int64_t recorded_steps_ = 0;
   cudaGraphExec_t step_graph_ = nullptr;  // the last recorded step, updated for the next
 };
 
