@@ -98,6 +98,13 @@ CudaBackend::~CudaBackend() {
   // if they do not drain, leak everything rather than hang in cudaFree / cublasDestroy,
   // which wait for the whole device. While an exception unwinds the wait is shorter
   // (device_wait::destructor_seconds).
+  if (recording_) {  // a recording its caller never ended: drop it, so the stream can be waited on
+    cudaGraph_t graph = nullptr;
+    cudaStreamEndCapture(stream_, &graph);
+    if (graph) cudaGraphDestroy(graph);
+    cudaGetLastError();
+    recording_ = false;
+  }
   try {
     const device_wait::Deadline deadline(device_wait::destructor_seconds());
     device_wait::wait_stream(stream_, "cuda backend destructor: the compute stream", deadline);
@@ -178,18 +185,25 @@ void* CudaBackend::scratch(Slot slot, size_t bytes) {
     const bool old_plain = scratch_plain_[slot];
     scratch_[slot] = nullptr;
     scratch_bytes_[slot] = 0;
+    cudaError_t rc = cudaSuccess;
     if (recording_) {
       // Work queued before the recording may still read the old buffer: it is freed after
       // the recorded step's launch (end_recording).
       if (old) retired_.push_back(Retired{old, old_plain});
-      CUDA_CHECK(cudaMalloc(&scratch_[slot], grown));
+      rc = cudaMalloc(&scratch_[slot], grown);
       scratch_plain_[slot] = true;
     } else {
       // Stream-ordered: the old buffer is freed after the work already queued that reads it.
       if (old && old_plain) CUDA_CHECK(cudaFree(old));  // waits for the device: rare (a growth)
       if (old && !old_plain) CUDA_CHECK(cudaFreeAsync(old, stream_));
-      CUDA_CHECK(cudaMallocAsync(&scratch_[slot], grown, stream_));
+      rc = cudaMallocAsync(&scratch_[slot], grown, stream_);
       scratch_plain_[slot] = false;
+    }
+    if (rc != cudaSuccess) {
+      cudaGetLastError();  // not left behind for the next launch check to report
+      scratch_[slot] = nullptr;
+      throw Error("cuda backend: out of device memory growing scratch to " + std::to_string(grown) + " bytes (" +
+                  cudaGetErrorString(rc) + ")");
     }
     scratch_bytes_[slot] = grown;
   }
@@ -259,7 +273,8 @@ void CudaBackend::stop_graphs(const std::string& why) {
   graphs_off_ = true;
   if (step_graph_) cudaGraphExecDestroy(step_graph_);
   step_graph_ = nullptr;
-  log::warn("cuda backend: decode steps launch op by op from here on (a CUDA graph failed: " + why + ")");
+  log::warn("cuda backend: decode steps launch op by op from here on (a CUDA graph failed: " + why +
+            "; if an earlier kernel failed, the step run op by op reports it)");
 }
 
 // ---------------------------------------------------------------- memory
