@@ -74,9 +74,9 @@ struct EngineOptions {
   // the backend records and nothing in the step waits for the host: one rank (N = T = 1:
   // the communicators' calls are not recorded) and every document's sampling on the
   // backend (greedy on CUDA). A burst's first step launches op by op (the device starts
-  // on it while the host records the next). Outputs are the same either way; false
-  // launches every step op by op.
-  bool decode_graph = true;
+  // on it while the host records the next). Outputs are the same either way. Off until it
+  // has run and been measured on a GPU (docs/PERFORMANCE.md, "Not measured yet").
+  bool decode_graph = false;
   // The KV cache's element type; empty: the backend's default (f32 CPU, bf16 CUDA). The
   // constructor throws Error when the backend does not store it.
   std::optional<KvDtype> kv_dtype;

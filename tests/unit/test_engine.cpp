@@ -380,6 +380,7 @@ TEST(Engine, DecodeBurstsChangeNoOutput) {
     EngineOptions o;
     o.max_batch = 3;
     o.decode_burst = burst;
+    o.decode_graph = recording;
     std::vector<std::string> events;
     o.on_progress = [&](const EngineProgress& p) {
       if (p.kind == EngineProgress::Kind::decode_token)

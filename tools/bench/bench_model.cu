@@ -2,7 +2,7 @@
 //                    [--layers L] [--json FILE] [--peak-tflops T] [--cp N] [--kv-dtype bf16|fp8]
 //                    [--attention auto|native|cudnn] [--job DOCS --job-prompt 8192 --job-new-tokens 128 --batches 1,32] [--offload-residual]
 //                    [--matmul-rows 1,2,4,8] [--cublas-only] [--decode-variant V] [--decode-splits N]
-//                    [--no-decode-graph]
+//                    [--decode-graph]
 //        mpirun -np N bench_model --cp N ...        (ring prefill over N ranks)
 // End-to-end throughput of the engine on the CUDA backend with random weights of a real
 // model shape (default tests/fixtures/configs/llama-3.1-8b.json): for each context S, one
@@ -15,8 +15,8 @@
 // (CudaBackendOptions::use_small_gemm = false): the same run's baseline for decode.
 // --decode-variant V, --decode-splits N: the split-KV decode kernel's tile variant and key
 // splits (CudaBackendOptions; default -1 / 0: decode_attention's own choice).
-// --no-decode-graph: decode steps launched op by op, not as one CUDA graph each
-// (EngineOptions::decode_graph = false): the same machine's baseline for the graphs.
+// --decode-graph: decode steps after each burst's first launched as one CUDA graph each
+// (EngineOptions::decode_graph, off by default until measured); without it, op by op.
 // "graph_steps" in the model and job lines: decode steps launched as graphs so far.
 // --offload-residual: the residual stream waits in pinned host memory between layers
 // (EngineOptions::offload_residual), for the longest contexts.
@@ -385,7 +385,7 @@ int run_bench(int argc, char** argv, const RankInfo& me) {
   std::vector<int64_t> batches = {1, 32};
   std::vector<int64_t> matmul_rows = {1, 2, 4, 8};
   bool cublas_only = false;
-  bool decode_graph = true;
+  bool decode_graph = false;
   int decode_variant = -1, decode_splits = 0;
   AttentionPath attention = AttentionPath::auto_select;  // the CUDA backend's --attention
   double peak_tflops = 989.4;
@@ -413,7 +413,7 @@ int run_bench(int argc, char** argv, const RankInfo& me) {
     else if (a == "--batches") batches = parse_list(next());
     else if (a == "--matmul-rows") matmul_rows = parse_list(next());
     else if (a == "--cublas-only") cublas_only = true;
-    else if (a == "--no-decode-graph") decode_graph = false;
+    else if (a == "--decode-graph") decode_graph = true;
     else if (a == "--decode-variant") decode_variant = std::stoi(next());
     else if (a == "--decode-splits") decode_splits = std::stoi(next());
     else throw Error("bench_model: unknown argument " + a);
