@@ -26,7 +26,6 @@
 #include <cstdlib>
 #include <cstring>
 #include <limits>
-#include <map>
 #include <random>
 #include <vector>
 
@@ -1064,6 +1063,14 @@ TEST(CudaEngine, DecodeGraphsGiveTheSameTokens) {
   c.eos_token_ids.clear();
   std::vector<int32_t> doc(900);
   for (auto& t : doc) t = static_cast<int32_t>(rng() % c.vocab_size);
+  const std::vector<size_t> prompt_len = {300, 517, 64, 899, 129}, new_tokens = {21, 9, 30, 13, 17};
+  std::vector<test::BatchDoc> docs(prompt_len.size());
+  for (size_t i = 0; i < docs.size(); ++i) {
+    docs[i].prompt.assign(doc.begin(), doc.begin() + prompt_len[i]);
+    docs[i].options.max_new_tokens = static_cast<int64_t>(new_tokens[i]);
+    docs[i].options.doc_key = 100 + i;
+  }
+  docs[4].options.sampling.temperature = 0.8;
   for (KvDtype kv : {KvDtype::bf16, KvDtype::fp8}) {
     auto run = [&](bool graph) {
       auto gpu = make_cuda_backend();
@@ -1072,31 +1079,15 @@ TEST(CudaEngine, DecodeGraphsGiveTheSameTokens) {
       o.kv_dtype = kv;
       o.decode_graph = graph;
       Engine e(*gpu, c, w, o);
-      std::map<uint64_t, std::vector<int32_t>> out;
-      const std::vector<int64_t> prompt_len = {300, 517, 64, 899, 129}, new_tokens = {21, 9, 30, 13, 17};
-      size_t next = 0;
-      while (next < prompt_len.size() || e.batch_size() > 0) {
-        if (next < prompt_len.size() && e.batch_size() < e.max_batch()) {
-          GenerateOptions g;
-          g.max_new_tokens = new_tokens[next];
-          g.doc_key = 100 + next;
-          if (next == 4) g.sampling.temperature = 0.8;
-          const std::vector<int32_t> p(doc.begin(), doc.begin() + prompt_len[next]);
-          e.join(p, static_cast<int64_t>(p.size()), g, next);
-          ++next;
-        } else {
-          e.step();
-        }
-        for (FinishedDocument& f : e.take_finished()) out[f.tag] = f.result.tokens;
-      }
+      const auto out = test::decode_batched(e, docs);
       EXPECT_EQ(cuda_backend_recorded_steps(*gpu) > 0, graph) << kv_dtype_name(kv);
       return out;
     };
     const auto plain = run(false), graphs = run(true);
-    ASSERT_EQ(plain.size(), 5u);
-    for (const auto& [tag, tokens] : plain) {
-      EXPECT_EQ(tokens.size(), std::vector<size_t>({21, 9, 30, 13, 17})[tag]) << kv_dtype_name(kv);
-      EXPECT_EQ(graphs.at(tag), tokens) << kv_dtype_name(kv) << " document " << tag;
+    ASSERT_EQ(plain.size(), docs.size());
+    for (const auto& [tag, r] : plain) {
+      EXPECT_EQ(r.tokens.size(), new_tokens[tag]) << kv_dtype_name(kv);
+      EXPECT_EQ(graphs.at(tag).tokens, r.tokens) << kv_dtype_name(kv) << " document " << tag;
     }
   }
 }

@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <map>
+#include <set>
 
 #include "ringinfer/comm.h"
 #include "ringinfer/engine.h"
@@ -26,10 +27,7 @@ using namespace test;
 const OneThreadPerRank kOneThread;
 
 
-struct Doc {
-  std::vector<int32_t> prompt;
-  GenerateOptions options;
-};
+using Doc = BatchDoc;
 
 // Ten documents: prompt lengths from 0 to the longest fixture document, budgets 0 to 11,
 // one with a stop hook, each with its own RNG key.
@@ -51,33 +49,24 @@ std::vector<Doc> documents(const ReferenceModel& f, const SamplingParams& sampli
   return docs;
 }
 
-// Runs the documents through join/step/take_finished as `run` does: a document joins when
-// the batch has room, otherwise the batch steps. Returns each document's result by index
+// decode_batched, checking each finished document's KV tokens (its stripe of prompt +
+// tokens - 1 positions) and that it finishes once. Returns each document's result by index
 // and the largest batch seen.
 std::map<uint64_t, GenerateResult> run_batched(Engine& engine, const std::vector<Doc>& docs, int r, int N,
                                                int64_t* largest) {
-  std::map<uint64_t, GenerateResult> out;
-  size_t next = 0;
-  *largest = 0;
-  while (next < docs.size() || engine.batch_size() > 0) {
-    if (next < docs.size() && engine.batch_size() < engine.max_batch()) {
-      const Doc& d = docs[next];
-      engine.join(stripe_of(d.prompt, r, N), static_cast<int64_t>(d.prompt.size()), d.options, next);
-      ++next;
-    } else {
-      engine.step();
-    }
-    *largest = std::max(*largest, engine.batch_size());
-    for (FinishedDocument& f : engine.take_finished()) {
-      EXPECT_EQ(out.count(f.tag), 0u);
-      EXPECT_EQ(f.stats.kv_tokens, docs[f.tag].prompt.empty() ? 0
-                                       : local_len(static_cast<int64_t>(docs[f.tag].prompt.size() +
-                                                                        std::max<size_t>(f.result.tokens.size(), 1) - 1),
-                                                   r, N));
-      out[f.tag] = std::move(f.result);
-    }
-  }
-  return out;
+  std::set<uint64_t> seen;
+  return decode_batched(
+      engine, docs, r, N,
+      [&](const FinishedDocument& f) {
+        EXPECT_TRUE(seen.insert(f.tag).second);
+        EXPECT_EQ(f.stats.kv_tokens,
+                  docs[f.tag].prompt.empty()
+                      ? 0
+                      : local_len(static_cast<int64_t>(docs[f.tag].prompt.size() +
+                                                       std::max<size_t>(f.result.tokens.size(), 1) - 1),
+                                  r, N));
+      },
+      largest);
 }
 
 class MpiBatchedDecode : public ::testing::TestWithParam<std::string> {};

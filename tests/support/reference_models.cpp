@@ -43,6 +43,29 @@ std::vector<int32_t> stripe_of(const std::vector<int32_t>& d, int r, int N) {
   return out;
 }
 
+std::map<uint64_t, GenerateResult> decode_batched(Engine& engine, const std::vector<BatchDoc>& docs, int r, int N,
+                                                  const std::function<void(const FinishedDocument&)>& on_finished,
+                                                  int64_t* largest) {
+  std::map<uint64_t, GenerateResult> out;
+  size_t next = 0;
+  if (largest) *largest = 0;
+  while (next < docs.size() || engine.batch_size() > 0) {
+    if (next < docs.size() && engine.batch_size() < engine.max_batch()) {
+      const BatchDoc& d = docs[next];
+      engine.join(stripe_of(d.prompt, r, N), static_cast<int64_t>(d.prompt.size()), d.options, next);
+      ++next;
+    } else {
+      engine.step();
+    }
+    if (largest) *largest = std::max(*largest, engine.batch_size());
+    for (FinishedDocument& f : engine.take_finished()) {
+      if (on_finished) on_finished(f);
+      out[f.tag] = std::move(f.result);
+    }
+  }
+  return out;
+}
+
 double rel_diff(double a, double b) { return std::fabs(a - b) / std::max(1.0, std::fabs(b)); }
 
 void use_one_thread() {

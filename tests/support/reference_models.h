@@ -3,6 +3,8 @@
 // reference.json with float64 per-token logprobs from patched transformers), loaded once
 // per process, and helpers the multi-rank engine tests share.
 #include <cstdint>
+#include <functional>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -48,6 +50,21 @@ std::string reference_model_dir(const std::string& name);
 // The first n tokens of d, and the tokens t = r (mod N) of d.
 std::vector<int32_t> prefix(const std::vector<int32_t>& d, size_t n);
 std::vector<int32_t> stripe_of(const std::vector<int32_t>& d, int r, int N);
+
+// A document for decode_batched: its whole prompt and its options.
+struct BatchDoc {
+  std::vector<int32_t> prompt;
+  GenerateOptions options;
+};
+// Runs docs through Engine::join / step / take_finished as `run` does (continuous
+// batching): document i (tag i, its stripe r of N) joins while the batch has room,
+// otherwise the batch steps. Each finished document goes to on_finished (when given)
+// before its result is kept; returns the results by tag. largest (when given): the
+// largest batch seen.
+std::map<uint64_t, GenerateResult> decode_batched(Engine& engine, const std::vector<BatchDoc>& docs, int r = 0,
+                                                  int N = 1,
+                                                  const std::function<void(const FinishedDocument&)>& on_finished = {},
+                                                  int64_t* largest = nullptr);
 
 // |a - b| / max(1, |b|): relative above magnitude 1, absolute below (logprobs near 0).
 double rel_diff(double a, double b);

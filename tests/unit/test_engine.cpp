@@ -353,20 +353,17 @@ TEST(Engine, DecodeBurstsChangeNoOutput) {
   const Reference ref = load_reference("qwen2-bias-tied");
   ModelConfig cfg = ref.model.config;
   cfg.eos_token_ids = {ref.greedy_tokens[4]};  // the greedy prompt's fifth token ends it
-  struct Doc {
-    std::vector<int32_t> prompt;
-    GenerateOptions g;
-  };
+  using Doc = test::BatchDoc;
   std::vector<Doc> docs;
   for (int d = 0; d < 7; ++d) {
     Doc doc;
     doc.prompt = d % 2 ? ref.greedy_prompt : std::vector<int32_t>(ref.greedy_prompt.begin() + d, ref.greedy_prompt.end());
-    doc.g.max_new_tokens = std::vector<int64_t>{13, 1, 5, 17, 2, 9, 11}[d];
-    doc.g.doc_key = doc_key("doc-" + std::to_string(d));
-    doc.g.seed = 7;
-    if (d == 2 || d == 5) doc.g.sampling.temperature = 1.3;
-    if (d == 3) doc.g.stop_here = [](const std::vector<int32_t>& t) { return t.size() == 3; };
-    if (d == 6) doc.g.sampling.repetition_penalty = 1.3;
+    doc.options.max_new_tokens = std::vector<int64_t>{13, 1, 5, 17, 2, 9, 11}[d];
+    doc.options.doc_key = doc_key("doc-" + std::to_string(d));
+    doc.options.seed = 7;
+    if (d == 2 || d == 5) doc.options.sampling.temperature = 1.3;
+    if (d == 3) doc.options.stop_here = [](const std::vector<int32_t>& t) { return t.size() == 3; };
+    if (d == 6) doc.options.sampling.repetition_penalty = 1.3;
     docs.push_back(doc);
   }
   int recorded = 0;
@@ -387,17 +384,7 @@ TEST(Engine, DecodeBurstsChangeNoOutput) {
         events.push_back(std::to_string(p.tag) + ":" + std::to_string(p.generated));
     };
     Engine engine(*be, cfg, ref.model.weights, o);
-    std::map<uint64_t, GenerateResult> out;
-    size_t next = 0;
-    while (next < docs.size() || engine.batch_size() > 0) {
-      if (next < docs.size() && engine.batch_size() < engine.max_batch()) {
-        engine.join(docs[next].prompt, static_cast<int64_t>(docs[next].prompt.size()), docs[next].g, next);
-        ++next;
-      } else {
-        engine.step();
-      }
-      for (FinishedDocument& f : engine.take_finished()) out[f.tag] = std::move(f.result);
-    }
+    const std::map<uint64_t, GenerateResult> out = test::decode_batched(engine, docs);
     std::sort(events.begin(), events.end());
     if (recording) recorded += static_cast<RecordingCpuBackend&>(*be).recorded_steps;
     return std::make_pair(out, events);
@@ -422,7 +409,7 @@ TEST(Engine, DecodeBurstsChangeNoOutput) {
   expect_same(run(docs, 8, true), one, "recorded, burst 8");
   // Greedy documents only: the steps after each burst's first are recorded.
   std::vector<Doc> greedy = docs;
-  for (Doc& d : greedy) d.g.sampling = SamplingParams();
+  for (Doc& d : greedy) d.options.sampling = SamplingParams();
   const auto greedy_one = run(greedy, 1, false);
   for (int64_t burst : {8, 3}) {
     recorded = 0;
