@@ -193,9 +193,7 @@ void* CudaBackend::scratch(Slot slot, size_t bytes) {
       rc = cudaMalloc(&scratch_[slot], grown);
       scratch_plain_[slot] = true;
     } else {
-      // Stream-ordered: the old buffer is freed after the work already queued that reads it.
-      if (old && old_plain) CUDA_CHECK(cudaFree(old));  // waits for the device: rare (a growth)
-      if (old && !old_plain) CUDA_CHECK(cudaFreeAsync(old, stream_));
+      if (old) free_scratch(Retired{old, old_plain});
       rc = cudaMallocAsync(&scratch_[slot], grown, stream_);
       scratch_plain_[slot] = false;
     }
@@ -208,6 +206,13 @@ void* CudaBackend::scratch(Slot slot, size_t bytes) {
     scratch_bytes_[slot] = grown;
   }
   return scratch_[slot];
+}
+
+void CudaBackend::free_scratch(const Retired& r) {
+  if (r.plain)
+    CUDA_CHECK(cudaFree(r.p));  // waits for the device: rare (a growth)
+  else
+    CUDA_CHECK(cudaFreeAsync(r.p, stream_));  // after the work already queued that reads it
 }
 
 void CudaBackend::check_not_recording(const char* op) const {
@@ -259,12 +264,7 @@ bool CudaBackend::end_recording(bool run) {
       stop_graphs(std::string("instantiating or launching the graph: ") + cudaGetErrorString(rc));
     }
   }
-  for (const Retired& r : retired_) {
-    if (r.plain)
-      CUDA_CHECK(cudaFree(r.p));
-    else
-      CUDA_CHECK(cudaFreeAsync(r.p, stream_));
-  }
+  for (const Retired& r : retired_) free_scratch(r);
   retired_.clear();
   return ran;
 }
@@ -660,7 +660,7 @@ void CudaBackend::sample(const Tensor& logits, const SamplingParams& p, double u
     penalize_row(logits.f32(), logits.cols(), counts.i32(), p.repetition_penalty, p.frequency_penalty,
                  p.presence_penalty, stream_);
   }
-  if (p.temperature <= 0.0) {
+  if (samples_on_device(p)) {  // greedy
     argmax_row(logits.f32(), logits.cols(), token.i32(), error_, scratch(kArgmax, kArgmaxWorkspaceBytes), stream_);
     return;
   }

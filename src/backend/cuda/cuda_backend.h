@@ -90,6 +90,7 @@ class CudaBackend final : public Backend {
   bool begin_recording() override;
   bool end_recording(bool run) override;
   int64_t recorded_steps() const { return recorded_steps_; }  // graphs launched (cuda_backend_recorded_steps)
+  // Greedy: sample()'s argmax kernel; other sampling reads the logits row on the host.
   bool samples_on_device(const SamplingParams& p) const override { return p.temperature <= 0.0; }
 
   // Bytes of alloc()/alloc_kv()/upload_weight() buffers alive now and their high-water
@@ -108,6 +109,8 @@ class CudaBackend final : public Backend {
   // Throws when a host wait comes while a step is being recorded (Backend::begin_recording).
   void check_not_recording(const char* op) const;
   void stop_graphs(const std::string& why);
+  struct Retired;
+  void free_scratch(const Retired& r);  // cudaFree or stream-ordered cudaFreeAsync, as it was taken
   // rope's and rope_rows' checks of x (n, n_heads * D) f32 and inv_freq (1, D/2) f64 (throws).
   void check_rope(const char* op, const Tensor& x, int64_t n_heads, const Tensor& inv_freq);
   // matmul's shape checks (throws); false when the product is empty.
