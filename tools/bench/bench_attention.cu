@@ -197,6 +197,62 @@ void decode_split_sweep(int n_k, double copy_gbps, size_t l2_bytes) {
     }
 }
 
+// One query token against n_k keys (H heads over Hkv KV heads of D): the bf16 decode
+// variants, then every fp8 variant against bf16 variant 0, then (unless quick) the split
+// count sweep of the default variant.
+void decode_kernels(int n_k, int H, int Hkv, int D, bool quick, double copy_gbps) {
+  char line[512];
+  const AttnBuffers b(1, n_k, H, Hkv, D, 4);
+  const DecodeAttnParams base = one_token_decode(b, n_k, H, Hkv, D);
+  const double bytes = 2.0 * n_k * Hkv * D * sizeof(__nv_bfloat16);
+  for (int variant = 0; variant < decode_attention_variants(); ++variant) {
+    DecodeAttnParams p = base;
+    p.variant = variant;
+    const double ms = decode_ms(p);
+    std::snprintf(line, sizeof line,
+                  "{\"kind\":\"decode\",\"n_k\":%d,\"H\":%d,\"Hkv\":%d,\"D\":%d,\"variant\":%d,\"splits\":%d,"
+                  "\"ms\":%.4f,\"gbps\":%.1f,\"of_copy\":%.3f}",
+                  n_k, H, Hkv, D, variant, decode_attention_splits(p), ms, bytes / ms / 1e6,
+                  bytes / ms / 1e6 / copy_gbps);
+    emit(line);
+  }
+  // fp8 cache, read directly by the same kernel, every fp8 tile configuration.
+  {
+    const DeviceFp8Cache c(size_t(n_k), Hkv, D);
+    DecodeAttnParams bf16 = base;
+    bf16.variant = 0;
+    const double bf16_ms = decode_ms(bf16);
+    const double fp8_bytes = 2.0 * n_k * Hkv * (D + sizeof(float));
+    for (int variant = 0; variant < decode_attention_fp8_variants(); ++variant) {
+      DecodeAttnParams p = base;
+      p.k = p.v = nullptr;
+      p.k_fp8 = c.k8;
+      p.v_fp8 = c.v8;
+      p.k_scale = c.ks;
+      p.v_scale = c.vs;
+      p.variant = variant;
+      const double ms = decode_ms(p);
+      std::snprintf(line, sizeof line,
+                    "{\"kind\":\"decode_fp8\",\"n_k\":%d,\"H\":%d,\"Hkv\":%d,\"D\":%d,\"variant\":%d,"
+                    "\"default\":%s,\"splits\":%d,\"ms\":%.4f,\"gbps\":%.1f,\"of_copy\":%.3f,\"vs_bf16\":%.2f}",
+                    n_k, H, Hkv, D, variant, variant == kDecodeFp8DefaultVariant ? "true" : "false",
+                    decode_attention_splits(p), ms, fp8_bytes / ms / 1e6, fp8_bytes / ms / 1e6 / copy_gbps,
+                    bf16_ms / ms);
+      emit(line);
+    }
+  }
+  // Split-count sweep for the default variant (how many waves of blocks pay off).
+  for (int splits : {16, 33, 132, 264}) {
+    if (quick) break;
+    DecodeAttnParams p = base;
+    p.num_splits = splits;
+    const double ms = decode_ms(p);
+    std::snprintf(line, sizeof line, "{\"kind\":\"decode_sweep\",\"n_k\":%d,\"D\":%d,\"splits\":%d,\"ms\":%.4f,\"gbps\":%.1f}",
+                  n_k, D, splits, ms, bytes / ms / 1e6);
+    emit(line);
+  }
+}
+
 // Wall milliseconds of f() followed by be.synchronize(): the first call, then the median
 // of `reps` more.
 template <class F>
@@ -218,22 +274,30 @@ std::pair<double, double> backend_ms(Backend& be, F&& f, int reps) {
 
 int main(int argc, char** argv) {
   bool quick = false;
-  std::vector<int> sweep_keys;
+  std::vector<int> sweep_keys, decode_keys;
+  // "8192,32768" -> key counts; false on anything else.
+  auto parse_keys = [](const char* c, std::vector<int>& out) {
+    while (*c) {
+      char* end;
+      out.push_back(int(std::strtol(c, &end, 10)));
+      if (out.back() <= 0 || (*end && *end != ',')) return false;
+      c = *end == ',' ? end + 1 : end;
+    }
+    return !out.empty();
+  };
   for (int i = 1; i < argc; ++i) {
     if (!std::strcmp(argv[i], "--json") && i + 1 < argc) json = std::fopen(argv[++i], "w");
     else if (!std::strcmp(argv[i], "--quick")) quick = true;
-    else if (!std::strcmp(argv[i], "--decode-sweep") && i + 1 < argc) {
-      for (const char* c = argv[++i]; *c;) {
-        char* end;
-        sweep_keys.push_back(int(std::strtol(c, &end, 10)));
-        c = *end == ',' ? end + 1 : end;
-        if (sweep_keys.back() <= 0 || (*end && *end != ',')) {
-          std::fprintf(stderr, "bench_attention: --decode-sweep takes key counts like 8192,32768\n");
-          return 2;
-        }
+    else if ((!std::strcmp(argv[i], "--decode-sweep") || !std::strcmp(argv[i], "--decode-only")) && i + 1 < argc) {
+      if (!parse_keys(argv[i + 1], !std::strcmp(argv[i], "--decode-sweep") ? sweep_keys : decode_keys)) {
+        std::fprintf(stderr, "bench_attention: %s takes key counts like 8192,32768\n", argv[i]);
+        return 2;
       }
+      ++i;
     } else {
-      std::fprintf(stderr, "usage: bench_attention [--json FILE] [--quick] [--decode-sweep KEYS]\n");
+      std::fprintf(stderr,
+                   "usage: bench_attention [--json FILE] [--quick] [--decode-sweep KEYS] [--decode-only KEYS]\n"
+                   "  --decode-only KEYS: only the one-token decode kernels (bf16 and fp8) at these key counts\n");
       return 2;
     }
   }
@@ -264,6 +328,7 @@ int main(int argc, char** argv) {
     // ---- causal prefill
     const int H = 32, Hkv = 8, D = 128;
     std::vector<int> lens = quick ? std::vector<int>{8192} : std::vector<int>{8192, 32768, 131072};
+    if (!decode_keys.empty()) lens.clear();
     for (int n : lens) {
       const AttnBuffers b(n, n, H, Hkv, D, 1);
       FlashAttnParams p;
@@ -356,57 +421,12 @@ int main(int argc, char** argv) {
 
     // ---- decode, one query token
     std::vector<int> keys = quick ? std::vector<int>{131072} : std::vector<int>{131072, 1048576};
-    for (int n_k : keys) {
-      const AttnBuffers b(1, n_k, H, Hkv, D, 4);
-      const DecodeAttnParams base = one_token_decode(b, n_k, H, Hkv, D);
-      const double bytes = 2.0 * n_k * Hkv * D * sizeof(__nv_bfloat16);
-      for (int variant = 0; variant < decode_attention_variants(); ++variant) {
-        DecodeAttnParams p = base;
-        p.variant = variant;
-        const double ms = decode_ms(p);
-        std::snprintf(line, sizeof line,
-                      "{\"kind\":\"decode\",\"n_k\":%d,\"H\":%d,\"Hkv\":%d,\"D\":%d,\"variant\":%d,\"splits\":%d,"
-                      "\"ms\":%.4f,\"gbps\":%.1f,\"of_copy\":%.3f}",
-                      n_k, H, Hkv, D, variant, decode_attention_splits(p), ms, bytes / ms / 1e6,
-                      bytes / ms / 1e6 / copy_gbps);
-        emit(line);
-      }
-      // fp8 cache, read directly by the same kernel, every fp8 tile configuration.
-      {
-        const DeviceFp8Cache c(size_t(n_k), Hkv, D);
-        DecodeAttnParams bf16 = base;
-        bf16.variant = 0;
-        const double bf16_ms = decode_ms(bf16);
-        const double fp8_bytes = 2.0 * n_k * Hkv * (D + sizeof(float));
-        for (int variant = 0; variant < decode_attention_fp8_variants(); ++variant) {
-          DecodeAttnParams p = base;
-          p.k = p.v = nullptr;
-          p.k_fp8 = c.k8;
-          p.v_fp8 = c.v8;
-          p.k_scale = c.ks;
-          p.v_scale = c.vs;
-          p.variant = variant;
-          const double ms = decode_ms(p);
-          std::snprintf(line, sizeof line,
-                        "{\"kind\":\"decode_fp8\",\"n_k\":%d,\"H\":%d,\"Hkv\":%d,\"D\":%d,\"variant\":%d,"
-                        "\"default\":%s,\"splits\":%d,\"ms\":%.4f,\"gbps\":%.1f,\"of_copy\":%.3f,\"vs_bf16\":%.2f}",
-                        n_k, H, Hkv, D, variant, variant == kDecodeFp8DefaultVariant ? "true" : "false",
-                        decode_attention_splits(p), ms, fp8_bytes / ms / 1e6, fp8_bytes / ms / 1e6 / copy_gbps,
-                        bf16_ms / ms);
-          emit(line);
-        }
-      }
-      // Split-count sweep for the default variant (how many waves of blocks pay off).
-      for (int splits : {16, 33, 132, 264}) {
-        if (quick) break;
-        DecodeAttnParams p = base;
-        p.num_splits = splits;
-        const double ms = decode_ms(p);
-        std::snprintf(line, sizeof line, "{\"kind\":\"decode_sweep\",\"n_k\":%d,\"splits\":%d,\"ms\":%.4f,\"gbps\":%.1f}",
-                      n_k, splits, ms, bytes / ms / 1e6);
-        emit(line);
-      }
-    }
+    if (!decode_keys.empty()) keys = decode_keys;
+    for (int n_k : keys) decode_kernels(n_k, H, Hkv, D, quick, copy_gbps);
+    // Head dim 64 beside it: a KV head's row is 128 bytes in bf16 (as an fp8 row at 128)
+    // and 64 in fp8, so the rates show what the size of each contiguous read costs.
+    if (!decode_keys.empty())
+      for (int n_k : keys) decode_kernels(n_k, H, 2 * Hkv, D / 2, true, copy_gbps);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "bench_attention: %s\n", e.what());
     return 1;
