@@ -92,17 +92,27 @@ __global__ void embed_kernel(const T* table, int64_t vocab, int64_t hidden, cons
   for (int64_t c = threadIdx.x; c < hidden; c += blockDim.x) o[c] = to_f32(t[c]);
 }
 
-__global__ void rmsnorm_kernel(const float* x, const float* w, float eps, int64_t d, float* out) {
+// f32 -> Out: the identity, or bf16 rounded to nearest even (as f32_to_bf16_kernel).
+template <class Out>
+__device__ Out from_f32(float v);
+template <>
+__device__ float from_f32<float>(float v) { return v; }
+template <>
+__device__ __nv_bfloat16 from_f32<__nv_bfloat16>(float v) { return __float2bfloat16_rn(v); }
+
+// Out = bf16: the f32 result rounded once, bitwise what rmsnorm then convert gives.
+template <class Out>
+__global__ void rmsnorm_kernel(const float* x, const float* w, float eps, int64_t d, Out* out) {
   cuda::pdl_trigger();  // the product after it (small_gemm) may fetch its weights meanwhile
   __shared__ double shared[kMaxWarps];
   const float* xi = x + blockIdx.x * d;
-  float* oi = out + blockIdx.x * d;
+  Out* oi = out + blockIdx.x * d;
   double ss = 0.0;
 #pragma unroll 4
   for (int64_t k = threadIdx.x; k < d; k += blockDim.x) ss += double(xi[k]) * xi[k];
   ss = block_sum(ss, shared);  // every read of x precedes its overwrite (out may be x)
   const float inv = float(1.0 / sqrt(ss / double(d) + double(eps)));
-  for (int64_t k = threadIdx.x; k < d; k += blockDim.x) oi[k] = w[k] * (xi[k] * inv);
+  for (int64_t k = threadIdx.x; k < d; k += blockDim.x) oi[k] = from_f32<Out>(w[k] * (xi[k] * inv));
 }
 
 __global__ void bias_kernel(float* out, const float* bias, int64_t n, int64_t cols) {
@@ -140,10 +150,14 @@ __global__ void rope_kernel(float* x, int64_t n, int64_t n_heads, int64_t half, 
   }
 }
 
-__global__ void swiglu_kernel(float* g, const float* u, int64_t n) {
+// out = silu(g) * u; Out = bf16: the f32 value rounded once (out may be g when Out is f32).
+template <class Out>
+__global__ void swiglu_kernel(const float* g, const float* u, int64_t n, Out* out) {
   cuda::pdl_trigger();  // as rmsnorm_kernel: for the down projection
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
-    g[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
+    const float gi = g[i];
+    out[i] = from_f32<Out>(gi / (1.0f + expf(-gi)) * u[i]);
+  }
 }
 
 // One warp per (row, head), grid-stride over the pairs.
@@ -279,6 +293,13 @@ void rmsnorm_rows(const float* x, const float* weight, float eps, int64_t n, int
   CUDA_CHECK_LAUNCH();
 }
 
+void rmsnorm_rows_bf16(const float* x, const float* weight, float eps, int64_t n, int64_t d, __nv_bfloat16* out,
+                       cudaStream_t stream) {
+  if (n <= 0 || d <= 0) return;
+  rmsnorm_kernel<<<unsigned(n), kRowThreads, 0, stream>>>(x, weight, eps, d, out);
+  CUDA_CHECK_LAUNCH();
+}
+
 void add_bias_rows(float* out, const float* bias, int64_t n, int64_t cols, cudaStream_t stream) {
   if (n <= 0 || cols <= 0) return;
   bias_kernel<<<grid_for(n * cols), kThreads, 0, stream>>>(out, bias, n, cols);
@@ -316,7 +337,13 @@ void rope_at_positions(float* x, int64_t n, int64_t n_heads, int64_t half, const
 
 void swiglu_inplace(float* gate, const float* up, int64_t n, cudaStream_t stream) {
   if (n <= 0) return;
-  swiglu_kernel<<<grid_for(n), kThreads, 0, stream>>>(gate, up, n);
+  swiglu_kernel<<<grid_for(n), kThreads, 0, stream>>>(gate, up, n, gate);
+  CUDA_CHECK_LAUNCH();
+}
+
+void swiglu_to_bf16(const float* gate, const float* up, int64_t n, __nv_bfloat16* out, cudaStream_t stream) {
+  if (n <= 0) return;
+  swiglu_kernel<<<grid_for(n), kThreads, 0, stream>>>(gate, up, n, out);
   CUDA_CHECK_LAUNCH();
 }
 

@@ -29,6 +29,10 @@ void embed_rows(const void* table, bool table_bf16, int64_t vocab, int64_t hidde
 // out (n, d) = weight (d) * x / sqrt(mean(x^2) + eps), per row; out may equal x.
 void rmsnorm_rows(const float* x, const float* weight, float eps, int64_t n, int64_t d, float* out,
                   cudaStream_t stream);
+// The same rows rounded once to bf16 (to nearest even): bitwise rmsnorm_rows() then
+// convert_f32_to_bf16(), in one pass (a product's input, no f32 copy written).
+void rmsnorm_rows_bf16(const float* x, const float* weight, float eps, int64_t n, int64_t d, __nv_bfloat16* out,
+                       cudaStream_t stream);
 
 // out (n, cols) += bias (cols), per row.
 void add_bias_rows(float* out, const float* bias, int64_t n, int64_t cols, cudaStream_t stream);
@@ -47,6 +51,9 @@ void rope_at_positions(float* x, int64_t n, int64_t n_heads, int64_t half, const
 
 // gate[i] = silu(gate[i]) * up[i], n elements.
 void swiglu_inplace(float* gate, const float* up, int64_t n, cudaStream_t stream);
+// out[i] = bf16(silu(gate[i]) * up[i]): bitwise swiglu_inplace() then convert_f32_to_bf16(),
+// in one pass (the down projection's input).
+void swiglu_to_bf16(const float* gate, const float* up, int64_t n, __nv_bfloat16* out, cudaStream_t stream);
 
 // Merges the partial (o2 (rows, heads, d), lse2 (rows, heads)) into the running (o, lse)
 // by log-sum-exp; both -inf gives lse = -inf and o = 0.

@@ -209,8 +209,15 @@ class Backend {
   // out = weight * x / sqrt(mean(x^2) + eps), row by row; out may be x.
   virtual void rmsnorm(const Tensor& x, const Tensor& weight, float eps, const Tensor& out) = 0;
   // out (n, out_f) = x (n, in_f) W^T (+ bias (out_f) when not empty) (+ out when accumulate).
+  // x is f32, or gemm_input_dtype() where that is narrower (read as it is).
   virtual void matmul(const Tensor& x, const Tensor& w, const Tensor& bias, const Tensor& out,
                       bool accumulate) = 0;
+  // The element type this backend's products read their input in: f32 on the CPU; on CUDA
+  // bf16 (its products multiply bf16 operands and convert an f32 x once per call), so a
+  // caller that writes a product's input anyway (the MLP's silu(gate) * up for the down
+  // projection) hands it over in bf16 and saves the conversion pass. Rounding an f32 x to
+  // it and passing that gives bitwise the result of passing the f32 x.
+  virtual DType gemm_input_dtype() const { return DType::f32; }
   // out = x w^T (+ bias) for each product, all of the same x (a layer's Q, K, V; gate and
   // up), as matmul() without accumulate gives each: the default runs matmul() for each; CUDA
   // runs decode-sized ones as one launch.
@@ -223,17 +230,25 @@ class Backend {
   // matmuls() of RMSNorm(x) (rmsnorm() with norm_weight and eps), the RMSNorm into
   // `normed` (x's shape) first. With `gated` the products are gate and up of one shape and
   // products[0].out receives swiglu()'s silu(gate) * up; products[1].out is then scratch.
+  // With `gated` and `gated_out` (gate's shape, f32 or gemm_input_dtype()), silu(gate) * up
+  // goes there instead, rounded once to its type, and both products' outs are scratch.
   // `normed` is scratch too: a backend may form the products without writing it. The
-  // default runs the ops named; CUDA runs decode-sized ones as one launch (small_gemm.h).
+  // default runs the ops named; CUDA runs decode-sized ones as one launch (small_gemm.h)
+  // and larger ones from one bf16 RMSNorm, with no f32 `normed` and no conversion per
+  // product (the same bits).
   virtual void rmsnorm_matmuls(const Tensor& x, const Tensor& norm_weight, float eps, const Tensor& normed,
-                               const std::vector<Product>& products, bool gated = false) {
-    if (gated && products.size() != 2)
-      throw Error("backend: rmsnorm_matmuls: gated takes two products (gate, up), got " +
-                  std::to_string(products.size()));
+                               const std::vector<Product>& products, bool gated = false,
+                               const Tensor& gated_out = Tensor()) {
+    check_rmsnorm_matmuls(products, gated, gated_out);
     rmsnorm(x, norm_weight, eps, normed);
     matmuls(normed, products);
-    if (gated) swiglu(products[0].out, products[1].out);
+    if (!gated) return;
+    swiglu(products[0].out, products[1].out);
+    if (!gated_out.empty()) copy(products[0].out, gated_out);
   }
+  // rmsnorm_matmuls()'s product list, gated flag and gated_out (throws Error when they do
+  // not go together).
+  void check_rmsnorm_matmuls(const std::vector<Product>& products, bool gated, const Tensor& gated_out) const;
   // In place on x (n, n_heads * D), Hugging Face pairing (d, d + D/2). Row i has global
   // position pos_start + i * pos_stride; angle = position * inv_freq[d] in float64;
   // inv_freq (1, D/2) f64 from rope_inv_freq().

@@ -33,6 +33,9 @@ struct PlanInput {
                                 // bf16 = 2 on CUDA at head_dim 64/128, else f32 = 4)
   int state_bytes = 0;          // per element of the wider running attention state the ring keeps beside the
                                 // fp32 (O, LSE) (Backend::attention_state_dtype: the CPU's f64, 8); 0 where it is f32
+  int act_bytes = 0;            // per element of prefill's narrow copy of the MLP's silu(gate) * up, one token
+                                // chunk of it (Backend::gemm_input_dtype: bf16 = 2 on CUDA); 0 where it is f32
+                                // (the gate buffer holds it)
   int64_t token_chunk = 256;    // tokens per chunk of the projections and MLP (EngineOptions::chunk_tokens)
   int64_t logits_chunk = 32;    // rows per chunk of score's LM head (EngineOptions::logits_chunk)
   int64_t batch = 1;            // documents decoded together (run --max-batch): B KV caches of `context`
@@ -60,8 +63,8 @@ struct MemoryPlan {
   int64_t activations_per_rank = 0;  // what prefill allocates per local token, times local_tokens: the fp32
                                      // residual stream, Q (q_bytes) and fp32 (O, LSE) of one layer, two ring
                                      // KV buffers when N > 1, and the dequantized copy of one (kv_copy_bytes)
-  int64_t scratch_per_rank = 0;      // one token chunk of MLP and norm, one logits chunk of fp32 LM-head logits (and with
-                                     // offload_residual two chunks of x)
+  int64_t scratch_per_rank = 0;      // one token chunk of MLP (and its narrow copy, act_bytes) and norm, one logits
+                                     // chunk of fp32 LM-head logits (and with offload_residual two chunks of x)
   int64_t total_per_rank = 0;        // weights + the batch's KV + activations + scratch (one prefill at a time)
   int64_t host_per_rank = 0;         // offload_residual: the fp32 residual stream in pinned host memory
                                      // (local_tokens x hidden x 4), beside total_per_rank; else 0

@@ -49,3 +49,20 @@ void check_attention(const char* backend, const Tensor& q, const KvBlock& kv, co
 }
 
 }  // namespace ringinfer::backend_checks
+
+namespace ringinfer {
+
+void Backend::check_rmsnorm_matmuls(const std::vector<Product>& products, bool gated, const Tensor& gated_out) const {
+  if (gated && products.size() != 2)
+    throw Error("backend: rmsnorm_matmuls: gated takes two products (gate, up), got " +
+                std::to_string(products.size()));
+  if (gated_out.empty()) return;
+  if (!gated) throw Error("backend: rmsnorm_matmuls: gated_out without gated");
+  const Tensor& g = products[0].out;
+  if (gated_out.rows() != g.rows() || gated_out.cols() != g.cols() ||
+      (gated_out.dtype() != DType::f32 && gated_out.dtype() != gemm_input_dtype()))
+    throw Error("backend: rmsnorm_matmuls: gated_out is " + backend_checks::shape(gated_out) + " for a gate of " +
+                backend_checks::shape(g) + " (f32 or " + dtype_name(gemm_input_dtype()) + ")");
+}
+
+}  // namespace ringinfer

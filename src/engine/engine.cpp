@@ -118,6 +118,8 @@ struct Engine::State {
   Tensor k_new, v_new;  // (chunk, Hkv*D) fp32 K,V before the cache store
   Tensor q_new;       // (chunk, H*D) fp32 Q before its copy into q_dtype (empty when q_dtype is f32)
   Tensor gate, up;    // (chunk, intermediate)
+  Tensor act;         // (chunk, intermediate) in the backend's gemm_input_dtype(): prefill's silu(gate) * up for
+                      // the down projection (empty where that is f32: gate holds it)
   Tensor tok;         // (chunk, 1) i32 token ids / targets
   Tensor burst_tok;   // (decode_burst + 1) x max_batch i32: a burst's input ids, then each step's sampled ids
   Tensor hl;          // (logits_chunk, hidden) final-normed rows for the LM head
@@ -172,6 +174,7 @@ struct Engine::State {
     if (q_dtype != DType::f32) q_new = be.alloc(chunk, H * D, DType::f32);
     gate = be.alloc(chunk, inter, DType::f32);
     up = be.alloc(chunk, inter, DType::f32);
+    if (be.gemm_input_dtype() != DType::f32) act = be.alloc(chunk, inter, be.gemm_input_dtype());
     tok = be.alloc(std::max(chunk, o.logits_chunk), 1, DType::i32);
     hl = be.alloc(o.logits_chunk, hidden, DType::f32);
     logits = be.alloc(o.logits_chunk, vl, DType::f32);
@@ -283,12 +286,17 @@ struct Engine::State {
   }
 
   // ---------------------------------------------------------------- building blocks
-  // x_rows += MLP(rmsnorm(x_rows)), rows <= chunk.
-  void mlp(const engine::BackendLayer& L, const Tensor& x_rows) {
+  // x_rows += MLP(rmsnorm(x_rows)), rows <= chunk. Prefill (narrow) hands silu(gate) * up to
+  // the down projection in the backend's gemm_input_dtype() (act), which rounds it the same
+  // way, so only the conversion pass goes; decode keeps it in gate (the few-row products
+  // read f32).
+  void mlp(const engine::BackendLayer& L, const Tensor& x_rows, bool narrow = false) {
     const int64_t n = x_rows.rows();
     const Tensor hn = h.rows(0, n), g = gate.rows(0, n), u = up.rows(0, n);
-    be.rmsnorm_matmuls(x_rows, L.ffn_norm, eps, hn, {{L.w_gate, Tensor(), g}, {L.w_up, Tensor(), u}}, /*gated=*/true);
-    row_parallel(g, L.w_down, Tensor(), x_rows);
+    const Tensor a = narrow && !act.empty() ? act.rows(0, n) : Tensor();
+    be.rmsnorm_matmuls(x_rows, L.ffn_norm, eps, hn, {{L.w_gate, Tensor(), g}, {L.w_up, Tensor(), u}}, /*gated=*/true,
+                       a);
+    row_parallel(a.empty() ? g : a, L.w_down, Tensor(), x_rows);
   }
 
   // x_rows += in W^T (+ bias): W holds this rank's input columns (o_proj, down_proj), so
@@ -376,7 +384,7 @@ struct Engine::State {
       ring->layer(kv, l, q, o, lse, stats.bytes_sent);
       x.pass(0, n, chunk, Access::update, [&](int64_t c, const Tensor& xr) {
         row_parallel(o.rows(c, xr.rows()), w.layers[l].wo, w.layers[l].bo, xr);
-        mlp(w.layers[l], xr);
+        mlp(w.layers[l], xr, /*narrow=*/true);
       });
       EngineProgress p;
       p.kind = EngineProgress::Kind::prefill_layer;

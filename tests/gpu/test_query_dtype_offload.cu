@@ -31,7 +31,11 @@ namespace {
 
 std::mt19937_64 rng(20261207);
 
-// The CUDA backend with the pre-issue-17 query storage: fp32, rounded by attention().
+// The CUDA backend with the pre-issue-17 query storage (fp32, rounded by attention()) and
+// the layer before the narrow hand-offs of issue 16: Backend's default rmsnorm_matmuls (an
+// f32 `normed` that each product rounds to bf16) and gemm_input_dtype() f32 (the MLP's
+// silu(gate) * up in f32, rounded by the down projection). Both round the same values once,
+// so the engine's results must be bitwise the same.
 class F32QueryBackend final : public Backend {
  public:
   explicit F32QueryBackend(std::unique_ptr<Backend> inner) : b_(std::move(inner)) {}

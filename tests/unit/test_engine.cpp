@@ -290,8 +290,8 @@ class RecordingCpuBackend final : public Backend {
   }
   void matmuls(const Tensor& x, const std::vector<Product>& p) override { op([=] { b_->matmuls(x, p); }); }
   void rmsnorm_matmuls(const Tensor& x, const Tensor& nw, float eps, const Tensor& n, const std::vector<Product>& p,
-                       bool gated) override {
-    op([=] { b_->rmsnorm_matmuls(x, nw, eps, n, p, gated); });
+                       bool gated, const Tensor& go) override {
+    op([=] { b_->rmsnorm_matmuls(x, nw, eps, n, p, gated, go); });
   }
   void rope(const Tensor& x, int64_t h, const Tensor& f, int64_t p0, int64_t ps) override {
     op([=] { b_->rope(x, h, f, p0, ps); });

@@ -112,6 +112,12 @@ TEST(MemoryPlan, ScratchIsTheEnginesChunks) {
   in.token_chunk = 512;
   const MemoryPlan c = plan_memory(llama_8b(), in);
   EXPECT_EQ(c.scratch_per_rank - b.scratch_per_rank, int64_t(256) * (2 * 14336 + 3 * 4096) * 4);
+  // On CUDA the chunk also holds the bf16 silu(gate) * up the down projection reads.
+  EXPECT_EQ(plan_input(KvDtype::bf16, true, 128).act_bytes, 2);
+  EXPECT_EQ(plan_input(KvDtype::f32, false, 128).act_bytes, 0);
+  in.act_bytes = 2;
+  const MemoryPlan d = plan_memory(llama_8b(), in);
+  EXPECT_EQ(d.scratch_per_rank - c.scratch_per_rank, int64_t(512) * 14336 * 2);
 }
 
 // --offload-residual: x (hidden x 4 bytes per local token) leaves the device; two token

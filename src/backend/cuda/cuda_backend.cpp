@@ -451,13 +451,12 @@ void CudaBackend::matmul(const Tensor& x, const Tensor& w, const Tensor& bias, c
     // op(A) = W (stored column-major as (in, of), transposed), op(B) = x (column-major (in, n)).
     const float alpha = 1.0f, beta = accumulate ? 1.0f : 0.0f;
     const void* xin = x.data();
-    cudaDataType_t ab_type = CUDA_R_32F;
-    if (w.dtype() == DType::bf16) {
+    cudaDataType_t ab_type = w.dtype() == DType::bf16 ? CUDA_R_16BF : CUDA_R_32F;
+    if (w.dtype() == DType::bf16 && x.dtype() == DType::f32) {
       // bf16 operands for the tensor cores; products and sums in fp32.
       auto* xb = static_cast<__nv_bfloat16*>(scratch(kGemmInput, static_cast<size_t>(n * in) * 2));
       convert_f32_to_bf16(x.f32(), xb, n * in, stream_);
       xin = xb;
-      ab_type = CUDA_R_16BF;
     }
     CUBLAS_CHECK(cublasGemmEx(cublas_, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(of), static_cast<int>(n),
                               static_cast<int>(in), &alpha, w.data(), ab_type, static_cast<int>(in), xin, ab_type,
@@ -478,31 +477,56 @@ void CudaBackend::matmuls(const Tensor& x, const std::vector<Product>& products)
 }
 
 void CudaBackend::rmsnorm_matmuls(const Tensor& x, const Tensor& norm_weight, float eps, const Tensor& normed,
-                                  const std::vector<Product>& products, bool gated) {
+                                  const std::vector<Product>& products, bool gated, const Tensor& gated_out) {
+  check_rmsnorm_matmuls(products, gated, gated_out);
+  const bool norm_ok = x.dtype() == DType::f32 && norm_weight.dtype() == DType::f32 &&
+                       norm_weight.numel() == x.cols() && (!gated || products[0].w.rows() == products[1].w.rows());
   // Decode-sized products of bf16 weights: one launch of the few-row kernel, which
   // normalizes x as it reads it (and with `gated` pairs gate and up rows and writes silu(g) * u),
   // so neither `normed` nor up is written.
   const std::vector<SmallGemmProduct> launch = small_gemm_launch(x, products);
-  const bool fused = !launch.empty() && norm_weight.dtype() == DType::f32 && norm_weight.numel() == x.cols() &&
-                     reinterpret_cast<uintptr_t>(norm_weight.data()) % 16 == 0 &&
-                     (!gated || (products.size() == 2 && products[0].w.rows() == products[1].w.rows()));
-  if (!fused) {
-    Backend::rmsnorm_matmuls(x, norm_weight, eps, normed, products, gated);
+  if (!launch.empty() && norm_ok && reinterpret_cast<uintptr_t>(norm_weight.data()) % 16 == 0) {
+    expect(normed, x.rows(), x.cols(), DType::f32, "rmsnorm_matmuls", "normed");
+    SmallGemmFusion fusion;
+    fusion.norm = norm_weight.f32();
+    fusion.eps = eps;
+    fusion.swiglu = gated;
+    small_gemm_bf16(x.f32(), x.rows(), x.cols(), launch.data(), static_cast<int>(launch.size()), false, stream_,
+                    fusion);
+    if (!gated_out.empty()) copy(products[0].out, gated_out);
     return;
   }
-  expect(normed, x.rows(), x.cols(), DType::f32, "rmsnorm_matmuls", "normed");
-  SmallGemmFusion fusion;
-  fusion.norm = norm_weight.f32();
-  fusion.eps = eps;
-  fusion.swiglu = gated;
-  small_gemm_bf16(x.f32(), x.rows(), x.cols(), launch.data(), static_cast<int>(launch.size()), false, stream_,
-                  fusion);
+  // Larger products of bf16 weights (prefill chunks): the RMSNorm written once in bf16, which
+  // every product reads as it is (matmul() would round an f32 `normed` once per product),
+  // and with gated_out in bf16 silu(gate) * up rounded as it is written.
+  bool bf16_weights = !products.empty();
+  for (const Product& p : products) bf16_weights = bf16_weights && p.w.dtype() == DType::bf16;
+  if (!bf16_weights || !norm_ok || x.rows() == 0) {
+    Backend::rmsnorm_matmuls(x, norm_weight, eps, normed, products, gated, gated_out);
+    return;
+  }
+  const int64_t n = x.rows(), d = x.cols();
+  expect(normed, n, d, DType::f32, "rmsnorm_matmuls", "normed");
+  auto* xb = static_cast<__nv_bfloat16*>(scratch(kGemmInput, static_cast<size_t>(n * d) * 2));
+  rmsnorm_rows_bf16(x.f32(), norm_weight.f32(), eps, n, d, xb, stream_);
+  const Tensor x_bf16(nullptr, xb, DType::bf16, n, d);
+  for (const Product& p : products) matmul(x_bf16, p.w, p.bias, p.out, false);  // bf16 x: no scratch of its own
+  if (!gated) return;
+  const Tensor &g = products[0].out, &u = products[1].out;
+  expect(u, g.rows(), g.cols(), DType::f32, "rmsnorm_matmuls", "up");
+  if (gated_out.dtype() == DType::bf16) {
+    swiglu_to_bf16(g.f32(), u.f32(), g.numel(), static_cast<__nv_bfloat16*>(gated_out.data()), stream_);
+    return;
+  }
+  swiglu_inplace(g.f32(), u.f32(), g.numel(), stream_);
+  if (!gated_out.empty()) copy(g, gated_out);
 }
 
 bool CudaBackend::check_matmul(const Tensor& x, const Tensor& w, const Tensor& bias, const Tensor& out) {
   const int64_t n = x.rows(), in = x.cols(), of = w.rows();
-  check(x.dtype() == DType::f32 && (w.dtype() == DType::bf16 || w.dtype() == DType::f32), "matmul",
-        "needs f32 x and a bf16 or f32 w, got x " + shape(x) + ", w " + shape(w));
+  check((x.dtype() == DType::f32 && (w.dtype() == DType::bf16 || w.dtype() == DType::f32)) ||
+            (x.dtype() == DType::bf16 && w.dtype() == DType::bf16),
+        "matmul", "needs a bf16 or f32 w and an f32 x (bf16 with a bf16 w), got x " + shape(x) + ", w " + shape(w));
   check(w.cols() == in, "matmul", "x is " + shape(x) + " but w is " + shape(w));
   expect(out, n, of, DType::f32, "matmul", "out");
   if (!bias.empty()) expect(bias, of, 1, DType::f32, "matmul", "bias");
@@ -511,7 +535,7 @@ bool CudaBackend::check_matmul(const Tensor& x, const Tensor& w, const Tensor& b
 }
 
 bool CudaBackend::small_gemm_takes(const Tensor& x, const Tensor& w) const {
-  return options_.use_small_gemm && w.dtype() == DType::bf16 &&
+  return options_.use_small_gemm && w.dtype() == DType::bf16 && x.dtype() == DType::f32 &&
          small_gemm_supported(x.rows(), x.cols(), w.rows(), x.data(), w.data());
 }
 

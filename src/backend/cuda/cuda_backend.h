@@ -61,7 +61,7 @@ class CudaBackend final : public Backend {
   void matmul(const Tensor& x, const Tensor& w, const Tensor& bias, const Tensor& out, bool accumulate) override;
   void matmuls(const Tensor& x, const std::vector<Product>& products) override;
   void rmsnorm_matmuls(const Tensor& x, const Tensor& norm_weight, float eps, const Tensor& normed,
-                       const std::vector<Product>& products, bool gated) override;
+                       const std::vector<Product>& products, bool gated, const Tensor& gated_out) override;
   void rope(const Tensor& x, int64_t n_heads, const Tensor& inv_freq, int64_t pos_start, int64_t pos_stride) override;
   void rope_rows(const Tensor& x, int64_t n_heads, const Tensor& inv_freq,
                  const std::vector<int64_t>& positions) override;
@@ -77,6 +77,7 @@ class CudaBackend final : public Backend {
                       const Tensor& o, const Tensor& lse) override;
   KvBlock attention_input(const KvBlock& kv) override;
   DType attention_query_dtype(int64_t head_dim) const override;
+  DType gemm_input_dtype() const override { return DType::bf16; }  // upload_weight() gives bf16 matrices
   void swiglu(const Tensor& gate, const Tensor& up) override;
   void target_logprobs(const Tensor& logits, const Tensor& targets, const Tensor& out) override;
   void sample(const Tensor& logits, const SamplingParams& p, double u, const Tensor& counts,
