@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# Device call for issue 16 item 2 (the prefill layer's bf16 hand-offs, 57e3542): prefill of the 8B
+# shape, this build (bench_model) against the build before it (bench_model_base, 84e57c9, carried in
+# .carry-final/base.tar.xz) alternating on one machine, then the per-kernel profile of this build
+# (ncu, 2 layers at 32K) that says where the rest of the layer's time goes.
+# Run from the repository root: DL=560 bash docs/bench/2026-12-07-h100-session12/s12c.sh
+set -u
+DL=${DL:-560}
+SECONDS=0
+OUT=${OUT:-/tmp/out}
+here=$(dirname "$0")
+mkdir -p "$OUT" /tmp/pack
+tar -xJf .carry-final/pack.tar.xz -C /tmp/pack && tar -xJf .carry-final/base.tar.xz -C /tmp/pack/bin &&
+  source /tmp/pack/env.sh
+export HDF5_USE_FILE_LOCKING=FALSE NCCL_NVLS_ENABLE=0
+B=/tmp/pack/bin
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+step() {  # step NAME LIMIT CMD...
+  local name=$1 lim=$2 l=$((DL - SECONDS))
+  shift 2
+  if [ $l -lt 20 ]; then echo "SKIP $name (budget)"; return; fi
+  [ $lim -gt $l ] && lim=$l
+  local t0=$SECONDS
+  timeout $lim "$@" > "$OUT/$name.log" 2>&1
+  echo "rc=$? $name $((SECONDS - t0))s (at ${SECONDS}s)"
+}
+prefill() {  # prefill lines of a bench_model JSON
+  python3 -c '
+import json, sys
+for l in open(sys.argv[1]):
+    d = json.loads(l)
+    if d.get("kind") == "peaks": print("  peaks gemm %.1f copy %d" % (d["gemm_bf16_tflops"], d["copy_gbps"]))
+    if d.get("kind") == "model":
+        print("  ctx %d %s: prefill %.4f s (min %.4f) %.1f TFLOP/s mfu %.3f decode %.1f tok/s peak/plan %s" % (
+            d["context"], d["attention"], d["prefill_s"], d.get("prefill_s_min", 0), d["prefill_tflops"],
+            d["mfu_vs_measured_gemm"], d["decode_tokens_per_s"], d.get("peak_over_plan", "?")))
+' "$1"
+}
+for r in new1 base1 new2 base2; do
+  bin=$B/bench_model
+  [[ $r == base* ]] && bin=$B/bench_model_base
+  step prefill_$r 100 $bin --contexts 8192,32768 --decode 8 --matmul-rows "" --json "$OUT/prefill_$r.json"
+  prefill "$OUT/prefill_$r.json"
+done
+step ncu_prefill 200 ncu --clock-control none --metrics gpu__time_duration.sum --csv --print-kernel-base function \
+  $B/bench_model --contexts 32768 --layers 2 --decode 2 --matmul-rows "" --json "$OUT/prefill_ncu.json"
+python3 - "$OUT/ncu_prefill.log" << 'PY'
+import csv, sys, collections
+rows = [l for l in open(sys.argv[1]) if l.startswith('"')]
+t, n = collections.Counter(), collections.Counter()
+scale = {"nsecond": 1e-6, "usecond": 1e-3, "msecond": 1.0}
+for r in csv.DictReader(rows):
+    if r.get("Metric Name") == "gpu__time_duration.sum":
+        k = r["Kernel Name"][:90]
+        t[k] += float(r["Metric Value"].replace(",", "")) * scale.get(r["Metric Unit"], 1e-6)
+        n[k] += 1
+tot = sum(t.values())
+for k, v in t.most_common(40):
+    print(f"{v:10.2f} ms {n[k]:6d}x {100 * v / tot:5.1f}%  {k}")
+print(f"total {tot:.1f} ms (the peaks' 8192^3 GEMMs and copies included)")
+PY
+echo "done at ${SECONDS}s"
