@@ -15,6 +15,7 @@
 #include <nlohmann/json.hpp>
 
 #include "ringinfer/engine.h"
+#include "ringinfer/kv_quant.h"
 #include "ringinfer/model_loader.h"
 #include "ringinfer/sampling.h"
 #include "gtest_helpers.h"
@@ -342,6 +343,107 @@ class RecordingCpuBackend final : public Backend {
   bool recording_ = false;
   std::vector<std::function<void()>> queued_;
 };
+
+// The CPU backend acting out a backend whose products read bf16 (Backend::gemm_input_dtype),
+// as CUDA's do: bf16 tensors in host memory, copy() rounding f32 into them (to nearest even)
+// and matmul() reading them back exactly. With round_swiglu instead, gemm_input_dtype()
+// stays f32 and swiglu() rounds its output to bf16 values in place: the numbers the down
+// projection reads from a bf16 hand-off, reached without one.
+class NarrowGemmCpuBackend final : public Backend {
+ public:
+  explicit NarrowGemmCpuBackend(bool round_swiglu) : b_(make_cpu_backend()), round_swiglu_(round_swiglu) {}
+  int64_t bf16_products = 0;  // matmul() calls that read a bf16 x
+
+  DType gemm_input_dtype() const override { return round_swiglu_ ? DType::f32 : DType::bf16; }
+  void copy(const Tensor& s, const Tensor& d) override {
+    if (s.dtype() != DType::f32 || d.dtype() != DType::bf16) return b_->copy(s, d);
+    if (s.rows() != d.rows() || s.cols() != d.cols()) throw Error("narrow: copy of mismatched shapes");
+    auto* bits = static_cast<uint16_t*>(d.data());
+    for (int64_t i = 0; i < s.numel(); ++i) bits[i] = kvq::bf16_bits(s.f32()[i]);
+  }
+  void matmul(const Tensor& x, const Tensor& w, const Tensor& b, const Tensor& o, bool acc) override {
+    if (x.dtype() != DType::bf16) return b_->matmul(x, w, b, o, acc);
+    ++bf16_products;
+    const Tensor xf = b_->alloc(x.rows(), x.cols(), DType::f32);
+    const auto* bits = static_cast<const uint16_t*>(x.data());
+    for (int64_t i = 0; i < x.numel(); ++i) xf.f32()[i] = widen(bits[i]);
+    b_->matmul(xf, w, b, o, acc);
+  }
+  void swiglu(const Tensor& g, const Tensor& u) override {
+    b_->swiglu(g, u);
+    if (round_swiglu_)
+      for (int64_t i = 0; i < g.numel(); ++i) g.f32()[i] = widen(kvq::bf16_bits(g.f32()[i]));
+  }
+
+  const char* name() const override { return b_->name(); }
+  Stream stream() override { return b_->stream(); }
+  Stream comm_stream() override { return b_->comm_stream(); }
+  Stream copy_stream() override { return b_->copy_stream(); }
+  std::unique_ptr<Event> record(Stream s) override { return b_->record(s); }
+  void wait(Stream s, const Event& e) override { b_->wait(s, e); }
+  void synchronize() override { b_->synchronize(); }
+  Tensor alloc(int64_t r, int64_t c, DType t) override { return b_->alloc(r, c, t); }
+  Tensor upload_weight(const HostTensor& w) override { return b_->upload_weight(w); }
+  KvDtype default_kv_dtype() const override { return b_->default_kv_dtype(); }
+  bool supports_kv_dtype(KvDtype t) const override { return b_->supports_kv_dtype(t); }
+  void copy_from_host(const Tensor& d, const void* s) override { b_->copy_from_host(d, s); }
+  void copy_to_host(void* d, const Tensor& s) override { b_->copy_to_host(d, s); }
+  Tensor alloc_host(int64_t r, int64_t c, DType t) override { return b_->alloc_host(r, c, t); }
+  void copy_async(const Tensor& s, const Tensor& d, Stream st) override { b_->copy_async(s, d, st); }
+  void embed(const Tensor& t, const Tensor& k, const Tensor& o) override { b_->embed(t, k, o); }
+  void rmsnorm(const Tensor& x, const Tensor& w, float eps, const Tensor& o) override { b_->rmsnorm(x, w, eps, o); }
+  void rope(const Tensor& x, int64_t h, const Tensor& f, int64_t p0, int64_t ps) override { b_->rope(x, h, f, p0, ps); }
+  void store_kv(const Tensor& k, const Tensor& v, const KvBlock& d) override { b_->store_kv(k, v, d); }
+  DType attention_state_dtype() const override { return b_->attention_state_dtype(); }
+  void attention_reset(const Tensor& o, const Tensor& l) override { b_->attention_reset(o, l); }
+  void attention(const Tensor& q, const KvBlock& kv, const AttentionShape& sh, const Tensor& o,
+                 const Tensor& l) override {
+    b_->attention(q, kv, sh, o, l);
+  }
+  DType attention_query_dtype(int64_t d) const override { return b_->attention_query_dtype(d); }
+  void target_logprobs(const Tensor& l, const Tensor& t, const Tensor& o) override { b_->target_logprobs(l, t, o); }
+  void sample(const Tensor& l, const SamplingParams& p, double u, const Tensor& c, const Tensor& t) override {
+    b_->sample(l, p, u, c, t);
+  }
+
+ private:
+  static float widen(uint16_t bits) {
+    const uint32_t u = uint32_t(bits) << 16;
+    float f;
+    std::memcpy(&f, &u, sizeof f);
+    return f;
+  }
+  std::unique_ptr<Backend> b_;
+  bool round_swiglu_;
+};
+
+// Prefill hands SwiGLU's output to the down projection in the backend's gemm_input_dtype()
+// (Engine's act buffer): a backend that reads bf16 gets, chunk by chunk, exactly the values an
+// f32 hand-off rounded to bf16 would give (the same logprobs, bit for bit), and these differ
+// from the all-f32 CPU's, so the rounding did happen. Chunks of 5 rows over documents of
+// 1..23 tokens put the last chunk at every length.
+TEST(Engine, PrefillHandsTheMlpActivationOverInTheProductsInputType) {
+  const Reference ref = load_reference("llama3-gqa");
+  EngineOptions o;
+  o.chunk_tokens = 5;
+  NarrowGemmCpuBackend narrow(false), rounded(true);
+  auto plain = make_cpu_backend();
+  Engine en(narrow, ref.model.config, ref.model.weights, o), er(rounded, ref.model.config, ref.model.weights, o),
+      ep(*plain, ref.model.config, ref.model.weights, o);
+  const std::vector<int32_t>& doc = ref.docs.back();
+  int differs = 0;
+  for (size_t S : {2, 5, 6, 11, 23}) {
+    ASSERT_LE(S, doc.size());
+    const std::vector<int32_t> d(doc.begin(), doc.begin() + S);
+    const int64_t before = narrow.bf16_products;
+    const auto a = en.score(d).logprobs, b = er.score(d).logprobs, c = ep.score(d).logprobs;
+    EXPECT_EQ(narrow.bf16_products - before, ref.model.config.n_layers * int64_t((S + 4) / 5)) << "S " << S;
+    ASSERT_EQ(a.size(), b.size());
+    EXPECT_EQ(0, std::memcmp(a.data(), b.data(), a.size() * sizeof(a[0]))) << "S " << S;
+    differs += a != c;
+  }
+  EXPECT_GT(differs, 0) << "the bf16 hand-off changed nothing: not exercised";
+}
 
 // Decode bursts (EngineOptions::decode_burst: steps run back to back, their tokens read
 // once) and recorded steps (decode_graph, on RecordingCpuBackend) change nothing a caller
