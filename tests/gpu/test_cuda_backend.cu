@@ -274,12 +274,13 @@ TEST(CudaBackendOps, MatmulsEqualEachMatmulAlone) {
   }
 }
 
-// rmsnorm_matmuls: the few-row launch that normalizes x as it stages it (n <= 2) against a
-// float64 sum of the operands it rounds (x normalized in fp32 as rmsnorm() does, then bf16;
-// bf16 weights): within 2e-6 of sum|terms|, as the plain few-row products; and bitwise what
-// the ops it stands for give on the same device (rmsnorm, matmuls, swiglu for `gated`),
-// for more rows too (the default path). in = 520: rows not a multiple of the warp's 128;
-// in = 13000: a wide x (52 KB of bf16 at 2 rows).
+// rmsnorm_matmuls: the few-row launch that normalizes x as it stages it (n <= 2) and, for
+// more rows, the RMSNorm written once in bf16 that every cuBLAS product reads, against a
+// float64 sum of the operands they round (x normalized in fp32 as rmsnorm() does, then bf16;
+// bf16 weights): within 2e-6 of sum|terms|; and bitwise what the ops they stand for give on
+// the same device (rmsnorm, matmuls, swiglu for `gated`; with gated_out, swiglu's result
+// copied into it: f32, or rounded to bf16 as the down projection's input). in = 520: rows
+// not a multiple of the warp's 128; in = 13000: a wide x (52 KB of bf16 at 2 rows).
 TEST(CudaBackendOps, RmsnormMatmulsEqualTheOpsTheyFuse) {
   Pair p;
   const float eps = 1e-5f;
@@ -314,6 +315,23 @@ TEST(CudaBackendOps, RmsnormMatmulsEqualTheOpsTheyFuse) {
         p.gpu->rmsnorm(xg, wn, eps, normed);
         p.gpu->matmuls(normed, plain);
         if (gated) p.gpu->swiglu(plain[0].out, plain[1].out);
+        if (gated) {  // gated_out: silu(gate) * up there (f32, or bf16 rounded once), the outs scratch
+          const auto want = get(*p.gpu, plain[0].out);
+          Tensor out32 = poisoned(*p.gpu, n, outs[0]), out16 = p.gpu->alloc(n, outs[0], DType::bf16);
+          Tensor want16 = p.gpu->alloc(n, outs[0], DType::bf16);
+          p.gpu->copy(plain[0].out, want16);
+          for (const Tensor& go : {out32, out16}) {
+            std::vector<Backend::Product> again;
+            for (const Backend::Product& f : fused) again.push_back({f.w, f.bias, poisoned(*p.gpu, n, f.out.cols())});
+            p.gpu->rmsnorm_matmuls(xg, wn, eps, normed, again, true, go);
+          }
+          const auto got32 = get(*p.gpu, out32);
+          EXPECT_EQ(0, std::memcmp(want.data(), got32.data(), want.size() * sizeof(float))) << "in " << in << " n " << n;
+          std::vector<uint16_t> a16(size_t(n * outs[0])), g16(a16.size());
+          p.gpu->copy_to_host(a16.data(), want16);
+          p.gpu->copy_to_host(g16.data(), out16);
+          EXPECT_EQ(a16, g16) << "bf16 gated_out, in " << in << " n " << n;
+        }
         const size_t checked = gated ? 1 : outs.size();  // gated: up's out is scratch
         for (size_t i = 0; i < checked; ++i) {
           const auto a = get(*p.gpu, plain[i].out), got = get(*p.gpu, fused[i].out);
