@@ -43,7 +43,7 @@ for r in N1 G1 N2 G2; do
 done
 step attn 100 $B/bench_attention --decode-only 131072,1048576 --json "$OUT/attn.json"
 grep -E '"decode' "$OUT/attn.json" | cut -c1-220
-step ncu 150 ncu --clock-control none -k regex:decode_ -c 700 --csv --print-kernel-base demangled --metrics \
+step ncu 150 ncu --clock-control none -k regex:decode_ -c 800 --csv --print-units base --print-kernel-base demangled --metrics \
   gpu__time_duration.sum,dram__bytes_read.sum,dram__bytes_write.sum,dram__throughput.avg.pct_of_peak_sustained_elapsed,lts__t_sectors_srcunit_tex_op_read.sum,lts__t_sector_hit_rate.pct \
   $B/bench_attention --decode-only 131072
 python3 docs/bench/2026-12-07-h100-session12/ncu_sum.py "$OUT/ncu.log" > "$OUT/ncu_sum.txt" 2>&1

@@ -42,7 +42,7 @@ for r in new1 base1 new2 base2; do
   step prefill_$r 100 $bin --contexts 8192,32768 --decode 8 --matmul-rows "" --json "$OUT/prefill_$r.json"
   prefill "$OUT/prefill_$r.json"
 done
-step ncu_prefill 200 ncu --clock-control none --metrics gpu__time_duration.sum --csv --print-kernel-base function \
+step ncu_prefill 200 ncu --clock-control none --metrics gpu__time_duration.sum --csv --print-units base --print-kernel-base function \
   $B/bench_model --contexts 32768 --layers 2 --decode 2 --matmul-rows "" --json "$OUT/prefill_ncu.json"
 python3 - "$OUT/ncu_prefill.log" << 'PY'
 import csv, sys, collections
