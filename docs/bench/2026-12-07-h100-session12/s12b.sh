@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Session 12, device call 2: 128K G/N, the 32-document job with graphs, then every GPU test (gpu-check).
+# Session 12, device call 2: every GPU test (tools/gpu-check.sh: the graph tests, the bitwise test of the
+# prefill's bf16 hand-offs, run --max-batch 1/3/8), then 128K with and without graphs and the 32-document
+# job with graphs. Run from the repository root: DL=560 bash docs/bench/2026-12-07-h100-session12/s12b.sh
 set -u
 DL=${DL:-560}
 SECONDS=0
@@ -31,6 +33,8 @@ for l in open(sys.argv[1]):
     if d.get("kind") == "job": print("  job", {k: v for k, v in d.items() if k != "kind"})
 PY
 }
+OUT=$OUT/check tools/gpu-check.sh .carry-final/pack.tar.xz ${CHECK_S:-330}
+source /tmp/pack/env.sh  # gpu-check unpacked the pack again
 for r in ${RUNS:-G128 N128}; do
   f=""
   [[ $r == G* ]] && f=--decode-graph
@@ -39,6 +43,4 @@ for r in ${RUNS:-G128 N128}; do
 done
 step jobG 150 $B/bench_model --contexts "" --job 32 --decode-graph --matmul-rows "" --json "$OUT/jobG.json"
 summ "$OUT/jobG.json"
-left=$((DL - SECONDS - 5))
-[ $left -gt 60 ] && OUT=$OUT/check tools/gpu-check.sh .carry-final/pack.tar.xz $left
 echo "done at ${SECONDS}s"
