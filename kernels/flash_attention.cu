@@ -18,12 +18,14 @@ void check(bool ok, const std::string& what) {
 }  // namespace
 
 // head_dim 128 on Hopper: the wgmma kernel with 128-key tiles (variant 0, the fastest
-// measured: docs/PERFORMANCE.md) and 64-key tiles, then the four mma.sync tile shapes;
-// elsewhere only the mma.sync ones. head_dim 64: one mma.sync shape.
+// measured: docs/PERFORMANCE.md) and 64-key tiles, then the four mma.sync tile shapes, then
+// the pipelined wgmma kernel (softmax beside the P V product) with 128- and 64-key tiles
+// (variants 6, 7; not measured yet); elsewhere only the mma.sync ones. head_dim 64: one
+// mma.sync shape.
 int flash_attention_variants(int head_dim) {
   if (head_dim != 128) return 1;
   static const bool wgmma = cuda::flash_wgmma_supported();
-  return wgmma ? 6 : 4;
+  return wgmma ? 8 : 4;
 }
 
 void flash_attention_forward(const FlashAttnParams& p, cudaStream_t stream) {
@@ -71,10 +73,10 @@ void flash_attention_forward(const FlashAttnParams& p, cudaStream_t stream) {
     cuda::flash_fwd_hdim64(a, p.variant, stream);
     return;
   }
-  const bool wgmma = flash_attention_variants(128) == 6;  // the Hopper kernel is there
+  const bool wgmma = flash_attention_variants(128) == 8;  // the Hopper kernel is there
   const int mma_variant = wgmma ? p.variant - 2 : p.variant;  // index among the mma.sync shapes
-  if (wgmma && p.variant < 2)
-    cuda::flash_fwd_hdim128_wgmma(a, p.variant == 0 ? 128 : 64, stream);
+  if (wgmma && (p.variant < 2 || p.variant >= 6))
+    cuda::flash_fwd_hdim128_wgmma(a, p.variant % 2 == 0 ? 128 : 64, /*pipelined=*/p.variant >= 6, stream);
   else if (mma_variant == 0)  // the fastest mma.sync shape at 8K-32K on H100
     cuda::flash_fwd_hdim128_w8(a, stream);
   else if (mma_variant == 1)

@@ -315,7 +315,7 @@ void flash_fwd_hdim128_mt2(const FlashFwdArgs& a, cudaStream_t stream);
 void flash_fwd_hdim128_mt2n32(const FlashFwdArgs& a, cudaStream_t stream);
 // The Hopper kernel (flash_attention_wgmma.cu), block_n = 64 or 128 keys per tile; only
 // where flash_wgmma_supported() (compute capability 9.0, this build's sm_90a code).
-void flash_fwd_hdim128_wgmma(const FlashFwdArgs& a, int block_n, cudaStream_t stream);
+void flash_fwd_hdim128_wgmma(const FlashFwdArgs& a, int block_n, bool pipelined, cudaStream_t stream);
 bool flash_wgmma_supported();
 
 }  // namespace ringinfer::cuda

@@ -12,6 +12,14 @@
 // Shared memory uses the 128-byte swizzle of kernels/wgmma.cuh: every tile is two column
 // blocks of 64 bf16, so Q and K are K-major operands and V is an N-major one, with no
 // transposition anywhere.
+//
+// Pipelined (kPipelined; FA3's intra-warpgroup overlap): the tensor cores work while the
+// warpgroup computes its softmax. Iteration t issues S_t = Q K_t and then O += P_{t-1}
+// V_{t-1} (the previous tile's probabilities, kept packed in registers), waits for S_t
+// only, computes tile t's masked softmax while the P V product runs, then waits for it,
+// rescales O and packs P_t; the last tile's P V is issued after the loop. V_{t-1} is read
+// during iteration t, so K/V go through three shared-memory stages: tile t+1 loads into
+// the stage of tile t-2, whose P V finished in iteration t-1.
 #include "flash_attention_kernel.cuh"
 #include "wgmma.cuh"
 
@@ -40,6 +48,16 @@ __device__ __forceinline__ void fence_operands(float (&r)[N][4]) {
     for (int e = 0; e < 4; ++e) asm volatile("" : "+f"(r[i][e])::"memory");
 }
 
+// The same for register A operands: a wgmma reads them after it is issued, so they must
+// stay live (and unchanged) until the wait that covers it.
+template <int N>
+__device__ __forceinline__ void fence_operands(uint32_t (&r)[N][4]) {
+#pragma unroll
+  for (int i = 0; i < N; ++i)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) asm volatile("" : "+r"(r[i][e])::"memory");
+}
+
 // S (+)= Q K^T for one 16-wide slice of the head dimension.
 template <int kBlockN>
 __device__ __forceinline__ void wgmma_qk(float (&s)[kBlockN / 8][4], uint64_t desc_q, uint64_t desc_k, int scale_d) {
@@ -49,21 +67,29 @@ __device__ __forceinline__ void wgmma_qk(float (&s)[kBlockN / 8][4], uint64_t de
     wgmma_m64n64k16_ss<0, 0>(s, desc_q, desc_k, scale_d);
 }
 
-template <int kBlockN>
-constexpr size_t wgmma_smem_bytes() {
-  // Q + two stages of K and V, plus slack to align the start to 1024 bytes (the swizzle
-  // pattern repeats every 1024 bytes and the descriptors assume it starts on one).
-  return size_t(kBlockM + 4 * kBlockN) * kD * sizeof(bf16) + 1024;
+// K/V stages in shared memory: two (tile t+1 loads while t is computed), three pipelined.
+template <bool kPipelined>
+constexpr int wgmma_stages() {
+  return kPipelined ? 3 : 2;
 }
 
-template <int kBlockN>
+template <int kBlockN, bool kPipelined>
+constexpr size_t wgmma_smem_bytes() {
+  // Q + the stages of K and V, plus slack to align the start to 1024 bytes (the swizzle
+  // pattern repeats every 1024 bytes and the descriptors assume it starts on one).
+  // 128-key tiles pipelined: 225 KB of the 227 KB a block may have.
+  return size_t(kBlockM + 2 * wgmma_stages<kPipelined>() * kBlockN) * kD * sizeof(bf16) + 1024;
+}
+
+template <int kBlockN, bool kPipelined>
 __global__ void __launch_bounds__(kThreads, 1) flash_fwd_wgmma_kernel(const FlashFwdArgs a) {
 #ifdef RINGINFER_WGMMA
+  constexpr int kStages = wgmma_stages<kPipelined>();
   extern __shared__ unsigned char smem_raw[];
   unsigned char* base = smem_raw + ((1024 - (smem_addr(smem_raw) & 1023)) & 1023);
   bf16* sQ = reinterpret_cast<bf16*>(base);  // [2][kBlockM][64]
-  bf16* sK = sQ + kBlockM * kD;              // [2 stages][2][kBlockN][64]
-  bf16* sV = sK + 2 * kBlockN * kD;          // [2 stages][2][kBlockN][64]
+  bf16* sK = sQ + kBlockM * kD;              // [kStages][2][kBlockN][64]
+  bf16* sV = sK + kStages * kBlockN * kD;    // [kStages][2][kBlockN][64]
 
   const int tid = threadIdx.x, wg = tid / 128, warp = (tid % 128) / 32, lane = tid % 32;
   // Under the causal mask the last query tiles see the most keys: start them first.
@@ -111,32 +137,30 @@ __global__ void __launch_bounds__(kThreads, 1) flash_fwd_wgmma_kernel(const Flas
 #pragma unroll
   for (int n = 0; n < kBlockN / 8; ++n) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.f;
 
-  for (int t = 0; t < n_tiles; ++t) {
-    const int stage = t & 1;
-    if (t + 1 < n_tiles) load_kv(t + 1, stage ^ 1);
-    cp_async_commit();
-    cp_async_wait<1>();          // tile t (and Q) have landed; tile t+1 may be in flight
-    fence_proxy_async_shared();  // cp.async wrote them; wgmma reads through the async proxy
-    __syncthreads();
-
-    const int key0 = t * kBlockN;
-    // A warpgroup whose rows all end before this tile starts has nothing to do here.
-    if (!(a.causal && key0 > wg_last_row + a.diag)) {
+  if constexpr (kPipelined) {
+    // S (+)= Q K^T of the tile in `stage` into s, issued (the caller commits and waits).
+    auto issue_qk = [&](int stage) {
       const bf16* k_s = sK + stage * kBlockN * kD;
-      const bf16* v_s = sV + stage * kBlockN * kD;
-
-      // ---- S = Q K^T
-      fence_operands(s);
-      wgmma_fence();
 #pragma unroll
       for (int kk = 0; kk < kD / 16; ++kk)
         wgmma_qk<kBlockN>(s, q_desc(kk), wgmma_desc(k_s + (kk / 4) * kBlockN * 64 + (kk % 4) * 16, 16, 1024),
                           kk > 0);
-      wgmma_commit();
-      wgmma_wait<0>();
-      fence_operands(s);
-
-      // Mask only tiles that cross the diagonal of the warpgroup's first row or the key end.
+    };
+    uint32_t pa[kBlockN / 16][4];  // P of the tile before, packed: its P V is issued with the next S
+    // O += P V of the tile in `stage`, P from pa, issued.
+    auto issue_pv = [&](int stage) {
+      const bf16* v_s = sV + stage * kBlockN * kD;
+#pragma unroll
+      for (int kk = 0; kk < kBlockN / 16; ++kk)
+        wgmma_m64n128k16_rs<1>(o, pa[kk], wgmma_desc(v_s + kk * 16 * 64, kBlockN * 128, 1024), 1);
+    };
+    // Tiles this warpgroup's rows see: a prefix 0..last (under the causal mask the rest lie
+    // past the diagonal of its last row). Every issue and its wait sit in one branch: a
+    // product in flight across a branch makes ptxas serialize the wgmmas.
+    const int reach = wg_last_row + a.diag;
+    const int last = !a.causal ? n_tiles - 1 : reach < 0 ? -1 : min(n_tiles - 1, reach / kBlockN);
+    // Masked online softmax of S in s (as the loop below), O untouched; alpha: O's rescale.
+    auto softmax = [&](int key0, float (&alpha)[2]) {
       if (key0 + kBlockN > a.n_k || (a.causal && key0 + kBlockN - 1 > wg_first_row + a.diag)) {
 #pragma unroll
         for (int n = 0; n < kBlockN / 8; ++n)
@@ -147,8 +171,6 @@ __global__ void __launch_bounds__(kThreads, 1) flash_fwd_wgmma_kernel(const Flas
             if (!visible) s[n][e] = -INFINITY;
           }
       }
-
-      // ---- online softmax (base 2), as in flash_fwd_kernel
 #pragma unroll
       for (int half = 0; half < 2; ++half) {
         float mx = -INFINITY;
@@ -156,7 +178,7 @@ __global__ void __launch_bounds__(kThreads, 1) flash_fwd_wgmma_kernel(const Flas
         for (int n = 0; n < kBlockN / 8; ++n) mx = fmaxf(mx, fmaxf(s[n][2 * half], s[n][2 * half + 1]));
         const float new_m = fmaxf(m_run[half], quad_max(mx) * a.scale_log2);
         const float base_m = new_m == -INFINITY ? 0.f : new_m;
-        const float alpha = fast_exp2(m_run[half] - base_m);
+        alpha[half] = fast_exp2(m_run[half] - base_m);
         m_run[half] = new_m;
         float sum = 0.f;
 #pragma unroll
@@ -165,17 +187,18 @@ __global__ void __launch_bounds__(kThreads, 1) flash_fwd_wgmma_kernel(const Flas
           s[n][2 * half + 1] = fast_exp2(fmaf(s[n][2 * half + 1], a.scale_log2, -base_m));
           sum += s[n][2 * half] + s[n][2 * half + 1];
         }
-        l_run[half] = l_run[half] * alpha + sum;  // per-thread partial; the quad adds at the end
-#pragma unroll
-        for (int n = 0; n < kD / 8; ++n) {
-          o[n][2 * half] *= alpha;
-          o[n][2 * half + 1] *= alpha;
-        }
+        l_run[half] = l_run[half] * alpha[half] + sum;
       }
-
-      // ---- O += P V: the S accumulators of key blocks 2kk, 2kk+1 are the A fragment of
-      // the 16-key slice kk.
-      uint32_t pa[kBlockN / 16][4];
+    };
+    // O *= alpha, then P (s) packed into pa for its P V.
+    auto rescale_and_pack = [&](const float (&alpha)[2]) {
+#pragma unroll
+      for (int n = 0; n < kD / 8; ++n) {
+        o[n][0] *= alpha[0];
+        o[n][1] *= alpha[0];
+        o[n][2] *= alpha[1];
+        o[n][3] *= alpha[1];
+      }
 #pragma unroll
       for (int kk = 0; kk < kBlockN / 16; ++kk) {
         pa[kk][0] = pack_bf16x2(s[2 * kk][0], s[2 * kk][1]);
@@ -183,16 +206,147 @@ __global__ void __launch_bounds__(kThreads, 1) flash_fwd_wgmma_kernel(const Flas
         pa[kk][2] = pack_bf16x2(s[2 * kk + 1][0], s[2 * kk + 1][1]);
         pa[kk][3] = pack_bf16x2(s[2 * kk + 1][2], s[2 * kk + 1][3]);
       }
+    };
+    for (int t = 0; t < n_tiles; ++t) {
+      const int stage = t % kStages, prev = (t + kStages - 1) % kStages;
+      cp_async_wait<0>();          // tile t (and Q) have landed
+      fence_proxy_async_shared();  // cp.async wrote them; wgmma reads through the async proxy
+      __syncthreads();             // every thread's copies; and both warpgroups are past iteration t-1,
+                                   // where tile t-2's P V was waited for: its stage is free
+      if (t + 1 < n_tiles) load_kv(t + 1, (t + 1) % kStages);
+      cp_async_commit();
+      float alpha[2];
+      if (t == 0 && last >= 0) {  // the first tile: S alone
+        fence_operands(s);
+        wgmma_fence();
+        issue_qk(stage);
+        wgmma_commit();
+        wgmma_wait<0>();
+        fence_operands(s);
+        softmax(0, alpha);
+        fence_operands(pa);
+        rescale_and_pack(alpha);
+      } else if (t > 0 && t <= last) {  // S_t, then O += P_{t-1} V_{t-1} behind it
+        fence_operands(s);
+        fence_operands(o);
+        fence_operands(pa);
+        wgmma_fence();
+        issue_qk(stage);
+        wgmma_commit();
+        issue_pv(prev);
+        wgmma_commit();
+        wgmma_wait<1>();  // S_t is done; the P V may still run while the softmax does
+        fence_operands(s);
+        softmax(t * kBlockN, alpha);
+        wgmma_wait<0>();
+        fence_operands(o);
+        fence_operands(pa);
+        rescale_and_pack(alpha);
+      } else if (t > 0 && t == last + 1) {  // past this warpgroup's last tile: that tile's P V
+        fence_operands(o);
+        fence_operands(pa);
+        wgmma_fence();
+        issue_pv(prev);
+        wgmma_commit();
+        wgmma_wait<0>();
+        fence_operands(o);
+        fence_operands(pa);
+      }
+    }
+    if (last == n_tiles - 1 && last >= 0) {  // the last tile's P V (its stage was not refilled)
       fence_operands(o);
+      fence_operands(pa);
       wgmma_fence();
-#pragma unroll
-      for (int kk = 0; kk < kBlockN / 16; ++kk)
-        wgmma_m64n128k16_rs<1>(o, pa[kk], wgmma_desc(v_s + kk * 16 * 64, kBlockN * 128, 1024), 1);
+      issue_pv(last % kStages);
       wgmma_commit();
       wgmma_wait<0>();
       fence_operands(o);
+      fence_operands(pa);
     }
-    __syncthreads();  // every warp is done with this stage before it is refilled
+  } else {
+    for (int t = 0; t < n_tiles; ++t) {
+      const int stage = t % kStages;
+      if (t + 1 < n_tiles) load_kv(t + 1, stage ^ 1);
+      cp_async_commit();
+      cp_async_wait<1>();          // tile t (and Q) have landed; tile t+1 may be in flight
+      fence_proxy_async_shared();  // cp.async wrote them; wgmma reads through the async proxy
+      __syncthreads();
+
+      const int key0 = t * kBlockN;
+      // A warpgroup whose rows all end before this tile starts has nothing to do here.
+      if (!(a.causal && key0 > wg_last_row + a.diag)) {
+        const bf16* k_s = sK + stage * kBlockN * kD;
+        const bf16* v_s = sV + stage * kBlockN * kD;
+
+        // ---- S = Q K^T
+        fence_operands(s);
+        wgmma_fence();
+  #pragma unroll
+        for (int kk = 0; kk < kD / 16; ++kk)
+          wgmma_qk<kBlockN>(s, q_desc(kk), wgmma_desc(k_s + (kk / 4) * kBlockN * 64 + (kk % 4) * 16, 16, 1024),
+                            kk > 0);
+        wgmma_commit();
+        wgmma_wait<0>();
+        fence_operands(s);
+
+        // Mask only tiles that cross the diagonal of the warpgroup's first row or the key end.
+        if (key0 + kBlockN > a.n_k || (a.causal && key0 + kBlockN - 1 > wg_first_row + a.diag)) {
+  #pragma unroll
+          for (int n = 0; n < kBlockN / 8; ++n)
+  #pragma unroll
+            for (int e = 0; e < 4; ++e) {
+              const int col = key0 + n * 8 + (lane % 4) * 2 + (e & 1);
+              const bool visible = col < a.n_k && (!a.causal || col <= row_of(e / 2) + a.diag);
+              if (!visible) s[n][e] = -INFINITY;
+            }
+        }
+
+        // ---- online softmax (base 2), as in flash_fwd_kernel
+  #pragma unroll
+        for (int half = 0; half < 2; ++half) {
+          float mx = -INFINITY;
+  #pragma unroll
+          for (int n = 0; n < kBlockN / 8; ++n) mx = fmaxf(mx, fmaxf(s[n][2 * half], s[n][2 * half + 1]));
+          const float new_m = fmaxf(m_run[half], quad_max(mx) * a.scale_log2);
+          const float base_m = new_m == -INFINITY ? 0.f : new_m;
+          const float alpha = fast_exp2(m_run[half] - base_m);
+          m_run[half] = new_m;
+          float sum = 0.f;
+  #pragma unroll
+          for (int n = 0; n < kBlockN / 8; ++n) {
+            s[n][2 * half] = fast_exp2(fmaf(s[n][2 * half], a.scale_log2, -base_m));
+            s[n][2 * half + 1] = fast_exp2(fmaf(s[n][2 * half + 1], a.scale_log2, -base_m));
+            sum += s[n][2 * half] + s[n][2 * half + 1];
+          }
+          l_run[half] = l_run[half] * alpha + sum;  // per-thread partial; the quad adds at the end
+  #pragma unroll
+          for (int n = 0; n < kD / 8; ++n) {
+            o[n][2 * half] *= alpha;
+            o[n][2 * half + 1] *= alpha;
+          }
+        }
+
+        // ---- O += P V: the S accumulators of key blocks 2kk, 2kk+1 are the A fragment of
+        // the 16-key slice kk.
+        uint32_t pa[kBlockN / 16][4];
+  #pragma unroll
+        for (int kk = 0; kk < kBlockN / 16; ++kk) {
+          pa[kk][0] = pack_bf16x2(s[2 * kk][0], s[2 * kk][1]);
+          pa[kk][1] = pack_bf16x2(s[2 * kk][2], s[2 * kk][3]);
+          pa[kk][2] = pack_bf16x2(s[2 * kk + 1][0], s[2 * kk + 1][1]);
+          pa[kk][3] = pack_bf16x2(s[2 * kk + 1][2], s[2 * kk + 1][3]);
+        }
+        fence_operands(o);
+        wgmma_fence();
+  #pragma unroll
+        for (int kk = 0; kk < kBlockN / 16; ++kk)
+          wgmma_m64n128k16_rs<1>(o, pa[kk], wgmma_desc(v_s + kk * 16 * 64, kBlockN * 128, 1024), 1);
+        wgmma_commit();
+        wgmma_wait<0>();
+        fence_operands(o);
+      }
+      __syncthreads();  // every warp is done with this stage before it is refilled
+    }
   }
 
   // ---- epilogue: merge (O / l, LSE) into (O, LSE) in memory (as in flash_fwd_kernel)
@@ -245,10 +399,10 @@ __global__ void __launch_bounds__(kThreads, 1) flash_fwd_wgmma_kernel(const Flas
 #endif
 }
 
-template <int kBlockN>
+template <int kBlockN, bool kPipelined>
 void launch_flash_fwd_wgmma(const FlashFwdArgs& a, cudaStream_t stream) {
-  auto kernel = flash_fwd_wgmma_kernel<kBlockN>;
-  constexpr size_t smem = wgmma_smem_bytes<kBlockN>();
+  auto kernel = flash_fwd_wgmma_kernel<kBlockN, kPipelined>;
+  constexpr size_t smem = wgmma_smem_bytes<kBlockN, kPipelined>();
   CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
   const dim3 grid((a.n_q + kBlockM - 1) / kBlockM, a.n_heads);
   kernel<<<grid, kThreads, smem, stream>>>(a);
@@ -269,11 +423,17 @@ bool flash_wgmma_supported() {
 #endif
 }
 
-void flash_fwd_hdim128_wgmma(const FlashFwdArgs& a, int block_n, cudaStream_t stream) {
-  if (block_n == 128)
-    launch_flash_fwd_wgmma<128>(a, stream);
-  else
-    launch_flash_fwd_wgmma<64>(a, stream);
+void flash_fwd_hdim128_wgmma(const FlashFwdArgs& a, int block_n, bool pipelined, cudaStream_t stream) {
+  if (pipelined) {
+    if (block_n == 128)
+      launch_flash_fwd_wgmma<128, true>(a, stream);
+    else
+      launch_flash_fwd_wgmma<64, true>(a, stream);
+  } else if (block_n == 128) {
+    launch_flash_fwd_wgmma<128, false>(a, stream);
+  } else {
+    launch_flash_fwd_wgmma<64, false>(a, stream);
+  }
 }
 
 }  // namespace ringinfer::cuda

@@ -274,7 +274,7 @@ std::pair<double, double> backend_ms(Backend& be, F&& f, int reps) {
 
 int main(int argc, char** argv) {
   bool quick = false;
-  std::vector<int> sweep_keys, decode_keys;
+  std::vector<int> sweep_keys, decode_keys, prefill_lens;
   // "8192,32768" -> key counts; false on anything else.
   auto parse_keys = [](const char* c, std::vector<int>& out) {
     while (*c) {
@@ -288,8 +288,13 @@ int main(int argc, char** argv) {
   for (int i = 1; i < argc; ++i) {
     if (!std::strcmp(argv[i], "--json") && i + 1 < argc) json = std::fopen(argv[++i], "w");
     else if (!std::strcmp(argv[i], "--quick")) quick = true;
-    else if ((!std::strcmp(argv[i], "--decode-sweep") || !std::strcmp(argv[i], "--decode-only")) && i + 1 < argc) {
-      if (!parse_keys(argv[i + 1], !std::strcmp(argv[i], "--decode-sweep") ? sweep_keys : decode_keys)) {
+    else if ((!std::strcmp(argv[i], "--decode-sweep") || !std::strcmp(argv[i], "--decode-only") ||
+              !std::strcmp(argv[i], "--prefill-only")) &&
+             i + 1 < argc) {
+      std::vector<int>& list = !std::strcmp(argv[i], "--decode-sweep")  ? sweep_keys
+                               : !std::strcmp(argv[i], "--decode-only") ? decode_keys
+                                                                         : prefill_lens;
+      if (!parse_keys(argv[i + 1], list)) {
         std::fprintf(stderr, "bench_attention: %s takes key counts like 8192,32768\n", argv[i]);
         return 2;
       }
@@ -297,7 +302,9 @@ int main(int argc, char** argv) {
     } else {
       std::fprintf(stderr,
                    "usage: bench_attention [--json FILE] [--quick] [--decode-sweep KEYS] [--decode-only KEYS]\n"
-                   "  --decode-only KEYS: only the one-token decode kernels (bf16 and fp8) at these key counts\n");
+                   "                       [--prefill-only LENGTHS]\n"
+                   "  --decode-only KEYS: only the one-token decode kernels (bf16 and fp8) at these key counts\n"
+                   "  --prefill-only LENGTHS: only the causal prefill kernel (every variant, fp8) at these lengths\n");
       return 2;
     }
   }
@@ -329,6 +336,7 @@ int main(int argc, char** argv) {
     const int H = 32, Hkv = 8, D = 128;
     std::vector<int> lens = quick ? std::vector<int>{8192} : std::vector<int>{8192, 32768, 131072};
     if (!decode_keys.empty()) lens.clear();
+    if (!prefill_lens.empty()) lens = prefill_lens;
     for (int n : lens) {
       const AttnBuffers b(n, n, H, Hkv, D, 1);
       FlashAttnParams p;
@@ -375,7 +383,7 @@ int main(int argc, char** argv) {
     }
 
     // ---- the backend's attention op on each path
-    for (int n : lens) {
+    for (int n : prefill_lens.empty() ? lens : std::vector<int>{}) {
       for (const AttentionPath path : {AttentionPath::native, AttentionPath::cudnn}) {
         if (path == AttentionPath::cudnn && !cuda_build_has_cudnn()) {
           emit("{\"kind\":\"path\",\"path\":\"cudnn\",\"error\":\"this build has no cuDNN path\"}");
@@ -422,6 +430,7 @@ int main(int argc, char** argv) {
     // ---- decode, one query token
     std::vector<int> keys = quick ? std::vector<int>{131072} : std::vector<int>{131072, 1048576};
     if (!decode_keys.empty()) keys = decode_keys;
+    if (!prefill_lens.empty()) keys.clear();
     for (int n_k : keys) decode_kernels(n_k, H, Hkv, D, quick, copy_gbps);
     // Head dim 64 beside it: a KV head's row is 128 bytes in bf16 (as an fp8 row at 128)
     // and 64 in fp8, so the rates show what the size of each contiguous read costs.
