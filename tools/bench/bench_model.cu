@@ -488,6 +488,16 @@ int run_bench(int argc, char** argv, const RankInfo& me) {
   eo.offload_residual = offload_residual;
   eo.decode_graph = decode_graph;
   if (job_docs > 0) eo.max_batch = *std::max_element(batches.begin(), batches.end());
+  // Long prefills (minutes) say how far they are, layer by layer: the time the host has
+  // enqueued the layer, which runs ahead of the GPU by at most its launch queue.
+  int64_t context_now = 0;
+  auto context_t0 = std::chrono::steady_clock::now();
+  eo.on_progress = [&](const EngineProgress& p) {
+    if (root && p.kind == EngineProgress::Kind::prefill_layer && context_now >= 262144)
+      std::fprintf(stderr, "  context %lld: prefill layer %d/%d enqueued at %.1f s\n",
+                   static_cast<long long>(context_now), p.layer, p.layers,
+                   std::chrono::duration<double>(std::chrono::steady_clock::now() - context_t0).count());
+  };
   std::unique_ptr<Engine> engine;
   {
     // The host copy (fp32, every layer) is freed once the engine has uploaded it.
@@ -521,6 +531,8 @@ int run_bench(int argc, char** argv, const RankInfo& me) {
     // Start together: a rank still finishing the previous context would count as ring time.
     CUDA_CHECK(cudaDeviceSynchronize());
     MPI_CHECK(MPI_Barrier(MPI_COMM_WORLD));
+    context_now = S;
+    context_t0 = std::chrono::steady_clock::now();
     try {
       r = engine->generate(prompt, g);
     } catch (const std::exception& e) {
