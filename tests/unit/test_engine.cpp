@@ -18,6 +18,7 @@
 #include "ringinfer/kv_quant.h"
 #include "ringinfer/model_loader.h"
 #include "ringinfer/sampling.h"
+#include "forwarding_backend.h"
 #include "gtest_helpers.h"
 #include "reference_models.h"
 #include "test_paths.h"
@@ -349,61 +350,30 @@ class RecordingCpuBackend final : public Backend {
 // and matmul() reading them back exactly. With round_swiglu instead, gemm_input_dtype()
 // stays f32 and swiglu() rounds its output to bf16 values in place: the numbers the down
 // projection reads from a bf16 hand-off, reached without one.
-class NarrowGemmCpuBackend final : public Backend {
+class NarrowGemmCpuBackend final : public test::ForwardingBackend {
  public:
-  explicit NarrowGemmCpuBackend(bool round_swiglu) : b_(make_cpu_backend()), round_swiglu_(round_swiglu) {}
+  explicit NarrowGemmCpuBackend(bool round_swiglu) : ForwardingBackend(make_cpu_backend()), round_swiglu_(round_swiglu) {}
   int64_t bf16_products = 0;  // matmul() calls that read a bf16 x
 
   DType gemm_input_dtype() const override { return round_swiglu_ ? DType::f32 : DType::bf16; }
   void copy(const Tensor& s, const Tensor& d) override {
-    if (s.dtype() != DType::f32 || d.dtype() != DType::bf16) return b_->copy(s, d);
+    if (s.dtype() != DType::f32 || d.dtype() != DType::bf16) return inner().copy(s, d);
     if (s.rows() != d.rows() || s.cols() != d.cols()) throw Error("narrow: copy of mismatched shapes");
     auto* bits = static_cast<uint16_t*>(d.data());
     for (int64_t i = 0; i < s.numel(); ++i) bits[i] = kvq::bf16_bits(s.f32()[i]);
   }
   void matmul(const Tensor& x, const Tensor& w, const Tensor& b, const Tensor& o, bool acc) override {
-    if (x.dtype() != DType::bf16) return b_->matmul(x, w, b, o, acc);
+    if (x.dtype() != DType::bf16) return inner().matmul(x, w, b, o, acc);
     ++bf16_products;
-    const Tensor xf = b_->alloc(x.rows(), x.cols(), DType::f32);
+    const Tensor xf = inner().alloc(x.rows(), x.cols(), DType::f32);
     const auto* bits = static_cast<const uint16_t*>(x.data());
     for (int64_t i = 0; i < x.numel(); ++i) xf.f32()[i] = widen(bits[i]);
-    b_->matmul(xf, w, b, o, acc);
+    inner().matmul(xf, w, b, o, acc);
   }
   void swiglu(const Tensor& g, const Tensor& u) override {
-    b_->swiglu(g, u);
+    inner().swiglu(g, u);
     if (round_swiglu_)
       for (int64_t i = 0; i < g.numel(); ++i) g.f32()[i] = widen(kvq::bf16_bits(g.f32()[i]));
-  }
-
-  const char* name() const override { return b_->name(); }
-  Stream stream() override { return b_->stream(); }
-  Stream comm_stream() override { return b_->comm_stream(); }
-  Stream copy_stream() override { return b_->copy_stream(); }
-  std::unique_ptr<Event> record(Stream s) override { return b_->record(s); }
-  void wait(Stream s, const Event& e) override { b_->wait(s, e); }
-  void synchronize() override { b_->synchronize(); }
-  Tensor alloc(int64_t r, int64_t c, DType t) override { return b_->alloc(r, c, t); }
-  Tensor upload_weight(const HostTensor& w) override { return b_->upload_weight(w); }
-  KvDtype default_kv_dtype() const override { return b_->default_kv_dtype(); }
-  bool supports_kv_dtype(KvDtype t) const override { return b_->supports_kv_dtype(t); }
-  void copy_from_host(const Tensor& d, const void* s) override { b_->copy_from_host(d, s); }
-  void copy_to_host(void* d, const Tensor& s) override { b_->copy_to_host(d, s); }
-  Tensor alloc_host(int64_t r, int64_t c, DType t) override { return b_->alloc_host(r, c, t); }
-  void copy_async(const Tensor& s, const Tensor& d, Stream st) override { b_->copy_async(s, d, st); }
-  void embed(const Tensor& t, const Tensor& k, const Tensor& o) override { b_->embed(t, k, o); }
-  void rmsnorm(const Tensor& x, const Tensor& w, float eps, const Tensor& o) override { b_->rmsnorm(x, w, eps, o); }
-  void rope(const Tensor& x, int64_t h, const Tensor& f, int64_t p0, int64_t ps) override { b_->rope(x, h, f, p0, ps); }
-  void store_kv(const Tensor& k, const Tensor& v, const KvBlock& d) override { b_->store_kv(k, v, d); }
-  DType attention_state_dtype() const override { return b_->attention_state_dtype(); }
-  void attention_reset(const Tensor& o, const Tensor& l) override { b_->attention_reset(o, l); }
-  void attention(const Tensor& q, const KvBlock& kv, const AttentionShape& sh, const Tensor& o,
-                 const Tensor& l) override {
-    b_->attention(q, kv, sh, o, l);
-  }
-  DType attention_query_dtype(int64_t d) const override { return b_->attention_query_dtype(d); }
-  void target_logprobs(const Tensor& l, const Tensor& t, const Tensor& o) override { b_->target_logprobs(l, t, o); }
-  void sample(const Tensor& l, const SamplingParams& p, double u, const Tensor& c, const Tensor& t) override {
-    b_->sample(l, p, u, c, t);
   }
 
  private:
@@ -413,7 +383,6 @@ class NarrowGemmCpuBackend final : public Backend {
     std::memcpy(&f, &u, sizeof f);
     return f;
   }
-  std::unique_ptr<Backend> b_;
   bool round_swiglu_;
 };
 
