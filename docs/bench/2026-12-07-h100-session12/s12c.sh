@@ -7,37 +7,8 @@
 # says where the rest of the layer's time goes.
 # Run from the repository root: DL=560 bash docs/bench/2026-12-07-h100-session12/s12c.sh
 set -u
-DL=${DL:-560}
-SECONDS=0
-OUT=${OUT:-/tmp/out}
-here=$(dirname "$0")
-mkdir -p "$OUT" /tmp/pack
-tar -xJf .carry-final/pack.tar.xz -C /tmp/pack && tar -xJf .carry-final/base.tar.xz -C /tmp/pack/bin &&
-  source /tmp/pack/env.sh
-export HDF5_USE_FILE_LOCKING=FALSE NCCL_NVLS_ENABLE=0
-B=/tmp/pack/bin
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
-step() {  # step NAME LIMIT CMD...
-  local name=$1 lim=$2 l=$((DL - SECONDS))
-  shift 2
-  if [ $l -lt 20 ]; then echo "SKIP $name (budget)"; return; fi
-  [ $lim -gt $l ] && lim=$l
-  local t0=$SECONDS
-  timeout $lim "$@" > "$OUT/$name.log" 2>&1
-  echo "rc=$? $name $((SECONDS - t0))s (at ${SECONDS}s)"
-}
-prefill() {  # prefill lines of a bench_model JSON
-  python3 -c '
-import json, sys
-for l in open(sys.argv[1]):
-    d = json.loads(l)
-    if d.get("kind") == "peaks": print("  peaks gemm %.1f copy %d" % (d["gemm_bf16_tflops"], d["copy_gbps"]))
-    if d.get("kind") == "model":
-        print("  ctx %d %s: prefill %.4f s (min %.4f) %.1f TFLOP/s mfu %.3f decode %.1f tok/s peak/plan %s" % (
-            d["context"], d["attention"], d["prefill_s"], d.get("prefill_s_min", 0), d["prefill_tflops"],
-            d["mfu_vs_measured_gemm"], d["decode_tokens_per_s"], d.get("peak_over_plan", "?")))
-' "$1"
-}
+source "$(dirname "$0")/lib.sh"
+tar -xJf .carry-final/base.tar.xz -C /tmp/pack/bin  # bench_model_base
 step flash_tests 90 $B/tests/gpu_test_flash_attention --gtest_brief=1
 grep -E "FAILED|Failure|PASSED" "$OUT/flash_tests.log" | head -8
 step flash_rates 150 $B/bench_attention --prefill-only 8192,32768,131072 --json "$OUT/flash_rates.json"
@@ -46,7 +17,7 @@ for r in new1 base1 new2; do
   bin=$B/bench_model
   [[ $r == base* ]] && bin=$B/bench_model_base
   step prefill_$r 100 $bin --contexts 8192,32768 --decode 8 --matmul-rows "" --json "$OUT/prefill_$r.json"
-  prefill "$OUT/prefill_$r.json"
+  summ "$OUT/prefill_$r.json"
 done
 step ncu_prefill 200 ncu --clock-control none --metrics gpu__time_duration.sum --csv --print-units base --print-kernel-base function \
   $B/bench_model --contexts 32768 --layers 2 --decode 2 --matmul-rows "" --json "$OUT/prefill_ncu.json"
