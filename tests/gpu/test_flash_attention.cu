@@ -146,10 +146,14 @@ TEST(FlashAttention, LongerCausalCrossesManyTiles) {
 
 TEST(FlashAttention, NoMaskWithKeyTail) {
   Case c;
-  c.shape = {70, 333, 8, 2, 128};
   c.mask.causal = false;
-  run_overwrite(c);
-  c.shape.D = 64;
+  for (int variant = 0; variant < flash_attention_variants(128); ++variant) {
+    c.shape = {70, 333, 8, 2, 128};
+    c.variant = variant;
+    run_overwrite(c);
+  }
+  c.shape = {70, 333, 8, 2, 64};
+  c.variant = 0;
   run_overwrite(c);
 }
 
@@ -237,42 +241,46 @@ TEST(FlashAttention, BlocksWithoutVisibleKeysGetIdentity) {
 }
 
 TEST(FlashAttention, MergeIntoExistingState) {
-  // Prior state: random O and LSE, some rows empty (LSE = -inf, O = NaN must be ignored).
-  const Shape s{150, 90, 8, 2, 128};
-  const AttnMask mask{true, 10, 1, 2, 3};  // s > r: row i sees keys j <= q_start + i - 1
-  const Qkv in = random_qkv(s);
-  std::vector<float> o0(size_t(s.n_q) * s.H * s.D), l0(size_t(s.n_q) * s.H);
-  std::vector<double> ro0(o0.size()), rl0(l0.size());
-  std::normal_distribution<float> nd(0.f, 1.f);
-  for (size_t i = 0; i < o0.size(); ++i) ro0[i] = o0[i] = nd(rng);
-  for (size_t i = 0; i < l0.size(); ++i) {
-    if (i % 7 == 3) {
-      l0[i] = -INFINITY;
-      rl0[i] = kNegInf;
-      for (int d = 0; d < s.D; ++d) {
-        o0[i * s.D + d] = NAN;
-        ro0[i * s.D + d] = 0;
+  for (int variant = 0; variant < flash_attention_variants(128); ++variant) {
+    SCOPED_TRACE("variant " + std::to_string(variant));
+    // Prior state: random O and LSE, some rows empty (LSE = -inf, O = NaN must be ignored).
+    const Shape s{150, 90, 8, 2, 128};
+    const AttnMask mask{true, 10, 1, 2, 3};  // s > r: row i sees keys j <= q_start + i - 1
+    const Qkv in = random_qkv(s);
+    std::vector<float> o0(size_t(s.n_q) * s.H * s.D), l0(size_t(s.n_q) * s.H);
+    std::vector<double> ro0(o0.size()), rl0(l0.size());
+    std::normal_distribution<float> nd(0.f, 1.f);
+    for (size_t i = 0; i < o0.size(); ++i) ro0[i] = o0[i] = nd(rng);
+    for (size_t i = 0; i < l0.size(); ++i) {
+      if (i % 7 == 3) {
+        l0[i] = -INFINITY;
+        rl0[i] = kNegInf;
+        for (int d = 0; d < s.D; ++d) {
+          o0[i * s.D + d] = NAN;
+          ro0[i * s.D + d] = 0;
+        }
+      } else {
+        rl0[i] = l0[i] = 3.f + 2.f * nd(rng);
       }
-    } else {
-      rl0[i] = l0[i] = 3.f + 2.f * nd(rng);
     }
+    DeviceBuf<__nv_bfloat16> dq(in.q.bits), dk(in.k.bits), dv(in.v.bits);
+    DeviceBuf<float> dO(o0), dL(l0);
+    FlashAttnParams p = dense_params(s, dq, dk, dv, dO, dL);
+    p.softmax_scale = 0.1f;
+    p.mask = mask;
+    p.merge = true;
+    p.variant = variant;
+    flash_attention_forward(p, nullptr);
+    CUDA_CHECK(cudaDeviceSynchronize());
+    std::vector<double> ro, rl;
+    reference_attention(s, in.q.val, in.k.val, in.v.val, p.softmax_scale,
+                        Striped{mask.q_start, mask.q_rank, mask.k_rank, mask.group_size}, ro, rl);
+    reference_merge(s.D, ro0, rl0, ro, rl);
+    const std::vector<float> o = dO.download(), l = dL.download();
+    // Every row sees keys here (q_start + i - 1 >= 9); the prior rows that were empty
+    // (LSE = -inf, O = NaN) must come out as this block's result alone, NaN-free.
+    expect_close(o, l, ro0, rl0, "merge");
   }
-  DeviceBuf<__nv_bfloat16> dq(in.q.bits), dk(in.k.bits), dv(in.v.bits);
-  DeviceBuf<float> dO(o0), dL(l0);
-  FlashAttnParams p = dense_params(s, dq, dk, dv, dO, dL);
-  p.softmax_scale = 0.1f;
-  p.mask = mask;
-  p.merge = true;
-  flash_attention_forward(p, nullptr);
-  CUDA_CHECK(cudaDeviceSynchronize());
-  std::vector<double> ro, rl;
-  reference_attention(s, in.q.val, in.k.val, in.v.val, p.softmax_scale,
-                      Striped{mask.q_start, mask.q_rank, mask.k_rank, mask.group_size}, ro, rl);
-  reference_merge(s.D, ro0, rl0, ro, rl);
-  const std::vector<float> o = dO.download(), l = dL.download();
-  // Every row sees keys here (q_start + i - 1 >= 9); the prior rows that were empty
-  // (LSE = -inf, O = NaN) must come out as this block's result alone, NaN-free.
-  expect_close(o, l, ro0, rl0, "merge");
 }
 
 TEST(FlashAttention, RowsWithoutKeysKeepStateBitwiseWhenMerging) {
@@ -328,7 +336,7 @@ TEST(FlashAttention, RingStepsMergeToFullCausalAttention) {
           p.softmax_scale = scale;
           p.mask = {true, 0, r, s, N};
           p.merge = step > 0;
-          p.variant = step % flash_attention_variants(D);
+          p.variant = (step + 2 * r + N) % flash_attention_variants(D);  // every variant, merging too
           flash_attention_forward(p, nullptr);
         }
         CUDA_CHECK(cudaDeviceSynchronize());

@@ -308,6 +308,10 @@ int main(int argc, char** argv) {
       return 2;
     }
   }
+  if (!decode_keys.empty() && !prefill_lens.empty()) {
+    std::fprintf(stderr, "bench_attention: --decode-only and --prefill-only exclude each other\n");
+    return 2;
+  }
   try {
     cudaDeviceProp prop;
     CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));

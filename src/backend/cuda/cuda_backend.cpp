@@ -437,9 +437,20 @@ void CudaBackend::rmsnorm(const Tensor& x, const Tensor& weight, float eps, cons
 }
 
 void CudaBackend::matmul(const Tensor& x, const Tensor& w, const Tensor& bias, const Tensor& out, bool accumulate) {
-  if (check_matmul(x, w, bias, out) && small_gemm_takes(x, w)) {
+  const bool shaped = check_matmul(x, w, bias, out);
+  // A bf16 x of a few rows (a prefill chunk's last rows, handed over in gemm_input_dtype()):
+  // widened to f32, exactly, for the few-row kernel, which rounds it back as it stages it, so
+  // the product is bitwise the one an f32 hand-off of the same values gets.
+  Tensor xs = x;
+  if (shaped && x.dtype() == DType::bf16 && options_.use_small_gemm && w.dtype() == DType::bf16 &&
+      small_gemm_supported(x.rows(), x.cols(), w.rows(), x.data(), w.data())) {
+    auto* wide = static_cast<float*>(scratch(kGemmWide, static_cast<size_t>(x.numel()) * 4));
+    convert_bf16_to_f32(static_cast<const __nv_bfloat16*>(x.data()), wide, x.numel(), stream_);
+    xs = Tensor(nullptr, wide, DType::f32, x.rows(), x.cols());
+  }
+  if (shaped && small_gemm_takes(xs, w)) {
     const SmallGemmProduct p = small_gemm_product(w, bias, out);
-    small_gemm_bf16(x.f32(), x.rows(), x.cols(), &p, 1, accumulate, stream_);
+    small_gemm_bf16(xs.f32(), xs.rows(), xs.cols(), &p, 1, accumulate, stream_);
     return;
   }
   const int64_t n = x.rows(), in = x.cols(), of = w.rows();

@@ -104,8 +104,8 @@ class CudaBackend final : public Backend {
 
  private:
   // Grow-only device scratch, one per use, so two live at once never alias.
-  enum Slot { kGemmInput, kAttnQuery, kDecodeWork, kDecodeO, kDecodeLse, kFp8KeysBf16, kFp8ValuesBf16, kSdpaO, kSdpaStats,
-              kSdpaWork, kSdpaLens, kArgmax, kSlots };
+  enum Slot { kGemmInput, kGemmWide, kAttnQuery, kDecodeWork, kDecodeO, kDecodeLse, kFp8KeysBf16, kFp8ValuesBf16,
+              kSdpaO, kSdpaStats, kSdpaWork, kSdpaLens, kArgmax, kSlots };
   void* scratch(Slot slot, size_t bytes);
   // Throws when a host wait comes while a step is being recorded (Backend::begin_recording).
   void check_not_recording(const char* op) const;
