@@ -42,6 +42,9 @@ struct CudaBackendOptions {
   // keep decode_attention's choice.
   int decode_variant = -1;
   int decode_splits = 0;
+  // The flash prefill kernel's variant at head_dim 128 (flash_attention_variants(128);
+  // benchmarks); -1 keeps its default.
+  int flash_variant = -1;
 };
 
 // cuDNN SDPA plans `backend` (a CUDA backend) has built so far: > 0 once the cuDNN path

@@ -2,7 +2,7 @@
 //                    [--layers L] [--json FILE] [--peak-tflops T] [--cp N] [--kv-dtype bf16|fp8]
 //                    [--attention auto|native|cudnn] [--job DOCS --job-prompt 8192 --job-new-tokens 128 --batches 1,32] [--offload-residual]
 //                    [--matmul-rows 1,2,4,8] [--cublas-only] [--decode-variant V] [--decode-splits N]
-//                    [--decode-graph]
+//                    [--decode-graph] [--flash-variant V]
 //        mpirun -np N bench_model --cp N ...        (ring prefill over N ranks)
 // End-to-end throughput of the engine on the CUDA backend with random weights of a real
 // model shape (default tests/fixtures/configs/llama-3.1-8b.json): for each context S, one
@@ -15,6 +15,8 @@
 // (CudaBackendOptions::use_small_gemm = false): the same run's baseline for decode.
 // --decode-variant V, --decode-splits N: the split-KV decode kernel's tile variant and key
 // splits (CudaBackendOptions; default -1 / 0: decode_attention's own choice).
+// --flash-variant V: the flash prefill kernel's variant at head_dim 128 (CudaBackendOptions;
+// default -1: its own default, 0); "flash_variant" in the model lines.
 // --decode-graph: decode steps after each burst's first launched as one CUDA graph each
 // (EngineOptions::decode_graph, off by default until measured); without it, op by op.
 // "graph_steps" in the model and job lines: decode steps launched as graphs so far.
@@ -386,7 +388,7 @@ int run_bench(int argc, char** argv, const RankInfo& me) {
   std::vector<int64_t> matmul_rows = {1, 2, 4, 8};
   bool cublas_only = false;
   bool decode_graph = false;
-  int decode_variant = -1, decode_splits = 0;
+  int decode_variant = -1, decode_splits = 0, flash_variant = -1;
   AttentionPath attention = AttentionPath::auto_select;  // the CUDA backend's --attention
   double peak_tflops = 989.4;
   KvDtype kv_dtype = KvDtype::bf16;
@@ -415,6 +417,7 @@ int run_bench(int argc, char** argv, const RankInfo& me) {
     else if (a == "--cublas-only") cublas_only = true;
     else if (a == "--decode-graph") decode_graph = true;
     else if (a == "--decode-variant") decode_variant = std::stoi(next());
+    else if (a == "--flash-variant") flash_variant = std::stoi(next());
     else if (a == "--decode-splits") decode_splits = std::stoi(next());
     else throw Error("bench_model: unknown argument " + a);
   }
@@ -446,6 +449,7 @@ int run_bench(int argc, char** argv, const RankInfo& me) {
   bo.attention = attention;
   bo.use_small_gemm = !cublas_only;
   bo.decode_variant = decode_variant;
+  bo.flash_variant = flash_variant;
   bo.decode_splits = decode_splits;
   // Distinct GPUs of the group: bind_gpu deals local ranks round-robin, so the first
   // `gpus` local ranks of each node are the first on their device.
@@ -575,7 +579,8 @@ int run_bench(int argc, char** argv, const RankInfo& me) {
                   "\"cp\":%d,\"comm\":\"%s\",\"gpus\":%lld,\"shared_gpu\":%s,\"prefill_s_min\":%.3f,"
                   "\"tokens_held\":%lld,\"kv_bytes\":%lld,\"cp_bytes_sent\":%lld,\"ring_gbps\":%.1f,\"kv_dtype\":\"%s\","
                   "\"plan_bytes\":%lld,\"peak_over_plan\":%.3f,\"offload_residual\":%s,\"small_gemm\":%s,"
-                  "\"decode_variant\":%d,\"decode_splits\":%d,\"decode_graph\":%s,\"graph_steps\":%lld}",
+                  "\"decode_variant\":%d,\"decode_splits\":%d,\"decode_graph\":%s,\"graph_steps\":%lld,"
+                  "\"flash_variant\":%d}",
                   to_string(attention), static_cast<long long>(cuda_backend_cudnn_plans(*backend)),
                   config_path.c_str(), static_cast<long long>(L), static_cast<long long>(S),
                   static_cast<long long>(chunk), prefill_s, S / prefill_s, prefill_tflops, per_gpu_tflops / gemm,
@@ -586,7 +591,7 @@ int run_bench(int argc, char** argv, const RankInfo& me) {
                   cp > 1 ? double(sent) / prefill_s / 1e9 : 0.0, kv_dtype_name(kv_dtype),
                   static_cast<long long>(plan_bytes(S + decode, 1)), double(peak) / double(plan_bytes(S + decode, 1)), offload_residual ? "true" : "false",
                   cublas_only ? "false" : "true", decode_variant, decode_splits, decode_graph ? "true" : "false",
-                  static_cast<long long>(cuda_backend_recorded_steps(*backend)));
+                  static_cast<long long>(cuda_backend_recorded_steps(*backend)), flash_variant);
     emit(buf);
     if (!shared_gpu) {
       std::snprintf(buf, sizeof buf,

@@ -36,4 +36,8 @@ for k, v in t.most_common(40):
     print(f"{v:10.2f} ms {n[k]:6d}x {100 * v / tot:5.1f}%  {k}")
 print(f"total {tot:.1f} ms (the peaks' 8192^3 GEMMs and copies included)")
 PY
+# The pipelined flash kernel (variant 6) in the whole prefill, if time is left.
+step prefill_v6 100 $B/bench_model --contexts 8192,32768 --decode 8 --matmul-rows "" --flash-variant 6 \
+  --json "$OUT/prefill_v6.json"
+summ "$OUT/prefill_v6.json"
 echo "done at ${SECONDS}s"

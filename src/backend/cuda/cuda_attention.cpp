@@ -227,6 +227,7 @@ void CudaBackend::attention(const Tensor& q, const KvBlock& kv, const AttentionS
     p.mask.k_rank = sh.k_rank;
     p.mask.group_size = sh.n_ranks;
     p.merge = true;
+    if (D == 128 && options_.flash_variant >= 0) p.variant = options_.flash_variant;
     flash_attention_forward(p, stream_);
     return;
   }
