@@ -277,26 +277,30 @@ TEST(CudaBackendOps, MatmulsEqualEachMatmulAlone) {
 // matmul of a bf16 x (gemm_input_dtype(): prefill's MLP hands the down projection its input
 // so) gives bitwise what an f32 x of the same values gives, with and without accumulate: on
 // cuBLAS (the same operands) and, for 1-2 rows, on the few-row kernel (the bf16 rows widened
-// exactly, rounded back as it stages them). A chunk's last 1-2 rows take the second path.
+// exactly, rounded back as it stages them; a chunk's last 1-2 rows take that path); with an
+// f32 w (widened for the f32 product) too.
 TEST(CudaBackendOps, MatmulOfBf16InputEqualsItsF32Values) {
   auto be = make_cuda_backend();
   ASSERT_EQ(be->gemm_input_dtype(), DType::bf16);
   const int64_t in = 14336, of = 1024;
-  const Tensor w = be->upload_weight(host_tensor({of, in}, 0.02f)), b = be->upload_weight(host_tensor({of}, 1.0f));
-  for (int64_t n : {1, 2, 3, 7})
-    for (bool acc : {false, true}) {
-      auto x = randn(size_t(n * in));
-      for (float& v : x) v = bf16_round(v);
-      const auto start = randn(size_t(n * of));
-      const Tensor x32 = make(*be, n, in, DType::f32, x.data()), x16 = be->alloc(n, in, DType::bf16);
-      be->copy(x32, x16);
-      const Tensor o32 = make(*be, n, of, DType::f32, start.data()), o16 = make(*be, n, of, DType::f32, start.data());
-      be->matmul(x32, w, b, o32, acc);
-      be->matmul(x16, w, b, o16, acc);
-      const auto a = get(*be, o32), g = get(*be, o16);
-      EXPECT_EQ(0, std::memcmp(a.data(), g.data(), a.size() * sizeof(float))) << "n " << n << " accumulate " << acc;
-      EXPECT_FALSE(std::isnan(g[0]) || std::isnan(g.back()));
-    }
+  const HostTensor wh = host_tensor({of, in}, 0.02f);
+  const Tensor b = be->upload_weight(host_tensor({of}, 1.0f));
+  for (const Tensor& w : {be->upload_weight(wh), make(*be, of, in, DType::f32, wh.data.data())})
+    for (int64_t n : {1, 2, 3, 7})
+      for (bool acc : {false, true}) {
+        auto x = randn(size_t(n * in));
+        for (float& v : x) v = bf16_round(v);
+        const auto start = randn(size_t(n * of));
+        const Tensor x32 = make(*be, n, in, DType::f32, x.data()), x16 = be->alloc(n, in, DType::bf16);
+        be->copy(x32, x16);
+        const Tensor o32 = make(*be, n, of, DType::f32, start.data()), o16 = make(*be, n, of, DType::f32, start.data());
+        be->matmul(x32, w, b, o32, acc);
+        be->matmul(x16, w, b, o16, acc);
+        const auto a = get(*be, o32), g = get(*be, o16);
+        EXPECT_EQ(0, std::memcmp(a.data(), g.data(), a.size() * sizeof(float)))
+            << "w " << dtype_name(w.dtype()) << " n " << n << " accumulate " << acc;
+        EXPECT_FALSE(std::isnan(g[0]) || std::isnan(g.back()));
+      }
 }
 
 // rmsnorm_matmuls: the few-row launch that normalizes x as it stages it (n <= 2) and, for

@@ -438,12 +438,14 @@ void CudaBackend::rmsnorm(const Tensor& x, const Tensor& weight, float eps, cons
 
 void CudaBackend::matmul(const Tensor& x, const Tensor& w, const Tensor& bias, const Tensor& out, bool accumulate) {
   const bool shaped = check_matmul(x, w, bias, out);
-  // A bf16 x of a few rows (a prefill chunk's last rows, handed over in gemm_input_dtype()):
-  // widened to f32, exactly, for the few-row kernel, which rounds it back as it stages it, so
-  // the product is bitwise the one an f32 hand-off of the same values gets.
+  // A bf16 x (handed over in gemm_input_dtype()) widened to f32, exactly, where the product
+  // reads f32: an f32 w, or a few rows (a prefill chunk's last ones) for the few-row kernel,
+  // which rounds it back as it stages it; either way the bits an f32 hand-off of the same
+  // values gets.
   Tensor xs = x;
-  if (shaped && x.dtype() == DType::bf16 && options_.use_small_gemm && w.dtype() == DType::bf16 &&
-      small_gemm_supported(x.rows(), x.cols(), w.rows(), x.data(), w.data())) {
+  if (shaped && x.dtype() == DType::bf16 &&
+      (w.dtype() == DType::f32 ||
+       (options_.use_small_gemm && small_gemm_supported(x.rows(), x.cols(), w.rows(), x.data(), w.data())))) {
     auto* wide = static_cast<float*>(scratch(kGemmWide, static_cast<size_t>(x.numel()) * 4));
     convert_bf16_to_f32(static_cast<const __nv_bfloat16*>(x.data()), wide, x.numel(), stream_);
     xs = Tensor(nullptr, wide, DType::f32, x.rows(), x.cols());
@@ -461,12 +463,12 @@ void CudaBackend::matmul(const Tensor& x, const Tensor& w, const Tensor& bias, c
     // Row-major out (n, of) = x (n, in) W^T is column-major out^T (of, n) = W^T' x^T', i.e.
     // op(A) = W (stored column-major as (in, of), transposed), op(B) = x (column-major (in, n)).
     const float alpha = 1.0f, beta = accumulate ? 1.0f : 0.0f;
-    const void* xin = x.data();
+    const void* xin = xs.data();
     cudaDataType_t ab_type = w.dtype() == DType::bf16 ? CUDA_R_16BF : CUDA_R_32F;
-    if (w.dtype() == DType::bf16 && x.dtype() == DType::f32) {
+    if (w.dtype() == DType::bf16 && xs.dtype() == DType::f32) {
       // bf16 operands for the tensor cores; products and sums in fp32.
       auto* xb = static_cast<__nv_bfloat16*>(scratch(kGemmInput, static_cast<size_t>(n * in) * 2));
-      convert_f32_to_bf16(x.f32(), xb, n * in, stream_);
+      convert_f32_to_bf16(xs.f32(), xb, n * in, stream_);
       xin = xb;
     }
     CUBLAS_CHECK(cublasGemmEx(cublas_, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(of), static_cast<int>(n),
@@ -535,9 +537,8 @@ void CudaBackend::rmsnorm_matmuls(const Tensor& x, const Tensor& norm_weight, fl
 
 bool CudaBackend::check_matmul(const Tensor& x, const Tensor& w, const Tensor& bias, const Tensor& out) {
   const int64_t n = x.rows(), in = x.cols(), of = w.rows();
-  check((x.dtype() == DType::f32 && (w.dtype() == DType::bf16 || w.dtype() == DType::f32)) ||
-            (x.dtype() == DType::bf16 && w.dtype() == DType::bf16),
-        "matmul", "needs a bf16 or f32 w and an f32 x (bf16 with a bf16 w), got x " + shape(x) + ", w " + shape(w));
+  check((x.dtype() == DType::f32 || x.dtype() == DType::bf16) && (w.dtype() == DType::bf16 || w.dtype() == DType::f32),
+        "matmul", "needs an f32 or bf16 x and a bf16 or f32 w, got x " + shape(x) + ", w " + shape(w));
   check(w.cols() == in, "matmul", "x is " + shape(x) + " but w is " + shape(w));
   expect(out, n, of, DType::f32, "matmul", "out");
   if (!bias.empty()) expect(bias, of, 1, DType::f32, "matmul", "bias");
