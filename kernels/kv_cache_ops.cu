@@ -68,10 +68,33 @@ __global__ void dequantize_kv_fp8_kernel(const uint8_t* q, const float* scale, i
     out[row * D + d] = __float2bfloat16(kvq::fp8_e4m3_value(q[row * D + d]) * s);
 }
 
-// One launch's rows (rope_store_rows), by value.
-struct RopeStoreRows {
+// One launch's rows of rope_store_kernel, by value: listed one by one (a decode batch, each
+// row its own document's cache) ...
+struct ListedRopeRows {
   int64_t pos[kRopeStoreMaxRows];
   KvRowDst dst[kRopeStoreMaxRows];
+  __device__ int64_t position(int i) const { return pos[i]; }
+  __device__ KvRowDst dest(int i) const { return dst[i]; }
+};
+// ... or strided (a prefill chunk): row i at position start + i * stride, stored into row i
+// of one block whose row 0 is `first` (value rows row_bytes apart, scale rows kv_heads).
+struct StridedRopeRows {
+  int64_t start, stride;
+  KvRowDst first;
+  int64_t row_bytes;
+  int kv_heads;
+  __device__ int64_t position(int i) const { return start + i * stride; }
+  __device__ KvRowDst dest(int i) const {
+    KvRowDst r = first;
+    if (!r.k) return r;
+    r.k = static_cast<char*>(r.k) + i * row_bytes;
+    r.v = static_cast<char*>(r.v) + i * row_bytes;
+    if (r.k_scale) {
+      r.k_scale += int64_t(i) * kv_heads;
+      r.v_scale += int64_t(i) * kv_heads;
+    }
+    return r;
+  }
 };
 
 // Stores the D values of one (token, head) at x into a cache row: bf16, or fp8 through
@@ -86,21 +109,22 @@ __device__ __forceinline__ void store_head_warp(const float* x, int D, int lane,
 }
 
 // blockIdx.y: the row; one warp per head, Q heads first, then K, then V.
-__global__ void rope_store_rows_kernel(float* q, void* q_out, bool q_out_bf16, float* k, const float* v, int n_heads,
-                                       int n_kv_heads, int D, const double* inv_freq, bool fp8,
-                                       const __grid_constant__ RopeStoreRows rows) {
+template <class Rows>
+__global__ void rope_store_kernel(float* q, void* q_out, bool q_out_bf16, float* k, const float* v, int n_heads,
+                                  int n_kv_heads, int D, const double* inv_freq, bool fp8,
+                                  const __grid_constant__ Rows rows) {
   cuda::pdl_trigger();  // the decode attention after it may start its blocks meanwhile
   cuda::pdl_wait();     // q, k, v: the projection before it
   const int i = blockIdx.y, lane = threadIdx.x % 32, half = D / 2;
   const int head = blockIdx.x * kWarpsPerBlock + threadIdx.x / 32;
   const int kv_heads = k ? n_kv_heads : 0;
   if (head >= n_heads + 2 * kv_heads) return;
-  const KvRowDst& r = rows.dst[i];
+  const KvRowDst r = rows.dest(i);
   if (head < n_heads) {
     float* x = q + (int64_t(i) * n_heads + head) * D;
     for (int d = lane; d < half; d += 32) {
       float c, s;
-      cuda::rope_cos_sin(rows.pos[i], inv_freq[d], c, s);
+      cuda::rope_cos_sin(rows.position(i), inv_freq[d], c, s);
       cuda::rope_rotate(x, d, half, c, s);
     }
     __syncwarp();
@@ -117,7 +141,7 @@ __global__ void rope_store_rows_kernel(float* q, void* q_out, bool q_out_bf16, f
   if (!is_v) {
     for (int d = lane; d < half; d += 32) {
       float c, s;
-      cuda::rope_cos_sin(rows.pos[i], inv_freq[d], c, s);
+      cuda::rope_cos_sin(rows.position(i), inv_freq[d], c, s);
       cuda::rope_rotate(k + at, d, half, c, s);
     }
     __syncwarp();  // the rotated values, written by other lanes, are read below
@@ -171,15 +195,48 @@ void rope_store_rows(float* q, void* q_out, bool q_out_bf16, float* k, const flo
                      cudaStream_t stream) {
   if (n <= 0 || D <= 0) return;
   if (n > kRopeStoreMaxRows) throw Error("rope_store_rows: more than 32 rows in one launch");
-  RopeStoreRows rows{};
+  ListedRopeRows rows{};
   for (int64_t i = 0; i < n; ++i) {
     rows.pos[i] = pos[i];
     if (k) rows.dst[i] = dst[i];
   }
   const int heads = n_heads + (k ? 2 * n_kv_heads : 0);
   const dim3 grid(blocks_for(heads), unsigned(n));
-  cuda::launch_dependent(rope_store_rows_kernel, grid, dim3(32 * kWarpsPerBlock), 0, stream, q, q_out, q_out_bf16, k,
-                         v, n_heads, n_kv_heads, D, inv_freq, fp8, rows);
+  cuda::launch_dependent(rope_store_kernel<ListedRopeRows>, grid, dim3(32 * kWarpsPerBlock), 0, stream, q, q_out,
+                         q_out_bf16, k, v, n_heads, n_kv_heads, D, inv_freq, fp8, rows);
+}
+
+void rope_store_strided(float* q, void* q_out, bool q_out_bf16, float* k, const float* v, int64_t n, int n_heads,
+                        int n_kv_heads, int D, const double* inv_freq, int64_t pos_start, int64_t pos_stride,
+                        const KvRowDst& dst, bool fp8, cudaStream_t stream) {
+  if (n <= 0 || D <= 0) return;
+  const int heads = n_heads + (k ? 2 * n_kv_heads : 0);
+  const int64_t q_row = int64_t(n_heads) * D, kv_row = int64_t(n_kv_heads) * D;
+  const int64_t row_bytes = kv_row * (fp8 ? 1 : int64_t(sizeof(__nv_bfloat16)));
+  constexpr int64_t kMaxGridRows = 65535;  // gridDim.y
+  for (int64_t r0 = 0; r0 < n; r0 += kMaxGridRows) {
+    const int64_t m = n - r0 < kMaxGridRows ? n - r0 : kMaxGridRows;
+    StridedRopeRows rows{};
+    rows.start = pos_start + r0 * pos_stride;
+    rows.stride = pos_stride;
+    rows.row_bytes = row_bytes;
+    rows.kv_heads = n_kv_heads;
+    rows.first = KvRowDst{0, nullptr, nullptr, nullptr, nullptr};
+    if (k && dst.k) {
+      rows.first = dst;
+      rows.first.k = static_cast<char*>(dst.k) + r0 * row_bytes;
+      rows.first.v = static_cast<char*>(dst.v) + r0 * row_bytes;
+      if (fp8) {
+        rows.first.k_scale = dst.k_scale + r0 * n_kv_heads;
+        rows.first.v_scale = dst.v_scale + r0 * n_kv_heads;
+      }
+    }
+    void* q_out_r0 = static_cast<char*>(q_out) + r0 * q_row * (q_out_bf16 ? 2 : 4);
+    const dim3 grid(blocks_for(heads), unsigned(m));
+    cuda::launch_dependent(rope_store_kernel<StridedRopeRows>, grid, dim3(32 * kWarpsPerBlock), 0, stream,
+                           q + r0 * q_row, q_out_r0, q_out_bf16, k ? k + r0 * kv_row : nullptr,
+                           v ? v + r0 * kv_row : nullptr, n_heads, n_kv_heads, D, inv_freq, fp8, rows);
+  }
 }
 
 }  // namespace ringinfer

@@ -45,5 +45,12 @@ constexpr int kRopeStoreMaxRows = 32;
 void rope_store_rows(float* q, void* q_out, bool q_out_bf16, float* k, const float* v, int64_t n, int n_heads,
                      int n_kv_heads, int D, const double* inv_freq, const int64_t* pos, const KvRowDst* dst, bool fp8,
                      cudaStream_t stream);
+// The same for a prefill chunk (Backend::rope_store), any n: row i at position pos_start +
+// i * pos_stride, its K, V stored into row i of the block whose row 0 is dst (dst.k null:
+// not stored; src_row unused): what rope_strided of q and k, the q conversion and store_kv
+// (bf16 copy, or quantize_kv_fp8) write, bit for bit, in one pass.
+void rope_store_strided(float* q, void* q_out, bool q_out_bf16, float* k, const float* v, int64_t n, int n_heads,
+                        int n_kv_heads, int D, const double* inv_freq, int64_t pos_start, int64_t pos_stride,
+                        const KvRowDst& dst, bool fp8, cudaStream_t stream);
 
 }  // namespace ringinfer

@@ -292,6 +292,19 @@ class Backend {
     rope_rows(k, n_kv_heads, inv_freq, positions);
     if (!dst.empty()) store_kv_rows(k, v, dst);
   }
+  // The end of a prefill chunk's projection: rope() of q (n_heads) and of k (n_kv_heads) at
+  // positions pos_start + i * pos_stride, then copy(q, q_out) (q_out may be q), then
+  // store_kv(k, v, dst) of the rotated k (dst: k's rows). k and v empty: Q only; dst empty:
+  // nothing stored. The default runs those ops; CUDA runs them as one pass over the rows.
+  virtual void rope_store(const Tensor& q, const Tensor& q_out, const Tensor& k, const Tensor& v, int64_t n_heads,
+                          int64_t n_kv_heads, const Tensor& inv_freq, int64_t pos_start, int64_t pos_stride,
+                          const KvBlock& dst) {
+    rope(q, n_heads, inv_freq, pos_start, pos_stride);
+    copy(q, q_out);
+    if (k.empty()) return;
+    rope(k, n_kv_heads, inv_freq, pos_start, pos_stride);
+    if (dst.rows() != 0) store_kv(k, v, dst);
+  }
   // store_kv_rows()'s arguments: one destination per row of k and v, the ones stored into
   // one-row blocks of one dtype and heads (throws Error otherwise). Returns the first
   // destination stored into, or null when every row is skipped.

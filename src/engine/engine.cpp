@@ -331,9 +331,9 @@ struct Engine::State {
   // and V into k_new, v_new (rows 0..n), each after QK-norm and RoPE in fp32; Q is then
   // rounded once into q_rows when q_dtype is narrower. Decode rows (pos.each) also store
   // their K, V into `store` (rope_store_rows: one destination per row, an empty block for a
-  // row another rank owns); prefill's caller stores K, V itself.
+  // row another rank owns); prefill rows into `block` (rope_store: its rows, in order).
   void project_qkv(int l, const Tensor& x_rows, const Tensor& q_rows, const RowPositions& pos, bool with_kv,
-                   const std::vector<KvBlock>& store = {}) {
+                   const std::vector<KvBlock>& store = {}, const KvBlock& block = KvBlock()) {
     const engine::BackendLayer& L = w.layers[l];
     const int64_t n = x_rows.rows();
     const Tensor hn = h.rows(0, n);
@@ -350,9 +350,10 @@ struct Engine::State {
                          store);
       return;
     }
-    be.rope(qf, H, w.inv_freq, pos.start, N);
-    be.copy(qf, q_rows);  // f32 -> q_dtype (a no-op when they are the same tensor)
-    if (with_kv) be.rope(kn, Hkv, w.inv_freq, pos.start, N);
+    // RoPE of Q and K, Q rounded into q_rows (f32 -> q_dtype; nothing when they are one tensor),
+    // K and V stored into the block.
+    be.rope_store(qf, q_rows, with_kv ? kn : Tensor(), with_kv ? vn : Tensor(), H, Hkv, w.inv_freq, pos.start, N,
+                  block);
   }
 
   // ---------------------------------------------------------------- prefill
@@ -378,8 +379,7 @@ struct Engine::State {
     for (int l = 0; l < cfg.n_layers; ++l) {
       x.pass(0, n, chunk, Access::read, [&](int64_t c, const Tensor& xr) {
         const int64_t cn = xr.rows();
-        project_qkv(l, xr, q.rows(c, cn), RowPositions{global_pos(c, r, N)}, true);
-        be.store_kv(k_new.rows(0, cn), v_new.rows(0, cn), kv.layers[l].rows(c, cn));
+        project_qkv(l, xr, q.rows(c, cn), RowPositions{global_pos(c, r, N)}, true, {}, kv.layers[l].rows(c, cn));
       });
       ring->layer(kv, l, q, o, lse, stats.bytes_sent);
       x.pass(0, n, chunk, Access::update, [&](int64_t c, const Tensor& xr) {

@@ -663,6 +663,35 @@ void CudaBackend::rope_store_rows(const Tensor& q, const Tensor& q_out, const Te
                              static_cast<int>(D), inv_freq.f64(), positions.data(), rows.data(), fp8, stream_);
 }
 
+void CudaBackend::rope_store(const Tensor& q, const Tensor& q_out, const Tensor& k, const Tensor& v,
+                             int64_t n_heads, int64_t n_kv_heads, const Tensor& inv_freq, int64_t pos_start,
+                             int64_t pos_stride, const KvBlock& dst) {
+  const int64_t n = q.rows(), D = 2 * inv_freq.cols();
+  const bool with_kv = !k.empty(), store = with_kv && dst.rows() != 0;
+  if (store) backend_checks::check_kv_block("cuda", "rope_store", dst);
+  // One pass where the shapes are the ones it takes; otherwise the ops one by one (which
+  // also say what is wrong with arguments that fit neither).
+  const bool one_pass =
+      n >= 1 && n_heads > 0 && q.dtype() == DType::f32 && q.cols() == n_heads * D && inv_freq.dtype() == DType::f64 &&
+      inv_freq.rows() == 1 && D >= 2 && q_out.rows() == n && q_out.cols() == q.cols() &&
+      (q_out.dtype() == DType::bf16 || q_out.dtype() == DType::f32) && D < (int64_t(1) << 30) &&
+      n_heads < (int64_t(1) << 24) &&
+      (!with_kv || (n_kv_heads > 0 && n_kv_heads < (int64_t(1) << 24) && k.dtype() == DType::f32 &&
+                    v.dtype() == DType::f32 && k.rows() == n && v.rows() == n && k.cols() == n_kv_heads * D &&
+                    v.cols() == k.cols())) &&
+      (!store || (supports_kv_dtype(dst.dtype) && dst.rows() == n && dst.n_kv_heads == n_kv_heads &&
+                  dst.head_dim == D));
+  if (!one_pass) {
+    Backend::rope_store(q, q_out, k, v, n_heads, n_kv_heads, inv_freq, pos_start, pos_stride, dst);
+    return;
+  }
+  const bool fp8 = store && dst.dtype == KvDtype::fp8;
+  const KvRowDst first = store ? kv_row_dst(0, dst, "rope_store") : KvRowDst{0, nullptr, nullptr, nullptr, nullptr};
+  rope_store_strided(q.f32(), q_out.data(), q_out.dtype() == DType::bf16, with_kv ? k.f32() : nullptr,
+                     with_kv ? v.f32() : nullptr, n, static_cast<int>(n_heads), static_cast<int>(n_kv_heads),
+                     static_cast<int>(D), inv_freq.f64(), pos_start, pos_stride, first, fp8, stream_);
+}
+
 void CudaBackend::attention_reset(const Tensor& o, const Tensor& lse) {
   check(o.dtype() == DType::f32 && lse.dtype() == DType::f32 && o.rows() == lse.rows(), "attention_reset",
         "o is " + shape(o) + ", lse is " + shape(lse));

@@ -70,6 +70,9 @@ class CudaBackend final : public Backend {
   void rope_store_rows(const Tensor& q, const Tensor& q_out, const Tensor& k, const Tensor& v, int64_t n_heads,
                        int64_t n_kv_heads, const Tensor& inv_freq, const std::vector<int64_t>& positions,
                        const std::vector<KvBlock>& dst) override;
+  void rope_store(const Tensor& q, const Tensor& q_out, const Tensor& k, const Tensor& v, int64_t n_heads,
+                  int64_t n_kv_heads, const Tensor& inv_freq, int64_t pos_start, int64_t pos_stride,
+                  const KvBlock& dst) override;
   void attention_reset(const Tensor& o, const Tensor& lse) override;
   void attention(const Tensor& q, const KvBlock& kv, const AttentionShape& shape, const Tensor& o,
                  const Tensor& lse) override;
