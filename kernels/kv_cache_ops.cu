@@ -113,7 +113,7 @@ template <class Rows>
 __global__ void rope_store_kernel(float* q, void* q_out, bool q_out_bf16, float* k, const float* v, int n_heads,
                                   int n_kv_heads, int D, const double* inv_freq, bool fp8,
                                   const __grid_constant__ Rows rows) {
-  cuda::pdl_trigger();  // the decode attention after it may start its blocks meanwhile
+  cuda::pdl_trigger();  // the kernel after it (decode attention) may start its blocks meanwhile
   cuda::pdl_wait();     // q, k, v: the projection before it
   const int i = blockIdx.y, lane = threadIdx.x % 32, half = D / 2;
   const int head = blockIdx.x * kWarpsPerBlock + threadIdx.x / 32;

@@ -828,68 +828,75 @@ TEST(CudaBackendOps, RopeStoreRowsEqualTheOpsTheyFuse) {
   }
 }
 
+// rope_store of n rows (H heads, Hkv KV heads of D) at positions start + i * stride against
+// the ops it stands for (Backend's default) on the same device, bit for bit: rotated q and
+// k, the Q copy (bf16, f32, or q itself: q_dtype f64 stands for "q_out is q"), every byte of
+// the cache block (bf16 or fp8) and nothing around it. form 0: Q, K, V stored; 1: Q only;
+// 2: K rotated, nothing stored.
+void check_rope_store(Backend& g, int64_t H, int64_t Hkv, int64_t D, int64_t n, KvDtype dt, DType q_dtype, int form) {
+  RopeConfig rc;
+  rc.theta = 500000.0;
+  const auto inv = rope_inv_freq(rc, D);
+  const Tensor fg = make(g, 1, D / 2, DType::f64, inv.data());
+  const int64_t start = 3 + 5 * n, stride = 1 + n % 4, cap = n + 9, at = 4;  // the block: rows at..at+n-1
+  const auto q = randn(n * H * D), v = randn(n * Hkv * D);
+  auto k = randn(n * Hkv * D);
+  for (size_t i = 0; i < k.size(); ++i) k[i] *= std::ldexp(1.0f, int(i / D) % 13 - 6);
+  const bool with_kv = form != 1, stored = form == 0;
+  Tensor qs[2], qo[2], ks[2], vs[2];
+  KvBlock caches[2];
+  for (int i = 0; i < 2; ++i) {
+    qs[i] = make(g, n, H * D, DType::f32, q.data());
+    qo[i] = q_dtype == DType::f64 ? qs[i] : q_dtype == DType::f32 ? poisoned(g, n, H * D) : g.alloc(n, H * D, DType::bf16);
+    ks[i] = make(g, n, Hkv * D, DType::f32, k.data());
+    vs[i] = make(g, n, Hkv * D, DType::f32, v.data());
+    caches[i] = g.alloc_kv(cap, Hkv, D, dt);
+    const std::vector<uint8_t> poison(caches[i].packed.bytes(), 0xa5);
+    g.copy_from_host(caches[i].packed, poison.data());
+  }
+  auto block = [&](int i) { return stored ? caches[i].rows(at, n) : KvBlock(); };
+  g.rope_store(qs[0], qo[0], with_kv ? ks[0] : Tensor(), with_kv ? vs[0] : Tensor(), H, Hkv, fg, start, stride,
+               block(0));
+  g.Backend::rope_store(qs[1], qo[1], with_kv ? ks[1] : Tensor(), with_kv ? vs[1] : Tensor(), H, Hkv, fg, start,
+                        stride, block(1));
+  auto bytes = [&](const Tensor& t) {
+    std::vector<uint8_t> h(t.bytes());
+    g.copy_to_host(h.data(), t);
+    return h;
+  };
+  EXPECT_EQ(bytes(qs[0]), bytes(qs[1]));
+  EXPECT_EQ(bytes(qo[0]), bytes(qo[1]));
+  EXPECT_EQ(bytes(ks[0]), bytes(ks[1]));
+  EXPECT_NE(bytes(qs[0]), bytes(make(g, n, H * D, DType::f32, q.data())));  // rotated
+  const auto got = bytes(caches[0].packed);
+  EXPECT_EQ(got, bytes(caches[1].packed));
+  const bool untouched = std::all_of(got.begin(), got.end(), [](uint8_t c) { return c == 0xa5; });
+  EXPECT_EQ(untouched, !stored);
+  if (stored)  // rows outside the block keep the poison
+    for (const Tensor& part : {caches[0].k, caches[0].v}) {
+      const auto before = bytes(part.rows(0, at)), after = bytes(part.rows(at + n, cap - at - n));
+      EXPECT_TRUE(std::all_of(before.begin(), before.end(), [](uint8_t c) { return c == 0xa5; }));
+      EXPECT_TRUE(std::all_of(after.begin(), after.end(), [](uint8_t c) { return c == 0xa5; }));
+    }
+}
+
 // rope_store (a prefill chunk's RoPE, Q copy and K/V store in one pass) equals the ops it
-// stands for on the same device bit for bit: rotated q and k, the bf16 (or f32) Q copy,
-// every byte of the cache block (bf16 and fp8) and nothing around it, the Q-only form and
-// an empty block (nothing stored), for 1, 37 and 700 rows at positions start + i * stride.
+// stands for bit for bit (check_rope_store): head dims 64/128/96, 1, 37 and 700 rows, bf16
+// and fp8 caches, every Q copy and form; and 70,000 rows, past the 65,535 rows of one launch.
 TEST(CudaBackendOps, RopeStoreEqualsTheOpsItFuses) {
   Pair p;
-  Backend& g = *p.gpu;
-  const int64_t H = 6, Hkv = 2;
-  for (int64_t D : {64, 128, 96}) {
-    RopeConfig rc;
-    rc.theta = 500000.0;
-    const auto inv = rope_inv_freq(rc, D);
-    Tensor fg = make(g, 1, D / 2, DType::f64, inv.data());
-    for (int64_t n : {1, 37, 700}) {
-      const int64_t start = 3 + 5 * n, stride = 1 + n % 4, cap = n + 9, at = 4;  // the block: rows at..at+n-1
-      SCOPED_TRACE("D=" + std::to_string(D) + " n=" + std::to_string(n));
-      const auto q = randn(n * H * D), v = randn(n * Hkv * D);
-      auto k = randn(n * Hkv * D);
-      for (size_t i = 0; i < k.size(); ++i) k[i] *= std::ldexp(1.0f, int(i / D) % 13 - 6);
+  for (int64_t D : {64, 128, 96})
+    for (int64_t n : {1, 37, 700})
       for (KvDtype dt : {KvDtype::bf16, KvDtype::fp8})
-        for (DType q_dtype : {DType::bf16, DType::f32})
-          for (int form : {0, 1, 2}) {  // 0: Q, K, V stored; 1: Q only; 2: K rotated, nothing stored
-            SCOPED_TRACE(std::string(kv_dtype_name(dt)) + (q_dtype == DType::bf16 ? " q bf16" : " q f32") +
-                         " form " + std::to_string(form));
-            const bool with_kv = form != 1, stored = form == 0;
-            Tensor qs[2], qo[2], ks[2], vs[2];
-            KvBlock caches[2];
-            for (int i = 0; i < 2; ++i) {
-              qs[i] = make(g, n, H * D, DType::f32, q.data());
-              qo[i] = q_dtype == DType::f32 ? poisoned(g, n, H * D) : g.alloc(n, H * D, DType::bf16);
-              ks[i] = make(g, n, Hkv * D, DType::f32, k.data());
-              vs[i] = make(g, n, Hkv * D, DType::f32, v.data());
-              caches[i] = g.alloc_kv(cap, Hkv, D, dt);
-              const std::vector<uint8_t> poison(caches[i].packed.bytes(), 0xa5);
-              g.copy_from_host(caches[i].packed, poison.data());
-            }
-            auto block = [&](int i) { return stored ? caches[i].rows(at, n) : KvBlock(); };
-            g.rope_store(qs[0], qo[0], with_kv ? ks[0] : Tensor(), with_kv ? vs[0] : Tensor(), H, Hkv, fg, start,
-                         stride, block(0));
-            g.Backend::rope_store(qs[1], qo[1], with_kv ? ks[1] : Tensor(), with_kv ? vs[1] : Tensor(), H, Hkv, fg,
-                                  start, stride, block(1));
-            auto bytes = [&](const Tensor& t) {
-              std::vector<uint8_t> h(t.bytes());
-              g.copy_to_host(h.data(), t);
-              return h;
-            };
-            EXPECT_EQ(bytes(qs[0]), bytes(qs[1]));
-            EXPECT_EQ(bytes(qo[0]), bytes(qo[1]));
-            EXPECT_EQ(bytes(ks[0]), bytes(ks[1]));
-            EXPECT_NE(bytes(qs[0]), bytes(make(g, n, H * D, DType::f32, q.data())));  // rotated
-            const auto got = bytes(caches[0].packed);
-            EXPECT_EQ(got, bytes(caches[1].packed));
-            const bool untouched = std::all_of(got.begin(), got.end(), [](uint8_t c) { return c == 0xa5; });
-            EXPECT_EQ(untouched, !stored);
-            if (stored)  // rows outside the block keep the poison
-              for (const Tensor& part : {caches[0].k, caches[0].v}) {
-                const auto before = bytes(part.rows(0, at)), after = bytes(part.rows(at + n, cap - at - n));
-                EXPECT_TRUE(std::all_of(before.begin(), before.end(), [](uint8_t c) { return c == 0xa5; }));
-                EXPECT_TRUE(std::all_of(after.begin(), after.end(), [](uint8_t c) { return c == 0xa5; }));
-              }
+        for (DType q_dtype : {DType::bf16, DType::f32, DType::f64})
+          for (int form : {0, 1, 2}) {
+            SCOPED_TRACE("D=" + std::to_string(D) + " n=" + std::to_string(n) + " " + kv_dtype_name(dt) + " q_out " +
+                         dtype_name(q_dtype) + " form " + std::to_string(form));
+            check_rope_store(*p.gpu, 6, 2, D, n, dt, q_dtype, form);
           }
-    }
+  for (KvDtype dt : {KvDtype::bf16, KvDtype::fp8}) {
+    SCOPED_TRACE(std::string("70000 rows, ") + kv_dtype_name(dt));
+    check_rope_store(*p.gpu, 2, 1, 64, 70000, dt, DType::bf16, 0);
   }
 }
 

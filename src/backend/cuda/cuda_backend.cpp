@@ -523,7 +523,8 @@ void CudaBackend::rmsnorm_matmuls(const Tensor& x, const Tensor& norm_weight, fl
   auto* xb = static_cast<__nv_bfloat16*>(scratch(kGemmInput, static_cast<size_t>(n * d) * 2));
   rmsnorm_rows_bf16(x.f32(), norm_weight.f32(), eps, n, d, xb, stream_);
   const Tensor x_bf16(nullptr, xb, DType::bf16, n, d);
-  for (const Product& p : products) matmul(x_bf16, p.w, p.bias, p.out, false);  // bf16 x: no scratch of its own
+  // bf16 x: never kGemmInput (1-2 rows are widened into kGemmWide for the few-row kernel)
+  for (const Product& p : products) matmul(x_bf16, p.w, p.bias, p.out, false);
   if (!gated) return;
   const Tensor &g = products[0].out, &u = products[1].out;
   expect(u, g.rows(), g.cols(), DType::f32, "rmsnorm_matmuls", "up");
