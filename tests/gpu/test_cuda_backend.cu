@@ -92,6 +92,23 @@ std::vector<float> get(Backend& be, const Tensor& t) {
   be.copy_to_host(v.data(), t);
   return v;
 }
+// A backend tensor's bytes on the host.
+std::vector<uint8_t> bytes_of(Backend& be, const Tensor& t) {
+  std::vector<uint8_t> h(static_cast<size_t>(t.bytes()));
+  be.copy_to_host(h.data(), t);
+  return h;
+}
+// KV storage filled with kPoisonByte, so that a store test sees which bytes were written.
+constexpr uint8_t kPoisonByte = 0xa5;
+KvBlock poisoned_kv(Backend& be, int64_t rows, int64_t n_kv_heads, int64_t head_dim, KvDtype dt) {
+  KvBlock b = be.alloc_kv(rows, n_kv_heads, head_dim, dt);
+  const std::vector<uint8_t> poison(static_cast<size_t>(b.packed.bytes()), kPoisonByte);
+  be.copy_from_host(b.packed, poison.data());
+  return b;
+}
+bool all_poison(const std::vector<uint8_t>& bytes) {
+  return std::all_of(bytes.begin(), bytes.end(), [](uint8_t c) { return c == kPoisonByte; });
+}
 HostTensor host_tensor(std::vector<int64_t> shape, float stddev) {
   HostTensor h;
   int64_t n = 1;
@@ -356,10 +373,7 @@ TEST(CudaBackendOps, RmsnormMatmulsEqualTheOpsTheyFuse) {
           }
           const auto got32 = get(*p.gpu, out32);
           EXPECT_EQ(0, std::memcmp(want.data(), got32.data(), want.size() * sizeof(float))) << "in " << in << " n " << n;
-          std::vector<uint16_t> a16(size_t(n * outs[0])), g16(a16.size());
-          p.gpu->copy_to_host(a16.data(), want16);
-          p.gpu->copy_to_host(g16.data(), out16);
-          EXPECT_EQ(a16, g16) << "bf16 gated_out, in " << in << " n " << n;
+          EXPECT_EQ(bytes_of(*p.gpu, want16), bytes_of(*p.gpu, out16)) << "bf16 gated_out, in " << in << " n " << n;
         }
         const size_t checked = gated ? 1 : outs.size();  // gated: up's out is scratch
         for (size_t i = 0; i < checked; ++i) {
@@ -737,11 +751,8 @@ TEST(CudaBackendOps, RopeRowsAndStoreKvRowsEqualTheRowByRowOps) {
         std::vector<KvBlock> by_batch, by_row, dst(B);
         std::vector<bool> owned(B);
         for (int64_t b = 0; b < B; ++b) {
-          by_batch.push_back(g.alloc_kv(cap, Hkv, D, dt));
-          by_row.push_back(g.alloc_kv(cap, Hkv, D, dt));
-          const std::vector<uint8_t> poison(by_batch[b].packed.bytes(), 0xa5);
-          g.copy_from_host(by_batch[b].packed, poison.data());
-          g.copy_from_host(by_row[b].packed, poison.data());
+          by_batch.push_back(poisoned_kv(g, cap, Hkv, D, dt));
+          by_row.push_back(poisoned_kv(g, cap, Hkv, D, dt));
           owned[b] = B == 1 || b % 3 != 1;
           if (owned[b]) {
             const int64_t slot = (b * 7) % cap;
@@ -751,12 +762,9 @@ TEST(CudaBackendOps, RopeRowsAndStoreKvRowsEqualTheRowByRowOps) {
         }
         g.store_kv_rows(kg, vg, dst);
         for (int64_t b = 0; b < B; ++b) {
-          std::vector<uint8_t> hb(by_batch[b].packed.bytes(), 0), hr(hb.size(), 1);
-          g.copy_to_host(hb.data(), by_batch[b].packed);
-          g.copy_to_host(hr.data(), by_row[b].packed);
-          ASSERT_EQ(hb, hr) << "document " << b;
-          const bool untouched = std::all_of(hb.begin(), hb.end(), [](uint8_t c) { return c == 0xa5; });
-          EXPECT_EQ(untouched, !owned[b]) << "document " << b;
+          const std::vector<uint8_t> hb = bytes_of(g, by_batch[b].packed);
+          ASSERT_EQ(hb, bytes_of(g, by_row[b].packed)) << "document " << b;
+          EXPECT_EQ(all_poison(hb), !owned[b]) << "document " << b;
         }
       }
     }
@@ -798,9 +806,7 @@ TEST(CudaBackendOps, RopeStoreRowsEqualTheOpsTheyFuse) {
               vs[i] = make(g, B, Hkv * D, DType::f32, v.data());
               dst[i].resize(B);
               for (int64_t b = 0; b < B; ++b) {
-                caches[i].push_back(g.alloc_kv(cap, Hkv, D, dt));
-                const std::vector<uint8_t> poison(caches[i][b].packed.bytes(), 0xa5);
-                g.copy_from_host(caches[i][b].packed, poison.data());
+                caches[i].push_back(poisoned_kv(g, cap, Hkv, D, dt));
                 if (B == 1 || b % 3 != 1) dst[i][b] = caches[i][b].rows((b * 7) % cap, 1);
               }
             }
@@ -808,20 +814,14 @@ TEST(CudaBackendOps, RopeStoreRowsEqualTheOpsTheyFuse) {
                               positions, with_kv ? dst[0] : std::vector<KvBlock>());
             g.Backend::rope_store_rows(qs[1], qo[1], with_kv ? ks[1] : Tensor(), with_kv ? vs[1] : Tensor(), H,
                                        Hkv, fg, positions, with_kv ? dst[1] : std::vector<KvBlock>());
-            auto bytes = [&](const Tensor& t) {
-              std::vector<uint8_t> h(t.bytes());
-              g.copy_to_host(h.data(), t);
-              return h;
-            };
-            EXPECT_EQ(bytes(qs[0]), bytes(qs[1]));
-            EXPECT_EQ(bytes(qo[0]), bytes(qo[1]));
-            EXPECT_EQ(bytes(ks[0]), bytes(ks[1]));
-            EXPECT_NE(bytes(qs[0]), bytes(make(g, B, H * D, DType::f32, q.data())));  // rotated
+            EXPECT_EQ(bytes_of(g, qs[0]), bytes_of(g, qs[1]));
+            EXPECT_EQ(bytes_of(g, qo[0]), bytes_of(g, qo[1]));
+            EXPECT_EQ(bytes_of(g, ks[0]), bytes_of(g, ks[1]));
+            EXPECT_NE(bytes_of(g, qs[0]), bytes_of(g, make(g, B, H * D, DType::f32, q.data())));  // rotated
             for (int64_t b = 0; b < B; ++b) {
-              const auto got = bytes(caches[0][b].packed);
-              EXPECT_EQ(got, bytes(caches[1][b].packed)) << "document " << b;
-              const bool untouched = std::all_of(got.begin(), got.end(), [](uint8_t c) { return c == 0xa5; });
-              EXPECT_EQ(untouched, !with_kv || dst[0][b].rows() == 0) << "document " << b;
+              const auto got = bytes_of(g, caches[0][b].packed);
+              EXPECT_EQ(got, bytes_of(g, caches[1][b].packed)) << "document " << b;
+              EXPECT_EQ(all_poison(got), !with_kv || dst[0][b].rows() == 0) << "document " << b;
             }
           }
     }
@@ -850,33 +850,24 @@ void check_rope_store(Backend& g, int64_t H, int64_t Hkv, int64_t D, int64_t n, 
     qo[i] = q_dtype == DType::f64 ? qs[i] : q_dtype == DType::f32 ? poisoned(g, n, H * D) : g.alloc(n, H * D, DType::bf16);
     ks[i] = make(g, n, Hkv * D, DType::f32, k.data());
     vs[i] = make(g, n, Hkv * D, DType::f32, v.data());
-    caches[i] = g.alloc_kv(cap, Hkv, D, dt);
-    const std::vector<uint8_t> poison(caches[i].packed.bytes(), 0xa5);
-    g.copy_from_host(caches[i].packed, poison.data());
+    caches[i] = poisoned_kv(g, cap, Hkv, D, dt);
   }
   auto block = [&](int i) { return stored ? caches[i].rows(at, n) : KvBlock(); };
   g.rope_store(qs[0], qo[0], with_kv ? ks[0] : Tensor(), with_kv ? vs[0] : Tensor(), H, Hkv, fg, start, stride,
                block(0));
   g.Backend::rope_store(qs[1], qo[1], with_kv ? ks[1] : Tensor(), with_kv ? vs[1] : Tensor(), H, Hkv, fg, start,
                         stride, block(1));
-  auto bytes = [&](const Tensor& t) {
-    std::vector<uint8_t> h(t.bytes());
-    g.copy_to_host(h.data(), t);
-    return h;
-  };
-  EXPECT_EQ(bytes(qs[0]), bytes(qs[1]));
-  EXPECT_EQ(bytes(qo[0]), bytes(qo[1]));
-  EXPECT_EQ(bytes(ks[0]), bytes(ks[1]));
-  EXPECT_NE(bytes(qs[0]), bytes(make(g, n, H * D, DType::f32, q.data())));  // rotated
-  const auto got = bytes(caches[0].packed);
-  EXPECT_EQ(got, bytes(caches[1].packed));
-  const bool untouched = std::all_of(got.begin(), got.end(), [](uint8_t c) { return c == 0xa5; });
-  EXPECT_EQ(untouched, !stored);
+  EXPECT_EQ(bytes_of(g, qs[0]), bytes_of(g, qs[1]));
+  EXPECT_EQ(bytes_of(g, qo[0]), bytes_of(g, qo[1]));
+  EXPECT_EQ(bytes_of(g, ks[0]), bytes_of(g, ks[1]));
+  EXPECT_NE(bytes_of(g, qs[0]), bytes_of(g, make(g, n, H * D, DType::f32, q.data())));  // rotated
+  const auto got = bytes_of(g, caches[0].packed);
+  EXPECT_EQ(got, bytes_of(g, caches[1].packed));
+  EXPECT_EQ(all_poison(got), !stored);
   if (stored)  // rows outside the block keep the poison
     for (const Tensor& part : {caches[0].k, caches[0].v}) {
-      const auto before = bytes(part.rows(0, at)), after = bytes(part.rows(at + n, cap - at - n));
-      EXPECT_TRUE(std::all_of(before.begin(), before.end(), [](uint8_t c) { return c == 0xa5; }));
-      EXPECT_TRUE(std::all_of(after.begin(), after.end(), [](uint8_t c) { return c == 0xa5; }));
+      EXPECT_TRUE(all_poison(bytes_of(g, part.rows(0, at))));
+      EXPECT_TRUE(all_poison(bytes_of(g, part.rows(at + n, cap - at - n))));
     }
 }
 
