@@ -2,7 +2,7 @@
 //                    [--layers L] [--json FILE] [--peak-tflops T] [--cp N] [--kv-dtype bf16|fp8]
 //                    [--attention auto|native|cudnn] [--job DOCS --job-prompt 8192 --job-new-tokens 128 --batches 1,32] [--offload-residual]
 //                    [--matmul-rows 1,2,4,8] [--cublas-only] [--decode-variant V] [--decode-splits N]
-//                    [--decode-graph] [--flash-variant V]
+//                    [--no-decode-graph] [--flash-variant V]
 //        mpirun -np N bench_model --cp N ...        (ring prefill over N ranks)
 // End-to-end throughput of the engine on the CUDA backend with random weights of a real
 // model shape (default tests/fixtures/configs/llama-3.1-8b.json): for each context S, one
@@ -17,8 +17,8 @@
 // splits (CudaBackendOptions; default -1 / 0: decode_attention's own choice).
 // --flash-variant V: the flash prefill kernel's variant at head_dim 128 (CudaBackendOptions;
 // default -1: its own default, 0); "flash_variant" in the model lines.
-// --decode-graph: decode steps after each burst's first launched as one CUDA graph each
-// (EngineOptions::decode_graph, off by default until measured); without it, op by op.
+// --no-decode-graph: every decode step launched op by op; by default (or --decode-graph) the
+// steps after each burst's first are launched as one CUDA graph each (EngineOptions::decode_graph).
 // "graph_steps" in the model and job lines: decode steps launched as graphs so far.
 // --offload-residual: the residual stream waits in pinned host memory between layers
 // (EngineOptions::offload_residual), for the longest contexts.
@@ -345,16 +345,17 @@ void run_job(Engine& engine, Backend& backend, int64_t docs, int64_t prompt, int
         g.doc_key = static_cast<uint64_t>(next);
         engine.join(p, prompt, g, static_cast<uint64_t>(next));  // cp 1: the stripe is the prompt
         ++next;
-        ++generated;  // its first token
       } else {
-        const int64_t in_batch = engine.batch_size();
         const auto s0 = clock::now();
-        engine.step();
+        engine.step();  // a burst: up to EngineOptions::decode_burst tokens per document
         decode_s += std::chrono::duration<double>(clock::now() - s0).count();
-        step_tokens += in_batch;
-        generated += in_batch;
       }
-      (void)engine.take_finished();
+      // Counted from the finished documents: join() made each one's first token, step() the rest.
+      for (const FinishedDocument& f : engine.take_finished()) {
+        const int64_t n = static_cast<int64_t>(f.result.tokens.size());
+        generated += n;
+        step_tokens += std::max<int64_t>(n - 1, 0);
+      }
     }
     const double job_s = std::chrono::duration<double>(clock::now() - t0).count();
     // One step of B documents reads every weight once and each document's KV cache
@@ -387,7 +388,7 @@ int run_bench(int argc, char** argv, const RankInfo& me) {
   std::vector<int64_t> batches = {1, 32};
   std::vector<int64_t> matmul_rows = {1, 2, 4, 8};
   bool cublas_only = false;
-  bool decode_graph = false;
+  bool decode_graph = EngineOptions{}.decode_graph;
   int decode_variant = -1, decode_splits = 0, flash_variant = -1;
   AttentionPath attention = AttentionPath::auto_select;  // the CUDA backend's --attention
   double peak_tflops = 989.4;
@@ -416,6 +417,7 @@ int run_bench(int argc, char** argv, const RankInfo& me) {
     else if (a == "--matmul-rows") matmul_rows = parse_list(next());
     else if (a == "--cublas-only") cublas_only = true;
     else if (a == "--decode-graph") decode_graph = true;
+    else if (a == "--no-decode-graph") decode_graph = false;
     else if (a == "--decode-variant") decode_variant = std::stoi(next());
     else if (a == "--flash-variant") flash_variant = std::stoi(next());
     else if (a == "--decode-splits") decode_splits = std::stoi(next());
