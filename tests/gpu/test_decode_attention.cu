@@ -105,6 +105,9 @@ TEST(DecodeAttention, ForcedSplitCountsAndIdleWarps) {
   run_case({1, 1500, 8, 2, 128, 0, 40});
   run_case({1, 1500, 8, 2, 128, 1, 90});
   run_case({1, 100, 4, 1, 64, 0, 1});
+  // More splits than head_dim: the combine kernel takes the splits' weights in rounds of D.
+  run_case({1, 5000, 8, 2, 128, 1, 200});
+  run_case({1, 3000, 4, 1, 64, 0, 90});
 }
 
 // fp8 cache read directly (e4m3 bytes + per-(token, head) scales) against the float64
