@@ -13,9 +13,14 @@
 namespace ringinfer {
 
 // Which kernel serves the attention blocks of prefill (--attention):
-//   auto_select  the native kernels for now (cuDNN is 1.26-1.40x faster at head_dim 128,
-//                docs/PERFORMANCE.md, but see Numerics below: its rank-count drift is outside
-//                DESIGN §9's bound, so it is not chosen silently);
+//   auto_select  cuDNN for the blocks of a one-rank ring (AttentionShape::n_ranks == 1) with
+//                at least CudaBackendOptions::auto_cudnn_min_keys keys, the native kernels for
+//                every other block. On one rank a query row has one block, so cuDNN's bf16 O
+//                is its finished output, rounded once as the native fp32 O is rounded once
+//                for the output projection; with more ranks it would be a partial carried
+//                between ring steps in bf16 (see Numerics below; DESIGN §9). A fixed rule, not
+//                a timing at start-up, so that one command gives the same bits every time;
+//                when cuDNN is missing or does not start, every block runs native;
 //   native       our kernels (flash / decode / generic) only;
 //   cudnn        cuDNN SDPA for every block it takes (blocks it cannot take, e.g. an
 //                unsupported head_dim, still run native); construction throws when the build
@@ -45,6 +50,10 @@ struct CudaBackendOptions {
   // The flash prefill kernel's variant at head_dim 128 (flash_attention_variants(128);
   // benchmarks); -1 keeps its default.
   int flash_variant = -1;
+  // auto_select's threshold: the cuDNN path's 8B-shape prefill with its plan building (one
+  // plan per document length) took 0.90x the native one's time at 32K and 0.79x at 128K, but
+  // 1.28x at 8K (H100, docs/PERFORMANCE.md). 0: auto stays native.
+  int64_t auto_cudnn_min_keys = 32768;
 };
 
 // cuDNN SDPA plans `backend` (a CUDA backend) has built so far: > 0 once the cuDNN path

@@ -36,6 +36,9 @@ struct PlanInput {
   int act_bytes = 0;            // per element of prefill's narrow copy of the MLP's silu(gate) * up, one token
                                 // chunk of it (Backend::gemm_input_dtype: bf16 = 2 on CUDA); 0 where it is f32
                                 // (the gate buffer holds it)
+  int sdpa_out_bytes = 0;       // per element of the cuDNN attention path's O of one query chunk before
+                                // the merge (bf16 = 2 on CUDA, where auto or --attention cudnn may take a
+                                // block), beside its fp32 softmax statistics; 0 where no cuDNN path runs
   int64_t token_chunk = 256;    // tokens per chunk of the projections and MLP (EngineOptions::chunk_tokens)
   int64_t logits_chunk = 32;    // rows per chunk of score's LM head (EngineOptions::logits_chunk)
   int64_t batch = 1;            // documents decoded together (run --max-batch): B KV caches of `context`
@@ -46,7 +49,8 @@ struct PlanInput {
 // A PlanInput with the element sizes of a run (context, ranks and batch left to fill in):
 // bf16 weights on the GPU, fp32 on the CPU; the CPU's f64 attention state; Q stored as the backend's attention reads it at
 // this head_dim (default_attention_query_dtype); a KV cache of `kv` (fp8: an f32 scale per
-// token and head, and on the GPU prefill's bf16 copy of the ring block it attends over).
+// token and head, and on the GPU prefill's bf16 copy of the ring block it attends over); on
+// the GPU the cuDNN path's bf16 O of a query chunk.
 // head_dim defaults to the 8B shape's 128 for callers that plan that shape only (benchmarks).
 PlanInput plan_input(KvDtype kv, bool on_gpu, int64_t head_dim);
 
@@ -64,7 +68,8 @@ struct MemoryPlan {
                                      // residual stream, Q (q_bytes) and fp32 (O, LSE) of one layer, two ring
                                      // KV buffers when N > 1, and the dequantized copy of one (kv_copy_bytes)
   int64_t scratch_per_rank = 0;      // one token chunk of MLP (and its narrow copy, act_bytes) and norm, one logits
-                                     // chunk of fp32 LM-head logits (and with offload_residual two chunks of x)
+                                     // chunk of fp32 LM-head logits (and with offload_residual two chunks of x),
+                                     // one query chunk of the cuDNN path's O and statistics (sdpa_out_bytes)
   int64_t total_per_rank = 0;        // weights + the batch's KV + activations + scratch (one prefill at a time)
   int64_t host_per_rank = 0;         // offload_residual: the fp32 residual stream in pinned host memory
                                      // (local_tokens x hidden x 4), beside total_per_rank; else 0

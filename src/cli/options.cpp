@@ -58,8 +58,9 @@ po::options_description describe(const std::string& cmd, RunConfig& c) {
         ("allow-cross-node-tp", po::bool_switch(&c.allow_cross_node_tp),
          "let a tensor-parallel group span nodes (refused by default: it all-reduces twice per layer)")
         ("attention", po::value(&c.attention)->value_name("auto|native|cudnn"),
-         "CUDA prefill attention kernels: ringinfer's own (native; auto, the default, is native for now) or cuDNN "
-         "SDPA where it takes the block (cudnn: faster at head_dim 128, bf16 partial outputs; see the README)")
+         "CUDA prefill attention kernels: ringinfer's own (native), cuDNN SDPA where it takes the block (cudnn: "
+         "faster at head_dim 128, bf16 partial outputs), or auto (default): cuDNN for one-rank blocks of 32768+ keys, "
+         "native otherwise; see the README")
         ("log-format", po::value(&c.log_format)->value_name("auto|bar|json"),
          "progress on rank 0: a bar (terminal) or JSON lines (default auto: bar on a terminal, else json)")
         ("memory-limit", po::value(&c.memory_limit_gb)->value_name("GB"),

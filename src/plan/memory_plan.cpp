@@ -85,11 +85,14 @@ MemoryPlan plan_unchecked(const ModelConfig& c, const PlanInput& in) {
   // up, I/T wide, and on CUDA the bf16 silu(gate) * up the down projection reads) and three
   // hidden-wide fp32 temporaries (with offload_residual also the two chunk buffers x streams
   // through), and one logits chunk of fp32 LM-head logits (vocabulary-parallel: V/T wide)
-  // reduced at once to logprobs (DESIGN §3).
+  // reduced at once to logprobs (DESIGN §3); and where cuDNN may take an attention block,
+  // its O (sdpa_out_bytes) and fp32 statistics of one query chunk, before they are merged.
   const int64_t chunk = std::min<int64_t>(in.token_chunk, std::max<int64_t>(1, p.local_tokens));
   const int64_t hidden_rows = in.offload_residual ? 5 : 3;
+  const int64_t sdpa_bytes_per_row = in.sdpa_out_bytes > 0 ? mul(q_heads, add(mul(D, in.sdpa_out_bytes), 4)) : 0;
   p.scratch_per_rank =
-      add(mul(chunk, add(mul(c.intermediate_size / T, add(8, in.act_bytes)), mul(hidden_rows, c.hidden_size, 4))),
+      add(mul(chunk, add(mul(c.intermediate_size / T, add(8, in.act_bytes)), mul(hidden_rows, c.hidden_size, 4),
+                         sdpa_bytes_per_row)),
           mul(in.logits_chunk, (c.vocab_size + T - 1) / T, 4));
   p.total_per_rank = add(p.weights_per_rank, p.kv_batch_per_rank, p.activations_per_rank, p.scratch_per_rank);
   p.host_per_rank = in.offload_residual ? mul(p.local_tokens, c.hidden_size, 4) : 0;
@@ -125,6 +128,7 @@ PlanInput plan_input(KvDtype kv, bool on_gpu, int64_t head_dim) {
   in.kv_bytes = kv == KvDtype::fp8 ? 1 : kv == KvDtype::bf16 ? 2 : 4;
   in.state_bytes = on_gpu ? 0 : 8;
   in.act_bytes = on_gpu ? 2 : 0;
+  in.sdpa_out_bytes = on_gpu ? 2 : 0;
   if (kv == KvDtype::fp8) {
     in.kv_scale_bytes = 4;
     in.kv_copy_bytes = on_gpu ? 2 : 0;

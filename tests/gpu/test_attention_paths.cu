@@ -85,10 +85,12 @@ AttentionShape shape_of(const Case& c, int k_rank) {
   return sh;
 }
 
-// Runs case c on a backend with `path`; returns the cuDNN plans it built.
-int64_t check_case(const Case& c, AttentionPath path) {
+// Runs case c on a backend with `path` (and auto's threshold, when >= 0); returns the cuDNN
+// plans it built.
+int64_t check_case(const Case& c, AttentionPath path, int64_t auto_cudnn_min_keys = -1) {
   CudaBackendOptions opt;
   opt.attention = path;
+  if (auto_cudnn_min_keys >= 0) opt.auto_cudnn_min_keys = auto_cudnn_min_keys;
   auto be = make_cuda_backend(opt);
   const std::string what = std::string(to_string(path)) + " H " + std::to_string(c.H) + "/" + std::to_string(c.Hkv) +
                            " D " + std::to_string(c.D) + " nq " + std::to_string(c.nq) + " nk " +
@@ -173,6 +175,24 @@ TEST(AttentionPaths, CudnnMatchesFloat64) {
 
 TEST(AttentionPaths, AutoMatchesFloat64) {
   for (const Case& c : cases()) check_case(c, AttentionPath::auto_select);
+}
+
+// auto offers cuDNN the blocks of a one-rank ring from its threshold on, and never a block
+// of a ring of several ranks (whose partial O would cross ring steps in bf16).
+TEST(AttentionPaths, AutoTakesCudnnForOneRankBlocksFromItsThreshold) {
+  if (!cuda_build_has_cudnn()) GTEST_SKIP() << "this build has no cuDNN path";
+  int one_rank_cudnn_cases = 0;
+  for (const Case& c : cases()) {
+    const int64_t plans = check_case(c, AttentionPath::auto_select, c.nk);
+    if (c.N > 1) {
+      EXPECT_EQ(plans, 0) << "auto gave cuDNN a block of a ring of " << c.N << " ranks";
+    } else if (c.cudnn_shape) {
+      EXPECT_GT(plans, 0) << "auto did not give cuDNN a one-rank block at its threshold";
+      EXPECT_EQ(check_case(c, AttentionPath::auto_select, c.nk + 1), 0) << "auto gave cuDNN a block below its threshold";
+      ++one_rank_cudnn_cases;
+    }
+  }
+  EXPECT_GT(one_rank_cudnn_cases, 0);
 }
 
 // Every chunk of a ring step shares one plan: lengths come from device memory.

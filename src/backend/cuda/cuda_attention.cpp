@@ -2,8 +2,9 @@
 // the striped mask, merged into the running (O, LSE). Four paths, tried in this order:
 //   decode  one query that sees every key, head_dim 64/128: split-KV decode kernel into a
 //           scratch (O, LSE), then merge_attention (the kernel writes, it does not merge);
-//   cudnn   --attention cudnn only, at least 2 query rows, a shape cuDNN takes: cuDNN SDPA
-//           (cudnn_attention.h) into a bf16 O and fp32 LSE scratch, then merge_attention_sdpa;
+//   cudnn   --attention cudnn, or auto on a one-rank ring for blocks of auto_cudnn_min_keys
+//           keys or more (offers_cudnn); at least 2 query rows, a shape cuDNN takes: cuDNN
+//           SDPA (cudnn_attention.h) into a bf16 O and fp32 LSE scratch, then merge_attention_sdpa;
 //   flash   head_dim 64/128: flash_attention_forward with merge = true;
 //   generic any head_dim <= 256: generic_attention (small models, tests).
 // The tensor-core kernels and cuDNN read bf16 queries: the caller's own when it stores them
@@ -87,8 +88,11 @@ bool CudaBackend::attention_cudnn(const Tensor& q, const Tensor& k, const Tensor
   const int64_t skip = off < 0 ? -off : 0;
   const int64_t q_len = nq - skip, kv_len = nq + off;
   if (q_len <= 0) return true;  // no row sees a key: (O, LSE) unchanged
-  if (kv_len > nk || nq >= (int64_t(1) << 31) || nk >= (int64_t(1) << 31)) return false;
-  if (!cudnn_) return false;  // made by the constructor for --attention cudnn
+  // Element counts past int32 are left to the native kernels (whose offsets are 64-bit).
+  const int64_t int32_end = int64_t(1) << 31;
+  if (kv_len > nk || nq * H * D >= int32_end || nk * Hkv * D >= int32_end) return false;
+  CudnnSdpa* const sdpa = cudnn();
+  if (!sdpa) return false;
   SdpaShape shape;
   shape.q_rows = nq;
   shape.kv_rows = nk;
@@ -97,7 +101,7 @@ bool CudaBackend::attention_cudnn(const Tensor& q, const Tensor& k, const Tensor
   shape.head_dim = D;
   shape.scale = sh.scale;
   std::string why;
-  const int64_t ws_bytes = cudnn_->prepare(shape, &why);
+  const int64_t ws_bytes = sdpa->prepare(shape, &why);
   if (ws_bytes < 0) {
     static bool told = false;  // once per process: the reason, not every chunk's
     if (!why.empty() && !told) log::info(why + "; such blocks run on the native kernels");
@@ -125,11 +129,35 @@ bool CudaBackend::attention_cudnn(const Tensor& q, const Tensor& k, const Tensor
   t.stats = static_cast<float*>(scratch(kSdpaStats, static_cast<size_t>(nq * H) * 4));
   t.lens = lens;
   void* ws = ws_bytes > 0 ? scratch(kSdpaWork, static_cast<size_t>(ws_bytes)) : nullptr;
-  cudnn_->run(shape, t, ws, stream_);
+  sdpa->run(shape, t, ws, stream_);
   merge_attention_sdpa(o.f32() + skip * H * D, lse.f32() + skip * H, static_cast<const __nv_bfloat16*>(t.o), t.stats,
                        nq, q_len, H, D, stream_);
   return true;
 #endif
+}
+
+bool CudaBackend::offers_cudnn(const AttentionShape& sh, int64_t nk) const {
+  switch (options_.attention) {
+    case AttentionPath::cudnn: return true;
+    case AttentionPath::native: return false;
+    case AttentionPath::auto_select:
+      return sh.n_ranks == 1 && options_.auto_cudnn_min_keys > 0 && nk >= options_.auto_cudnn_min_keys &&
+             !cudnn_failed_ && cuda_build_has_cudnn();
+  }
+  return false;
+}
+
+CudnnSdpa* CudaBackend::cudnn() {
+#ifdef RINGINFER_HAVE_CUDNN
+  if (cudnn_ || cudnn_failed_) return cudnn_;
+  try {
+    cudnn_ = new CudnnSdpa();
+  } catch (const Error& e) {
+    cudnn_failed_ = true;
+    log::info(std::string("cuDNN did not start (") + e.what() + "); --attention auto runs the native kernels");
+  }
+#endif
+  return cudnn_;
 }
 
 int64_t CudaBackend::cudnn_plans() const {
@@ -200,12 +228,10 @@ void CudaBackend::attention(const Tensor& q, const KvBlock& kv, const AttentionS
     return;
   }
 
-  // cuDNN only when asked for: it is 1.26-1.40x the native kernel at head_dim 128 (H100,
-  // docs/PERFORMANCE.md), but it writes each block's O in bf16 before our fp32 merge, and
-  // on the fixtures 2 ranks then differ from 1 by up to 0.12 (native: 0.04), outside the
-  // bound DESIGN §9 sets for the ring; auto stays native until that is mended.
-  const bool want_cudnn = options_.attention == AttentionPath::cudnn;
-  if (want_cudnn && nq >= 2 && attention_cudnn(q, in.k, in.v, sh, o, lse)) return;
+  // cuDNN writes each block's O in bf16 before our fp32 merge: on a ring of 2 ranks that
+  // moved the fixtures' logprobs by up to 0.12 against 1 rank (native: 0.04), so auto
+  // offers it one-rank blocks only (cuda_backend.h).
+  if (nq >= 2 && offers_cudnn(sh, nk) && attention_cudnn(q, in.k, in.v, sh, o, lse)) return;
 
   if (options_.use_flash && tensor_core_dim && nq < (int64_t(1) << 31) && nk < (int64_t(1) << 31) &&
       sh.q_start < (int64_t(1) << 31)) {

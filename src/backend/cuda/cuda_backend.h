@@ -130,6 +130,12 @@ class CudaBackend final : public Backend {
   // the caller runs the native kernels instead.
   bool attention_cudnn(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionShape& shape,
                        const Tensor& o, const Tensor& lse);
+  // Whether attention() offers a block of nk keys to the cuDNN path (--attention and
+  // CudaBackendOptions::auto_cudnn_min_keys).
+  bool offers_cudnn(const AttentionShape& shape, int64_t nk) const;
+  // cudnn_, made on first use under auto (--attention cudnn makes it in the constructor);
+  // null when the build has none or it did not start (said once in the log).
+  CudnnSdpa* cudnn();
   // q (f32 or bf16) as bf16 for the tensor-core kernels: q itself when it is bf16, else
   // converted into scratch (valid until the next call).
   const __nv_bfloat16* query_bf16(const Tensor& q);
@@ -163,7 +169,8 @@ class CudaBackend final : public Backend {
   // Uploads up to this size go straight from pageable memory: the driver stages them at
   // once, so cudaMemcpyAsync neither blocks nor needs our staging (the decode token).
   static constexpr size_t kDirectUploadBytes = size_t(64) << 10;
-  CudnnSdpa* cudnn_ = nullptr;  // --attention cudnn only: made by the constructor (cudnn_attention.h)
+  CudnnSdpa* cudnn_ = nullptr;  // made by the constructor (--attention cudnn) or by cudnn() (auto)
+  bool cudnn_failed_ = false;   // auto: cuDNN did not start; every block runs native
   void* scratch_[kSlots] = {};
   size_t scratch_bytes_[kSlots] = {};
   // Scratch grown while recording is plain cudaMalloc memory (a stream-ordered allocation
