@@ -41,7 +41,10 @@ void validate(const DecodeAttnParams& p, bool fp8) {
   const bool has_fp8 = p.k_fp8 != nullptr || p.v_fp8 != nullptr;
   check(!has_fp8 || (p.k_fp8 && p.v_fp8 && p.k_scale && p.v_scale && !p.k && !p.v && stride % 16 == 0),
         "an fp8 cache needs k_fp8, v_fp8 and both scales (not k, v) and a stride of 16-byte multiples");
+  check(p.scale_key_stride >= 0 && p.scale_head_stride >= 0, "negative scale stride");
 }
+
+long scale_key_stride(const DecodeAttnParams& p) { return p.scale_key_stride ? p.scale_key_stride : p.n_kv_heads; }
 
 bool is_fp8(const DecodeAttnParams& p) { return p.k_fp8 != nullptr || p.v_fp8 != nullptr; }
 
@@ -173,6 +176,8 @@ void decode_attention_batch(const DecodeAttnParams& p, bool fp8, const DecodeSeq
     // pointers); a group of empty sequences may run the bf16 kernel: it reads nothing.
     for (int i = 0; i < n && fp8 && !a.k8; ++i) a.k8 = static_cast<const uint8_t*>(seqs[s0 + i].k);
     a.kv_stride = p.kv_row_stride ? p.kv_row_stride : long(p.n_kv_heads) * p.head_dim;
+    a.scale_key_stride = scale_key_stride(p);
+    a.scale_head_stride = p.scale_head_stride;
     a.n_heads = p.n_heads;
     a.group = group;
     a.rows = group;  // one token per sequence
@@ -230,6 +235,8 @@ void decode_attention(const DecodeAttnParams& p, void* workspace, size_t workspa
   a.ws_lse = static_cast<float*>(workspace);
   a.ws_o = a.ws_lse + size_t(splits) * p.n_kv_heads * cuda::kDecodeRows;
   a.kv_stride = p.kv_row_stride ? p.kv_row_stride : long(p.n_kv_heads) * p.head_dim;
+  a.scale_key_stride = scale_key_stride(p);
+  a.scale_head_stride = p.scale_head_stride;
   a.n_k = p.n_k;
   a.n_heads = p.n_heads;
   a.group = group;

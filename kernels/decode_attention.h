@@ -20,8 +20,8 @@ struct DecodeAttnParams {
   const __nv_bfloat16* v = nullptr;  // [n_k, Hkv, D] (same strides as k)
   const uint8_t* k_fp8 = nullptr;    // fp8 cache instead of k, v: [n_k, Hkv, D] e4m3 bytes (same strides)
   const uint8_t* v_fp8 = nullptr;
-  const float* k_scale = nullptr;    // fp8: [n_k, Hkv] dense
-  const float* v_scale = nullptr;
+  const float* k_scale = nullptr;    // fp8: the scale of key t, KV head h at t * scale_key_stride + h * scale_head_stride
+  const float* v_scale = nullptr;    // (the same strides)
   float* o = nullptr;                // [n_q, H, D] fp32, normalized (dense)
   float* lse = nullptr;              // [n_q, H] fp32, natural log; -inf (and O = 0) when n_k = 0
   int n_q = 0;                       // query tokens (each sees all n_k keys)
@@ -30,6 +30,10 @@ struct DecodeAttnParams {
   int n_kv_heads = 0;                // Hkv, H % Hkv == 0
   int head_dim = 0;                  // D: 64 or 128
   long kv_row_stride = 0;            // elements between key tokens; 0 means Hkv * D (fp8: a multiple of 16)
+  long scale_key_stride = 0;         // fp8: floats between one key's scales and the next's; 0 means Hkv
+  long scale_head_stride = 1;        // fp8: floats between one KV head's scales and the next's. The default,
+                                     // [n_k, Hkv] dense, is the cache's; [Hkv][capacity] is key stride 1,
+                                     // head stride capacity (a KV head's scales in 2 sectors per 16 keys)
   float softmax_scale = 0.f;         // usually 1/sqrt(D)
   int num_splits = 0;                // key splits per KV head; 0 = chosen from the device
   int variant = -1;                  // tile configuration (tools/bench compares them): bf16 0 ..
@@ -61,7 +65,7 @@ void decode_attention(const DecodeAttnParams& p, void* workspace, size_t workspa
 struct DecodeSeqKv {
   const void* k = nullptr;  // bf16 rows, or e4m3 bytes with fp8 (kv_row_stride as in p)
   const void* v = nullptr;
-  const float* k_scale = nullptr;  // fp8: [n_k, Hkv]
+  const float* k_scale = nullptr;  // fp8: with p's scale strides
   const float* v_scale = nullptr;
   int n_k = 0;
 };

@@ -55,8 +55,10 @@ struct DecodeArgs {
   const bf16* v;      // [n_k, kv_stride]
   const uint8_t* k8;  // [n_k, kv_stride] e4m3 bytes (fp8 cache)
   const uint8_t* v8;  // [n_k, kv_stride]
-  const float* k_scale;  // [n_k, Hkv] (fp8 cache)
-  const float* v_scale;  // [n_k, Hkv]
+  const float* k_scale;  // key t, KV head h at t * scale_key_stride + h * scale_head_stride (fp8 cache)
+  const float* v_scale;
+  long scale_key_stride;
+  long scale_head_stride;
   float* ws_lse;      // [n_splits, Hkv, 16]
   float* ws_o;        // [n_splits, Hkv, 16, D]
   long kv_stride;     // elements between key tokens
@@ -255,7 +257,7 @@ __global__ void __launch_bounds__(32 * kWarps, (DecodeTile<D, kWarps, kBlockN, k
       for (int r = lane; r < kBlockN; r += 32) {
         const int key = key0 + r;
         const bool ok = key < a.n_k;
-        const long off = long(ok ? key : 0) * gridDim.y + kv_head;  // gridDim.y = Hkv
+        const long off = long(ok ? key : 0) * a.scale_key_stride + kv_head * a.scale_head_stride;
         cp_async_4(ks + r, a.k_scale + off, ok);
         cp_async_4(ks + kBlockN + r, a.v_scale + off, ok);
       }

@@ -123,7 +123,9 @@ struct Fp8Ranges {
   bool v_zero_row = false;  // one V row of zeros (scale 0)
 };
 
-void run_fp8_case(const Case& c, const Fp8Ranges& r = {}) {
+// head_major: the scales as [Hkv][capacity] (key stride 1, head stride capacity = n_k + 24,
+// the rows past n_k poisoned with NaN) instead of the cache's [n_k, Hkv].
+void run_fp8_case(const Case& c, const Fp8Ranges& r = {}, bool head_major = false) {
   const HostBf16 q = test::random_bf16(size_t(c.n_q) * c.H * c.D, r.q_std, rng);
   const test::HostFp8 k = test::random_fp8(c.n_k, c.Hkv, c.D, r.k_std, r.k_spread, rng, c.n_k / 2);
   test::HostFp8 v = test::random_fp8(c.n_k, c.Hkv, c.D, r.v_std, r.v_spread, rng, r.v_zero_row ? c.n_k / 3 : -1);
@@ -137,13 +139,25 @@ void run_fp8_case(const Case& c, const Fp8Ranges& r = {}) {
   }
   DeviceBuf<__nv_bfloat16> dq(q.bits);
   DeviceBuf<uint8_t> dk(k.bytes), dv(v.bytes);
-  DeviceBuf<float> dks(k.scale), dvs(v.scale);
+  const long capacity = long(c.n_k) + 24;
+  const auto layout = [&](const std::vector<float>& scale) {
+    if (!head_major) return scale;
+    std::vector<float> t(size_t(c.Hkv) * capacity, std::nanf(""));
+    for (long key = 0; key < c.n_k; ++key)
+      for (int h = 0; h < c.Hkv; ++h) t[size_t(h * capacity + key)] = scale[size_t(key * c.Hkv + h)];
+    return t;
+  };
+  DeviceBuf<float> dks(layout(k.scale)), dvs(layout(v.scale));
   DecodeAttnParams p;
   p.k_fp8 = dk.ptr;
   p.v_fp8 = dv.ptr;
   p.k_scale = dks.ptr;
   p.v_scale = dvs.ptr;
-  run_and_check(c, p, dq, q, k.val, v.val, "fp8");
+  if (head_major) {
+    p.scale_key_stride = 1;
+    p.scale_head_stride = capacity;
+  }
+  run_and_check(c, p, dq, q, k.val, v.val, head_major ? "fp8 head-major scales" : "fp8");
 }
 
 // Every fp8 variant (converted tile or direct fragments, 16- or 32-key tiles); lengths
@@ -163,6 +177,16 @@ TEST(DecodeAttention, Fp8CacheReadDirectly) {
     run_fp8_case({1, 0, 8, 2, 128, variant});
   }
   run_fp8_case({1, 1000, 8, 2, 128, -1});  // the default variant
+}
+
+// Scales laid out head-major ([Hkv][capacity]) read through the scale strides, every variant.
+TEST(DecodeAttention, Fp8ScalesHeadMajor) {
+  for (int variant = 0; variant < decode_attention_fp8_variants(); ++variant)
+    for (int D : {64, 128}) {
+      run_fp8_case({1, 1000, 8, 2, D, variant}, {}, true);
+      run_fp8_case({1, 5003, 32, 8, D, variant}, {}, true);
+      run_fp8_case({3, 777, 16, 2, D, variant}, {}, true);  // several tokens per launch
+    }
 }
 
 // Value ranges at the edges of the formats, for every fp8 variant: queries far beyond

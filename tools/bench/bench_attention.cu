@@ -7,7 +7,8 @@
 //   decode:  1 query token, n_k = 128K and 1M keys, every variant; GB/s counts the K and V
 //            bytes read, "of_copy" is that over the copy line's GB/s
 //   decode_fp8: the same with an fp8 cache (e4m3 bytes + a float scale per token and KV
-//            head), every fp8 variant ("default" marks the one variant -1 picks); GB/s
+//            head), every fp8 variant ("default" marks the one variant -1 picks), with the
+//            scales laid out as the cache does ("scales": "key_major") and head-major; GB/s
 //            counts those bytes (D + 4 per token and head, for K and for V), "of_copy" as
 //            for decode, and "vs_bf16" is the bf16 variant-0 time over this one
 //   prefill_fp8: the CUDA backend's fp8 prefill step, the block dequantized to bf16 once
@@ -223,23 +224,31 @@ void decode_kernels(int n_k, int H, int Hkv, int D, bool quick, double copy_gbps
     bf16.variant = 0;
     const double bf16_ms = decode_ms(bf16);
     const double fp8_bytes = 2.0 * n_k * Hkv * (D + sizeof(float));
-    for (int variant = 0; variant < decode_attention_fp8_variants(); ++variant) {
-      DecodeAttnParams p = base;
-      p.k = p.v = nullptr;
-      p.k_fp8 = c.k8;
-      p.v_fp8 = c.v8;
-      p.k_scale = c.ks;
-      p.v_scale = c.vs;
-      p.variant = variant;
-      const double ms = decode_ms(p);
-      std::snprintf(line, sizeof line,
-                    "{\"kind\":\"decode_fp8\",\"n_k\":%d,\"H\":%d,\"Hkv\":%d,\"D\":%d,\"variant\":%d,"
-                    "\"default\":%s,\"splits\":%d,\"ms\":%.4f,\"gbps\":%.1f,\"of_copy\":%.3f,\"vs_bf16\":%.2f}",
-                    n_k, H, Hkv, D, variant, variant == kDecodeFp8DefaultVariant ? "true" : "false",
-                    decode_attention_splits(p), ms, fp8_bytes / ms / 1e6, fp8_bytes / ms / 1e6 / copy_gbps,
-                    bf16_ms / ms);
-      emit(line);
-    }
+    // Scales as the cache lays them out ([n_k, Hkv]: 16 keys of one head touch 16 sectors)
+    // and head-major ([Hkv][n_k]: 2 sectors), the same bytes.
+    for (const bool head_major : {false, true})
+      for (int variant = 0; variant < decode_attention_fp8_variants(); ++variant) {
+        DecodeAttnParams p = base;
+        p.k = p.v = nullptr;
+        p.k_fp8 = c.k8;
+        p.v_fp8 = c.v8;
+        p.k_scale = c.ks;
+        p.v_scale = c.vs;
+        if (head_major) {
+          p.scale_key_stride = 1;
+          p.scale_head_stride = n_k;
+        }
+        p.variant = variant;
+        const double ms = decode_ms(p);
+        std::snprintf(line, sizeof line,
+                      "{\"kind\":\"decode_fp8\",\"n_k\":%d,\"H\":%d,\"Hkv\":%d,\"D\":%d,\"variant\":%d,"
+                      "\"scales\":\"%s\",\"default\":%s,\"splits\":%d,\"ms\":%.4f,\"gbps\":%.1f,\"of_copy\":%.3f,"
+                      "\"vs_bf16\":%.2f}",
+                      n_k, H, Hkv, D, variant, head_major ? "head_major" : "key_major",
+                      variant == kDecodeFp8DefaultVariant ? "true" : "false", decode_attention_splits(p), ms,
+                      fp8_bytes / ms / 1e6, fp8_bytes / ms / 1e6 / copy_gbps, bf16_ms / ms);
+        emit(line);
+      }
   }
   // Split-count sweep for the default variant (how many waves of blocks pay off).
   for (int splits : {16, 33, 132, 264}) {

@@ -8,7 +8,7 @@ set -u
 source "$(dirname "$0")/../2026-12-07-h100-session12/lib.sh"
 step flash_tests 40 $B/tests/gpu_test_flash_attention --gtest_brief=1
 grep -E "FAILED|Failure|PASSED" "$OUT/flash_tests.log" | head -6
-step decode_tests 50 $B/tests/gpu_test_decode_attention --gtest_brief=1 --gtest_filter='*ForcedSplit*:*Fp8CacheReadDirectly*:*Batch*:*NoKeys*:*LongCache*'
+step decode_tests 50 $B/tests/gpu_test_decode_attention --gtest_brief=1 --gtest_filter='*ForcedSplit*:*Fp8ScalesHeadMajor*:*Batch*:*NoKeys*:*LongCache*'
 grep -E "FAILED|Failure|PASSED|splits=200|splits=90" "$OUT/decode_tests.log" | head -6
 step paths_tests 40 $B/tests/gpu_test_attention_paths --gtest_brief=1
 grep -E "FAILED|Failure|PASSED" "$OUT/paths_tests.log" | head -6
@@ -16,8 +16,8 @@ RINGINFER_CUDA_COMM=mpi step engine_np2 60 mpirun --oversubscribe --bind-to none
   -x LD_LIBRARY_PATH -x PATH -x OPAL_PREFIX -x OMPI_MCA_mca_base_component_path -x HDF5_USE_FILE_LOCKING \
   $B/tests/gpu_mpi_cuda_engine --gtest_brief=1
 grep -E "FAILED|Failure|PASSED|measured.*attention" "$OUT/engine_np2.log" | cut -c1-200 | head -14
-step attn 20 $B/bench_attention --decode-only 131072 --json "$OUT/attn.json"
-grep -E '"decode' "$OUT/attn.json" | grep -E '"D":128' | cut -c1-200
+step attn 30 $B/bench_attention --decode-only 131072 --json "$OUT/attn.json"
+grep -E '"decode"|"decode_fp8"' "$OUT/attn.json" | cut -c1-210
 step flash_rates 60 $B/bench_attention --prefill-only 8192,32768,131072 --json "$OUT/flash_rates.json"
 grep -h '"prefill' "$OUT/flash_rates.json" | cut -c1-170
 for r in auto native; do
