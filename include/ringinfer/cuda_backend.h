@@ -14,13 +14,15 @@ namespace ringinfer {
 
 // Which kernel serves the attention blocks of prefill (--attention):
 //   auto_select  cuDNN for the blocks of a one-rank ring (AttentionShape::n_ranks == 1) with
-//                at least CudaBackendOptions::auto_cudnn_min_keys keys, the native kernels for
-//                every other block. On one rank a query row has one block, so cuDNN's bf16 O
+//                at least CudaBackendOptions::auto_cudnn_min_keys keys at head_dim 64/128 (where
+//                the native kernels read bf16 queries too), the native kernels for every other
+//                block. On one rank a query row has one block, so cuDNN's bf16 O
 //                is its finished output, rounded once as the native fp32 O is rounded once
 //                for the output projection; with more ranks it would be a partial carried
 //                between ring steps in bf16 (see Numerics below; DESIGN §9). A fixed rule, not
 //                a timing at start-up, so that one command gives the same bits every time;
-//                when cuDNN is missing or does not start, every block runs native;
+//                when cuDNN is missing, does not start or fails, every block (from then on)
+//                runs native;
 //   native       our kernels (flash / decode / generic) only;
 //   cudnn        cuDNN SDPA for every block it takes (blocks it cannot take, e.g. an
 //                unsupported head_dim, still run native); construction throws when the build

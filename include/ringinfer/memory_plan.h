@@ -37,8 +37,9 @@ struct PlanInput {
                                 // chunk of it (Backend::gemm_input_dtype: bf16 = 2 on CUDA); 0 where it is f32
                                 // (the gate buffer holds it)
   int sdpa_out_bytes = 0;       // per element of the cuDNN attention path's O of one query chunk before
-                                // the merge (bf16 = 2 on CUDA, where auto or --attention cudnn may take a
-                                // block), beside its fp32 softmax statistics; 0 where no cuDNN path runs
+                                // the merge and of its copy of the chunk's queries (bf16 = 2 on CUDA, where
+                                // auto or --attention cudnn may take a block), beside its fp32 softmax
+                                // statistics; 0 on the CPU. cuDNN's own workspace and handle are not counted
   int64_t token_chunk = 256;    // tokens per chunk of the projections and MLP (EngineOptions::chunk_tokens)
   int64_t logits_chunk = 32;    // rows per chunk of score's LM head (EngineOptions::logits_chunk)
   int64_t batch = 1;            // documents decoded together (run --max-batch): B KV caches of `context`
@@ -69,7 +70,7 @@ struct MemoryPlan {
                                      // KV buffers when N > 1, and the dequantized copy of one (kv_copy_bytes)
   int64_t scratch_per_rank = 0;      // one token chunk of MLP (and its narrow copy, act_bytes) and norm, one logits
                                      // chunk of fp32 LM-head logits (and with offload_residual two chunks of x),
-                                     // one query chunk of the cuDNN path's O and statistics (sdpa_out_bytes)
+                                     // one query chunk of the cuDNN path's O, query copy and statistics
   int64_t total_per_rank = 0;        // weights + the batch's KV + activations + scratch (one prefill at a time)
   int64_t host_per_rank = 0;         // offload_residual: the fp32 residual stream in pinned host memory
                                      // (local_tokens x hidden x 4), beside total_per_rank; else 0

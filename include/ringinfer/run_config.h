@@ -39,6 +39,7 @@ struct RunConfig {
   double memory_limit_gb = -1;       // run, score: memory per rank for the up-front check; -1 = what the device has
   double comm_timeout_s = 300;       // run, score: seconds a rank waits for the others before the job fails
   bool dry_run = false;              // run: read every stripe, write empty generations
+  bool no_decode_graph = false;      // run: every decode step op by op, not as a CUDA graph (same outputs)
   std::string prompt_template;       // prep: file with a {document} placeholder
   std::string user_template;         // prep: user message with a {document} placeholder, in the chat template
   std::string chat_template = "auto";  // prep: auto (from the model) | llama3 | chatml | mistral

@@ -423,6 +423,7 @@ int run_command(const RunConfig& config) {
           EngineOptions eo;
           eo.kv_dtype = kv_dtype;
           eo.offload_residual = config.offload_residual;
+          eo.decode_graph = !config.no_decode_graph;
           eo.cp_rank = layout.cp_rank;
           eo.cp_size = layout.cp;
           cp_device = make_device_comm(*backend, *groups.cp, cuda_comm);

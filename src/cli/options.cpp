@@ -59,8 +59,8 @@ po::options_description describe(const std::string& cmd, RunConfig& c) {
          "let a tensor-parallel group span nodes (refused by default: it all-reduces twice per layer)")
         ("attention", po::value(&c.attention)->value_name("auto|native|cudnn"),
          "CUDA prefill attention kernels: ringinfer's own (native), cuDNN SDPA where it takes the block (cudnn: "
-         "faster at head_dim 128, bf16 partial outputs), or auto (default): cuDNN for one-rank blocks of 32768+ keys, "
-         "native otherwise; see the README")
+         "faster at head_dim 128, bf16 partial outputs), or auto (default): cuDNN for one-rank blocks of 32768+ keys "
+         "at head_dim 64/128, native otherwise; see the README")
         ("log-format", po::value(&c.log_format)->value_name("auto|bar|json"),
          "progress on rank 0: a bar (terminal) or JSON lines (default auto: bar on a terminal, else json)")
         ("memory-limit", po::value(&c.memory_limit_gb)->value_name("GB"),
@@ -96,7 +96,10 @@ po::options_description describe(const std::string& cmd, RunConfig& c) {
           ("seed", po::value<std::string>()->value_name("S"), "sampling seed, an integer in [0, 2^64) (default 0)")
           ("on-error", po::value(&c.on_error)->value_name("fail|skip"),
            "skip: a document that cannot run (too long for memory) gets an error record and the job goes on (default fail)")
-          ("dry-run", po::bool_switch(&c.dry_run), "read every stripe and write empty generations (I/O check)");
+          ("dry-run", po::bool_switch(&c.dry_run), "read every stripe and write empty generations (I/O check)")
+          ("no-decode-graph", po::bool_switch(&c.no_decode_graph),
+           "CUDA: launch each decode step kernel by kernel instead of as one CUDA graph (the same tokens; for "
+           "profiling, or a driver that misbehaves)");
     }
   } else if (cmd == "prep") {
     d.add_options()
@@ -498,6 +501,7 @@ std::string format_config(const RunConfig& c) {
     kn("seed", c.seed);
     if (c.on_error != "fail") kv("on-error", c.on_error);
     if (c.dry_run) kv("dry-run", "true");
+    if (c.no_decode_graph) kv("no-decode-graph", "true");  // job_fingerprint drops it: it changes no result
   }
   if (c.command == "prep" && !c.prompt_template.empty()) kv("prompt-template", c.prompt_template);
   if (c.command == "prep" && !c.user_template.empty()) kv("user-template", c.user_template);

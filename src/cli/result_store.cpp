@@ -35,6 +35,7 @@ std::string job_fingerprint(const RunConfig& c) {
   key.memory_limit_gb = -1;
   key.max_batch = 0;  // tokens do not depend on the batch: a resume may use another
   key.offload_residual = false;  // where x waits between layers changes no bit of a result
+  key.no_decode_graph = false;   // nor how a decode step is launched
   key.output.clear();
   // A dry run reads no weights and writes empty generations: the model changes nothing.
   key.model = c.model.empty() || c.dry_run ? std::string() : model_identity(c.model, c.output);

@@ -86,10 +86,11 @@ MemoryPlan plan_unchecked(const ModelConfig& c, const PlanInput& in) {
   // hidden-wide fp32 temporaries (with offload_residual also the two chunk buffers x streams
   // through), and one logits chunk of fp32 LM-head logits (vocabulary-parallel: V/T wide)
   // reduced at once to logprobs (DESIGN §3); and where cuDNN may take an attention block,
-  // its O (sdpa_out_bytes) and fp32 statistics of one query chunk, before they are merged.
+  // its O and its copy of the queries (sdpa_out_bytes each) and fp32 statistics of one query
+  // chunk.
   const int64_t chunk = std::min<int64_t>(in.token_chunk, std::max<int64_t>(1, p.local_tokens));
   const int64_t hidden_rows = in.offload_residual ? 5 : 3;
-  const int64_t sdpa_bytes_per_row = in.sdpa_out_bytes > 0 ? mul(q_heads, add(mul(D, in.sdpa_out_bytes), 4)) : 0;
+  const int64_t sdpa_bytes_per_row = in.sdpa_out_bytes > 0 ? mul(q_heads, add(mul(2, D, in.sdpa_out_bytes), 4)) : 0;
   p.scratch_per_rank =
       add(mul(chunk, add(mul(c.intermediate_size / T, add(8, in.act_bytes)), mul(hidden_rows, c.hidden_size, 4),
                          sdpa_bytes_per_row)),

@@ -118,12 +118,12 @@ TEST(MemoryPlan, ScratchIsTheEnginesChunks) {
   in.act_bytes = 2;
   const MemoryPlan d = plan_memory(llama_8b(), in);
   EXPECT_EQ(d.scratch_per_rank - c.scratch_per_rank, int64_t(512) * 14336 * 2);
-  // And cuDNN's bf16 O of a query chunk with its fp32 statistics (32 heads x 128).
+  // And cuDNN's bf16 O and query copy of a query chunk with its fp32 statistics (32 heads x 128).
   EXPECT_EQ(plan_input(KvDtype::bf16, true, 128).sdpa_out_bytes, 2);
   EXPECT_EQ(plan_input(KvDtype::f32, false, 128).sdpa_out_bytes, 0);
   in.sdpa_out_bytes = 2;
   const MemoryPlan e = plan_memory(llama_8b(), in);
-  EXPECT_EQ(e.scratch_per_rank - d.scratch_per_rank, int64_t(512) * 32 * (128 * 2 + 4));
+  EXPECT_EQ(e.scratch_per_rank - d.scratch_per_rank, int64_t(512) * 32 * (2 * 128 * 2 + 4));
 }
 
 // --offload-residual: x (hidden x 4 bytes per local token) leaves the device; two token

@@ -70,6 +70,16 @@ TEST(Options, AttentionIsAutoNativeOrCudnn) {
             "ringinfer run: --attention must be auto, native or cudnn, not 'flash'");
 }
 
+// --no-decode-graph (run only): off by default, echoed by --print-config when set.
+TEST(Options, NoDecodeGraphIsARunSwitch) {
+  EXPECT_FALSE(parsed("run", kRunBase).no_decode_graph);
+  EXPECT_TRUE(parsed("run", with(kRunBase, {"--no-decode-graph"})).no_decode_graph);
+  std::ostringstream out;
+  cli::parse_options("run", with(kRunBase, {"--no-decode-graph", "--print-config"}), out);
+  EXPECT_NE(out.str().find("no-decode-graph = true"), std::string::npos) << out.str();
+  EXPECT_NE(error_of("score", with(kRunBase, {"--no-decode-graph"})), "no error");
+}
+
 TEST(Options, TemperatureMustBeFinite) {
   for (const char* v : {"inf", "-inf", "nan", "-1"})
     EXPECT_EQ(error_of("run", with(kRunBase, {"--temperature", v})),

@@ -169,6 +169,7 @@ TEST_F(Fingerprint, FormatLineAndWhatCounts) {
   layout.quiet = true;
   layout.output = dir.file("elsewhere.h5");
   layout.offload_residual = true;  // where x waits between layers: bitwise the same results
+  layout.no_decode_graph = true;   // how decode steps are launched: the same tokens
   EXPECT_EQ(job_fingerprint(layout), fp);
   RunConfig hotter = config;
   hotter.temperature = 0.5;

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Session 13, a short device call (~300 s): first the correctness of what has not run on a GPU
-# (flash variants 6/7, the decode combine kernel incl. more splits than head_dim, --attention
-# auto's one-rank cuDNN rule and the engines at 1 vs 2 ranks under it), then the combine kernel's
+# (flash variants 6/7, the decode combine kernel incl. more splits than head_dim, head-major fp8
+# scales, --attention auto's one-rank cuDNN rule and the engine under it against native), then the combine kernel's
 # rate, the flash variants' rates, and auto (cuDNN at 32K+ on one rank) against native in the
 # 8B-shape prefill. DL=300 bash docs/bench/2026-12-07-h100-session13/s13b.sh
 set -u
@@ -12,10 +12,8 @@ step decode_tests 50 $B/tests/gpu_test_decode_attention --gtest_brief=1 --gtest_
 grep -E "FAILED|Failure|PASSED|splits=200|splits=90" "$OUT/decode_tests.log" | head -6
 step paths_tests 40 $B/tests/gpu_test_attention_paths --gtest_brief=1
 grep -E "FAILED|Failure|PASSED" "$OUT/paths_tests.log" | head -6
-RINGINFER_CUDA_COMM=mpi step engine_np2 60 mpirun --oversubscribe --bind-to none -np 2 -x RINGINFER_CUDA_COMM \
-  -x LD_LIBRARY_PATH -x PATH -x OPAL_PREFIX -x OMPI_MCA_mca_base_component_path -x HDF5_USE_FILE_LOCKING \
-  $B/tests/gpu_mpi_cuda_engine --gtest_brief=1
-grep -E "FAILED|Failure|PASSED|measured.*attention" "$OUT/engine_np2.log" | cut -c1-200 | head -14
+step auto_tests 60 $B/tests/gpu_test_query_dtype_offload --gtest_brief=1 --gtest_filter='AutoAttention*'
+grep -E "FAILED|Failure|PASSED|measured" "$OUT/auto_tests.log" | cut -c1-200 | head -6
 step attn 30 $B/bench_attention --decode-only 131072 --json "$OUT/attn.json"
 grep -E '"decode"|"decode_fp8"' "$OUT/attn.json" | cut -c1-210
 step flash_rates 60 $B/bench_attention --prefill-only 8192,32768,131072 --json "$OUT/flash_rates.json"

@@ -129,7 +129,17 @@ bool CudaBackend::attention_cudnn(const Tensor& q, const Tensor& k, const Tensor
   t.stats = static_cast<float*>(scratch(kSdpaStats, static_cast<size_t>(nq * H) * 4));
   t.lens = lens;
   void* ws = ws_bytes > 0 ? scratch(kSdpaWork, static_cast<size_t>(ws_bytes)) : nullptr;
-  sdpa->run(shape, t, ws, stream_);
+  if (options_.attention == AttentionPath::auto_select) {
+    try {  // auto asked for cuDNN on its own: a failure leaves (O, LSE) untouched for native
+      sdpa->run(shape, t, ws, stream_);
+    } catch (const Error& e) {
+      cudnn_failed_ = true;
+      log::warn(std::string("cuDNN attention failed (") + e.what() + "); --attention auto runs the native kernels");
+      return false;
+    }
+  } else {
+    sdpa->run(shape, t, ws, stream_);
+  }
   merge_attention_sdpa(o.f32() + skip * H * D, lse.f32() + skip * H, static_cast<const __nv_bfloat16*>(t.o), t.stats,
                        nq, q_len, H, D, stream_);
   return true;
@@ -141,8 +151,10 @@ bool CudaBackend::offers_cudnn(const AttentionShape& sh, int64_t nk) const {
     case AttentionPath::cudnn: return true;
     case AttentionPath::native: return false;
     case AttentionPath::auto_select:
+      // Only where the native kernels too read bf16 queries and round P to bf16 (head_dim
+      // 64/128): elsewhere they are the fp32 generic kernel, and cuDNN would round more.
       return sh.n_ranks == 1 && options_.auto_cudnn_min_keys > 0 && nk >= options_.auto_cudnn_min_keys &&
-             !cudnn_failed_ && cuda_build_has_cudnn();
+             attention_query_dtype(sh.head_dim) == DType::bf16 && !cudnn_failed_ && cuda_build_has_cudnn();
   }
   return false;
 }
