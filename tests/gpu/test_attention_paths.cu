@@ -178,7 +178,8 @@ TEST(AttentionPaths, AutoMatchesFloat64) {
 }
 
 // auto offers cuDNN the blocks of a one-rank ring from its threshold on, and never a block
-// of a ring of several ranks (whose partial O would cross ring steps in bf16).
+// of a ring of several ranks (whose partial O would cross ring steps in bf16). (check_case
+// merges two blocks even at N = 1, which the engine never does; here only the choice counts.)
 TEST(AttentionPaths, AutoTakesCudnnForOneRankBlocksFromItsThreshold) {
   if (!cuda_build_has_cudnn()) GTEST_SKIP() << "this build has no cuDNN path";
   int one_rank_cudnn_cases = 0;
