@@ -21,21 +21,7 @@ for r in new1 base1 new2; do
 done
 step ncu_prefill 200 ncu --clock-control none --metrics gpu__time_duration.sum --csv --print-units base --print-kernel-base function \
   $B/bench_model --contexts 32768 --layers 2 --decode 2 --matmul-rows "" --json "$OUT/prefill_ncu.json"
-python3 - "$OUT/ncu_prefill.log" << 'PY'
-import csv, sys, collections
-rows = [l for l in open(sys.argv[1]) if l.startswith('"')]
-t, n = collections.Counter(), collections.Counter()
-scale = {"nsecond": 1e-6, "usecond": 1e-3, "msecond": 1.0}
-for r in csv.DictReader(rows):
-    if r.get("Metric Name") == "gpu__time_duration.sum":
-        k = r["Kernel Name"][:90]
-        t[k] += float(r["Metric Value"].replace(",", "")) * scale.get(r["Metric Unit"], 1e-6)
-        n[k] += 1
-tot = sum(t.values())
-for k, v in t.most_common(40):
-    print(f"{v:10.2f} ms {n[k]:6d}x {100 * v / tot:5.1f}%  {k}")
-print(f"total {tot:.1f} ms (the peaks' 8192^3 GEMMs and copies included)")
-PY
+python3 tools/ncu_kernel_times.py "$OUT/ncu_prefill.log" 40
 # The pipelined flash kernel (variant 6) in the whole prefill, if time is left.
 step prefill_v6 100 $B/bench_model --contexts 8192,32768 --decode 8 --matmul-rows "" --flash-variant 6 \
   --json "$OUT/prefill_v6.json"
