@@ -129,16 +129,15 @@ bool CudaBackend::attention_cudnn(const Tensor& q, const Tensor& k, const Tensor
   t.stats = static_cast<float*>(scratch(kSdpaStats, static_cast<size_t>(nq * H) * 4));
   t.lens = lens;
   void* ws = ws_bytes > 0 ? scratch(kSdpaWork, static_cast<size_t>(ws_bytes)) : nullptr;
-  if (options_.attention == AttentionPath::auto_select) {
-    try {  // auto asked for cuDNN on its own: a failure leaves (O, LSE) untouched for native
-      sdpa->run(shape, t, ws, stream_);
-    } catch (const Error& e) {
-      cudnn_failed_ = true;
-      log::warn(std::string("cuDNN attention failed (") + e.what() + "); --attention auto runs the native kernels");
-      return false;
-    }
-  } else {
+  try {
     sdpa->run(shape, t, ws, stream_);
+  } catch (const Error& e) {
+    // --attention cudnn asked for it: the error stands. auto chose it on its own: (O, LSE)
+    // are untouched, so the native kernels take this block and every later one.
+    if (options_.attention != AttentionPath::auto_select) throw;
+    cudnn_failed_ = true;
+    log::warn(std::string("cuDNN attention failed (") + e.what() + "); --attention auto runs the native kernels");
+    return false;
   }
   merge_attention_sdpa(o.f32() + skip * H * D, lse.f32() + skip * H, static_cast<const __nv_bfloat16*>(t.o), t.stats,
                        nq, q_len, H, D, stream_);

@@ -170,7 +170,7 @@ class CudaBackend final : public Backend {
   // once, so cudaMemcpyAsync neither blocks nor needs our staging (the decode token).
   static constexpr size_t kDirectUploadBytes = size_t(64) << 10;
   CudnnSdpa* cudnn_ = nullptr;  // made by the constructor (--attention cudnn) or by cudnn() (auto)
-  bool cudnn_failed_ = false;   // auto: cuDNN did not start; every block runs native
+  bool cudnn_failed_ = false;   // auto: cuDNN did not start or failed; every block runs native from then on
   void* scratch_[kSlots] = {};
   size_t scratch_bytes_[kSlots] = {};
   // Scratch grown while recording is plain cudaMalloc memory (a stream-ordered allocation
