@@ -100,6 +100,156 @@ void dequant_q4_1(const unsigned char* src, int64_t n_blocks, float* dst) {
   }
 }
 
+namespace {
+
+// Q5_x: element i (of 32) is its nibble (low nibbles first) with bit i of qh on top.
+template <bool kHasMin>
+void dequant_q5(const unsigned char* src, int64_t n_blocks, float* dst) {
+  constexpr int64_t bytes = kHasMin ? kQ5_1Bytes : kQ5_0Bytes;
+  for (int64_t b = 0; b < n_blocks; ++b) {
+    const unsigned char* blk = src + b * bytes;
+    const float d = fp16_to_fp32(load_u16(blk));
+    const float m = kHasMin ? fp16_to_fp32(load_u16(blk + 2)) : 0.0f;
+    const unsigned char* q = blk + (kHasMin ? 4 : 2);
+    const uint32_t qh = load_u32(q);
+    float* out = dst + b * kQBlock;
+    for (int j = 0; j < 16; ++j) {
+      const int lo = (q[4 + j] & 0x0f) | static_cast<int>((qh >> j) & 1) << 4;
+      const int hi = (q[4 + j] >> 4) | static_cast<int>((qh >> (j + 16)) & 1) << 4;
+      if (kHasMin) {
+        out[j] = static_cast<float>(lo) * d + m;
+        out[j + 16] = static_cast<float>(hi) * d + m;
+      } else {
+        out[j] = static_cast<float>(lo - 16) * d;
+        out[j + 16] = static_cast<float>(hi - 16) * d;
+      }
+    }
+  }
+}
+
+}  // namespace
+
+void dequant_q5_0(const unsigned char* src, int64_t n_blocks, float* dst) { dequant_q5<false>(src, n_blocks, dst); }
+void dequant_q5_1(const unsigned char* src, int64_t n_blocks, float* dst) { dequant_q5<true>(src, n_blocks, dst); }
+
+// Q2_K: scales[16] (low nibble: scale, high nibble: min, of 16 values each), qs[64], fp16
+// d, fp16 dmin. Each 128-value half reads 32 bytes of qs four times, 2 bits at a time
+// (shift 0, 2, 4, 6); each pass is two 16-value sub-blocks (bytes 0-15, then 16-31).
+void dequant_q2_k(const unsigned char* src, int64_t n_blocks, float* dst) {
+  for (int64_t b = 0; b < n_blocks; ++b) {
+    const unsigned char* blk = src + b * kQ2_KBytes;
+    const unsigned char* scales = blk;
+    const unsigned char* qs = blk + 16;
+    const float d = fp16_to_fp32(load_u16(blk + 80)), dmin = fp16_to_fp32(load_u16(blk + 82));
+    float* out = dst + b * kQKBlock;
+    int sub = 0;
+    for (int half = 0; half < 2; ++half, qs += 32)
+      for (int shift = 0; shift < 8; shift += 2)
+        for (int part = 0; part < 2; ++part, ++sub) {
+          const float dl = d * static_cast<float>(scales[sub] & 0x0f);
+          const float ml = dmin * static_cast<float>(scales[sub] >> 4);
+          for (int l = 0; l < 16; ++l)
+            *out++ = dl * static_cast<float>((qs[part * 16 + l] >> shift) & 3) - ml;
+        }
+  }
+}
+
+// Q3_K: hmask[32], qs[64], scales[12] (sixteen 6-bit signed scales, offset 32: low 4 bits
+// of scale i in byte i % 8 at bit 4 (i / 8), high 2 bits in byte 8 + i % 4 at bit
+// 2 (i / 4)), fp16 d. Values as Q2_K's 2-bit ones, minus 4 where the value's hmask bit is
+// clear; the hmask bit index runs 0..7 over the eight 32-value passes (two per shift).
+void dequant_q3_k(const unsigned char* src, int64_t n_blocks, float* dst) {
+  for (int64_t b = 0; b < n_blocks; ++b) {
+    const unsigned char* blk = src + b * kQ3_KBytes;
+    const unsigned char* hmask = blk;
+    const unsigned char* qs = blk + 32;
+    const unsigned char* sc = blk + 96;
+    const float d = fp16_to_fp32(load_u16(blk + 108));
+    float* out = dst + b * kQKBlock;
+    int sub = 0, bit = 0;
+    for (int half = 0; half < 2; ++half, qs += 32)
+      for (int shift = 0; shift < 8; shift += 2, ++bit)
+        for (int part = 0; part < 2; ++part, ++sub) {
+          const int scale = (((sc[sub % 8] >> (4 * (sub / 8))) & 0x0f) | (((sc[8 + sub % 4] >> (2 * (sub / 4))) & 3) << 4)) - 32;
+          const float dl = d * static_cast<float>(scale);
+          for (int l = part * 16; l < part * 16 + 16; ++l) {
+            const int q = ((qs[l] >> shift) & 3) - ((hmask[l] >> bit) & 1 ? 0 : 4);
+            *out++ = dl * static_cast<float>(q);
+          }
+        }
+  }
+}
+
+namespace {
+
+// Q4_K / Q5_K: eight 6-bit scales and mins of 32-value sub-blocks packed in 12 bytes:
+// sub-blocks 0-3 in the low 6 bits of bytes 0-3 (scale) and 4-7 (min); 4-7 in the nibbles
+// of bytes 8-11 (scale low, min high) with their top 2 bits in the top bits of bytes 0-7.
+void scale_min_k4(int j, const unsigned char* q, int* scale, int* min) {
+  if (j < 4) {
+    *scale = q[j] & 63;
+    *min = q[j + 4] & 63;
+  } else {
+    *scale = (q[j + 4] & 0x0f) | ((q[j - 4] >> 6) << 4);
+    *min = (q[j + 4] >> 4) | ((q[j] >> 6) << 4);
+  }
+}
+
+// Q4_K: fp16 d, fp16 dmin, scales[12], qs[128]; Q5_K adds qh[32] before qs. Each 64-value
+// pass reads 32 bytes of qs: low nibbles are sub-block 2p, high nibbles 2p + 1; Q5_K's
+// fifth bit of value l of sub-block s is bit s of qh[l].
+template <bool kFive>
+void dequant_qk4(const unsigned char* src, int64_t n_blocks, float* dst) {
+  constexpr int64_t bytes = kFive ? kQ5_KBytes : kQ4_KBytes;
+  for (int64_t b = 0; b < n_blocks; ++b) {
+    const unsigned char* blk = src + b * bytes;
+    const float d = fp16_to_fp32(load_u16(blk)), dmin = fp16_to_fp32(load_u16(blk + 2));
+    const unsigned char* sc = blk + 4;
+    const unsigned char* qh = blk + 16;
+    const unsigned char* qs = blk + (kFive ? 48 : 16);
+    float* out = dst + b * kQKBlock;
+    for (int s = 0; s < 8; ++s) {
+      int scale, min;
+      scale_min_k4(s, sc, &scale, &min);
+      const float dl = d * static_cast<float>(scale), ml = dmin * static_cast<float>(min);
+      const unsigned char* q = qs + 32 * (s / 2);
+      for (int l = 0; l < 32; ++l) {
+        int v = s % 2 == 0 ? q[l] & 0x0f : q[l] >> 4;
+        if (kFive) v |= ((qh[l] >> s) & 1) << 4;
+        *out++ = dl * static_cast<float>(v) - ml;
+      }
+    }
+  }
+}
+
+}  // namespace
+
+void dequant_q4_k(const unsigned char* src, int64_t n_blocks, float* dst) { dequant_qk4<false>(src, n_blocks, dst); }
+void dequant_q5_k(const unsigned char* src, int64_t n_blocks, float* dst) { dequant_qk4<true>(src, n_blocks, dst); }
+
+// Q6_K: ql[128], qh[64], int8 scales[16] (of 16 values each), fp16 d. Per 128-value half
+// (64 bytes of ql, 32 of qh): value l + 32 k (l < 32, k < 4) has low 4 bits from
+// ql[l + 32 (k % 2)] (low nibble for k < 2, high for k >= 2) and high 2 bits from qh[l] at
+// bit 2 k; minus 32, times d * scale[l / 16 + 2 k].
+void dequant_q6_k(const unsigned char* src, int64_t n_blocks, float* dst) {
+  for (int64_t b = 0; b < n_blocks; ++b) {
+    const unsigned char* blk = src + b * kQ6_KBytes;
+    const float d = fp16_to_fp32(load_u16(blk + 208));
+    float* out = dst + b * kQKBlock;
+    for (int half = 0; half < 2; ++half) {
+      const unsigned char* ql = blk + 64 * half;
+      const unsigned char* qh = blk + 128 + 32 * half;
+      const auto* sc = reinterpret_cast<const int8_t*>(blk + 192 + 8 * half);
+      for (int k = 0; k < 4; ++k)
+        for (int l = 0; l < 32; ++l) {
+          const int lo = k < 2 ? ql[l + 32 * k] & 0x0f : ql[l + 32 * (k - 2)] >> 4;
+          const int q = (lo | ((qh[l] >> (2 * k)) & 3) << 4) - 32;
+          *out++ = d * static_cast<float>(sc[l / 16 + 2 * k]) * static_cast<float>(q);
+        }
+    }
+  }
+}
+
 MappedFile::MappedFile(const std::string& path) : path_(path) {
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) throw Error(path + ": cannot open (" + std::strerror(errno) + ")");

@@ -4,7 +4,13 @@
 //   Q8_0: fp16 d, int8 q[32]              x = q * d
 //   Q4_0: fp16 d, uint8 qs[16]            x = (nibble - 8) * d
 //   Q4_1: fp16 d, fp16 m, uint8 qs[16]    x = nibble * d + m
-// In Q4_x, byte j holds element j in its low nibble and element j + 16 in its high nibble.
+//   Q5_0: fp16 d, u32 qh, uint8 qs[16]    x = (nibble | bit << 4) - 16) * d
+//   Q5_1: fp16 d, fp16 m, u32 qh, qs[16]  x = (nibble | bit << 4) * d + m
+// In Q4_x and Q5_x, byte j holds element j in its low nibble and element j + 16 in its
+// high nibble; bit i of Q5_x's qh is element i's fifth bit.
+// The k-quants (256 values a super-block, in sub-blocks of 16 or 32 with scales of their
+// own; dequant_q2_k .. dequant_q6_k in dtype_convert.cpp give each layout) compute, as ggml,
+// d * scale (and dmin * min) in fp32 first, then one product (and difference) per value.
 #include <cstddef>
 #include <cstdint>
 #include <string>
@@ -15,6 +21,14 @@ constexpr int64_t kQBlock = 32;          // elements per Q8_0 / Q4_0 / Q4_1 bloc
 constexpr int64_t kQ8_0Bytes = 34;       // bytes per Q8_0 block
 constexpr int64_t kQ4_0Bytes = 18;
 constexpr int64_t kQ4_1Bytes = 20;
+constexpr int64_t kQ5_0Bytes = 22;
+constexpr int64_t kQ5_1Bytes = 24;
+constexpr int64_t kQKBlock = 256;        // elements per k-quant super-block
+constexpr int64_t kQ2_KBytes = 84;
+constexpr int64_t kQ3_KBytes = 110;
+constexpr int64_t kQ4_KBytes = 144;
+constexpr int64_t kQ5_KBytes = 176;
+constexpr int64_t kQ6_KBytes = 210;
 
 float fp16_to_fp32(uint16_t h);
 float bf16_to_fp32(uint16_t b);
@@ -32,6 +46,14 @@ void f64_to_f32(const unsigned char* src, int64_t n, float* dst);
 void dequant_q8_0(const unsigned char* src, int64_t n_blocks, float* dst);
 void dequant_q4_0(const unsigned char* src, int64_t n_blocks, float* dst);
 void dequant_q4_1(const unsigned char* src, int64_t n_blocks, float* dst);
+void dequant_q5_0(const unsigned char* src, int64_t n_blocks, float* dst);
+void dequant_q5_1(const unsigned char* src, int64_t n_blocks, float* dst);
+// n_blocks super-blocks (n_blocks * 256 values).
+void dequant_q2_k(const unsigned char* src, int64_t n_blocks, float* dst);
+void dequant_q3_k(const unsigned char* src, int64_t n_blocks, float* dst);
+void dequant_q4_k(const unsigned char* src, int64_t n_blocks, float* dst);
+void dequant_q5_k(const unsigned char* src, int64_t n_blocks, float* dst);
+void dequant_q6_k(const unsigned char* src, int64_t n_blocks, float* dst);
 
 // A whole file mapped read-only (weights are read in place, never copied whole).
 class MappedFile {

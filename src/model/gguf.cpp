@@ -365,9 +365,17 @@ void GgufFile::dequant(const GgufTensorInfo& t, int64_t first, int64_t n, float*
     case 8: block_fn = dtype::dequant_q8_0; break;
     case 2: block_fn = dtype::dequant_q4_0; break;
     case 3: block_fn = dtype::dequant_q4_1; break;
+    case 6: block_fn = dtype::dequant_q5_0; break;
+    case 7: block_fn = dtype::dequant_q5_1; break;
+    case 10: block_fn = dtype::dequant_q2_k; break;
+    case 11: block_fn = dtype::dequant_q3_k; break;
+    case 12: block_fn = dtype::dequant_q4_k; break;
+    case 13: block_fn = dtype::dequant_q5_k; break;
+    case 14: block_fn = dtype::dequant_q6_k; break;
     default:
       throw Error(path_ + ": tensor '" + t.name + "' has type " + tt.name +
-                  ", which is not supported (F32, F16, BF16, Q8_0, Q4_0, Q4_1)");
+                  ", which is not supported (F32, F16, BF16, F64, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q2_K, Q3_K, Q4_K, "
+                  "Q5_K, Q6_K)");
   }
   if (n <= 0) return;
   const int64_t b0 = first / tt.block, b1 = (first + n + tt.block - 1) / tt.block;

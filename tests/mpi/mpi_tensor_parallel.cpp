@@ -6,8 +6,8 @@
 // 1e-4; greedy and top-p tokens must be identical to the single rank's; each rank must
 // hold exactly 1/T of each sharded weight and 2 max(1, Hkv/T) D ceil((S - r)/N) KV values
 // per layer; a T that cannot split the model fails with the same message on every rank.
-// The three fixtures cover GQA (4/2 heads), Qwen2 bias + tied embeddings, and MQA (one KV
-// head: T > Hkv replicates it).
+// The fixtures cover GQA (4/2 heads), Qwen2 bias + tied embeddings, MQA (one KV head:
+// T > Hkv replicates it) and a GGUF of k-quant blocks read in column slices.
 #include <gtest/gtest.h>
 #include <mpi.h>
 #include <omp.h>
@@ -59,9 +59,10 @@ EngineOptions options(const ParallelGroups& g) {
 }
 
 // This rank's weights as run/score reads them: only its slice when T > 1.
-ModelWeights sharded_weights(const ReferenceModel& f, const ParallelLayout& l) {
+ModelWeights sharded_weights(const std::string& name, const ParallelLayout& l) {
+  const ReferenceModel& f = reference_model(name);
   if (l.tp == 1) return f.model.weights;
-  return read_weights(open_model(f.dir), tensor_parallel_slice(f.model.config, l.tp_rank, l.tp));
+  return read_weights(open_model(reference_model_path(name)), tensor_parallel_slice(f.model.config, l.tp_rank, l.tp));
 }
 
 std::string label(const std::string& model, int cp, int tp) {
@@ -84,7 +85,7 @@ TEST_P(MpiTensorParallel, ScoreMatchesSingleRankAndReference) {
     const int cp = shape.first, tp = shape.second;
     ParallelGroups g = world_groups(cp, tp);
     const int r = g.layout.cp_rank;
-    Engine engine(*be, cfg, sharded_weights(f, g.layout), options(g));
+    Engine engine(*be, cfg, sharded_weights(GetParam(), g.layout), options(g));
     const std::string at = label(GetParam(), cp, tp);
     for (size_t S : lengths) {
       const std::vector<int32_t> doc = prefix(f.longest(), S);
@@ -175,7 +176,7 @@ TEST_P(MpiTensorParallel, EachRankHoldsOneTthOfEachShardedWeight) {
   for (int tp = 1; tp <= np; tp *= 2) {
     ParallelGroups g = world_groups(1, tp);
     const TensorParallelSlice sl = tensor_parallel_slice(c, g.layout.tp_rank, tp);
-    const ModelWeights part = sharded_weights(f, g.layout);
+    const ModelWeights part = sharded_weights(GetParam(), g.layout);
     const engine::BackendWeights bw = engine::upload_weights(*be, c, part, sl);
     const std::string at = label(GetParam(), 1, tp);
     const int64_t kvh = std::max<int64_t>(1, Hkv / tp);
@@ -219,6 +220,9 @@ TEST_P(MpiTensorParallel, EachRankHoldsOneTthOfEachShardedWeight) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Fixtures, MpiTensorParallel, ::testing::ValuesIn(test::reference_model_names()),
+                         test::param_name);
+// k-quant blocks of 256 values: a T-way slice of a row-parallel matrix cuts blocks in two.
+INSTANTIATE_TEST_SUITE_P(KQuants, MpiTensorParallel, ::testing::Values(std::string("llama-kquants/model.gguf")),
                          test::param_name);
 
 std::string engine_error(const ModelConfig& cfg, const ModelWeights& w, const EngineOptions& o) {

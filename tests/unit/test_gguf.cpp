@@ -3,7 +3,12 @@
 // original), the llama config, one message per malformed file, and every truncation.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstring>
+#include <fstream>
+#include <set>
+
+#include <nlohmann/json.hpp>
 
 #include "gtest_helpers.h"
 #include "model_files.h"
@@ -151,6 +156,48 @@ TEST_F(GgufTest, EveryTensorTypeDequantizesExactly) {
       for (int64_t j = 5; j < 45; ++j) wc.push_back(kinds[k].want[i * cols + j]);
     EXPECT_EQ(c.shape, (std::vector<int64_t>{rows, 40}));
     EXPECT_EQ(count_mismatches(c, wc), 0u) << ggml_type_name(kinds[k].type);
+  }
+}
+
+// Q5_0, Q5_1 and the k-quants against the `gguf` package's numpy dequantizer (written
+// independently of ours): random blocks, every bit random (tools/make-kquant-fixtures.py),
+// read whole, by rows and by columns that cut blocks; the same fp32 values, bit for bit.
+TEST_F(GgufTest, BlockFormatsDequantizeAsTheGgufPackage) {
+  std::ifstream in(source_dir() + "/tests/fixtures/gguf/kquant-blocks.json");
+  ASSERT_TRUE(in) << "tests/fixtures/gguf/kquant-blocks.json";
+  const nlohmann::json j = nlohmann::json::parse(in);
+  const std::map<std::string, uint32_t> ids = {{"Q5_0", kGQ5_0}, {"Q5_1", kGQ5_1}, {"Q2_K", kGQ2_K},
+                                               {"Q3_K", kGQ3_K}, {"Q4_K", kGQ4_K}, {"Q5_K", kGQ5_K},
+                                               {"Q6_K", kGQ6_K}};
+  ASSERT_EQ(j.at("types").size(), ids.size());
+  for (const auto& [name, id] : ids) {
+    const auto& t = j.at("types").at(name);
+    const std::string hex = t.at("blocks_hex");
+    std::vector<uint8_t> bytes;
+    for (size_t i = 0; i + 1 < hex.size(); i += 2) bytes.push_back(static_cast<uint8_t>(std::stoi(hex.substr(i, 2), nullptr, 16)));
+    const std::vector<double> want = t.at("values").get<std::vector<double>>();
+    const int64_t rows = 3, cols = static_cast<int64_t>(want.size()) / rows;  // 6 blocks: 2 a row
+    ASSERT_EQ(cols % t.at("block").get<int64_t>(), 0) << name;
+    GgufBuilder g;
+    g.tensor("w", {cols, rows}, id, bytes);
+    GgufFile f(write(g.build(), name + ".gguf"));
+    HostTensor all = f.read("w");
+    EXPECT_EQ(all.shape, (std::vector<int64_t>{rows, cols})) << name;
+    EXPECT_EQ(count_mismatches(all, want), 0u) << name;
+    HostTensor r = f.read_rows("w", 1, 3);
+    EXPECT_EQ(count_mismatches(r, std::vector<double>(want.begin() + cols, want.end())), 0u) << name;
+    // Columns [c0, c1) start and end inside blocks (and inside 16-value sub-blocks).
+    const int64_t c0 = 7, c1 = cols - 9;
+    HostTensor c = f.read_cols("w", c0, c1);
+    std::vector<double> wc;
+    for (int64_t i = 0; i < rows; ++i)
+      for (int64_t k = c0; k < c1; ++k) wc.push_back(want[i * cols + k]);
+    EXPECT_EQ(count_mismatches(c, wc), 0u) << name;
+    // The fixture is not degenerate: values spread over both signs and many levels.
+    std::set<double> levels(want.begin(), want.end());
+    EXPECT_GT(levels.size(), want.size() / 8) << name;
+    EXPECT_LT(*std::min_element(want.begin(), want.end()), 0) << name;
+    EXPECT_GT(*std::max_element(want.begin(), want.end()), 0) << name;
   }
 }
 
@@ -433,11 +480,12 @@ TEST_F(GgufTest, MalformedFiles) {
   EXPECT_EQ(open_err(twice.build()), p + ": tensor 'w' appears twice");
 
   // Known but unsupported types are refused when read, naming the type.
-  GgufBuilder q6 = with_tensor({256, 1}, kGQ6_K, 210);
-  write_bytes(p, q6.build());
+  GgufBuilder iq2 = with_tensor({256, 1}, kGIQ2_XS, 74);
+  write_bytes(p, iq2.build());
   GgufFile f(p);
   EXPECT_EQ(error_of([&] { f.read("w"); }),
-            p + ": tensor 'w' has type Q6_K, which is not supported (F32, F16, BF16, Q8_0, Q4_0, Q4_1)");
+            p + ": tensor 'w' has type IQ2_XS, which is not supported (F32, F16, BF16, F64, Q8_0, Q4_0, Q4_1, Q5_0, "
+                "Q5_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K)");
 }
 
 TEST_F(GgufTest, ConfigErrors) {
