@@ -39,12 +39,19 @@
 namespace ringinfer {
 
 // u8: raw bytes (fp8 e4m3 bits, packed buffers).
-// q8_0, q4_0, q4_1: ggml's blocks of 32 weights (model/dtype_convert.h gives the layouts),
-// kept quantized by the CPU backend for GGUF weights (Backend::takes_quantized_weights).
-enum class DType { f32, bf16, i32, f64, u8, f16, q8_0, q4_0, q4_1 };
+// q8_0 .. q5_1: ggml's blocks of 32 weights, q2_k .. q6_k its super-blocks of 256
+// (model/dtype_convert.h gives the layouts), kept quantized by the CPU backend for GGUF
+// weights (Backend::takes_quantized_weights).
+enum class DType { f32, bf16, i32, f64, u8, f16, q8_0, q4_0, q4_1, q5_0, q5_1, q2_k, q3_k, q4_k, q5_k, q6_k };
 
-// Elements per storage block (32 for the quantized types, else 1) and bytes per block.
-inline int64_t dtype_block(DType t) { return t == DType::q8_0 || t == DType::q4_0 || t == DType::q4_1 ? 32 : 1; }
+// Elements per storage block (32 or 256 for the quantized types, else 1) and bytes per block.
+inline int64_t dtype_block(DType t) {
+  switch (t) {
+    case DType::q8_0: case DType::q4_0: case DType::q4_1: case DType::q5_0: case DType::q5_1: return 32;
+    case DType::q2_k: case DType::q3_k: case DType::q4_k: case DType::q5_k: case DType::q6_k: return 256;
+    default: return 1;
+  }
+}
 inline size_t dtype_block_bytes(DType t) {
   switch (t) {
     case DType::u8: return 1;
@@ -54,6 +61,13 @@ inline size_t dtype_block_bytes(DType t) {
     case DType::q8_0: return 34;
     case DType::q4_0: return 18;
     case DType::q4_1: return 20;
+    case DType::q5_0: return 22;
+    case DType::q5_1: return 24;
+    case DType::q2_k: return 84;
+    case DType::q3_k: return 110;
+    case DType::q4_k: return 144;
+    case DType::q5_k: return 176;
+    case DType::q6_k: return 210;
   }
   return 0;
 }
@@ -75,6 +89,13 @@ inline const char* dtype_name(DType t) {
     case DType::q8_0: return "q8_0";
     case DType::q4_0: return "q4_0";
     case DType::q4_1: return "q4_1";
+    case DType::q5_0: return "q5_0";
+    case DType::q5_1: return "q5_1";
+    case DType::q2_k: return "q2_k";
+    case DType::q3_k: return "q3_k";
+    case DType::q4_k: return "q4_k";
+    case DType::q5_k: return "q5_k";
+    case DType::q6_k: return "q6_k";
   }
   return "?";
 }

@@ -14,7 +14,9 @@ CommDtype comm_dtype(DType t) {
     case DType::i32: return CommDtype::int32;
     case DType::f64: return CommDtype::float64;
     case DType::u8: return CommDtype::uint8;
-    case DType::f16: case DType::q8_0: case DType::q4_0: case DType::q4_1: break;  // weight storage: never communicated
+    case DType::f16: case DType::q8_0: case DType::q4_0: case DType::q4_1: case DType::q5_0: case DType::q5_1:
+    case DType::q2_k: case DType::q3_k: case DType::q4_k: case DType::q5_k: case DType::q6_k:
+      break;  // weight storage: never communicated
   }
   return CommDtype::uint8;
 }

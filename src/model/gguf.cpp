@@ -425,7 +425,8 @@ HostTensor GgufFile::read_rows(const std::string& name, int64_t begin, int64_t e
 
 HostTensor GgufFile::read_rows_stored(const std::string& name, int64_t begin, int64_t end) const {
   const auto& t = info(name);
-  const bool kept = t.type == 1 || t.type == 30 || t.type == 8 || t.type == 2 || t.type == 3;
+  const bool kept = t.type == 1 || t.type == 30 || t.type == 8 || t.type == 2 || t.type == 3 || t.type == 6 ||
+                    t.type == 7 || (t.type >= 10 && t.type <= 14);
   const TypeTraits& tt = *type_traits(t.type);
   if (t.ne.size() != 2 || !kept || t.ne[0] % tt.block != 0) return read_rows(name, begin, end);
   const int64_t rows = t.ne[1], row_bytes = t.ne[0] / tt.block * tt.type_size;

@@ -391,6 +391,54 @@ TEST_F(GgufTest, KeptQuantizedMatricesEqualTheirDequantizedValues) {
   }
 }
 
+// The k-quant fixture kept as stored (the CPU backend's loading path): every matrix comes
+// as its blocks, and embed and matmul (few x rows: dequantized kDecodeRows rows at a time;
+// many: panels), AVX2 and portable, give bitwise what the fp32 values read at load give.
+TEST_F(GgufTest, KQuantMatricesKeptAsStoredComputeAsDequantized) {
+  const std::string path = source_dir() + "/tests/fixtures/models/llama-kquants/model.gguf";
+  ModelSource stored = open_model(path), plain = open_model(path);
+  stored.tensors->keep_quantized(true);
+  std::vector<std::string> names = {"model.embed_tokens.weight", "lm_head.weight"};
+  for (int l = 0; l < stored.config.n_layers; ++l)
+    for (const char* m : {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj", "mlp.gate_proj",
+                          "mlp.up_proj", "mlp.down_proj"})
+      names.push_back("model.layers." + std::to_string(l) + "." + m + ".weight");
+  std::set<uint32_t> types;
+  for (bool portable : {false, true}) {
+    CpuBackendOptions o;
+    o.portable_kernels = portable;
+    auto be = make_cpu_backend(o);
+    for (const std::string& name : names) {
+      const HostTensor t = stored.tensors->read(name), f = plain.tensors->read(name);
+      ASSERT_EQ(t.shape.size(), 2u) << name;
+      ASSERT_FALSE(t.blocks.empty()) << name;
+      types.insert(t.ggml_type);
+      const int64_t rows = t.shape[0], cols = t.shape[1];
+      Tensor w = be->upload_weight(t), wf = be->upload_weight(f);
+      for (int64_t n : {1, 3, 9}) {
+        const std::vector<float> xv = randn(static_cast<size_t>(n * cols));
+        Tensor x = be->alloc(n, cols, DType::f32), a = be->alloc(n, rows, DType::f32), b = be->alloc(n, rows, DType::f32);
+        be->copy_from_host(x, xv.data());
+        be->matmul(x, w, Tensor{}, a, false);
+        be->matmul(x, wf, Tensor{}, b, false);
+        std::vector<float> av(n * rows), bv(n * rows);
+        be->copy_to_host(av.data(), a);
+        be->copy_to_host(bv.data(), b);
+        EXPECT_EQ(av, bv) << name << " rows " << n << (portable ? " portable" : "");
+      }
+      Tensor ids = be->alloc(2, 1, DType::i32), out = be->alloc(2, cols, DType::f32);
+      const int32_t pick[2] = {static_cast<int32_t>(rows - 1), 0};
+      be->copy_from_host(ids, pick);
+      be->embed(w, ids, out);
+      std::vector<float> got(2 * cols);
+      be->copy_to_host(got.data(), out);
+      EXPECT_TRUE(std::equal(got.begin(), got.begin() + cols, f.data.begin() + (rows - 1) * cols)) << name;
+      EXPECT_TRUE(std::equal(got.begin() + cols, got.end(), f.data.begin())) << name;
+    }
+  }
+  EXPECT_EQ(types, (std::set<uint32_t>{kGQ5_0, kGQ5_1, kGQ2_K, kGQ3_K, kGQ4_K, kGQ5_K, kGQ6_K}));
+}
+
 TEST_F(GgufTest, TokenizerMetadataIsReachable) {
   TinyModel m = make_tiny_model(rng, 1, false, true);
   std::map<std::string, std::vector<double>> e;

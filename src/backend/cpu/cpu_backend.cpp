@@ -59,6 +59,13 @@ Tensor CpuBackend::upload_weight(const HostTensor& w) {
     case 8: type = DType::q8_0; break;
     case 2: type = DType::q4_0; break;
     case 3: type = DType::q4_1; break;
+    case 6: type = DType::q5_0; break;
+    case 7: type = DType::q5_1; break;
+    case 10: type = DType::q2_k; break;
+    case 11: type = DType::q3_k; break;
+    case 12: type = DType::q4_k; break;
+    case 13: type = DType::q5_k; break;
+    case 14: type = DType::q6_k; break;
     default: check(false, "upload_weight", "ggml type " + std::to_string(w.ggml_type) + " is not kept quantized");
   }
   Tensor t = alloc(rows, cols, type);

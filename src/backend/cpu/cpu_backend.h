@@ -81,8 +81,7 @@ constexpr int64_t kParallelMin = 1 << 15;
 
 // Weight storage matmul() and embed() accept: fp32, or a GGUF type kept as stored.
 inline bool is_weight_dtype(DType t) {
-  return t == DType::f32 || t == DType::f16 || t == DType::bf16 || t == DType::q8_0 || t == DType::q4_0 ||
-         t == DType::q4_1;
+  return t == DType::f32 || t == DType::f16 || t == DType::bf16 || dtype_block(t) > 1;
 }
 // n elements (whole blocks) of weight storage type t at src as fp32 (cpu_matmul.cpp).
 // simd: the AVX2 code (only where have_avx2(), cpu_simd.h).

@@ -1,6 +1,7 @@
 // CPU matmul: out = x W^T for fp32 weights and for GGUF weights kept quantized
-// (Q8_0, Q4_0, Q4_1, F16, BF16), which stay as stored and are dequantized block by block
-// inside the loops, fp32 arithmetic throughout: a quarter of the bytes of fp32 weights.
+// (Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q2_K..Q6_K, F16, BF16), which stay as stored and are
+// dequantized block by block inside the loops, fp32 arithmetic throughout: a quarter of
+// the bytes of fp32 weights or less.
 //
 // Each output element is one dot product computed in a fixed order that depends only on
 // the weight row and the x row, never on how many rows x has, which rows a call gets, or
@@ -8,8 +9,8 @@
 // at another M or N: its edge kernels sum in another order). So a token's activations are
 // bitwise the same whether its rank holds 59 or 237 tokens, or its rows come in chunks of
 // 64 or 13, which is what makes the forward independent of the rank count (README
-// "KV cache dtype"). The order: the weight row's fp32 values (GGUF types dequantized, exact
-// in fp32) times x in 8 lanes, lane l accumulating
+// "KV cache dtype"). The order: the weight row's fp32 values (GGUF types dequantized to
+// the values dequantizing at load gives) times x in 8 lanes, lane l accumulating
 // k = l, l + 8, ... by FMA, then hsum_avx2's fixed tree, then the k past the last multiple
 // of 8 by scalar FMA (AVX2 + FMA, runtime dispatch: the binary keeps the x86-64 baseline);
 // portable C++ (a CPU without AVX2, or the test option) uses 8 lanes without FMA and the
@@ -305,8 +306,12 @@ void dot_stored_tile_of(int64_t cols, const unsigned char* w, int64_t row_bytes,
 }
 #endif
 
-// Whether dot_stored_tile takes weights of type t: the GGUF types, with the AVX2 kernels.
-bool decodes_in_registers(DType t, bool simd) { return RI_X86_SIMD && simd && t != DType::f32; }
+// Whether dot_stored_tile takes weights of type t: the GGUF types it has a decoder for,
+// with the AVX2 kernels (Q5_x and the k-quants are dequantized kDecodeRows rows at a time).
+bool decodes_in_registers(DType t, bool simd) {
+  return RI_X86_SIMD && simd &&
+         (t == DType::f16 || t == DType::bf16 || t == DType::q8_0 || t == DType::q4_0 || t == DType::q4_1);
+}
 
 // out (rows x cols, stride ldo) = x rows (rows <= kRowBlock, stride ldx) . stored weight
 // rows of a GGUF type (cols of them at w, row_bytes apart), n values each, decoded in
@@ -375,6 +380,13 @@ void dequant_row(DType t, const unsigned char* src, int64_t n, float* dst, bool 
     case DType::q8_0: dtype::dequant_q8_0(src, n / dtype::kQBlock, dst); return;
     case DType::q4_0: dtype::dequant_q4_0(src, n / dtype::kQBlock, dst); return;
     case DType::q4_1: dtype::dequant_q4_1(src, n / dtype::kQBlock, dst); return;
+    case DType::q5_0: dtype::dequant_q5_0(src, n / dtype::kQBlock, dst); return;
+    case DType::q5_1: dtype::dequant_q5_1(src, n / dtype::kQBlock, dst); return;
+    case DType::q2_k: dtype::dequant_q2_k(src, n / dtype::kQKBlock, dst); return;
+    case DType::q3_k: dtype::dequant_q3_k(src, n / dtype::kQKBlock, dst); return;
+    case DType::q4_k: dtype::dequant_q4_k(src, n / dtype::kQKBlock, dst); return;
+    case DType::q5_k: dtype::dequant_q5_k(src, n / dtype::kQKBlock, dst); return;
+    case DType::q6_k: dtype::dequant_q6_k(src, n / dtype::kQKBlock, dst); return;
     default: throw Error(std::string("cpu backend: no dequantization for ") + dtype_name(t));
   }
 }
