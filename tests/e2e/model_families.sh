@@ -3,7 +3,8 @@
 # reported as such, naming config.json, with exit 2, before any memory check (regression
 # 2026-12-07: an absurd hidden_size was reported as "the weights alone need 5394432 GiB
 # per rank"); the Qwen3 fixture (QK-norm, head_dim 24, YaRN) scores the same from its
-# safetensors folder and from its qwen3 GGUF on 1, 2 and 3 ranks, and generates.
+# safetensors folder and from its qwen3 GGUF on 1, 2 and 3 ranks, and generates; so does
+# a GGUF of k-quant blocks.
 source "$(dirname "$0")/lib/common.bash"
 FIX="$SOURCE_DIR/tests/fixtures/models"
 export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
@@ -50,4 +51,26 @@ if timeout -k 5 120 $MPIRUN -np 2 "$RINGINFER" run -m "$FIX/qwen3-qknorm-yarn/mo
      --max-new-tokens 5 -q > gen.log 2>&1 && "$RINGINFER" dump --jsonl gen.h5 | grep -q '"finish_reason"'; then
   pass "run on the qwen3 GGUF, 2 ranks"
 else fail "run on the qwen3 GGUF"; tail -5 gen.log; fi
+
+# A GGUF of k-quant, Q5_0 and Q5_1 blocks (tools/make-kquant-fixtures.py), kept as stored by
+# the CPU backend: the same logprobs on 1 and 3 ranks, and it generates.
+KQ="$FIX/llama-kquants/model.gguf"
+for np in 1 3; do
+  if timeout -k 5 120 $MPIRUN -np $np "$RINGINFER" score -m "$KQ" -i in.h5 -o "kq-$np.h5" --device cpu -q > "kq-$np.log" 2>&1 &&
+     "$RINGINFER" dump --jsonl --logprobs "kq-$np.h5" > "kq-$np.jsonl"; then
+    pass "score the k-quant GGUF, $np ranks"
+  else fail "score the k-quant GGUF, $np ranks"; tail -5 "kq-$np.log"; fi
+done
+if python3 - kq-1.jsonl kq-3.jsonl <<'PY'; then pass "k-quant GGUF: 1 and 3 ranks agree"; else fail "k-quant GGUF: ranks differ"; fi
+import json, sys
+a, b = ({d["id"]: d["logprobs"] for d in map(json.loads, open(p))} for p in sys.argv[1:])
+assert a.keys() == b.keys() and any(len(v) > 50 for v in a.values())
+worst = max(abs(x - y) / max(1.0, abs(y)) for k in a for x, y in zip(a[k], b[k]))
+print(f"  max relative diff {worst:.3g}")
+sys.exit(0 if worst <= 1e-5 else 1)
+PY
+if timeout -k 5 120 $MPIRUN -np 2 "$RINGINFER" run -m "$KQ" -i in.h5 -o kq-gen.h5 --device cpu --max-new-tokens 5 -q \
+     > kq-gen.log 2>&1 && "$RINGINFER" dump --jsonl kq-gen.h5 | grep -q '"finish_reason"'; then
+  pass "run on the k-quant GGUF, 2 ranks"
+else fail "run on the k-quant GGUF"; tail -5 kq-gen.log; fi
 finish
