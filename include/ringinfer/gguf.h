@@ -111,6 +111,9 @@ class GgufFile {
   // (HostTensor::blocks and ggml_type, rows of whole blocks) instead of fp32; other
   // tensors as read_rows gives them.
   HostTensor read_rows_stored(const std::string& name, int64_t begin, int64_t end) const;
+  // The bytes of every tensor as read_rows_stored gives it: stored bytes where it keeps
+  // them, 4 a value elsewhere (the CPU backend's weights, kept quantized).
+  int64_t kept_bytes() const;
 
  private:
   const GgufTensorInfo& info(const std::string& name) const;

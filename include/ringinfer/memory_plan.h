@@ -43,6 +43,9 @@ struct PlanInput {
   int64_t token_chunk = 256;    // tokens per chunk of the projections and MLP (EngineOptions::chunk_tokens)
   int64_t logits_chunk = 32;    // rows per chunk of score's LM head (EngineOptions::logits_chunk)
   int64_t batch = 1;            // documents decoded together (run --max-batch): B KV caches of `context`
+  int64_t stored_weight_bytes = 0;  // > 0 at --tp 1: the weights' bytes as the backend holds them (a GGUF the CPU
+                                    // keeps quantized: TensorSource::kept_weight_bytes) instead of
+                                    // the parameters x weight_bytes
   bool offload_residual = false;  // --offload-residual: the residual stream x waits in host memory between
                                   // layers: not counted here; two token chunks of it on the device instead
 };

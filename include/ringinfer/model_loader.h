@@ -36,6 +36,9 @@ class TensorSource {
   // From now on read() and read_rows() give a GGUF's quantized (and F16/BF16) matrices as
   // stored (HostTensor::blocks) for a backend that computes on them; a no-op elsewhere.
   virtual void keep_quantized(bool) {}
+  // The bytes the weights take as keep_quantized(true) gives them: a GGUF's kept matrices
+  // as stored, every other tensor as fp32; -1 where nothing is kept (safetensors).
+  virtual int64_t kept_weight_bytes() const { return -1; }
 };
 
 HostTensor read_tensor(const TensorSource& src, const std::string& name);

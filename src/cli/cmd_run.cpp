@@ -353,7 +353,6 @@ int run_command(const RunConfig& config) {
         if (!dry) {
           backend = make_backend(config.device, config.attention, me, layout, *groups.world, cuda_comm);
           if (std::string(backend->name()) == "cpu") log::info("cpu: " + std::to_string(cpu_threads) + " thread(s) per rank");
-          backend = make_backend(config.device, config.attention, me, layout, *groups.world, cuda_comm);
           const KvDtype kv_dtype =
               config.kv_dtype == "auto" ? backend->default_kv_dtype() : parse_kv_dtype(config.kv_dtype);
           RI_CHECK(backend->supports_kv_dtype(kv_dtype), "ringinfer " + config.command + ": --kv-dtype " +
@@ -363,6 +362,10 @@ int run_command(const RunConfig& config) {
           // rank sees the same documents and fails the same way.
           const bool on_gpu = std::string(backend->name()) == "cuda";
           PlanInput need = plan_input(kv_dtype, on_gpu, model->config.head_dim);
+          // A GGUF the backend keeps quantized (the CPU's, one TP rank: engine_weights.cpp)
+          // holds its stored bytes, not 4 a weight.
+          if (backend->takes_quantized_weights() && layout.tp == 1)
+            need.stored_weight_bytes = std::max<int64_t>(0, model->tensors->kept_weight_bytes());
           // On the CPU backend host memory is the device's: x counts there either way.
           need.offload_residual = config.offload_residual && on_gpu;
           need.context = 0;

@@ -423,12 +423,28 @@ HostTensor GgufFile::read_rows(const std::string& name, int64_t begin, int64_t e
   return out;
 }
 
+namespace {
+
+// Whether read_rows_stored gives t's stored bytes (a matrix of a type the CPU backend
+// computes on as stored) rather than fp32 values.
+bool kept_as_stored(const GgufTensorInfo& t) {
+  const bool kept_type = t.type == 1 || t.type == 30 || t.type == 8 || t.type == 2 || t.type == 3 || t.type == 6 ||
+                         t.type == 7 || (t.type >= 10 && t.type <= 14);
+  return kept_type && t.ne.size() == 2 && t.ne[0] % type_traits(t.type)->block == 0;
+}
+
+}  // namespace
+
+int64_t GgufFile::kept_bytes() const {
+  int64_t sum = 0;
+  for (const auto& t : tensors_) sum += kept_as_stored(t) ? static_cast<int64_t>(t.nbytes) : 4 * t.numel();
+  return sum;
+}
+
 HostTensor GgufFile::read_rows_stored(const std::string& name, int64_t begin, int64_t end) const {
   const auto& t = info(name);
-  const bool kept = t.type == 1 || t.type == 30 || t.type == 8 || t.type == 2 || t.type == 3 || t.type == 6 ||
-                    t.type == 7 || (t.type >= 10 && t.type <= 14);
   const TypeTraits& tt = *type_traits(t.type);
-  if (t.ne.size() != 2 || !kept || t.ne[0] % tt.block != 0) return read_rows(name, begin, end);
+  if (!kept_as_stored(t)) return read_rows(name, begin, end);
   const int64_t rows = t.ne[1], row_bytes = t.ne[0] / tt.block * tt.type_size;
   if (begin < 0 || begin > end || end > rows) return read_rows(name, begin, end);  // reports the bad range
   HostTensor out;

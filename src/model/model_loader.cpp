@@ -80,6 +80,7 @@ class GgufSource : public TensorSource {
     return out;
   }
   void keep_quantized(bool on) override { keep_quantized_ = on; }
+  int64_t kept_weight_bytes() const override { return f_->kept_bytes(); }
   HostTensor read_cols(const std::string& n, int64_t b, int64_t e) const override {
     const auto& t = info(n);
     HostTensor c = f_->read_cols(t.name, b, e);

@@ -46,8 +46,10 @@ int64_t parameter_count(const ModelConfig& c) {
 }
 
 // Tensor parallelism splits every matrix by T (vocabulary-parallel LM head included);
-// more CP ranks do not shrink it.
+// more CP ranks do not shrink it. At T = 1 a GGUF the CPU keeps quantized holds its own
+// byte count (T > 1 slices are read as fp32).
 int64_t weights_per_rank(const ModelConfig& c, const PlanInput& in) {
+  if (in.stored_weight_bytes > 0 && in.tp == 1) return in.stored_weight_bytes;
   return mul((parameter_count(c) + in.tp - 1) / in.tp, in.weight_bytes);
 }
 

@@ -6,9 +6,11 @@
 
 #include "ringinfer/engine.h"
 #include "ringinfer/error.h"
+#include "ringinfer/gguf.h"
 #include "ringinfer/memory_plan.h"
 #include "ringinfer/model_loader.h"
 #include "model_shapes.h"
+#include "test_paths.h"
 
 namespace ringinfer {
 namespace {
@@ -137,6 +139,47 @@ TEST(MemoryPlan, OffloadedResidualLeavesTheDevice) {
   EXPECT_EQ(off.activation_bytes_per_local_token, 45184 - 4096 * 4);
   EXPECT_EQ(off.scratch_per_rank - on.scratch_per_rank, 2 * 256 * 4096 * 4);
   EXPECT_EQ(on.total_per_rank - off.total_per_rank, int64_t(524288) * 4096 * 4 - 2 * 256 * 4096 * 4);
+}
+
+// A GGUF the CPU backend keeps quantized: at --tp 1 the plan counts the weights' stored
+// bytes (TensorSource::kept_weight_bytes), which are what the backend holds once the engine
+// has loaded them (llama-kquants: k-quant, Q5_0 and Q5_1 blocks, ~7x smaller than fp32);
+// at --tp 2 slices are read as fp32 and the plan counts 4 bytes a weight.
+TEST(MemoryPlan, QuantizedGgufOnTheCpuCountsItsStoredBytes) {
+  const std::string path = test::source_dir() + "/tests/fixtures/models/llama-kquants/model.gguf";
+  const ModelSource m = open_model(path);
+  const int64_t kept = m.tensors->kept_weight_bytes();
+  int64_t values = 0;  // every tensor's values: 4 bytes each in fp32
+  const GgufFile file(path);
+  for (const GgufTensorInfo& t : file.tensors()) values += t.numel();
+  // The engine's other buffers are the same for both: the difference is the weights'.
+  int64_t held_stored = 0, held_fp32 = 0;
+  {
+    auto be = make_cpu_backend();
+    ASSERT_TRUE(be->takes_quantized_weights());
+    Engine e(*be, m);
+    held_stored = be->allocated_bytes();
+  }
+  {
+    auto be = make_cpu_backend();
+    const LoadedModel fp32 = load_model(path);
+    Engine e(*be, fp32.config, fp32.weights);
+    held_fp32 = be->allocated_bytes();
+  }
+  EXPECT_GT(kept, 0);
+  EXPECT_EQ(held_fp32 - held_stored, 4 * values - kept);
+  PlanInput in = plan_input(KvDtype::f32, false, m.config.head_dim);
+  in.context = 1000;
+  const MemoryPlan fp32 = plan_memory(m.config, in);
+  EXPECT_GT(fp32.weights_per_rank, 5 * kept);
+  in.stored_weight_bytes = kept;
+  const MemoryPlan stored = plan_memory(m.config, in);
+  EXPECT_EQ(stored.weights_per_rank, kept);
+  EXPECT_EQ(fp32.total_per_rank - stored.total_per_rank, fp32.weights_per_rank - kept);
+  in.ranks = in.tp = 2;
+  EXPECT_EQ(plan_memory(m.config, in).weights_per_rank, (fp32.params_total + 1) / 2 * 4);
+  // A safetensors folder keeps nothing.
+  EXPECT_EQ(open_model(test::source_dir() + "/tests/fixtures/models/llama3-gqa").tensors->kept_weight_bytes(), -1);
 }
 
 TEST(MemoryPlan, Llama70BKvTotalAtOneMillion) {
