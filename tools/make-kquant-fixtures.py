@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Writes the fixtures of the GGUF block formats Q5_0, Q5_1 and the k-quants Q2_K..Q6_K.
+"""Writes the fixtures of the GGUF block formats Q5_0, Q5_1, Q2_K..Q6_K, IQ4_NL and IQ4_XS.
 
 Usage: tools/make-kquant-fixtures.py [--fixtures tests/fixtures]
 
@@ -10,7 +10,7 @@ Usage: tools/make-kquant-fixtures.py [--fixtures tests/fixtures]
 2. FIXTURES/models/llama-kquants/: model.gguf, a 2-layer llama (hidden 256, 4 heads of 64,
    2 KV heads, no RoPE scaling) whose matrices are random blocks of those types, mixed per
    tensor as llama.cpp's *_K_M files mix them (Q6_K for attn_v, ffn_down and output, Q4_K
-   and the others elsewhere, Q5_0 / Q5_1 in some MLP matrices), norms F32; and
+   and the others elsewhere, Q5_0 / Q5_1 / IQ4_NL / IQ4_XS in some), norms F32; and
    reference.json: float64 logprobs of random documents and a greedy continuation, by
    tools/reference_forward.py on the weights `gguf` dequantizes (Q/K rows un-permuted to
    the HF layout), in the layout of tools/make-reference-models.py's reference.json.
@@ -42,7 +42,7 @@ FIELDS = {
     "Q5_0": dict(d=0, mean_q=None), "Q5_1": dict(d=0, m=2, mean_q=15.5),
     "Q2_K": dict(d=80, dmin=82, mean_q=1.5), "Q3_K": dict(d=108, mean_q=None),
     "Q4_K": dict(d=0, dmin=2, mean_q=7.5), "Q5_K": dict(d=0, dmin=2, mean_q=15.5),
-    "Q6_K": dict(d=208, mean_q=None),
+    "Q6_K": dict(d=208, mean_q=None), "IQ4_NL": dict(d=0, mean_q=None), "IQ4_XS": dict(d=0, mean_q=None),
 }
 TYPES = list(FIELDS)
 
@@ -55,8 +55,8 @@ CONFIG = dict(
 LAYER_TYPES = [
     {"attn_q": "Q4_K", "attn_k": "Q5_K", "attn_v": "Q6_K", "attn_output": "Q3_K", "ffn_gate": "Q2_K",
      "ffn_up": "Q5_1", "ffn_down": "Q6_K"},
-    {"attn_q": "Q3_K", "attn_k": "Q4_K", "attn_v": "Q6_K", "attn_output": "Q5_K", "ffn_gate": "Q5_0",
-     "ffn_up": "Q4_K", "ffn_down": "Q2_K"},
+    {"attn_q": "IQ4_XS", "attn_k": "Q4_K", "attn_v": "Q6_K", "attn_output": "Q5_K", "ffn_gate": "Q5_0",
+     "ffn_up": "IQ4_NL", "ffn_down": "Q2_K"},
 ]
 GLOBAL_TYPES = {"token_embd": "Q4_K", "output": "Q6_K"}
 

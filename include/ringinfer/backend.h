@@ -39,16 +39,18 @@
 namespace ringinfer {
 
 // u8: raw bytes (fp8 e4m3 bits, packed buffers).
-// q8_0 .. q5_1: ggml's blocks of 32 weights, q2_k .. q6_k its super-blocks of 256
+// q8_0 .. q5_1, iq4_nl: ggml's blocks of 32 weights, q2_k .. q6_k, iq4_xs its super-blocks of 256
 // (model/dtype_convert.h gives the layouts), kept quantized by the CPU backend for GGUF
 // weights (Backend::takes_quantized_weights).
-enum class DType { f32, bf16, i32, f64, u8, f16, q8_0, q4_0, q4_1, q5_0, q5_1, q2_k, q3_k, q4_k, q5_k, q6_k };
+enum class DType { f32, bf16, i32, f64, u8, f16, q8_0, q4_0, q4_1, q5_0, q5_1, q2_k, q3_k, q4_k, q5_k, q6_k, iq4_nl, iq4_xs };
 
 // Elements per storage block (32 or 256 for the quantized types, else 1) and bytes per block.
 inline int64_t dtype_block(DType t) {
   switch (t) {
-    case DType::q8_0: case DType::q4_0: case DType::q4_1: case DType::q5_0: case DType::q5_1: return 32;
-    case DType::q2_k: case DType::q3_k: case DType::q4_k: case DType::q5_k: case DType::q6_k: return 256;
+    case DType::q8_0: case DType::q4_0: case DType::q4_1: case DType::q5_0: case DType::q5_1: case DType::iq4_nl:
+      return 32;
+    case DType::q2_k: case DType::q3_k: case DType::q4_k: case DType::q5_k: case DType::q6_k: case DType::iq4_xs:
+      return 256;
     default: return 1;
   }
 }
@@ -68,6 +70,8 @@ inline size_t dtype_block_bytes(DType t) {
     case DType::q4_k: return 144;
     case DType::q5_k: return 176;
     case DType::q6_k: return 210;
+    case DType::iq4_nl: return 18;
+    case DType::iq4_xs: return 136;
   }
   return 0;
 }
@@ -96,6 +100,8 @@ inline const char* dtype_name(DType t) {
     case DType::q4_k: return "q4_k";
     case DType::q5_k: return "q5_k";
     case DType::q6_k: return "q6_k";
+    case DType::iq4_nl: return "iq4_nl";
+    case DType::iq4_xs: return "iq4_xs";
   }
   return "?";
 }

@@ -107,7 +107,7 @@ class GgufFile {
   HostTensor read(const std::string& name) const;
   HostTensor read_rows(const std::string& name, int64_t begin, int64_t end) const;
   HostTensor read_cols(const std::string& name, int64_t begin, int64_t end) const;
-  // read_rows, but a 2-D F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1 or Q2_K..Q6_K tensor comes as its stored bytes
+  // read_rows, but a 2-D matrix of a block type (or F16, BF16) comes as its stored bytes
   // (HostTensor::blocks and ggml_type, rows of whole blocks) instead of fp32; other
   // tensors as read_rows gives them.
   HostTensor read_rows_stored(const std::string& name, int64_t begin, int64_t end) const;

@@ -54,7 +54,7 @@ struct ModelConfig {
 struct HostTensor {
   std::vector<int64_t> shape;
   std::vector<float> data;
-  uint32_t ggml_type = 0;            // ggml type id of `blocks` (gguf.h): F16, BF16, Q8_0, Q4_x, Q5_x, Q2_K..Q6_K
+  uint32_t ggml_type = 0;            // ggml type id of `blocks` (gguf.h): F16, BF16 or a block type
   std::vector<unsigned char> blocks; // whole rows as stored in the file; empty when `data` holds the values
   int64_t numel() const {
     if (blocks.empty()) return static_cast<int64_t>(data.size());

@@ -15,7 +15,8 @@ CommDtype comm_dtype(DType t) {
     case DType::f64: return CommDtype::float64;
     case DType::u8: return CommDtype::uint8;
     case DType::f16: case DType::q8_0: case DType::q4_0: case DType::q4_1: case DType::q5_0: case DType::q5_1:
-    case DType::q2_k: case DType::q3_k: case DType::q4_k: case DType::q5_k: case DType::q6_k:
+    case DType::q2_k: case DType::q3_k: case DType::q4_k: case DType::q5_k: case DType::q6_k: case DType::iq4_nl:
+    case DType::iq4_xs:
       break;  // weight storage: never communicated
   }
   return CommDtype::uint8;

@@ -180,11 +180,6 @@ void dequant_q3_k(const unsigned char* src, int64_t n_blocks, float* dst) {
   }
 }
 
-namespace {
-
-// Q4_K / Q5_K: eight 6-bit scales and mins of 32-value sub-blocks packed in 12 bytes:
-// sub-blocks 0-3 in the low 6 bits of bytes 0-3 (scale) and 4-7 (min); 4-7 in the nibbles
-// of bytes 8-11 (scale low, min high) with their top 2 bits in the top bits of bytes 0-7.
 void scale_min_k4(int j, const unsigned char* q, int* scale, int* min) {
   if (j < 4) {
     *scale = q[j] & 63;
@@ -194,6 +189,8 @@ void scale_min_k4(int j, const unsigned char* q, int* scale, int* min) {
     *min = (q[j + 4] >> 4) | ((q[j] >> 6) << 4);
   }
 }
+
+namespace {
 
 // Q4_K: fp16 d, fp16 dmin, scales[12], qs[128]; Q5_K adds qh[32] before qs. Each 64-value
 // pass reads 32 bytes of qs: low nibbles are sub-block 2p, high nibbles 2p + 1; Q5_K's
@@ -246,6 +243,41 @@ void dequant_q6_k(const unsigned char* src, int64_t n_blocks, float* dst) {
           const int q = (lo | ((qh[l] >> (2 * k)) & 3) << 4) - 32;
           *out++ = d * static_cast<float>(sc[l / 16 + 2 * k]) * static_cast<float>(q);
         }
+    }
+  }
+}
+
+// ggml's kvalues_iq4nl: the 16 levels of the IQ4 formats.
+constexpr int8_t kIq4Levels[16] = {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113};
+
+void dequant_iq4_nl(const unsigned char* src, int64_t n_blocks, float* dst) {
+  for (int64_t b = 0; b < n_blocks; ++b) {
+    const unsigned char* blk = src + b * kIQ4_NLBytes;
+    const float d = fp16_to_fp32(load_u16(blk));
+    float* out = dst + b * kQBlock;
+    for (int j = 0; j < 16; ++j) {
+      out[j] = d * static_cast<float>(kIq4Levels[blk[2 + j] & 0x0f]);
+      out[j + 16] = d * static_cast<float>(kIq4Levels[blk[2 + j] >> 4]);
+    }
+  }
+}
+
+// IQ4_XS: fp16 d, u16 scales_h (2 high bits of sub-block s at bit 2 s), scales_l[4] (low 4
+// bits of sub-block s in byte s / 2 at bit 4 (s % 2)), qs[128] (16 bytes per sub-block).
+void dequant_iq4_xs(const unsigned char* src, int64_t n_blocks, float* dst) {
+  for (int64_t b = 0; b < n_blocks; ++b) {
+    const unsigned char* blk = src + b * kIQ4_XSBytes;
+    const float d = fp16_to_fp32(load_u16(blk));
+    const uint16_t scales_h = load_u16(blk + 2);
+    float* out = dst + b * kQKBlock;
+    for (int s = 0; s < 8; ++s, out += 32) {
+      const int ls = (((blk[4 + s / 2] >> (4 * (s % 2))) & 0x0f) | (((scales_h >> (2 * s)) & 3) << 4)) - 32;
+      const float dl = d * static_cast<float>(ls);
+      const unsigned char* q = blk + 8 + 16 * s;
+      for (int j = 0; j < 16; ++j) {
+        out[j] = dl * static_cast<float>(kIq4Levels[q[j] & 0x0f]);
+        out[j + 16] = dl * static_cast<float>(kIq4Levels[q[j] >> 4]);
+      }
     }
   }
 }

@@ -29,6 +29,8 @@ constexpr int64_t kQ3_KBytes = 110;
 constexpr int64_t kQ4_KBytes = 144;
 constexpr int64_t kQ5_KBytes = 176;
 constexpr int64_t kQ6_KBytes = 210;
+constexpr int64_t kIQ4_NLBytes = 18;
+constexpr int64_t kIQ4_XSBytes = 136;
 
 float fp16_to_fp32(uint16_t h);
 float bf16_to_fp32(uint16_t b);
@@ -54,6 +56,16 @@ void dequant_q3_k(const unsigned char* src, int64_t n_blocks, float* dst);
 void dequant_q4_k(const unsigned char* src, int64_t n_blocks, float* dst);
 void dequant_q5_k(const unsigned char* src, int64_t n_blocks, float* dst);
 void dequant_q6_k(const unsigned char* src, int64_t n_blocks, float* dst);
+// IQ4_NL (32 values: fp16 d, 16 bytes of 4-bit indices, nibbles as Q4_0) and IQ4_XS (256
+// values: fp16 d, 6-bit signed sub-block scales, then IQ4_NL's indices per 32 values):
+// each index picks one of ggml's 16 non-linear levels (kvalues_iq4nl), times d (IQ4_XS:
+// times d (scale - 32), computed first).
+void dequant_iq4_nl(const unsigned char* src, int64_t n_blocks, float* dst);
+void dequant_iq4_xs(const unsigned char* src, int64_t n_blocks, float* dst);
+// Q4_K / Q5_K: the 6-bit scale and min of sub-block j (< 8) from the 12 packed bytes at q:
+// sub-blocks 0-3 in the low 6 bits of bytes 0-3 (scale) and 4-7 (min); 4-7 in the nibbles
+// of bytes 8-11 (scale low, min high) with their top 2 bits in the top bits of bytes 0-7.
+void scale_min_k4(int j, const unsigned char* q, int* scale, int* min);
 
 // A whole file mapped read-only (weights are read in place, never copied whole).
 class MappedFile {

@@ -372,10 +372,12 @@ void GgufFile::dequant(const GgufTensorInfo& t, int64_t first, int64_t n, float*
     case 12: block_fn = dtype::dequant_q4_k; break;
     case 13: block_fn = dtype::dequant_q5_k; break;
     case 14: block_fn = dtype::dequant_q6_k; break;
+    case 20: block_fn = dtype::dequant_iq4_nl; break;
+    case 23: block_fn = dtype::dequant_iq4_xs; break;
     default:
       throw Error(path_ + ": tensor '" + t.name + "' has type " + tt.name +
                   ", which is not supported (F32, F16, BF16, F64, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q2_K, Q3_K, Q4_K, "
-                  "Q5_K, Q6_K)");
+                  "Q5_K, Q6_K, IQ4_NL, IQ4_XS)");
   }
   if (n <= 0) return;
   const int64_t b0 = first / tt.block, b1 = (first + n + tt.block - 1) / tt.block;
@@ -429,7 +431,7 @@ namespace {
 // computes on as stored) rather than fp32 values.
 bool kept_as_stored(const GgufTensorInfo& t) {
   const bool kept_type = t.type == 1 || t.type == 30 || t.type == 8 || t.type == 2 || t.type == 3 || t.type == 6 ||
-                         t.type == 7 || (t.type >= 10 && t.type <= 14);
+                         t.type == 7 || (t.type >= 10 && t.type <= 14) || t.type == 20 || t.type == 23;
   return kept_type && t.ne.size() == 2 && t.ne[0] % type_traits(t.type)->block == 0;
 }
 

@@ -52,7 +52,7 @@ if timeout -k 5 120 $MPIRUN -np 2 "$RINGINFER" run -m "$FIX/qwen3-qknorm-yarn/mo
   pass "run on the qwen3 GGUF, 2 ranks"
 else fail "run on the qwen3 GGUF"; tail -5 gen.log; fi
 
-# A GGUF of k-quant, Q5_0 and Q5_1 blocks (tools/make-kquant-fixtures.py), kept as stored by
+# A GGUF of k-quant, Q5_x and IQ4 blocks (tools/make-kquant-fixtures.py), kept as stored by
 # the CPU backend: the same logprobs on 1 and 3 ranks, and it generates.
 KQ="$FIX/llama-kquants/model.gguf"
 for np in 1 3; do

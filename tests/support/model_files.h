@@ -48,7 +48,7 @@ std::vector<uint8_t> quantize_q4_1(const std::vector<float>& x, std::vector<doub
 enum GgufT : uint32_t { kU8 = 0, kI8, kU16, kI16, kU32, kI32, kF32, kBool, kStr, kArr, kU64, kI64, kF64 };
 enum GgmlT : uint32_t {
   kGF32 = 0, kGF16 = 1, kGQ4_0 = 2, kGQ4_1 = 3, kGQ5_0 = 6, kGQ5_1 = 7, kGQ8_0 = 8, kGQ2_K = 10, kGQ3_K = 11,
-  kGQ4_K = 12, kGQ5_K = 13, kGQ6_K = 14, kGIQ2_XS = 17, kGBF16 = 30
+  kGQ4_K = 12, kGQ5_K = 13, kGQ6_K = 14, kGIQ2_XS = 17, kGIQ4_NL = 20, kGIQ4_XS = 23, kGBF16 = 30
 };
 
 class GgufBuilder {

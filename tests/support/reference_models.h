@@ -38,7 +38,7 @@ inline const std::vector<std::string>& reference_model_names() {
 // The GGUF forms of three of them (tools/make-gguf-fixtures.py: the same F32 weights, so
 // the same reference): llama (Q/K permuted, llama3 RoPE as rope_freqs for an original
 // context of 64), qwen2, qwen3; and llama-kquants, a GGUF of its own whose matrices are
-// Q2_K..Q6_K, Q5_0 and Q5_1 blocks (tools/make-kquant-fixtures.py: its reference.json is
+// Q2_K..Q6_K, Q5_x, IQ4_NL and IQ4_XS blocks (tools/make-kquant-fixtures.py: its reference.json is
 // the float64 forward of the values the `gguf` package dequantizes them to). A name
 // "<fixture>/model.gguf" loads that file.
 inline const std::vector<std::string>& gguf_reference_model_names() {

@@ -159,7 +159,7 @@ TEST_F(GgufTest, EveryTensorTypeDequantizesExactly) {
   }
 }
 
-// Q5_0, Q5_1 and the k-quants against the `gguf` package's numpy dequantizer (written
+// Q5_0, Q5_1, the k-quants and IQ4_NL / IQ4_XS against the `gguf` package's numpy dequantizer (written
 // independently of ours): random blocks, every bit random (tools/make-kquant-fixtures.py),
 // read whole, by rows and by columns that cut blocks; the same fp32 values, bit for bit.
 TEST_F(GgufTest, BlockFormatsDequantizeAsTheGgufPackage) {
@@ -168,7 +168,7 @@ TEST_F(GgufTest, BlockFormatsDequantizeAsTheGgufPackage) {
   const nlohmann::json j = nlohmann::json::parse(in);
   const std::map<std::string, uint32_t> ids = {{"Q5_0", kGQ5_0}, {"Q5_1", kGQ5_1}, {"Q2_K", kGQ2_K},
                                                {"Q3_K", kGQ3_K}, {"Q4_K", kGQ4_K}, {"Q5_K", kGQ5_K},
-                                               {"Q6_K", kGQ6_K}};
+                                               {"Q6_K", kGQ6_K}, {"IQ4_NL", kGIQ4_NL}, {"IQ4_XS", kGIQ4_XS}};
   ASSERT_EQ(j.at("types").size(), ids.size());
   for (const auto& [name, id] : ids) {
     const auto& t = j.at("types").at(name);
@@ -436,7 +436,7 @@ TEST_F(GgufTest, KQuantMatricesKeptAsStoredComputeAsDequantized) {
       EXPECT_TRUE(std::equal(got.begin() + cols, got.end(), f.data.begin())) << name;
     }
   }
-  EXPECT_EQ(types, (std::set<uint32_t>{kGQ5_0, kGQ5_1, kGQ2_K, kGQ3_K, kGQ4_K, kGQ5_K, kGQ6_K}));
+  EXPECT_EQ(types, (std::set<uint32_t>{kGQ5_0, kGQ5_1, kGQ2_K, kGQ3_K, kGQ4_K, kGQ5_K, kGQ6_K, kGIQ4_NL, kGIQ4_XS}));
 }
 
 TEST_F(GgufTest, TokenizerMetadataIsReachable) {
@@ -533,7 +533,7 @@ TEST_F(GgufTest, MalformedFiles) {
   GgufFile f(p);
   EXPECT_EQ(error_of([&] { f.read("w"); }),
             p + ": tensor 'w' has type IQ2_XS, which is not supported (F32, F16, BF16, F64, Q8_0, Q4_0, Q4_1, Q5_0, "
-                "Q5_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K)");
+                "Q5_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_NL, IQ4_XS)");
 }
 
 TEST_F(GgufTest, ConfigErrors) {

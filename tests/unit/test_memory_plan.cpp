@@ -143,7 +143,7 @@ TEST(MemoryPlan, OffloadedResidualLeavesTheDevice) {
 
 // A GGUF the CPU backend keeps quantized: at --tp 1 the plan counts the weights' stored
 // bytes (TensorSource::kept_weight_bytes), which are what the backend holds once the engine
-// has loaded them (llama-kquants: k-quant, Q5_0 and Q5_1 blocks, ~7x smaller than fp32);
+// has loaded them (llama-kquants: k-quant, Q5_x and IQ4 blocks, ~7x smaller than fp32);
 // at --tp 2 slices are read as fp32 and the plan counts 4 bytes a weight.
 TEST(MemoryPlan, QuantizedGgufOnTheCpuCountsItsStoredBytes) {
   const std::string path = test::source_dir() + "/tests/fixtures/models/llama-kquants/model.gguf";

@@ -66,6 +66,8 @@ Tensor CpuBackend::upload_weight(const HostTensor& w) {
     case 12: type = DType::q4_k; break;
     case 13: type = DType::q5_k; break;
     case 14: type = DType::q6_k; break;
+    case 20: type = DType::iq4_nl; break;
+    case 23: type = DType::iq4_xs; break;
     default: check(false, "upload_weight", "ggml type " + std::to_string(w.ggml_type) + " is not kept quantized");
   }
   Tensor t = alloc(rows, cols, type);

@@ -1,5 +1,5 @@
 // CPU matmul: out = x W^T for fp32 weights and for GGUF weights kept quantized
-// (Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q2_K..Q6_K, F16, BF16), which stay as stored and are
+// (Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q2_K..Q6_K, IQ4_NL, IQ4_XS, F16, BF16), which stay as stored and are
 // dequantized block by block inside the loops, fp32 arithmetic throughout: a quarter of
 // the bytes of fp32 weights or less.
 //
@@ -108,6 +108,85 @@ RI_AVX2 void dequant_q8_0_avx2(const unsigned char* w, int64_t nb, float* dst) {
       _mm256_storeu_ps(dst + k, _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(
                                                   _mm_loadl_epi64(reinterpret_cast<const __m128i*>(w + 2 + k)))),
                                               vd));
+  }
+}
+
+// Q5_0 / Q5_1: value j's fifth bit is bit j of the block's u32 qh; the same float
+// operations as dtype::dequant_q5_0 / q5_1 ((q - 16) d exact; q d exact, then + m).
+template <bool kHasMin>
+RI_AVX2 void dequant_q5_avx2(const unsigned char* w, int64_t nb, float* dst) {
+  const int64_t bytes = kHasMin ? dtype::kQ5_1Bytes : dtype::kQ5_0Bytes;
+  const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), one = _mm256_set1_epi32(1);
+  const __m256i low = _mm256_set1_epi32(0x0f);
+  for (int64_t b = 0; b < nb; ++b, w += bytes, dst += dtype::kQBlock) {
+    const __m256 d = _mm256_set1_ps(f16_avx2(w)), m = _mm256_set1_ps(kHasMin ? f16_avx2(w + 2) : 0.0f);
+    const unsigned char* q = w + (kHasMin ? 4 : 2);
+    uint32_t qh_bits;
+    std::memcpy(&qh_bits, q, sizeof qh_bits);
+    const __m256i qh = _mm256_set1_epi32(static_cast<int>(qh_bits));
+    for (int g = 0; g < 4; ++g) {  // values 8g .. 8g + 7: nibbles of bytes (8g .. 8g + 7) mod 16
+      const __m256i bytes8 = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(q + 4 + 8 * (g % 2))));
+      const __m256i nib = g < 2 ? _mm256_and_si256(bytes8, low) : _mm256_srli_epi32(bytes8, 4);
+      const __m256i hi = _mm256_and_si256(_mm256_srlv_epi32(qh, _mm256_add_epi32(lane, _mm256_set1_epi32(8 * g))), one);
+      __m256i v = _mm256_or_si256(nib, _mm256_slli_epi32(hi, 4));
+      if (!kHasMin) v = _mm256_sub_epi32(v, _mm256_set1_epi32(16));
+      const __m256 qd = _mm256_mul_ps(_mm256_cvtepi32_ps(v), d);
+      _mm256_storeu_ps(dst + 8 * g, kHasMin ? _mm256_add_ps(qd, m) : qd);
+    }
+  }
+}
+
+// Q4_K / Q5_K: per 32-value sub-block s, d scale and dmin min (exact products), then
+// q (d scale) - dmin min, as dtype::dequant_q4_k / q5_k.
+template <bool kFive>
+RI_AVX2 void dequant_qk4_avx2(const unsigned char* w, int64_t nb, float* dst) {
+  const int64_t bytes = kFive ? dtype::kQ5_KBytes : dtype::kQ4_KBytes;
+  const __m256i low = _mm256_set1_epi32(0x0f), one = _mm256_set1_epi32(1);
+  for (int64_t b = 0; b < nb; ++b, w += bytes) {
+    const float d = f16_avx2(w), dmin = f16_avx2(w + 2);
+    const unsigned char* qh = w + 16;
+    const unsigned char* qs = w + (kFive ? 48 : 16);
+    for (int s = 0; s < 8; ++s, dst += 32) {
+      int scale, min;
+      dtype::scale_min_k4(s, w + 4, &scale, &min);
+      const __m256 dl = _mm256_set1_ps(d * static_cast<float>(scale)), ml = _mm256_set1_ps(dmin * static_cast<float>(min));
+      const unsigned char* q = qs + 32 * (s / 2);
+      for (int g = 0; g < 4; ++g) {
+        const __m256i b8 = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(q + 8 * g)));
+        __m256i v = s % 2 == 0 ? _mm256_and_si256(b8, low) : _mm256_srli_epi32(b8, 4);
+        if (kFive) {
+          const __m256i h8 = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(qh + 8 * g)));
+          const __m256i bit = _mm256_and_si256(_mm256_srlv_epi32(h8, _mm256_set1_epi32(s)), one);
+          v = _mm256_or_si256(v, _mm256_slli_epi32(bit, 4));
+        }
+        _mm256_storeu_ps(dst + 8 * g, _mm256_sub_ps(_mm256_mul_ps(dl, _mm256_cvtepi32_ps(v)), ml));
+      }
+    }
+  }
+}
+
+// Q6_K: value l + 32 k of each 128-value half: 4 low bits from ql, 2 high bits from qh[l]
+// at bit 2 k, minus 32, times (d scale[l / 16 + 2 k]), as dtype::dequant_q6_k.
+RI_AVX2 void dequant_q6_k_avx2(const unsigned char* w, int64_t nb, float* dst) {
+  const __m256i low = _mm256_set1_epi32(0x0f), three = _mm256_set1_epi32(3), off = _mm256_set1_epi32(32);
+  for (int64_t b = 0; b < nb; ++b, w += dtype::kQ6_KBytes) {
+    const float d = f16_avx2(w + 208);
+    for (int half = 0; half < 2; ++half) {
+      const unsigned char* ql = w + 64 * half;
+      const unsigned char* qh = w + 128 + 32 * half;
+      const auto* sc = reinterpret_cast<const int8_t*>(w + 192 + 8 * half);
+      for (int k = 0; k < 4; ++k, dst += 32)
+        for (int g = 0; g < 4; ++g) {
+          const __m256i l8 =
+              _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(ql + 32 * (k % 2) + 8 * g)));
+          const __m256i lo = k < 2 ? _mm256_and_si256(l8, low) : _mm256_srli_epi32(l8, 4);
+          const __m256i h8 = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(qh + 8 * g)));
+          const __m256i hi = _mm256_and_si256(_mm256_srlv_epi32(h8, _mm256_set1_epi32(2 * k)), three);
+          const __m256i q = _mm256_sub_epi32(_mm256_or_si256(lo, _mm256_slli_epi32(hi, 4)), off);
+          const __m256 ds = _mm256_set1_ps(d * static_cast<float>(sc[g / 2 + 2 * k]));
+          _mm256_storeu_ps(dst + 8 * g, _mm256_mul_ps(ds, _mm256_cvtepi32_ps(q)));
+        }
+    }
   }
 }
 
@@ -365,6 +444,11 @@ void dequant_row(DType t, const unsigned char* src, int64_t n, float* dst, bool 
       case DType::q8_0: return dequant_q8_0_avx2(src, n / dtype::kQBlock, dst);
       case DType::q4_0: return dequant_q4_avx2(src, n / dtype::kQBlock, dst, false);
       case DType::q4_1: return dequant_q4_avx2(src, n / dtype::kQBlock, dst, true);
+      case DType::q5_0: return dequant_q5_avx2<false>(src, n / dtype::kQBlock, dst);
+      case DType::q5_1: return dequant_q5_avx2<true>(src, n / dtype::kQBlock, dst);
+      case DType::q4_k: return dequant_qk4_avx2<false>(src, n / dtype::kQKBlock, dst);
+      case DType::q5_k: return dequant_qk4_avx2<true>(src, n / dtype::kQKBlock, dst);
+      case DType::q6_k: return dequant_q6_k_avx2(src, n / dtype::kQKBlock, dst);
       case DType::f16: return f16_to_f32_avx2(src, n, dst);
       case DType::bf16: return bf16_to_f32_avx2(src, n, dst);
       default: break;
@@ -387,6 +471,8 @@ void dequant_row(DType t, const unsigned char* src, int64_t n, float* dst, bool 
     case DType::q4_k: dtype::dequant_q4_k(src, n / dtype::kQKBlock, dst); return;
     case DType::q5_k: dtype::dequant_q5_k(src, n / dtype::kQKBlock, dst); return;
     case DType::q6_k: dtype::dequant_q6_k(src, n / dtype::kQKBlock, dst); return;
+    case DType::iq4_nl: dtype::dequant_iq4_nl(src, n / dtype::kQBlock, dst); return;
+    case DType::iq4_xs: dtype::dequant_iq4_xs(src, n / dtype::kQKBlock, dst); return;
     default: throw Error(std::string("cpu backend: no dequantization for ") + dtype_name(t));
   }
 }
