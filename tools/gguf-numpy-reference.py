@@ -69,7 +69,9 @@ def load(path):
         elif name == "output.weight":
             W["lm_head.weight"] = v
         else:
-            _, layer, kind, _ = name.split(".")
+            _, layer, kind, suffix = name.split(".")
+            if suffix != "weight" or kind not in LAYER:
+                sys.exit(f"{path}: tensor {name} is not handled here (llama without biases only)")
             if kind in ("attn_q", "attn_k"):
                 v = unpermute(v, H if kind == "attn_q" else Hkv)
             W[f"model.layers.{layer}.{LAYER[kind]}.weight"] = v

@@ -111,6 +111,10 @@ RI_AVX2 void dequant_q8_0_avx2(const unsigned char* w, int64_t nb, float* dst) {
   }
 }
 
+// Bitwise the scalar values (dtype_convert.cpp) only because every product below is exact
+// in fp32 (a fp16 d times small integers: at most 23 significant bits), so the compiler may
+// fuse a product with the following add or subtract (it does: vfmadd/vfmsub) without
+// changing a bit. A format whose products round would need -ffp-contract=off here.
 // Q5_0 / Q5_1: value j's fifth bit is bit j of the block's u32 qh; the same float
 // operations as dtype::dequant_q5_0 / q5_1 ((q - 16) d exact; q d exact, then + m).
 template <bool kHasMin>
