@@ -353,32 +353,47 @@ const GgufTensorInfo& GgufFile::info(const std::string& name) const {
   return *t;
 }
 
+namespace {
+
+using BlockDequantizer = void (*)(const unsigned char*, int64_t, float*);
+
+// The dequantizer of a block type (dtype_convert.h), or null: element types and types we
+// cannot read.
+BlockDequantizer block_dequantizer(uint32_t type) {
+  switch (type) {
+    case 8: return dtype::dequant_q8_0;
+    case 2: return dtype::dequant_q4_0;
+    case 3: return dtype::dequant_q4_1;
+    case 6: return dtype::dequant_q5_0;
+    case 7: return dtype::dequant_q5_1;
+    case 10: return dtype::dequant_q2_k;
+    case 11: return dtype::dequant_q3_k;
+    case 12: return dtype::dequant_q4_k;
+    case 13: return dtype::dequant_q5_k;
+    case 14: return dtype::dequant_q6_k;
+    case 20: return dtype::dequant_iq4_nl;
+    case 23: return dtype::dequant_iq4_xs;
+    default: return nullptr;
+  }
+}
+
+}  // namespace
+
 void GgufFile::dequant(const GgufTensorInfo& t, int64_t first, int64_t n, float* dst) const {
   const TypeTraits& tt = *type_traits(t.type);
   const unsigned char* base = file_->data() + data_start_ + t.offset;
-  void (*block_fn)(const unsigned char*, int64_t, float*) = nullptr;
   switch (t.type) {
     case 0: dtype::f32_to_f32(base + first * 4, n, dst); return;
     case 1: dtype::f16_to_f32(base + first * 2, n, dst); return;
     case 30: dtype::bf16_to_f32(base + first * 2, n, dst); return;
     case 28: dtype::f64_to_f32(base + first * 8, n, dst); return;
-    case 8: block_fn = dtype::dequant_q8_0; break;
-    case 2: block_fn = dtype::dequant_q4_0; break;
-    case 3: block_fn = dtype::dequant_q4_1; break;
-    case 6: block_fn = dtype::dequant_q5_0; break;
-    case 7: block_fn = dtype::dequant_q5_1; break;
-    case 10: block_fn = dtype::dequant_q2_k; break;
-    case 11: block_fn = dtype::dequant_q3_k; break;
-    case 12: block_fn = dtype::dequant_q4_k; break;
-    case 13: block_fn = dtype::dequant_q5_k; break;
-    case 14: block_fn = dtype::dequant_q6_k; break;
-    case 20: block_fn = dtype::dequant_iq4_nl; break;
-    case 23: block_fn = dtype::dequant_iq4_xs; break;
-    default:
-      throw Error(path_ + ": tensor '" + t.name + "' has type " + tt.name +
-                  ", which is not supported (F32, F16, BF16, F64, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q2_K, Q3_K, Q4_K, "
-                  "Q5_K, Q6_K, IQ4_NL, IQ4_XS)");
+    default: break;
   }
+  const BlockDequantizer block_fn = block_dequantizer(t.type);
+  if (!block_fn)
+    throw Error(path_ + ": tensor '" + t.name + "' has type " + tt.name +
+                ", which is not supported (F32, F16, BF16, F64, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q2_K, Q3_K, Q4_K, "
+                "Q5_K, Q6_K, IQ4_NL, IQ4_XS)");
   if (n <= 0) return;
   const int64_t b0 = first / tt.block, b1 = (first + n + tt.block - 1) / tt.block;
   if (first % tt.block == 0 && n % tt.block == 0) {
@@ -427,11 +442,10 @@ HostTensor GgufFile::read_rows(const std::string& name, int64_t begin, int64_t e
 
 namespace {
 
-// Whether read_rows_stored gives t's stored bytes (a matrix of a type the CPU backend
-// computes on as stored) rather than fp32 values.
+// Whether read_rows_stored gives t's stored bytes (a matrix of F16, BF16 or a block type,
+// which the CPU backend computes on as stored) rather than fp32 values.
 bool kept_as_stored(const GgufTensorInfo& t) {
-  const bool kept_type = t.type == 1 || t.type == 30 || t.type == 8 || t.type == 2 || t.type == 3 || t.type == 6 ||
-                         t.type == 7 || (t.type >= 10 && t.type <= 14) || t.type == 20 || t.type == 23;
+  const bool kept_type = t.type == 1 || t.type == 30 || block_dequantizer(t.type) != nullptr;
   return kept_type && t.ne.size() == 2 && t.ne[0] % type_traits(t.type)->block == 0;
 }
 
